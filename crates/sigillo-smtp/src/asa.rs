@@ -1,0 +1,1 @@
+//! PIX/ASA `inspect esmtp` rewriting (placeholder, see testkit helper).
