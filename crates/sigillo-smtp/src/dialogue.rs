@@ -16,6 +16,8 @@ pub struct DialogueConfig {
     pub ehlo_name: String,
     /// Whether to issue STARTTLS when it is offered.
     pub starttls: bool,
+    /// The connection is already inside TLS (port 465, RFC 8314): no STARTTLS.
+    pub implicit_tls: bool,
 }
 
 /// A command the client sends.
@@ -153,9 +155,9 @@ impl ClientDialogue {
     /// A new session, waiting for the greeting.
     pub fn new(config: DialogueConfig) -> Self {
         Self {
+            tls: config.implicit_tls,
             config,
             phase: Phase::Greeting,
-            tls: false,
             transcript: Transcript::default(),
         }
     }
@@ -187,7 +189,7 @@ impl ClientDialogue {
             line: command.line(),
         });
         self.phase = match command {
-            Command::Ehlo(_) if self.tls => Phase::TlsEhlo,
+            Command::Ehlo(_) if self.tls && !self.config.implicit_tls => Phase::TlsEhlo,
             Command::Ehlo(_) => Phase::Ehlo,
             Command::Helo(_) => Phase::Helo,
             Command::StartTls => Phase::StartTls,
@@ -231,7 +233,9 @@ impl ClientDialogue {
                 let starttls = EhloReply::parse(&reply).is_ok_and(|e| e.starttls());
                 self.transcript.ehlo = Some(reply);
                 match code {
-                    250 if starttls && self.config.starttls => self.send(Command::StartTls),
+                    250 if starttls && self.config.starttls && !self.tls => {
+                        self.send(Command::StartTls)
+                    }
                     250 => self.send(Command::Quit),
                     421 => self.close(),
                     // EHLO not understood: fall back to HELO (RFC 5321 §4.1.1.1).
@@ -303,6 +307,7 @@ mod tests {
         ClientDialogue::new(DialogueConfig {
             ehlo_name: "probe.test".into(),
             starttls: true,
+            implicit_tls: false,
         })
     }
 

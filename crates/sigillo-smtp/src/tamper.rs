@@ -91,6 +91,7 @@ mod tests {
         let mut d = ClientDialogue::new(DialogueConfig {
             ehlo_name: "probe.test".into(),
             starttls: true,
+            implicit_tls: false,
         });
         for raw in replies {
             let (reply, _) = parse_reply(raw.as_bytes(), &ReplyLimits::default())
