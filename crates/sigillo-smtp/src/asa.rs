@@ -1,1 +1,585 @@
-//! PIX/ASA `inspect esmtp` rewriting (placeholder, see testkit helper).
+//! A sans-IO imitation of Cisco PIX/ASA `inspect esmtp` with its default settings, to reproduce
+//! STARTTLS stripping and banner masking in tests and labs (the testkit's strip proxy drives it).
+//!
+//! The defaults of the real box are `mask-banner` (the 220 greeting's text becomes asterisks) and
+//! `no allow-tls`: a `250-STARTTLS` line of an EHLO reply becomes `250-XXXXXXXA` (same length, so
+//! TCP sequence numbers need no fix-up) and a client's `STARTTLS` command reaches the server as
+//! `XXXXXXXA`. [`AsaRewriter`] does the same on byte streams: feed it whatever arrived in each
+//! direction and forward what it returns.
+//!
+//! It works on lines (ended by LF, CR kept), buffers a partial line until its end arrives, and
+//! gives up on a line longer than [`AsaConfig::max_line`] (those bytes pass through unchanged).
+//! Message content after `DATA` + `354` passes untouched until the `CRLF.CRLF` that ends it. When
+//! STARTTLS is allowed and the server accepted it with 220, the rewriter becomes transparent for
+//! good (the rest is TLS).
+
+/// Default cap on a buffered line, in bytes.
+pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
+
+/// Which rewrites to do; [`Default`] is the ASA's default `inspect esmtp` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsaConfig {
+    /// Replace the text of the 220 greeting by asterisks (`mask-banner`).
+    pub mask_banner: bool,
+    /// Mask STARTTLS in EHLO replies and the STARTTLS command (`no allow-tls`).
+    pub strip_starttls: bool,
+    /// Longest line buffered while waiting for its end; longer lines pass through unchanged.
+    pub max_line: usize,
+}
+
+impl Default for AsaConfig {
+    fn default() -> Self {
+        Self {
+            mask_banner: true,
+            strip_starttls: true,
+            max_line: DEFAULT_MAX_LINE,
+        }
+    }
+}
+
+/// The masked form of `STARTTLS`, as the ASA writes it (same length).
+pub const MASKED_STARTTLS: &[u8; 8] = b"XXXXXXXA";
+
+const BODY_END: &[u8; 5] = b"\r\n.\r\n";
+
+/// Line buffer of one direction.
+#[derive(Debug, Clone, Default)]
+struct Direction {
+    buf: Vec<u8>,
+    /// Inside a line that was too long: pass bytes through until the next LF.
+    overlong: bool,
+}
+
+/// A stateful rewriter for one SMTP connection, fed from both directions.
+#[derive(Debug, Clone)]
+pub struct AsaRewriter {
+    config: AsaConfig,
+    s2c: Direction,
+    c2s: Direction,
+    greeting_done: bool,
+    data_pending: bool,
+    tls_pending: bool,
+    in_body: bool,
+    /// How many bytes of `CRLF.CRLF` matched so far in the message body.
+    body_match: usize,
+    transparent: bool,
+}
+
+impl Default for AsaRewriter {
+    fn default() -> Self {
+        Self::new(AsaConfig::default())
+    }
+}
+
+impl AsaRewriter {
+    /// A rewriter for a new connection (the server's greeting comes first).
+    pub fn new(config: AsaConfig) -> Self {
+        Self {
+            config,
+            s2c: Direction::default(),
+            c2s: Direction::default(),
+            greeting_done: false,
+            data_pending: false,
+            tls_pending: false,
+            in_body: false,
+            body_match: 0,
+            transparent: false,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> AsaConfig {
+        self.config
+    }
+
+    /// True while the client's message content is being passed through (after DATA + 354).
+    pub fn in_body(&self) -> bool {
+        self.in_body
+    }
+
+    /// True once an allowed STARTTLS succeeded: everything passes through from then on.
+    pub fn is_transparent(&self) -> bool {
+        self.transparent
+    }
+
+    /// Rewrite bytes going from the server to the client; returns what to forward (possibly
+    /// nothing yet, when only part of a line arrived).
+    pub fn server_to_client(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + self.s2c.buf.len());
+        if self.transparent {
+            out.append(&mut self.s2c.buf);
+            out.extend_from_slice(bytes);
+            return out;
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.transparent {
+                out.extend_from_slice(rest);
+                break;
+            }
+            let (line, tail) = take_line(&mut self.s2c, rest, self.config.max_line, &mut out);
+            rest = tail;
+            if let Some(mut line) = line {
+                self.server_line(&mut line);
+                out.extend_from_slice(&line);
+            }
+        }
+        out
+    }
+
+    /// Rewrite bytes going from the client to the server; returns what to forward.
+    pub fn client_to_server(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + self.c2s.buf.len());
+        if self.transparent {
+            out.append(&mut self.c2s.buf);
+            out.extend_from_slice(bytes);
+            return out;
+        }
+        // Bytes buffered before the body started belong to the body.
+        let pending = if self.in_body && !self.c2s.buf.is_empty() {
+            let mut p = std::mem::take(&mut self.c2s.buf);
+            p.extend_from_slice(bytes);
+            Some(p)
+        } else {
+            None
+        };
+        let mut rest: &[u8] = pending.as_deref().unwrap_or(bytes);
+        while !rest.is_empty() {
+            if self.transparent {
+                out.extend_from_slice(rest);
+                break;
+            }
+            if self.in_body {
+                let n = self.scan_body(rest);
+                out.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                continue;
+            }
+            let (line, tail) = take_line(&mut self.c2s, rest, self.config.max_line, &mut out);
+            rest = tail;
+            if let Some(mut line) = line {
+                self.client_line(&mut line);
+                out.extend_from_slice(&line);
+            }
+        }
+        out
+    }
+
+    /// Scan message content; returns how many bytes of `bytes` belong to the body (up to and
+    /// including the final `CRLF.CRLF`), leaving body mode when the end is found.
+    fn scan_body(&mut self, bytes: &[u8]) -> usize {
+        for (i, &b) in bytes.iter().enumerate() {
+            self.body_match = if b == BODY_END[self.body_match] {
+                self.body_match + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+            if self.body_match == BODY_END.len() {
+                self.in_body = false;
+                self.body_match = 0;
+                return i + 1;
+            }
+        }
+        bytes.len()
+    }
+
+    fn server_line(&mut self, line: &mut [u8]) {
+        let Some((code, last)) = reply_code(line) else {
+            return;
+        };
+        let end = content_end(line);
+        if !self.greeting_done {
+            if self.config.mask_banner && code == 220 && end > 4 {
+                line[4..end].fill(b'*');
+            }
+            if last {
+                self.greeting_done = true;
+            }
+            return;
+        }
+        if self.config.strip_starttls && code == 250 && end > 4 {
+            let text = &line[4..end];
+            let word_len = trim_end_spaces(text).len();
+            if text[..word_len].eq_ignore_ascii_case(b"STARTTLS") {
+                line[4..4 + word_len].copy_from_slice(MASKED_STARTTLS);
+            }
+        }
+        if last {
+            if self.data_pending && code == 354 {
+                self.data_pending = false;
+                self.in_body = true;
+                // The CRLF ending the DATA command counts: a lone "." line ends an empty body.
+                self.body_match = 2;
+            }
+            if self.tls_pending && code == 220 {
+                self.tls_pending = false;
+                self.transparent = true;
+            }
+        }
+    }
+
+    fn client_line(&mut self, line: &mut [u8]) {
+        let end = content_end(line);
+        let start = line[..end]
+            .iter()
+            .position(|b| *b != b' ' && *b != b'\t')
+            .unwrap_or(end);
+        let cmd = trim_end_spaces(&line[start..end]);
+        let cmd_len = cmd.len();
+        if cmd.eq_ignore_ascii_case(b"STARTTLS") {
+            self.data_pending = false;
+            if self.config.strip_starttls {
+                line[start..start + cmd_len].copy_from_slice(MASKED_STARTTLS);
+            } else {
+                self.tls_pending = true;
+            }
+        } else if cmd.eq_ignore_ascii_case(b"DATA") {
+            self.data_pending = true;
+            self.tls_pending = false;
+        } else {
+            // DATA and STARTTLS end a pipelined group: another command means their reply came.
+            self.data_pending = false;
+            self.tls_pending = false;
+        }
+    }
+}
+
+/// Take the next complete line from `dir`'s buffer plus `bytes`. Returns the line (if one is
+/// complete) and the unconsumed rest of `bytes`. Overlong data is appended to `out` directly.
+fn take_line<'a>(
+    dir: &mut Direction,
+    bytes: &'a [u8],
+    max_line: usize,
+    out: &mut Vec<u8>,
+) -> (Option<Vec<u8>>, &'a [u8]) {
+    let nl = bytes.iter().position(|b| *b == b'\n');
+    if dir.overlong {
+        return match nl {
+            Some(i) => {
+                dir.overlong = false;
+                out.extend_from_slice(&bytes[..=i]);
+                (None, &bytes[i + 1..])
+            }
+            None => {
+                out.extend_from_slice(bytes);
+                (None, &[])
+            }
+        };
+    }
+    match nl {
+        Some(i) if dir.buf.len() + i < max_line => {
+            let mut line = std::mem::take(&mut dir.buf);
+            line.extend_from_slice(&bytes[..=i]);
+            (Some(line), &bytes[i + 1..])
+        }
+        Some(i) => {
+            // The line is too long to inspect: pass it through.
+            out.append(&mut dir.buf);
+            out.extend_from_slice(&bytes[..=i]);
+            (None, &bytes[i + 1..])
+        }
+        None if dir.buf.len() + bytes.len() > max_line => {
+            out.append(&mut dir.buf);
+            out.extend_from_slice(bytes);
+            dir.overlong = true;
+            (None, &[])
+        }
+        None => {
+            dir.buf.extend_from_slice(bytes);
+            (None, &[])
+        }
+    }
+}
+
+/// Index where the line's content ends (before `\r\n` or `\n`).
+fn content_end(line: &[u8]) -> usize {
+    let mut end = line.len();
+    if end > 0 && line[end - 1] == b'\n' {
+        end -= 1;
+    }
+    if end > 0 && line[end - 1] == b'\r' {
+        end -= 1;
+    }
+    end
+}
+
+fn trim_end_spaces(s: &[u8]) -> &[u8] {
+    let n = s
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(0, |i| i + 1);
+    &s[..n]
+}
+
+/// The reply code and whether this is the last line of the reply (`250 ` vs `250-`).
+fn reply_code(line: &[u8]) -> Option<(u16, bool)> {
+    let end = content_end(line);
+    if end < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let code = line[..3]
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    match line[..end].get(3) {
+        None | Some(b' ') => Some((code, true)),
+        Some(b'-') => Some((code, false)),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One step of a conversation: which direction, what goes in, what must come out.
+    #[derive(Clone, Copy)]
+    enum Dir {
+        S2C,
+        C2S,
+    }
+    use Dir::{C2S, S2C};
+
+    fn run(config: AsaConfig, steps: &[(Dir, &str, &str)]) {
+        let mut rw = AsaRewriter::new(config);
+        for (i, (dir, input, want)) in steps.iter().enumerate() {
+            let got = match dir {
+                S2C => rw.server_to_client(input.as_bytes()),
+                C2S => rw.client_to_server(input.as_bytes()),
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                *want,
+                "step {i}: input {input:?}"
+            );
+        }
+    }
+
+    const DEFAULTS: AsaConfig = AsaConfig {
+        mask_banner: true,
+        strip_starttls: true,
+        max_line: DEFAULT_MAX_LINE,
+    };
+
+    #[test]
+    fn table() {
+        let allow_tls = AsaConfig {
+            strip_starttls: false,
+            ..DEFAULTS
+        };
+        let no_mask = AsaConfig {
+            mask_banner: false,
+            ..DEFAULTS
+        };
+        let small = AsaConfig {
+            max_line: 16,
+            ..DEFAULTS
+        };
+        #[allow(clippy::type_complexity)]
+        let cases: &[(&str, AsaConfig, &[(Dir, &str, &str)])] = &[
+            (
+                "banner masked, same length",
+                DEFAULTS,
+                &[(
+                    S2C,
+                    "220 mx.example ESMTP Postfix\r\n",
+                    "220 ************************\r\n",
+                )],
+            ),
+            (
+                "multi-line banner, each line masked",
+                DEFAULTS,
+                &[(
+                    S2C,
+                    "220-mx.example\r\n220 hi there\r\n",
+                    "220-**********\r\n220 ********\r\n",
+                )],
+            ),
+            (
+                "banner kept when mask_banner is off",
+                no_mask,
+                &[(S2C, "220 mx.example ESMTP\r\n", "220 mx.example ESMTP\r\n")],
+            ),
+            (
+                "non-220 greeting not masked",
+                DEFAULTS,
+                &[(S2C, "554 go away\r\n", "554 go away\r\n")],
+            ),
+            (
+                "partial line buffered until LF",
+                DEFAULTS,
+                &[
+                    (S2C, "220 ab", ""),
+                    (S2C, "c\r", ""),
+                    (S2C, "\n", "220 ***\r\n"),
+                ],
+            ),
+            (
+                "EHLO reply: STARTTLS masked in the middle and at the end",
+                DEFAULTS,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (C2S, "EHLO c\r\n", "EHLO c\r\n"),
+                    (
+                        S2C,
+                        "250-mx\r\n250-STARTTLS\r\n250 8BITMIME\r\n",
+                        "250-mx\r\n250-XXXXXXXA\r\n250 8BITMIME\r\n",
+                    ),
+                    (C2S, "EHLO c\r\n", "EHLO c\r\n"),
+                    (
+                        S2C,
+                        "250-mx\r\n250 starttls\r\n",
+                        "250-mx\r\n250 XXXXXXXA\r\n",
+                    ),
+                ],
+            ),
+            (
+                "STARTTLS command rewritten, any case",
+                DEFAULTS,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (C2S, "STARTTLS\r\n", "XXXXXXXA\r\n"),
+                    (C2S, "StartTls\r\n", "XXXXXXXA\r\n"),
+                    (C2S, "STARTTLSX\r\n", "STARTTLSX\r\n"),
+                ],
+            ),
+            (
+                "allow-tls: STARTTLS kept, then transparent after 220",
+                allow_tls,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (
+                        S2C,
+                        "250-mx\r\n250 STARTTLS\r\n",
+                        "250-mx\r\n250 STARTTLS\r\n",
+                    ),
+                    (C2S, "STARTTLS\r\n", "STARTTLS\r\n"),
+                    (S2C, "220 2.0.0 Ready\r\n", "220 2.0.0 Ready\r\n"),
+                    (C2S, "\x16\x03\x01no newline", "\x16\x03\x01no newline"),
+                    (S2C, "250 STARTTLS\r\n", "250 STARTTLS\r\n"),
+                ],
+            ),
+            (
+                "allow-tls: refused STARTTLS keeps inspecting",
+                allow_tls,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (C2S, "STARTTLS\r\n", "STARTTLS\r\n"),
+                    (S2C, "454 no\r\n", "454 no\r\n"),
+                    (C2S, "QUIT\r\n", "QUIT\r\n"),
+                    (S2C, "220 x\r\n", "220 x\r\n"),
+                ],
+            ),
+            (
+                "message body untouched until CRLF.CRLF",
+                DEFAULTS,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (
+                        C2S,
+                        "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+                        "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+                    ),
+                    (
+                        S2C,
+                        "250 ok\r\n250 ok\r\n354 go\r\n",
+                        "250 ok\r\n250 ok\r\n354 go\r\n",
+                    ),
+                    (
+                        C2S,
+                        "STARTTLS\r\nno newline yet",
+                        "STARTTLS\r\nno newline yet",
+                    ),
+                    (C2S, "\r\n.", "\r\n."),
+                    (C2S, "\r\nSTARTTLS\r\n", "\r\nXXXXXXXA\r\n"),
+                ],
+            ),
+            (
+                "empty body (lone dot right after 354)",
+                DEFAULTS,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (C2S, "DATA\r\n", "DATA\r\n"),
+                    (S2C, "354 go\r\n", "354 go\r\n"),
+                    (C2S, ".\r\nSTARTTLS\r\n", ".\r\nXXXXXXXA\r\n"),
+                ],
+            ),
+            (
+                "DATA refused: no body mode",
+                DEFAULTS,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (C2S, "DATA\r\n", "DATA\r\n"),
+                    (S2C, "554 no rcpt\r\n", "554 no rcpt\r\n"),
+                    (C2S, "STARTTLS\r\n", "XXXXXXXA\r\n"),
+                ],
+            ),
+            (
+                "overlong line passes through unchanged",
+                small,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (S2C, "250-0123456789abcdef", "250-0123456789abcdef"),
+                    (S2C, "more\r\n250 STARTTLS\r\n", "more\r\n250 XXXXXXXA\r\n"),
+                    (
+                        C2S,
+                        "STARTTLS STARTTLS STARTTLS\r\n",
+                        "STARTTLS STARTTLS STARTTLS\r\n",
+                    ),
+                ],
+            ),
+            (
+                "bare LF lines are handled",
+                DEFAULTS,
+                &[
+                    (S2C, "220 ab\n", "220 **\n"),
+                    (S2C, "250 STARTTLS\n", "250 XXXXXXXA\n"),
+                    (C2S, "starttls\n", "XXXXXXXA\n"),
+                ],
+            ),
+            (
+                "garbage greeting passes through",
+                DEFAULTS,
+                &[
+                    (S2C, "HELLO\r\n", "HELLO\r\n"),
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                ],
+            ),
+        ];
+        for (name, config, steps) in cases {
+            eprintln!("case: {name}");
+            run(*config, steps);
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_whole() {
+        let server = "220-mx.example\r\n220 ESMTP\r\n250-mx\r\n250-STARTTLS\r\n250 SIZE\r\n";
+        let mut whole = AsaRewriter::default();
+        let want = whole.server_to_client(server.as_bytes());
+        let mut single = AsaRewriter::default();
+        let got: Vec<u8> = server
+            .as_bytes()
+            .iter()
+            .flat_map(|b| single.server_to_client(std::slice::from_ref(b)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), server.len());
+    }
+
+    #[test]
+    fn body_end_split_across_chunks() {
+        let mut rw = AsaRewriter::default();
+        rw.server_to_client(b"220 x\r\n");
+        rw.client_to_server(b"DATA\r\n");
+        rw.server_to_client(b"354 go\r\n");
+        let body = b"line\r\n\r\r\n.x\r\n.\r\nSTARTTLS\r\n";
+        let got: Vec<u8> = body
+            .iter()
+            .flat_map(|b| rw.client_to_server(std::slice::from_ref(b)))
+            .collect();
+        assert_eq!(got, b"line\r\n\r\r\n.x\r\n.\r\nXXXXXXXA\r\n");
+        assert!(!rw.in_body());
+    }
+}
