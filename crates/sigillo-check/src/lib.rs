@@ -1,1 +1,18 @@
-//! placeholder
+//! The engine of `sigillo check`: resolve targets, probe every MX address for STARTTLS and
+//! TLS, analyse certificates, and turn what was seen into findings and verdicts.
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod dns;
+pub mod probe;
+pub mod report;
+pub mod summary;
+pub mod target;
+pub mod tls;
+
+pub use check::{CheckConfig, Checker};
+pub use dns::{Dns, DnsError, Families};
+pub use probe::Timeouts;
+pub use report::{Finding, HostReport, Severity, TargetReport, Verdict};
+pub use target::{Target, TargetError};
+pub use tls::TrustAnchors;

@@ -1,0 +1,246 @@
+//! Runs checks: resolves each target to MX hosts and addresses, probes every address once
+//! (several targets sharing an address and port share the probe), bounded by a concurrency
+//! limit, and assembles the [`TargetReport`].
+
+use crate::dns::{Dns, Families, MxAnswer};
+use crate::probe::{ProbeConfig, ProbeResult, Timeouts, probe};
+use crate::report::{self, MxReport, TargetReport, Verdict};
+use crate::target::{Target, TargetSpec};
+use crate::tls::{self, TrustAnchors};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use rustls::pki_types::UnixTime;
+use sigillo_smtp::ReplyLimits;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Settings for a run of checks.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// The port when a target gives none (25). 465 means implicit TLS.
+    pub port: u16,
+    pub ehlo_name: String,
+    pub timeouts: Timeouts,
+    /// Most probes in flight at once.
+    pub concurrency: usize,
+    pub families: Families,
+    pub limits: ReplyLimits,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        Self {
+            port: 25,
+            ehlo_name: "localhost".to_owned(),
+            timeouts: Timeouts::default(),
+            concurrency: 64,
+            families: Families::default(),
+            limits: ReplyLimits::default(),
+        }
+    }
+}
+
+type SharedProbe = Shared<BoxFuture<'static, Arc<ProbeResult>>>;
+
+/// Checks targets; cheap to share (`Arc`) across tasks.
+pub struct Checker {
+    config: CheckConfig,
+    dns: Dns,
+    anchors: TrustAnchors,
+    tls: Arc<rustls::ClientConfig>,
+    permits: Arc<Semaphore>,
+    probes: Mutex<HashMap<SocketAddr, SharedProbe>>,
+}
+
+impl Checker {
+    pub fn new(config: CheckConfig, dns: Dns, anchors: TrustAnchors) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            config,
+            dns,
+            anchors,
+            tls: tls::client_config(),
+            probes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Probes an address, or joins the probe already made or under way.
+    fn probe_once(self: &Arc<Self>, address: SocketAddr, sni: Option<String>) -> SharedProbe {
+        let mut probes = self
+            .probes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        probes
+            .entry(address)
+            .or_insert_with(|| {
+                let this = Arc::clone(self);
+                async move {
+                    let _permit = this.permits.clone().acquire_owned().await.ok();
+                    let config = ProbeConfig {
+                        ehlo_name: this.config.ehlo_name.clone(),
+                        timeouts: this.config.timeouts,
+                        limits: this.config.limits,
+                        tls: this.tls.clone(),
+                        implicit_tls: address.port() == 465,
+                    };
+                    Arc::new(probe(address, sni.as_deref(), &config).await)
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    }
+
+    /// Checks one target. Never fails: problems are in the report's verdict and error.
+    pub async fn check(self: &Arc<Self>, target: &Target) -> TargetReport {
+        let start = Instant::now();
+        let started = jiff::Timestamp::now().to_string();
+        let port = target.port.unwrap_or(self.config.port);
+        let mut report = TargetReport {
+            target: target.input.clone(),
+            kind: match target.spec {
+                TargetSpec::Domain(_) => "domain",
+                TargetSpec::Host(_) => "host",
+                TargetSpec::Address(_) => "address",
+            },
+            port,
+            verdict: Verdict::Error,
+            mx: Vec::new(),
+            implicit_mx: false,
+            null_mx: false,
+            hosts: Vec::new(),
+            findings: Vec::new(),
+            error: None,
+            started,
+            duration_ms: 0.0,
+        };
+        let families = self.config.families;
+        // (mx name, preference, name to verify the certificate against, addresses)
+        let mut plan: Vec<(String, Option<u16>, Option<String>, Vec<IpAddr>)> = Vec::new();
+        match &target.spec {
+            TargetSpec::Address(ip) => plan.push((ip.to_string(), None, None, vec![*ip])),
+            TargetSpec::Host(name) => match self.dns.addresses(name, families).await {
+                Ok(addrs) => plan.push((name.clone(), None, Some(name.clone()), addrs)),
+                Err(e) => report.error = Some(e.to_string()),
+            },
+            TargetSpec::Domain(domain) => match self.dns.mx(domain).await {
+                Ok(MxAnswer::NullMx) => {
+                    report.null_mx = true;
+                    report.error = Some(format!(
+                        "{domain} publishes a null MX (RFC 7505): it accepts no mail"
+                    ));
+                }
+                Ok(MxAnswer::NoMx) => {
+                    report.implicit_mx = true;
+                    match self.dns.addresses(domain, families).await {
+                        Ok(addrs) => plan.push((domain.clone(), None, Some(domain.clone()), addrs)),
+                        Err(e) => {
+                            report.error =
+                                Some(format!("no MX, and its address lookup failed: {e}"))
+                        }
+                    }
+                }
+                Ok(MxAnswer::Records(records)) => {
+                    let lookups = records
+                        .iter()
+                        .map(|mx| self.dns.addresses(&mx.host, families));
+                    let results = futures::future::join_all(lookups).await;
+                    for (mx, result) in records.into_iter().zip(results) {
+                        match result {
+                            Ok(addrs) => plan.push((
+                                mx.host.clone(),
+                                Some(mx.preference),
+                                Some(mx.host),
+                                addrs,
+                            )),
+                            Err(e) => report.mx.push(MxReport {
+                                host: mx.host,
+                                preference: Some(mx.preference),
+                                addresses: Vec::new(),
+                                error: Some(e.to_string()),
+                            }),
+                        }
+                    }
+                }
+                Err(e) => report.error = Some(e.to_string()),
+            },
+        }
+        for (mx, preference, _, addrs) in &plan {
+            report.mx.push(MxReport {
+                host: mx.clone(),
+                preference: *preference,
+                addresses: addrs.iter().map(IpAddr::to_string).collect(),
+                error: addrs.is_empty().then(|| "no addresses".to_owned()),
+            });
+        }
+        report.mx.sort_by_key(|m| m.preference);
+
+        let jobs: Vec<_> = plan
+            .iter()
+            .flat_map(|(mx, preference, name, addrs)| {
+                addrs.iter().map(move |ip| {
+                    let address = SocketAddr::new(*ip, port);
+                    (
+                        mx.clone(),
+                        *preference,
+                        name.clone(),
+                        self.probe_once(address, name.clone()),
+                    )
+                })
+            })
+            .collect();
+        let results = futures::future::join_all(
+            jobs.into_iter()
+                .map(|(mx, pref, name, fut)| async move { (mx, pref, name, fut.await) }),
+        )
+        .await;
+        let now = UnixTime::now();
+        for (mx, preference, name, result) in results {
+            let (host, findings) = report::analyze_host(
+                &result,
+                &mx,
+                preference,
+                name.as_deref(),
+                &self.anchors,
+                now,
+            );
+            report.hosts.push(host);
+            report.findings.extend(findings);
+        }
+        for mx in report
+            .mx
+            .iter()
+            .filter(|m| m.error.is_some() && !plan.is_empty())
+        {
+            report.findings.push(report::Finding {
+                id: "inconclusive",
+                kind: "mx-unresolvable",
+                severity: report::Severity::Low,
+                mx: Some(mx.host.clone()),
+                address: None,
+                port: None,
+                message: format!("MX {} has no usable address", mx.host),
+                evidence: mx.error.iter().cloned().collect(),
+            });
+        }
+        if let Some(f) = report::inconsistency(&report.hosts) {
+            report.findings.push(f);
+        }
+        report.verdict = if report.error.is_some() && report.hosts.is_empty() {
+            Verdict::Error
+        } else if report.hosts.is_empty() {
+            report.error = Some("no address to probe".to_owned());
+            Verdict::Error
+        } else {
+            report::aggregate(report.hosts.iter().map(|h| h.status))
+        };
+        if report.verdict == Verdict::Error && report.error.is_none() {
+            report.error = report.hosts.iter().find_map(|h| h.error.clone());
+        }
+        report.duration_ms = (start.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        report
+    }
+}

@@ -1,0 +1,435 @@
+//! The network side of one probe: connect to one address and port, drive the sans-IO
+//! [`ClientDialogue`] over the socket, perform the TLS handshake after `220` to STARTTLS
+//! (or first, for implicit TLS), and record what happened. Every phase has a timeout and
+//! every buffer a hard cap.
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde::Serialize;
+use sigillo_smtp::dialogue::Phase;
+use sigillo_smtp::{
+    ClientDialogue, DialogueConfig, ReplyError, ReplyLimits, Step, Transcript, parse_reply,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Time limits per phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Waiting for the 220 greeting (tarpits delay it on purpose).
+    pub greeting: Duration,
+    /// Waiting for the reply to any other command.
+    pub command: Duration,
+    /// The TLS handshake.
+    pub handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            greeting: Duration::from_secs(30),
+            command: Duration::from_secs(30),
+            handshake: Duration::from_secs(20),
+        }
+    }
+}
+
+/// How to probe.
+#[derive(Clone)]
+pub struct ProbeConfig {
+    pub ehlo_name: String,
+    pub timeouts: Timeouts,
+    pub limits: ReplyLimits,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// TLS from the first byte (port 465), no STARTTLS.
+    pub implicit_tls: bool,
+}
+
+/// How the TLS handshake failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandshakeFailure {
+    /// The server answered with a TLS alert: it speaks TLS but we could not agree.
+    Alert,
+    /// What came back was not TLS (e.g. SMTP text): something in the path is not
+    /// passing TLS through.
+    NotTls,
+    /// The connection was closed or reset during the handshake.
+    Closed,
+    /// The handshake did not finish in time.
+    Timeout,
+    /// Any other TLS error.
+    Other,
+}
+
+/// Why a probe stopped before the dialogue ended normally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProbeFailure {
+    /// TCP connect failed (refused, unreachable).
+    ConnectFailed { message: String },
+    /// The local network cannot reach this address family at all.
+    NetworkUnreachable { message: String },
+    /// TCP connect took longer than the limit.
+    ConnectTimeout,
+    /// No complete reply within the limit.
+    ReplyTimeout { phase: Phase },
+    /// The server closed the connection while a reply was awaited.
+    Closed { phase: Phase },
+    /// The server sent something that is not an SMTP reply.
+    Malformed { phase: Phase, error: String },
+    /// The TLS handshake failed.
+    Handshake {
+        failure: HandshakeFailure,
+        message: String,
+    },
+    /// Another I/O error.
+    Io { phase: Phase, message: String },
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeFailure::ConnectFailed { message } => write!(f, "connect failed: {message}"),
+            ProbeFailure::NetworkUnreachable { message } => {
+                write!(f, "network unreachable: {message}")
+            }
+            ProbeFailure::ConnectTimeout => write!(f, "connect timed out"),
+            ProbeFailure::ReplyTimeout { phase } => {
+                write!(f, "timed out waiting for the {} reply", phase_name(*phase))
+            }
+            ProbeFailure::Closed { phase } => write!(
+                f,
+                "connection closed while waiting for the {} reply",
+                phase_name(*phase)
+            ),
+            ProbeFailure::Malformed { phase, error } => {
+                write!(f, "malformed SMTP {} reply: {error}", phase_name(*phase))
+            }
+            ProbeFailure::Handshake { message, .. } => write!(f, "TLS handshake failed: {message}"),
+            ProbeFailure::Io { phase, message } => {
+                write!(f, "I/O error in {}: {message}", phase_name(*phase))
+            }
+        }
+    }
+}
+
+/// A human name for a phase ("greeting", "EHLO", …).
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Greeting => "greeting",
+        Phase::Ehlo => "EHLO",
+        Phase::Helo => "HELO",
+        Phase::StartTls => "STARTTLS",
+        Phase::Handshake => "TLS handshake",
+        Phase::TlsEhlo => "EHLO (in TLS)",
+        Phase::Quit => "QUIT",
+        Phase::Done => "end of session",
+    }
+}
+
+/// The negotiated TLS session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFacts {
+    pub version: String,
+    pub cipher: String,
+    pub key_exchange: Option<String>,
+    pub handshake_ms: f64,
+    /// The chain as presented, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+}
+
+/// Everything seen in one session with one address.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub address: SocketAddr,
+    /// The name sent as SNI.
+    pub sni: Option<String>,
+    pub connect_ms: Option<f64>,
+    /// From connection to complete greeting.
+    pub greeting_ms: Option<f64>,
+    pub total_ms: f64,
+    pub transcript: Transcript,
+    pub tls: Option<TlsFacts>,
+    pub failure: Option<ProbeFailure>,
+    /// Bytes the server sent after `220` to STARTTLS and before the handshake (discarded;
+    /// a sign of command injection or a broken middlebox).
+    pub bytes_before_handshake: usize,
+}
+
+fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Probes one address. Never fails: what went wrong is in [`ProbeResult::failure`].
+pub async fn probe(address: SocketAddr, sni: Option<&str>, config: &ProbeConfig) -> ProbeResult {
+    let start = Instant::now();
+    let mut result = ProbeResult {
+        address,
+        sni: sni.map(str::to_owned),
+        connect_ms: None,
+        greeting_ms: None,
+        total_ms: 0.0,
+        transcript: Transcript::default(),
+        tls: None,
+        failure: None,
+        bytes_before_handshake: 0,
+    };
+    let mut dialogue = ClientDialogue::new(DialogueConfig {
+        ehlo_name: config.ehlo_name.clone(),
+        starttls: !config.implicit_tls,
+        implicit_tls: config.implicit_tls,
+    });
+    result.failure = run(address, sni, config, &mut dialogue, &mut result, start)
+        .await
+        .err();
+    result.transcript = dialogue.into_transcript();
+    result.total_ms = ms(start);
+    result
+}
+
+async fn run(
+    address: SocketAddr,
+    sni: Option<&str>,
+    config: &ProbeConfig,
+    dialogue: &mut ClientDialogue,
+    result: &mut ProbeResult,
+    start: Instant,
+) -> Result<(), ProbeFailure> {
+    let tcp = match timeout(config.timeouts.connect, TcpStream::connect(address)).await {
+        Err(_) => return Err(ProbeFailure::ConnectTimeout),
+        Ok(Err(e)) => return Err(connect_failure(&e)),
+        Ok(Ok(tcp)) => tcp,
+    };
+    let _ = tcp.set_nodelay(true);
+    result.connect_ms = Some(ms(start));
+    let connected = Instant::now();
+    let server_name = server_name(sni, address.ip());
+    if config.implicit_tls {
+        let (tls, facts) = handshake(tcp, server_name, config).await?;
+        result.tls = Some(facts);
+        let mut tls = tls;
+        let mut buf = Vec::new();
+        converse(
+            &mut tls,
+            dialogue,
+            config,
+            &mut buf,
+            Some((result, connected)),
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut tcp = tcp;
+    let mut buf = Vec::new();
+    let step = converse(
+        &mut tcp,
+        dialogue,
+        config,
+        &mut buf,
+        Some((result, connected)),
+    )
+    .await?;
+    if step != Step::StartTls {
+        return Ok(());
+    }
+    result.bytes_before_handshake = buf.len();
+    let (mut tls, facts) = handshake(tcp, server_name, config).await?;
+    result.tls = Some(facts);
+    let Step::Send(command) = dialogue.on_tls_established() else {
+        return Ok(());
+    };
+    write(&mut tls, &command.to_bytes(), dialogue.phase()).await?;
+    let mut buf = Vec::new();
+    converse(&mut tls, dialogue, config, &mut buf, None).await?;
+    Ok(())
+}
+
+fn server_name(sni: Option<&str>, ip: IpAddr) -> ServerName<'static> {
+    sni.and_then(|name| ServerName::try_from(name.to_owned()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(ip.into()))
+}
+
+fn connect_failure(e: &std::io::Error) -> ProbeFailure {
+    use std::io::ErrorKind;
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::NetworkUnreachable
+        | ErrorKind::HostUnreachable
+        | ErrorKind::AddrNotAvailable => ProbeFailure::NetworkUnreachable { message },
+        _ => ProbeFailure::ConnectFailed { message },
+    }
+}
+
+/// Reads replies and sends commands until the dialogue asks for TLS or closes.
+/// `greeting` receives the time the greeting took, when measuring it.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    dialogue: &mut ClientDialogue,
+    config: &ProbeConfig,
+    buf: &mut Vec<u8>,
+    mut greeting: Option<(&mut ProbeResult, Instant)>,
+) -> Result<Step, ProbeFailure> {
+    loop {
+        let phase = dialogue.phase();
+        let limit = if phase == Phase::Greeting {
+            config.timeouts.greeting
+        } else {
+            config.timeouts.command
+        };
+        let reply = match timeout(limit, read_reply(stream, buf, &config.limits, phase)).await {
+            Err(_) => return Err(ProbeFailure::ReplyTimeout { phase }),
+            Ok(reply) => reply?,
+        };
+        if phase == Phase::Greeting
+            && let Some((result, since)) = greeting.take()
+        {
+            result.greeting_ms = Some(ms(since));
+        }
+        let step = dialogue
+            .on_reply(reply)
+            .map_err(|e| ProbeFailure::Malformed {
+                phase,
+                error: e.to_string(),
+            })?;
+        match step {
+            Step::Send(command) => write(stream, &command.to_bytes(), phase).await?,
+            Step::StartTls | Step::Close => {
+                if step == Step::Close {
+                    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+                }
+                return Ok(step);
+            }
+        }
+    }
+}
+
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    phase: Phase,
+) -> Result<(), ProbeFailure> {
+    let io = |e: std::io::Error| ProbeFailure::Io {
+        phase,
+        message: e.to_string(),
+    };
+    stream.write_all(bytes).await.map_err(io)?;
+    stream.flush().await.map_err(io)
+}
+
+/// Reads until `buf` holds one complete reply; leaves any following bytes in `buf`.
+async fn read_reply<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    limits: &ReplyLimits,
+    phase: Phase,
+) -> Result<sigillo_smtp::Reply, ProbeFailure> {
+    let malformed = |e: ReplyError| ProbeFailure::Malformed {
+        phase,
+        error: e.to_string(),
+    };
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((reply, used)) = parse_reply(buf, limits).map_err(malformed)? {
+            buf.drain(..used);
+            return Ok(reply);
+        }
+        if buf.len() >= limits.max_reply_bytes() {
+            return Err(ProbeFailure::Malformed {
+                phase,
+                error: format!("reply larger than {} bytes", limits.max_reply_bytes()),
+            });
+        }
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) => return Err(ProbeFailure::Closed { phase }),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err(ProbeFailure::Closed { phase });
+            }
+            Err(e) => {
+                return Err(ProbeFailure::Io {
+                    phase,
+                    message: e.to_string(),
+                });
+            }
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    server_name: ServerName<'static>,
+    config: &ProbeConfig,
+) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, TlsFacts), ProbeFailure> {
+    let start = Instant::now();
+    let connector = tokio_rustls::TlsConnector::from(config.tls.clone());
+    let tls = match timeout(
+        config.timeouts.handshake,
+        connector.connect(server_name, tcp),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(ProbeFailure::Handshake {
+                failure: HandshakeFailure::Timeout,
+                message: format!("no TLS handshake within {:?}", config.timeouts.handshake),
+            });
+        }
+        Ok(Err(e)) => return Err(handshake_failure(&e)),
+        Ok(Ok(tls)) => tls,
+    };
+    let (_, conn) = tls.get_ref();
+    let facts = TlsFacts {
+        version: conn
+            .protocol_version()
+            .map(crate::tls::version_name)
+            .unwrap_or_default(),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|s| crate::tls::cipher_name(s.suite()))
+            .unwrap_or_default(),
+        key_exchange: conn
+            .negotiated_key_exchange_group()
+            .map(|g| format!("{:?}", g.name())),
+        handshake_ms: ms(start),
+        chain: conn
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+            .unwrap_or_default(),
+    };
+    Ok((tls, facts))
+}
+
+fn handshake_failure(e: &std::io::Error) -> ProbeFailure {
+    let message = e.to_string();
+    let failure = match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(_)) => HandshakeFailure::Alert,
+        Some(rustls::Error::InvalidMessage(_)) => HandshakeFailure::NotTls,
+        Some(rustls::Error::PeerIncompatible(_)) => HandshakeFailure::Alert,
+        Some(_) => HandshakeFailure::Other,
+        None => match e.kind() {
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => HandshakeFailure::Closed,
+            _ => HandshakeFailure::Other,
+        },
+    };
+    ProbeFailure::Handshake { failure, message }
+}

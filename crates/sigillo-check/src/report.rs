@@ -1,0 +1,640 @@
+//! What `sigillo check` reports: per-host facts, findings with evidence, and verdicts. The
+//! functions here only interpret a [`ProbeResult`]; they do no I/O. Field names are stable:
+//! they are the JSON schema documented in `docs/check-json.md`.
+
+use crate::probe::{HandshakeFailure, ProbeFailure, ProbeResult, phase_name};
+use crate::tls::{self, CertificateInfo, TrustAnchors};
+use rustls::pki_types::UnixTime;
+use serde::Serialize;
+use sigillo_smtp::dialogue::Phase;
+use sigillo_smtp::tamper::{self, Sign};
+
+/// The overall answer for a target or a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Every host offered STARTTLS and the TLS handshake succeeded.
+    Encrypted,
+    /// A host does not offer STARTTLS, with no sign of tampering.
+    Plaintext,
+    /// A host shows signs that STARTTLS is being stripped or blocked.
+    Stripped,
+    /// A host could not be judged (rate limiting, tarpit, timeout, garbled replies).
+    Inconclusive,
+    /// The target itself could not be checked (DNS failure, null MX, unreachable network).
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Encrypted => "encrypted",
+            Verdict::Plaintext => "plaintext",
+            Verdict::Stripped => "stripped",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// How serious a finding is; `--fail-on` picks the lowest that makes the exit code 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Could not judge, or worth knowing (a middlebox that masks the banner).
+    Low,
+    /// Certificate problems: TLS still protects against passive eavesdropping.
+    Medium,
+    /// Mail can travel in clear: STARTTLS not offered.
+    High,
+    /// STARTTLS is being stripped or blocked.
+    Critical,
+}
+
+/// One finding, with the lines that show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// RFC 8460 result type where one fits (`starttls-not-supported`,
+    /// `certificate-host-mismatch`, `certificate-expired`, `certificate-not-trusted`,
+    /// `validation-failure`), else ours (`starttls-stripped`, `starttls-inconsistent`,
+    /// `smtp-inspection`, `inconclusive`).
+    pub id: &'static str,
+    /// A finer classification (`masked-capability`, `starttls-rejected`, `timeout`, …).
+    pub kind: &'static str,
+    pub severity: Severity,
+    /// The MX (or host) the finding is about, if it is about one host.
+    pub mx: Option<String>,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    /// One sentence for people.
+    pub message: String,
+    /// The exact lines seen (`S:` server, `C:` client) or other facts that show it.
+    pub evidence: Vec<String>,
+}
+
+/// The STARTTLS part of a host report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StartTlsReport {
+    /// Listed in the EHLO reply.
+    pub offered: bool,
+    /// We sent the command.
+    pub attempted: bool,
+    /// The reply to STARTTLS, if any (its first line).
+    pub reply: Option<String>,
+}
+
+/// The certificate part of a TLS report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateReport {
+    /// Chain trusted and valid for the name checked.
+    pub verified: bool,
+    /// Why not, if not.
+    pub error: Option<String>,
+    /// RFC 8460 result types of the problems found.
+    pub problems: Vec<&'static str>,
+    /// The name the certificate was checked against (the MX name), if any.
+    pub name: Option<String>,
+    pub chain_trusted: bool,
+    pub name_matches: Option<bool>,
+    /// The chain as presented, leaf first.
+    pub chain: Vec<CertificateInfo>,
+}
+
+/// The TLS part of a host report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsReport {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    /// IANA cipher suite name.
+    pub cipher: String,
+    /// The key-exchange group (`X25519`, `secp256r1`).
+    pub key_exchange: Option<String>,
+    pub handshake_ms: f64,
+    /// The name sent as SNI.
+    pub sni: Option<String>,
+    /// EHLO keywords offered inside TLS.
+    pub extensions: Vec<String>,
+    pub certificate: CertificateReport,
+}
+
+/// Everything about one MX address.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostReport {
+    /// The MX host name, or the address for address targets.
+    pub mx: String,
+    pub preference: Option<u16>,
+    pub address: String,
+    pub port: u16,
+    pub status: Verdict,
+    pub connect_ms: Option<f64>,
+    pub greeting_ms: Option<f64>,
+    pub total_ms: f64,
+    /// The first line of the greeting, as received.
+    pub banner: Option<String>,
+    /// Every greeting line.
+    pub banner_lines: Vec<String>,
+    /// The EHLO keywords before TLS.
+    pub extensions: Vec<String>,
+    /// True when EHLO was refused and HELO was used.
+    pub helo_fallback: bool,
+    pub starttls: StartTlsReport,
+    pub tls: Option<TlsReport>,
+    /// What went wrong, in words, if the session did not end normally.
+    pub error: Option<String>,
+    /// The same, structured.
+    pub failure: Option<ProbeFailure>,
+    /// The whole session (`S:`/`C:` lines; the TLS part is marked).
+    pub transcript: Vec<String>,
+}
+
+/// Interprets one probe for one MX name: the host report and its findings.
+pub fn analyze_host(
+    result: &ProbeResult,
+    mx: &str,
+    preference: Option<u16>,
+    check_name: Option<&str>,
+    anchors: &TrustAnchors,
+    now: UnixTime,
+) -> (HostReport, Vec<Finding>) {
+    let t = &result.transcript;
+    let ehlo = t.ehlo_reply();
+    let offered = ehlo.as_ref().is_some_and(|e| e.starttls());
+    let mut findings = Vec::new();
+    let finding = |id, kind, severity, message: String, evidence: Vec<String>| Finding {
+        id,
+        kind,
+        severity,
+        mx: Some(mx.to_owned()),
+        address: Some(result.address.ip().to_string()),
+        port: Some(result.address.port()),
+        message,
+        evidence,
+    };
+    let transcript: Vec<String> = t
+        .lines
+        .iter()
+        .map(|l| {
+            let who = match l.direction {
+                sigillo_smtp::dialogue::Direction::Client => "C",
+                sigillo_smtp::dialogue::Direction::Server => "S",
+            };
+            if l.tls {
+                format!("{who} (TLS): {}", l.line)
+            } else {
+                format!("{who}: {}", l.line)
+            }
+        })
+        .collect();
+
+    let tls_report = result.tls.as_ref().map(|facts| {
+        let chain_result = tls::verify_chain(&facts.chain, anchors, now);
+        let name_result = check_name.map(|name| tls::verify_name(&facts.chain, name));
+        let mut problems = Vec::new();
+        let mut errors = Vec::new();
+        if let Err(f) = &chain_result {
+            problems.push(f.problem.result_type());
+            errors.push(f.message.clone());
+            findings.push(finding(
+                f.problem.result_type(),
+                "chain",
+                Severity::Medium,
+                format!("{}: {}", mx, f.message),
+                facts
+                    .chain
+                    .first()
+                    .and_then(|c| tls::certificate_info(c))
+                    .map(|c| {
+                        vec![
+                            format!("subject: {}", c.subject),
+                            format!("issuer: {}", c.issuer),
+                            format!("not after: {}", c.not_after),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            ));
+        }
+        if let Some(Err(f)) = &name_result
+            && !problems.contains(&f.problem.result_type())
+        {
+            problems.push(f.problem.result_type());
+            errors.push(f.message.clone());
+            let sans = facts
+                .chain
+                .first()
+                .and_then(|c| tls::certificate_info(c))
+                .map(|c| {
+                    vec![
+                        format!("subjectAltName: {}", c.sans.join(", ")),
+                        format!("subject: {}", c.subject),
+                    ]
+                })
+                .unwrap_or_default();
+            findings.push(finding(
+                f.problem.result_type(),
+                "name",
+                Severity::Medium,
+                format!("{mx}: {}", f.message),
+                sans,
+            ));
+        }
+        TlsReport {
+            version: facts.version.clone(),
+            cipher: facts.cipher.clone(),
+            key_exchange: facts.key_exchange.clone(),
+            handshake_ms: facts.handshake_ms,
+            sni: result.sni.clone(),
+            extensions: t.tls_ehlo_reply().map(|e| e.keywords()).unwrap_or_default(),
+            certificate: CertificateReport {
+                verified: problems.is_empty(),
+                error: (!errors.is_empty()).then(|| errors.join("; ")),
+                problems,
+                name: check_name.map(str::to_owned),
+                chain_trusted: chain_result.is_ok(),
+                name_matches: name_result.map(|r| r.is_ok()),
+                chain: facts
+                    .chain
+                    .iter()
+                    .filter_map(|c| tls::certificate_info(c))
+                    .collect(),
+            },
+        }
+    });
+
+    let signs = tamper::signs(t);
+    let masked_banner = signs
+        .iter()
+        .find(|s| matches!(s, Sign::MaskedBanner { .. }));
+    let strip_sign = signs.iter().find(|s| {
+        matches!(
+            s,
+            Sign::MaskedCapability { .. } | Sign::StartTlsRejected { .. }
+        )
+    });
+    let starttls_lines = || -> Vec<String> {
+        let mut lines: Vec<String> = ehlo
+            .iter()
+            .flat_map(|e| {
+                e.extensions
+                    .iter()
+                    .filter(|x| x.keyword == "STARTTLS")
+                    .map(|x| format!("S: {}", x.line))
+            })
+            .collect();
+        lines.push("C: STARTTLS".to_owned());
+        lines.extend(
+            t.starttls
+                .iter()
+                .flat_map(|r| r.lines.iter().map(|l| format!("S: {l}"))),
+        );
+        lines
+    };
+
+    let status = if let Some(sign) = strip_sign {
+        let (kind, message) = match sign {
+            Sign::MaskedCapability { .. } => (
+                "masked-capability",
+                "STARTTLS is masked in the EHLO reply (Cisco PIX/ASA inspect esmtp style): mail to this host goes in clear".to_owned(),
+            ),
+            Sign::StartTlsRejected { code, .. } => (
+                "starttls-rejected",
+                format!("STARTTLS is offered but the command is answered {code}: a middlebox may rewrite it on its way to the server"),
+            ),
+            _ => ("tampering", "signs of SMTP tampering".to_owned()),
+        };
+        let mut evidence: Vec<String> = masked_banner
+            .map(|b| b.evidence().to_vec())
+            .unwrap_or_default();
+        evidence.extend(sign.evidence().iter().cloned());
+        findings.push(finding(
+            "starttls-stripped",
+            kind,
+            Severity::Critical,
+            message,
+            evidence,
+        ));
+        Verdict::Stripped
+    } else if let Some(failure) = &result.failure
+        && result.tls.is_none()
+    {
+        match failure {
+            ProbeFailure::NetworkUnreachable { .. } => Verdict::Error,
+            ProbeFailure::Handshake {
+                failure: HandshakeFailure::NotTls | HandshakeFailure::Closed,
+                message,
+            } if t.starttls.as_ref().is_some_and(|r| r.code == 220) => {
+                let mut evidence = starttls_lines();
+                evidence.push(format!("TLS: {message}"));
+                findings.push(finding(
+                    "starttls-stripped",
+                    "handshake-broken",
+                    Severity::Critical,
+                    "the server accepted STARTTLS but no TLS handshake followed (connection dropped or non-TLS data): something in the path blocks TLS".to_owned(),
+                    evidence,
+                ));
+                Verdict::Stripped
+            }
+            ProbeFailure::Handshake { failure, message } => {
+                let mut evidence = starttls_lines();
+                evidence.push(format!("TLS: {message}"));
+                let (id, kind, severity) = match failure {
+                    HandshakeFailure::Timeout => ("inconclusive", "timeout", Severity::Low),
+                    _ => (
+                        "validation-failure",
+                        "tls-handshake-failed",
+                        Severity::Medium,
+                    ),
+                };
+                findings.push(finding(
+                    id,
+                    kind,
+                    severity,
+                    format!("{mx}: TLS handshake failed: {message}"),
+                    evidence,
+                ));
+                Verdict::Inconclusive
+            }
+            other => {
+                let kind = match other {
+                    ProbeFailure::ConnectFailed { .. } => "connect-failed",
+                    ProbeFailure::ConnectTimeout | ProbeFailure::ReplyTimeout { .. } => "timeout",
+                    ProbeFailure::Closed { .. } => "connection-closed",
+                    ProbeFailure::Malformed { .. } => "protocol-error",
+                    _ => "io-error",
+                };
+                let mut evidence = transcript.clone();
+                evidence.push(format!("error: {other}"));
+                findings.push(finding(
+                    "inconclusive",
+                    kind,
+                    Severity::Low,
+                    format!("{mx}: {other}"),
+                    evidence,
+                ));
+                Verdict::Inconclusive
+            }
+        }
+    } else if let Some(reply) = t.greeting.as_ref().filter(|g| g.code != 220) {
+        let kind = match reply.code {
+            421 => "service-unavailable",
+            554 => "rejected",
+            _ => "unexpected-greeting",
+        };
+        findings.push(finding(
+            "inconclusive",
+            kind,
+            Severity::Low,
+            format!(
+                "{mx}: greeting {} (rate limiting or refusal): STARTTLS support unknown",
+                reply.code
+            ),
+            reply.lines.iter().map(|l| format!("S: {l}")).collect(),
+        ));
+        Verdict::Inconclusive
+    } else if result.tls.is_some() {
+        Verdict::Encrypted
+    } else if let Some(reply) = t
+        .ehlo
+        .as_ref()
+        .filter(|r| r.code == 421 || r.is_transient())
+    {
+        findings.push(finding(
+            "inconclusive",
+            "service-unavailable",
+            Severity::Low,
+            format!(
+                "{mx}: EHLO answered {}: STARTTLS support unknown",
+                reply.code
+            ),
+            reply.lines.iter().map(|l| format!("S: {l}")).collect(),
+        ));
+        Verdict::Inconclusive
+    } else if let Some(banner) = masked_banner {
+        let mut evidence = banner.evidence().to_vec();
+        evidence.extend(
+            ehlo.iter()
+                .flat_map(|e| e.extensions.iter().map(|x| x.line.clone())),
+        );
+        findings.push(finding(
+            "starttls-stripped",
+            "masked-banner",
+            Severity::Critical,
+            "the banner is masked (Cisco PIX/ASA inspect esmtp) and STARTTLS is missing: mail to this host goes in clear".to_owned(),
+            evidence,
+        ));
+        Verdict::Stripped
+    } else {
+        let mut evidence: Vec<String> = t
+            .ehlo
+            .as_ref()
+            .or(t.helo.as_ref())
+            .map(|r| r.lines.iter().map(|l| format!("S: {l}")).collect())
+            .unwrap_or_default();
+        if t.helo.is_some() {
+            evidence.insert(0, "EHLO refused, HELO used".to_owned());
+        }
+        findings.push(finding(
+            "starttls-not-supported",
+            "not-offered",
+            Severity::High,
+            format!("{mx} does not offer STARTTLS: mail to it travels in clear"),
+            evidence,
+        ));
+        Verdict::Plaintext
+    };
+
+    if let Some(banner) = masked_banner
+        && status == Verdict::Encrypted
+    {
+        findings.push(finding(
+            "smtp-inspection",
+            "masked-banner",
+            Severity::Low,
+            "the banner is masked: a middlebox inspects SMTP (Cisco PIX/ASA inspect esmtp), though it lets STARTTLS through".to_owned(),
+            banner.evidence().to_vec(),
+        ));
+    }
+    if status == Verdict::Encrypted
+        && let Some(failure) = &result.failure
+    {
+        findings.push(finding(
+            "inconclusive",
+            "after-tls",
+            Severity::Low,
+            format!("{mx}: after the TLS handshake: {failure}"),
+            vec![format!("error: {failure}")],
+        ));
+    }
+
+    let error = result.failure.as_ref().map(|f| match f {
+        ProbeFailure::Malformed { phase, error } => format!(
+            "malformed SMTP reply from {} in the {}: {error}",
+            result.address,
+            phase_name(*phase)
+        ),
+        other => other.to_string(),
+    });
+    let _ = Phase::Done;
+    let report = HostReport {
+        mx: mx.to_owned(),
+        preference,
+        address: result.address.ip().to_string(),
+        port: result.address.port(),
+        status,
+        connect_ms: result.connect_ms,
+        greeting_ms: result.greeting_ms,
+        total_ms: result.total_ms,
+        banner: t.greeting.as_ref().and_then(|g| g.lines.first().cloned()),
+        banner_lines: t
+            .greeting
+            .as_ref()
+            .map(|g| g.lines.clone())
+            .unwrap_or_default(),
+        extensions: ehlo.as_ref().map(|e| e.keywords()).unwrap_or_default(),
+        helo_fallback: t.helo.is_some(),
+        starttls: StartTlsReport {
+            offered,
+            attempted: t.starttls.is_some(),
+            reply: t.starttls.as_ref().and_then(|r| r.lines.first().cloned()),
+        },
+        tls: tls_report,
+        error,
+        failure: result.failure.clone(),
+        transcript,
+    };
+    (report, findings)
+}
+
+/// The worst host status decides: stripped, then plaintext, then inconclusive, then
+/// encrypted. Hosts in `error` (unreachable network) count only when nothing else does.
+pub fn aggregate(statuses: impl IntoIterator<Item = Verdict>) -> Verdict {
+    let mut seen = [false; 5];
+    for s in statuses {
+        seen[s as usize] = true;
+    }
+    for v in [
+        Verdict::Stripped,
+        Verdict::Plaintext,
+        Verdict::Inconclusive,
+        Verdict::Encrypted,
+    ] {
+        if seen[v as usize] {
+            return v;
+        }
+    }
+    Verdict::Error
+}
+
+/// STARTTLS on some hosts (or address families) of a target but not on others.
+pub fn inconsistency(hosts: &[HostReport]) -> Option<Finding> {
+    let with: Vec<&HostReport> = hosts
+        .iter()
+        .filter(|h| h.status == Verdict::Encrypted || h.starttls.offered)
+        .collect();
+    let without: Vec<&HostReport> = hosts
+        .iter()
+        .filter(|h| {
+            matches!(h.status, Verdict::Plaintext | Verdict::Stripped) && !h.starttls.offered
+        })
+        .collect();
+    if with.is_empty() || without.is_empty() {
+        return None;
+    }
+    let family = |h: &HostReport| {
+        if h.address.contains(':') {
+            "IPv6"
+        } else {
+            "IPv4"
+        }
+    };
+    let mut evidence: Vec<String> = with
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {} ({}) port {}: STARTTLS offered",
+                h.mx,
+                h.address,
+                family(h),
+                h.port
+            )
+        })
+        .collect();
+    evidence.extend(without.iter().map(|h| {
+        format!(
+            "{} {} ({}) port {}: no STARTTLS",
+            h.mx,
+            h.address,
+            family(h),
+            h.port
+        )
+    }));
+    Some(Finding {
+        id: "starttls-inconsistent",
+        kind: "some-hosts",
+        severity: Severity::High,
+        mx: None,
+        address: None,
+        port: None,
+        message: format!(
+            "STARTTLS is offered by {} of {} hosts: the others are misconfigured, or STARTTLS is stripped on their path",
+            with.len(),
+            with.len() + without.len()
+        ),
+        evidence,
+    })
+}
+
+/// One MX record and the addresses it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MxReport {
+    pub host: String,
+    pub preference: Option<u16>,
+    pub addresses: Vec<String>,
+    /// A DNS error for this MX's addresses.
+    pub error: Option<String>,
+}
+
+/// The report for one target: the JSON document `--json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    /// `domain`, `host` or `address`.
+    pub kind: &'static str,
+    pub port: u16,
+    pub verdict: Verdict,
+    /// The MX records used (for host and address targets, the one host).
+    pub mx: Vec<MxReport>,
+    /// No MX: the domain's own A/AAAA were used (RFC 5321 §5.1).
+    pub implicit_mx: bool,
+    /// The domain publishes `MX 0 .` (RFC 7505).
+    pub null_mx: bool,
+    pub hosts: Vec<HostReport>,
+    pub findings: Vec<Finding>,
+    /// Why the target could not be checked, for verdict `error`.
+    pub error: Option<String>,
+    /// When the check started (RFC 3339) and how long it took.
+    pub started: String,
+    pub duration_ms: f64,
+}
+
+impl TargetReport {
+    /// The most severe finding, if any.
+    pub fn worst_severity(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregation_order() {
+        use Verdict::*;
+        assert_eq!(aggregate([Encrypted, Plaintext, Inconclusive]), Plaintext);
+        assert_eq!(aggregate([Encrypted, Stripped, Plaintext]), Stripped);
+        assert_eq!(aggregate([Encrypted, Error]), Encrypted);
+        assert_eq!(aggregate([Inconclusive, Encrypted]), Inconclusive);
+        assert_eq!(aggregate([Error]), Error);
+        assert_eq!(aggregate([]), Error);
+    }
+}
