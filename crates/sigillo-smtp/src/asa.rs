@@ -165,6 +165,17 @@ impl AsaRewriter {
         out
     }
 
+    /// Take the bytes of an unfinished line buffered from the server (e.g. when the server
+    /// closed the connection mid-line): they are forwarded unchanged.
+    pub fn take_pending_server(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.s2c.buf)
+    }
+
+    /// Take the bytes of an unfinished line buffered from the client, unchanged.
+    pub fn take_pending_client(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.c2s.buf)
+    }
+
     /// Scan message content; returns how many bytes of `bytes` belong to the body (up to and
     /// including the final `CRLF.CRLF`), leaving body mode when the end is found.
     fn scan_body(&mut self, bytes: &[u8]) -> usize {

@@ -1,1 +1,42 @@
-//! placeholder
+//! Test harness for sigillo's integration tests: real and fake peers on loopback, in temp dirs,
+//! on free ports, stopped and cleaned up when their handle is dropped. Nothing reaches the internet.
+//!
+//! The API is synchronous, for plain `#[test]` functions; servers run on background threads.
+//!
+//! - [`Postfix`] / [`Exim`]: private instances of the real MTAs (need root, as in CI).
+//! - [`TestCa`], [`self_signed`]: certificates for them ([`CertPair`]).
+//! - [`StripProxy`]: a PIX/ASA-style STARTTLS stripping proxy in front of any server.
+//! - [`SilentServer`] (accepts, never speaks) and [`ScriptedServer`] (speaks what it is told).
+//! - [`DnsServer`] + [`ZoneBuilder`]: an authoritative DNS server for MX/A/AAAA/TXT lookups.
+//! - [`free_port`], [`require_tool`] / [`require_tools!`]: skip a test when a real peer is
+//!   missing, except under `CI=true` where a missing peer fails the test loudly.
+
+mod ca;
+mod dns;
+mod exim;
+mod postfix;
+mod proxy;
+mod scripted;
+mod util;
+
+pub use ca::{CertPair, TestCa, self_signed};
+pub use dns::{DnsServer, ZoneBuilder};
+pub use exim::{Exim, EximOptions};
+pub use postfix::{Postfix, PostfixOptions};
+pub use proxy::StripProxy;
+pub use scripted::{Script, ScriptedServer, SilentServer, Then};
+pub use sigillo_smtp::asa::AsaConfig;
+pub use util::{free_port, is_root, read_reply, require_tool};
+
+/// Return early from the calling test when one of the named tools is missing (see
+/// [`require_tool`]): `require_tools!("postfix", "swaks");`. Under `CI=true` it panics instead.
+#[macro_export]
+macro_rules! require_tools {
+    ($($name:expr),+ $(,)?) => {
+        $(
+            if !$crate::require_tool($name) {
+                return;
+            }
+        )+
+    };
+}

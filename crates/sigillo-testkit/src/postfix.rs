@@ -1,0 +1,409 @@
+//! A private Postfix 3.7 instance (own config, queue and data directories in a temp dir, own
+//! log file, loopback port) that accepts mail for one test domain and never delivers outward.
+//!
+//! Needs root (the `postfix` command and the master daemon run as root, like in CI) and the
+//! Debian `postfix` package with its `postfix` user and `postdrop` group.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::CertPair;
+use crate::util::{
+    self, children_of, free_port, pid_alive, run_capture, service_tempdir, signal, start_time,
+    tail, wait_for_greeting, wait_gone,
+};
+
+/// How to set up a [`Postfix`] instance.
+#[derive(Clone, Debug)]
+pub struct PostfixOptions {
+    /// Offer STARTTLS with this certificate (`smtpd_tls_security_level = may`); `None`: no TLS.
+    pub tls: Option<CertPair>,
+    /// Also listen on `[::1]` (`inet_protocols = all`).
+    pub ipv6: bool,
+    /// `myhostname`, shown in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// The domain accepted into the instance's maildir (`virtual_mailbox_domains`).
+    pub domain: String,
+    /// Port to listen on; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Extra `main.cf` settings appended last (so they override the defaults).
+    pub extra_main_cf: Vec<(String, String)>,
+    /// How long `start` waits for the 220 greeting.
+    pub start_timeout: Duration,
+}
+
+impl Default for PostfixOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            ipv6: false,
+            hostname: "mx.sigillo.test".to_string(),
+            domain: "sigillo.test".to_string(),
+            port: None,
+            extra_main_cf: Vec::new(),
+            start_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl PostfixOptions {
+    /// Offer STARTTLS with `cert`.
+    pub fn tls(mut self, cert: &CertPair) -> Self {
+        self.tls = Some(cert.clone());
+        self
+    }
+    /// Listen on `::1` as well as `127.0.0.1`.
+    pub fn ipv6(mut self, on: bool) -> Self {
+        self.ipv6 = on;
+        self
+    }
+    /// Set `myhostname`.
+    pub fn hostname(mut self, name: &str) -> Self {
+        self.hostname = name.to_string();
+        self
+    }
+    /// Set the accepted test domain.
+    pub fn domain(mut self, domain: &str) -> Self {
+        self.domain = domain.to_string();
+        self
+    }
+    /// Add a `main.cf` setting (applied after the defaults).
+    pub fn main_cf(mut self, key: &str, value: &str) -> Self {
+        self.extra_main_cf
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// A running private Postfix instance; stopped (and its processes killed) on drop.
+#[derive(Debug)]
+pub struct Postfix {
+    dir: tempfile::TempDir,
+    port: u16,
+    ipv6: bool,
+    options: PostfixOptions,
+    master_pid: Option<u32>,
+}
+
+const ERROR_TRANSPORT: &str = "error:sigillo test instance delivers nothing outward";
+
+const MASTER_CF_SERVICES: &str = "\
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+impl Postfix {
+    /// Start an instance with these options and wait until it answers with a 220 greeting.
+    pub fn start(options: PostfixOptions) -> Result<Self> {
+        if !util::is_root() {
+            bail!("a private Postfix instance needs root (postfix start runs the master as root)");
+        }
+        let postfix = util::which("postfix").context("`postfix` is not installed")?;
+        if options.ipv6 && !util::has_ipv6_loopback() {
+            bail!("ipv6 requested but ::1 is not available on this host");
+        }
+        let dir = service_tempdir("sigillo-postfix-")?;
+        let (uid, gid) = util::user_ids("postfix")?;
+        for sub in ["etc", "queue", "data", "inbox"] {
+            std::fs::create_dir_all(dir.path().join(sub))
+                .with_context(|| format!("creating {sub} in {}", dir.path().display()))?;
+        }
+        for sub in ["data", "inbox"] {
+            std::os::unix::fs::chown(dir.path().join(sub), Some(uid), Some(gid))
+                .with_context(|| format!("chown postfix {sub}"))?;
+        }
+        let mut pf = Postfix {
+            port: 0,
+            ipv6: options.ipv6,
+            dir,
+            options,
+            master_pid: None,
+        };
+        pf.install_tls_files()?;
+
+        // A port may be taken between free_port() and Postfix's bind(): retry with another.
+        let attempts = if pf.options.port.is_some() { 1 } else { 3 };
+        let mut last_err = None;
+        for _ in 0..attempts {
+            pf.port = pf.options.port.unwrap_or_else(free_port);
+            pf.write_config(uid, gid)?;
+            match pf.start_once(&postfix) {
+                Ok(()) => return Ok(pf),
+                Err(e) => {
+                    let in_use = std::fs::read_to_string(pf.log_path())
+                        .map(|l| l.contains("Address already in use"))
+                        .unwrap_or(false);
+                    pf.stop();
+                    last_err = Some(e);
+                    if !in_use {
+                        break;
+                    }
+                    // Start over with an empty log so the next error is about the next attempt.
+                    let _ = std::fs::remove_file(pf.log_path());
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("postfix did not start")))
+    }
+
+    /// Start with defaults but this certificate for STARTTLS.
+    pub fn start_with_tls(cert: &CertPair) -> Result<Self> {
+        Self::start(PostfixOptions::default().tls(cert))
+    }
+
+    /// Start with defaults: no TLS at all (STARTTLS not offered).
+    pub fn start_plain() -> Result<Self> {
+        Self::start(PostfixOptions::default())
+    }
+
+    fn install_tls_files(&self) -> Result<()> {
+        if let Some(cert) = &self.options.tls {
+            std::fs::copy(
+                &cert.chain_pem,
+                self.dir.path().join("etc/server-chain.pem"),
+            )
+            .with_context(|| format!("copying {}", cert.chain_pem.display()))?;
+            std::fs::copy(&cert.key_pem, self.dir.path().join("etc/server-key.pem"))
+                .with_context(|| format!("copying {}", cert.key_pem.display()))?;
+        }
+        Ok(())
+    }
+
+    fn write_config(&self, uid: u32, gid: u32) -> Result<()> {
+        let d = self.dir.path().display().to_string();
+        let o = &self.options;
+        let (interfaces, protocols, networks) = if self.ipv6 {
+            ("127.0.0.1, [::1]", "all", "127.0.0.0/8 [::1]/128")
+        } else {
+            ("127.0.0.1", "ipv4", "127.0.0.0/8")
+        };
+        let mut main = String::new();
+        let mut set = |k: &str, v: &str| {
+            let _ = writeln!(main, "{k} = {v}");
+        };
+        set("compatibility_level", "3.6");
+        set("queue_directory", &format!("{d}/queue"));
+        set("data_directory", &format!("{d}/data"));
+        set("mail_owner", "postfix");
+        set("setgid_group", "postdrop");
+        set("maillog_file", &format!("{d}/postfix.log"));
+        set("maillog_file_prefixes", &d);
+        set("myhostname", &o.hostname);
+        set("mydomain", &o.domain);
+        set("myorigin", "$myhostname");
+        set("mydestination", "");
+        set("inet_interfaces", interfaces);
+        set("inet_protocols", protocols);
+        set("mynetworks", networks);
+        set("alias_maps", "");
+        set("alias_database", "");
+        set("local_recipient_maps", "");
+        set("relay_domains", "");
+        set("biff", "no");
+        set("append_dot_mydomain", "no");
+        set("smtpd_banner", "$myhostname ESMTP sigillo-test");
+        set(
+            "smtpd_relay_restrictions",
+            "permit_mynetworks, reject_unauth_destination",
+        );
+        set("virtual_mailbox_domains", &o.domain);
+        set("virtual_mailbox_base", &format!("{d}/inbox"));
+        set("virtual_mailbox_maps", "static:inbox/");
+        set("virtual_uid_maps", &format!("static:{uid}"));
+        set("virtual_gid_maps", &format!("static:{gid}"));
+        set("default_transport", ERROR_TRANSPORT);
+        set("relay_transport", ERROR_TRANSPORT);
+        set("local_transport", ERROR_TRANSPORT);
+        set("smtpd_tls_loglevel", "1");
+        if o.tls.is_some() {
+            set("smtpd_tls_security_level", "may");
+            set("smtpd_tls_cert_file", &format!("{d}/etc/server-chain.pem"));
+            set("smtpd_tls_key_file", &format!("{d}/etc/server-key.pem"));
+        } else {
+            set("smtpd_tls_security_level", "none");
+        }
+        for (k, v) in &o.extra_main_cf {
+            set(k, v);
+        }
+        let etc = self.dir.path().join("etc");
+        std::fs::write(etc.join("main.cf"), main).context("writing main.cf")?;
+        let master = format!(
+            "{port}      inet  n       -       n       -       -       smtpd\n{MASTER_CF_SERVICES}",
+            port = self.port
+        );
+        std::fs::write(etc.join("master.cf"), master).context("writing master.cf")?;
+        Ok(())
+    }
+
+    fn start_once(&mut self, postfix: &Path) -> Result<()> {
+        let conf = self.config_dir();
+        let (ok, out) = run_capture(Command::new(postfix).arg("-c").arg(&conf).arg("start"))?;
+        if ok {
+            self.master_pid = self.read_master_pid();
+        }
+        let result = if ok {
+            wait_for_greeting(self.addr(), self.options.start_timeout)
+        } else {
+            Err(anyhow::anyhow!(
+                "`postfix -c {} start` failed: {out}",
+                conf.display()
+            ))
+        };
+        match result {
+            Ok(_) => {
+                if self.master_pid.is_none() {
+                    self.master_pid = self.read_master_pid();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let (_, check) =
+                    run_capture(Command::new(postfix).arg("-c").arg(&conf).arg("check"))
+                        .unwrap_or((false, "(could not run postfix check)".into()));
+                Err(e.context(format!(
+                    "private Postfix on port {} in {} did not come up.\n\
+                     --- postfix start output ---\n{out}\n\
+                     --- postfix check output ---\n{check}\n\
+                     --- last lines of {} ---\n{}",
+                    self.port,
+                    self.dir.path().display(),
+                    self.log_path().display(),
+                    tail(&self.log_path(), 40)
+                )))
+            }
+        }
+    }
+
+    fn read_master_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("queue/pid/master.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// The SMTP port (on 127.0.0.1, and on ::1 with `ipv6`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
+    }
+
+    /// `[::1]:port`, when started with `ipv6`.
+    pub fn addr_v6(&self) -> Option<SocketAddr> {
+        self.ipv6
+            .then(|| SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), self.port))
+    }
+
+    /// The instance's log file (`maillog_file`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postfix.log")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Wait until a log line contains `needle` (Postfix logs asynchronously); returns the line.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Result<String> {
+        util::wait_for_log_line(&self.log_path(), needle, timeout)
+    }
+
+    /// The instance's `config_directory` (holds main.cf, master.cf), for `postfix -c`, `postconf -c`.
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// The maildir that receives mail for the test domain (`…/inbox/inbox/`, with `new/`).
+    pub fn mailbox_dir(&self) -> PathBuf {
+        self.dir.path().join("inbox/inbox")
+    }
+
+    /// Messages delivered so far (files in the maildir's `new/` and `cur/`).
+    pub fn delivered(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(self.mailbox_dir().join(sub)) {
+                files.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &PostfixOptions {
+        &self.options
+    }
+
+    fn stop(&mut self) {
+        let conf = self.config_dir();
+        let pid = self.master_pid.take().or_else(|| self.read_master_pid());
+        // Remember the children with their start times, to kill only those same processes.
+        let kids: Vec<(u32, Option<u64>)> = pid
+            .map(children_of)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| (k, start_time(k)))
+            .collect();
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("stop")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Some(pid) = pid {
+            if !wait_gone(&[pid], Duration::from_secs(5)) {
+                let _ = Command::new("postfix")
+                    .arg("-c")
+                    .arg(&conf)
+                    .arg("abort")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if !wait_gone(&[pid], Duration::from_secs(2)) {
+                    signal(pid, "KILL");
+                }
+            }
+            // Children leave by themselves once the master is gone; make sure.
+            let kid_pids: Vec<u32> = kids.iter().map(|(k, _)| *k).collect();
+            if !wait_gone(&kid_pids, Duration::from_secs(2)) {
+                for (kid, started) in &kids {
+                    if pid_alive(*kid) && start_time(*kid) == *started {
+                        signal(*kid, "KILL");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
