@@ -6,6 +6,7 @@ pub mod check;
 pub mod dns;
 pub mod probe;
 pub mod report;
+pub mod strip_proxy;
 pub mod summary;
 pub mod target;
 pub mod tls;

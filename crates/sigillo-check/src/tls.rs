@@ -129,8 +129,14 @@ impl TrustAnchors {
             path: display.clone(),
             source,
         })?;
+        self.add_pem(&data, &display)
+    }
+
+    /// Adds the certificates of PEM text; `origin` names it in errors.
+    pub fn add_pem(&mut self, data: &[u8], origin: &str) -> Result<usize, CaFileError> {
+        let display = origin.to_owned();
         let mut added = 0;
-        for (index, item) in rustls_pemfile::certs(&mut data.as_slice()).enumerate() {
+        for (index, item) in rustls_pemfile::certs(&mut &data[..]).enumerate() {
             let der = item.map_err(|e| CaFileError::BadCertificate {
                 path: display.clone(),
                 index,

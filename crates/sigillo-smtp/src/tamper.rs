@@ -6,7 +6,8 @@ use crate::dialogue::Transcript;
 use crate::reply::Reply;
 use serde::Serialize;
 
-/// One sign of tampering, with the lines that show it.
+/// One sign of tampering, with the lines that show it (`S: …` from the server, `C: …` from
+/// the client).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 #[non_exhaustive]
@@ -49,7 +50,7 @@ pub fn signs(transcript: &Transcript) -> Vec<Sign> {
         && is_masked_banner(greeting)
     {
         signs.push(Sign::MaskedBanner {
-            evidence: greeting.lines.clone(),
+            evidence: server_lines(&greeting.lines),
         });
     }
     let ehlo = transcript.ehlo_reply();
@@ -58,7 +59,7 @@ pub fn signs(transcript: &Transcript) -> Vec<Sign> {
         if !masked.is_empty() {
             signs.push(Sign::MaskedCapability {
                 keywords: masked.iter().map(|e| e.keyword.clone()).collect(),
-                evidence: masked.iter().map(|e| e.line.clone()).collect(),
+                evidence: masked.iter().map(|e| format!("S: {}", e.line)).collect(),
             });
         }
     }
@@ -69,16 +70,20 @@ pub fn signs(transcript: &Transcript) -> Vec<Sign> {
             .iter()
             .flat_map(|e| e.extensions.iter())
             .filter(|e| e.keyword == "STARTTLS")
-            .map(|e| e.line.clone())
+            .map(|e| format!("S: {}", e.line))
             .collect();
-        evidence.push("STARTTLS".to_owned());
-        evidence.extend(reply.lines.iter().cloned());
+        evidence.push("C: STARTTLS".to_owned());
+        evidence.extend(server_lines(&reply.lines));
         signs.push(Sign::StartTlsRejected {
             code: reply.code,
             evidence,
         });
     }
     signs
+}
+
+fn server_lines(lines: &[String]) -> Vec<String> {
+    lines.iter().map(|l| format!("S: {l}")).collect()
 }
 
 #[cfg(test)]
@@ -113,14 +118,14 @@ mod tests {
         assert_eq!(
             s[0],
             Sign::MaskedBanner {
-                evidence: vec!["220 ******************************".into()]
+                evidence: vec!["S: 220 ******************************".into()]
             }
         );
         assert_eq!(
             s[1],
             Sign::MaskedCapability {
                 keywords: vec!["XXXXXXXA".into()],
-                evidence: vec!["250-XXXXXXXA".into()]
+                evidence: vec!["S: 250-XXXXXXXA".into()]
             }
         );
     }
@@ -137,9 +142,9 @@ mod tests {
             [Sign::StartTlsRejected {
                 code: 500,
                 evidence: vec![
-                    "250 STARTTLS".into(),
-                    "STARTTLS".into(),
-                    "500 5.5.2 Error: command not recognized".into()
+                    "S: 250 STARTTLS".into(),
+                    "C: STARTTLS".into(),
+                    "S: 500 5.5.2 Error: command not recognized".into()
                 ]
             }]
         );

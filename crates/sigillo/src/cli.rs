@@ -1,0 +1,341 @@
+//! Command-line arguments and the `check` command's flow: read targets, run checks with
+//! bounded concurrency, print reports in input order, and choose the exit code.
+
+use crate::render;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use sigillo_check::summary::Summary;
+use sigillo_check::{
+    CheckConfig, Checker, Dns, Families, Severity, Target, TargetReport, Timeouts, TrustAnchors,
+    Verdict,
+};
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// sigillo: is your mail really encrypted between servers?
+#[derive(Debug, Parser)]
+#[command(name = "sigillo", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe every MX of a domain for STARTTLS, TLS and certificate, and detect STARTTLS stripping.
+    Check(CheckArgs),
+    /// Run `check` against three local demo servers (STARTTLS, plaintext, and STARTTLS behind a
+    /// PIX/ASA-style stripping rewriter), all on 127.0.0.1: no internet needed.
+    Demo(DemoArgs),
+}
+
+/// Exit status 1 is returned when a finding at or above this level exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Any finding, even "inconclusive".
+    Low,
+    /// Certificate problems and worse.
+    Medium,
+    /// Plaintext (STARTTLS not supported) and worse.
+    High,
+    /// Only STARTTLS stripping.
+    Critical,
+    /// Never exit 1 for findings.
+    Never,
+}
+
+impl FailOn {
+    fn threshold(self) -> Option<Severity> {
+        match self {
+            FailOn::Low => Some(Severity::Low),
+            FailOn::Medium => Some(Severity::Medium),
+            FailOn::High => Some(Severity::High),
+            FailOn::Critical => Some(Severity::Critical),
+            FailOn::Never => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Domains (MX lookup), or `[host]`, `[192.0.2.1]:2525`, `[2001:db8::1]:25` to skip the MX lookup.
+    pub targets: Vec<String>,
+    /// Read more targets from FILE, one per line (`-` for stdin; blank lines and `#` comments skipped).
+    #[arg(long, value_name = "FILE")]
+    pub targets_from: Option<PathBuf>,
+    /// Port to probe when a target gives none. 587 works with STARTTLS; 465 is implicit TLS.
+    #[arg(long, default_value_t = 25)]
+    pub port: u16,
+    /// Name to send with EHLO (default: this machine's host name).
+    #[arg(long, value_name = "NAME")]
+    pub ehlo: Option<String>,
+    /// Print one JSON document per target (newline-delimited); see docs/check-json.md.
+    #[arg(long)]
+    pub json: bool,
+    /// Most probes in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// DNS resolver to use, `IP` or `IP:PORT` (`[IPv6]:PORT`); default: the system's.
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub resolver: Option<String>,
+    /// PEM file of extra trusted CA certificates (repeatable); Mozilla's roots are always used.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Vec<PathBuf>,
+    /// Exit 1 when a finding of this severity or worse exists.
+    #[arg(long, value_enum, default_value_t = FailOn::Low)]
+    pub fail_on: FailOn,
+    /// Only IPv4 addresses.
+    #[arg(short = '4', long = "ipv4-only", conflicts_with = "ipv6_only")]
+    pub ipv4_only: bool,
+    /// Only IPv6 addresses.
+    #[arg(short = '6', long = "ipv6-only")]
+    pub ipv6_only: bool,
+    /// Seconds allowed for the TCP connection.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+    /// Seconds allowed for the 220 greeting (tarpits delay it on purpose).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub greeting_timeout: f64,
+    /// Seconds allowed for each other reply.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub command_timeout: f64,
+    /// Seconds allowed for the TLS handshake.
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub handshake_timeout: f64,
+    /// Seconds allowed for each DNS query.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub dns_timeout: f64,
+    /// Show the SMTP session of each host in the terminal report.
+    #[arg(long)]
+    pub transcript: bool,
+    /// Colour in the terminal report.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print JSON instead of the terminal report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Check(args) => check(args).await,
+        Command::Demo(args) => crate::demo::run(args).await,
+    }
+}
+
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value > 0.0 && value <= 3600.0) {
+        bail!("--{name} must be between 0 and 3600 seconds, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn parse_resolver(text: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    bail!("--resolver: expected IP or IP:PORT ([IPv6]:PORT), got {text:?}")
+}
+
+/// The targets from the command line and `--targets-from`, parsed; the first bad one is an error.
+pub fn read_targets(args: &CheckArgs) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for text in &args.targets {
+        targets.push(Target::parse(text).with_context(|| format!("bad target {text:?}"))?);
+    }
+    if let Some(path) = &args.targets_from {
+        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("--targets-from {}", path.display()))?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        for (n, line) in reader.lines().enumerate() {
+            let line =
+                line.with_context(|| format!("reading {} line {}", path.display(), n + 1))?;
+            let text = line.split('#').next().unwrap_or("").trim();
+            if text.is_empty() {
+                continue;
+            }
+            targets.push(
+                Target::parse(text)
+                    .with_context(|| format!("{} line {}", path.display(), n + 1))?,
+            );
+        }
+    }
+    if targets.is_empty() {
+        bail!("no targets: give domains or [hosts] as arguments, or --targets-from FILE");
+    }
+    Ok(targets)
+}
+
+/// This machine's host name, for EHLO.
+pub fn local_hostname() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let host = read("/proc/sys/kernel/hostname")
+        .or_else(|| read("/etc/hostname"))
+        .unwrap_or_else(|| "localhost".to_owned());
+    if host.contains('.') {
+        return host;
+    }
+    match read("/proc/sys/kernel/domainname").filter(|d| d != "(none)") {
+        Some(domain) => format!("{host}.{domain}"),
+        None => host,
+    }
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<u8> {
+    let targets = read_targets(&args)?;
+    let timeouts = Timeouts {
+        connect: seconds("connect-timeout", args.connect_timeout)?,
+        greeting: seconds("greeting-timeout", args.greeting_timeout)?,
+        command: seconds("command-timeout", args.command_timeout)?,
+        handshake: seconds("handshake-timeout", args.handshake_timeout)?,
+    };
+    let dns_timeout = seconds("dns-timeout", args.dns_timeout)?;
+    let dns = match &args.resolver {
+        Some(text) => Dns::with_server(parse_resolver(text)?, dns_timeout)?,
+        None => Dns::system(dns_timeout)?,
+    };
+    let mut anchors = TrustAnchors::mozilla();
+    for path in &args.ca_file {
+        anchors.add_pem_file(path)?;
+    }
+    let config = CheckConfig {
+        port: args.port,
+        ehlo_name: args.ehlo.clone().unwrap_or_else(local_hostname),
+        timeouts,
+        concurrency: args.concurrency as usize,
+        families: Families {
+            ipv4: !args.ipv6_only,
+            ipv6: !args.ipv4_only,
+        },
+        ..CheckConfig::default()
+    };
+    let color = match args.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let checker = Checker::new(config, dns, anchors);
+    let reports = run_checks(&checker, targets, &args, color).await?;
+    Ok(exit_code(&reports, args.fail_on))
+}
+
+/// Checks all targets concurrently, printing each report in input order as soon as it and
+/// those before it are done.
+async fn run_checks(
+    checker: &Arc<Checker>,
+    targets: Vec<Target>,
+    args: &CheckArgs,
+    color: bool,
+) -> anyhow::Result<Vec<TargetReport>> {
+    let several = targets.len() > 1;
+    let progress = (several && !args.no_progress && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(targets.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} targets, {per_sec}, eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let in_flight = (args.concurrency as usize).clamp(1, 1024);
+    let mut stream = futures::stream::iter(targets)
+        .map(|target| {
+            let checker = Arc::clone(checker);
+            async move { checker.check(&target).await }
+        })
+        .buffered(in_flight);
+    let mut reports = Vec::new();
+    let stdout = std::io::stdout();
+    while let Some(report) = stream.next().await {
+        let text = if args.json {
+            let mut line = serde_json::to_string(&report)?;
+            line.push('\n');
+            line
+        } else {
+            render::target(&report, color, args.transcript)
+        };
+        let write = |text: &str| -> std::io::Result<()> {
+            let mut out = stdout.lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        };
+        match &progress {
+            Some(bar) => bar.suspend(|| write(&text)),
+            None => write(&text),
+        }
+        .or_else(ignore_broken_pipe)?;
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+        reports.push(report);
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if several {
+        let summary = Summary::from_reports(&reports);
+        let text = render::summary(&summary, color);
+        if args.json {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+    Ok(reports)
+}
+
+fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// 2 if a target could not be checked, 1 if a finding reaches the `--fail-on` level, else 0.
+pub fn exit_code(reports: &[TargetReport], fail_on: FailOn) -> u8 {
+    if reports.iter().any(|r| r.verdict == Verdict::Error) {
+        return 2;
+    }
+    match fail_on.threshold() {
+        Some(level)
+            if reports
+                .iter()
+                .any(|r| r.worst_severity().is_some_and(|s| s >= level)) =>
+        {
+            1
+        }
+        _ => 0,
+    }
+}

@@ -1,0 +1,215 @@
+//! The terminal report: a table per target, findings with their evidence, and a summary
+//! for several targets. Colour only when asked for (on a terminal, by default).
+
+use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use sigillo_check::summary::Summary;
+use sigillo_check::{Severity, TargetReport, Verdict};
+use std::fmt::Write;
+
+fn paint(text: &str, code: &str, color: bool) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn verdict_code(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Encrypted => "1;32",
+        Verdict::Plaintext => "1;33",
+        Verdict::Stripped => "1;31",
+        Verdict::Inconclusive => "1;35",
+        Verdict::Error => "1;31",
+    }
+}
+
+fn severity_code(s: Severity) -> &'static str {
+    match s {
+        Severity::Low => "36",
+        Severity::Medium => "33",
+        Severity::High => "1;33",
+        Severity::Critical => "1;31",
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut t: String = text.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// One target's report.
+pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}  {}  ({} host{}, {:.0} ms)",
+        paint(&r.target, "1", color),
+        paint(r.verdict.as_str(), verdict_code(r.verdict), color),
+        r.hosts.len(),
+        if r.hosts.len() == 1 { "" } else { "s" },
+        r.duration_ms
+    );
+    if r.null_mx {
+        let _ = writeln!(out, "  null MX (RFC 7505): the domain accepts no mail");
+    } else if r.implicit_mx {
+        let _ = writeln!(
+            out,
+            "  no MX record: its own address is used (RFC 5321 §5.1)"
+        );
+    }
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    if !r.hosts.is_empty() {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header([
+                "MX",
+                "address",
+                "banner",
+                "STARTTLS",
+                "TLS",
+                "cipher / group",
+                "certificate",
+                "status",
+            ]);
+        for h in &r.hosts {
+            let mx = match h.preference {
+                Some(p) => format!("{p} {}", h.mx),
+                None => h.mx.clone(),
+            };
+            let address = if h.address.contains(':') {
+                format!("[{}]:{}", h.address, h.port)
+            } else {
+                format!("{}:{}", h.address, h.port)
+            };
+            let starttls = match (&h.tls, h.starttls.offered) {
+                (Some(_), false) => "implicit TLS".to_owned(),
+                (_, true) => match &h.starttls.reply {
+                    Some(reply) if !reply.starts_with("220") => {
+                        format!("offered, refused: {}", truncate(reply, 30))
+                    }
+                    _ => "offered".to_owned(),
+                },
+                (None, false) => "no".to_owned(),
+            };
+            let (version, cipher, cert) = match &h.tls {
+                Some(t) => (
+                    t.version.clone(),
+                    format!(
+                        "{}{}",
+                        t.cipher,
+                        t.key_exchange
+                            .as_ref()
+                            .map(|k| format!(" / {k}"))
+                            .unwrap_or_default()
+                    ),
+                    if t.certificate.verified {
+                        "verified".to_owned()
+                    } else {
+                        t.certificate
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| "not verified".to_owned())
+                    },
+                ),
+                None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            };
+            let status = match &h.error {
+                Some(e) if h.status != Verdict::Encrypted => {
+                    format!("{}: {}", h.status.as_str(), truncate(e, 60))
+                }
+                _ => h.status.as_str().to_owned(),
+            };
+            table.add_row([
+                Cell::new(mx),
+                Cell::new(address),
+                Cell::new(truncate(h.banner.as_deref().unwrap_or("-"), 40)),
+                Cell::new(starttls),
+                Cell::new(version),
+                Cell::new(cipher),
+                Cell::new(cert),
+                Cell::new(status),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    for f in &r.findings {
+        let place = match (&f.mx, &f.address) {
+            (Some(mx), Some(addr)) if mx != addr => format!(" [{mx} {addr}]"),
+            (Some(mx), _) => format!(" [{mx}]"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} {}{}: {}",
+            paint(severity_name(f.severity), severity_code(f.severity), color),
+            f.id,
+            place,
+            f.message
+        );
+        for line in &f.evidence {
+            let _ = writeln!(out, "      | {line}");
+        }
+    }
+    if transcript {
+        for h in &r.hosts {
+            let _ = writeln!(out, "  session with {} ({}:{}):", h.mx, h.address, h.port);
+            for line in &h.transcript {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// The totals after several targets.
+pub fn summary(s: &Summary, color: bool) -> String {
+    let pct = |part, whole| format!("{part}/{whole} ({:.1}%)", Summary::percent(part, whole));
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", paint("Summary", "1", color));
+    let verdicts: Vec<String> = s.verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(out, "  targets: {} ({})", s.targets, verdicts.join(", "));
+    let _ = writeln!(
+        out,
+        "  targets with STARTTLS on every host: {}",
+        pct(s.targets_starttls, s.targets)
+    );
+    let _ = writeln!(
+        out,
+        "  targets with valid certificates:     {}",
+        pct(s.targets_valid_certificate, s.targets)
+    );
+    let _ = writeln!(
+        out,
+        "  hosts with STARTTLS:                 {}",
+        pct(s.hosts_starttls, s.hosts)
+    );
+    let _ = writeln!(
+        out,
+        "  hosts with a valid certificate:      {}",
+        pct(s.hosts_valid_certificate, s.hosts)
+    );
+    for (version, n) in &s.tls_versions {
+        let _ = writeln!(out, "  hosts on {version}: {}", pct(*n, s.hosts));
+    }
+    out
+}
