@@ -1,0 +1,24 @@
+#!/bin/sh
+# Seed the fuzz corpora with the server bytes of crates/sigillo-smtp/testdata/dialogues/*.txt
+# (the part after the `---` header line). corpus/ is git-ignored.
+#   reply:    the raw bytes, plus each reply on its own
+#   dialogue: a mode byte (see fuzz_targets/dialogue.rs) followed by the raw bytes
+set -eu
+export LC_ALL=C
+here=$(cd "$(dirname "$0")" && pwd)
+src="$here/../crates/sigillo-smtp/testdata/dialogues"
+mkdir -p "$here/corpus/reply" "$here/corpus/dialogue"
+n=0
+for f in "$src"/*.txt; do
+    name=$(basename "$f" .txt)
+    # Byte offset just after the first line that is exactly `---`.
+    off=$(awk '/^---$/ { print total + length($0) + 1; exit } { total += length($0) + 1 }' "$f")
+    [ -n "$off" ] || { echo "no --- line in $f" >&2; exit 1; }
+    tail -c "+$((off + 1))" "$f" > "$here/corpus/reply/$name"
+    for mode in 00 01 02 04 18; do
+        { printf "\\$(printf %03o "0x$mode")"; cat "$here/corpus/reply/$name"; } \
+            > "$here/corpus/dialogue/$name-$mode"
+    done
+    n=$((n + 1))
+done
+echo "seeded $n files into $here/corpus/{reply,dialogue}"
