@@ -355,11 +355,12 @@ fn check(case: &Case, outcome: &Outcome) -> Vec<String> {
             ));
         }
     }
-    // Evidence must be lines of the session.
+    // Evidence must be lines of the session, as `Transcript::evidence_lines` writes them.
+    let session = outcome.transcript.evidence_lines();
     for sign in tamper::signs(&outcome.transcript) {
         assert!(!sign.evidence().is_empty(), "{}: {sign:?}", case.name);
         for line in sign.evidence() {
-            if !outcome.transcript.lines.iter().any(|l| &l.line == line) {
+            if !session.contains(line) {
                 problems.push(format!(
                     "{}: evidence {line:?} not in transcript",
                     case.name
