@@ -169,7 +169,7 @@ impl Exim {
         let mut last_err = None;
         for _ in 0..attempts {
             exim.port = options.port.unwrap_or_else(free_port);
-            let config = config_text(exim.dir.path(), exim.port, &options);
+            let config = config_text(exim.dir.path(), &binary, exim.port, &options);
             exim.slot = Some(claim_slot(&config)?);
             match exim.spawn(&binary, options.start_timeout) {
                 Ok(()) => return Ok(exim),
@@ -381,7 +381,7 @@ fn claim_slot(config: &str) -> Result<PathBuf> {
     bail!("all {TRUSTED_SLOTS} Exim config slots in {TRUSTED_SLOTS_DIR} are in use")
 }
 
-fn config_text(dir: &Path, port: u16, o: &EximOptions) -> String {
+fn config_text(dir: &Path, binary: &Path, port: u16, o: &EximOptions) -> String {
     let d = dir.display();
     let interfaces = if o.ipv6 {
         "<; 127.0.0.1 ; ::1"
@@ -390,6 +390,8 @@ fn config_text(dir: &Path, port: u16, o: &EximOptions) -> String {
     };
     let mut c = String::new();
     let _ = writeln!(c, "primary_hostname = {}", o.hostname);
+    // Exim re-executes itself for deliveries and queue runs: not from its compiled-in path.
+    let _ = writeln!(c, "exim_path = {}", binary.display());
     let _ = writeln!(c, "daemon_smtp_ports = {port}");
     let _ = writeln!(c, "local_interfaces = {interfaces}");
     if !o.ipv6 {

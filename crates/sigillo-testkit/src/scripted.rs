@@ -303,6 +303,19 @@ impl ScriptedServer {
         Ok(Self { core, received })
     }
 
+    /// Start on a given loopback address and port (e.g. `[::1]` with the port another
+    /// server uses on 127.0.0.1, to give one host name different servers per family).
+    pub fn start_at(addr: SocketAddr, script: Script) -> Result<Self> {
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("scripted: binding {addr}"))?;
+        let received: Arc<Mutex<Vec<String>>> = Arc::default();
+        let rec = received.clone();
+        let core = ServerCore::start_on("scripted", listener, move |mut conn| {
+            let _ = play(&script, &mut conn, &rec);
+        })?;
+        Ok(Self { core, received })
+    }
+
     /// A server that writes `bytes` on connect and then holds the connection open silently.
     pub fn greeting_then_hold(bytes: impl Into<Vec<u8>>) -> Result<Self> {
         Self::start(Script::new(bytes).hold_after_greeting())
