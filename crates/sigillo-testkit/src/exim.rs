@@ -315,6 +315,9 @@ fn slot_path(n: usize) -> PathBuf {
 
 /// Make sure the slot directory exists and every slot is listed in Exim's trusted list.
 fn ensure_trusted_slots() -> Result<()> {
+    // Parallel tests in one process must not append the same lines twice.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     std::fs::create_dir_all(TRUSTED_SLOTS_DIR)
         .with_context(|| format!("creating {TRUSTED_SLOTS_DIR}"))?;
     let list_dir = Path::new(TRUSTED_CONFIGS)
