@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod dns;
+pub mod lab;
 pub mod probe;
 pub mod report;
 pub mod strip_proxy;
