@@ -10,6 +10,21 @@
 //! - [`DnsServer`] + [`ZoneBuilder`]: an authoritative DNS server for MX/A/AAAA/TXT lookups.
 //! - [`free_port`], [`require_tool`] / [`require_tools!`]: skip a test when a real peer is
 //!   missing, except under `CI=true` where a missing peer fails the test loudly.
+//!
+//! ```no_run
+//! use sigillo_testkit::{Postfix, StripProxy, TestCa, require_tools};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! require_tools!("postfix");
+//! let ca = TestCa::new()?;
+//! let mx = Postfix::start_with_tls(&ca.issue(&["mx.sigillo.test"])?)?;
+//! let asa = StripProxy::start(mx.addr())?; // 220 ****, 250-XXXXXXXA
+//! // … point the code under test at asa.addr(), trusting ca.ca_pem() …
+//! # Ok(()) }
+//! ```
+//!
+//! Real peers are installed by `.ci/install-peers` (Postfix and swaks from Debian, Exim 4.96
+//! extracted to `/opt/sigillo/exim`, see [`Exim`]).
 
 mod ca;
 mod dns;

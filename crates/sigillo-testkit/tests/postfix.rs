@@ -41,7 +41,7 @@ fn postfix_without_tls_does_not_offer_starttls() {
 #[test]
 fn postfix_on_ipv6_loopback() {
     require_tools!("postfix");
-    if !std::net::TcpListener::bind("[::1]:0").is_ok() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("no ::1 here; skipping");
         return;
     }
@@ -59,9 +59,7 @@ fn postfix_on_ipv6_loopback() {
     assert!(ehlo.contains("STARTTLS"), "{ehlo}");
     let (g4, _, _s4) = greet_ehlo(pf.addr());
     assert!(g4.starts_with("220 v6.sigillo.test"), "{g4}");
-    pf.wait_for_log("connect from localhost[::1]", T)
-        .or_else(|_| pf.wait_for_log("[::1]", T))
-        .unwrap();
+    pf.wait_for_log("connect from unknown[::1]", T).unwrap();
 }
 
 #[test]
