@@ -14,13 +14,15 @@
 //! ```no_run
 //! use sigillo_testkit::{Postfix, StripProxy, TestCa, require_tools};
 //!
-//! # fn main() -> anyhow::Result<()> {
-//! require_tools!("postfix");
-//! let ca = TestCa::new()?;
-//! let mx = Postfix::start_with_tls(&ca.issue(&["mx.sigillo.test"])?)?;
-//! let asa = StripProxy::start(mx.addr())?; // 220 ****, 250-XXXXXXXA
-//! // … point the code under test at asa.addr(), trusting ca.ca_pem() …
-//! # Ok(()) }
+//! #[test]
+//! fn finds_stripping() {
+//!     require_tools!("postfix"); // returns early here, or panics under CI=true
+//!     let ca = TestCa::new().expect("test CA");
+//!     let cert = ca.issue(&["mx.sigillo.test"]).expect("cert");
+//!     let mx = Postfix::start_with_tls(&cert).expect("postfix");
+//!     let asa = StripProxy::start(mx.addr()).expect("proxy"); // 220 ****, 250-XXXXXXXA
+//!     // … point the code under test at asa.addr(), trusting ca.ca_pem() …
+//! }
 //! ```
 //!
 //! Real peers are installed by `.ci/install-peers` (Postfix and swaks from Debian, Exim 4.96
