@@ -112,6 +112,11 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, us
                     got: rest.len(),
                 });
             }
+            if !rest.is_empty() && lines.len() == limits.max_lines {
+                return Err(ReplyError::TooManyLines {
+                    limit: limits.max_lines,
+                });
+            }
             // Validate what we have so far, so garbage fails fast instead of waiting.
             if rest.len() >= 4 {
                 check_prefix(rest, code)?;
@@ -163,7 +168,8 @@ fn check_prefix(line: &[u8], expected: Option<u16>) -> Result<(u16, bool), Reply
         + u16::from(line[1] - b'0') * 10
         + u16::from(line[2] - b'0');
     let last = match line.get(3) {
-        None | Some(b' ') => true,
+        // A CR right after the code is the start of the line's CRLF (input cut between CR and LF).
+        None | Some(b' ') | Some(b'\r') => true,
         Some(b'-') => false,
         Some(_) => return Err(ReplyError::BadSeparator { line: lossy() }),
     };
@@ -271,6 +277,27 @@ mod tests {
             parse_reply(b"250-a\r\n250-b\r\n250 c\r\n", &limits),
             Err(ReplyError::TooManyLines { limit: 2 })
         ));
+    }
+
+    #[test]
+    fn split_between_cr_and_lf_needs_more_input() {
+        assert_eq!(parse("220\r").unwrap(), None);
+        assert_eq!(parse("250-a\r\n250\r").unwrap(), None);
+        assert_eq!(parse("221\r\n").unwrap().unwrap().0.code, 221);
+    }
+
+    #[test]
+    fn buffered_bytes_stay_within_max_reply_bytes() {
+        let limits = ReplyLimits {
+            max_line: 16,
+            max_lines: 3,
+        };
+        let input = "250-aaaaaaaaaaaa\r\n250-aaaaaaaaaaaa\r\n250-aaaaaaaaaaaa\r\n250-a";
+        assert!(input.len() <= limits.max_reply_bytes() + 16);
+        assert_eq!(
+            parse_reply(input.as_bytes(), &limits),
+            Err(ReplyError::TooManyLines { limit: 3 })
+        );
     }
 
     #[test]

@@ -539,10 +539,9 @@ fn asa_rewriter_turns_the_postfix_capture_into_the_masked_file() {
 }
 
 /// `ReplyLimits::max_reply_bytes` promises a bound on what a caller must buffer: no prefix of
-/// any file that is still `Ok(None)` may be longer. Known gap, shown by
-/// `max-reply-bytes-exceeded.txt` (a partial line after `max_lines` continuation lines).
+/// any file that is still `Ok(None)` may be longer (regression: `max-reply-bytes-exceeded.txt`,
+/// a partial line after `max_lines` continuation lines).
 #[test]
-#[ignore = "known gap in parse_reply: see testdata/dialogues/max-reply-bytes-exceeded.txt"]
 fn incomplete_input_stays_within_max_reply_bytes() {
     let mut problems = Vec::new();
     for case in load_cases() {

@@ -276,7 +276,6 @@ async fn run_checks(
         })
         .buffered(in_flight);
     let mut reports = Vec::new();
-    let stdout = std::io::stdout();
     while let Some(report) = stream.next().await {
         let text = if args.json {
             let mut line = serde_json::to_string(&report)?;
@@ -285,16 +284,10 @@ async fn run_checks(
         } else {
             render::target(&report, color, args.transcript)
         };
-        let write = |text: &str| -> std::io::Result<()> {
-            let mut out = stdout.lock();
-            out.write_all(text.as_bytes())?;
-            out.flush()
-        };
         match &progress {
-            Some(bar) => bar.suspend(|| write(&text)),
-            None => write(&text),
-        }
-        .or_else(ignore_broken_pipe)?;
+            Some(bar) => bar.suspend(|| emit(&text)),
+            None => emit(&text),
+        }?;
         if let Some(bar) = &progress {
             bar.inc(1);
         }
@@ -307,19 +300,21 @@ async fn run_checks(
         let summary = Summary::from_reports(&reports);
         let text = render::summary(&summary, color);
         if args.json {
-            eprint!("{text}");
+            // Keep stdout one JSON document per target.
+            let _ = std::io::stderr().write_all(text.as_bytes());
         } else {
-            print!("{text}");
+            emit(&text)?;
         }
     }
     Ok(reports)
 }
 
-fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(e)
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 

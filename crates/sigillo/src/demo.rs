@@ -4,7 +4,7 @@
 //! a real check of each, prints the reports, and exits 0 only if each verdict is the
 //! expected one.
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, emit};
 use crate::render;
 use sigillo_check::lab;
 use sigillo_check::summary::Summary;
@@ -68,19 +68,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         let target = Target::parse(&format!("[{}]:{}", addr.ip(), addr.port()))?;
         let report = checker.check(&target).await;
         if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+            emit(&format!("{}\n", serde_json::to_string(&report)?))?;
         } else {
-            println!("# {what} (expected: {})", expected.as_str());
-            print!("{}", render::target(&report, false, false));
+            emit(&format!("# {what} (expected: {})\n", expected.as_str()))?;
+            emit(&render::target(&report, false, false))?;
         }
         all_as_expected &= report.verdict == expected;
         reports.push(report);
     }
     if !args.json {
-        print!(
-            "{}",
-            render::summary(&Summary::from_reports(&reports), false)
-        );
+        emit(&render::summary(&Summary::from_reports(&reports), false))?;
     }
     if all_as_expected {
         Ok(0)
