@@ -295,9 +295,13 @@ pub fn analyze_host(
                 "masked-capability",
                 "STARTTLS is masked in the EHLO reply (Cisco PIX/ASA inspect esmtp style): mail to this host goes in clear".to_owned(),
             ),
+            Sign::StartTlsRejected { code: 454, .. } => (
+                "starttls-unavailable",
+                "STARTTLS is offered but answered 454 (TLS not available): a TLS fault on the server (e.g. a missing key), or a middlebox refusing TLS; either way senders fall back to plaintext".to_owned(),
+            ),
             Sign::StartTlsRejected { code, .. } => (
                 "starttls-rejected",
-                format!("STARTTLS is offered but the command is answered {code}: a middlebox may rewrite it on its way to the server"),
+                format!("STARTTLS is offered but the command is answered {code} (not recognized): a middlebox rewrites it on its way to the server"),
             ),
             _ => ("tampering", "signs of SMTP tampering".to_owned()),
         };
