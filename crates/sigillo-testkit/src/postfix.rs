@@ -87,7 +87,8 @@ pub struct Postfix {
     port: u16,
     ipv6: bool,
     options: PostfixOptions,
-    master_pid: Option<u32>,
+    /// The master daemon's pid and start time (to never signal a reused pid).
+    master: Option<(u32, Option<u64>)>,
 }
 
 const ERROR_TRANSPORT: &str = "error:sigillo test instance delivers nothing outward";
@@ -138,7 +139,7 @@ impl Postfix {
             ipv6: options.ipv6,
             dir,
             options,
-            master_pid: None,
+            master: None,
         };
         pf.install_tls_files()?;
 
@@ -260,7 +261,7 @@ impl Postfix {
         let conf = self.config_dir();
         let (ok, out) = run_capture(Command::new(postfix).arg("-c").arg(&conf).arg("start"))?;
         if ok {
-            self.master_pid = self.read_master_pid();
+            self.master = self.read_master_pid().map(|p| (p, start_time(p)));
         }
         let result = if ok {
             wait_for_greeting(self.addr(), self.options.start_timeout)
@@ -272,8 +273,8 @@ impl Postfix {
         };
         match result {
             Ok(_) => {
-                if self.master_pid.is_none() {
-                    self.master_pid = self.read_master_pid();
+                if self.master.is_none() {
+                    self.master = self.read_master_pid().map(|p| (p, start_time(p)));
                 }
                 Ok(())
             }
@@ -361,7 +362,8 @@ impl Postfix {
 
     fn stop(&mut self) {
         let conf = self.config_dir();
-        let pid = self.master_pid.take().or_else(|| self.read_master_pid());
+        let master = self.master.take();
+        let pid = master.map(|(p, _)| p);
         // Remember the children with their start times, to kill only those same processes.
         let kids: Vec<(u32, Option<u64>)> = pid
             .map(children_of)
@@ -385,7 +387,8 @@ impl Postfix {
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .status();
-                if !wait_gone(&[pid], Duration::from_secs(2)) {
+                let same = master.is_some_and(|(_, started)| start_time(pid) == started);
+                if !wait_gone(&[pid], Duration::from_secs(2)) && same {
                     signal(pid, "KILL");
                 }
             }
