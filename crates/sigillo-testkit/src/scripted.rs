@@ -321,12 +321,12 @@ impl ScriptedServer {
         Self::start(Script::new(bytes).hold_after_greeting())
     }
 
-    /// Its port on 127.0.0.1.
+    /// Its port (on 127.0.0.1 unless started with [`ScriptedServer::start_at`]).
     pub fn port(&self) -> u16 {
         self.core.addr().port()
     }
 
-    /// `127.0.0.1:port`.
+    /// The address it listens on (`127.0.0.1:port` unless started with `start_at`).
     pub fn addr(&self) -> SocketAddr {
         self.core.addr()
     }
