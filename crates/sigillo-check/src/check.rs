@@ -45,6 +45,31 @@ impl Default for CheckConfig {
 
 type SharedProbe = Shared<BoxFuture<'static, Arc<ProbeResult>>>;
 
+/// One MX (or host) of a target and the addresses to probe.
+struct PlannedHost {
+    mx: String,
+    preference: Option<u16>,
+    /// The name the certificate must be valid for (none for address targets).
+    check_name: Option<String>,
+    addresses: Vec<IpAddr>,
+}
+
+impl PlannedHost {
+    fn new(
+        mx: &str,
+        preference: Option<u16>,
+        check_name: Option<&str>,
+        addresses: Vec<IpAddr>,
+    ) -> Self {
+        Self {
+            mx: mx.to_owned(),
+            preference,
+            check_name: check_name.map(str::to_owned),
+            addresses,
+        }
+    }
+}
+
 /// Checks targets; cheap to share (`Arc`) across tasks.
 pub struct Checker {
     config: CheckConfig,
@@ -118,12 +143,13 @@ impl Checker {
             duration_ms: 0.0,
         };
         let families = self.config.families;
-        // (mx name, preference, name to verify the certificate against, addresses)
-        let mut plan: Vec<(String, Option<u16>, Option<String>, Vec<IpAddr>)> = Vec::new();
+        let mut plan: Vec<PlannedHost> = Vec::new();
         match &target.spec {
-            TargetSpec::Address(ip) => plan.push((ip.to_string(), None, None, vec![*ip])),
+            TargetSpec::Address(ip) => {
+                plan.push(PlannedHost::new(&ip.to_string(), None, None, vec![*ip]))
+            }
             TargetSpec::Host(name) => match self.dns.addresses(name, families).await {
-                Ok(addrs) => plan.push((name.clone(), None, Some(name.clone()), addrs)),
+                Ok(addrs) => plan.push(PlannedHost::new(name, None, Some(name), addrs)),
                 Err(e) => report.error = Some(e.to_string()),
             },
             TargetSpec::Domain(domain) => match self.dns.mx(domain).await {
@@ -136,7 +162,7 @@ impl Checker {
                 Ok(MxAnswer::NoMx) => {
                     report.implicit_mx = true;
                     match self.dns.addresses(domain, families).await {
-                        Ok(addrs) => plan.push((domain.clone(), None, Some(domain.clone()), addrs)),
+                        Ok(addrs) => plan.push(PlannedHost::new(domain, None, Some(domain), addrs)),
                         Err(e) => {
                             report.error =
                                 Some(format!("no MX, and its address lookup failed: {e}"))
@@ -150,10 +176,10 @@ impl Checker {
                     let results = futures::future::join_all(lookups).await;
                     for (mx, result) in records.into_iter().zip(results) {
                         match result {
-                            Ok(addrs) => plan.push((
-                                mx.host.clone(),
+                            Ok(addrs) => plan.push(PlannedHost::new(
+                                &mx.host,
                                 Some(mx.preference),
-                                Some(mx.host),
+                                Some(&mx.host),
                                 addrs,
                             )),
                             Err(e) => report.mx.push(MxReport {
@@ -168,42 +194,34 @@ impl Checker {
                 Err(e) => report.error = Some(e.to_string()),
             },
         }
-        for (mx, preference, _, addrs) in &plan {
+        for host in &plan {
             report.mx.push(MxReport {
-                host: mx.clone(),
-                preference: *preference,
-                addresses: addrs.iter().map(IpAddr::to_string).collect(),
-                error: addrs.is_empty().then(|| "no addresses".to_owned()),
+                host: host.mx.clone(),
+                preference: host.preference,
+                addresses: host.addresses.iter().map(IpAddr::to_string).collect(),
+                error: host.addresses.is_empty().then(|| "no addresses".to_owned()),
             });
         }
         report.mx.sort_by_key(|m| m.preference);
 
         let jobs: Vec<_> = plan
             .iter()
-            .flat_map(|(mx, preference, name, addrs)| {
-                addrs.iter().map(move |ip| {
-                    let address = SocketAddr::new(*ip, port);
-                    (
-                        mx.clone(),
-                        *preference,
-                        name.clone(),
-                        self.probe_once(address, name.clone()),
-                    )
+            .flat_map(|host| {
+                host.addresses.iter().map(move |ip| {
+                    let probe =
+                        self.probe_once(SocketAddr::new(*ip, port), host.check_name.clone());
+                    async move { (host, probe.await) }
                 })
             })
             .collect();
-        let results = futures::future::join_all(
-            jobs.into_iter()
-                .map(|(mx, pref, name, fut)| async move { (mx, pref, name, fut.await) }),
-        )
-        .await;
+        let results = futures::future::join_all(jobs).await;
         let now = UnixTime::now();
-        for (mx, preference, name, result) in results {
+        for (planned, result) in results {
             let (host, findings) = report::analyze_host(
                 &result,
-                &mx,
-                preference,
-                name.as_deref(),
+                &planned.mx,
+                planned.preference,
+                planned.check_name.as_deref(),
                 &self.anchors,
                 now,
             );
