@@ -65,23 +65,29 @@ impl Default for Families {
     }
 }
 
-/// The resolver used by checks.
+/// The resolver used by checks. A resolver that could not be set up is an error only when
+/// a lookup is needed, so address targets work without any DNS configuration.
 #[derive(Clone)]
 pub struct Dns {
-    resolver: TokioResolver,
+    resolver: Result<TokioResolver, DnsError>,
 }
 
 impl Dns {
     /// Uses the system's resolver configuration (`/etc/resolv.conf`).
-    pub fn system(timeout: Duration) -> Result<Self, DnsError> {
-        let mut builder = TokioResolver::builder_tokio().map_err(|e| DnsError::Config {
-            message: e.to_string(),
-        })?;
-        tune(builder.options_mut(), timeout);
-        let resolver = builder.build().map_err(|e| DnsError::Config {
-            message: e.to_string(),
-        })?;
-        Ok(Self { resolver })
+    pub fn system(timeout: Duration) -> Self {
+        let resolver = TokioResolver::builder_tokio()
+            .and_then(|mut builder| {
+                tune(builder.options_mut(), timeout);
+                builder.build()
+            })
+            .map_err(|e| DnsError::Config {
+                message: format!("system resolver: {e}"),
+            });
+        Self { resolver }
+    }
+
+    fn resolver(&self) -> Result<&TokioResolver, DnsError> {
+        self.resolver.as_ref().map_err(Clone::clone)
     }
 
     /// Uses one name server, over UDP with TCP fallback.
@@ -97,12 +103,14 @@ impl Dns {
         let resolver = builder.build().map_err(|e| DnsError::Config {
             message: e.to_string(),
         })?;
-        Ok(Self { resolver })
+        Ok(Self {
+            resolver: Ok(resolver),
+        })
     }
 
     /// The MX records of a domain.
     pub async fn mx(&self, domain: &str) -> Result<MxAnswer, DnsError> {
-        let lookup = match self.resolver.lookup(fqdn(domain), RecordType::MX).await {
+        let lookup = match self.resolver()?.lookup(fqdn(domain), RecordType::MX).await {
             Ok(lookup) => lookup,
             Err(e) => return no_records(domain, "MX", e).map(|()| MxAnswer::NoMx),
         };
@@ -134,7 +142,6 @@ impl Dns {
     /// records is not an error; the name not existing is.
     pub async fn addresses(&self, host: &str, families: Families) -> Result<Vec<IpAddr>, DnsError> {
         let mut out = Vec::new();
-        let mut missing = 0;
         for (wanted, rtype, label) in [
             (families.ipv4, RecordType::A, "A"),
             (families.ipv6, RecordType::AAAA, "AAAA"),
@@ -142,19 +149,15 @@ impl Dns {
             if !wanted {
                 continue;
             }
-            match self.resolver.lookup(fqdn(host), rtype).await {
+            match self.resolver()?.lookup(fqdn(host), rtype).await {
                 Ok(lookup) => out.extend(lookup.answers().iter().filter_map(|r| match &r.data {
                     RData::A(a) => Some(IpAddr::V4(a.0)),
                     RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                     _ => None,
                 })),
-                Err(e) => {
-                    no_records(host, label, e)?;
-                    missing += 1;
-                }
+                Err(e) => no_records(host, label, e)?,
             }
         }
-        let _ = missing;
         out.dedup();
         Ok(out)
     }
