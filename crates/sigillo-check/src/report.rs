@@ -6,7 +6,6 @@ use crate::probe::{HandshakeFailure, ProbeFailure, ProbeResult, phase_name};
 use crate::tls::{self, CertificateInfo, TrustAnchors};
 use rustls::pki_types::UnixTime;
 use serde::Serialize;
-use sigillo_smtp::dialogue::Phase;
 use sigillo_smtp::tamper::{self, Sign};
 
 /// The overall answer for a target or a host.
@@ -477,7 +476,6 @@ pub fn analyze_host(
         ),
         other => other.to_string(),
     });
-    let _ = Phase::Done;
     let report = HostReport {
         mx: mx.to_owned(),
         preference,
