@@ -28,6 +28,8 @@ pub struct CheckConfig {
     pub concurrency: usize,
     pub families: Families,
     pub limits: ReplyLimits,
+    /// TLS from the first byte (RFC 8314) on every port, not only 465.
+    pub implicit_tls: bool,
 }
 
 impl Default for CheckConfig {
@@ -39,6 +41,7 @@ impl Default for CheckConfig {
             concurrency: 64,
             families: Families::default(),
             limits: ReplyLimits::default(),
+            implicit_tls: false,
         }
     }
 }
@@ -109,7 +112,7 @@ impl Checker {
                         timeouts: this.config.timeouts,
                         limits: this.config.limits,
                         tls: this.tls.clone(),
-                        implicit_tls: address.port() == 465,
+                        implicit_tls: this.config.implicit_tls || address.port() == 465,
                     };
                     Arc::new(probe(address, sni.as_deref(), &config).await)
                 }

@@ -102,7 +102,7 @@ pub struct Exim {
 }
 
 impl Exim {
-    /// The Exim binary: `$SIGILLO_EXIM`, else [`DEFAULT_EXIM`]-style install under
+    /// The Exim binary: `$SIGILLO_EXIM`, else the `.ci/install-peers` install under
     /// /opt/sigillo/exim, else `exim4` in `PATH`.
     pub fn binary() -> Option<PathBuf> {
         if let Some(p) = std::env::var_os("SIGILLO_EXIM") {

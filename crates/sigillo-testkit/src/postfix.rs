@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::CertPair;
 use crate::util::{
     self, children_of, free_port, pid_alive, run_capture, service_tempdir, signal, start_time,
-    tail, wait_for_greeting, wait_gone,
+    tail, wait_for_greeting, wait_for_port, wait_gone,
 };
 
 /// How to set up a [`Postfix`] instance.
@@ -33,6 +33,8 @@ pub struct PostfixOptions {
     pub port: Option<u16>,
     /// Extra `main.cf` settings appended last (so they override the defaults).
     pub extra_main_cf: Vec<(String, String)>,
+    /// TLS from the first byte (`smtpd_tls_wrappermode`, as on port 465); needs `tls`.
+    pub wrapper_mode: bool,
     /// How long `start` waits for the 220 greeting.
     pub start_timeout: Duration,
 }
@@ -46,12 +48,19 @@ impl Default for PostfixOptions {
             domain: "sigillo.test".to_string(),
             port: None,
             extra_main_cf: Vec::new(),
+            wrapper_mode: false,
             start_timeout: Duration::from_secs(20),
         }
     }
 }
 
 impl PostfixOptions {
+    /// Speak TLS from the first byte (implicit TLS, RFC 8314) instead of offering STARTTLS.
+    pub fn wrapper_mode(mut self, on: bool) -> Self {
+        self.wrapper_mode = on;
+        self
+    }
+
     /// Offer STARTTLS with `cert`.
     pub fn tls(mut self, cert: &CertPair) -> Self {
         self.tls = Some(cert.clone());
@@ -241,6 +250,9 @@ impl Postfix {
             set("smtpd_tls_security_level", "may");
             set("smtpd_tls_cert_file", &format!("{d}/etc/server-chain.pem"));
             set("smtpd_tls_key_file", &format!("{d}/etc/server-key.pem"));
+            if self.options.wrapper_mode {
+                set("smtpd_tls_wrappermode", "yes");
+            }
         } else {
             set("smtpd_tls_security_level", "none");
         }
@@ -263,7 +275,10 @@ impl Postfix {
         if ok {
             self.master = self.read_master_pid().map(|p| (p, start_time(p)));
         }
-        let result = if ok {
+        let result = if ok && self.options.wrapper_mode {
+            // The greeting comes inside TLS: wait until the port accepts connections.
+            wait_for_port(self.addr(), self.options.start_timeout)
+        } else if ok {
             wait_for_greeting(self.addr(), self.options.start_timeout)
         } else {
             Err(anyhow::anyhow!(

@@ -190,6 +190,20 @@ pub(crate) fn wait_for_greeting(addr: SocketAddr, timeout: Duration) -> Result<S
     bail!("{addr} did not answer with a 220 greeting within {timeout:?} (last error: {last_err})")
 }
 
+/// Connect to `addr` repeatedly until it accepts a connection or `timeout` passes.
+pub(crate) fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = String::from("never tried");
+    while Instant::now() < deadline {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(_) => return Ok(String::new()),
+            Err(e) => last_err = format!("connect: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{addr} did not accept a connection within {timeout:?} (last error: {last_err})")
+}
+
 /// The last `n` lines of a text file (or a note that it can't be read).
 pub(crate) fn tail(path: &Path, n: usize) -> String {
     match std::fs::read(path) {

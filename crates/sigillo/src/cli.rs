@@ -77,6 +77,9 @@ pub struct CheckArgs {
     /// Port to probe when a target gives none. 587 works with STARTTLS; 465 is implicit TLS.
     #[arg(long, default_value_t = 25)]
     pub port: u16,
+    /// TLS from the first byte (as on port 465, RFC 8314) whatever the port.
+    #[arg(long)]
+    pub implicit_tls: bool,
     /// Name to send with EHLO (default: this machine's host name).
     #[arg(long, value_name = "NAME")]
     pub ehlo: Option<String>,
@@ -233,6 +236,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         ehlo_name: args.ehlo.clone().unwrap_or_else(local_hostname),
         timeouts,
         concurrency: args.concurrency as usize,
+        implicit_tls: args.implicit_tls,
         families: Families {
             ipv4: !args.ipv6_only,
             ipv6: !args.ipv4_only,

@@ -682,3 +682,43 @@ fn demo_runs_offline_and_gets_the_expected_verdicts() {
         .collect();
     assert_eq!(verdicts, ["encrypted", "plaintext", "stripped"]);
 }
+
+#[test]
+fn implicit_tls_postfix_wrapper_mode() {
+    require_tools!("postfix");
+    let ca = TestCa::new().unwrap();
+    let cert = ca.issue(&["mx.sigillo.test"]).unwrap();
+    let postfix = Postfix::start(PostfixOptions::default().tls(&cert).wrapper_mode(true)).unwrap();
+    let ca_file = ca.ca_pem().to_str().unwrap().to_owned();
+    let (code, docs, _) = check(&[
+        "--implicit-tls",
+        "--ca-file",
+        &ca_file,
+        &bracket(postfix.addr()),
+    ]);
+    let doc = &docs[0];
+    assert_eq!(doc["verdict"], "encrypted", "{doc:#}");
+    assert_eq!(code, 0, "{doc:#}");
+    let host = &doc["hosts"][0];
+    assert_eq!(
+        host["starttls"]["attempted"], false,
+        "no STARTTLS inside implicit TLS"
+    );
+    assert!(
+        host["banner"]
+            .as_str()
+            .unwrap()
+            .starts_with("220 mx.sigillo.test")
+    );
+    assert_eq!(host["tls"]["version"], "TLSv1.3");
+    assert!(
+        host["transcript"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("S (TLS): 220"),
+        "{host:#}"
+    );
+    // Without --implicit-tls, a STARTTLS probe of a TLS port gets no greeting: inconclusive.
+    let (_, docs, _) = check(&["--greeting-timeout", "2", &bracket(postfix.addr())]);
+    assert_eq!(docs[0]["verdict"], "inconclusive", "{:#}", docs[0]);
+}
