@@ -304,10 +304,13 @@ pub fn analyze_host(
             ),
             _ => ("tampering", "signs of SMTP tampering".to_owned()),
         };
-        let mut evidence: Vec<String> = masked_banner
-            .map(|b| b.evidence().to_vec())
-            .unwrap_or_default();
-        evidence.extend(sign.evidence().iter().cloned());
+        // Every sign's lines, in session order: banner, EHLO, STARTTLS and its reply.
+        let mut evidence: Vec<String> = Vec::new();
+        for line in signs.iter().flat_map(|s| s.evidence()) {
+            if !evidence.contains(line) {
+                evidence.push(line.clone());
+            }
+        }
         findings.push(finding(
             "starttls-stripped",
             kind,

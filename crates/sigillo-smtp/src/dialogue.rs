@@ -230,7 +230,11 @@ impl ClientDialogue {
                 }
             }
             Phase::Ehlo => {
-                let starttls = EhloReply::parse(&reply).is_ok_and(|e| e.starttls());
+                // A masked keyword (`XXXXXXXA`) may be STARTTLS hidden by a middlebox: try the
+                // command anyway, so a rewrite of the command itself shows too (the server then
+                // answers 500/502 to `XXXXXXXA`).
+                let starttls = EhloReply::parse(&reply)
+                    .is_ok_and(|e| e.starttls() || e.masked().next().is_some());
                 self.transcript.ehlo = Some(reply);
                 match code {
                     250 if starttls && self.config.starttls && !self.tls => {
@@ -343,6 +347,21 @@ mod tests {
         assert_eq!(t.lines.iter().filter(|l| l.tls).count(), 5);
         assert_eq!(t.evidence_lines()[0], "S: 220 mx ESMTP");
         assert_eq!(t.evidence_lines()[1], "C: EHLO probe.test");
+    }
+
+    #[test]
+    fn masked_keyword_gets_a_starttls_attempt() {
+        let mut d = dialogue();
+        d.on_reply(reply("220 ****\r\n")).unwrap();
+        assert_eq!(
+            d.on_reply(reply("250-mx\r\n250 XXXXXXXA\r\n")).unwrap(),
+            Step::Send(Command::StartTls)
+        );
+        assert_eq!(
+            d.on_reply(reply("500 5.5.2 Error: command not recognized\r\n"))
+                .unwrap(),
+            Step::Send(Command::Quit)
+        );
     }
 
     #[test]

@@ -514,7 +514,8 @@ fn case_named(cases: &[Case], name: &str) -> Case {
 }
 
 /// The hand-made ASA file is what the crate's own ASA imitation makes of the Postfix capture
-/// (greeting and EHLO reply; the capture's 221 follows a STARTTLS session, so it is appended).
+/// (greeting and EHLO reply; then Postfix's answer to the rewritten command, from
+/// postfix-3.7-starttls-rewritten-500.txt, and a 221, since the capture's own 221 follows a STARTTLS session).
 #[test]
 fn asa_rewriter_turns_the_postfix_capture_into_the_masked_file() {
     use sigillo_smtp::asa::AsaRewriter;
@@ -527,7 +528,7 @@ fn asa_rewriter_turns_the_postfix_capture_into_the_masked_file() {
         .position(|w| w == b"220 2.0.0")
         .expect("the STARTTLS reply");
     let mut server = postfix.body[..plain_end].to_vec();
-    server.extend_from_slice(b"221 2.0.0 Bye\r\n");
+    server.extend_from_slice(b"500 5.5.2 Error: command not recognized\r\n221 2.0.0 Bye\r\n");
     let mut whole = AsaRewriter::default();
     assert_eq!(whole.server_to_client(&server), masked.body);
     let mut bytewise = AsaRewriter::default();

@@ -314,6 +314,15 @@ fn pix_asa_rewriting_in_front_of_postfix_is_stripped_with_evidence() {
         "{evidence:?}"
     );
     assert!(evidence.contains(&"S: 250-XXXXXXXA"), "{evidence:?}");
+    // The other direction: our STARTTLS reached Postfix as XXXXXXXA, and Postfix said so.
+    assert!(evidence.contains(&"C: STARTTLS"), "{evidence:?}");
+    assert!(
+        evidence.contains(&"S: 500 5.5.2 Error: command not recognized"),
+        "{evidence:?}"
+    );
+    postfix
+        .wait_for_log("unknown=0/1", Duration::from_secs(10))
+        .unwrap();
     // Without the proxy the same Postfix is encrypted.
     let (_, direct, _) = check(&[&bracket(postfix.addr())]);
     assert_eq!(direct[0]["verdict"], "encrypted");
