@@ -10,6 +10,7 @@ use sigillo_check::{
     CheckConfig, Checker, Dns, Families, Severity, Target, TargetReport, Timeouts, TrustAnchors,
     Verdict,
 };
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -249,18 +250,45 @@ async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
     let checker = Checker::new(config, dns, anchors);
-    let reports = run_checks(&checker, targets, &args, color).await?;
-    Ok(exit_code(&reports, args.fail_on))
+    let outcome = run_checks(&checker, targets, &args, color).await?;
+    Ok(outcome.exit_code(args.fail_on))
 }
 
-/// Checks all targets concurrently, printing each report in input order as soon as it and
-/// those before it are done.
+/// What the exit code needs to know about the reports seen so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    pub any_error: bool,
+    pub worst: Option<Severity>,
+}
+
+impl Outcome {
+    pub fn add(&mut self, report: &TargetReport) {
+        self.any_error |= report.verdict == Verdict::Error;
+        self.worst = self.worst.max(report.worst_severity());
+    }
+
+    /// 2 if a target could not be checked, 1 if a finding reaches the `--fail-on` level, else 0.
+    pub fn exit_code(&self, fail_on: FailOn) -> u8 {
+        if self.any_error {
+            return 2;
+        }
+        match (fail_on.threshold(), self.worst) {
+            (Some(level), Some(worst)) if worst >= level => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Checks all targets concurrently and prints each report in input order. A slow target
+/// (a tarpit) holds back only the printing of the reports after it, never the checks: up to
+/// `--concurrency` targets are always under way. Reports are not kept: the summary and the
+/// exit code are counted as they come.
 async fn run_checks(
     checker: &Arc<Checker>,
     targets: Vec<Target>,
     args: &CheckArgs,
     color: bool,
-) -> anyhow::Result<Vec<TargetReport>> {
+) -> anyhow::Result<Outcome> {
     let several = targets.len() > 1;
     let progress = (several && !args.no_progress && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(targets.len() as u64);
@@ -272,15 +300,21 @@ async fn run_checks(
         );
         bar
     });
-    let in_flight = (args.concurrency as usize).clamp(1, 1024);
-    let mut stream = futures::stream::iter(targets)
-        .map(|target| {
+    let in_flight = (args.concurrency as usize).clamp(1, 4096);
+    let mut stream = futures::stream::iter(targets.into_iter().enumerate())
+        .map(|(index, target)| {
             let checker = Arc::clone(checker);
-            async move { checker.check(&target).await }
+            async move { (index, checker.check(&target).await) }
         })
-        .buffered(in_flight);
-    let mut reports = Vec::new();
-    while let Some(report) = stream.next().await {
+        .buffer_unordered(in_flight);
+    let mut outcome = Outcome::default();
+    let mut summary = Summary::default();
+    // Rendered reports that finished before an earlier one, by input position.
+    let mut waiting: BTreeMap<usize, String> = BTreeMap::new();
+    let mut next = 0;
+    while let Some((index, report)) = stream.next().await {
+        outcome.add(&report);
+        summary.add(&report);
         let text = if args.json {
             let mut line = serde_json::to_string(&report)?;
             line.push('\n');
@@ -288,20 +322,23 @@ async fn run_checks(
         } else {
             render::target(&report, color, args.transcript)
         };
-        match &progress {
-            Some(bar) => bar.suspend(|| emit(&text)),
-            None => emit(&text),
-        }?;
+        drop(report);
         if let Some(bar) = &progress {
             bar.inc(1);
         }
-        reports.push(report);
+        waiting.insert(index, text);
+        while let Some(text) = waiting.remove(&next) {
+            match &progress {
+                Some(bar) => bar.suspend(|| emit(&text)),
+                None => emit(&text),
+            }?;
+            next += 1;
+        }
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     if several {
-        let summary = Summary::from_reports(&reports);
         let text = render::summary(&summary, color);
         if args.json {
             // Keep stdout one JSON document per target.
@@ -310,7 +347,7 @@ async fn run_checks(
             emit(&text)?;
         }
     }
-    Ok(reports)
+    Ok(outcome)
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
@@ -319,22 +356,5 @@ pub fn emit(text: &str) -> std::io::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
-    }
-}
-
-/// 2 if a target could not be checked, 1 if a finding reaches the `--fail-on` level, else 0.
-pub fn exit_code(reports: &[TargetReport], fail_on: FailOn) -> u8 {
-    if reports.iter().any(|r| r.verdict == Verdict::Error) {
-        return 2;
-    }
-    match fail_on.threshold() {
-        Some(level)
-            if reports
-                .iter()
-                .any(|r| r.worst_severity().is_some_and(|s| s >= level)) =>
-        {
-            1
-        }
-        _ => 0,
     }
 }

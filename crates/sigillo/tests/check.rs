@@ -731,3 +731,58 @@ fn implicit_tls_postfix_wrapper_mode() {
     let (_, docs, _) = check(&["--greeting-timeout", "2", &bracket(postfix.addr())]);
     assert_eq!(docs[0]["verdict"], "inconclusive", "{:#}", docs[0]);
 }
+
+#[test]
+fn a_stalled_target_does_not_hold_back_the_others() {
+    // With two slots, a tarpit first in the list must not keep targets 3 and 4 from being
+    // checked while it stalls: they are contacted while sigillo still waits for the tarpit.
+    let tarpit = SilentServer::start().unwrap();
+    let quick = || {
+        ScriptedServer::start(
+            Script::new("220 q ESMTP\r\n")
+                .reply("EHLO", "250 q\r\n")
+                .reply_then_close("QUIT", "221 bye\r\n"),
+        )
+        .unwrap()
+    };
+    let (a, b, c) = (quick(), quick(), quick());
+    let targets = [tarpit.addr(), a.addr(), b.addr(), c.addr()].map(bracket);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+        .args([
+            "check",
+            "--json",
+            "--concurrency",
+            "2",
+            "--greeting-timeout",
+            "60",
+        ])
+        .args(&targets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while c.connections() == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sigillo finished before the last target was contacted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the tarpit is still stalling, yet the last target was checked"
+    );
+    // Output stays in input order: drop the tarpit so its check ends, then read.
+    drop(tarpit);
+    let out = child.wait_with_output().unwrap();
+    let docs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let order: Vec<&str> = docs.iter().map(|d| d["target"].as_str().unwrap()).collect();
+    assert_eq!(
+        order,
+        targets.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(docs[0]["verdict"], "inconclusive");
+}
