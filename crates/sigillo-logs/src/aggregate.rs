@@ -1,0 +1,1 @@
+//! Figures from records: TLS share per direction, day, hour, peer and TLS version; top plaintext peers; downgrades.
