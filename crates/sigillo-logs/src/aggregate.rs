@@ -1,1 +1,925 @@
-//! Figures from records: TLS share per direction, day, hour, peer and TLS version; top plaintext peers; downgrades.
+//! Figures from records: the TLS share of mail per direction, day, hour, peer, TLS version,
+//! trust, cipher and key exchange; the top plaintext peers; downgrades (peers that used TLS,
+//! then sent or received in clear); failed STARTTLS and stripping traces. No I/O. Memory is
+//! bounded by distinct peers and hours, not by the number of records.
+
+use crate::model::{
+    AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Record, Scope,
+    Transport, Trust, UnixTime,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+/// Most downgrade windows, anomalies and evidence lines kept (the rest are counted).
+const MAX_LISTED: usize = 1000;
+
+/// An address range (`--internal 10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+/// A range could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?}: expected an address range like 10.0.0.0/8 or 2001:db8::/32")]
+#[non_exhaustive]
+pub struct CidrError {
+    pub text: String,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = CidrError;
+    fn from_str(text: &str) -> Result<Self, CidrError> {
+        let err = || CidrError {
+            text: text.to_owned(),
+        };
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (
+                a.parse::<IpAddr>().map_err(|_| err())?,
+                p.parse::<u8>().map_err(|_| err())?,
+            ),
+            None => {
+                let a = text.parse::<IpAddr>().map_err(|_| err())?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(err());
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Settings of an aggregation.
+#[derive(Debug, Clone, Default)]
+pub struct AggregateOptions {
+    /// Extra internal ranges; 127.0.0.1 and ::1 are always internal (other loopback addresses
+    /// count as ordinary peers, which keeps tests that use them honest).
+    pub internal: Vec<Cidr>,
+    /// Only records at or after this time.
+    pub since: Option<UnixTime>,
+    /// Only records before this time.
+    pub until: Option<UnixTime>,
+    /// How many top plaintext peers to list.
+    pub top: usize,
+}
+
+/// Counts that split into TLS versions, trust levels, ciphers and key exchanges.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TlsBreakdown {
+    pub versions: BTreeMap<String, u64>,
+    pub trust: BTreeMap<String, u64>,
+    pub ciphers: BTreeMap<String, u64>,
+    pub key_exchange: BTreeMap<String, u64>,
+}
+
+/// The figures of one direction (inbound or outbound) and scope.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DirectionFigures {
+    /// Messages received (inbound) or delivery transactions (outbound).
+    pub messages: u64,
+    pub tls_messages: u64,
+    pub plain_messages: u64,
+    /// Messages whose transport the log does not tell.
+    pub unknown_messages: u64,
+    /// `tls_messages / messages` (0 when there are none).
+    pub tls_share: f64,
+    pub recipients: u64,
+    pub tls_recipients: u64,
+    pub connections: u64,
+    pub tls_connections: u64,
+    /// Outbound: delivery attempts deferred and bounced (not counted in `messages`).
+    pub deferred: u64,
+    pub bounced: u64,
+    /// Messages over TLS by version, trust, cipher and key exchange.
+    pub tls: TlsBreakdown,
+}
+
+impl DirectionFigures {
+    fn add_message(&mut self, m: &MessageRecord) {
+        match m.status {
+            Some(crate::model::DeliveryStatus::Deferred) => {
+                self.deferred += 1;
+                return;
+            }
+            Some(crate::model::DeliveryStatus::Bounced) => {
+                self.bounced += 1;
+                return;
+            }
+            _ => {}
+        }
+        self.messages += 1;
+        self.recipients += u64::from(m.recipients);
+        match &m.transport {
+            Transport::Tls(tls) => {
+                self.tls_messages += 1;
+                self.tls_recipients += u64::from(m.recipients);
+                *self.tls.versions.entry(tls.version.clone()).or_default() += 1;
+                let trust = tls.trust.map(trust_name).unwrap_or("unknown");
+                *self.tls.trust.entry(trust.to_owned()).or_default() += 1;
+                *self.tls.ciphers.entry(tls.cipher.clone()).or_default() += 1;
+                let kx = tls.key_exchange.as_deref().unwrap_or("unknown");
+                *self.tls.key_exchange.entry(kx.to_owned()).or_default() += 1;
+            }
+            Transport::Plain => self.plain_messages += 1,
+            Transport::Unknown { .. } => self.unknown_messages += 1,
+        }
+    }
+
+    fn add_connection(&mut self, c: &ConnectionRecord) {
+        self.connections += 1;
+        if c.transport.is_tls() {
+            self.tls_connections += 1;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.tls_share = share(self.tls_messages, self.messages);
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64 * 1e4).round() / 1e4
+    }
+}
+
+fn trust_name(t: Trust) -> &'static str {
+    match t {
+        Trust::Anonymous => "anonymous",
+        Trust::Untrusted => "untrusted",
+        Trust::Trusted => "trusted",
+        Trust::Verified => "verified",
+    }
+}
+
+/// Inbound and outbound figures for one period (a day or an hour).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeriodFigures {
+    /// `2026-11-22` for days, `2026-11-22T13` for hours (log time).
+    pub period: String,
+    pub inbound_messages: u64,
+    pub inbound_tls: u64,
+    pub inbound_share: f64,
+    pub outbound_messages: u64,
+    pub outbound_tls: u64,
+    pub outbound_share: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PeriodCounts {
+    inbound: u64,
+    inbound_tls: u64,
+    outbound: u64,
+    outbound_tls: u64,
+}
+
+/// One peer in one direction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerFigures {
+    pub direction: Direction,
+    /// Host name as logged (`null` for `unknown`).
+    pub hostname: Option<String>,
+    pub ip: Option<String>,
+    /// The registered domain of the host name (Public Suffix List), else the IP.
+    pub domain: String,
+    pub messages: u64,
+    pub tls_messages: u64,
+    pub plain_messages: u64,
+    pub unknown_messages: u64,
+    pub tls_share: f64,
+    pub versions: BTreeMap<String, u64>,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// A peer that used TLS, then sent or received mail in clear.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Downgrade {
+    pub direction: Direction,
+    pub hostname: Option<String>,
+    pub ip: Option<String>,
+    pub domain: String,
+    /// The last message over TLS before the window.
+    pub last_tls: String,
+    pub last_tls_id: String,
+    /// The plaintext window: first and last plaintext message, and how many.
+    pub first_plain: String,
+    pub first_plain_id: String,
+    pub last_plain: String,
+    pub last_plain_id: String,
+    pub plain_messages: u64,
+    /// TLS came back after the window (`false`: still plaintext at the end of the logs).
+    pub tls_resumed: bool,
+}
+
+/// A failed STARTTLS or a stripping trace, with the log line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyFigure {
+    pub time: String,
+    pub direction: Direction,
+    pub hostname: Option<String>,
+    pub ip: Option<String>,
+    pub evidence: String,
+    /// For stripping traces: the peer used TLS for other mail in these logs.
+    pub peer_uses_tls: bool,
+}
+
+/// A plaintext peer domain, and what fixing it would bring.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlaintextPeer {
+    pub direction: Direction,
+    pub domain: String,
+    pub plain_messages: u64,
+    /// Share of that direction's messages the plaintext peers up to this one carry.
+    pub cumulative_plain_share: f64,
+    /// The direction's TLS share if this peer and all before it used TLS.
+    pub tls_share_if_fixed: f64,
+}
+
+/// Everything `sigillo report` prints (the `--json` document, minus the input statistics the
+/// caller adds).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
+    /// First and last record time counted.
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// Internet mail.
+    pub inbound: DirectionFigures,
+    pub outbound: DirectionFigures,
+    /// Local and internal hops (pickup, local delivery, loopback, `--internal`).
+    pub internal_inbound: DirectionFigures,
+    pub internal_outbound: DirectionFigures,
+    pub daily: Vec<PeriodFigures>,
+    pub hourly: Vec<PeriodFigures>,
+    /// Internet peers, most messages first.
+    pub peers: Vec<PeerFigures>,
+    /// Plaintext peer domains by volume, with the share TLS would reach if they were fixed.
+    pub top_plaintext: Vec<PlaintextPeer>,
+    pub downgrades: Vec<Downgrade>,
+    pub starttls_failures: Vec<AnomalyFigure>,
+    pub stripping_traces: Vec<AnomalyFigure>,
+    /// Entries left out of the three lists above (over the cap).
+    pub omitted: u64,
+    /// Records outside `--since`/`--until`.
+    pub outside_window: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PeerKey {
+    direction: Direction,
+    hostname: Option<String>,
+    ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+struct PeerState {
+    messages: u64,
+    tls: u64,
+    plain: u64,
+    unknown: u64,
+    versions: BTreeMap<String, u64>,
+    first: UnixTime,
+    last: UnixTime,
+    last_tls: Option<(UnixTime, String)>,
+    window: Option<Window>,
+}
+
+#[derive(Debug, Clone)]
+struct Window {
+    last_tls: (UnixTime, String),
+    first: (UnixTime, String),
+    last: (UnixTime, String),
+    count: u64,
+}
+
+/// Accumulates records into [`Figures`].
+#[derive(Debug)]
+pub struct Aggregator {
+    options: AggregateOptions,
+    inbound: DirectionFigures,
+    outbound: DirectionFigures,
+    internal_inbound: DirectionFigures,
+    internal_outbound: DirectionFigures,
+    days: BTreeMap<i64, PeriodCounts>,
+    hours: BTreeMap<i64, PeriodCounts>,
+    peers: HashMap<PeerKey, PeerState>,
+    downgrades: Vec<Downgrade>,
+    anomalies: Vec<AnomalyRecord>,
+    omitted: u64,
+    outside_window: u64,
+    first: Option<UnixTime>,
+    last: Option<UnixTime>,
+}
+
+impl Aggregator {
+    pub fn new(options: AggregateOptions) -> Self {
+        Self {
+            options,
+            inbound: DirectionFigures::default(),
+            outbound: DirectionFigures::default(),
+            internal_inbound: DirectionFigures::default(),
+            internal_outbound: DirectionFigures::default(),
+            days: BTreeMap::new(),
+            hours: BTreeMap::new(),
+            peers: HashMap::new(),
+            downgrades: Vec::new(),
+            anomalies: Vec::new(),
+            omitted: 0,
+            outside_window: 0,
+            first: None,
+            last: None,
+        }
+    }
+
+    fn in_window(&mut self, time: UnixTime) -> bool {
+        let inside = self.options.since.is_none_or(|s| time >= s)
+            && self.options.until.is_none_or(|u| time < u);
+        if !inside {
+            self.outside_window += 1;
+        }
+        inside
+    }
+
+    fn is_internal(&self, scope: Scope, ip: Option<IpAddr>) -> bool {
+        if scope == Scope::Internal {
+            return true;
+        }
+        let Some(ip) = ip else { return false };
+        let loopback_itself = match ip {
+            IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+            IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
+        };
+        loopback_itself || self.options.internal.iter().any(|c| c.contains(ip))
+    }
+
+    /// Counts one record.
+    pub fn add(&mut self, record: &Record) {
+        match record {
+            Record::Message(m) => self.add_message(m),
+            Record::Connection(c) => {
+                if !self.in_window(c.time) {
+                    return;
+                }
+                let internal = self.is_internal(c.scope, c.peer.ip);
+                self.figures(c.direction, internal).add_connection(c);
+            }
+            Record::Anomaly(a) => {
+                if !self.in_window(a.time) {
+                    return;
+                }
+                if self.anomalies.len() < 2 * MAX_LISTED {
+                    self.anomalies.push(a.clone());
+                } else {
+                    self.omitted += 1;
+                }
+            }
+        }
+    }
+
+    fn figures(&mut self, direction: Direction, internal: bool) -> &mut DirectionFigures {
+        match (direction, internal) {
+            (Direction::Inbound, false) => &mut self.inbound,
+            (Direction::Outbound, false) => &mut self.outbound,
+            (Direction::Inbound, true) => &mut self.internal_inbound,
+            (Direction::Outbound, true) => &mut self.internal_outbound,
+        }
+    }
+
+    fn add_message(&mut self, m: &MessageRecord) {
+        if !self.in_window(m.time) {
+            return;
+        }
+        let internal = self.is_internal(m.scope, m.peer.ip);
+        self.figures(m.direction, internal).add_message(m);
+        let delivered = !matches!(
+            m.status,
+            Some(crate::model::DeliveryStatus::Deferred | crate::model::DeliveryStatus::Bounced)
+        );
+        if internal || !delivered {
+            return;
+        }
+        self.first = Some(self.first.map_or(m.time, |f| f.min(m.time)));
+        self.last = Some(self.last.map_or(m.time, |l| l.max(m.time)));
+        let tls = m.transport.is_tls();
+        for (map, key) in [
+            (&mut self.days, m.time.div_euclid(86_400)),
+            (&mut self.hours, m.time.div_euclid(3600)),
+        ] {
+            let counts = map.entry(key).or_default();
+            match m.direction {
+                Direction::Inbound => {
+                    counts.inbound += 1;
+                    counts.inbound_tls += u64::from(tls);
+                }
+                Direction::Outbound => {
+                    counts.outbound += 1;
+                    counts.outbound_tls += u64::from(tls);
+                }
+            }
+        }
+        let key = PeerKey {
+            direction: m.direction,
+            hostname: m.peer.hostname.clone(),
+            ip: m.peer.ip,
+        };
+        let peer = self.peers.entry(key.clone()).or_insert_with(|| PeerState {
+            messages: 0,
+            tls: 0,
+            plain: 0,
+            unknown: 0,
+            versions: BTreeMap::new(),
+            first: m.time,
+            last: m.time,
+            last_tls: None,
+            window: None,
+        });
+        peer.messages += 1;
+        peer.first = peer.first.min(m.time);
+        peer.last = peer.last.max(m.time);
+        match &m.transport {
+            Transport::Tls(info) => {
+                peer.tls += 1;
+                *peer.versions.entry(info.version.clone()).or_default() += 1;
+                if let Some(window) = peer.window.take() {
+                    let closed = downgrade(&key, window, true);
+                    push_capped(&mut self.downgrades, closed, &mut self.omitted);
+                }
+                peer.last_tls = Some((m.time, m.id.clone()));
+            }
+            Transport::Plain => {
+                peer.plain += 1;
+                if let Some(last_tls) = &peer.last_tls {
+                    match &mut peer.window {
+                        Some(w) => {
+                            w.last = (m.time, m.id.clone());
+                            w.count += 1;
+                        }
+                        None => {
+                            peer.window = Some(Window {
+                                last_tls: last_tls.clone(),
+                                first: (m.time, m.id.clone()),
+                                last: (m.time, m.id.clone()),
+                                count: 1,
+                            });
+                        }
+                    }
+                }
+            }
+            Transport::Unknown { .. } => peer.unknown += 1,
+        }
+    }
+
+    /// The figures, with open downgrade windows closed as "still plaintext".
+    pub fn finish(mut self) -> Figures {
+        let mut peers = Vec::with_capacity(self.peers.len());
+        for (key, state) in &mut self.peers {
+            if let Some(window) = state.window.take() {
+                push_capped(
+                    &mut self.downgrades,
+                    downgrade(key, window, false),
+                    &mut self.omitted,
+                );
+            }
+            peers.push(PeerFigures {
+                direction: key.direction,
+                hostname: key.hostname.clone(),
+                ip: key.ip.map(|ip| ip.to_string()),
+                domain: registered_domain(key.hostname.as_deref(), key.ip),
+                messages: state.messages,
+                tls_messages: state.tls,
+                plain_messages: state.plain,
+                unknown_messages: state.unknown,
+                tls_share: share(state.tls, state.messages),
+                versions: state.versions.clone(),
+                first_seen: time_text(state.first),
+                last_seen: time_text(state.last),
+            });
+        }
+        peers.sort_by(|a, b| {
+            b.messages.cmp(&a.messages).then_with(|| {
+                (a.direction, &a.hostname, &a.ip).cmp(&(b.direction, &b.hostname, &b.ip))
+            })
+        });
+        self.downgrades
+            .sort_by(|a, b| a.first_plain.cmp(&b.first_plain));
+
+        for f in [
+            &mut self.inbound,
+            &mut self.outbound,
+            &mut self.internal_inbound,
+            &mut self.internal_outbound,
+        ] {
+            f.finish();
+        }
+        let top_plaintext = self.top_plaintext(&peers);
+        let peer_uses_tls = |a: &AnomalyRecord| {
+            self.peers.iter().any(|(k, s)| {
+                s.tls > 0
+                    && ((k.ip.is_some() && k.ip == a.peer.ip)
+                        || (k.hostname.is_some() && k.hostname == a.peer.hostname))
+            })
+        };
+        let mut starttls_failures = Vec::new();
+        let mut stripping_traces = Vec::new();
+        for a in &self.anomalies {
+            let figure = AnomalyFigure {
+                time: time_text(a.time),
+                direction: a.direction,
+                hostname: a.peer.hostname.clone(),
+                ip: a.peer.ip.map(|ip| ip.to_string()),
+                evidence: a.evidence.clone(),
+                peer_uses_tls: peer_uses_tls(a),
+            };
+            match a.kind {
+                AnomalyKind::StartTlsFailed => starttls_failures.push(figure),
+                AnomalyKind::StrippingTrace => stripping_traces.push(figure),
+            }
+        }
+        let period =
+            |map: &BTreeMap<i64, PeriodCounts>, seconds: i64, hourly: bool| -> Vec<PeriodFigures> {
+                map.iter()
+                    .map(|(k, c)| {
+                        let text = time_text(k * seconds);
+                        PeriodFigures {
+                            period: if hourly {
+                                text[..13].to_owned()
+                            } else {
+                                text[..10].to_owned()
+                            },
+                            inbound_messages: c.inbound,
+                            inbound_tls: c.inbound_tls,
+                            inbound_share: share(c.inbound_tls, c.inbound),
+                            outbound_messages: c.outbound,
+                            outbound_tls: c.outbound_tls,
+                            outbound_share: share(c.outbound_tls, c.outbound),
+                        }
+                    })
+                    .collect()
+            };
+        Figures {
+            first: self.first.map(time_text),
+            last: self.last.map(time_text),
+            inbound: self.inbound.clone(),
+            outbound: self.outbound.clone(),
+            internal_inbound: self.internal_inbound.clone(),
+            internal_outbound: self.internal_outbound.clone(),
+            daily: period(&self.days, 86_400, false),
+            hourly: period(&self.hours, 3600, true),
+            peers,
+            top_plaintext,
+            downgrades: self.downgrades.clone(),
+            starttls_failures,
+            stripping_traces,
+            omitted: self.omitted,
+            outside_window: self.outside_window,
+        }
+    }
+
+    fn top_plaintext(&self, peers: &[PeerFigures]) -> Vec<PlaintextPeer> {
+        let mut out = Vec::new();
+        for (direction, figures) in [
+            (Direction::Inbound, &self.inbound),
+            (Direction::Outbound, &self.outbound),
+        ] {
+            let mut by_domain: HashMap<&str, u64> = HashMap::new();
+            for p in peers
+                .iter()
+                .filter(|p| p.direction == direction && p.plain_messages > 0)
+            {
+                *by_domain.entry(p.domain.as_str()).or_default() += p.plain_messages;
+            }
+            let mut domains: Vec<(&str, u64)> = by_domain.into_iter().collect();
+            domains.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let mut fixed = 0;
+            for (domain, plain) in domains.into_iter().take(self.options.top.max(1)) {
+                fixed += plain;
+                out.push(PlaintextPeer {
+                    direction,
+                    domain: domain.to_owned(),
+                    plain_messages: plain,
+                    cumulative_plain_share: share(fixed, figures.messages),
+                    tls_share_if_fixed: share(figures.tls_messages + fixed, figures.messages),
+                });
+            }
+        }
+        out
+    }
+}
+
+fn push_capped(list: &mut Vec<Downgrade>, item: Downgrade, omitted: &mut u64) {
+    if list.len() < MAX_LISTED {
+        list.push(item);
+    } else {
+        *omitted += 1;
+    }
+}
+
+fn downgrade(key: &PeerKey, w: Window, tls_resumed: bool) -> Downgrade {
+    Downgrade {
+        direction: key.direction,
+        hostname: key.hostname.clone(),
+        ip: key.ip.map(|ip| ip.to_string()),
+        domain: registered_domain(key.hostname.as_deref(), key.ip),
+        last_tls: time_text(w.last_tls.0),
+        last_tls_id: w.last_tls.1,
+        first_plain: time_text(w.first.0),
+        first_plain_id: w.first.1,
+        last_plain: time_text(w.last.0),
+        last_plain_id: w.last.1,
+        plain_messages: w.count,
+        tls_resumed,
+    }
+}
+
+/// The registered domain of a host name (`mail-yw1.google.com` → `google.com`), or the IP.
+pub fn registered_domain(hostname: Option<&str>, ip: Option<IpAddr>) -> String {
+    if let Some(name) = hostname {
+        let lower = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(domain) = psl::domain_str(&lower) {
+            return domain.to_owned();
+        }
+        return lower;
+    }
+    ip.map(|ip| ip.to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// RFC 3339 in UTC, to the second (`2026-11-22T13:24:13Z`).
+pub fn time_text(t: UnixTime) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mta, Peer, TlsInfo};
+
+    fn msg(time: UnixTime, dir: Direction, host: &str, ip: &str, tls: bool, id: &str) -> Record {
+        Record::Message(MessageRecord {
+            mta: Mta::Postfix,
+            time,
+            direction: dir,
+            scope: Scope::Internet,
+            peer: Peer {
+                hostname: Some(host.to_owned()),
+                ip: ip.parse().ok(),
+            },
+            transport: if tls {
+                Transport::Tls(TlsInfo {
+                    version: "TLSv1.3".into(),
+                    cipher: "TLS_AES_256_GCM_SHA384".into(),
+                    bits: Some(256),
+                    key_exchange: Some("X25519".into()),
+                    trust: Some(Trust::Anonymous),
+                })
+            } else {
+                Transport::Plain
+            },
+            recipients: 2,
+            size: Some(100),
+            id: id.to_owned(),
+            status: None,
+        })
+    }
+
+    #[test]
+    fn shares_peers_days_and_downgrades() {
+        let mut agg = Aggregator::new(AggregateOptions {
+            top: 10,
+            ..Default::default()
+        });
+        let day = 20_414 * 86_400; // 2025-11-22
+        let records = [
+            msg(
+                day + 10,
+                Direction::Inbound,
+                "mx1.example.com",
+                "192.0.2.1",
+                true,
+                "A1",
+            ),
+            msg(
+                day + 20,
+                Direction::Inbound,
+                "mx1.example.com",
+                "192.0.2.1",
+                true,
+                "A2",
+            ),
+            msg(
+                day + 3700,
+                Direction::Inbound,
+                "mx1.example.com",
+                "192.0.2.1",
+                false,
+                "A3",
+            ),
+            msg(
+                day + 3800,
+                Direction::Inbound,
+                "mx1.example.com",
+                "192.0.2.1",
+                false,
+                "A4",
+            ),
+            msg(
+                day + 7300,
+                Direction::Inbound,
+                "mx1.example.com",
+                "192.0.2.1",
+                true,
+                "A5",
+            ),
+            msg(
+                day + 86_400,
+                Direction::Inbound,
+                "smtp.example.org",
+                "198.51.100.7",
+                false,
+                "B1",
+            ),
+            msg(
+                day + 86_500,
+                Direction::Outbound,
+                "mx.example.net",
+                "203.0.113.9",
+                true,
+                "C1",
+            ),
+            msg(
+                day + 86_600,
+                Direction::Inbound,
+                "localhost",
+                "127.0.0.1",
+                false,
+                "L1",
+            ),
+        ];
+        for r in &records {
+            agg.add(r);
+        }
+        let f = agg.finish();
+        assert_eq!(
+            (
+                f.inbound.messages,
+                f.inbound.tls_messages,
+                f.inbound.plain_messages
+            ),
+            (6, 3, 3)
+        );
+        assert_eq!(f.inbound.tls_share, 0.5);
+        assert_eq!(f.inbound.recipients, 12);
+        assert_eq!(f.inbound.tls.versions["TLSv1.3"], 3);
+        assert_eq!(f.outbound.messages, 1);
+        assert_eq!(f.internal_inbound.messages, 1, "127.0.0.1 is internal");
+        assert_eq!(f.daily.len(), 2);
+        assert_eq!(f.daily[0].period, "2025-11-22");
+        assert_eq!(
+            (f.daily[0].inbound_messages, f.daily[0].inbound_tls),
+            (5, 3)
+        );
+        assert_eq!(f.hourly[0].period, "2025-11-22T00");
+        let d = &f.downgrades;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (
+                d[0].last_tls_id.as_str(),
+                d[0].first_plain_id.as_str(),
+                d[0].last_plain_id.as_str()
+            ),
+            ("A2", "A3", "A4")
+        );
+        assert_eq!(d[0].plain_messages, 2);
+        assert!(d[0].tls_resumed);
+        assert_eq!(d[0].domain, "example.com");
+        // example.org never used TLS: no downgrade, but the top plaintext peer after example.com.
+        let top: Vec<(&str, u64)> = f
+            .top_plaintext
+            .iter()
+            .filter(|p| p.direction == Direction::Inbound)
+            .map(|p| (p.domain.as_str(), p.plain_messages))
+            .collect();
+        assert_eq!(top, [("example.com", 2), ("example.org", 1)]);
+        assert_eq!(f.top_plaintext[1].tls_share_if_fixed, 1.0);
+    }
+
+    #[test]
+    fn window_and_internal_ranges() {
+        let mut agg = Aggregator::new(AggregateOptions {
+            internal: vec!["10.0.0.0/8".parse().unwrap()],
+            since: Some(100),
+            until: Some(200),
+            top: 5,
+        });
+        agg.add(&msg(
+            50,
+            Direction::Inbound,
+            "a.example",
+            "192.0.2.1",
+            true,
+            "x",
+        ));
+        agg.add(&msg(
+            150,
+            Direction::Inbound,
+            "b.example",
+            "10.1.2.3",
+            false,
+            "y",
+        ));
+        agg.add(&msg(
+            150,
+            Direction::Inbound,
+            "c.example",
+            "127.0.0.2",
+            false,
+            "z",
+        ));
+        agg.add(&msg(
+            250,
+            Direction::Inbound,
+            "d.example",
+            "192.0.2.1",
+            true,
+            "w",
+        ));
+        let f = agg.finish();
+        assert_eq!(f.outside_window, 2);
+        assert_eq!(f.internal_inbound.messages, 1);
+        assert_eq!(f.inbound.messages, 1, "127.0.0.2 is an ordinary peer");
+    }
+
+    #[test]
+    fn cidr_table() {
+        let cases = [
+            ("10.0.0.0/8", "10.255.1.1", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("192.0.2.1", "192.0.2.1", true),
+            ("0.0.0.0/0", "198.51.100.1", true),
+            ("2001:db8::/32", "2001:db8:1::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("10.0.0.0/8", "::1", false),
+        ];
+        for (cidr, ip, inside) in cases {
+            let c: Cidr = cidr.parse().unwrap();
+            assert_eq!(c.contains(ip.parse().unwrap()), inside, "{cidr} {ip}");
+        }
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn time_text_is_utc_rfc3339() {
+        assert_eq!(time_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time_text(1_795_353_853), "2026-11-22T13:24:13Z");
+        assert_eq!(time_text(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
