@@ -1,8 +1,13 @@
 //! One raw log line → its envelope: timestamp, host, program, pid and the message, for
 //! every format sigillo reads (RFC 3164 syslog without a year, ISO 8601 / RFC 3339 syslog,
 //! RFC 5424, journald `short-iso`, and Exim's own mainlog). No I/O.
+//!
+//! [`Envelope`] is the per-file parser state: the [`YearGuess`] for timestamps without a year,
+//! and a one-entry cache of the last RFC 3164 timestamp (log lines come many to a second).
+//! Times with a zone are converted to UTC; times without one are taken as UTC.
 
 use crate::model::UnixTime;
+use std::fmt;
 
 /// A log line split into its envelope. Borrowed from the raw line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,4 +24,865 @@ pub struct Line<'a> {
     pub message: &'a str,
     /// The whole line, for evidence.
     pub raw: &'a str,
+}
+
+/// The envelope formats [`Envelope::parse`] recognises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LineFormat {
+    /// `Nov 22 13:24:13 host tag[pid]: msg` (no year; optionally `<PRI>` first).
+    Rfc3164,
+    /// `2026-11-22T13:24:13.123456+01:00 host tag[pid]: msg` (rsyslog high precision, and
+    /// journald `short-iso` with `+0100`).
+    Rfc3339,
+    /// `<22>1 2026-11-22T13:24:13.123Z host app procid msgid [sd] msg`.
+    Rfc5424,
+    /// Exim's mainlog: `2026-11-22 13:16:34 [+0100] [[pid]] msg`.
+    EximMainlog,
+}
+
+impl fmt::Display for LineFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LineFormat::Rfc3164 => "RFC 3164 syslog",
+            LineFormat::Rfc3339 => "RFC 3339 syslog",
+            LineFormat::Rfc5424 => "RFC 5424 syslog",
+            LineFormat::EximMainlog => "Exim mainlog",
+        })
+    }
+}
+
+/// The part of a line that could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    Priority,
+    Version,
+    Timestamp,
+    Host,
+    Tag,
+    Pid,
+    StructuredData,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Priority => "priority",
+            Field::Version => "version",
+            Field::Timestamp => "timestamp",
+            Field::Host => "host",
+            Field::Tag => "tag",
+            Field::Pid => "pid",
+            Field::StructuredData => "structured data",
+        })
+    }
+}
+
+/// Why a line has no envelope. Cheap to build (no allocation): bad lines can be many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    #[error("empty line")]
+    Empty,
+    /// The line starts like none of the formats (byte offset of the first non-blank byte).
+    #[error("no known log format starts like this")]
+    UnknownFormat,
+    /// The line starts like `format` but `field`, at byte `offset` of the line, is not valid.
+    #[error("{format} line with a bad {field} at byte {offset}")]
+    Malformed {
+        format: LineFormat,
+        field: Field,
+        offset: usize,
+    },
+}
+
+/// The year for timestamps that have none (RFC 3164). Built from the file's mtime: the first
+/// line gets the mtime's year, minus one when its month is after the mtime's month (a file
+/// last written in January that starts in December). Later lines follow rollover: a month
+/// that drops by six or more (Dec → Jan) starts the next year; a month that jumps forward by
+/// nine or more (a late Dec line after Jan) belongs to the year before and changes nothing.
+/// Smaller steps back are taken as lines slightly out of order, smaller jumps forward as a
+/// gap in the log, both within the same year.
+/// [`YearGuess::forced`] (`--year`) fixes the first line's year instead; rollover still applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct YearGuess {
+    start_year: i32,
+    /// 1–12; 0 when the year is forced.
+    ref_month: u8,
+    /// Year and month of the last line that moved the state.
+    last: Option<(i32, u8)>,
+}
+
+impl YearGuess {
+    /// From the file's modification time as a calendar year and month (1–12), in UTC.
+    pub fn from_mtime(year: i32, month: u8) -> Self {
+        YearGuess {
+            start_year: year,
+            ref_month: month.clamp(1, 12),
+            last: None,
+        }
+    }
+
+    /// From the file's modification time in Unix seconds.
+    pub fn from_unix_mtime(t: UnixTime) -> Self {
+        let (y, m, _) = civil_from_days(t.div_euclid(86_400));
+        YearGuess::from_mtime(y.clamp(i32::MIN as i64, i32::MAX as i64) as i32, m as u8)
+    }
+
+    /// `--year`: the first line is in `year`.
+    pub fn forced(year: i32) -> Self {
+        YearGuess {
+            start_year: year,
+            ref_month: 0,
+            last: None,
+        }
+    }
+
+    /// The year of a line in `month` (1–12), updating the rollover state.
+    pub fn year_for(&mut self, month: u8) -> i32 {
+        match self.last {
+            None => {
+                let y = if self.ref_month != 0 && month > self.ref_month {
+                    self.start_year.saturating_sub(1)
+                } else {
+                    self.start_year
+                };
+                self.last = Some((y, month));
+                y
+            }
+            Some((y, last)) if month == last => y,
+            Some((y, last)) if month < last => {
+                let y = if last - month >= 6 {
+                    y.saturating_add(1)
+                } else {
+                    y
+                };
+                self.last = Some((y, month));
+                y
+            }
+            Some((y, last)) => {
+                if month - last >= 9 {
+                    // A straggler from before the rollover: no state change.
+                    y.saturating_sub(1)
+                } else {
+                    self.last = Some((y, month));
+                    y
+                }
+            }
+        }
+    }
+}
+
+/// Per-file envelope parser: the year state and a timestamp cache.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    year: YearGuess,
+    /// The last RFC 3164 timestamp text (`Nov 22 13:24:13`, up to 16 bytes) and its time.
+    cache_key: [u8; 16],
+    cache_len: u8,
+    cache_time: UnixTime,
+}
+
+impl Envelope {
+    pub fn new(year: YearGuess) -> Self {
+        Envelope {
+            year,
+            cache_key: [0; 16],
+            cache_len: 0,
+            cache_time: 0,
+        }
+    }
+
+    pub fn year_guess(&self) -> &YearGuess {
+        &self.year
+    }
+
+    /// Splits one line (without its line ending) into its envelope.
+    pub fn parse<'a>(&mut self, raw: &'a str) -> Result<Line<'a>, EnvelopeError> {
+        let b = raw.as_bytes();
+        let mut i = skip_blanks(b, 0);
+        match b.get(i) {
+            None => Err(EnvelopeError::Empty),
+            Some(b'<') => {
+                let (_pri, next) = parse_pri(b, i)?;
+                i = next;
+                if b.get(i) == Some(&b'1') && b.get(i + 1) == Some(&b' ') {
+                    parse_5424(raw, i + 2)
+                } else if b.get(i).is_some_and(u8::is_ascii_digit) && b.get(i + 1) == Some(&b' ') {
+                    Err(malformed(LineFormat::Rfc5424, Field::Version, i))
+                } else {
+                    match b.get(i) {
+                        Some(b'A'..=b'Z') => self.parse_3164(raw, i),
+                        Some(b'0'..=b'9') => parse_iso(raw, i),
+                        _ => Err(malformed(LineFormat::Rfc5424, Field::Version, i)),
+                    }
+                }
+            }
+            Some(b'A'..=b'Z') => self.parse_3164(raw, i),
+            Some(b'0'..=b'9') => parse_iso(raw, i),
+            Some(_) => Err(EnvelopeError::UnknownFormat),
+        }
+    }
+
+    fn parse_3164<'a>(&mut self, raw: &'a str, start: usize) -> Result<Line<'a>, EnvelopeError> {
+        const F: LineFormat = LineFormat::Rfc3164;
+        let b = raw.as_bytes();
+        let bad = |field, at| malformed(F, field, at);
+        // `Nov 22 13:24:13` / `Nov  2 13:24:13` / `Nov 2 13:24:13`: find the end of hh:mm:ss.
+        let mut i = start + 3;
+        if b.get(i) != Some(&b' ') {
+            return Err(bad(Field::Timestamp, start));
+        }
+        i = skip_spaces(b, i);
+        let day_start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) && i - day_start < 2 {
+            i += 1;
+        }
+        if i == day_start || b.get(i) != Some(&b' ') {
+            return Err(bad(Field::Timestamp, day_start));
+        }
+        let day_end = i;
+        i = skip_spaces(b, i);
+        let hms = i;
+        let hms_end = hms + 8;
+        let time = match b.get(start..hms_end) {
+            Some(key)
+                if key.len() <= 16
+                    && usize::from(self.cache_len) == key.len()
+                    && self.cache_key.get(..key.len()) == Some(key) =>
+            {
+                self.cache_time
+            }
+            Some(key) => {
+                let month = month_number(b.get(start..start + 3).unwrap_or_default())
+                    .ok_or(bad(Field::Timestamp, start))?;
+                let day = digits(b, day_start, day_end).ok_or(bad(Field::Timestamp, day_start))?;
+                let secs = parse_hms(b, hms).ok_or(bad(Field::Timestamp, hms))?;
+                if day == 0 || day > days_in_month(month, true) {
+                    return Err(bad(Field::Timestamp, day_start));
+                }
+                let year = self.year.year_for(month as u8);
+                let t = days_from_civil(i64::from(year), month, day) * 86_400 + secs;
+                if key.len() <= 16 {
+                    if let Some(slot) = self.cache_key.get_mut(..key.len()) {
+                        slot.copy_from_slice(key);
+                        self.cache_len = key.len() as u8;
+                        self.cache_time = t;
+                    }
+                }
+                t
+            }
+            None => return Err(bad(Field::Timestamp, hms)),
+        };
+        i = skip_fraction(b, hms_end);
+        syslog_tail(raw, i, time, F)
+    }
+}
+
+fn malformed(format: LineFormat, field: Field, offset: usize) -> EnvelopeError {
+    EnvelopeError::Malformed {
+        format,
+        field,
+        offset,
+    }
+}
+
+/// `<PRI>`: 1–3 digits, at most 191. Returns the index after `>`.
+fn parse_pri(b: &[u8], lt: usize) -> Result<(u32, usize), EnvelopeError> {
+    let bad = malformed(LineFormat::Rfc5424, Field::Priority, lt);
+    let mut i = lt + 1;
+    let mut v = 0u32;
+    while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+        v = v * 10 + u32::from(d - b'0');
+        i += 1;
+        if i - lt > 4 {
+            return Err(bad);
+        }
+    }
+    if i == lt + 1 || b.get(i) != Some(&b'>') || v > 191 {
+        return Err(bad);
+    }
+    Ok((v, i + 1))
+}
+
+/// After the timestamp of an RFC 3164 or RFC 3339 syslog line: ` host tag[pid]: message`.
+/// A first token that ends in `:` is a tag with no host before it.
+fn syslog_tail(
+    raw: &str,
+    mut i: usize,
+    time: UnixTime,
+    format: LineFormat,
+) -> Result<Line<'_>, EnvelopeError> {
+    let b = raw.as_bytes();
+    if b.get(i) != Some(&b' ') && b.get(i) != Some(&b'\t') {
+        return Err(malformed(format, Field::Timestamp, i));
+    }
+    i = skip_blanks(b, i);
+    let host_start = i;
+    let host_end = find_blank(b, i);
+    if host_end == host_start {
+        return Err(malformed(format, Field::Host, host_start));
+    }
+    let host_token = raw.get(host_start..host_end).unwrap_or_default();
+    let (host, tag_start) = if host_token.ends_with(':') {
+        ("", host_start)
+    } else {
+        (host_token, skip_blanks(b, host_end))
+    };
+    let (program, pid, message) = split_tag(raw, tag_start, format)?;
+    Ok(Line {
+        time,
+        host,
+        program,
+        pid,
+        message,
+        raw,
+    })
+}
+
+/// `program[pid]: message`, `program: message`; a line with no tag (`last message repeated`)
+/// has an empty program and the whole rest as message.
+fn split_tag(
+    raw: &str,
+    start: usize,
+    format: LineFormat,
+) -> Result<(&str, Option<u32>, &str), EnvelopeError> {
+    let b = raw.as_bytes();
+    let mut i = start;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'[' => {
+                let program = raw.get(start..i).unwrap_or_default();
+                let pid_start = i + 1;
+                let mut j = pid_start;
+                let mut pid: u32 = 0;
+                while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
+                    pid = pid
+                        .checked_mul(10)
+                        .and_then(|p| p.checked_add(u32::from(d - b'0')))
+                        .ok_or(malformed(format, Field::Pid, pid_start))?;
+                    j += 1;
+                }
+                if j == pid_start || b.get(j) != Some(&b']') {
+                    return Err(malformed(format, Field::Pid, pid_start));
+                }
+                j += 1;
+                if b.get(j) == Some(&b':') {
+                    j += 1;
+                }
+                return Ok((program, Some(pid), message_from(raw, j)));
+            }
+            b':' => {
+                let program = raw.get(start..i).unwrap_or_default();
+                return Ok((program, None, message_from(raw, i + 1)));
+            }
+            b' ' | b'\t' => break,
+            _ => i += 1,
+        }
+    }
+    Ok(("", None, raw.get(start..).unwrap_or_default()))
+}
+
+/// The message after a tag: one separating space is dropped.
+fn message_from(raw: &str, i: usize) -> &str {
+    let i = if raw.as_bytes().get(i) == Some(&b' ') {
+        i + 1
+    } else {
+        i
+    };
+    raw.get(i..).unwrap_or_default()
+}
+
+/// `YYYY-MM-DDThh:mm:ss…` (RFC 3339 syslog, journald short-iso) or `YYYY-MM-DD hh:mm:ss…`
+/// (Exim's mainlog).
+fn parse_iso(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+    let b = raw.as_bytes();
+    match b.get(start + 10) {
+        Some(b'T') | Some(b't') => {
+            let (time, i) = parse_datetime(b, start, LineFormat::Rfc3339)?;
+            syslog_tail(raw, i, time, LineFormat::Rfc3339)
+        }
+        Some(b' ') => parse_exim(raw, start),
+        _ => Err(EnvelopeError::UnknownFormat),
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ss[.frac][Z|±hh:mm|±hhmm]`. Returns the UTC time and the index after it.
+fn parse_datetime(
+    b: &[u8],
+    start: usize,
+    format: LineFormat,
+) -> Result<(UnixTime, usize), EnvelopeError> {
+    let days = parse_date(b, start).ok_or(malformed(format, Field::Timestamp, start))?;
+    let secs = parse_hms(b, start + 11).ok_or(malformed(format, Field::Timestamp, start + 11))?;
+    let mut i = skip_fraction(b, start + 19);
+    let offset = match b.get(i) {
+        Some(b'Z') | Some(b'z') => {
+            i += 1;
+            0
+        }
+        Some(&sign @ (b'+' | b'-')) => {
+            let (off, next) =
+                parse_offset(b, i + 1, true).ok_or(malformed(format, Field::Timestamp, i))?;
+            i = next;
+            if sign == b'+' { off } else { -off }
+        }
+        _ => 0,
+    };
+    Ok((days * 86_400 + secs - offset, i))
+}
+
+/// `hh:mm`, `hhmm` (`colon_optional`) → seconds, and the index after it.
+fn parse_offset(b: &[u8], i: usize, colon_optional: bool) -> Option<(i64, usize)> {
+    let h = digits(b, i, i + 2)?;
+    let (m, next) = if b.get(i + 2) == Some(&b':') {
+        (digits(b, i + 3, i + 5)?, i + 5)
+    } else if colon_optional || b.get(i + 2).is_some_and(u8::is_ascii_digit) {
+        (digits(b, i + 2, i + 4)?, i + 4)
+    } else {
+        return None;
+    };
+    if h > 23 || m > 59 {
+        return None;
+    }
+    Some((i64::from(h * 3600 + m * 60), next))
+}
+
+/// Exim: `2026-11-22 13:16:34[.mmm] [+0100 ][[pid] ]message`.
+fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+    const F: LineFormat = LineFormat::EximMainlog;
+    let b = raw.as_bytes();
+    let days = parse_date(b, start).ok_or(malformed(F, Field::Timestamp, start))?;
+    let secs = parse_hms(b, start + 11).ok_or(malformed(F, Field::Timestamp, start + 11))?;
+    let mut time = days * 86_400 + secs;
+    let mut i = skip_fraction(b, start + 19);
+    if b.get(i) != Some(&b' ') {
+        return Err(malformed(F, Field::Timestamp, i));
+    }
+    i += 1;
+    // log_timezone: ` +0100 `.
+    if let Some(&sign @ (b'+' | b'-')) = b.get(i) {
+        if let Some((off, next)) = parse_offset(b, i + 1, false) {
+            if b.get(next) == Some(&b' ') || next == b.len() {
+                time -= if sign == b'+' { off } else { -off };
+                i = (next + 1).min(b.len());
+            }
+        }
+    }
+    // +pid: `[1234] `.
+    let mut pid = None;
+    if b.get(i) == Some(&b'[') {
+        let mut j = i + 1;
+        let mut v: u32 = 0;
+        while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
+            v = v
+                .checked_mul(10)
+                .and_then(|p| p.checked_add(u32::from(d - b'0')))
+                .ok_or(malformed(F, Field::Pid, i))?;
+            j += 1;
+        }
+        if j == i + 1 || b.get(j) != Some(&b']') {
+            return Err(malformed(F, Field::Pid, i));
+        }
+        pid = Some(v);
+        i = j + 1;
+        if b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+    }
+    Ok(Line {
+        time,
+        host: "",
+        program: "exim",
+        pid,
+        message: raw.get(i..).unwrap_or_default(),
+        raw,
+    })
+}
+
+/// RFC 5424 after `<PRI>1 `: `TIMESTAMP HOST APP PROCID MSGID SD [MSG]`.
+fn parse_5424(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+    const F: LineFormat = LineFormat::Rfc5424;
+    let b = raw.as_bytes();
+    if b.get(start) == Some(&b'-') {
+        // NILVALUE timestamp: the line has no time.
+        return Err(malformed(F, Field::Timestamp, start));
+    }
+    let (time, mut i) = parse_datetime(b, start, F)?;
+    let mut fields = [""; 4]; // host, app, procid, msgid
+    for (n, slot) in fields.iter_mut().enumerate() {
+        if b.get(i) != Some(&b' ') {
+            let field = if n == 0 { Field::Timestamp } else { Field::Tag };
+            return Err(malformed(F, field, i));
+        }
+        i += 1;
+        let end = find_blank(b, i);
+        if end == i {
+            return Err(malformed(F, Field::Tag, i));
+        }
+        let v = raw.get(i..end).unwrap_or_default();
+        *slot = if v == "-" { "" } else { v };
+        i = end;
+    }
+    let [host, program, procid, _msgid] = fields;
+    let pid =
+        if !procid.is_empty() && procid.len() <= 9 && procid.bytes().all(|c| c.is_ascii_digit()) {
+            procid.parse().ok()
+        } else {
+            None
+        };
+    if b.get(i) != Some(&b' ') {
+        return Err(malformed(F, Field::StructuredData, i));
+    }
+    i += 1;
+    i = skip_structured_data(b, i).ok_or(malformed(F, Field::StructuredData, i))?;
+    let message = match b.get(i) {
+        None => "",
+        Some(b' ') => {
+            let m = raw.get(i + 1..).unwrap_or_default();
+            m.strip_prefix('\u{feff}').unwrap_or(m)
+        }
+        Some(_) => return Err(malformed(F, Field::StructuredData, i)),
+    };
+    Ok(Line {
+        time,
+        host,
+        program,
+        pid,
+        message,
+        raw,
+    })
+}
+
+/// `-` or one or more `[id param="value"…]` (values may hold `\"`, `\\`, `\]`). Returns the
+/// index after it.
+fn skip_structured_data(b: &[u8], start: usize) -> Option<usize> {
+    match b.get(start)? {
+        b'-' => return Some(start + 1),
+        b'[' => {}
+        _ => return None,
+    }
+    let mut i = start;
+    while b.get(i) == Some(&b'[') {
+        i += 1;
+        let mut quoted = false;
+        loop {
+            match *b.get(i)? {
+                b'\\' if quoted => i += 2,
+                b'"' => {
+                    quoted = !quoted;
+                    i += 1;
+                }
+                b']' if !quoted => {
+                    i += 1;
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    Some(i)
+}
+
+fn skip_blanks(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ') | Some(b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+fn skip_spaces(b: &[u8], mut i: usize) -> usize {
+    while b.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    i
+}
+
+fn find_blank(b: &[u8], mut i: usize) -> usize {
+    while let Some(&c) = b.get(i) {
+        if c == b' ' || c == b'\t' {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// `.123456` after seconds: skipped (times are whole seconds).
+fn skip_fraction(b: &[u8], mut i: usize) -> usize {
+    if b.get(i) == Some(&b'.') && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// The decimal number in `b[from..to]`, all digits, at most 9 of them.
+fn digits(b: &[u8], from: usize, to: usize) -> Option<u32> {
+    let s = b.get(from..to)?;
+    if s.is_empty() || s.len() > 9 {
+        return None;
+    }
+    let mut v = 0u32;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// `hh:mm:ss` at `i` → seconds of the day (a leap second 60 is accepted).
+fn parse_hms(b: &[u8], i: usize) -> Option<i64> {
+    if b.get(i + 2) != Some(&b':') || b.get(i + 5) != Some(&b':') {
+        return None;
+    }
+    let h = digits(b, i, i + 2)?;
+    let m = digits(b, i + 3, i + 5)?;
+    let s = digits(b, i + 6, i + 8)?;
+    if h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    Some(i64::from(h * 3600 + m * 60 + s))
+}
+
+/// `YYYY-MM-DD` at `i` → days since 1970-01-01.
+fn parse_date(b: &[u8], i: usize) -> Option<i64> {
+    if b.get(i + 4) != Some(&b'-') || b.get(i + 7) != Some(&b'-') {
+        return None;
+    }
+    let y = digits(b, i, i + 4)?;
+    let m = digits(b, i + 5, i + 7)?;
+    let d = digits(b, i + 8, i + 10)?;
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(m, is_leap(y)) {
+        return None;
+    }
+    Some(days_from_civil(i64::from(y), m, d))
+}
+
+fn month_number(abbr: &[u8]) -> Option<u32> {
+    Some(match abbr {
+        b"Jan" => 1,
+        b"Feb" => 2,
+        b"Mar" => 3,
+        b"Apr" => 4,
+        b"May" => 5,
+        b"Jun" => 6,
+        b"Jul" => 7,
+        b"Aug" => 8,
+        b"Sep" => 9,
+        b"Oct" => 10,
+        b"Nov" => 11,
+        b"Dec" => 12,
+        _ => return None,
+    })
+}
+
+fn is_leap(y: u32) -> bool {
+    y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400))
+}
+
+fn days_in_month(m: u32, leap: bool) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date (year, month, day) of a day number since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a case file (format described at the top of `testdata/envelope/cases.txt`);
+    /// returns how many lines it checked.
+    fn run_cases(name: &str, text: &str) -> usize {
+        let mut checked = 0;
+        for (b, block) in text.split("\n\n").enumerate() {
+            let mut env = Envelope::new(YearGuess::from_mtime(2026, 11));
+            let mut current: Option<(String, Result<Line<'_>, EnvelopeError>)> = None;
+            for (n, row) in block.lines().enumerate() {
+                if row.starts_with('#') || row.is_empty() {
+                    continue;
+                }
+                let (key, value) = row
+                    .split_once('\t')
+                    .unwrap_or_else(|| panic!("{name} block {b} row {n}: no tab in {row:?}"));
+                let at = || format!("{name} block {b}: {current:?}");
+                match key {
+                    "mtime" => {
+                        let (y, m) = value.split_once('-').expect("mtime YYYY-MM");
+                        env = Envelope::new(YearGuess::from_mtime(
+                            y.parse().unwrap(),
+                            m.parse().unwrap(),
+                        ));
+                    }
+                    "year" => env = Envelope::new(YearGuess::forced(value.parse().unwrap())),
+                    "in" => {
+                        checked += 1;
+                        current = Some((value.to_string(), env.parse(value)));
+                    }
+                    _ => {
+                        let (_, got) = current.as_ref().expect("expectation before any `in`");
+                        match (key, got) {
+                            ("error", Err(e)) => {
+                                let e = match e {
+                                    EnvelopeError::Malformed {
+                                        format,
+                                        field,
+                                        offset,
+                                    } => format!("{format:?} {field:?} {offset}"),
+                                    other => format!("{other:?}"),
+                                };
+                                assert_eq!(e, value, "{}", at());
+                            }
+                            (_, Err(e)) => panic!("{}: unexpected error {e}", at()),
+                            ("error", Ok(_)) => panic!("{}: parsed, wanted error {value}", at()),
+                            ("time", Ok(l)) => {
+                                let want: jiff::Timestamp = value.parse().unwrap();
+                                assert_eq!(l.time, want.as_second(), "{}", at());
+                            }
+                            ("host", Ok(l)) => assert_eq!(l.host, value, "{}", at()),
+                            ("program", Ok(l)) => assert_eq!(l.program, value, "{}", at()),
+                            ("message", Ok(l)) => assert_eq!(l.message, value, "{}", at()),
+                            ("pid", Ok(l)) => {
+                                let want = (value != "-").then(|| value.parse().unwrap());
+                                assert_eq!(l.pid, want, "{}", at());
+                            }
+                            _ => panic!("{name}: unknown key {key:?}"),
+                        }
+                        if let (Some((input, Ok(l))), "time") = (&current, key) {
+                            assert_eq!(l.raw, input.as_str());
+                        }
+                    }
+                }
+            }
+        }
+        checked
+    }
+
+    #[test]
+    fn envelope_cases() {
+        let n = run_cases("cases.txt", include_str!("../testdata/envelope/cases.txt"));
+        assert!(n >= 65, "only {n} cases ran");
+    }
+
+    #[test]
+    fn year_inference() {
+        let n = run_cases("years.txt", include_str!("../testdata/envelope/years.txt"));
+        assert!(n >= 20, "only {n} cases ran");
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        // Against jiff, every day from 1900 to 2200.
+        let mut day = jiff::civil::date(1900, 1, 1);
+        let end = jiff::civil::date(2200, 1, 1);
+        while day < end {
+            let z = days_from_civil(i64::from(day.year()), day.month() as u32, day.day() as u32);
+            let ts = day.to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp();
+            assert_eq!(z * 86_400, ts.as_second(), "{day}");
+            assert_eq!(
+                civil_from_days(z),
+                (i64::from(day.year()), day.month() as u32, day.day() as u32)
+            );
+            day = day.tomorrow().unwrap();
+        }
+    }
+
+    #[test]
+    fn year_guess_from_unix_mtime() {
+        let cases = [
+            (0, (1970, 1)),
+            (1_795_000_000, (2026, 11)), // 2026-11-18
+            (1_798_761_599, (2026, 12)), // 2026-12-31T23:59:59Z
+            (1_798_761_600, (2027, 1)),
+            (-1, (1969, 12)),
+        ];
+        for (t, (y, m)) in cases {
+            assert_eq!(
+                YearGuess::from_unix_mtime(t),
+                YearGuess::from_mtime(y, m),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_does_not_leak_between_formats_or_days() {
+        // Same time text, different day; same prefix, different second.
+        let mut env = Envelope::new(YearGuess::from_mtime(2026, 11));
+        let a = env.parse("Nov 22 13:24:13 mx a[1]: x").unwrap().time;
+        let b = env.parse("Nov 22 13:24:13 mx a[1]: y").unwrap().time;
+        let c = env.parse("Nov 22 13:24:14 mx a[1]: y").unwrap().time;
+        let d = env.parse("Nov  2 13:24:13 mx a[1]: y").unwrap().time;
+        let e = env.parse("Nov 2 13:24:13 mx a[1]: y").unwrap().time;
+        assert_eq!(a, b);
+        assert_eq!(c, a + 1);
+        assert_eq!(d, a - 20 * 86_400);
+        assert_eq!(e, d);
+    }
+
+    #[test]
+    fn never_panics_on_prefixes_and_garbage() {
+        // Every prefix of every case line, plus bytes flipped: must return, not panic.
+        let text = include_str!("../testdata/envelope/cases.txt");
+        let mut env = Envelope::new(YearGuess::from_mtime(2026, 11));
+        let mut n = 0;
+        for line in text.lines().filter_map(|l| l.strip_prefix("in\t")) {
+            for (i, _) in line.char_indices() {
+                let _ = env.parse(&line[..i]);
+                let _ = env.parse(&line[i..]);
+                n += 2;
+            }
+        }
+        for s in [
+            "<",
+            "<1",
+            "<1>",
+            "<1>1",
+            "<1>1 ",
+            "\u{0}\u{1}\u{7f}",
+            "9",
+            "2026-11-22T",
+            "Nov",
+            "Nov ",
+            "Nov 2",
+        ] {
+            assert!(env.parse(s).is_err(), "{s:?}");
+            n += 1;
+        }
+        assert!(n > 1000);
+    }
 }
