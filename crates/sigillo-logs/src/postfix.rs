@@ -1,1 +1,935 @@
-//! Postfix: line parser and correlator (smtpd sessions joined by pid to queue ids and qmgr; smtp deliveries joined to their TLS connection).
+//! Postfix: line parser and correlator. It joins smtpd sessions (by host, program and pid) to
+//! their queue ids and qmgr lines, and smtp/lmtp deliveries to their TLS connection.
+//!
+//! # What is emitted
+//!
+//! - **Inbound** (`smtpd`): one [`MessageRecord`] per queue id (`QID: client=…`), emitted once
+//!   qmgr has logged `from=<…>, size=N, nrcpt=N` and the session's transport is known; one
+//!   [`ConnectionRecord`] per session, at `disconnect` (`messages` = queue ids in it).
+//!   `pickup` makes an internal inbound message. Peers 127.0.0.1 and ::1 are internal
+//!   (content-filter re-injection); 127.0.0.2 and up are ordinary peers.
+//! - **Outbound** (`smtp`, `lmtp`, `local`, `virtual`, `pipe`, `error`, `discard`, `qmgr`):
+//!   one record per run of consecutive `to=` lines of one queue id, relay, status and
+//!   connection use (recipients = the run's length).
+//! - **Anomalies**: failed STARTTLS (`SSL_accept error`, `SSL_connect error`,
+//!   `TLS library problem`, `Cannot start TLS`, `TLS is required, but …`), one per session or
+//!   delivery; stripping traces (a session with `unknown=…` commands and neither a
+//!   `starttls=` counter nor a TLS line).
+//!
+//! # How the transport is decided
+//!
+//! Inbound, per session, at `disconnect`:
+//! 1. a `TLS connection established from` line → [`Transport::Tls`] with its details;
+//! 2. else a STARTTLS failure logged in the session → [`Transport::Plain`];
+//! 3. else the `starttls=N[/M]` counter with N ≥ 1 (TLS logging off): TLS, with version and
+//!    cipher `"unknown"` and no trust — it counts in the TLS share, and [`advice`] asks for
+//!    `smtpd_tls_loglevel = 1` to get the details;
+//! 4. else other counters (`commands=…`), or TLS lines seen earlier in the log → plain;
+//! 5. else (old Postfix, no counters, no TLS line seen so far) [`Transport::Unknown`] with
+//!    the hint to set `smtpd_tls_loglevel = 1`.
+//!
+//! Outbound, per delivery: the TLS line of the same process to the same relay (before the
+//! first `to=` of that connection) → TLS; `conn_use=N ≥ 2` (a cached connection, no new TLS
+//! line) → the transport of the last connection seen to that relay; no TLS line → plain once
+//! the log has shown any outbound TLS line (so `smtp_tls_loglevel` is on), otherwise unknown
+//! with the hint `smtp_tls_loglevel = 1`. `relay=none` (no connection: refused, timed out,
+//! suspended by qmgr) → status as logged (normally deferred), transport unknown, since nothing
+//! was sent. Deliveries by `local`, `virtual`, `pipe`, `lmtp`, and to 127.0.0.1/::1, are
+//! [`Scope::Internal`] (plain unless a TLS line says otherwise); `error`/`discard` deliveries
+//! are internal with an unknown transport.
+//!
+//! State is capped (open sessions, queue ids awaiting qmgr or disconnect, delivery processes,
+//! relays remembered for cached connections): the oldest entries go first, counted in
+//! [`MtaParser::evicted`]. A queue id is forgotten once emitted, or at `removed`/`reject`.
+//!
+//! [`advice`]: MtaParser::advice
+
+mod bounded;
+mod fields;
+
+use crate::envelope::Line;
+use crate::model::{
+    AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Mta, MtaParser, Peer,
+    Record, Scope, TlsInfo, Transport, UnixTime,
+};
+use bounded::Bounded;
+use fields::{Counters, PeerRef};
+
+/// Hint for inbound sessions whose transport the log does not tell.
+pub const HINT_SMTPD: &str = "set smtpd_tls_loglevel = 1 in main.cf";
+/// Hint for outbound deliveries whose transport the log does not tell.
+pub const HINT_SMTP: &str = "set smtp_tls_loglevel = 1 in main.cf";
+/// A delivery over a cached connection opened before the log starts (or forgotten).
+pub const HINT_CACHED: &str = "cached connection opened before the log starts";
+/// `relay=none`: no connection was made, nothing was sent.
+pub const HINT_NO_CONNECTION: &str = "no connection was made (relay=none)";
+/// `error`/`discard` transports: no SMTP hop at all.
+pub const HINT_NO_HOP: &str = "no SMTP hop (error or discard transport)";
+
+/// The version and cipher recorded when only a `starttls=` counter shows TLS was used.
+pub const UNKNOWN_TLS: &str = "unknown";
+
+/// Caps on the correlator's open state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostfixParserOptions {
+    /// Open smtpd sessions (one per smtpd process at most).
+    pub max_sessions: usize,
+    /// Queue ids received and awaiting their qmgr line or their session's end.
+    pub max_pending_messages: usize,
+    /// Delivery processes (smtp, lmtp, local, …) with an open connection or delivery.
+    pub max_delivery_processes: usize,
+    /// Relays whose last connection's transport is kept for `conn_use=N` deliveries.
+    pub max_relays: usize,
+    /// Queue ids remembered per session (for its connection's transport decision).
+    pub max_ids_per_session: usize,
+}
+
+impl Default for PostfixParserOptions {
+    fn default() -> Self {
+        Self {
+            max_sessions: 100_000,
+            max_pending_messages: 100_000,
+            max_delivery_processes: 100_000,
+            max_relays: 100_000,
+            max_ids_per_session: 1_000,
+        }
+    }
+}
+
+/// Most evidence lines kept for one anomaly, and most bytes.
+const MAX_EVIDENCE_LINES: usize = 4;
+const MAX_EVIDENCE_BYTES: usize = 4096;
+/// Most distinct (host, program) names interned; the rest share one slot.
+const MAX_PROGRAMS: usize = 4096;
+
+/// Which process: (interned host + program, pid).
+type ProcKey = (u32, u32);
+
+#[derive(Debug)]
+struct Failure {
+    time: UnixTime,
+    peer: Peer,
+    evidence: String,
+    lines: usize,
+}
+
+impl Failure {
+    fn new(line: &Line<'_>, peer: Peer) -> Self {
+        Failure {
+            time: line.time,
+            peer,
+            evidence: line
+                .raw
+                .get(..MAX_EVIDENCE_BYTES)
+                .unwrap_or(line.raw)
+                .to_owned(),
+            lines: 1,
+        }
+    }
+
+    fn add(&mut self, line: &Line<'_>) {
+        if self.lines < MAX_EVIDENCE_LINES
+            && self.evidence.len() + line.raw.len() < MAX_EVIDENCE_BYTES
+        {
+            self.evidence.push('\n');
+            self.evidence.push_str(line.raw);
+            self.lines += 1;
+        }
+    }
+
+    fn record(self, direction: Direction) -> Record {
+        Record::Anomaly(AnomalyRecord {
+            mta: Mta::Postfix,
+            time: self.time,
+            direction,
+            peer: self.peer,
+            kind: AnomalyKind::StartTlsFailed,
+            evidence: self.evidence,
+        })
+    }
+}
+
+/// An open smtpd session.
+#[derive(Debug)]
+struct Session {
+    time: UnixTime,
+    peer: Peer,
+    tls: Option<TlsInfo>,
+    ids: Vec<Box<str>>,
+    messages: u32,
+    failure: Option<Failure>,
+}
+
+/// A received queue id awaiting its qmgr line and/or its transport.
+#[derive(Debug)]
+struct Pending {
+    time: UnixTime,
+    peer: Peer,
+    scope: Scope,
+    transport: Option<Transport>,
+    /// (size, nrcpt) from qmgr.
+    queued: Option<(u64, u32)>,
+}
+
+/// The TLS connection a delivery process opened last.
+#[derive(Debug)]
+struct Conn {
+    relay: Box<str>,
+    tls: TlsInfo,
+    /// The queue id of the first delivery over it, once seen.
+    id: Option<Box<str>>,
+}
+
+/// A run of `to=` lines being grouped into one record.
+#[derive(Debug)]
+struct Delivery {
+    relay: Box<str>,
+    conn_use: u32,
+    record: MessageRecord,
+}
+
+#[derive(Debug, Default)]
+struct DeliveryProc {
+    conn: Option<Conn>,
+    open: Option<Delivery>,
+    failure: Option<Failure>,
+}
+
+/// The Postfix [`MtaParser`]. See the module documentation for what it emits and decides.
+#[derive(Debug)]
+pub struct PostfixParser {
+    options: PostfixParserOptions,
+    programs: Vec<(Box<str>, Box<str>)>,
+    sessions: Bounded<ProcKey, Session>,
+    pending: Bounded<Box<str>, Pending>,
+    procs: Bounded<ProcKey, DeliveryProc>,
+    relays: Bounded<Box<str>, Transport>,
+    unparsed: u64,
+    evicted: u64,
+    /// An inbound / outbound TLS line was seen: TLS logging is on on that side.
+    seen_smtpd_tls: bool,
+    seen_smtp_tls: bool,
+    advise_smtpd_counters: bool,
+    advise_smtpd_unknown: bool,
+    advise_smtp_unknown: bool,
+}
+
+impl Default for PostfixParser {
+    fn default() -> Self {
+        Self::new(PostfixParserOptions::default())
+    }
+}
+
+/// The daemons whose lines matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Daemon {
+    Smtpd,
+    Qmgr,
+    Pickup,
+    Cleanup,
+    /// smtp, lmtp: network clients.
+    Client {
+        lmtp: bool,
+    },
+    /// local, virtual, pipe.
+    LocalDelivery,
+    /// error, discard, retry.
+    NoHop,
+}
+
+fn daemon(program: &str) -> Option<Daemon> {
+    // `postfix/smtpd`, `postfix/submission/smtpd`, `postfix-out/smtp`: the last component.
+    let slash = memchr::memrchr(b'/', program.as_bytes())?;
+    Some(match program.get(slash + 1..)? {
+        "smtpd" => Daemon::Smtpd,
+        "qmgr" | "nqmgr" => Daemon::Qmgr,
+        "pickup" => Daemon::Pickup,
+        "cleanup" => Daemon::Cleanup,
+        "smtp" => Daemon::Client { lmtp: false },
+        "lmtp" => Daemon::Client { lmtp: true },
+        "local" | "virtual" | "pipe" => Daemon::LocalDelivery,
+        "error" | "discard" | "retry" => Daemon::NoHop,
+        _ => return None,
+    })
+}
+
+fn scope_of(peer: &Peer) -> Scope {
+    if fields::is_local_ip(peer.ip) {
+        Scope::Internal
+    } else {
+        Scope::Internet
+    }
+}
+
+fn counters_tls() -> TlsInfo {
+    TlsInfo {
+        version: UNKNOWN_TLS.to_owned(),
+        cipher: UNKNOWN_TLS.to_owned(),
+        bits: None,
+        key_exchange: None,
+        trust: None,
+    }
+}
+
+impl PostfixParser {
+    pub fn new(options: PostfixParserOptions) -> Self {
+        Self {
+            options,
+            programs: Vec::new(),
+            sessions: Bounded::new(options.max_sessions),
+            pending: Bounded::new(options.max_pending_messages),
+            procs: Bounded::new(options.max_delivery_processes),
+            relays: Bounded::new(options.max_relays),
+            unparsed: 0,
+            evicted: 0,
+            seen_smtpd_tls: false,
+            seen_smtp_tls: false,
+            advise_smtpd_counters: false,
+            advise_smtpd_unknown: false,
+            advise_smtp_unknown: false,
+        }
+    }
+
+    /// Open state right now: (sessions, pending queue ids, delivery processes, relays).
+    pub fn open_state(&self) -> (usize, usize, usize, usize) {
+        (
+            self.sessions.len(),
+            self.pending.len(),
+            self.procs.len(),
+            self.relays.len(),
+        )
+    }
+
+    fn proc_key(&mut self, line: &Line<'_>) -> Option<ProcKey> {
+        let pid = line.pid?;
+        let found = self
+            .programs
+            .iter()
+            .position(|(h, p)| **h == *line.host && **p == *line.program);
+        let id = match found {
+            Some(i) => i,
+            None if self.programs.len() < MAX_PROGRAMS => {
+                self.programs.push((line.host.into(), line.program.into()));
+                self.programs.len() - 1
+            }
+            None => MAX_PROGRAMS,
+        };
+        Some((u32::try_from(id).unwrap_or(u32::MAX), pid))
+    }
+
+    fn count_evicted<T>(&mut self, e: Option<T>) {
+        if e.is_some() {
+            self.evicted += 1;
+        }
+    }
+
+    // ---------------------------------------------------------------- inbound (smtpd)
+
+    fn smtpd(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
+        let msg = line.message;
+        if let Some(rest) = msg.strip_prefix("connect from ") {
+            let Some((p, _)) = fields::peer(rest) else {
+                self.unparsed += 1;
+                return;
+            };
+            let Some(key) = self.proc_key(line) else {
+                self.unparsed += 1;
+                return;
+            };
+            if let Some(old) = self.sessions.remove(&key) {
+                // The previous session's disconnect is missing.
+                self.close_session(old, None, None, out);
+            }
+            let s = Session {
+                time: line.time,
+                peer: p.to_peer(),
+                tls: None,
+                ids: Vec::new(),
+                messages: 0,
+                failure: None,
+            };
+            let e = self.sessions.insert(key, s);
+            self.count_evicted(e);
+        } else if let Some(rest) = msg.strip_prefix("disconnect from ") {
+            let Some((p, rest)) = fields::peer(rest) else {
+                self.unparsed += 1;
+                return;
+            };
+            let Some(key) = self.proc_key(line) else {
+                self.unparsed += 1;
+                return;
+            };
+            let s = match self.sessions.remove(&key) {
+                Some(s) => s,
+                None => new_session(line, p),
+            };
+            let c = fields::counters(rest);
+            self.close_session(s, Some(c), Some(line), out);
+        } else if msg.contains(" connection established ") {
+            let Some(t) = fields::tls_line(msg).filter(|t| t.inbound) else {
+                self.unparsed += 1;
+                return;
+            };
+            self.seen_smtpd_tls = true;
+            if let Some(s) = self.session(line, t.peer) {
+                s.tls = Some(t.info);
+            }
+        } else if let Some(rest) = msg.strip_prefix("SSL_accept error from ") {
+            let Some((p, _)) = fields::peer(rest) else {
+                self.unparsed += 1;
+                return;
+            };
+            self.session_failure(line, Some(p));
+        } else if msg.starts_with("warning: TLS library problem") {
+            self.session_failure(line, None);
+        } else if let Some((id, rest)) = fields::queue_id(msg) {
+            if let Some(client) = rest.strip_prefix("client=") {
+                let Some((p, _)) = fields::peer(client) else {
+                    self.unparsed += 1;
+                    return;
+                };
+                self.client(line, id, p);
+            } else if rest.starts_with("reject:") {
+                self.forget_unqueued(id);
+            }
+        }
+    }
+
+    /// The open session of this process, created from `p` when the log lacks its start.
+    fn session(&mut self, line: &Line<'_>, p: PeerRef<'_>) -> Option<&mut Session> {
+        let key = self.proc_key(line)?;
+        if self.sessions.get(&key).is_none() {
+            let e = self.sessions.insert(key, new_session(line, p));
+            self.count_evicted(e);
+        }
+        self.sessions.get_mut(&key)
+    }
+
+    fn session_failure(&mut self, line: &Line<'_>, p: Option<PeerRef<'_>>) {
+        let Some(key) = self.proc_key(line) else {
+            self.unparsed += 1;
+            return;
+        };
+        if self.sessions.get(&key).is_none() {
+            match p {
+                Some(p) => {
+                    let e = self.sessions.insert(key, new_session(line, p));
+                    self.count_evicted(e);
+                }
+                // A library warning outside any session we know: nothing to tie it to.
+                None => return,
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&key) {
+            match &mut s.failure {
+                Some(f) => f.add(line),
+                None => s.failure = Some(Failure::new(line, s.peer.clone())),
+            }
+        }
+    }
+
+    fn client(&mut self, line: &Line<'_>, id: &str, p: PeerRef<'_>) {
+        let max_ids = self.options.max_ids_per_session;
+        let Some(s) = self.session(line, p) else {
+            self.unparsed += 1;
+            return;
+        };
+        s.messages = s.messages.saturating_add(1);
+        let transport = s.tls.clone().map(Transport::Tls);
+        let peer = s.peer.clone();
+        let undecided = transport.is_none();
+        let mut overflow = false;
+        if undecided {
+            if s.ids.len() < max_ids {
+                s.ids.push(id.into());
+            } else {
+                overflow = true;
+            }
+        }
+        if overflow {
+            self.evicted += 1;
+        }
+        let pending = Pending {
+            time: line.time,
+            scope: scope_of(&peer),
+            peer,
+            transport,
+            queued: None,
+        };
+        let e = self.pending.insert(id.into(), pending);
+        self.count_evicted(e);
+    }
+
+    /// Decides the session's transport, emits its connection (and anomalies), and settles its
+    /// queue ids that waited for the decision.
+    fn close_session(
+        &mut self,
+        s: Session,
+        c: Option<Counters>,
+        line: Option<&Line<'_>>,
+        out: &mut Vec<Record>,
+    ) {
+        let c = c.unwrap_or_default();
+        let transport = if let Some(tls) = &s.tls {
+            Transport::Tls(tls.clone())
+        } else if s.failure.is_some() {
+            Transport::Plain
+        } else if c.starttls_ok.is_some_and(|n| n > 0) {
+            self.advise_smtpd_counters = true;
+            Transport::Tls(counters_tls())
+        } else if c.any || self.seen_smtpd_tls {
+            Transport::Plain
+        } else {
+            self.advise_smtpd_unknown = true;
+            Transport::Unknown { hint: HINT_SMTPD }
+        };
+        let scope = scope_of(&s.peer);
+        if let Some(f) = s.failure {
+            out.push(f.record(Direction::Inbound));
+        } else if c.starttls_ok == Some(0) {
+            // `starttls=0/1`: the command was refused or failed, with no warning logged.
+            if let Some(line) = line {
+                out.push(Failure::new(line, s.peer.clone()).record(Direction::Inbound));
+            }
+        }
+        if c.unknown > 0
+            && c.starttls_ok.is_none()
+            && s.tls.is_none()
+            && let Some(line) = line
+        {
+            out.push(Record::Anomaly(AnomalyRecord {
+                mta: Mta::Postfix,
+                time: line.time,
+                direction: Direction::Inbound,
+                peer: s.peer.clone(),
+                kind: AnomalyKind::StrippingTrace,
+                evidence: line.raw.to_owned(),
+            }));
+        }
+        for id in &s.ids {
+            let done = match self.pending.get_mut(id) {
+                Some(p) if p.transport.is_none() => {
+                    p.transport = Some(transport.clone());
+                    p.queued.is_some()
+                }
+                _ => false,
+            };
+            if done && let Some(p) = self.pending.remove(id) {
+                emit_inbound(id, p, out);
+            }
+        }
+        out.push(Record::Connection(ConnectionRecord {
+            mta: Mta::Postfix,
+            time: s.time,
+            direction: Direction::Inbound,
+            scope,
+            peer: s.peer,
+            transport,
+            messages: s.messages,
+        }));
+    }
+
+    /// Drops a queue id that never reached the queue (rejected).
+    fn forget_unqueued(&mut self, id: &str) {
+        let key: Box<str> = id.into();
+        if self.pending.get(&key).is_some_and(|p| p.queued.is_none()) {
+            self.pending.remove(&key);
+        }
+    }
+
+    fn qmgr(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
+        let Some((id, rest)) = fields::queue_id(line.message) else {
+            return;
+        };
+        if rest.starts_with("from=<") {
+            let Some(q) = fields::qmgr_from(rest) else {
+                // `status=expired` and the like.
+                return;
+            };
+            let key: Box<str> = id.into();
+            let ready = match self.pending.get_mut(&key) {
+                // Only the first activation counts (deferred mail is activated again).
+                Some(p) if p.queued.is_none() => {
+                    p.queued = Some(q);
+                    p.transport.is_some()
+                }
+                _ => false,
+            };
+            if ready && let Some(p) = self.pending.remove(&key) {
+                emit_inbound(id, p, out);
+            }
+        } else if rest == "removed" {
+            self.forget_unqueued(id);
+        } else if rest.starts_with("to=<") {
+            self.delivery(line, Daemon::Qmgr, id, rest, out);
+        }
+    }
+
+    fn pickup(&mut self, line: &Line<'_>) {
+        let Some((id, rest)) = fields::queue_id(line.message) else {
+            return;
+        };
+        if rest.starts_with("uid=") || rest.starts_with("sender=") {
+            let pending = Pending {
+                time: line.time,
+                peer: Peer {
+                    hostname: None,
+                    ip: None,
+                },
+                scope: Scope::Internal,
+                transport: Some(Transport::Plain),
+                queued: None,
+            };
+            let e = self.pending.insert(id.into(), pending);
+            self.count_evicted(e);
+        }
+    }
+
+    // ---------------------------------------------------------------- outbound
+
+    fn proc(&mut self, key: ProcKey) -> Option<&mut DeliveryProc> {
+        if self.procs.get(&key).is_none() {
+            let e = self.procs.insert(key, DeliveryProc::default());
+            self.count_evicted(e);
+        }
+        self.procs.get_mut(&key)
+    }
+
+    fn client_line(&mut self, line: &Line<'_>, lmtp: bool, out: &mut Vec<Record>) {
+        let msg = line.message;
+        let d = Daemon::Client { lmtp };
+        if let Some((id, rest)) = fields::queue_id(msg) {
+            if rest.starts_with("to=<") {
+                self.delivery(line, d, id, rest, out);
+            } else if rest.starts_with("Cannot start TLS") {
+                self.proc_failure(line, None, true, out);
+            }
+        } else if msg.contains(" connection established ") {
+            let Some(t) = fields::tls_line(msg).filter(|t| !t.inbound) else {
+                self.unparsed += 1;
+                return;
+            };
+            let Some(key) = self.proc_key(line) else {
+                self.unparsed += 1;
+                return;
+            };
+            if !lmtp {
+                self.seen_smtp_tls = true;
+            }
+            let relay: Box<str> = t.peer.whole.into();
+            let e = self
+                .relays
+                .insert(relay.clone(), Transport::Tls(t.info.clone()));
+            self.count_evicted(e);
+            let Some(pr) = self.proc(key) else { return };
+            let open = pr.open.take();
+            let failure = pr.failure.take();
+            pr.conn = Some(Conn {
+                relay,
+                tls: t.info,
+                id: None,
+            });
+            flush(open, failure, out);
+        } else if let Some(rest) = msg.strip_prefix("SSL_connect error to ") {
+            let p = fields::peer(rest).map(|(p, _)| p);
+            self.proc_failure(line, p, false, out);
+        } else if msg.starts_with("warning: TLS library problem") {
+            self.proc_failure(line, None, false, out);
+        }
+    }
+
+    fn proc_failure(
+        &mut self,
+        line: &Line<'_>,
+        p: Option<PeerRef<'_>>,
+        last: bool,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(key) = self.proc_key(line) else {
+            self.unparsed += 1;
+            return;
+        };
+        let Some(pr) = self.proc(key) else { return };
+        let peer = match (p, &pr.conn) {
+            (Some(p), _) => p.to_peer(),
+            (None, Some(c)) => fields::peer(&c.relay)
+                .map(|(p, _)| p.to_peer())
+                .unwrap_or(Peer {
+                    hostname: None,
+                    ip: None,
+                }),
+            (None, None) => Peer {
+                hostname: None,
+                ip: None,
+            },
+        };
+        match &mut pr.failure {
+            Some(f) => {
+                f.add(line);
+                if f.peer.ip.is_none() {
+                    f.peer = peer;
+                }
+            }
+            None => pr.failure = Some(Failure::new(line, peer)),
+        }
+        if last && let Some(f) = pr.failure.take() {
+            out.push(f.record(Direction::Outbound));
+        }
+    }
+
+    fn delivery(
+        &mut self,
+        line: &Line<'_>,
+        d: Daemon,
+        id: &str,
+        rest: &str,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(t) = fields::to_line(rest) else {
+            if !rest.contains("status=deliverable") && !rest.contains("status=undeliverable") {
+                self.unparsed += 1;
+            }
+            return;
+        };
+        let Some(key) = self.proc_key(line) else {
+            self.unparsed += 1;
+            return;
+        };
+        let none = Peer {
+            hostname: None,
+            ip: None,
+        };
+        let bracketed = fields::peer(t.relay).filter(|(_, r)| r.is_empty());
+        let (peer, scope, transport) = match (d, bracketed) {
+            (Daemon::NoHop, _) => (
+                none,
+                Scope::Internal,
+                Transport::Unknown { hint: HINT_NO_HOP },
+            ),
+            (_, _) if t.relay == "none" => (
+                none,
+                Scope::Internet,
+                Transport::Unknown {
+                    hint: HINT_NO_CONNECTION,
+                },
+            ),
+            (Daemon::LocalDelivery, _) | (_, None) => (
+                Peer {
+                    hostname: Some(t.relay.to_owned()),
+                    ip: None,
+                },
+                Scope::Internal,
+                Transport::Plain,
+            ),
+            (_, Some((p, _))) => {
+                let peer = p.to_peer();
+                let lmtp = d == Daemon::Client { lmtp: true };
+                let scope = if lmtp || fields::is_local_ip(peer.ip) {
+                    Scope::Internal
+                } else {
+                    Scope::Internet
+                };
+                let transport = self.client_transport(key, id, t.relay, t.conn_use, lmtp);
+                (peer, scope, transport)
+            }
+        };
+        let tls_failed =
+            t.text.contains("TLS is required, but") || t.text.contains("Cannot start TLS");
+        let Some(pr) = self.proc(key) else { return };
+        let mut failure = pr.failure.take();
+        if tls_failed {
+            match &mut failure {
+                Some(f) => f.add(line),
+                None => failure = Some(Failure::new(line, peer.clone())),
+            }
+        }
+        if let Some(f) = failure {
+            out.push(f.record(Direction::Outbound));
+        }
+        if let Some(open) = &mut pr.open
+            && open.record.id == id
+            && *open.relay == *t.relay
+            && open.conn_use == t.conn_use
+            && open.record.status == Some(t.status)
+        {
+            open.record.recipients = open.record.recipients.saturating_add(1);
+            return;
+        }
+        let next = Delivery {
+            relay: t.relay.into(),
+            conn_use: t.conn_use,
+            record: MessageRecord {
+                mta: Mta::Postfix,
+                time: line.time,
+                direction: Direction::Outbound,
+                scope,
+                peer,
+                transport,
+                recipients: 1,
+                size: None,
+                id: id.to_owned(),
+                status: Some(t.status),
+            },
+        };
+        if let Some(prev) = pr.open.replace(next) {
+            out.push(Record::Message(prev.record));
+        }
+    }
+
+    /// The transport of a delivery by a network client (smtp/lmtp) to `relay`.
+    fn client_transport(
+        &mut self,
+        key: ProcKey,
+        id: &str,
+        relay: &str,
+        conn_use: u32,
+        lmtp: bool,
+    ) -> Transport {
+        if let Some(pr) = self.procs.get_mut(&key)
+            && let Some(c) = &mut pr.conn
+            && *c.relay == *relay
+        {
+            match &c.id {
+                None => {
+                    c.id = Some(id.into());
+                    return Transport::Tls(c.tls.clone());
+                }
+                Some(first) if **first == *id => return Transport::Tls(c.tls.clone()),
+                Some(_) if conn_use >= 2 => return Transport::Tls(c.tls.clone()),
+                Some(_) => pr.conn = None,
+            }
+        }
+        if conn_use >= 2 {
+            return match self.relays.get(&relay.into()) {
+                Some(t) => t.clone(),
+                None => Transport::Unknown { hint: HINT_CACHED },
+            };
+        }
+        // A fresh connection without a TLS line.
+        if lmtp || self.seen_smtp_tls {
+            let e = self.relays.insert(relay.into(), Transport::Plain);
+            self.count_evicted(e);
+            Transport::Plain
+        } else {
+            self.advise_smtp_unknown = true;
+            Transport::Unknown { hint: HINT_SMTP }
+        }
+    }
+}
+
+fn new_session(line: &Line<'_>, p: PeerRef<'_>) -> Session {
+    Session {
+        time: line.time,
+        peer: p.to_peer(),
+        tls: None,
+        ids: Vec::new(),
+        messages: 0,
+        failure: None,
+    }
+}
+
+fn emit_inbound(id: &str, p: Pending, out: &mut Vec<Record>) {
+    let (size, nrcpt) = p.queued.unwrap_or((0, 0));
+    out.push(Record::Message(MessageRecord {
+        mta: Mta::Postfix,
+        time: p.time,
+        direction: Direction::Inbound,
+        scope: p.scope,
+        peer: p.peer,
+        transport: p
+            .transport
+            .unwrap_or(Transport::Unknown { hint: HINT_SMTPD }),
+        recipients: nrcpt,
+        size: Some(size),
+        id: id.to_owned(),
+        status: None,
+    }));
+}
+
+fn flush(open: Option<Delivery>, failure: Option<Failure>, out: &mut Vec<Record>) {
+    if let Some(f) = failure {
+        out.push(f.record(Direction::Outbound));
+    }
+    if let Some(d) = open {
+        out.push(Record::Message(d.record));
+    }
+}
+
+impl MtaParser for PostfixParser {
+    fn feed(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
+        let Some(d) = daemon(line.program) else {
+            return;
+        };
+        match d {
+            Daemon::Smtpd => self.smtpd(line, out),
+            Daemon::Qmgr => self.qmgr(line, out),
+            Daemon::Pickup => self.pickup(line),
+            Daemon::Cleanup => {
+                if let Some((id, rest)) = fields::queue_id(line.message)
+                    && (rest.starts_with("reject:") || rest.starts_with("milter-reject:"))
+                {
+                    self.forget_unqueued(id);
+                }
+            }
+            Daemon::Client { lmtp } => self.client_line(line, lmtp, out),
+            Daemon::LocalDelivery | Daemon::NoHop => {
+                if let Some((id, rest)) = fields::queue_id(line.message)
+                    && rest.starts_with("to=<")
+                {
+                    self.delivery(line, d, id, rest, out);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Record>) {
+        for (_, s) in self.sessions.drain_ordered() {
+            self.close_session(s, None, None, out);
+        }
+        for (id, mut p) in self.pending.drain_ordered() {
+            if p.queued.is_none() {
+                continue; // never reached the queue
+            }
+            if p.transport.is_none() {
+                p.transport = Some(if self.seen_smtpd_tls {
+                    Transport::Plain
+                } else {
+                    self.advise_smtpd_unknown = true;
+                    Transport::Unknown { hint: HINT_SMTPD }
+                });
+            }
+            emit_inbound(&id, p, out);
+        }
+        for (_, pr) in self.procs.drain_ordered() {
+            flush(pr.open, pr.failure, out);
+        }
+        self.relays.drain_ordered();
+    }
+
+    fn unparsed(&self) -> u64 {
+        self.unparsed
+    }
+
+    fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn advice(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.advise_smtpd_unknown {
+            v.push(format!(
+                "Postfix logged neither TLS lines nor starttls= counters for some inbound sessions, so their transport is unknown: {HINT_SMTPD}"
+            ));
+        } else if self.advise_smtpd_counters {
+            v.push(format!(
+                "Inbound TLS was seen only through starttls= counters (TLS version and cipher unknown): {HINT_SMTPD}"
+            ));
+        }
+        if self.advise_smtp_unknown {
+            v.push(format!(
+                "Postfix logged no outbound TLS lines, so the transport of outbound deliveries is unknown: {HINT_SMTP}"
+            ));
+        }
+        v
+    }
+}

@@ -1,0 +1,482 @@
+//! Field parsers for Postfix log messages: peers (`HOST[IP]:PORT`), TLS lines, `disconnect`
+//! counters, queue ids, qmgr `from=` and delivery `to=` lines. Borrowing, allocation-free,
+//! total: garbage gives `None`, never a panic.
+
+use crate::model::{DeliveryStatus, Peer, TlsInfo, Trust};
+use std::net::IpAddr;
+
+/// `HOST[IP]` with an optional `:PORT`, as Postfix logs a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerRef<'a> {
+    pub host: &'a str,
+    pub ip: &'a str,
+    /// `HOST[IP]` or `HOST[IP]:PORT` exactly as logged (the relay key).
+    pub whole: &'a str,
+}
+
+impl PeerRef<'_> {
+    pub fn to_peer(self) -> Peer {
+        Peer {
+            hostname: (!self.host.is_empty() && self.host != "unknown")
+                .then(|| self.host.to_owned()),
+            ip: self.ip.parse::<IpAddr>().ok(),
+        }
+    }
+}
+
+/// Parses `HOST[IP]` (+ `:PORT`) at the start of `s`; returns it and the rest.
+pub(crate) fn peer(s: &str) -> Option<(PeerRef<'_>, &str)> {
+    let open = s.find('[')?;
+    let host = s.get(..open)?;
+    if host.contains(' ') {
+        return None;
+    }
+    let after_open = s.get(open + 1..)?;
+    let close = after_open.find(']')?;
+    let ip = after_open.get(..close)?;
+    let mut end = open + 1 + close + 1;
+    let rest = s.get(end..)?;
+    if let Some(port) = rest.strip_prefix(':') {
+        let digits = port.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 {
+            end += 1 + digits;
+        }
+    }
+    Some((
+        PeerRef {
+            host,
+            ip,
+            whole: s.get(..end)?,
+        },
+        s.get(end..)?,
+    ))
+}
+
+/// True for 127.0.0.1 and ::1 only (content filters and local submission); other loopback
+/// addresses count as ordinary peers.
+pub(crate) fn is_local_ip(ip: Option<IpAddr>) -> bool {
+    match ip {
+        Some(IpAddr::V4(v4)) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        Some(IpAddr::V6(v6)) => {
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+        }
+        None => false,
+    }
+}
+
+/// A `… TLS connection established from|to PEER: VERSION with cipher …` line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TlsLine<'a> {
+    /// `from` (smtpd) or `to` (smtp/lmtp client).
+    pub inbound: bool,
+    pub peer: PeerRef<'a>,
+    pub info: TlsInfo,
+}
+
+const ESTABLISHED: &str = "TLS connection established ";
+
+/// Parses a TLS line; `None` when `msg` is not one (or is garbled).
+pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
+    let at = msg.find(ESTABLISHED)?;
+    let trust = match msg.get(..at)?.trim_end() {
+        "" => None,
+        "Anonymous" => Some(Trust::Anonymous),
+        "Untrusted" => Some(Trust::Untrusted),
+        "Trusted" => Some(Trust::Trusted),
+        "Verified" => Some(Trust::Verified),
+        _ => return None,
+    };
+    let rest = msg.get(at + ESTABLISHED.len()..)?;
+    let (inbound, rest) = if let Some(r) = rest.strip_prefix("from ") {
+        (true, r)
+    } else if let Some(r) = rest.strip_prefix("to ") {
+        (false, r)
+    } else {
+        return None;
+    };
+    let (peer, rest) = peer(rest)?;
+    let rest = rest.strip_prefix(": ")?;
+    let (version, rest) = rest.split_once(" with cipher ")?;
+    if version.is_empty() || version.contains(' ') {
+        return None;
+    }
+    let (cipher, rest) = match rest.split_once(' ') {
+        Some((c, r)) => (c, r),
+        None => (rest, ""),
+    };
+    if cipher.is_empty() {
+        return None;
+    }
+    let bits = rest
+        .strip_prefix('(')
+        .and_then(|r| r.split_once('/'))
+        .and_then(|(b, _)| parse_u64(b))
+        .and_then(|b| u16::try_from(b).ok());
+    let key_exchange = rest
+        .find("key-exchange ")
+        .and_then(|i| rest.get(i + "key-exchange ".len()..))
+        .and_then(|r| r.split(' ').next())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned);
+    Some(TlsLine {
+        inbound,
+        peer,
+        info: TlsInfo {
+            version: normalise_version(version).to_owned(),
+            cipher: cipher.to_owned(),
+            bits,
+            key_exchange,
+            trust,
+        },
+    })
+}
+
+/// `TLSv1.0` → `TLSv1`; everything else as logged.
+pub(crate) fn normalise_version(v: &str) -> &str {
+    if v == "TLSv1.0" { "TLSv1" } else { v }
+}
+
+/// The `disconnect from` counters (Postfix ≥ 3.0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    /// Any `name=N` counter was present.
+    pub any: bool,
+    /// `starttls=N` or `starttls=N/M`: Some(N successes).
+    pub starttls_ok: Option<u64>,
+    /// `unknown=N/M`: M (or N without a slash): unrecognised commands sent.
+    pub unknown: u64,
+}
+
+/// Parses `name=N[/M] …` after the peer of a disconnect line.
+pub(crate) fn counters(s: &str) -> Counters {
+    let mut c = Counters::default();
+    for tok in s.split(' ') {
+        let Some((name, value)) = tok.split_once('=') else {
+            continue;
+        };
+        let (ok, total) = match value.split_once('/') {
+            Some((a, b)) => (parse_u64(a), parse_u64(b)),
+            None => (parse_u64(value), parse_u64(value)),
+        };
+        let (Some(ok), Some(total)) = (ok, total) else {
+            continue;
+        };
+        c.any = true;
+        match name {
+            "starttls" => c.starttls_ok = Some(ok),
+            "unknown" => c.unknown = c.unknown.saturating_add(total),
+            _ => {}
+        }
+    }
+    c
+}
+
+/// Splits `QID: rest` (queue ids are 5–24 letters and digits, short hex or long base-52).
+pub(crate) fn queue_id(msg: &str) -> Option<(&str, &str)> {
+    let n = msg.bytes().take_while(u8::is_ascii_alphanumeric).count();
+    if !(5..=24).contains(&n) {
+        return None;
+    }
+    let rest = msg.get(n..)?.strip_prefix(": ")?;
+    Some((msg.get(..n)?, rest))
+}
+
+/// Decimal digits, no sign, no overflow (`None` on anything else).
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
+}
+
+/// qmgr's `from=<…>, size=N, nrcpt=N (queue active)` (after the queue id).
+pub(crate) fn qmgr_from(rest: &str) -> Option<(u64, u32)> {
+    let rest = rest.strip_prefix("from=<")?;
+    let at = rest.find(">, size=")?;
+    let rest = rest.get(at + ">, size=".len()..)?;
+    let (size, rest) = rest.split_once(", nrcpt=")?;
+    let nrcpt = rest.split(' ').next()?;
+    Some((parse_u64(size)?, u32::try_from(parse_u64(nrcpt)?).ok()?))
+}
+
+/// A delivery line: `to=<…>, [orig_to=<…>, ]relay=…, [conn_use=N, ]delay=…, dsn=…, status=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ToLine<'a> {
+    /// As logged: `none`, `local`, `virtual`, `HOST[IP]:PORT`, `HOST[private/dovecot-lmtp]`.
+    pub relay: &'a str,
+    /// 1 for a fresh connection (the field is absent), N for the N-th use of a cached one.
+    pub conn_use: u32,
+    pub status: DeliveryStatus,
+    /// The parenthesised text after the status word.
+    pub text: &'a str,
+}
+
+/// Parses a delivery line (after the queue id). `None` for address probes
+/// (`status=deliverable|undeliverable`) and for garbage.
+pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
+    let mut rest = rest.strip_prefix("to=<")?;
+    let close = rest.find(">, ")?;
+    rest = rest.get(close + 3..)?;
+    let mut relay = None;
+    let mut conn_use = 1;
+    loop {
+        if let Some(r) = rest.strip_prefix("orig_to=<") {
+            let close = r.find(">, ")?;
+            rest = r.get(close + 3..)?;
+            continue;
+        }
+        if let Some(st) = rest.strip_prefix("status=") {
+            let (word, text) = st.split_once(' ').unwrap_or((st, ""));
+            let status = match word {
+                "sent" => DeliveryStatus::Sent,
+                "deferred" => DeliveryStatus::Deferred,
+                "bounced" | "expired" => DeliveryStatus::Bounced,
+                _ => return None,
+            };
+            return Some(ToLine {
+                relay: relay?,
+                conn_use,
+                status,
+                text,
+            });
+        }
+        let (field, next) = rest.split_once(", ")?;
+        if let Some(r) = field.strip_prefix("relay=") {
+            relay = Some(r);
+        } else if let Some(n) = field.strip_prefix("conn_use=") {
+            conn_use = u32::try_from(parse_u64(n)?).ok()?;
+        }
+        rest = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers() {
+        let table: &[(&str, Option<(&str, &str, &str, &str)>)] = &[
+            (
+                "unknown[127.0.0.2]",
+                Some(("unknown", "127.0.0.2", "unknown[127.0.0.2]", "")),
+            ),
+            (
+                "mx.example.com[192.0.2.1]:25: TLSv1.3",
+                Some((
+                    "mx.example.com",
+                    "192.0.2.1",
+                    "mx.example.com[192.0.2.1]:25",
+                    ": TLSv1.3",
+                )),
+            ),
+            ("h[::1] ehlo=1", Some(("h", "::1", "h[::1]", " ehlo=1"))),
+            (
+                "h[2001:db8::1]:",
+                Some(("h", "2001:db8::1", "h[2001:db8::1]", ":")),
+            ),
+            ("no brackets", None),
+            ("a b[1.2.3.4]", None),
+            ("h[1.2.3.4", None),
+            ("", None),
+        ];
+        for (input, want) in table {
+            let got = peer(input).map(|(p, r)| (p.host, p.ip, p.whole, r));
+            assert_eq!(got, *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn tls_lines() {
+        // (message, inbound, trust, version, cipher, bits, key exchange)
+        type Row = (
+            &'static str,
+            bool,
+            Option<Trust>,
+            &'static str,
+            &'static str,
+            Option<u16>,
+            Option<&'static str>,
+        );
+        let table: &[Row] = &[
+            (
+                "Anonymous TLS connection established from unknown[127.0.0.2]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256",
+                true,
+                Some(Trust::Anonymous),
+                "TLSv1.3",
+                "TLS_AES_256_GCM_SHA384",
+                Some(256),
+                Some("X25519"),
+            ),
+            (
+                "Untrusted TLS connection established from mail.example.net[198.51.100.7]: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)",
+                true,
+                Some(Trust::Untrusted),
+                "TLSv1.2",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                Some(256),
+                None,
+            ),
+            (
+                "Verified TLS connection established to mx.example.org[203.0.113.5]:25: TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits) key-exchange X25519 server-signature ECDSA (P-256) server-digest SHA256",
+                false,
+                Some(Trust::Verified),
+                "TLSv1.3",
+                "TLS_AES_128_GCM_SHA256",
+                Some(128),
+                Some("X25519"),
+            ),
+            (
+                "TLS connection established from old.example[192.0.2.9]: TLSv1 with cipher DHE-RSA-AES256-SHA (256/256 bits)",
+                true,
+                None,
+                "TLSv1",
+                "DHE-RSA-AES256-SHA",
+                Some(256),
+                None,
+            ),
+            (
+                "Trusted TLS connection established to x[192.0.2.1]:25: TLSv1.0 with cipher AES256-SHA",
+                false,
+                Some(Trust::Trusted),
+                "TLSv1",
+                "AES256-SHA",
+                None,
+                None,
+            ),
+        ];
+        for (msg, inbound, trust, version, cipher, bits, kx) in table {
+            let t = tls_line(msg).unwrap_or_else(|| panic!("no parse: {msg}"));
+            assert_eq!(t.inbound, *inbound, "{msg}");
+            assert_eq!(t.info.trust, *trust, "{msg}");
+            assert_eq!(t.info.version, *version, "{msg}");
+            assert_eq!(t.info.cipher, *cipher, "{msg}");
+            assert_eq!(t.info.bits, *bits, "{msg}");
+            assert_eq!(t.info.key_exchange.as_deref(), *kx, "{msg}");
+        }
+        for bad in [
+            "Bogus TLS connection established from a[1.2.3.4]: TLSv1.3 with cipher X",
+            "Anonymous TLS connection established from a[1.2.3.4]",
+            "Anonymous TLS connection established via a[1.2.3.4]: TLSv1.3 with cipher X",
+            "connect from a[1.2.3.4]",
+        ] {
+            assert!(tls_line(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn disconnect_counters() {
+        // (text, any, starttls_ok, unknown)
+        let table: &[(&str, bool, Option<u64>, u64)] = &[
+            (
+                " ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7",
+                true,
+                Some(1),
+                0,
+            ),
+            (
+                " ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+                true,
+                None,
+                0,
+            ),
+            (" ehlo=1 quit=1 unknown=0/1 commands=2/3", true, None, 1),
+            (" ehlo=1 starttls=0/1 commands=1/2", true, Some(0), 0),
+            (" ehlo=2 starttls=1/1 commands=3", true, Some(1), 0),
+            ("", false, None, 0),
+            (" garbage=x/y", false, None, 0),
+        ];
+        for (text, any, ok, unknown) in table {
+            let c = counters(text);
+            assert_eq!(
+                (c.any, c.starttls_ok, c.unknown),
+                (*any, *ok, *unknown),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn queue_ids() {
+        let table: &[(&str, Option<(&str, &str)>)] = &[
+            ("4B6A19AC1C8: client=x", Some(("4B6A19AC1C8", "client=x"))),
+            (
+                "4Xh0Bq3VbTz5w3r: removed",
+                Some(("4Xh0Bq3VbTz5w3r", "removed")),
+            ),
+            ("NOQUEUE: reject: RCPT", Some(("NOQUEUE", "reject: RCPT"))),
+            ("connect from x", None),
+            ("ABC: x", None),
+            ("4B6A19AC1C8:client", None),
+        ];
+        for (msg, want) in table {
+            assert_eq!(queue_id(msg), *want, "{msg}");
+        }
+    }
+
+    #[test]
+    fn qmgr_lines() {
+        let table: &[(&str, Option<(u64, u32)>)] = &[
+            (
+                "from=<sender@tls03.a.sender.test>, size=630, nrcpt=1 (queue active)",
+                Some((630, 1)),
+            ),
+            (
+                "from=<>, size=2450, nrcpt=3 (queue active)",
+                Some((2450, 3)),
+            ),
+            ("from=<a@b>, status=expired, returned to sender", None),
+            ("from=<a@b>, size=x, nrcpt=1 (queue active)", None),
+            ("removed", None),
+        ];
+        for (rest, want) in table {
+            assert_eq!(qmgr_from(rest), *want, "{rest}");
+        }
+    }
+
+    #[test]
+    fn delivery_lines() {
+        use DeliveryStatus::*;
+        // (rest, relay, conn_use, status)
+        let table: &[(&str, Option<(&str, u32, DeliveryStatus)>)] = &[
+            (
+                "to=<user@lab.test>, relay=virtual, delay=0.02, delays=0.01/0/0/0, dsn=2.0.0, status=sent (delivered to maildir)",
+                Some(("virtual", 1, Sent)),
+            ),
+            (
+                "to=<a@example.org>, orig_to=<b@example.com>, relay=mx.example.org[203.0.113.5]:25, conn_use=2, delay=1.1, delays=0/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+                Some(("mx.example.org[203.0.113.5]:25", 2, Sent)),
+            ),
+            (
+                "to=<a@example.org>, relay=none, delay=30, delays=0/0/30/0, dsn=4.4.1, status=deferred (connect to mx[192.0.2.1]:25: Connection refused)",
+                Some(("none", 1, Deferred)),
+            ),
+            (
+                "to=<\"odd, >name\"@example.org>, relay=local, delay=0, dsn=5.1.1, status=bounced (unknown user)",
+                Some(("local", 1, Bounced)),
+            ),
+            (
+                "to=<a@b>, relay=x[1.2.3.4]:25, delay=0, dsn=2.1.5, status=deliverable (ok)",
+                None,
+            ),
+            (
+                "to=<a@b>, relay=x[1.2.3.4]:25, conn_use=zz, status=sent (ok)",
+                None,
+            ),
+            ("to=<a@b>, delay=0, status=sent (ok)", None),
+            ("to=<a@b>", None),
+        ];
+        for (rest, want) in table {
+            let got = to_line(rest).map(|t| (t.relay, t.conn_use, t.status));
+            assert_eq!(got, *want, "{rest}");
+        }
+    }
+}
