@@ -1,1 +1,962 @@
-//! Exim: `<=` and `=>` lines with `P=esmtps`, `X=` and `CV=`, TLS errors and `XXXXXXXA` syntax errors.
+//! Exim's mainlog (or its syslog lines) → records: `<=` receptions with `P=`, `X=` and `CV=`,
+//! `=>`/`->` deliveries, SMTP connections, and `XXXXXXXA` syntax errors and TLS errors.
+//!
+//! Decisions, from what Exim 4.96 really writes:
+//! - **Recipients of a received message.** The `<=` line carries no count. With
+//!   `log_selector = +received_recipients` its `for a@x b@y` list is counted and the message
+//!   is emitted at once. Otherwise the message waits for its `Completed` line and counts the
+//!   distinct original recipients of its final deliveries (`=>`, `->`, `>>`, `**`, `*>`);
+//!   at the end of input (or when the cap of open messages is reached, counted in
+//!   [`MtaParser::evicted`]) still-deferred recipients are added; never less than 1.
+//! - **Transport.** `X=` present ⇒ TLS (version, cipher, bits; GnuTLS names carry the key
+//!   exchange, `ECDHE_X25519__…` ⇒ `X25519`). `P=esmtps`/`esmtpsa`/`smtps` without `X=` ⇒
+//!   TLS of unknown version (advice: `+tls_cipher`). `P=smtp`/`esmtp`/`esmtpa` ⇒ plain.
+//!   `P=local…` or no `H=` ⇒ internal. `CV=yes`/`dane` ⇒ `Verified`, `CV=no` ⇒ `Untrusted`.
+//! - **Deliveries.** `=>` (or cutthrough `>>`) starts one record, each following `->` of
+//!   that message adds a recipient. With `H=`: Internet, TLS iff `X=`; without: internal.
+//!   `==` (deferred) and `**` (bounced) are one record per line; Exim writes no `X=` there, so
+//!   their transport is unknown.
+//! - **Connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP connection
+//!   count…)` opens, `… closed by QUIT`/`lost` closes, keyed by IP (and port with
+//!   `+incoming_port`). A session without mail gets its transport from the `no MAIL in SMTP
+//!   connection from … X=…` line (`+smtp_no_mail`), which Exim writes *after* the close line;
+//!   a `no MAIL` line alone also counts as a connection. Outbound connections are not logged
+//!   by Exim and not counted.
+
+use crate::envelope::Line;
+use crate::model::{
+    AnomalyKind, AnomalyRecord, ConnectionRecord, DeliveryStatus, Direction, MessageRecord, Mta,
+    MtaParser, Peer, Record, Scope, TlsInfo, Transport, Trust, UnixTime,
+};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared with the Sendmail and OpenSMTPD parsers.
+
+/// A map with insertion-order eviction past `cap` (the oldest entry is handed back).
+#[derive(Debug)]
+pub(crate) struct BoundedMap<K, V> {
+    map: HashMap<K, (u64, V)>,
+    order: VecDeque<(K, u64)>,
+    seq: u64,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            seq: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k).map(|(_, v)| v)
+    }
+
+    pub(crate) fn remove(&mut self, k: &K) -> Option<V> {
+        self.map.remove(k).map(|(_, v)| v)
+    }
+
+    /// Inserts (replacing any value under `k`); returns the oldest entry when over the cap.
+    pub(crate) fn insert(&mut self, k: K, v: V) -> Option<(K, V)> {
+        self.seq += 1;
+        self.order.push_back((k.clone(), self.seq));
+        self.map.insert(k, (self.seq, v));
+        let mut evicted = None;
+        if self.map.len() > self.cap {
+            while let Some((old, seq)) = self.order.pop_front() {
+                if self.map.get(&old).is_some_and(|(s, _)| *s == seq) {
+                    evicted = self.map.remove(&old).map(|(_, v)| (old, v));
+                    break;
+                }
+            }
+        }
+        if self.order.len() > 2 * self.cap + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(k, s)| map.get(k).is_some_and(|(s2, _)| s2 == s));
+        }
+        evicted
+    }
+
+    /// Everything, oldest first.
+    pub(crate) fn drain(&mut self) -> Vec<(K, V)> {
+        let mut v = Vec::with_capacity(self.map.len());
+        while let Some((k, seq)) = self.order.pop_front() {
+            if self.map.get(&k).is_some_and(|(s, _)| *s == seq)
+                && let Some((_, val)) = self.map.remove(&k)
+            {
+                v.push((k, val));
+            }
+        }
+        self.map.clear();
+        v
+    }
+}
+
+/// `TLS1.3`, `TLSv1.2`, `TLS1.0`, `TLSv1`, `SSL3.0` → `TLSv1.3`, `TLSv1.2`, `TLSv1`, `TLSv1`,
+/// `SSLv3`; anything else as written.
+pub(crate) fn normalize_tls_version(v: &str) -> String {
+    let (proto, num) = if let Some(n) = v.strip_prefix("TLSv").or_else(|| v.strip_prefix("TLS")) {
+        ("TLSv", n)
+    } else if let Some(n) = v.strip_prefix("SSLv").or_else(|| v.strip_prefix("SSL")) {
+        ("SSLv", n)
+    } else {
+        return v.to_string();
+    };
+    let num = match num {
+        "1" | "1.0" => "1",
+        "3" | "3.0" => "3",
+        "1.1" | "1.2" | "1.3" | "2" => num,
+        _ => return v.to_string(),
+    };
+    format!("{proto}{num}")
+}
+
+/// `version:cipher:bits` (Exim's `X=`, OpenSMTPD's `ciphers=`): bits optional.
+pub(crate) fn parse_colon_cipher(x: &str) -> Option<TlsInfo> {
+    let (ver, rest) = x.split_once(':')?;
+    if ver.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let (cipher, bits) = match rest.rsplit_once(':') {
+        Some((c, b)) if !c.is_empty() => match parse_u64(b) {
+            Some(n) => (c, u16::try_from(n).ok()),
+            None => (rest, None),
+        },
+        _ => (rest, None),
+    };
+    Some(TlsInfo {
+        version: normalize_tls_version(ver),
+        cipher: cipher.to_string(),
+        bits,
+        key_exchange: gnutls_key_exchange(cipher),
+        trust: None,
+    })
+}
+
+/// The group inside a GnuTLS description name: `ECDHE_X25519__RSA_PSS_…` → `X25519`.
+fn gnutls_key_exchange(cipher: &str) -> Option<String> {
+    let (kx, _) = cipher.split_once("__")?;
+    let g = kx.strip_prefix("ECDHE_").or_else(|| kx.strip_prefix("DHE_"))?;
+    (!g.is_empty()).then(|| g.to_string())
+}
+
+/// Decimal digits only, no sign, no overflow.
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
+}
+
+/// An IP address, also written with a trailing `.port` or `:port` by some MTAs: not here,
+/// plain only.
+pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
+    if s.is_empty() || s.len() > 64 {
+        return None;
+    }
+    let s = s.strip_prefix("IPv6:").unwrap_or(s);
+    s.parse().ok()
+}
+
+/// A fixed-key hash, for recipient dedupe within one message (a list, not a table: no
+/// HashDoS exposure).
+pub(crate) fn hash_str(s: &str) -> u64 {
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exim line pieces.
+
+/// `H=` (and `SMTP connection from`) host: `name [ip]`, `(helo) [ip]`, `name (helo) [ip]`,
+/// `[ip]`, each optionally followed by `:port`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HostField<'a> {
+    pub(crate) name: Option<&'a str>,
+    pub(crate) helo: Option<&'a str>,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) port: Option<u16>,
+}
+
+impl HostField<'_> {
+    fn peer(&self) -> Peer {
+        Peer {
+            hostname: self.name.map(str::to_string),
+            ip: self.ip,
+        }
+    }
+    fn key(&self) -> Option<ConnKey> {
+        self.ip.map(|ip| (ip, self.port.unwrap_or(0)))
+    }
+}
+
+/// Parses a host field at the start of `s`; returns it and the bytes consumed.
+fn parse_host(s: &str) -> (HostField<'_>, usize) {
+    let b = s.as_bytes();
+    let mut h = HostField::default();
+    let mut i = 0;
+    if !matches!(b.first(), Some(b'[' | b'(')) {
+        let end = s.find(' ').unwrap_or(s.len());
+        if end > 0 {
+            h.name = s.get(..end);
+        }
+        i = end;
+        if !matches!(b.get(i + 1), Some(b'[' | b'(')) {
+            return (h, i);
+        }
+        i += 1;
+    }
+    if b.get(i) == Some(&b'(') {
+        let rest = s.get(i..).unwrap_or("");
+        let close = rest.find(") [").or_else(|| rest.find(')'));
+        let Some(close) = close else {
+            return (h, s.len());
+        };
+        h.helo = rest.get(1..close);
+        i += close + 1;
+        if b.get(i) == Some(&b' ') && b.get(i + 1) == Some(&b'[') {
+            i += 1;
+        } else {
+            return (h, i);
+        }
+    }
+    if b.get(i) == Some(&b'[') {
+        let rest = s.get(i..).unwrap_or("");
+        let Some(close) = rest.find(']') else {
+            return (h, s.len());
+        };
+        h.ip = rest.get(1..close).and_then(parse_ip);
+        i += close + 1;
+        if b.get(i) == Some(&b':') || b.get(i) == Some(&b'.') {
+            let digits = b
+                .get(i + 1..)
+                .unwrap_or(&[])
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if digits > 0 {
+                h.port = s
+                    .get(i + 1..i + 1 + digits)
+                    .and_then(parse_u64)
+                    .and_then(|p| u16::try_from(p).ok());
+                i += 1 + digits;
+            }
+        }
+        // Exim marks a delivery down a continued connection with a trailing `*`.
+        if b.get(i) == Some(&b'*') {
+            i += 1;
+        }
+    }
+    (h, i)
+}
+
+/// The fields of an Exim line after the fixed part: `H=` parsed as a host, quoted values
+/// (`C="…"`, `DN="…"`, `T="…"`) kept whole, `for a b c` counted.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    host: Option<HostField<'a>>,
+    host_bad: bool,
+    proto: Option<&'a str>,
+    x: Option<&'a str>,
+    cv: Option<&'a str>,
+    size: Option<u64>,
+    cmds: Option<&'a str>,
+    for_count: Option<u32>,
+}
+
+fn parse_fields(s: &str) -> Fields<'_> {
+    let mut f = Fields::default();
+    let b = s.as_bytes();
+    let mut pos = 0;
+    while pos < b.len() {
+        if b[pos] == b' ' {
+            pos += 1;
+            continue;
+        }
+        let rest = s.get(pos..).unwrap_or("");
+        if let Some(h) = rest.strip_prefix("H=") {
+            let (host, used) = parse_host(h);
+            f.host_bad = host.ip.is_none() && host.name.is_none();
+            if f.host.is_none() {
+                f.host = Some(host);
+            }
+            pos += 2 + used.max(1);
+            continue;
+        }
+        if rest.starts_with("for ") {
+            let n = rest[4..].split(' ').filter(|t| !t.is_empty()).count();
+            f.for_count = u32::try_from(n).ok();
+            break;
+        }
+        // One token, a quoted value kept whole.
+        let eq = rest.find(['=', ' ']);
+        let end = match eq {
+            Some(e) if rest.as_bytes().get(e) == Some(&b'=') => {
+                if rest.as_bytes().get(e + 1) == Some(&b'"') {
+                    closing_quote(rest, e + 2).map_or(rest.len(), |q| q + 1)
+                } else {
+                    rest.find(' ').unwrap_or(rest.len())
+                }
+            }
+            _ => rest.find(' ').unwrap_or(rest.len()),
+        };
+        let tok = rest.get(..end).unwrap_or("");
+        if let Some((k, v)) = tok.split_once('=') {
+            match k {
+                "P" => f.proto = Some(v),
+                "X" => f.x = Some(v),
+                "CV" => f.cv = Some(v),
+                "S" => f.size = parse_u64(v),
+                "C" => f.cmds = Some(v),
+                _ => {}
+            }
+        }
+        pos += end.max(1);
+    }
+    f
+}
+
+/// Index of the closing `"` at or after `from`, skipping `\"`.
+fn closing_quote(s: &str, from: usize) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = from;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Exim message ids: `1xV7Qo-0003xF-0o` (6-6-2) and `1wtYVW-0000000GFxD-3Ryp` (6-11-4).
+fn split_message_id(m: &str) -> Option<(&str, &str)> {
+    let b = m.as_bytes();
+    let idlen = match (b.get(6), b.get(13), b.get(16), b.get(18), b.get(23)) {
+        (Some(b'-'), Some(b'-'), Some(b' '), _, _) => 16,
+        (Some(b'-'), _, _, Some(b'-'), Some(b' ')) => 23,
+        _ => return None,
+    };
+    let id = m.get(..idlen)?;
+    if !id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+        return None;
+    }
+    Some((id, m.get(idlen + 1..)?))
+}
+
+fn trust_of_cv(cv: Option<&str>) -> Option<Trust> {
+    match cv? {
+        "yes" | "dane" => Some(Trust::Verified),
+        "no" => Some(Trust::Untrusted),
+        _ => None,
+    }
+}
+
+/// What `P=` says about TLS.
+#[derive(Debug, PartialEq, Eq)]
+enum Proto {
+    Tls,
+    Plain,
+    Local,
+    Other,
+}
+
+fn classify_proto(p: &str) -> Proto {
+    if p.starts_with("local") {
+        return Proto::Local;
+    }
+    let p = p.strip_prefix("utf8").unwrap_or(p);
+    match p {
+        "esmtps" | "esmtpsa" | "smtps" | "ssmtp" => Proto::Tls,
+        "smtp" | "esmtp" | "esmtpa" | "asmtp" => Proto::Plain,
+        _ => Proto::Other,
+    }
+}
+
+/// The recipient written after `=>`, `->`, `**`: its `<original>` when given.
+fn recipient_of(rest: &str) -> &str {
+    let mut it = rest.split(' ');
+    let first = it.next().unwrap_or("");
+    match it.next() {
+        Some(o) if o.starts_with('<') => o.trim_end_matches(':'),
+        _ => first.trim_end_matches(':'),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parser.
+
+type ConnKey = (IpAddr, u16);
+
+const MAX_OPEN_MESSAGES: usize = 65_536;
+const MAX_PENDING_DELIVERIES: usize = 4_096;
+const MAX_SESSIONS: usize = 65_536;
+const MAX_CLOSED_NO_MAIL: usize = 1_024;
+const MAX_RCPT_HASHES: usize = 1_000;
+
+const HINT_NO_X: &str = "Exim log_selector +tls_cipher (X=) names the TLS version and cipher";
+const HINT_DEFER: &str = "Exim writes X= only on delivered (=>) lines, not on == or ** lines";
+const HINT_NO_MAIL: &str = "Exim log_selector +smtp_no_mail shows TLS for sessions without mail";
+const HINT_PROTO: &str = "Exim's P= protocol does not say whether TLS was used";
+
+#[derive(Debug)]
+struct OpenMessage {
+    record: MessageRecord,
+    done: Vec<u64>,
+    done_extra: u32,
+    deferred: Vec<u64>,
+}
+
+impl OpenMessage {
+    fn recipients(&self, with_deferred: bool) -> u32 {
+        let mut n = self.done.len() as u32 + self.done_extra;
+        if with_deferred {
+            n += self
+                .deferred
+                .iter()
+                .filter(|h| !self.done.contains(h))
+                .count() as u32;
+        }
+        n.max(1)
+    }
+    fn add(list: &mut Vec<u64>, extra: &mut u32, h: u64) {
+        if !list.contains(&h) {
+            if list.len() < MAX_RCPT_HASHES {
+                list.push(h);
+            } else {
+                *extra = extra.saturating_add(1);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    time: UnixTime,
+    peer: Peer,
+    messages: u32,
+    transport: Option<Transport>,
+}
+
+/// Exim's [`MtaParser`]. Lines whose program is not `exim`/`exim4` are ignored.
+#[derive(Debug)]
+pub struct EximParser {
+    received: BoundedMap<String, OpenMessage>,
+    deliveries: BoundedMap<String, MessageRecord>,
+    sessions: BoundedMap<ConnKey, Session>,
+    closed_no_mail: BoundedMap<ConnKey, Session>,
+    unparsed: u64,
+    evicted: u64,
+    tls_without_x: bool,
+    tls_without_cv: bool,
+    saw_connection_lines: bool,
+    saw_received: bool,
+}
+
+impl Default for EximParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EximParser {
+    pub fn new() -> Self {
+        Self {
+            received: BoundedMap::new(MAX_OPEN_MESSAGES),
+            deliveries: BoundedMap::new(MAX_PENDING_DELIVERIES),
+            sessions: BoundedMap::new(MAX_SESSIONS),
+            closed_no_mail: BoundedMap::new(MAX_CLOSED_NO_MAIL),
+            unparsed: 0,
+            evicted: 0,
+            tls_without_x: false,
+            tls_without_cv: false,
+            saw_connection_lines: false,
+            saw_received: false,
+        }
+    }
+
+    fn tls_from(&mut self, x: Option<&str>, cv: Option<&str>) -> Option<TlsInfo> {
+        let x = x?;
+        let Some(mut info) = parse_colon_cipher(x) else {
+            self.unparsed += 1;
+            return Some(unknown_tls(cv));
+        };
+        info.trust = trust_of_cv(cv);
+        if cv.is_none() {
+            self.tls_without_cv = true;
+        }
+        Some(info)
+    }
+
+    fn on_received(&mut self, id: &str, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        self.saw_received = true;
+        let fields = rest.split_once(' ').map_or("", |(_, f)| f);
+        let f = parse_fields(fields);
+        if f.host_bad {
+            self.unparsed += 1;
+        }
+        let proto = f.proto.map_or(Proto::Other, classify_proto);
+        let internal = f.host.is_none() || proto == Proto::Local;
+        let transport = if let Some(tls) = self.tls_from(f.x, f.cv) {
+            Transport::Tls(tls)
+        } else if proto == Proto::Tls {
+            self.tls_without_x = true;
+            Transport::Tls(unknown_tls(f.cv))
+        } else if proto == Proto::Plain || internal {
+            Transport::Plain
+        } else {
+            Transport::Unknown { hint: HINT_PROTO }
+        };
+        let host = f.host.unwrap_or_default();
+        let record = MessageRecord {
+            mta: Mta::Exim,
+            time: line.time,
+            direction: Direction::Inbound,
+            scope: if internal {
+                Scope::Internal
+            } else {
+                Scope::Internet
+            },
+            peer: host.peer(),
+            transport,
+            recipients: 1,
+            size: f.size,
+            id: id.to_string(),
+            status: None,
+        };
+        if !internal
+            && let Some(key) = host.key()
+            && let Some(s) = self.sessions.get_mut(&key)
+        {
+            s.messages += 1;
+            s.transport = Some(record.transport.clone());
+        }
+        if let Some(n) = f.for_count {
+            let mut record = record;
+            record.recipients = n.max(1);
+            out.push(Record::Message(record));
+            return;
+        }
+        let open = OpenMessage {
+            record,
+            done: Vec::new(),
+            done_extra: 0,
+            deferred: Vec::new(),
+        };
+        if let Some((_, old)) = self.received.insert(id.to_string(), open) {
+            self.evicted += 1;
+            emit_open(old, out);
+        }
+    }
+
+    fn flush_delivery(&mut self, id: &str, out: &mut Vec<Record>) {
+        if let Some(r) = self.deliveries.remove(&id.to_string()) {
+            out.push(Record::Message(r));
+        }
+    }
+
+    fn on_delivery(
+        &mut self,
+        id: &str,
+        kind: &[u8],
+        rest: &str,
+        line: &Line<'_>,
+        out: &mut Vec<Record>,
+    ) {
+        let rcpt_hash = hash_str(recipient_of(rest));
+        let key = id.to_string();
+        if let Some(open) = self.received.get_mut(&key) {
+            match kind {
+                b"==" => OpenMessage::add(&mut open.deferred, &mut 0, rcpt_hash),
+                _ => OpenMessage::add(&mut open.done, &mut open.done_extra, rcpt_hash),
+            }
+        }
+        if kind == b"*>" {
+            return;
+        }
+        if kind == b"->"
+            && let Some(r) = self.deliveries.get_mut(&key)
+        {
+            r.recipients = r.recipients.saturating_add(1);
+            return;
+        }
+        self.flush_delivery(id, out);
+        let f = parse_fields(rest);
+        if f.host_bad {
+            self.unparsed += 1;
+        }
+        let status = match kind {
+            b"==" => DeliveryStatus::Deferred,
+            b"**" => DeliveryStatus::Bounced,
+            _ => DeliveryStatus::Sent,
+        };
+        let host = f.host.unwrap_or_default();
+        let remote = f.host.is_some();
+        let transport = if let Some(tls) = self.tls_from(f.x, f.cv) {
+            Transport::Tls(tls)
+        } else if !remote || status == DeliveryStatus::Sent {
+            Transport::Plain
+        } else {
+            Transport::Unknown { hint: HINT_DEFER }
+        };
+        if remote && status != DeliveryStatus::Sent && rest.contains("TLS session") {
+            out.push(anomaly(
+                line,
+                Direction::Outbound,
+                host.peer(),
+                AnomalyKind::StartTlsFailed,
+            ));
+        }
+        let size = self
+            .received
+            .get_mut(&key)
+            .and_then(|o| o.record.size);
+        let record = MessageRecord {
+            mta: Mta::Exim,
+            time: line.time,
+            direction: Direction::Outbound,
+            scope: if remote {
+                Scope::Internet
+            } else {
+                Scope::Internal
+            },
+            peer: host.peer(),
+            transport,
+            recipients: 1,
+            size,
+            id: key.clone(),
+            status: Some(status),
+        };
+        if status == DeliveryStatus::Sent {
+            if let Some((_, old)) = self.deliveries.insert(key, record) {
+                out.push(Record::Message(old));
+            }
+        } else {
+            out.push(Record::Message(record));
+        }
+    }
+
+    fn on_completed(&mut self, id: &str, out: &mut Vec<Record>) {
+        self.flush_delivery(id, out);
+        if let Some(open) = self.received.remove(&id.to_string()) {
+            let mut r = open.record.clone();
+            r.recipients = open.recipients(false);
+            out.push(Record::Message(r));
+        }
+    }
+
+    fn on_connection_line(&mut self, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        let (host, used) = parse_host(rest);
+        let Some(key) = host.key() else {
+            self.unparsed += 1;
+            return;
+        };
+        let tail = rest.get(used..).unwrap_or("").trim_start();
+        if tail.starts_with("(TCP/IP connection count") {
+            self.saw_connection_lines = true;
+            let s = Session {
+                time: line.time,
+                peer: host.peer(),
+                messages: 0,
+                transport: None,
+            };
+            if self.sessions.insert(key, s).is_some() {
+                self.evicted += 1;
+            }
+        } else if tail.starts_with("closed") || tail.starts_with("lost") {
+            self.close_session(key, &host, out);
+        }
+    }
+
+    fn close_session(&mut self, key: ConnKey, host: &HostField<'_>, out: &mut Vec<Record>) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        if s.peer.hostname.is_none() {
+            s.peer.hostname = host.name.map(str::to_string);
+        }
+        if s.messages > 0 {
+            out.push(Record::Connection(connection(s, None)));
+        } else if let Some((_, old)) = self.closed_no_mail.insert(key, s) {
+            out.push(Record::Connection(connection(old, None)));
+        }
+    }
+
+    fn on_no_mail(&mut self, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        let (host, used) = parse_host(rest);
+        let Some(key) = host.key() else {
+            self.unparsed += 1;
+            return;
+        };
+        let f = parse_fields(rest.get(used..).unwrap_or(""));
+        let transport = match self.tls_from(f.x, f.cv) {
+            Some(tls) => Transport::Tls(tls),
+            None => Transport::Plain,
+        };
+        let s = self
+            .closed_no_mail
+            .remove(&key)
+            .or_else(|| self.sessions.remove(&key))
+            .unwrap_or(Session {
+                time: line.time,
+                peer: host.peer(),
+                messages: 0,
+                transport: None,
+            });
+        out.push(Record::Connection(connection(s, Some(transport))));
+    }
+}
+
+fn unknown_tls(cv: Option<&str>) -> TlsInfo {
+    TlsInfo {
+        version: "unknown".to_string(),
+        cipher: "unknown".to_string(),
+        bits: None,
+        key_exchange: None,
+        trust: trust_of_cv(cv),
+    }
+}
+
+fn emit_open(open: OpenMessage, out: &mut Vec<Record>) {
+    let n = open.recipients(true);
+    let mut r = open.record;
+    r.recipients = n;
+    out.push(Record::Message(r));
+}
+
+fn connection(s: Session, transport: Option<Transport>) -> ConnectionRecord {
+    ConnectionRecord {
+        mta: Mta::Exim,
+        time: s.time,
+        direction: Direction::Inbound,
+        scope: Scope::Internet,
+        peer: s.peer,
+        transport: transport
+            .or(s.transport)
+            .unwrap_or(Transport::Unknown {
+                hint: HINT_NO_MAIL,
+            }),
+        messages: s.messages,
+    }
+}
+
+fn anomaly(line: &Line<'_>, direction: Direction, peer: Peer, kind: AnomalyKind) -> Record {
+    Record::Anomaly(AnomalyRecord {
+        mta: Mta::Exim,
+        time: line.time,
+        direction,
+        peer,
+        kind,
+        evidence: line.raw.to_string(),
+    })
+}
+
+impl MtaParser for EximParser {
+    fn feed(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
+        if line.program != "exim" && line.program != "exim4" {
+            return;
+        }
+        let m = line.message;
+        if let Some((id, rest)) = split_message_id(m) {
+            let b = rest.as_bytes();
+            if b.len() >= 3 && b[2] == b' ' {
+                let body = rest.get(3..).unwrap_or("");
+                match &b[..2] {
+                    b"<=" => self.on_received(id, body, line, out),
+                    k @ (b"=>" | b">>" | b"->" | b"==" | b"**" | b"*>") => {
+                        let kind = if k == b">>" { b"=>" } else { k };
+                        self.on_delivery(id, kind, body, line, out);
+                    }
+                    _ => {}
+                }
+            } else if rest == "Completed" || rest.starts_with("Completed ") {
+                self.on_completed(id, out);
+            }
+            return;
+        }
+        if let Some(rest) = m.strip_prefix("SMTP connection from ") {
+            self.on_connection_line(rest, line, out);
+        } else if let Some(rest) = m.strip_prefix("no MAIL in SMTP connection from ") {
+            self.on_no_mail(rest, line, out);
+        } else if let Some(rest) = m.strip_prefix("SMTP syntax error in \"") {
+            if rest.starts_with("XXXXXXXA\"") {
+                let peer = match rest.find(" H=") {
+                    Some(i) => parse_host(rest.get(i + 3..).unwrap_or("")).0.peer(),
+                    None => Peer {
+                        hostname: None,
+                        ip: None,
+                    },
+                };
+                out.push(anomaly(
+                    line,
+                    Direction::Inbound,
+                    peer,
+                    AnomalyKind::StrippingTrace,
+                ));
+            }
+        } else if let Some(rest) = m.strip_prefix("TLS error on connection ") {
+            let (dir, host) = if let Some(h) = rest.strip_prefix("from ") {
+                (Direction::Inbound, h)
+            } else if let Some(h) = rest.strip_prefix("to ") {
+                (Direction::Outbound, h)
+            } else {
+                self.unparsed += 1;
+                return;
+            };
+            let peer = parse_host(host).0.peer();
+            out.push(anomaly(line, dir, peer, AnomalyKind::StartTlsFailed));
+        } else if let Some(i) = m.find(" on connection from ") {
+            // `SMTP command timeout on connection from …`, `SMTP data timeout … on connection
+            // from …`: the session ends there.
+            if m.starts_with("SMTP ") {
+                let (host, _) = parse_host(m.get(i + 20..).unwrap_or(""));
+                if let Some(key) = host.key() {
+                    self.close_session(key, &host, out);
+                }
+            }
+        } else if let Some(rest) = m.strip_prefix("unexpected disconnection while reading SMTP command from ") {
+            let (host, _) = parse_host(rest);
+            if let Some(key) = host.key() {
+                self.close_session(key, &host, out);
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<Record>) {
+        for (_, r) in self.deliveries.drain() {
+            out.push(Record::Message(r));
+        }
+        for (_, open) in self.received.drain() {
+            emit_open(open, out);
+        }
+        for (_, s) in self.closed_no_mail.drain() {
+            out.push(Record::Connection(connection(s, None)));
+        }
+        for (_, s) in self.sessions.drain() {
+            out.push(Record::Connection(connection(s, None)));
+        }
+    }
+
+    fn unparsed(&self) -> u64 {
+        self.unparsed
+    }
+
+    fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn advice(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.tls_without_x {
+            v.push(format!("{HINT_NO_X}: add it to log_selector"));
+        }
+        if self.tls_without_cv {
+            v.push(
+                "Exim log_selector +tls_certificate_verified (CV=) tells whether the peer's certificate was verified"
+                    .to_string(),
+            );
+        }
+        if self.saw_received && !self.saw_connection_lines {
+            v.push(
+                "Exim log_selector +smtp_connection +smtp_no_mail is needed to count connections"
+                    .to_string(),
+            );
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_forms() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let cases: &[(&str, Option<&str>, Option<&str>, Option<IpAddr>, Option<u16>, &str)] = &[
+            ("[127.0.0.1] rest", None, None, ip("127.0.0.1"), None, " rest"),
+            ("(helo) [127.0.0.2]:48640 P=x", None, Some("helo"), ip("127.0.0.2"), Some(48640), " P=x"),
+            ("mx.example.com [192.0.2.1] X=", Some("mx.example.com"), None, ip("192.0.2.1"), None, " X="),
+            ("mx.example.com (helo x) [2001:db8::1]:25", Some("mx.example.com"), Some("helo x"), ip("2001:db8::1"), Some(25), ""),
+            ("mx [192.0.2.2]* X=a", Some("mx"), None, ip("192.0.2.2"), None, " X=a"),
+            ("[bogus]", None, None, None, None, ""),
+            ("(unclosed", None, None, None, None, ""),
+            ("", None, None, None, None, ""),
+        ];
+        for (input, name, helo, ipv, port, rest) in cases {
+            let (h, used) = parse_host(input);
+            assert_eq!((h.name, h.helo, h.ip, h.port), (*name, *helo, *ipv, *port), "{input}");
+            assert_eq!(&input[used..], *rest, "{input}");
+        }
+    }
+
+    #[test]
+    fn cipher_names() {
+        let cases: &[(&str, &str, &str, Option<u16>, Option<&str>)] = &[
+            ("TLS1.3:ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM:256", "TLSv1.3", "ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM", Some(256), Some("X25519")),
+            ("TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384:256", "TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384", Some(256), None),
+            ("TLS1.2:ECDHE_SECP256R1__RSA_SHA256__AES_128_GCM:128", "TLSv1.2", "ECDHE_SECP256R1__RSA_SHA256__AES_128_GCM", Some(128), Some("SECP256R1")),
+            ("TLS1.0:DHE_RSA_AES_256_CBC_SHA1:256", "TLSv1", "DHE_RSA_AES_256_CBC_SHA1", Some(256), None),
+            ("TLSv1:AES256-SHA", "TLSv1", "AES256-SHA", None, None),
+            ("TLSv1.3:TLS_AES_256_GCM_SHA384:99999", "TLSv1.3", "TLS_AES_256_GCM_SHA384", None, None),
+        ];
+        for (x, v, c, bits, kx) in cases {
+            let t = parse_colon_cipher(x).unwrap();
+            assert_eq!(
+                (t.version.as_str(), t.cipher.as_str(), t.bits, t.key_exchange.as_deref()),
+                (*v, *c, *bits, *kx),
+                "{x}"
+            );
+        }
+        for bad in ["", "TLS1.3", ":x", "TLS1.3:"] {
+            assert!(parse_colon_cipher(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn message_ids() {
+        let cases = [
+            ("1xV7Qo-0003xF-0o <= a", Some(("1xV7Qo-0003xF-0o", "<= a"))),
+            ("1wtYVW-0000000GFxD-3Ryp => b", Some(("1wtYVW-0000000GFxD-3Ryp", "=> b"))),
+            ("SMTP connection from [1.2.3.4]", None),
+            ("1xV7Qo-0003xF-0o", None),
+            ("1xV7Qo-0003xF-0oo x", None),
+        ];
+        for (m, want) in cases {
+            assert_eq!(split_message_id(m), want, "{m}");
+        }
+    }
+
+    #[test]
+    fn protocols() {
+        let cases = [
+            ("esmtps", Proto::Tls),
+            ("esmtpsa", Proto::Tls),
+            ("utf8esmtps", Proto::Tls),
+            ("esmtp", Proto::Plain),
+            ("esmtpa", Proto::Plain),
+            ("smtp", Proto::Plain),
+            ("local", Proto::Local),
+            ("local-esmtp", Proto::Local),
+            ("spam-scanned", Proto::Other),
+        ];
+        for (p, want) in cases {
+            assert_eq!(classify_proto(p), want, "{p}");
+        }
+    }
+}
