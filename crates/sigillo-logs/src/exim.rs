@@ -14,8 +14,10 @@
 //!   `P=local…` or no `H=` ⇒ internal. `CV=yes`/`dane` ⇒ `Verified`, `CV=no` ⇒ `Untrusted`.
 //! - **Deliveries.** `=>` (or cutthrough `>>`) starts one record, each following `->` of
 //!   that message adds a recipient. With `H=`: Internet, TLS iff `X=`; without: internal.
-//!   `==` (deferred) and `**` (bounced) are one record per line; Exim writes no `X=` there, so
-//!   their transport is unknown.
+//!   `==` (deferred) and `**` (bounced) with `H=` are one record per line; Exim writes no
+//!   `X=` there, so their transport is unknown. Without `H=` no relay was contacted
+//!   (unrouteable, retry time not reached, local defer): no record, but the recipient still
+//!   counts for the received message.
 //! - **Connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP connection
 //!   count…)` opens, `… closed by QUIT`/`lost` closes, keyed by IP (and port with
 //!   `+incoming_port`). A session without mail gets its transport from the `no MAIL in SMTP
@@ -607,6 +609,10 @@ impl EximParser {
         };
         let host = f.host.unwrap_or_default();
         let remote = f.host.is_some();
+        if !remote && status != DeliveryStatus::Sent {
+            // No relay was contacted (unrouteable, retry time not reached, local defer).
+            return;
+        }
         let transport = if let Some(tls) = self.tls_from(f.x, f.cv) {
             Transport::Tls(tls)
         } else if !remote || status == DeliveryStatus::Sent {
