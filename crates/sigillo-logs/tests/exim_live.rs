@@ -1,9 +1,19 @@
-use sigillo_testkit::{Exim, EximOptions, StripProxy, TestCa, require_tools};
-use std::io::{Read, Write};
-use std::process::Command;
-use std::time::Duration;
+//! A real Exim 4.96 (testkit) receives a known mix of mail from several loopback source
+//! addresses, with and without STARTTLS, plus one session through a PIX/ASA-style stripping
+//! proxy; the parser must give exactly those counts per peer from the mainlog.
 
-fn swaks(port: u16, from_ip: &str, tls: bool, n: u32) {
+mod exim_support;
+
+use exim_support::{run, summarize};
+use sigillo_logs::exim::EximParser;
+use sigillo_logs::model::{Direction, MtaParser, Record, Transport};
+use sigillo_testkit::{Exim, EximOptions, StripProxy, TestCa, read_reply, require_tools};
+use std::io::Write;
+use std::net::{IpAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn swaks(port: u16, from_ip: &str, tls: bool, to: &str) {
     let mut c = Command::new("swaks");
     c.args([
         "--server",
@@ -13,7 +23,7 @@ fn swaks(port: u16, from_ip: &str, tls: bool, n: u32) {
         "--local-interface",
         from_ip,
         "--to",
-        &format!("user{n}@sigillo.test"),
+        to,
         "--from",
         "sender@peer.test",
         "--helo",
@@ -24,50 +34,137 @@ fn swaks(port: u16, from_ip: &str, tls: bool, n: u32) {
     if tls {
         c.arg("--tls");
     }
-    let st = c.status().unwrap();
-    assert!(st.success());
+    let out = c.output().expect("running swaks");
+    assert!(
+        out.status.success(),
+        "swaks from {from_ip} (tls={tls}) failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client that still sends STARTTLS although the proxy masked it as XXXXXXXA.
+fn stripped_session(addr: std::net::SocketAddr) {
+    let t = Duration::from_secs(10);
+    let mut s = TcpStream::connect_timeout(&addr, t).expect("connect to proxy");
+    let greeting = read_reply(&mut s, t).expect("greeting");
+    assert!(greeting.starts_with("220"), "{greeting}");
+    s.write_all(b"EHLO probe.sigillo.test\r\n").expect("EHLO");
+    let ehlo = read_reply(&mut s, t).expect("EHLO reply");
+    assert!(ehlo.contains("XXXXXXXA"), "proxy did not mask STARTTLS: {ehlo}");
+    s.write_all(b"STARTTLS\r\n").expect("STARTTLS");
+    let reply = read_reply(&mut s, t).expect("STARTTLS reply");
+    assert!(reply.starts_with("500"), "Exim should reject XXXXXXXA: {reply}");
+    s.write_all(b"QUIT\r\n").expect("QUIT");
+    let _ = read_reply(&mut s, t);
+}
+
+fn wait_for_count(exim: &Exim, needle: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = exim.log();
+        if log.matches(needle).count() >= n {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited for {n}× {needle:?} in the mainlog:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
 }
 
 #[test]
-fn dump() {
+fn real_exim_counts_per_peer() {
     require_tools!("exim4", "swaks");
-    let ca = TestCa::new().unwrap();
-    let cert = ca.issue(&["exim.sigillo.test"]).unwrap();
-    let exim = Exim::start(EximOptions::default().tls(&cert)).unwrap();
-    swaks(exim.port(), "127.0.0.2", true, 1);
-    swaks(exim.port(), "127.0.0.3", false, 2);
-    let proxy = StripProxy::start(exim.addr()).unwrap();
-    let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&buf[..n]));
-    s.write_all(b"EHLO probe.test\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let n = s.read(&mut buf).unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&buf[..n]));
-    s.write_all(b"STARTTLS\r\n").unwrap();
-    let n = s.read(&mut buf).unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&buf[..n]));
-    s.write_all(b"QUIT\r\n").unwrap();
-    let n = s.read(&mut buf).unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&buf[..n]));
-    // TLS then no mail
-    let st = Command::new("swaks")
-        .args([
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &exim.port().to_string(),
-            "--local-interface",
-            "127.0.0.4",
-            "--tls",
-            "--quit-after",
-            "TLS",
-        ])
-        .status()
-        .unwrap();
-    eprintln!("{st}");
-    std::thread::sleep(Duration::from_secs(3));
-    eprintln!("{}", exim.log());
+    let ca = TestCa::new().expect("test CA");
+    let cert = ca.issue(&["exim.sigillo.test"]).expect("cert");
+    let exim = Exim::start(EximOptions::default().tls(&cert)).expect("exim");
+    let port = exim.port();
+
+    for i in 0..3 {
+        swaks(port, "127.0.0.2", true, &format!("tls{i}@sigillo.test"));
+    }
+    for i in 0..2 {
+        swaks(port, "127.0.0.3", false, &format!("plain{i}@sigillo.test"));
+    }
+    // One TLS message to two recipients.
+    swaks(port, "127.0.0.5", true, "r1@sigillo.test,r2@sigillo.test");
+    let proxy = StripProxy::start(exim.addr()).expect("strip proxy");
+    stripped_session(proxy.addr());
+
+    wait_for_count(&exim, " Completed", 6);
+    let log = wait_for_count(&exim, "no MAIL in SMTP connection from (probe.sigillo.test)", 1);
+    let lines: Vec<&str> = log.lines().collect();
+    let mut parser = EximParser::new();
+    let records = run(&mut parser, &lines);
+    let s = summarize(&records, &parser);
+    let get = |k: &str| s.get(k).copied().unwrap_or(0);
+
+    let want = [
+        ("in.messages", 6),
+        ("in.tls", 4),
+        ("in.plain", 2),
+        ("in.recipients", 7),
+        ("in.version.TLSv1.3", 4),
+        ("in.trust.untrusted", 4),
+        ("peer.127.0.0.2.in.messages", 3),
+        ("peer.127.0.0.2.in.tls", 3),
+        ("peer.127.0.0.3.in.messages", 2),
+        ("peer.127.0.0.3.in.tls", 0),
+        ("peer.127.0.0.5.in.messages", 1),
+        ("peer.127.0.0.5.in.tls", 1),
+        ("out.messages", 0),
+        ("out.internal.recipients", 7),
+        ("anomaly.stripping-trace.in.127.0.0.1", 1),
+        ("unparsed", 0),
+        ("evicted", 0),
+    ];
+    let mut bad = String::new();
+    for (k, v) in want {
+        if get(k) != v {
+            bad.push_str(&format!("  {k}: want {v}, got {}\n", get(k)));
+        }
+    }
+    // Shares per peer.
+    let share = |p: &str| {
+        get(&format!("peer.{p}.in.tls")) as f64 / get(&format!("peer.{p}.in.messages")) as f64
+    };
+    if share("127.0.0.2") != 1.0 || share("127.0.0.3") != 0.0 || share("127.0.0.5") != 1.0 {
+        bad.push_str("  per-peer TLS shares are not 1, 0, 1\n");
+    }
+    // Connections per peer: one per swaks run, TLS or plain as sent.
+    for (peer, n, tls) in [("127.0.0.2", 3, true), ("127.0.0.3", 2, false), ("127.0.0.5", 1, true)] {
+        let conns: Vec<_> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Connection(c) if c.peer.ip == Some(ip(peer)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let ok = conns.len() == n
+            && conns.iter().all(|c| {
+                c.direction == Direction::Inbound
+                    && c.messages == 1
+                    && matches!(c.transport, Transport::Tls(_)) == tls
+            });
+        if !ok {
+            bad.push_str(&format!("  connections from {peer}: {conns:?}\n"));
+        }
+    }
+    // The stripped session is a plain connection without mail from the proxy (127.0.0.1).
+    let stripped = records.iter().any(|r| {
+        matches!(r, Record::Connection(c) if c.peer.hostname.is_none()
+            && c.peer.ip == Some(ip("127.0.0.1")) && c.messages == 0
+            && c.transport == Transport::Plain)
+    });
+    if !stripped {
+        bad.push_str("  no plain no-mail connection from 127.0.0.1 (the stripped session)\n");
+    }
+    assert!(bad.is_empty(), "from the real mainlog:\n{bad}\nsummary: {s:#?}\nlog:\n{log}");
+    assert!(parser.advice().is_empty(), "{:?}", parser.advice());
 }
