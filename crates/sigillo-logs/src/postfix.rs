@@ -729,7 +729,8 @@ impl PostfixParser {
                 } else {
                     Scope::Internet
                 };
-                let transport = self.client_transport(key, id, t.relay, t.conn_use, lmtp);
+                let internal = scope == Scope::Internal;
+                let transport = self.client_transport(key, id, t.relay, t.conn_use, internal);
                 (peer, scope, transport)
             }
         };
@@ -783,7 +784,7 @@ impl PostfixParser {
         id: &str,
         relay: &str,
         conn_use: u32,
-        lmtp: bool,
+        internal: bool,
     ) -> Transport {
         if let Some(pr) = self.procs.get_mut(&key)
             && let Some(c) = &mut pr.conn
@@ -805,8 +806,9 @@ impl PostfixParser {
                 None => Transport::Unknown { hint: HINT_CACHED },
             };
         }
-        // A fresh connection without a TLS line.
-        if lmtp || self.seen_smtp_tls {
+        // A fresh connection without a TLS line: plain when TLS logging is evidently on, and
+        // for internal hops (LMTP, content filters), where nobody enables it.
+        if internal || self.seen_smtp_tls {
             let e = self.relays.insert(relay.into(), Transport::Plain);
             self.count_evicted(e);
             Transport::Plain

@@ -264,7 +264,11 @@ mod tests {
 
     #[test]
     fn peers() {
-        let table: &[(&str, Option<(&str, &str, &str, &str)>)] = &[
+        type Row = (
+            &'static str,
+            Option<(&'static str, &'static str, &'static str, &'static str)>,
+        );
+        let table: &[Row] = &[
             (
                 "unknown[127.0.0.2]",
                 Some(("unknown", "127.0.0.2", "unknown[127.0.0.2]", "")),
@@ -446,7 +450,8 @@ mod tests {
     fn delivery_lines() {
         use DeliveryStatus::*;
         // (rest, relay, conn_use, status)
-        let table: &[(&str, Option<(&str, u32, DeliveryStatus)>)] = &[
+        type Row = (&'static str, Option<(&'static str, u32, DeliveryStatus)>);
+        let table: &[Row] = &[
             (
                 "to=<user@lab.test>, relay=virtual, delay=0.02, delays=0.01/0/0/0, dsn=2.0.0, status=sent (delivered to maildir)",
                 Some(("virtual", 1, Sent)),

@@ -1,0 +1,215 @@
+//! Postfix fixtures: every `testdata/postfix/NAME.log` is run through the parser and its
+//! summary compared with `NAME.expected` (format: testdata/postfix/README.md). Also: the
+//! parser survives every truncation and some manglings of every fixture line, and its state
+//! caps evict (and count) as documented.
+
+#[path = "postfix_support.rs"]
+mod support;
+
+use sigillo_logs::envelope::Line;
+use sigillo_logs::model::{AnomalyKind, MtaParser, Record};
+use sigillo_logs::postfix::{PostfixParser, PostfixParserOptions};
+use std::path::{Path, PathBuf};
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/postfix")
+}
+
+fn fixture_logs() -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(testdata())
+        .expect("testdata/postfix")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+#[test]
+fn fixtures_match_their_expected_results() {
+    let logs = fixture_logs();
+    assert!(logs.len() >= 8, "fixtures missing: {logs:?}");
+    let mut failures = Vec::new();
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("read fixture");
+        let expected_path = log.with_extension("expected");
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+        let (records, parser) = support::run(&text);
+        let got = support::render(&support::summary(&records, &parser));
+        let want = support::render(&support::parse_expected(&expected));
+        if got != want {
+            failures.push(format!(
+                "{}:\n--- expected\n{want}--- got\n{got}",
+                log.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn stripping_trace_carries_the_disconnect_line_and_peer() {
+    let text = std::fs::read_to_string(testdata().join("stripped-and-failures.log")).expect("read");
+    let (records, _) = support::run(&text);
+    let traces: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(traces.len(), 2);
+    assert!(
+        traces[0].evidence.ends_with("unknown=0/1 commands=5/6"),
+        "{traces:?}"
+    );
+    assert_eq!(
+        traces[0].peer.hostname.as_deref(),
+        Some("mail.partner.example")
+    );
+    // The handshake failure is one anomaly with both lines as evidence.
+    let failed: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Anomaly(a) if a.kind == AnomalyKind::StartTlsFailed => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed[0].evidence.lines().count(), 2, "{failed:?}");
+    assert!(failed[0].evidence.contains("SSL_accept error"));
+}
+
+/// Feeds every prefix of every fixture line (whole line, and message only with the envelope
+/// intact), and some manglings, into one parser: it must neither panic nor grow unbounded.
+#[test]
+fn truncated_and_mangled_lines_never_panic() {
+    let options = PostfixParserOptions {
+        max_sessions: 64,
+        max_pending_messages: 64,
+        max_delivery_processes: 64,
+        max_relays: 64,
+        max_ids_per_session: 8,
+    };
+    let mut p = PostfixParser::new(options);
+    let mut out = Vec::new();
+    let mut fed = 0u64;
+    for log in fixture_logs() {
+        let text = std::fs::read_to_string(&log).expect("read");
+        for raw in text.lines() {
+            let Some(whole) = support::split(raw) else {
+                continue;
+            };
+            let mangled = [
+                raw.replace(']', ""),
+                raw.replace('[', "[["),
+                raw.replace(": ", ":"),
+                raw.replace('=', "=="),
+                raw.replace(", ", ","),
+                raw.replace(|c: char| c.is_ascii_digit(), "9999999999"),
+                raw.replace('<', ""),
+                raw.replace("TLSv", "\u{fffd}"),
+            ];
+            for i in (0..=raw.len()).filter(|&i| raw.is_char_boundary(i)) {
+                if let Some(line) = support::split(&raw[..i]) {
+                    p.feed(&line, &mut out);
+                    fed += 1;
+                }
+            }
+            for i in (0..=whole.message.len()).filter(|&i| whole.message.is_char_boundary(i)) {
+                let line = Line {
+                    message: &whole.message[..i],
+                    ..whole
+                };
+                p.feed(&line, &mut out);
+                fed += 1;
+            }
+            for m in &mangled {
+                if let Some(line) = support::split(m) {
+                    p.feed(&line, &mut out);
+                    fed += 1;
+                }
+            }
+            let (s, q, d, r) = p.open_state();
+            assert!(
+                s <= 64 && q <= 64 && d <= 64 && r <= 64,
+                "{:?}",
+                p.open_state()
+            );
+            out.clear();
+        }
+    }
+    p.finish(&mut out);
+    assert!(fed > 10_000, "only {fed} lines fed");
+    assert!(p.unparsed() > 0, "truncated lines should count as unparsed");
+}
+
+#[test]
+fn caps_evict_oldest_and_count() {
+    // 5 sessions open at once with room for 2: 3 evicted; 3 queue ids pending with room for 2.
+    let mut log = String::new();
+    for pid in 1..=5 {
+        log.push_str(&format!(
+            "Nov 28 10:00:0{pid} mx postfix/smtpd[{pid}]: connect from unknown[192.0.2.{pid}]\n"
+        ));
+    }
+    for pid in 4..=5 {
+        log.push_str(&format!(
+            "Nov 28 10:00:10 mx postfix/smtpd[{pid}]: disconnect from unknown[192.0.2.{pid}] ehlo=1 quit=1 commands=2\n"
+        ));
+    }
+    let options = PostfixParserOptions {
+        max_sessions: 2,
+        max_pending_messages: 2,
+        ..PostfixParserOptions::default()
+    };
+    let (records, parser) = support::run_with(&log, options);
+    assert_eq!(parser.evicted(), 3);
+    let conns = records
+        .iter()
+        .filter(|r| matches!(r, Record::Connection(_)))
+        .count();
+    assert_eq!(conns, 2, "only the two sessions kept are emitted");
+
+    let mut log = String::new();
+    for (i, id) in ["AAAAA1", "AAAAA2", "AAAAA3"].iter().enumerate() {
+        log.push_str(&format!(
+            "Nov 28 10:01:0{i} mx postfix/smtpd[9]: {id}: client=unknown[192.0.2.9]\n"
+        ));
+    }
+    for id in ["AAAAA1", "AAAAA2", "AAAAA3"] {
+        log.push_str(&format!(
+            "Nov 28 10:02:00 mx postfix/qmgr[8]: {id}: from=<a@b>, size=10, nrcpt=1 (queue active)\n"
+        ));
+    }
+    log.push_str("Nov 28 10:03:00 mx postfix/smtpd[9]: disconnect from unknown[192.0.2.9] ehlo=1 mail=3 rcpt=3 data=3 quit=1 commands=11\n");
+    let (records, parser) = support::run_with(&log, options);
+    assert_eq!(parser.evicted(), 1, "AAAAA1 evicted");
+    let ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message(m) => Some(m.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["AAAAA2", "AAAAA3"]);
+}
+
+/// Lines of other programs and irrelevant Postfix lines leave no state and no records.
+#[test]
+fn irrelevant_lines_are_ignored() {
+    let log = "\
+Nov 28 10:00:00 mx sshd[100]: Accepted publickey for root from 192.0.2.1 port 22
+Nov 28 10:00:00 mx smtpd[101]: f274cf34b7d0786b smtp connected address=192.0.2.1 host=x
+Nov 28 10:00:00 mx postfix/anvil[102]: statistics: max connection rate 1/60s for (smtp:192.0.2.1) at Nov 28 10:00:00
+Nov 28 10:00:00 mx postfix/postscreen[103]: CONNECT from [192.0.2.1]:4711 to [192.0.2.2]:25
+Nov 28 10:00:00 mx postfix/smtpd[104]: warning: hostname x does not resolve to address 192.0.2.1
+Nov 28 10:00:00 mx postfix/cleanup[105]: 1E1B2C3D4E: message-id=<x@y>
+Nov 28 10:00:00 mx postfix/qmgr[106]: 1E1B2C3D4E: from=<a@b>, size=10, nrcpt=1 (queue active)
+";
+    let (records, parser) = support::run(log);
+    assert!(records.is_empty(), "{records:?}");
+    assert_eq!((parser.unparsed(), parser.evicted()), (0, 0));
+    assert_eq!(parser.open_state(), (0, 0, 0, 0));
+}
