@@ -264,12 +264,12 @@ impl Envelope {
                 }
                 let year = self.year.year_for(month as u8);
                 let t = days_from_civil(i64::from(year), month, day) * 86_400 + secs;
-                if key.len() <= 16 {
-                    if let Some(slot) = self.cache_key.get_mut(..key.len()) {
-                        slot.copy_from_slice(key);
-                        self.cache_len = key.len() as u8;
-                        self.cache_time = t;
-                    }
+                if key.len() <= 16
+                    && let Some(slot) = self.cache_key.get_mut(..key.len())
+                {
+                    slot.copy_from_slice(key);
+                    self.cache_len = key.len() as u8;
+                    self.cache_time = t;
                 }
                 t
             }
@@ -462,13 +462,12 @@ fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
     }
     i += 1;
     // log_timezone: ` +0100 `.
-    if let Some(&sign @ (b'+' | b'-')) = b.get(i) {
-        if let Some((off, next)) = parse_offset(b, i + 1, false) {
-            if b.get(next) == Some(&b' ') || next == b.len() {
-                time -= if sign == b'+' { off } else { -off };
-                i = (next + 1).min(b.len());
-            }
-        }
+    if let Some(&sign @ (b'+' | b'-')) = b.get(i)
+        && let Some((off, next)) = parse_offset(b, i + 1, false)
+        && (b.get(next) == Some(&b' ') || next == b.len())
+    {
+        time -= if sign == b'+' { off } else { -off };
+        i = (next + 1).min(b.len());
     }
     // +pid: `[1234] `.
     let mut pid = None;

@@ -1,1 +1,842 @@
-//! Reading logs: files, directories, rotated `.gz`/`.zst`, stdin; format detection; bad input reported with file and line, skipped and counted.
+//! Reading logs: files, directories, rotated `.gz`/`.zst`, stdin; format detection; bad input
+//! reported with file and line, skipped and counted.
+//!
+//! The flow for each input: [`discover`] turns the command line's paths into
+//! [`SourcePath`]s (directories walked, rotated files oldest first), [`open`] opens one,
+//! detects its compression (by magic bytes) and its MTA [`Format`] (from a sample of the
+//! first lines), and [`OpenSource::for_each_line`] hands every good line to a callback,
+//! borrowed from one big buffer (no allocation per line), returning the [`Source`] with its
+//! [`InputStats`]. Nothing here stops a run: what goes wrong is recorded in the stats.
+
+use crate::envelope::{Envelope, EnvelopeError, Line, YearGuess};
+use crate::model::Mta;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Which MTA wrote a log file: detected from the programs in its first lines, or forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    Postfix,
+    Exim,
+    Sendmail,
+    Opensmtpd,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [
+        Format::Postfix,
+        Format::Exim,
+        Format::Sendmail,
+        Format::Opensmtpd,
+    ];
+
+    /// The MTA whose lines carry this syslog tag: `postfix/…`, `postfix-out/…` (multi-instance
+    /// names start with `postfix`), `exim`/`exim4`, `sm-mta`/`sendmail`/`sm-msp-queue`,
+    /// `smtpd` (OpenSMTPD; Postfix's is `postfix/smtpd`).
+    pub fn from_program(program: &str) -> Option<Format> {
+        if program.starts_with("postfix") {
+            Some(Format::Postfix)
+        } else if program == "exim" || program == "exim4" {
+            Some(Format::Exim)
+        } else if program.starts_with("sm-") || program == "sendmail" {
+            Some(Format::Sendmail)
+        } else if program == "smtpd" || program == "opensmtpd" {
+            Some(Format::Opensmtpd)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Postfix => "postfix",
+            Format::Exim => "exim",
+            Format::Sendmail => "sendmail",
+            Format::Opensmtpd => "opensmtpd",
+        }
+    }
+}
+
+impl From<Format> for Mta {
+    fn from(f: Format) -> Mta {
+        match f {
+            Format::Postfix => Mta::Postfix,
+            Format::Exim => Mta::Exim,
+            Format::Sendmail => Mta::Sendmail,
+            Format::Opensmtpd => Mta::Opensmtpd,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `--format` value not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log format {given:?} (postfix, exim, sendmail, opensmtpd)")]
+#[non_exhaustive]
+pub struct UnknownFormatName {
+    pub given: String,
+}
+
+impl FromStr for Format {
+    type Err = UnknownFormatName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownFormatName {
+                given: s.to_string(),
+            })
+    }
+}
+
+/// How a source's bytes are compressed (from its magic bytes, not its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Settings for reading; `Default` gives the ones `sigillo report` uses.
+#[derive(Debug, Clone)]
+pub struct InputOptions {
+    /// `--format`: use this for every source instead of detecting.
+    pub format: Option<Format>,
+    /// `--year`: the year of the first line without one (otherwise from the file's mtime).
+    pub year: Option<i32>,
+    /// Longer lines are reported and skipped without being buffered whole.
+    pub max_line_len: usize,
+    /// The read buffer (raised to at least 2 × `max_line_len` + 64 KiB).
+    pub buffer_size: usize,
+    /// Errors kept per source; the rest are only counted.
+    pub max_errors: usize,
+    /// Lines looked at for format detection.
+    pub sample_lines: usize,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        InputOptions {
+            format: None,
+            year: None,
+            max_line_len: 64 * 1024,
+            buffer_size: 1024 * 1024,
+            max_errors: 100,
+            sample_lines: 200,
+        }
+    }
+}
+
+/// Something wrong with the input, with where it was met. Lines are numbered from 1, as
+/// physical lines of the (decompressed) file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The path or directory could not be opened or listed.
+    #[error("{file}: cannot read: {reason}")]
+    Unreadable { file: String, reason: String },
+    /// Reading stopped early: a truncated or corrupt `.gz`/`.zst`, or a read error.
+    #[error("{file}: truncated after {lines} lines: {reason}")]
+    Truncated {
+        file: String,
+        lines: u64,
+        reason: String,
+    },
+    /// A compression sigillo does not read (xz, bzip2).
+    #[error("{file}: {compression} compressed input is not supported; decompress it first")]
+    UnsupportedCompression {
+        file: String,
+        compression: &'static str,
+    },
+    #[error("{file}:{line}: invalid UTF-8, line skipped")]
+    InvalidUtf8 { file: String, line: u64 },
+    /// A line with NUL bytes: binary data.
+    #[error("{file}:{line}: binary data (NUL bytes), line skipped")]
+    Binary { file: String, line: u64 },
+    #[error("{file}:{line}: line longer than {limit} bytes, skipped")]
+    LongLine {
+        file: String,
+        line: u64,
+        limit: usize,
+    },
+    /// No envelope format fits the line; `excerpt` is its start.
+    #[error("{file}:{line}: {error}: {excerpt:?}")]
+    BadLine {
+        file: String,
+        line: u64,
+        error: EnvelopeError,
+        excerpt: String,
+    },
+    /// No line of a known MTA in the sample: the source is not read further unless a format
+    /// is forced.
+    #[error(
+        "{file}: no Postfix, Exim, Sendmail or OpenSMTPD lines in the first {sampled} lines; use --format to force one"
+    )]
+    UnknownFormat { file: String, sampled: u64 },
+}
+
+/// What reading one source met.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputStats {
+    /// Physical lines read (empty ones included).
+    pub lines: u64,
+    /// Lines handed to the callback.
+    pub good_lines: u64,
+    /// Lines skipped: invalid UTF-8, binary, or no envelope format fits.
+    pub bad_lines: u64,
+    /// Lines skipped for being longer than the limit.
+    pub skipped_long_lines: u64,
+    /// Bytes read after decompression.
+    pub bytes: u64,
+    /// The first per-line errors (see [`InputOptions::max_errors`]), and every source-level
+    /// error (unreadable, truncated, unsupported, unknown format: at most one or two).
+    pub errors: Vec<InputError>,
+    /// Per-line errors beyond those kept.
+    pub errors_dropped: u64,
+}
+
+impl InputStats {
+    /// Keeps a per-line error while under the cap; source-level errors (unreadable,
+    /// truncated, unsupported, unknown format) are always kept (at most a few per source).
+    fn push(&mut self, max: usize, e: InputError) {
+        let source_level = matches!(
+            e,
+            InputError::Unreadable { .. }
+                | InputError::Truncated { .. }
+                | InputError::UnsupportedCompression { .. }
+                | InputError::UnknownFormat { .. }
+        );
+        if source_level {
+            self.errors.push(e);
+            return;
+        }
+        if self.errors.len() < max {
+            self.errors.push(e);
+        } else {
+            self.errors_dropped += 1;
+        }
+    }
+}
+
+/// One input: a file or stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourcePath {
+    Stdin,
+    File(PathBuf),
+}
+
+impl SourcePath {
+    /// `-` is stdin.
+    pub fn from_arg(arg: &Path) -> SourcePath {
+        if arg.as_os_str() == "-" {
+            SourcePath::Stdin
+        } else {
+            SourcePath::File(arg.to_path_buf())
+        }
+    }
+
+    pub fn display_name(&self) -> String {
+        match self {
+            SourcePath::Stdin => "<stdin>".to_string(),
+            SourcePath::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// One source as read: its name, what it turned out to be, and what was met.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The path as given or found (`<stdin>` for stdin).
+    pub name: String,
+    pub path: SourcePath,
+    pub compression: Compression,
+    /// The format detected or forced; `None` when neither (the source is then not read).
+    pub format: Option<Format>,
+    pub format_forced: bool,
+    pub stats: InputStats,
+}
+
+/// Directory depth followed by [`discover`].
+const MAX_DEPTH: usize = 16;
+
+/// Expands the command line's inputs: `-` is stdin, a directory is walked (recursively, hidden
+/// entries skipped, symlinked directories not followed) and its files sorted so that rotated
+/// files come oldest first (`mail.log.3.gz, mail.log.2.gz, mail.log.1, mail.log`;
+/// `mail.log-20261120.gz, mail.log-20261121, mail.log`). Files given by name keep their
+/// order. Paths that cannot be read are returned as errors.
+pub fn discover<P: AsRef<Path>>(inputs: &[P]) -> (Vec<SourcePath>, Vec<InputError>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for input in inputs {
+        let p = input.as_ref();
+        let sp = SourcePath::from_arg(p);
+        if sp == SourcePath::Stdin {
+            out.push(sp);
+            continue;
+        }
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => walk(p, 0, &mut out, &mut errors),
+            Ok(_) => out.push(sp),
+            Err(e) => errors.push(InputError::Unreadable {
+                file: p.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (out, errors)
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<SourcePath>, errors: &mut Vec<InputError>) {
+    let unreadable = |e: io::Error| InputError::Unreadable {
+        file: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            errors.push(unreadable(e));
+            return;
+        }
+    };
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for entry in rd {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(unreadable(e));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        if name.as_encoded_bytes().first() == Some(&b'.') {
+            continue;
+        }
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => dirs.push(path),
+            // A symlink to a file counts; to a directory it does not (no loops).
+            Ok(t) if t.is_symlink() => {
+                if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                    files.push(path);
+                }
+            }
+            Ok(t) if t.is_file() => files.push(path),
+            Ok(_) => {}
+            Err(e) => errors.push(InputError::Unreadable {
+                file: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    files.sort_by_cached_key(|p| rotation_key(p));
+    out.extend(files.into_iter().map(SourcePath::File));
+    dirs.sort();
+    for d in dirs {
+        walk(&d, depth + 1, out, errors);
+    }
+}
+
+/// Sort key putting a log's rotated files oldest first: (base name, class, order, name).
+/// Class 0: `base-YYYYMMDD[…]` (dateext), ascending date; class 1: `base.N`, descending N;
+/// class 2: the live `base`.
+pub fn rotation_key(path: &Path) -> (String, u8, i64, String) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut stem = name.as_str();
+    for ext in [".gz", ".zst", ".zstd", ".xz", ".bz2"] {
+        if let Some(s) = stem.strip_suffix(ext) {
+            stem = s;
+            break;
+        }
+    }
+    if let Some((base, n)) = stem.rsplit_once('.')
+        && !n.is_empty()
+        && n.len() <= 6
+        && n.bytes().all(|c| c.is_ascii_digit())
+    {
+        let n: i64 = n.parse().unwrap_or(0);
+        return (base.to_string(), 1, -n, name);
+    }
+    if let Some((base, d)) = stem.rsplit_once('-')
+        && d.len() >= 8
+        && d.len() <= 14
+        && d.bytes().all(|c| c.is_ascii_digit())
+    {
+        let d: i64 = d.parse().unwrap_or(0);
+        return (base.to_string(), 0, d, name);
+    }
+    (stem.to_string(), 2, 0, name)
+}
+
+/// A source opened, its compression and format known, ready to be read.
+pub struct OpenSource {
+    source: Source,
+    reader: Box<dyn Read>,
+    envelope: Envelope,
+    buf: Vec<u8>,
+    /// Unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+    read_error: Option<io::Error>,
+    max_line: usize,
+    max_errors: usize,
+}
+
+impl fmt::Debug for OpenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenSource")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+
+/// Opens a source: detects its compression by magic bytes, reads a first buffer and detects
+/// the format (unless `options.format` forces it). Never fails: an unreadable source comes
+/// back with the error in its stats and no lines.
+pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
+    let name = path.display_name();
+    let mut stats = InputStats::default();
+    let max_errors = options.max_errors;
+    let (raw, mtime): (Option<Box<dyn Read>>, SystemTime) = match path {
+        SourcePath::Stdin => (Some(Box::new(io::stdin())), SystemTime::now()),
+        SourcePath::File(p) => match File::open(p) {
+            Ok(f) => {
+                let mtime = f
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or_else(|_| SystemTime::now());
+                (Some(Box::new(f)), mtime)
+            }
+            Err(e) => {
+                stats.push(
+                    max_errors,
+                    InputError::Unreadable {
+                        file: name.clone(),
+                        reason: e.to_string(),
+                    },
+                );
+                (None, SystemTime::now())
+            }
+        },
+    };
+    let mut compression = Compression::None;
+    let reader: Box<dyn Read> = match raw {
+        None => Box::new(io::empty()),
+        Some(raw) => {
+            let mut br = BufReader::with_capacity(256 * 1024, raw);
+            let magic = peek(&mut br, 6);
+            match magic {
+                Err(e) => {
+                    stats.push(
+                        max_errors,
+                        InputError::Unreadable {
+                            file: name.clone(),
+                            reason: e.to_string(),
+                        },
+                    );
+                    Box::new(io::empty())
+                }
+                Ok(m) if m.starts_with(GZIP_MAGIC) => {
+                    compression = Compression::Gzip;
+                    Box::new(flate2::bufread::MultiGzDecoder::new(br))
+                }
+                Ok(m) if m.starts_with(ZSTD_MAGIC) => match zstd::Decoder::with_buffer(br) {
+                    Ok(d) => {
+                        compression = Compression::Zstd;
+                        Box::new(d)
+                    }
+                    Err(e) => {
+                        stats.push(
+                            max_errors,
+                            InputError::Unreadable {
+                                file: name.clone(),
+                                reason: e.to_string(),
+                            },
+                        );
+                        Box::new(io::empty())
+                    }
+                },
+                Ok(m) if m.starts_with(XZ_MAGIC) || is_bzip2(&m) => {
+                    stats.push(
+                        max_errors,
+                        InputError::UnsupportedCompression {
+                            file: name.clone(),
+                            compression: if is_bzip2(&m) { "bzip2" } else { "xz" },
+                        },
+                    );
+                    Box::new(io::empty())
+                }
+                Ok(_) => Box::new(br),
+            }
+        }
+    };
+    let unix_mtime = match mtime.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    let year = match options.year {
+        Some(y) => YearGuess::forced(y),
+        None => YearGuess::from_unix_mtime(unix_mtime),
+    };
+    let max_line = options.max_line_len.max(1);
+    let buf_len = options.buffer_size.max(2 * max_line + 64 * 1024);
+    let mut open = OpenSource {
+        source: Source {
+            name,
+            path: path.clone(),
+            compression,
+            format: options.format,
+            format_forced: options.format.is_some(),
+            stats,
+        },
+        reader,
+        envelope: Envelope::new(year),
+        buf: vec![0; buf_len],
+        start: 0,
+        end: 0,
+        eof: false,
+        read_error: None,
+        max_line,
+        max_errors,
+    };
+    if options.format.is_none() {
+        open.detect(options.sample_lines);
+    }
+    open
+}
+
+fn is_bzip2(m: &[u8]) -> bool {
+    m.len() >= 4 && m.starts_with(b"BZh") && m.get(3).is_some_and(|c| (b'1'..=b'9').contains(c))
+}
+
+/// The first `n` bytes (fewer at end of input), without consuming them.
+fn peek<R: Read>(br: &mut BufReader<R>, n: usize) -> io::Result<Vec<u8>> {
+    loop {
+        match br.fill_buf() {
+            Ok(b) => return Ok(b.get(..n).unwrap_or(b).to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl OpenSource {
+    /// The source so far (name, compression, format; stats of opening).
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    pub fn format(&self) -> Option<Format> {
+        self.source.format
+    }
+
+    /// Reads more into `buf[end..]`; sets `eof` (and `read_error`) when the input ends.
+    fn fill(&mut self) {
+        let Some(space) = self.buf.get_mut(self.end..) else {
+            return;
+        };
+        if space.is_empty() {
+            return;
+        }
+        loop {
+            match self.reader.read(space) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.end += n;
+                    self.source.stats.bytes += n as u64;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.eof = true;
+                    self.read_error = Some(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fills the buffer with the first `sample` lines (or as many as fit) and counts the
+    /// programs in them.
+    fn detect(&mut self, sample: usize) {
+        let limit = self.buf.len() / 2;
+        while !self.eof
+            && self.end < limit
+            && memchr::memchr_iter(b'\n', self.buf.get(..self.end).unwrap_or_default())
+                .take(sample)
+                .count()
+                < sample
+        {
+            self.fill();
+        }
+        let data = self.buf.get(..self.end).unwrap_or_default();
+        let mut env = self.envelope.clone();
+        let mut counts = [0u32; 4];
+        let mut seen = 0u64;
+        for line in data.split(|&c| c == b'\n').take(sample) {
+            seen += 1;
+            let Ok(s) = std::str::from_utf8(line) else {
+                continue;
+            };
+            if let Ok(l) = env.parse(s.strip_suffix('\r').unwrap_or(s))
+                && let Some(f) = Format::from_program(l.program)
+                && let Some(c) = counts.get_mut(f as usize)
+            {
+                *c += 1;
+            }
+        }
+        let best = Format::ALL
+            .into_iter()
+            .zip(counts)
+            .filter(|&(_, c)| c > 0)
+            .max_by_key(|&(f, c)| (c, std::cmp::Reverse(f)));
+        self.source.format = best.map(|(f, _)| f);
+        if self.source.format.is_some() {
+            return;
+        }
+        if let Some(e) = self.read_error.take() {
+            let e = InputError::Truncated {
+                file: self.source.name.clone(),
+                lines: 0,
+                reason: e.to_string(),
+            };
+            self.source.stats.push(self.max_errors, e);
+        } else if self.end > 0 {
+            let e = InputError::UnknownFormat {
+                file: self.source.name.clone(),
+                sampled: seen,
+            };
+            self.source.stats.push(self.max_errors, e);
+        }
+    }
+
+    /// Hands every good line to `on_line`, in order, and returns the source with its stats.
+    /// A source with no format (neither detected nor forced) is not read: it comes back with
+    /// its `UnknownFormat` error and no lines.
+    pub fn for_each_line<F: FnMut(&Line<'_>)>(mut self, mut on_line: F) -> Source {
+        if self.source.format.is_none() {
+            return self.source;
+        }
+        let mut ctx = Ctx {
+            envelope: &mut self.envelope,
+            stats: &mut self.source.stats,
+            name: &self.source.name,
+            max_line: self.max_line,
+            max_errors: self.max_errors,
+        };
+        // In a line longer than the limit: discard up to the next newline.
+        let mut skipping = false;
+        loop {
+            let region = self.buf.get(self.start..self.end).unwrap_or_default();
+            if skipping {
+                match memchr::memchr(b'\n', region) {
+                    Some(nl) => {
+                        self.start += nl + 1;
+                        skipping = false;
+                    }
+                    None => self.start = self.end,
+                }
+            }
+            let region = self.buf.get(self.start..self.end).unwrap_or_default();
+            if let Some(last) = memchr::memrchr(b'\n', region) {
+                let block = region.get(..=last).unwrap_or_default();
+                ctx.block(block, &mut on_line);
+                self.start += last + 1;
+            }
+            let partial = self.end - self.start;
+            if partial > self.max_line {
+                ctx.stats.lines += 1;
+                ctx.long_line();
+                skipping = true;
+                self.start = self.end;
+            }
+            if self.eof {
+                match self.read_error.take() {
+                    Some(e) => {
+                        let lines = ctx.stats.lines;
+                        ctx.push(InputError::Truncated {
+                            file: ctx.name.to_string(),
+                            lines,
+                            reason: e.to_string(),
+                        });
+                    }
+                    None => {
+                        // A last line without a newline.
+                        if self.start < self.end && !skipping {
+                            let last = self.buf.get(self.start..self.end).unwrap_or_default();
+                            ctx.line(last, &mut on_line);
+                        }
+                    }
+                }
+                break;
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            // `fill` borrows self whole; ctx holds parts of it, so read here.
+            let space = self.buf.get_mut(self.end..).unwrap_or_default();
+            loop {
+                match self.reader.read(space) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => {
+                        self.end += n;
+                        ctx.stats.bytes += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.eof = true;
+                        self.read_error = Some(e);
+                    }
+                }
+                break;
+            }
+        }
+        self.source
+    }
+}
+
+/// Reads one source start to end: [`open`], then [`OpenSource::for_each_line`].
+pub fn read<F: FnMut(Option<Format>, &Line<'_>)>(
+    path: &SourcePath,
+    options: &InputOptions,
+    mut on_line: F,
+) -> Source {
+    let open = open(path, options);
+    let format = open.format();
+    open.for_each_line(|l| on_line(format, l))
+}
+
+/// The per-line work, apart from the buffer it reads from.
+struct Ctx<'s> {
+    envelope: &'s mut Envelope,
+    stats: &'s mut InputStats,
+    name: &'s str,
+    max_line: usize,
+    max_errors: usize,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, e: InputError) {
+        self.stats.push(self.max_errors, e);
+    }
+
+    fn long_line(&mut self) {
+        self.stats.skipped_long_lines += 1;
+        let e = InputError::LongLine {
+            file: self.name.to_string(),
+            line: self.stats.lines,
+            limit: self.max_line,
+        };
+        self.push(e);
+    }
+
+    /// Complete lines, each ending in `\n`. Fast path: the whole block is valid UTF-8 with no
+    /// NUL, checked once.
+    fn block<F: FnMut(&Line<'_>)>(&mut self, block: &[u8], on_line: &mut F) {
+        if memchr::memchr(0, block).is_none()
+            && let Ok(text) = std::str::from_utf8(block)
+        {
+            let mut rest = text;
+            while let Some(nl) = memchr::memchr(b'\n', rest.as_bytes()) {
+                let (line, tail) = rest.split_at(nl);
+                rest = tail.get(1..).unwrap_or_default();
+                self.stats.lines += 1;
+                self.text_line(line, on_line);
+            }
+            return;
+        }
+        let block = block.strip_suffix(b"\n").unwrap_or(block);
+        for line in block.split(|&c| c == b'\n') {
+            self.line(line, on_line);
+        }
+    }
+
+    /// One line's bytes (without `\n`), checked.
+    fn line<F: FnMut(&Line<'_>)>(&mut self, line: &[u8], on_line: &mut F) {
+        self.stats.lines += 1;
+        if memchr::memchr(0, line).is_some() {
+            self.stats.bad_lines += 1;
+            let e = InputError::Binary {
+                file: self.name.to_string(),
+                line: self.stats.lines,
+            };
+            self.push(e);
+            return;
+        }
+        match std::str::from_utf8(line) {
+            Ok(s) => self.text_line(s, on_line),
+            Err(_) if line.len() > self.max_line => self.long_line(),
+            Err(_) => {
+                self.stats.bad_lines += 1;
+                let e = InputError::InvalidUtf8 {
+                    file: self.name.to_string(),
+                    line: self.stats.lines,
+                };
+                self.push(e);
+            }
+        }
+    }
+
+    /// One valid line (already counted in `lines`).
+    fn text_line<F: FnMut(&Line<'_>)>(&mut self, line: &str, on_line: &mut F) {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            return;
+        }
+        if line.len() > self.max_line {
+            self.long_line();
+            return;
+        }
+        match self.envelope.parse(line) {
+            Ok(l) => {
+                self.stats.good_lines += 1;
+                on_line(&l);
+            }
+            Err(EnvelopeError::Empty) => {}
+            Err(error) => {
+                self.stats.bad_lines += 1;
+                if self.stats.errors.len() < self.max_errors {
+                    let mut cut = line.len().min(80);
+                    while !line.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    let e = InputError::BadLine {
+                        file: self.name.to_string(),
+                        line: self.stats.lines,
+                        error,
+                        excerpt: line.get(..cut).unwrap_or_default().to_string(),
+                    };
+                    self.push(e);
+                } else {
+                    self.stats.errors_dropped += 1;
+                }
+            }
+        }
+    }
+}
