@@ -145,7 +145,9 @@ pub(crate) fn parse_colon_cipher(x: &str) -> Option<TlsInfo> {
 /// The group inside a GnuTLS description name: `ECDHE_X25519__RSA_PSS_…` → `X25519`.
 fn gnutls_key_exchange(cipher: &str) -> Option<String> {
     let (kx, _) = cipher.split_once("__")?;
-    let g = kx.strip_prefix("ECDHE_").or_else(|| kx.strip_prefix("DHE_"))?;
+    let g = kx
+        .strip_prefix("ECDHE_")
+        .or_else(|| kx.strip_prefix("DHE_"))?;
     (!g.is_empty()).then(|| g.to_string())
 }
 
@@ -628,10 +630,7 @@ impl EximParser {
                 AnomalyKind::StartTlsFailed,
             ));
         }
-        let size = self
-            .received
-            .get_mut(&key)
-            .and_then(|o| o.record.size);
+        let size = self.received.get_mut(&key).and_then(|o| o.record.size);
         let record = MessageRecord {
             mta: Mta::Exim,
             time: line.time,
@@ -754,9 +753,7 @@ fn connection(s: Session, transport: Option<Transport>) -> ConnectionRecord {
         peer: s.peer,
         transport: transport
             .or(s.transport)
-            .unwrap_or(Transport::Unknown {
-                hint: HINT_NO_MAIL,
-            }),
+            .unwrap_or(Transport::Unknown { hint: HINT_NO_MAIL }),
         messages: s.messages,
     }
 }
@@ -835,7 +832,9 @@ impl MtaParser for EximParser {
                     self.close_session(key, &host, out);
                 }
             }
-        } else if let Some(rest) = m.strip_prefix("unexpected disconnection while reading SMTP command from ") {
+        } else if let Some(rest) =
+            m.strip_prefix("unexpected disconnection while reading SMTP command from ")
+        {
             let (host, _) = parse_host(rest);
             if let Some(key) = host.key() {
                 self.close_session(key, &host, out);
@@ -894,19 +893,65 @@ mod tests {
     #[test]
     fn host_forms() {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        let cases: &[(&str, Option<&str>, Option<&str>, Option<IpAddr>, Option<u16>, &str)] = &[
-            ("[127.0.0.1] rest", None, None, ip("127.0.0.1"), None, " rest"),
-            ("(helo) [127.0.0.2]:48640 P=x", None, Some("helo"), ip("127.0.0.2"), Some(48640), " P=x"),
-            ("mx.example.com [192.0.2.1] X=", Some("mx.example.com"), None, ip("192.0.2.1"), None, " X="),
-            ("mx.example.com (helo x) [2001:db8::1]:25", Some("mx.example.com"), Some("helo x"), ip("2001:db8::1"), Some(25), ""),
-            ("mx [192.0.2.2]* X=a", Some("mx"), None, ip("192.0.2.2"), None, " X=a"),
+        let cases: &[(
+            &str,
+            Option<&str>,
+            Option<&str>,
+            Option<IpAddr>,
+            Option<u16>,
+            &str,
+        )] = &[
+            (
+                "[127.0.0.1] rest",
+                None,
+                None,
+                ip("127.0.0.1"),
+                None,
+                " rest",
+            ),
+            (
+                "(helo) [127.0.0.2]:48640 P=x",
+                None,
+                Some("helo"),
+                ip("127.0.0.2"),
+                Some(48640),
+                " P=x",
+            ),
+            (
+                "mx.example.com [192.0.2.1] X=",
+                Some("mx.example.com"),
+                None,
+                ip("192.0.2.1"),
+                None,
+                " X=",
+            ),
+            (
+                "mx.example.com (helo x) [2001:db8::1]:25",
+                Some("mx.example.com"),
+                Some("helo x"),
+                ip("2001:db8::1"),
+                Some(25),
+                "",
+            ),
+            (
+                "mx [192.0.2.2]* X=a",
+                Some("mx"),
+                None,
+                ip("192.0.2.2"),
+                None,
+                " X=a",
+            ),
             ("[bogus]", None, None, None, None, ""),
             ("(unclosed", None, None, None, None, ""),
             ("", None, None, None, None, ""),
         ];
         for (input, name, helo, ipv, port, rest) in cases {
             let (h, used) = parse_host(input);
-            assert_eq!((h.name, h.helo, h.ip, h.port), (*name, *helo, *ipv, *port), "{input}");
+            assert_eq!(
+                (h.name, h.helo, h.ip, h.port),
+                (*name, *helo, *ipv, *port),
+                "{input}"
+            );
             assert_eq!(&input[used..], *rest, "{input}");
         }
     }
@@ -914,17 +959,52 @@ mod tests {
     #[test]
     fn cipher_names() {
         let cases: &[(&str, &str, &str, Option<u16>, Option<&str>)] = &[
-            ("TLS1.3:ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM:256", "TLSv1.3", "ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM", Some(256), Some("X25519")),
-            ("TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384:256", "TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384", Some(256), None),
-            ("TLS1.2:ECDHE_SECP256R1__RSA_SHA256__AES_128_GCM:128", "TLSv1.2", "ECDHE_SECP256R1__RSA_SHA256__AES_128_GCM", Some(128), Some("SECP256R1")),
-            ("TLS1.0:DHE_RSA_AES_256_CBC_SHA1:256", "TLSv1", "DHE_RSA_AES_256_CBC_SHA1", Some(256), None),
+            (
+                "TLS1.3:ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM:256",
+                "TLSv1.3",
+                "ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM",
+                Some(256),
+                Some("X25519"),
+            ),
+            (
+                "TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384:256",
+                "TLSv1.2",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                Some(256),
+                None,
+            ),
+            (
+                "TLS1.2:ECDHE_SECP256R1__RSA_SHA256__AES_128_GCM:128",
+                "TLSv1.2",
+                "ECDHE_SECP256R1__RSA_SHA256__AES_128_GCM",
+                Some(128),
+                Some("SECP256R1"),
+            ),
+            (
+                "TLS1.0:DHE_RSA_AES_256_CBC_SHA1:256",
+                "TLSv1",
+                "DHE_RSA_AES_256_CBC_SHA1",
+                Some(256),
+                None,
+            ),
             ("TLSv1:AES256-SHA", "TLSv1", "AES256-SHA", None, None),
-            ("TLSv1.3:TLS_AES_256_GCM_SHA384:99999", "TLSv1.3", "TLS_AES_256_GCM_SHA384", None, None),
+            (
+                "TLSv1.3:TLS_AES_256_GCM_SHA384:99999",
+                "TLSv1.3",
+                "TLS_AES_256_GCM_SHA384",
+                None,
+                None,
+            ),
         ];
         for (x, v, c, bits, kx) in cases {
             let t = parse_colon_cipher(x).unwrap();
             assert_eq!(
-                (t.version.as_str(), t.cipher.as_str(), t.bits, t.key_exchange.as_deref()),
+                (
+                    t.version.as_str(),
+                    t.cipher.as_str(),
+                    t.bits,
+                    t.key_exchange.as_deref()
+                ),
                 (*v, *c, *bits, *kx),
                 "{x}"
             );
@@ -938,7 +1018,10 @@ mod tests {
     fn message_ids() {
         let cases = [
             ("1xV7Qo-0003xF-0o <= a", Some(("1xV7Qo-0003xF-0o", "<= a"))),
-            ("1wtYVW-0000000GFxD-3Ryp => b", Some(("1wtYVW-0000000GFxD-3Ryp", "=> b"))),
+            (
+                "1wtYVW-0000000GFxD-3Ryp => b",
+                Some(("1wtYVW-0000000GFxD-3Ryp", "=> b")),
+            ),
             ("SMTP connection from [1.2.3.4]", None),
             ("1xV7Qo-0003xF-0o", None),
             ("1xV7Qo-0003xF-0oo x", None),

@@ -42,7 +42,7 @@ const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
 
 /// `key=value` fields separated by `, `, where a value may itself contain `, ` (e.g.
-/// `stat=Sent (ok, queued)`): a split happens only before `, key=`.
+/// `ctladdr=root (0/0)`): a split happens only before `, key=`; `stat=` takes the rest.
 fn fields(s: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut rest = s;
     std::iter::from_fn(move || {
@@ -50,21 +50,26 @@ fn fields(s: &str) -> impl Iterator<Item = (&str, &str)> {
             return None;
         }
         let mut search = 0;
-        let end = loop {
-            match rest.get(search..).and_then(|r| r.find(", ")) {
-                Some(i) => {
-                    let at = search + i;
-                    let next = rest.get(at + 2..).unwrap_or("");
-                    let key_len = next
-                        .bytes()
-                        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                        .count();
-                    if key_len > 0 && next.as_bytes().get(key_len) == Some(&b'=') {
-                        break at;
+        // `stat=` is the last field and its free text may hold anything, `, key=` included.
+        let end = if rest.starts_with("stat=") {
+            rest.len()
+        } else {
+            loop {
+                match rest.get(search..).and_then(|r| r.find(", ")) {
+                    Some(i) => {
+                        let at = search + i;
+                        let next = rest.get(at + 2..).unwrap_or("");
+                        let key_len = next
+                            .bytes()
+                            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                            .count();
+                        if key_len > 0 && next.as_bytes().get(key_len) == Some(&b'=') {
+                            break at;
+                        }
+                        search = at + 2;
                     }
-                    search = at + 2;
+                    None => break rest.len(),
                 }
-                None => break rest.len(),
             }
         };
         let tok = rest.get(..end).unwrap_or("");
@@ -184,7 +189,8 @@ impl SendmailParser {
             ));
             return;
         }
-        let (mut relay, mut version, mut verify, mut cipher, mut bits) = (None, None, None, None, None);
+        let (mut relay, mut version, mut verify, mut cipher, mut bits) =
+            (None, None, None, None, None);
         for (k, v) in fields(rest) {
             match k {
                 "relay" => relay = Some(v),
@@ -315,10 +321,7 @@ impl SendmailParser {
             _ if stat.starts_with("Deferred") => DeliveryStatus::Deferred,
             _ => DeliveryStatus::Bounced,
         };
-        let smtp = matches!(
-            mailer,
-            Some("esmtp" | "smtp" | "smtp8" | "dsmtp" | "relay")
-        );
+        let smtp = matches!(mailer, Some("esmtp" | "smtp" | "smtp8" | "dsmtp" | "relay"));
         let parsed = relay.map(parse_relay).unwrap_or_default();
         if smtp && parsed.ip.is_none() && status != DeliveryStatus::Sent {
             return; // no relay was contacted (DNS failure, retry not due)
@@ -472,14 +475,30 @@ mod tests {
     fn relays() {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         let cases = [
-            ("mail.example.org [192.0.2.1]", Some("mail.example.org"), ip("192.0.2.1")),
-            ("mx.example.com. [192.0.2.2]", Some("mx.example.com"), ip("192.0.2.2")),
+            (
+                "mail.example.org [192.0.2.1]",
+                Some("mail.example.org"),
+                ip("192.0.2.1"),
+            ),
+            (
+                "mx.example.com. [192.0.2.2]",
+                Some("mx.example.com"),
+                ip("192.0.2.2"),
+            ),
             ("[192.0.2.3]", None, ip("192.0.2.3")),
             ("[127.0.0.1] [127.0.0.1]", None, ip("127.0.0.1")),
-            ("x.example [192.0.2.4] (may be forged)", Some("x.example"), ip("192.0.2.4")),
+            (
+                "x.example [192.0.2.4] (may be forged)",
+                Some("x.example"),
+                ip("192.0.2.4"),
+            ),
             ("[IPv6:2001:db8::1]", None, ip("2001:db8::1")),
             ("root@localhost", Some("root@localhost"), None),
-            ("gmail-smtp-in.l.google.com.", Some("gmail-smtp-in.l.google.com"), None),
+            (
+                "gmail-smtp-in.l.google.com.",
+                Some("gmail-smtp-in.l.google.com"),
+                None,
+            ),
         ];
         for (v, name, ipv) in cases {
             assert_eq!(parse_relay(v), Relay { name, ip: ipv }, "{v}");
@@ -506,8 +525,14 @@ mod tests {
 
     #[test]
     fn queue_ids() {
-        assert_eq!(split_qid("u253Kp8W002563: from=x"), (Some("u253Kp8W002563"), "from=x"));
-        assert_eq!(split_qid("STARTTLS=server, relay=x"), (None, "STARTTLS=server, relay=x"));
+        assert_eq!(
+            split_qid("u253Kp8W002563: from=x"),
+            (Some("u253Kp8W002563"), "from=x")
+        );
+        assert_eq!(
+            split_qid("STARTTLS=server, relay=x"),
+            (None, "STARTTLS=server, relay=x")
+        );
         assert_eq!(split_qid("abc: x"), (None, "abc: x"));
     }
 }

@@ -51,10 +51,16 @@ fn stripped_session(addr: std::net::SocketAddr) {
     assert!(greeting.starts_with("220"), "{greeting}");
     s.write_all(b"EHLO probe.sigillo.test\r\n").expect("EHLO");
     let ehlo = read_reply(&mut s, t).expect("EHLO reply");
-    assert!(ehlo.contains("XXXXXXXA"), "proxy did not mask STARTTLS: {ehlo}");
+    assert!(
+        ehlo.contains("XXXXXXXA"),
+        "proxy did not mask STARTTLS: {ehlo}"
+    );
     s.write_all(b"STARTTLS\r\n").expect("STARTTLS");
     let reply = read_reply(&mut s, t).expect("STARTTLS reply");
-    assert!(reply.starts_with("500"), "Exim should reject XXXXXXXA: {reply}");
+    assert!(
+        reply.starts_with("500"),
+        "Exim should reject XXXXXXXA: {reply}"
+    );
     s.write_all(b"QUIT\r\n").expect("QUIT");
     let _ = read_reply(&mut s, t);
 }
@@ -98,7 +104,11 @@ fn real_exim_counts_per_peer() {
     stripped_session(proxy.addr());
 
     wait_for_count(&exim, " Completed", 6);
-    let log = wait_for_count(&exim, "no MAIL in SMTP connection from (probe.sigillo.test)", 1);
+    let log = wait_for_count(
+        &exim,
+        "no MAIL in SMTP connection from (probe.sigillo.test)",
+        1,
+    );
     let lines: Vec<&str> = log.lines().collect();
     let mut parser = EximParser::new();
     let records = run(&mut parser, &lines);
@@ -138,7 +148,11 @@ fn real_exim_counts_per_peer() {
         bad.push_str("  per-peer TLS shares are not 1, 0, 1\n");
     }
     // Connections per peer: one per swaks run, TLS or plain as sent.
-    for (peer, n, tls) in [("127.0.0.2", 3, true), ("127.0.0.3", 2, false), ("127.0.0.5", 1, true)] {
+    for (peer, n, tls) in [
+        ("127.0.0.2", 3, true),
+        ("127.0.0.3", 2, false),
+        ("127.0.0.5", 1, true),
+    ] {
         let conns: Vec<_> = records
             .iter()
             .filter_map(|r| match r {
@@ -165,6 +179,9 @@ fn real_exim_counts_per_peer() {
     if !stripped {
         bad.push_str("  no plain no-mail connection from 127.0.0.1 (the stripped session)\n");
     }
-    assert!(bad.is_empty(), "from the real mainlog:\n{bad}\nsummary: {s:#?}\nlog:\n{log}");
+    assert!(
+        bad.is_empty(),
+        "from the real mainlog:\n{bad}\nsummary: {s:#?}\nlog:\n{log}"
+    );
     assert!(parser.advice().is_empty(), "{:?}", parser.advice());
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub fn testdata(area: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(area)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(area)
 }
 
 /// The log lines of a fixture: `#` comment lines and blank lines are not log lines.
@@ -56,7 +58,11 @@ pub fn summarize(records: &[Record], parser: &dyn MtaParser) -> BTreeMap<String,
                 let d = dir(msg.direction);
                 if msg.scope == Scope::Internal {
                     bump(&mut m, format!("{d}.internal.messages"), 1);
-                    bump(&mut m, format!("{d}.internal.recipients"), msg.recipients.into());
+                    bump(
+                        &mut m,
+                        format!("{d}.internal.recipients"),
+                        msg.recipients.into(),
+                    );
                     continue;
                 }
                 bump(&mut m, format!("{d}.messages"), 1);
@@ -97,9 +103,17 @@ pub fn summarize(records: &[Record], parser: &dyn MtaParser) -> BTreeMap<String,
             }
             Record::Connection(c) => {
                 let d = dir(c.direction);
-                let scope = if c.scope == Scope::Internal { ".internal" } else { "" };
+                let scope = if c.scope == Scope::Internal {
+                    ".internal"
+                } else {
+                    ""
+                };
                 bump(&mut m, format!("conn.{d}{scope}"), 1);
-                bump(&mut m, format!("conn.{d}{scope}.messages"), c.messages.into());
+                bump(
+                    &mut m,
+                    format!("conn.{d}{scope}.messages"),
+                    c.messages.into(),
+                );
                 let kind = match &c.transport {
                     Transport::Tls(_) => "tls",
                     Transport::Plain => "plain",
@@ -116,7 +130,11 @@ pub fn summarize(records: &[Record], parser: &dyn MtaParser) -> BTreeMap<String,
                     .unwrap_or_else(|| "noip".into());
                 bump(
                     &mut m,
-                    format!("anomaly.{}.{}.{peer}", kind.as_str().unwrap_or("?"), dir(a.direction)),
+                    format!(
+                        "anomaly.{}.{}.{peer}",
+                        kind.as_str().unwrap_or("?"),
+                        dir(a.direction)
+                    ),
                     1,
                 );
             }
@@ -129,8 +147,8 @@ pub fn summarize(records: &[Record], parser: &dyn MtaParser) -> BTreeMap<String,
 
 /// Reads an `.expect` file: `key value` lines, `#` comments.
 pub fn read_expect(path: &Path) -> BTreeMap<String, u64> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let mut m = BTreeMap::new();
     for (n, l) in text.lines().enumerate() {
         let l = l.split('#').next().unwrap_or("").trim();
@@ -152,7 +170,10 @@ pub fn read_expect(path: &Path) -> BTreeMap<String, u64> {
 /// A readable diff of two summaries, empty when equal.
 pub fn diff(want: &BTreeMap<String, u64>, got: &BTreeMap<String, u64>) -> String {
     let mut s = String::new();
-    for k in want.keys().chain(got.keys().filter(|k| !want.contains_key(*k))) {
+    for k in want
+        .keys()
+        .chain(got.keys().filter(|k| !want.contains_key(*k)))
+    {
         let (w, g) = (want.get(k), got.get(k));
         if w != g {
             s.push_str(&format!("  {k}: want {w:?}, got {g:?}\n"));
@@ -210,10 +231,16 @@ pub fn truncations_never_panic(area: &str, make: &dyn Fn() -> Box<dyn MtaParser>
             }
             let msg = full.message;
             for (cut, _) in msg.char_indices().chain([(msg.len(), ' ')]) {
-                let line = Line { message: &msg[..cut], ..full };
+                let line = Line {
+                    message: &msg[..cut],
+                    ..full
+                };
                 parser.feed(&line, &mut out);
                 // and the tail, as if the start were lost
-                let line = Line { message: &msg[cut..], ..full };
+                let line = Line {
+                    message: &msg[cut..],
+                    ..full
+                };
                 parser.feed(&line, &mut out);
                 fed += 2;
             }
