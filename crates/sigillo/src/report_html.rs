@@ -162,8 +162,9 @@ fn cards(out: &mut String, f: &Figures) {
         "<div class=\"card\" id=\"card-internal\"><div class=\"label\">Internal hops</div>\
          <div class=\"big neutral\">{}</div><div class=\"of\">local and internal messages, \
          not counted as Internet mail</div><dl>\
-         <dt>Received</dt><dd>{} <small>(pickup, loopback, internal ranges)</small></dd>\
-         <dt>Delivered</dt><dd>{} <small>(local, LMTP, filters)</small></dd></dl></div>\n",
+         <dt title=\"pickup, loopback, --internal ranges\">Received</dt><dd>{}</dd>\
+         <dt title=\"local, virtual, LMTP, pipe, content filters\">Delivered</dt><dd>{}</dd>\
+         </dl></div>\n",
         num(internal),
         num(f.internal_inbound.messages),
         num(f.internal_outbound.messages)
@@ -188,7 +189,13 @@ fn cards(out: &mut String, f: &Figures) {
         out,
         "<div class=\"card\" id=\"card-alerts\"><div class=\"label\">Evidence</div>\
          <div class=\"big {}\">{}</div><div class=\"of\">{}</div><dl>",
-        if total > 0 { "bad" } else { "good" },
+        if total > 0 {
+            "bad"
+        } else if total_messages(f) > 0 {
+            "good"
+        } else {
+            "neutral"
+        },
         num(total as u64),
         if total > 0 {
             "findings worth a look"
@@ -236,8 +243,8 @@ fn direction_card(out: &mut String, id: &str, label: &str, verb: &str, d: &Direc
     }
     w!(
         out,
-        "<dl><dt>Recipients</dt><dd>{} <small>({} over TLS)</small></dd>\
-         <dt>Connections</dt><dd>{} <small>({} over TLS)</small></dd>\
+        "<dl><dt>Recipients</dt><dd>{} <small>· {} TLS</small></dd>\
+         <dt>Connections</dt><dd>{} <small>· {} TLS</small></dd>\
          <dt>Plaintext</dt><dd>{}</dd>",
         num(d.recipients),
         num(d.tls_recipients),
@@ -248,14 +255,14 @@ fn direction_card(out: &mut String, id: &str, label: &str, verb: &str, d: &Direc
     if d.unknown_messages > 0 {
         w!(
             out,
-            "<dt>Not logged</dt><dd>{} <small>(TLS logging off)</small></dd>",
+            "<dt title=\"the log does not say whether TLS was used\">Not logged</dt><dd>{}</dd>",
             num(d.unknown_messages)
         );
     }
     if d.deferred > 0 || d.bounced > 0 {
         w!(
             out,
-            "<dt>Deferred / bounced</dt><dd>{} / {}</dd>",
+            "<dt>Deferred, bounced</dt><dd>{} / {}</dd>",
             num(d.deferred),
             num(d.bounced)
         );
@@ -350,26 +357,29 @@ fn share_over_time(out: &mut String, f: &Figures) {
             lx + 30.0
         );
     }
-    // Grid and y axis.
-    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
-        let ty = y(tick);
-        w!(
-            out,
-            "<line class=\"grid\" x1=\"{left}\" y1=\"{ty:.1}\" x2=\"{right}\" y2=\"{ty:.1}\"/>\
-             <text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
-            left - 8.0,
-            ty + 4.0,
-            (tick * 100.0) as u32
-        );
-    }
-    let gy = y(GOAL);
     w!(
         out,
-        "<line class=\"goal\" x1=\"{left}\" y1=\"{gy:.1}\" x2=\"{right}\" y2=\"{gy:.1}\"/>\
-         <text class=\"goal-label\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">80% goal</text>",
-        right - 4.0,
-        gy - 5.0
+        "<line class=\"goal\" x1=\"{}\" y1=\"16\" x2=\"{}\" y2=\"16\"/>\
+         <text class=\"legend\" x=\"{}\" y=\"20\">80% goal</text>",
+        left + 244.0,
+        left + 268.0,
+        left + 274.0
     );
+    // Grid and y axis.
+    for tick in [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] {
+        let ty = y(tick);
+        let goal = (tick - GOAL).abs() < 1e-9;
+        w!(
+            out,
+            "<line class=\"{}\" x1=\"{left}\" y1=\"{ty:.1}\" x2=\"{right}\" y2=\"{ty:.1}\"/>\
+             <text class=\"{}\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
+            if goal { "goal" } else { "grid" },
+            if goal { "goal-label" } else { "tick" },
+            left - 8.0,
+            ty + 4.0,
+            (tick * 100.0).round() as u32
+        );
+    }
     // Volume strip.
     let max_total = points
         .iter()
@@ -593,6 +603,8 @@ struct Segment {
     name: String,
     count: u64,
     color: &'static str,
+    /// Place in the legend.
+    order: u8,
 }
 
 struct StackRow {
@@ -647,63 +659,66 @@ fn tls_breakdown(out: &mut String, f: &Figures) {
          <p class=\"hint\">Each bar is all Internet messages of one direction: TLS by \
          version, then plaintext and messages whose log does not tell.</p>",
     );
-    let rows = |pick: fn(
-        &DirectionFigures,
-    ) -> (
-        &BTreeMap<String, u64>,
-        fn(&str) -> u8,
-        fn(&str) -> &'static str,
-    )| {
-        [("Inbound", &f.inbound), ("Outbound", &f.outbound)]
-            .into_iter()
-            .map(|(label, d)| {
-                let (map, rank, color) = pick(d);
-                let mut entries: Vec<(&String, &u64)> = map.iter().collect();
-                entries.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
-                let mut segments: Vec<Segment> = entries
-                    .into_iter()
-                    .map(|(name, &count)| Segment {
-                        name: name.clone(),
-                        count,
-                        color: color(name),
-                    })
-                    .collect();
-                segments.push(Segment {
-                    name: "plaintext".into(),
-                    count: d.plain_messages,
-                    color: PLAIN,
-                });
-                segments.push(Segment {
-                    name: "not logged".into(),
-                    count: d.unknown_messages,
-                    color: UNKNOWN,
-                });
-                StackRow {
-                    label,
-                    total: d.messages,
-                    segments,
-                }
-            })
-            .collect::<Vec<_>>()
-    };
     out.push_str("<h3>TLS version</h3>");
-    stacked_chart(
-        out,
-        "chart-versions",
-        &rows(|d| (&d.tls.versions, version_rank, version_color)),
-    );
+    stacked_chart(out, "chart-versions", &stack_rows(f, Breakdown::Versions));
     out.push_str("<h3>Certificate trust</h3>");
-    stacked_chart(
-        out,
-        "chart-trust",
-        &rows(|d| (&d.tls.trust, trust_rank, trust_color)),
-    );
+    stacked_chart(out, "chart-trust", &stack_rows(f, Breakdown::Trust));
     out.push_str(
         "<p class=\"hint\">Trust as the MTA logged it: <b>verified</b> (chain and name \
          checked), <b>trusted</b> (chain only), <b>untrusted</b> (not checked or failed), \
          <b>anonymous</b> (no certificate asked for or sent: typical for inbound mail).</p>\
          </section>\n",
     );
+}
+
+type Rank = fn(&str) -> u8;
+type Colour = fn(&str) -> &'static str;
+
+#[derive(Clone, Copy)]
+enum Breakdown {
+    Versions,
+    Trust,
+}
+
+/// One bar per direction: TLS split by version or trust, then plaintext and not logged.
+fn stack_rows(f: &Figures, which: Breakdown) -> Vec<StackRow> {
+    [("Inbound", &f.inbound), ("Outbound", &f.outbound)]
+        .into_iter()
+        .map(|(label, d)| {
+            let (map, rank, color): (_, Rank, Colour) = match which {
+                Breakdown::Versions => (&d.tls.versions, version_rank, version_color),
+                Breakdown::Trust => (&d.tls.trust, trust_rank, trust_color),
+            };
+            let mut entries: Vec<(&String, &u64)> = map.iter().collect();
+            entries.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
+            let mut segments: Vec<Segment> = entries
+                .into_iter()
+                .map(|(name, &count)| Segment {
+                    name: name.clone(),
+                    count,
+                    color: color(name),
+                    order: rank(name),
+                })
+                .collect();
+            segments.push(Segment {
+                name: "plaintext".into(),
+                count: d.plain_messages,
+                color: PLAIN,
+                order: 10,
+            });
+            segments.push(Segment {
+                name: "not logged".into(),
+                count: d.unknown_messages,
+                color: UNKNOWN,
+                order: 11,
+            });
+            StackRow {
+                label,
+                total: d.messages,
+                segments,
+            }
+        })
+        .collect()
 }
 
 fn stacked_chart(out: &mut String, id: &str, rows: &[StackRow]) {
@@ -714,7 +729,7 @@ fn stacked_chart(out: &mut String, id: &str, rows: &[StackRow]) {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"{id}\" \
          viewBox=\"0 0 1000 {height}\" role=\"img\">"
     );
-    let mut legend: Vec<(&str, &'static str, u64)> = Vec::new();
+    let mut legend: Vec<(&str, &'static str, u64, u8)> = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let top = 4.0 + i as f64 * row_h;
         let cy = top + bar_h / 2.0;
@@ -766,12 +781,13 @@ fn stacked_chart(out: &mut String, id: &str, rows: &[StackRow]) {
             x += w;
             match legend.iter_mut().find(|l| l.0 == seg.name) {
                 Some(l) => l.2 = l.2.saturating_add(seg.count),
-                None => legend.push((seg.name.as_str(), seg.color, seg.count)),
+                None => legend.push((seg.name.as_str(), seg.color, seg.count, seg.order)),
             }
         }
     }
+    legend.sort_by(|a, b| a.3.cmp(&b.3).then(a.0.cmp(b.0)));
     out.push_str("</svg><div class=\"legend-row\">");
-    for (name, color, count) in legend {
+    for (name, color, count, _) in legend {
         w!(
             out,
             "<span><i style=\"background:{color}\"></i>{} <small>{}</small></span>",
@@ -887,9 +903,8 @@ fn hbar_chart(out: &mut String, id: &str, rows: &[(String, u64, u64)]) {
 fn top_plaintext(out: &mut String, f: &Figures) {
     out.push_str(
         "<section class=\"panel\" id=\"top-plaintext\"><h2>Whom to call to get to 80%</h2>\
-         <p class=\"hint\">The domains that exchange the most mail in clear. The right-hand \
-         scale shows the TLS share the direction would reach if that domain and every one \
-         above it used TLS.</p>",
+         <p class=\"hint\">The domains that exchange the most mail in clear. On the right, the \
+         TLS share the direction would reach if that domain and every one above it used TLS.</p>",
     );
     for (dir, d, what) in [
         (
@@ -922,9 +937,12 @@ fn top_plaintext(out: &mut String, f: &Figures) {
             );
             continue;
         }
-        let reach = rows
-            .iter()
-            .position(|p| clamp_share(p.tls_share_if_fixed) >= GOAL);
+        let reach = if now >= GOAL {
+            None
+        } else {
+            rows.iter()
+                .position(|p| clamp_share(p.tls_share_if_fixed) >= GOAL)
+        };
         let last = rows
             .last()
             .map(|p| clamp_share(p.tls_share_if_fixed))
@@ -933,24 +951,26 @@ fn top_plaintext(out: &mut String, f: &Figures) {
         match reach {
             _ if now >= GOAL => w!(
                 out,
-                "Already at <b>{}</b>. Fixing the {} listed would bring it to <b>{}</b>.",
+                "Already at <b>{}</b>. Fixing {} would bring it to <b>{}</b>.",
                 pct(now),
-                domains(rows.len()),
+                domains(&rows, rows.len()),
                 pct(last)
             ),
             Some(i) => w!(
                 out,
-                "Now <b>{}</b>. Getting the top <b>{}</b> onto TLS lifts it to <b>{}</b>.",
+                "Now <b>{}</b>. Getting {} onto TLS lifts it to <b>{}</b>.",
                 pct(now),
-                domains(i + 1),
-                pct(clamp_share(rows[i].tls_share_if_fixed))
+                domains(&rows, i + 1),
+                pct(rows
+                    .get(i)
+                    .map_or(0.0, |p| clamp_share(p.tls_share_if_fixed)))
             ),
             None => w!(
                 out,
-                "Now <b>{}</b>. Even the {} listed would only reach <b>{}</b>: plaintext \
-                 is spread over many peers.",
+                "Now <b>{}</b>. Even fixing {} would only reach <b>{}</b>: the plaintext is \
+                 spread over many peers.",
                 pct(now),
-                domains(rows.len()),
+                domains(&rows, rows.len()),
                 pct(last)
             ),
         }
@@ -960,11 +980,12 @@ fn top_plaintext(out: &mut String, f: &Figures) {
     out.push_str("</section>\n");
 }
 
-fn domains(n: usize) -> String {
-    if n == 1 {
-        "domain".to_owned()
-    } else {
-        format!("{n} domains")
+/// `<b>shop.example</b>` for one domain, `the top <b>3</b> domains` for more.
+fn domains(rows: &[&PlaintextPeer], n: usize) -> String {
+    match (n, rows.first()) {
+        (1, Some(p)) => format!("<b>{}</b>", esc(&p.domain)),
+        _ if n == rows.len() => format!("all <b>{n}</b> domains listed"),
+        _ => format!("the top <b>{n}</b> domains"),
     }
 }
 
@@ -975,10 +996,11 @@ fn plaintext_chart(
     now: f64,
     reach: Option<usize>,
 ) {
-    let (label_right, bar_left, bar_right) = (250.0, 260.0, 540.0);
-    let (track_left, track_right) = (610.0, 960.0);
+    let (label_right, bar_left, bar_right) = (250.0, 260.0, 520.0);
+    let (track_left, track_right, value_right) = (600.0, 915.0, 990.0);
     let (head, row_h) = (40.0, 28.0);
-    let height = head + rows.len() as f64 * row_h + 8.0;
+    let body_bottom = head + rows.len() as f64 * row_h;
+    let height = body_bottom + 24.0;
     let id = match dir {
         Direction::Inbound => "chart-plaintext-inbound",
         Direction::Outbound => "chart-plaintext-outbound",
@@ -989,7 +1011,16 @@ fn plaintext_chart(
         .max()
         .unwrap_or(0)
         .max(1);
-    let tx = |s: f64| track_left + clamp_share(s) * (track_right - track_left);
+    // The track starts a little below "now" (in tens), so the interesting part is wide.
+    let lowest = rows
+        .iter()
+        .map(|p| clamp_share(p.tls_share_if_fixed))
+        .fold(now, f64::min);
+    let start = ((lowest * 10.0).floor() / 10.0 - 0.1).clamp(0.0, 0.7);
+    let tx = |s: f64| {
+        let s = (clamp_share(s) - start) / (1.0 - start);
+        track_left + s.clamp(0.0, 1.0) * (track_right - track_left)
+    };
     w!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"{id}\" \
@@ -1005,30 +1036,32 @@ fn plaintext_chart(
             y - 2.0
         );
     }
-    // The track: scale, "now" and the goal.
-    let bottom = height - 4.0;
-    for tick in [0.0, 0.5, 1.0] {
+    // The track: its ends, the goal, and "now".
+    for tick in [start, 1.0] {
         let x = tx(tick);
         w!(
             out,
-            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>\
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{body_bottom:.1}\"/>\
              <text class=\"tick\" x=\"{x:.1}\" y=\"32\" text-anchor=\"middle\">{}%</text>",
             head - 4.0,
-            (tick * 100.0) as u32
+            (tick * 100.0).round() as u32
         );
     }
     let gx = tx(GOAL);
     w!(
         out,
-        "<line class=\"goal\" x1=\"{gx:.1}\" y1=\"{}\" x2=\"{gx:.1}\" y2=\"{bottom:.1}\"/>\
+        "<line class=\"goal\" x1=\"{gx:.1}\" y1=\"{}\" x2=\"{gx:.1}\" y2=\"{body_bottom:.1}\"/>\
          <text class=\"goal-label\" x=\"{gx:.1}\" y=\"32\" text-anchor=\"middle\">80%</text>",
         head - 4.0
     );
     let nx = tx(now);
     w!(
         out,
-        "<line class=\"now\" x1=\"{nx:.1}\" y1=\"{}\" x2=\"{nx:.1}\" y2=\"{bottom:.1}\"/>",
-        head - 4.0
+        "<line class=\"now\" x1=\"{nx:.1}\" y1=\"{}\" x2=\"{nx:.1}\" y2=\"{body_bottom:.1}\"/>\
+         <text class=\"tick\" x=\"{nx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">now {}</text>",
+        head - 4.0,
+        body_bottom + 16.0,
+        pct(now)
     );
     // The cumulative line from "now" through each row's share-if-fixed.
     let mut path = format!("M{nx:.1},{:.1}", head - 4.0);
@@ -1042,12 +1075,6 @@ fn plaintext_chart(
         let cy = top + row_h / 2.0 - 2.0;
         let w = p.plain_messages as f64 / max as f64 * (bar_right - bar_left);
         let fixed = clamp_share(p.tls_share_if_fixed);
-        let dx = tx(fixed);
-        let (label_x, anchor) = if dx > track_right - 40.0 {
-            (dx - 9.0, "end")
-        } else {
-            (dx + 9.0, "start")
-        };
         let strong = if reach == Some(i) { " strong" } else { "" };
         w!(
             out,
@@ -1055,8 +1082,8 @@ fn plaintext_chart(
              <text class=\"row-label{strong}\" x=\"{label_right}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
              <rect x=\"{bar_left}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"18\" rx=\"2\" fill=\"{PLAIN}\"/>\
              <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\">{}</text>\
-             <circle cx=\"{dx:.1}\" cy=\"{cy:.1}\" r=\"5\" class=\"fixed-dot\"/>\
-             <text class=\"dot-label{strong}\" x=\"{label_x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text></g>",
+             <circle cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"5\" class=\"fixed-dot\"/>\
+             <text class=\"dot-label{strong}\" x=\"{value_right}\" y=\"{:.1}\" text-anchor=\"end\">{}</text></g>",
             esc(&p.domain),
             num(p.plain_messages),
             pct(clamp_share(p.cumulative_plain_share)),
@@ -1067,6 +1094,7 @@ fn plaintext_chart(
             bar_left + w + 6.0,
             cy + 4.5,
             num(p.plain_messages),
+            tx(fixed),
             cy + 4.5,
             pct(fixed)
         );
@@ -1133,8 +1161,8 @@ fn downgrades(out: &mut String, list: &[Downgrade]) {
         ] {
             w!(
                 out,
-                "<td>{}<br><code>{}</code></td>",
-                esc(&show_time(time)),
+                "<td class=\"nowrap\">{}<br><code>{}</code></td>",
+                esc(&table_time(time)),
                 esc(id)
             );
         }
@@ -1171,7 +1199,7 @@ fn anomalies(out: &mut String, id: &str, title: &str, hint: &str, list: &[Anomal
         w!(
             out,
             "<tr><td class=\"nowrap\">{}</td><td>{}</td>",
-            esc(&show_time(&a.time)),
+            esc(&table_time(&a.time)),
             direction_badge(a.direction)
         );
         peer_cell(out, a.hostname.as_deref(), a.ip.as_deref(), None);
@@ -1234,13 +1262,21 @@ fn peers_table(out: &mut String, f: &Figures) {
             out,
             "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"share\"><span class=\"mini\"><span class=\"{}\" style=\"width:{:.1}%\">\
-             </span></span> {}</td><td>",
+             </span></span> {}{}</td><td>",
             num(p.messages),
             num(p.tls_messages),
             num(p.plain_messages),
             level(share),
             share * 100.0,
-            pct(share)
+            pct(share),
+            if p.unknown_messages > 0 {
+                format!(
+                    "<br><small class=\"muted\">{} not logged</small>",
+                    num(p.unknown_messages)
+                )
+            } else {
+                String::new()
+            }
         );
         let mut versions: Vec<(&String, &u64)> = p.versions.iter().collect();
         versions.sort_by(|a, b| version_rank(a.0).cmp(&version_rank(b.0)).then(a.0.cmp(b.0)));
@@ -1257,8 +1293,8 @@ fn peers_table(out: &mut String, f: &Figures) {
         w!(
             out,
             "</td><td class=\"nowrap\"><small>{}<br>{}</small></td></tr>",
-            esc(&show_time(&p.first_seen)),
-            esc(&show_time(&p.last_seen))
+            esc(&table_time(&p.first_seen)),
+            esc(&table_time(&p.last_seen))
         );
     }
     out.push_str("</tbody></table></div></section>\n");
@@ -1370,7 +1406,7 @@ fn num(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1396,6 +1432,14 @@ fn show_time(t: &str) -> String {
     } else {
         t.to_owned()
     }
+}
+
+/// `2026-11-22T13:24:13Z` → `2026-11-22 13:24:13` (tables; the page says times are UTC).
+fn table_time(t: &str) -> String {
+    show_time(t)
+        .strip_suffix(" UTC")
+        .map(str::to_owned)
+        .unwrap_or_else(|| t.to_owned())
 }
 
 const CSS: &str = r#"
@@ -1426,7 +1470,7 @@ box-shadow:0 1px 2px rgba(0,0,0,.04)}
 .card.good-meter .meter span{background:var(--good)}
 #card-inbound .meter span{background:var(--in)}#card-outbound .meter span{background:var(--out)}
 dl{display:grid;grid-template-columns:auto 1fr;gap:2px 12px;margin:10px 0 0;font-size:14px}
-dt{color:var(--muted)}dd{margin:0;text-align:right;font-variant-numeric:tabular-nums}
+dt{color:var(--muted);white-space:nowrap}dd{margin:0;text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 dd small{color:var(--muted)}
 .panel{padding:20px 22px;margin:18px 0}
 .note{padding:14px 20px;margin:18px 0;border-left:5px solid #f59e0b}
@@ -1465,9 +1509,9 @@ tbody tr:nth-child(even){background:#fafafb}
 .n{text-align:right;font-variant-numeric:tabular-nums}
 td.bad{color:var(--bad);font-weight:650}
 .nowrap{white-space:nowrap}
-td.peer{word-break:break-all;min-width:180px}
+td.peer{overflow-wrap:anywhere;min-width:210px}
 td.evidence{min-width:320px}
-code.ev{display:block;white-space:pre-wrap;word-break:break-all;background:#f3f4f6;
+code.ev{display:block;white-space:pre-wrap;overflow-wrap:anywhere;background:#f3f4f6;
 border:1px solid #e5e7eb;border-radius:6px;padding:6px 8px;margin-top:4px;color:#111827}
 .badge{display:inline-block;padding:1px 9px;border-radius:999px;font-size:12px;font-weight:650;white-space:nowrap}
 .b-in{background:#dbeafe;color:#1e40af}.b-out{background:#ffedd5;color:#9a3412}
@@ -1674,20 +1718,33 @@ pub(crate) mod sample {
             ));
             // Outbound: a large provider over TLS 1.3, verified.
             for i in 0..8 {
+                let t = tls(
+                    "TLSv1.3",
+                    "TLS_AES_128_GCM_SHA256",
+                    Some("X25519MLKEM768"),
+                    Trust::Verified,
+                );
+                let google = peer(Some("gmail-smtp-in.l.google.com"), "142.250.27.26");
                 agg.add(&message(
                     at(60 + i),
                     outbound,
                     net,
-                    peer(Some("gmail-smtp-in.l.google.com"), "142.250.27.26"),
-                    tls(
-                        "TLSv1.3",
-                        "TLS_AES_128_GCM_SHA256",
-                        Some("X25519MLKEM768"),
-                        Trust::Verified,
-                    ),
+                    google.clone(),
+                    t.clone(),
                     next_id(),
                     Some(DeliveryStatus::Sent),
                 ));
+                if i % 2 == 0 {
+                    agg.add(&Record::Connection(ConnectionRecord {
+                        mta: Mta::Postfix,
+                        time: at(60 + i),
+                        direction: outbound,
+                        scope: net,
+                        peer: google,
+                        transport: t,
+                        messages: 2,
+                    }));
+                }
             }
             for i in 0..3 {
                 agg.add(&message(
