@@ -306,7 +306,15 @@ fn empty_state(out: &mut String, f: &Figures, meta: &HtmlMeta) {
 // TLS share over time
 
 fn share_over_time(out: &mut String, f: &Figures) {
-    let hourly = f.daily.len() <= 3 && !f.hourly.is_empty();
+    // Hours when the logs span at most 3 calendar days (days with mail are not enough: mail
+    // on the 1st and the 10th only spans ten days).
+    let first_day = f.daily.first().and_then(|d| period_unit(&d.period, false));
+    let last_day = f.daily.last().and_then(|d| period_unit(&d.period, false));
+    let hourly = !f.hourly.is_empty()
+        && match (first_day, last_day) {
+            (Some(a), Some(b)) => b.saturating_sub(a) < 3,
+            _ => f.daily.len() <= 3,
+        };
     let (periods, unit) = if hourly {
         (&f.hourly, "hour")
     } else {
@@ -2060,6 +2068,23 @@ mod tests {
             "no outbound mail"
         );
         assert!(!page.contains("NaN"));
+    }
+
+    #[test]
+    fn hours_only_when_the_logs_span_three_days_or_less() {
+        let mut f = sample::two_days();
+        let page = render(&f, &meta());
+        assert!(page.contains("TLS share per hour"));
+        // Two days with mail, ten days apart: days, not hours.
+        f.daily[1].period = "2026-11-26".into();
+        let page = render(&f, &meta());
+        assert!(page.contains("TLS share per day"));
+        f.daily[1].period = "2026-11-18".into();
+        let page = render(&f, &meta());
+        assert!(
+            page.contains("TLS share per hour"),
+            "16th to 18th is 3 days"
+        );
     }
 
     #[test]
