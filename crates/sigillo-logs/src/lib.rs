@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod analysis;
 pub mod envelope;
 pub mod exim;
 pub mod input;

@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Probe every MX of a domain for STARTTLS, TLS and certificate, and detect STARTTLS stripping.
     Check(CheckArgs),
+    /// Measure from MTA logs (Postfix, Exim, Sendmail, OpenSMTPD) what share of mail travelled
+    /// over TLS, per direction, day, hour, peer and TLS version, and flag downgrades.
+    Report(ReportArgs),
     /// Run `check` against three local demo servers (STARTTLS, plaintext, and STARTTLS behind a
     /// PIX/ASA-style stripping rewriter), all on 127.0.0.1: no internet needed.
     Demo(DemoArgs),
@@ -132,6 +135,62 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Log files, directories (rotated files read oldest first), `.gz`/`.zst`, or `-` for stdin.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The log format for every input, instead of detecting it per file.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<sigillo_logs::input::Format>,
+    /// The year of syslog lines without one (default: from each file's modification time).
+    #[arg(long)]
+    pub year: Option<i32>,
+    /// Only mail at or after this time (`2026-11-01`, `2026-11-01T08:00:00Z`).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Only mail before this time.
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+    /// An address range whose peers are internal hops, not Internet mail (repeatable;
+    /// 127.0.0.1 and ::1 always are).
+    #[arg(long, value_name = "CIDR")]
+    pub internal: Vec<sigillo_logs::aggregate::Cidr>,
+    /// Print one JSON document (see docs/report-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Write `daily.csv`, `hourly.csv` and `peers.csv` into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub csv: Option<PathBuf>,
+    /// Write a self-contained HTML page with charts to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// How many plaintext peer domains to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+fn parse_format(text: &str) -> Result<sigillo_logs::input::Format, String> {
+    text.parse()
+        .map_err(|e: sigillo_logs::input::UnknownFormatName| e.to_string())
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(ts.as_second());
+    }
+    if let Ok(date) = text.parse::<jiff::civil::Date>() {
+        return date
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp().as_second())
+            .map_err(|e| e.to_string());
+    }
+    Err(format!(
+        "{text:?}: expected YYYY-MM-DD or an RFC 3339 time (2026-11-01T08:00:00Z)"
+    ))
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Print JSON instead of the terminal report.
     #[arg(long)]
@@ -141,6 +200,7 @@ pub struct DemoArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Check(args) => check(args).await,
+        Command::Report(args) => report(args),
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }
@@ -357,4 +417,65 @@ pub fn emit(text: &str) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// `sigillo report`: 0 when the logs were read (bad lines are reported on stderr and
+/// skipped), 2 when nothing could be read or an output could not be written.
+fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    let input_options = sigillo_logs::input::InputOptions {
+        format: args.format,
+        year: args.year,
+        ..Default::default()
+    };
+    let options = sigillo_logs::aggregate::AggregateOptions {
+        internal: args.internal.clone(),
+        since: args.since,
+        until: args.until,
+        top: args.top,
+    };
+    let analysis = sigillo_logs::analysis::analyze(&args.inputs, &input_options, options);
+    let _ = std::io::stderr().write_all(crate::report_text::input_problems(&analysis).as_bytes());
+    if let Some(dir) = &args.csv {
+        std::fs::create_dir_all(dir).with_context(|| format!("--csv {}", dir.display()))?;
+        for (name, text) in [
+            ("daily.csv", crate::report_csv::daily(&analysis.figures)),
+            ("hourly.csv", crate::report_csv::hourly(&analysis.figures)),
+            ("peers.csv", crate::report_csv::peers(&analysis.figures)),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.html {
+        let meta = crate::report_html::HtmlMeta {
+            title: "sigillo report: mail over TLS".to_owned(),
+            generated_at: jiff::Timestamp::now()
+                .strftime("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+            inputs: analysis
+                .inputs
+                .iter()
+                .map(|i| crate::report_html::InputSummary {
+                    path: i.source.clone(),
+                    lines: i.lines,
+                    bad_lines: i.bad_lines + i.skipped_long_lines,
+                })
+                .collect(),
+            advice: analysis.advice.clone(),
+        };
+        let page = crate::report_html::render(&analysis.figures, &meta);
+        std::fs::write(path, page).with_context(|| format!("--html {}", path.display()))?;
+    }
+    if args.json {
+        let mut text = serde_json::to_string(&analysis)?;
+        text.push('\n');
+        emit(&text)?;
+    } else {
+        emit(&crate::report_text::render(&analysis))?;
+    }
+    if analysis.nothing_read() {
+        eprintln!("sigillo report: no log line could be read from the inputs");
+        return Ok(2);
+    }
+    Ok(0)
 }

@@ -1,12 +1,15 @@
 //! `sigillo`: is your mail really encrypted between servers?
 //!
-//! The binary is thin: argument parsing, reading targets, and rendering reports. The work
-//! is done by `sigillo-check` (I/O engine) and `sigillo-smtp` (wire formats).
+//! The binary is thin: argument parsing and rendering. The work is done by `sigillo-check`
+//! (the I/O engine of `check`), `sigillo-smtp` (wire formats) and `sigillo-logs` (`report`).
 #![forbid(unsafe_code)]
 
 mod cli;
 mod demo;
 mod render;
+mod report_csv;
+mod report_html;
+mod report_text;
 
 use clap::Parser;
 use std::process::ExitCode;

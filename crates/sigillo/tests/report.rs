@@ -1,0 +1,246 @@
+//! `sigillo report` end to end: real Postfix and Exim instances receive a known number of
+//! messages from swaks, with and without STARTTLS, from several loopback source addresses;
+//! the report over their logs must give exactly those counts and shares, per peer.
+
+use serde_json::Value;
+use sigillo_testkit::{Exim, EximOptions, Postfix, PostfixOptions, TestCa, require_tools};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn swaks(port: u16, domain: &str, from_ip: &str, tls: bool, n: u32) {
+    let mut cmd = Command::new("swaks");
+    cmd.args([
+        "--server",
+        &format!("127.0.0.1:{port}"),
+        "--local-interface",
+        from_ip,
+    ])
+    .args(["--to", &format!("user@{domain}")])
+    .args(["--from", &format!("sender{n}@peer.sender.test")])
+    .args(["--helo", "peer.sender.test", "--timeout", "20"])
+    .stdin(Stdio::null());
+    if tls {
+        cmd.arg("--tls");
+    }
+    let out = cmd.output().expect("run swaks");
+    assert!(
+        out.status.success(),
+        "swaks from {from_ip} (tls={tls}) failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Waits until `count` lines of the log contain `needle`.
+fn wait_lines(path: &Path, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        let n = log.lines().filter(|l| l.contains(needle)).count();
+        if n >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {count} {needle:?} lines in {}:\n{log}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn report(args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+        .arg("report")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sigillo report");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), doc, stderr)
+}
+
+/// (messages, tls_messages) of the inbound peer with this IP.
+fn peer(doc: &Value, ip: &str) -> (u64, u64) {
+    let p = doc["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["ip"] == ip && p["direction"] == "inbound")
+        .unwrap_or_else(|| panic!("no inbound peer {ip} in {:#}", doc["peers"]));
+    (
+        p["messages"].as_u64().unwrap(),
+        p["tls_messages"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn postfix_and_exim_logs_give_exact_counts_per_peer() {
+    require_tools!("postfix", "exim4", "swaks");
+    let ca = TestCa::new().unwrap();
+    let cert = ca.issue(&["mx.sigillo.test"]).unwrap();
+    let postfix = Postfix::start(PostfixOptions::default().tls(&cert)).unwrap();
+    let exim = Exim::start(EximOptions::default().tls(&cert)).unwrap();
+    let pf_domain = postfix.options().domain.clone();
+    // Postfix: 127.0.0.2 sends 3 over TLS; 127.0.0.3 sends 2 in clear; 127.0.0.4 1 TLS + 1 clear.
+    let plan = [
+        ("127.0.0.2", true, 3),
+        ("127.0.0.3", false, 2),
+        ("127.0.0.4", true, 1),
+        ("127.0.0.4", false, 1),
+    ];
+    let mut sent = 0;
+    for (ip, tls, n) in plan {
+        for i in 0..n {
+            swaks(postfix.port(), &pf_domain, ip, tls, i);
+            sent += 1;
+        }
+    }
+    // Exim: 127.0.0.5 sends 2 over TLS, 127.0.0.6 sends 1 in clear.
+    let exim_domain = "sigillo.test";
+    for (ip, tls, n) in [("127.0.0.5", true, 2), ("127.0.0.6", false, 1)] {
+        for i in 0..n {
+            swaks(exim.port(), exim_domain, ip, tls, i);
+        }
+    }
+    wait_lines(&postfix.log_path(), "from=<sender", sent);
+    wait_lines(&exim.log_path(), " <= sender", 3);
+
+    let pf_log = postfix.log_path();
+    let exim_log = exim.log_path();
+    let (code, doc, stderr) = report(&[
+        "--json",
+        pf_log.to_str().unwrap(),
+        exim_log.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let formats: Vec<&str> = doc["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["postfix", "exim"]);
+    assert_eq!(peer(&doc, "127.0.0.2"), (3, 3));
+    assert_eq!(peer(&doc, "127.0.0.3"), (2, 0));
+    assert_eq!(peer(&doc, "127.0.0.4"), (2, 1));
+    assert_eq!(peer(&doc, "127.0.0.5"), (2, 2));
+    assert_eq!(peer(&doc, "127.0.0.6"), (1, 0));
+    let inbound = &doc["inbound"];
+    assert_eq!(inbound["messages"], 10, "{inbound:#}");
+    assert_eq!(inbound["tls_messages"], 6);
+    assert_eq!(inbound["tls_share"], 0.6);
+    assert_eq!(inbound["tls"]["versions"]["TLSv1.3"], 6, "{inbound:#}");
+    // The harness's readiness probes (from 127.0.0.1) are internal, never plaintext mail.
+    assert!(
+        doc["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["ip"] != "127.0.0.1")
+    );
+    // 127.0.0.4 used TLS, then sent in clear: a downgrade with its first and last message.
+    let downgrades = doc["downgrades"].as_array().unwrap();
+    assert_eq!(downgrades.len(), 1, "{downgrades:#?}");
+    assert_eq!(downgrades[0]["ip"], "127.0.0.4");
+    assert_eq!(downgrades[0]["plain_messages"], 1);
+    assert_eq!(downgrades[0]["tls_resumed"], false);
+
+    // The same logs through the other outputs.
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let csv = dir.path().join("csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+        .args([
+            "report",
+            "--html",
+            html.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ])
+        .args([&pf_log, &exim_log])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("inbound") && text.contains("60.0%"), "{text}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("60"), "html report");
+    let peers_csv = std::fs::read_to_string(csv.join("peers.csv")).unwrap();
+    assert!(
+        peers_csv.lines().any(|l| l.contains("127.0.0.3")),
+        "{peers_csv}"
+    );
+    assert!(csv.join("daily.csv").exists() && csv.join("hourly.csv").exists());
+}
+
+#[test]
+fn bad_input_is_reported_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "Nov 22 13:24:13 mx postfix/smtpd[27642]: connect from unknown[192.0.2.7]\n\
+                Nov 22 13:24:13 mx postfix/smtpd[27642]: Anonymous TLS connection established from unknown[192.0.2.7]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n\
+                Nov 22 13:24:13 mx postfix/smtpd[27642]: 4B6A19AC1C8: client=unknown[192.0.2.7]\n\
+                Nov 22 13:24:13 mx postfix/qmgr[27621]: 4B6A19AC1C8: from=<a@example.org>, size=630, nrcpt=1 (queue active)\n\
+                Nov 22 13:24:13 mx postfix/smtpd[27642]: disconnect from unknown[192.0.2.7] ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1 commands=7\n";
+    let log = dir.path().join("mail.log");
+    let mut bytes = good.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\xff\xfe garbage \x00\x01 binary\n");
+    bytes.extend_from_slice(b"this is not a log line at all\n");
+    std::fs::write(&log, &bytes).unwrap();
+    // A truncated .gz of the same good lines.
+    let gz = dir.path().join("mail.log.1.gz");
+    let mut enc = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(enc.stdin.as_mut().unwrap(), good.repeat(50).as_bytes()).unwrap();
+    let full = enc.wait_with_output().unwrap().stdout;
+    std::fs::write(&gz, &full[..full.len() / 2]).unwrap();
+    let (code, doc, stderr) = report(&[
+        "--json",
+        "--format",
+        "postfix",
+        log.to_str().unwrap(),
+        gz.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let inputs = doc["inputs"].as_array().unwrap();
+    let plain = inputs
+        .iter()
+        .find(|i| i["source"].as_str().unwrap().ends_with("mail.log"))
+        .unwrap();
+    assert_eq!(plain["bad_lines"], 2, "{plain:#}");
+    assert!(
+        stderr.contains("mail.log:6") && stderr.contains("mail.log:7"),
+        "{stderr}"
+    );
+    let truncated = inputs
+        .iter()
+        .find(|i| i["source"].as_str().unwrap().ends_with(".gz"))
+        .unwrap();
+    assert!(
+        truncated["errors"].to_string().contains("truncated"),
+        "{truncated:#}"
+    );
+    assert!(
+        doc["inbound"]["messages"].as_u64().unwrap() >= 1,
+        "the good lines still count"
+    );
+    // Nothing readable at all: exit 2.
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, [0u8, 159, 146, 150, 0, 0, 1]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+        .args(["report", "--json"])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
