@@ -22,3 +22,13 @@ for f in "$src"/*.txt; do
     n=$((n + 1))
 done
 echo "seeded $n files into $here/corpus/{reply,dialogue}"
+
+# log_lines: every log fixture of crates/sigillo-logs/testdata as it is.
+mkdir -p "$here/corpus/log_lines"
+m=0
+for f in "$here"/../crates/sigillo-logs/testdata/*/*.log "$here"/../crates/sigillo-logs/testdata/envelope/*.txt; do
+    [ -f "$f" ] || continue
+    cp "$f" "$here/corpus/log_lines/$(basename "$(dirname "$f")")-$(basename "$f")"
+    m=$((m + 1))
+done
+echo "seeded $m files into $here/corpus/log_lines"
