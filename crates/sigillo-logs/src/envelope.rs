@@ -178,7 +178,8 @@ impl YearGuess {
 #[derive(Debug, Clone)]
 pub struct Envelope {
     year: YearGuess,
-    /// The last RFC 3164 timestamp text (`Nov 22 13:24:13`, up to 16 bytes) and its time.
+    /// The first 16 bytes of the last RFC 3164 line (`Nov 22 13:24:13 m`), when they hold
+    /// its whole timestamp; with where the timestamp ends and its time. 0 = empty.
     cache_key: [u8; 16],
     cache_len: u8,
     cache_time: UnixTime,
@@ -229,6 +230,13 @@ impl Envelope {
         const F: LineFormat = LineFormat::Rfc3164;
         let b = raw.as_bytes();
         let bad = |field, at| malformed(F, field, at);
+        let window: Option<[u8; 16]> = b
+            .get(start..start + 16)
+            .and_then(|w| <[u8; 16]>::try_from(w).ok());
+        if self.cache_len != 0 && window == Some(self.cache_key) {
+            // Same first 16 bytes, which hold the whole timestamp: same time.
+            return syslog_tail(raw, start + usize::from(self.cache_len), self.cache_time, F);
+        }
         // `Nov 22 13:24:13` / `Nov  2 13:24:13` / `Nov 2 13:24:13`: find the end of hh:mm:ss.
         let mut i = start + 3;
         if b.get(i) != Some(&b' ') {
@@ -246,36 +254,24 @@ impl Envelope {
         i = skip_spaces(b, i);
         let hms = i;
         let hms_end = hms + 8;
-        let time = match b.get(start..hms_end) {
-            Some(key)
-                if key.len() <= 16
-                    && usize::from(self.cache_len) == key.len()
-                    && self.cache_key.get(..key.len()) == Some(key) =>
-            {
-                self.cache_time
-            }
-            Some(key) => {
-                let month = month_number(b.get(start..start + 3).unwrap_or_default())
-                    .ok_or(bad(Field::Timestamp, start))?;
-                let day = digits(b, day_start, day_end).ok_or(bad(Field::Timestamp, day_start))?;
-                let secs = parse_hms(b, hms).ok_or(bad(Field::Timestamp, hms))?;
-                if day == 0 || day > days_in_month(month, true) {
-                    return Err(bad(Field::Timestamp, day_start));
-                }
-                let year = self.year.year_for(month as u8);
-                let t = days_from_civil(i64::from(year), month, day) * 86_400 + secs;
-                if key.len() <= 16
-                    && let Some(slot) = self.cache_key.get_mut(..key.len())
-                {
-                    slot.copy_from_slice(key);
-                    self.cache_len = key.len() as u8;
-                    self.cache_time = t;
-                }
-                t
-            }
-            None => return Err(bad(Field::Timestamp, hms)),
-        };
+        let month = month_number(b.get(start..start + 3).unwrap_or_default())
+            .ok_or(bad(Field::Timestamp, start))?;
+        let day = digits(b, day_start, day_end).ok_or(bad(Field::Timestamp, day_start))?;
+        let secs = parse_hms(b, hms).ok_or(bad(Field::Timestamp, hms))?;
+        if day == 0 || day > days_in_month(month, true) {
+            return Err(bad(Field::Timestamp, day_start));
+        }
+        let year = self.year.year_for(month as u8);
+        let time = days_from_civil(i64::from(year), month, day) * 86_400 + secs;
         i = skip_fraction(b, hms_end);
+        match window {
+            Some(w) if i - start <= 16 => {
+                self.cache_key = w;
+                self.cache_len = (i - start) as u8;
+                self.cache_time = time;
+            }
+            _ => self.cache_len = 0,
+        }
         syslog_tail(raw, i, time, F)
     }
 }
@@ -349,9 +345,13 @@ fn split_tag(
     format: LineFormat,
 ) -> Result<(&str, Option<u32>, &str), EnvelopeError> {
     let b = raw.as_bytes();
-    let mut i = start;
-    while let Some(&c) = b.get(i) {
-        match c {
+    let stop = b.get(start..).and_then(|rest| {
+        rest.iter()
+            .position(|&c| matches!(c, b'[' | b':' | b' ' | b'\t'))
+    });
+    if let Some(n) = stop {
+        let i = start + n;
+        match b.get(i).copied().unwrap_or(b' ') {
             b'[' => {
                 let program = raw.get(start..i).unwrap_or_default();
                 let pid_start = i + 1;
@@ -377,8 +377,7 @@ fn split_tag(
                 let program = raw.get(start..i).unwrap_or_default();
                 return Ok((program, None, message_from(raw, i + 1)));
             }
-            b' ' | b'\t' => break,
-            _ => i += 1,
+            _ => {}
         }
     }
     Ok(("", None, raw.get(start..).unwrap_or_default()))
@@ -598,14 +597,16 @@ fn skip_spaces(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-fn find_blank(b: &[u8], mut i: usize) -> usize {
-    while let Some(&c) = b.get(i) {
-        if c == b' ' || c == b'\t' {
-            break;
+fn find_blank(b: &[u8], i: usize) -> usize {
+    match b.get(i..) {
+        Some(rest) => {
+            i + rest
+                .iter()
+                .position(|&c| c == b' ' || c == b'\t')
+                .unwrap_or(rest.len())
         }
-        i += 1;
+        None => i,
     }
-    i
 }
 
 /// `.123456` after seconds: skipped (times are whole seconds).
