@@ -30,6 +30,7 @@ use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, DeliveryStatus, Direction, MessageRecord, Mta,
     MtaParser, Peer, Record, Scope, TlsInfo, Transport, Trust, UnixTime,
 };
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
@@ -56,11 +57,19 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         }
     }
 
-    pub(crate) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+    pub(crate) fn get_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map.get_mut(k).map(|(_, v)| v)
     }
 
-    pub(crate) fn remove(&mut self, k: &K) -> Option<V> {
+    pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map.remove(k).map(|(_, v)| v)
     }
 
@@ -166,14 +175,45 @@ pub(crate) fn parse_u64(s: &str) -> Option<u64> {
     Some(n)
 }
 
-/// An IP address, also written with a trailing `.port` or `:port` by some MTAs: not here,
-/// plain only.
+/// An IP address as written inside brackets (`192.0.2.1`, `2001:db8::1`, `IPv6:2001:db8::1`).
+/// Dotted-quad IPv4 is parsed by hand (the common case, several times faster than `FromStr`).
 pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     if s.is_empty() || s.len() > 64 {
         return None;
     }
+    if let Some(v4) = parse_ipv4(s.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
     let s = s.strip_prefix("IPv6:").unwrap_or(s);
     s.parse().ok()
+}
+
+fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        let start = i;
+        let mut v: u16 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() || i - start == 3 {
+                break;
+            }
+            v = v * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        // No empty parts, no leading zeros (as FromStr), at most 255.
+        if i == start || (i - start > 1 && b.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(v).ok()?;
+        if n < 3 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    (i == b.len()).then_some(std::net::Ipv4Addr::from(octets))
 }
 
 /// A fixed-key hash, for recipient dedupe within one message (a list, not a table: no
@@ -214,7 +254,7 @@ fn parse_host(s: &str) -> (HostField<'_>, usize) {
     let mut h = HostField::default();
     let mut i = 0;
     if !matches!(b.first(), Some(b'[' | b'(')) {
-        let end = s.find(' ').unwrap_or(s.len());
+        let end = memchr::memchr(b' ', b).unwrap_or(s.len());
         if end > 0 {
             h.name = s.get(..end);
         }
@@ -226,7 +266,10 @@ fn parse_host(s: &str) -> (HostField<'_>, usize) {
     }
     if b.get(i) == Some(&b'(') {
         let rest = s.get(i..).unwrap_or("");
-        let close = rest.find(") [").or_else(|| rest.find(')'));
+        let rb = rest.as_bytes();
+        let close = memchr::memchr_iter(b')', rb)
+            .find(|&j| rb.get(j + 1..j + 3) == Some(b" ["))
+            .or_else(|| memchr::memchr(b')', rb));
         let Some(close) = close else {
             return (h, s.len());
         };
@@ -240,7 +283,7 @@ fn parse_host(s: &str) -> (HostField<'_>, usize) {
     }
     if b.get(i) == Some(&b'[') {
         let rest = s.get(i..).unwrap_or("");
-        let Some(close) = rest.find(']') else {
+        let Some(close) = memchr::memchr(b']', rest.as_bytes()) else {
             return (h, s.len());
         };
         h.ip = rest.get(1..close).and_then(parse_ip);
@@ -301,31 +344,29 @@ fn parse_fields(s: &str) -> Fields<'_> {
             pos += 2 + used.max(1);
             continue;
         }
-        if rest.starts_with("for ") {
-            let n = rest[4..].split(' ').filter(|t| !t.is_empty()).count();
+        if let Some(list) = rest.strip_prefix("for ") {
+            let n = list.split(' ').filter(|t| !t.is_empty()).count();
             f.for_count = u32::try_from(n).ok();
             break;
         }
         // One token, a quoted value kept whole.
-        let eq = rest.find(['=', ' ']);
+        let rb = rest.as_bytes();
+        let space = memchr::memchr(b' ', rb).unwrap_or(rb.len());
+        let eq = memchr::memchr(b'=', rb.get(..space).unwrap_or(rb));
         let end = match eq {
-            Some(e) if rest.as_bytes().get(e) == Some(&b'=') => {
-                if rest.as_bytes().get(e + 1) == Some(&b'"') {
-                    closing_quote(rest, e + 2).map_or(rest.len(), |q| q + 1)
-                } else {
-                    rest.find(' ').unwrap_or(rest.len())
-                }
+            Some(e) if rb.get(e + 1) == Some(&b'"') => {
+                closing_quote(rest, e + 2).map_or(rest.len(), |q| q + 1)
             }
-            _ => rest.find(' ').unwrap_or(rest.len()),
+            _ => space,
         };
-        let tok = rest.get(..end).unwrap_or("");
-        if let Some((k, v)) = tok.split_once('=') {
-            match k {
-                "P" => f.proto = Some(v),
-                "X" => f.x = Some(v),
-                "CV" => f.cv = Some(v),
-                "S" => f.size = parse_u64(v),
-                "C" => f.cmds = Some(v),
+        if let Some(e) = eq {
+            let v = rest.get(e + 1..end).unwrap_or("");
+            match rb.get(..e) {
+                Some(b"P") => f.proto = Some(v),
+                Some(b"X") => f.x = Some(v),
+                Some(b"CV") => f.cv = Some(v),
+                Some(b"S") => f.size = parse_u64(v),
+                Some(b"C") => f.cmds = Some(v),
                 _ => {}
             }
         }
@@ -569,7 +610,7 @@ impl EximParser {
     }
 
     fn flush_delivery(&mut self, id: &str, out: &mut Vec<Record>) {
-        if let Some(r) = self.deliveries.remove(&id.to_string()) {
+        if let Some(r) = self.deliveries.remove(id) {
             out.push(Record::Message(r));
         }
     }
@@ -583,8 +624,7 @@ impl EximParser {
         out: &mut Vec<Record>,
     ) {
         let rcpt_hash = hash_str(recipient_of(rest));
-        let key = id.to_string();
-        if let Some(open) = self.received.get_mut(&key) {
+        if let Some(open) = self.received.get_mut(id) {
             match kind {
                 b"==" => OpenMessage::add(&mut open.deferred, &mut 0, rcpt_hash),
                 _ => OpenMessage::add(&mut open.done, &mut open.done_extra, rcpt_hash),
@@ -594,7 +634,7 @@ impl EximParser {
             return;
         }
         if kind == b"->"
-            && let Some(r) = self.deliveries.get_mut(&key)
+            && let Some(r) = self.deliveries.get_mut(id)
         {
             r.recipients = r.recipients.saturating_add(1);
             return;
@@ -630,7 +670,7 @@ impl EximParser {
                 AnomalyKind::StartTlsFailed,
             ));
         }
-        let size = self.received.get_mut(&key).and_then(|o| o.record.size);
+        let size = self.received.get_mut(id).and_then(|o| o.record.size);
         let record = MessageRecord {
             mta: Mta::Exim,
             time: line.time,
@@ -644,11 +684,11 @@ impl EximParser {
             transport,
             recipients: 1,
             size,
-            id: key.clone(),
+            id: id.to_string(),
             status: Some(status),
         };
         if status == DeliveryStatus::Sent {
-            if let Some((_, old)) = self.deliveries.insert(key, record) {
+            if let Some((_, old)) = self.deliveries.insert(id.to_string(), record) {
                 out.push(Record::Message(old));
             }
         } else {
@@ -658,9 +698,10 @@ impl EximParser {
 
     fn on_completed(&mut self, id: &str, out: &mut Vec<Record>) {
         self.flush_delivery(id, out);
-        if let Some(open) = self.received.remove(&id.to_string()) {
-            let mut r = open.record.clone();
-            r.recipients = open.recipients(false);
+        if let Some(open) = self.received.remove(id) {
+            let recipients = open.recipients(false);
+            let mut r = open.record;
+            r.recipients = recipients;
             out.push(Record::Message(r));
         }
     }
@@ -823,14 +864,14 @@ impl MtaParser for EximParser {
             };
             let peer = parse_host(host).0.peer();
             out.push(anomaly(line, dir, peer, AnomalyKind::StartTlsFailed));
-        } else if let Some(i) = m.find(" on connection from ") {
+        } else if m.starts_with("SMTP ")
+            && let Some(i) = m.find(" on connection from ")
+        {
             // `SMTP command timeout on connection from …`, `SMTP data timeout … on connection
             // from …`: the session ends there.
-            if m.starts_with("SMTP ") {
-                let (host, _) = parse_host(m.get(i + 20..).unwrap_or(""));
-                if let Some(key) = host.key() {
-                    self.close_session(key, &host, out);
-                }
+            let (host, _) = parse_host(m.get(i + 20..).unwrap_or(""));
+            if let Some(key) = host.key() {
+                self.close_session(key, &host, out);
             }
         } else if let Some(rest) =
             m.strip_prefix("unexpected disconnection while reading SMTP command from ")
@@ -890,17 +931,28 @@ impl MtaParser for EximParser {
 mod tests {
     use super::*;
 
+    /// input, name, helo, ip, port, rest after the host
+    type HostCase = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<IpAddr>,
+        Option<u16>,
+        &'static str,
+    );
+    /// X= value, version, cipher, bits, key exchange
+    type CipherCase = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<u16>,
+        Option<&'static str>,
+    );
+
     #[test]
     fn host_forms() {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        let cases: &[(
-            &str,
-            Option<&str>,
-            Option<&str>,
-            Option<IpAddr>,
-            Option<u16>,
-            &str,
-        )] = &[
+        let cases: &[HostCase] = &[
             (
                 "[127.0.0.1] rest",
                 None,
@@ -958,7 +1010,7 @@ mod tests {
 
     #[test]
     fn cipher_names() {
-        let cases: &[(&str, &str, &str, Option<u16>, Option<&str>)] = &[
+        let cases: &[CipherCase] = &[
             (
                 "TLS1.3:ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM:256",
                 "TLSv1.3",
@@ -1011,6 +1063,32 @@ mod tests {
         }
         for bad in ["", "TLS1.3", ":x", "TLS1.3:"] {
             assert!(parse_colon_cipher(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ip_addresses_match_std() {
+        let cases = [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1..2.3",
+            "1.2.3.4 ",
+            "",
+            "2001:db8::1",
+            "IPv6:2001:db8::1",
+            "::ffff:192.0.2.1",
+            "1234.1.1.1",
+            "1.2.3.a",
+            ".1.2.3",
+        ];
+        for c in cases {
+            let want = c.strip_prefix("IPv6:").unwrap_or(c).parse::<IpAddr>().ok();
+            assert_eq!(parse_ip(c), want, "{c:?}");
         }
     }
 

@@ -123,10 +123,11 @@ fn trust_of(verify: &str) -> Trust {
 /// A queue id prefix: 8–20 alphanumerics and `: `.
 fn split_qid(m: &str) -> (Option<&str>, &str) {
     let n = m.bytes().take_while(u8::is_ascii_alphanumeric).count();
-    if (8..=20).contains(&n) && m.as_bytes().get(n) == Some(&b':') {
-        if let (Some(q), Some(r)) = (m.get(..n), m.get(n + 1..)) {
-            return (Some(q), r.trim_start());
-        }
+    if (8..=20).contains(&n)
+        && m.as_bytes().get(n) == Some(&b':')
+        && let (Some(q), Some(r)) = (m.get(..n), m.get(n + 1..))
+    {
+        return (Some(q), r.trim_start());
     }
     (None, m)
 }
