@@ -52,8 +52,9 @@ use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Mta, MtaParser, Peer,
     Record, Scope, TlsInfo, Transport, UnixTime,
 };
-use bounded::Bounded;
+use bounded::{Bounded, FxBuild};
 use fields::{Counters, PeerRef};
+use std::rc::Rc;
 
 /// Hint for inbound sessions whose transport the log does not tell.
 pub const HINT_SMTPD: &str = "set smtpd_tls_loglevel = 1 in main.cf";
@@ -155,7 +156,7 @@ struct Session {
     time: UnixTime,
     peer: Peer,
     tls: Option<TlsInfo>,
-    ids: Vec<Box<str>>,
+    ids: Vec<Rc<str>>,
     messages: u32,
     failure: Option<Failure>,
 }
@@ -174,7 +175,7 @@ struct Pending {
 /// The TLS connection a delivery process opened last.
 #[derive(Debug)]
 struct Conn {
-    relay: Box<str>,
+    relay: Rc<str>,
     tls: TlsInfo,
     /// The queue id of the first delivery over it, once seen.
     id: Option<Box<str>>,
@@ -200,10 +201,10 @@ struct DeliveryProc {
 pub struct PostfixParser {
     options: PostfixParserOptions,
     programs: Vec<(Box<str>, Box<str>)>,
-    sessions: Bounded<ProcKey, Session>,
-    pending: Bounded<Box<str>, Pending>,
-    procs: Bounded<ProcKey, DeliveryProc>,
-    relays: Bounded<Box<str>, Transport>,
+    sessions: Bounded<ProcKey, Session, FxBuild>,
+    pending: Bounded<Rc<str>, Pending, FxBuild>,
+    procs: Bounded<ProcKey, DeliveryProc, FxBuild>,
+    relays: Bounded<Rc<str>, Transport>,
     unparsed: u64,
     evicted: u64,
     /// An inbound / outbound TLS line was seen: TLS logging is on on that side.
@@ -365,7 +366,7 @@ impl PostfixParser {
             };
             let c = fields::counters(rest);
             self.close_session(s, Some(c), Some(line), out);
-        } else if msg.contains(" connection established ") {
+        } else if fields::is_tls_line(msg) {
             let Some(t) = fields::tls_line(msg).filter(|t| t.inbound) else {
                 self.unparsed += 1;
                 return;
@@ -435,13 +436,14 @@ impl PostfixParser {
             return;
         };
         s.messages = s.messages.saturating_add(1);
+        let key: Rc<str> = id.into();
         let transport = s.tls.clone().map(Transport::Tls);
         let peer = s.peer.clone();
         let undecided = transport.is_none();
         let mut overflow = false;
         if undecided {
             if s.ids.len() < max_ids {
-                s.ids.push(id.into());
+                s.ids.push(Rc::clone(&key));
             } else {
                 overflow = true;
             }
@@ -456,7 +458,7 @@ impl PostfixParser {
             transport,
             queued: None,
         };
-        let e = self.pending.insert(id.into(), pending);
+        let e = self.pending.insert(key, pending);
         self.count_evicted(e);
     }
 
@@ -470,8 +472,9 @@ impl PostfixParser {
         out: &mut Vec<Record>,
     ) {
         let c = c.unwrap_or_default();
-        let transport = if let Some(tls) = &s.tls {
-            Transport::Tls(tls.clone())
+        let had_tls = s.tls.is_some();
+        let transport = if let Some(tls) = s.tls {
+            Transport::Tls(tls)
         } else if s.failure.is_some() {
             Transport::Plain
         } else if c.starttls_ok.is_some_and(|n| n > 0) {
@@ -494,7 +497,7 @@ impl PostfixParser {
         }
         if c.unknown > 0
             && c.starttls_ok.is_none()
-            && s.tls.is_none()
+            && !had_tls
             && let Some(line) = line
         {
             out.push(Record::Anomaly(AnomalyRecord {
@@ -507,14 +510,14 @@ impl PostfixParser {
             }));
         }
         for id in &s.ids {
-            let done = match self.pending.get_mut(id) {
+            let done = match self.pending.get_mut(&**id) {
                 Some(p) if p.transport.is_none() => {
                     p.transport = Some(transport.clone());
                     p.queued.is_some()
                 }
                 _ => false,
             };
-            if done && let Some(p) = self.pending.remove(id) {
+            if done && let Some(p) = self.pending.remove(&**id) {
                 emit_inbound(id, p, out);
             }
         }
@@ -531,9 +534,8 @@ impl PostfixParser {
 
     /// Drops a queue id that never reached the queue (rejected).
     fn forget_unqueued(&mut self, id: &str) {
-        let key: Box<str> = id.into();
-        if self.pending.get(&key).is_some_and(|p| p.queued.is_none()) {
-            self.pending.remove(&key);
+        if self.pending.get(id).is_some_and(|p| p.queued.is_none()) {
+            self.pending.remove(id);
         }
     }
 
@@ -546,8 +548,7 @@ impl PostfixParser {
                 // `status=expired` and the like.
                 return;
             };
-            let key: Box<str> = id.into();
-            let ready = match self.pending.get_mut(&key) {
+            let ready = match self.pending.get_mut(id) {
                 // Only the first activation counts (deferred mail is activated again).
                 Some(p) if p.queued.is_none() => {
                     p.queued = Some(q);
@@ -555,7 +556,7 @@ impl PostfixParser {
                 }
                 _ => false,
             };
-            if ready && let Some(p) = self.pending.remove(&key) {
+            if ready && let Some(p) = self.pending.remove(id) {
                 emit_inbound(id, p, out);
             }
         } else if rest == "removed" {
@@ -604,7 +605,7 @@ impl PostfixParser {
             } else if rest.starts_with("Cannot start TLS") {
                 self.proc_failure(line, None, true, out);
             }
-        } else if msg.contains(" connection established ") {
+        } else if fields::is_tls_line(msg) {
             let Some(t) = fields::tls_line(msg).filter(|t| !t.inbound) else {
                 self.unparsed += 1;
                 return;
@@ -616,11 +617,15 @@ impl PostfixParser {
             if !lmtp {
                 self.seen_smtp_tls = true;
             }
-            let relay: Box<str> = t.peer.whole.into();
-            let e = self
-                .relays
-                .insert(relay.clone(), Transport::Tls(t.info.clone()));
-            self.count_evicted(e);
+            let relay: Rc<str> = t.peer.whole.into();
+            let known =
+                matches!(self.relays.get(t.peer.whole), Some(Transport::Tls(i)) if *i == t.info);
+            if !known {
+                let e = self
+                    .relays
+                    .insert(relay.clone(), Transport::Tls(t.info.clone()));
+                self.count_evicted(e);
+            }
             let Some(pr) = self.proc(key) else { return };
             let open = pr.open.take();
             let failure = pr.failure.take();
@@ -801,7 +806,7 @@ impl PostfixParser {
             }
         }
         if conn_use >= 2 {
-            return match self.relays.get(&relay.into()) {
+            return match self.relays.get(relay) {
                 Some(t) => t.clone(),
                 None => Transport::Unknown { hint: HINT_CACHED },
             };
@@ -809,8 +814,10 @@ impl PostfixParser {
         // A fresh connection without a TLS line: plain when TLS logging is evidently on, and
         // for internal hops (LMTP, content filters), where nobody enables it.
         if internal || self.seen_smtp_tls {
-            let e = self.relays.insert(relay.into(), Transport::Plain);
-            self.count_evicted(e);
+            if !matches!(self.relays.get(relay), Some(Transport::Plain)) {
+                let e = self.relays.insert(relay.into(), Transport::Plain);
+                self.count_evicted(e);
+            }
             Transport::Plain
         } else {
             self.advise_smtp_unknown = true;

@@ -1,24 +1,77 @@
 //! A map with a size cap that evicts the oldest insertion: the open-state store of the
 //! correlator, so memory stays bounded by the cap whatever the log holds.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+
+/// A fast hasher (FxHash's multiply-rotate) for keys the log's writer cannot choose freely
+/// (pids, Postfix queue ids). Keys from the outside world (relay host names) use the default
+/// SipHash, which resists crafted collisions.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FxBuild;
+
+pub(crate) struct Fx(u64);
+
+const SEED: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(SEED);
+    }
+}
+
+impl BuildHasher for FxBuild {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
 
 /// Keys in insertion order (with the sequence number of that insertion, so a key removed and
 /// inserted again is not evicted for its old position).
 #[derive(Debug)]
-pub(crate) struct Bounded<K, V> {
-    map: HashMap<K, (u64, V)>,
+pub(crate) struct Bounded<K, V, S = RandomState> {
+    map: HashMap<K, (u64, V), S>,
     order: VecDeque<(K, u64)>,
     seq: u64,
     cap: usize,
 }
 
-impl<K: Clone + Eq + Hash, V> Bounded<K, V> {
+impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
     pub fn new(cap: usize) -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             seq: 0,
             cap: cap.max(1),
@@ -29,15 +82,24 @@ impl<K: Clone + Eq + Hash, V> Bounded<K, V> {
         self.map.len()
     }
 
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+    pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get_mut(k).map(|(_, v)| v)
     }
 
-    pub fn get(&self, k: &K) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get(k).map(|(_, v)| v)
     }
 
-    pub fn remove(&mut self, k: &K) -> Option<V> {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.remove(k).map(|(_, v)| v)
     }
 
@@ -96,7 +158,7 @@ mod tests {
 
     #[test]
     fn evicts_oldest_and_respects_reinsertion() {
-        let mut m = Bounded::new(2);
+        let mut m: Bounded<u32, &str> = Bounded::new(2);
         assert_eq!(m.insert(1, "a"), None);
         assert_eq!(m.insert(2, "b"), None);
         assert_eq!(m.insert(1, "a2"), None); // 1 is now the newest
@@ -109,7 +171,7 @@ mod tests {
 
     #[test]
     fn order_queue_stays_bounded() {
-        let mut m = Bounded::new(4);
+        let mut m: Bounded<u32, u32, super::FxBuild> = Bounded::new(4);
         for i in 0..10_000u32 {
             m.insert(i % 3, i);
             m.remove(&(i % 3));

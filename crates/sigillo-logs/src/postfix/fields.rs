@@ -76,18 +76,44 @@ pub(crate) struct TlsLine<'a> {
 
 const ESTABLISHED: &str = "TLS connection established ";
 
-/// Parses a TLS line; `None` when `msg` is not one (or is garbled).
-pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
-    let at = msg.find(ESTABLISHED)?;
-    let trust = match msg.get(..at)?.trim_end() {
-        "" => None,
-        "Anonymous" => Some(Trust::Anonymous),
-        "Untrusted" => Some(Trust::Untrusted),
-        "Trusted" => Some(Trust::Trusted),
-        "Verified" => Some(Trust::Verified),
+/// Cheap test: does `msg` start like a TLS line (`[Trust ]TLS connection established `)?
+pub(crate) fn is_tls_line(msg: &str) -> bool {
+    split_trust(msg).is_some()
+}
+
+fn split_trust(msg: &str) -> Option<(Option<Trust>, &str)> {
+    if let Some(rest) = msg.strip_prefix(ESTABLISHED) {
+        return Some((None, rest));
+    }
+    let sp = memchr::memchr(b' ', msg.as_bytes())?;
+    let trust = match msg.get(..sp)? {
+        "Anonymous" => Trust::Anonymous,
+        "Untrusted" => Trust::Untrusted,
+        "Trusted" => Trust::Trusted,
+        "Verified" => Trust::Verified,
         _ => return None,
     };
-    let rest = msg.get(at + ESTABLISHED.len()..)?;
+    Some((Some(trust), msg.get(sp + 1..)?.strip_prefix(ESTABLISHED)?))
+}
+
+/// Finds `needle` (which starts with `first`) by scanning for `first` with memchr: cheaper
+/// than a substring searcher for the short fields of one log line.
+fn find_from(s: &str, first: u8, needle: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(first, bytes.get(at..)?) {
+        let pos = at + i;
+        if bytes.get(pos..)?.starts_with(needle.as_bytes()) {
+            return Some(pos);
+        }
+        at = pos + 1;
+    }
+    None
+}
+
+/// Parses a TLS line; `None` when `msg` is not one (or is garbled).
+pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
+    let (trust, rest) = split_trust(msg)?;
     let (inbound, rest) = if let Some(r) = rest.strip_prefix("from ") {
         (true, r)
     } else if let Some(r) = rest.strip_prefix("to ") {
@@ -97,25 +123,36 @@ pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
     };
     let (peer, rest) = peer(rest)?;
     let rest = rest.strip_prefix(": ")?;
-    let (version, rest) = rest.split_once(" with cipher ")?;
-    if version.is_empty() || version.contains(' ') {
+    let sp = memchr::memchr(b' ', rest.as_bytes())?;
+    let version = rest.get(..sp)?;
+    let rest = rest.get(sp + 1..)?.strip_prefix("with cipher ")?;
+    if version.is_empty() {
         return None;
     }
-    let (cipher, rest) = match rest.split_once(' ') {
-        Some((c, r)) => (c, r),
+    let (cipher, rest) = match memchr::memchr(b' ', rest.as_bytes()) {
+        Some(i) => (rest.get(..i)?, rest.get(i + 1..)?),
         None => (rest, ""),
     };
     if cipher.is_empty() {
         return None;
     }
-    let bits = rest
-        .strip_prefix('(')
-        .and_then(|r| r.split_once('/'))
-        .and_then(|(b, _)| parse_u64(b))
-        .and_then(|b| u16::try_from(b).ok());
+    // `(256/256 bits)`, then (Postfix ≥ 3.4, TLS 1.3) ` key-exchange X25519 …`.
+    let (bits, rest) = match rest.strip_prefix('(') {
+        Some(r) => {
+            let slash = memchr::memchr(b'/', r.as_bytes());
+            let bits = slash
+                .and_then(|i| r.get(..i))
+                .and_then(parse_u64)
+                .and_then(|b| u16::try_from(b).ok());
+            let after = memchr::memchr(b')', r.as_bytes())
+                .and_then(|i| r.get(i + 1..))
+                .unwrap_or("");
+            (bits, after)
+        }
+        None => (None, rest),
+    };
     let key_exchange = rest
-        .find("key-exchange ")
-        .and_then(|i| rest.get(i + "key-exchange ".len()..))
+        .strip_prefix(" key-exchange ")
         .and_then(|r| r.split(' ').next())
         .filter(|k| !k.is_empty())
         .map(str::to_owned);
@@ -200,9 +237,11 @@ pub(crate) fn parse_u64(s: &str) -> Option<u64> {
 /// qmgr's `from=<…>, size=N, nrcpt=N (queue active)` (after the queue id).
 pub(crate) fn qmgr_from(rest: &str) -> Option<(u64, u32)> {
     let rest = rest.strip_prefix("from=<")?;
-    let at = rest.find(">, size=")?;
+    let at = find_from(rest, b'>', ">, size=")?;
     let rest = rest.get(at + ">, size=".len()..)?;
-    let (size, rest) = rest.split_once(", nrcpt=")?;
+    let comma = memchr::memchr(b',', rest.as_bytes())?;
+    let size = rest.get(..comma)?;
+    let rest = rest.get(comma..)?.strip_prefix(", nrcpt=")?;
     let nrcpt = rest.split(' ').next()?;
     Some((parse_u64(size)?, u32::try_from(parse_u64(nrcpt)?).ok()?))
 }
@@ -223,13 +262,13 @@ pub(crate) struct ToLine<'a> {
 /// (`status=deliverable|undeliverable`) and for garbage.
 pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
     let mut rest = rest.strip_prefix("to=<")?;
-    let close = rest.find(">, ")?;
+    let close = find_from(rest, b'>', ">, ")?;
     rest = rest.get(close + 3..)?;
     let mut relay = None;
     let mut conn_use = 1;
     loop {
         if let Some(r) = rest.strip_prefix("orig_to=<") {
-            let close = r.find(">, ")?;
+            let close = find_from(r, b'>', ">, ")?;
             rest = r.get(close + 3..)?;
             continue;
         }
@@ -248,7 +287,8 @@ pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
                 text,
             });
         }
-        let (field, next) = rest.split_once(", ")?;
+        let comma = find_from(rest, b',', ", ")?;
+        let (field, next) = (rest.get(..comma)?, rest.get(comma + 2..)?);
         if let Some(r) = field.strip_prefix("relay=") {
             relay = Some(r);
         } else if let Some(n) = field.strip_prefix("conn_use=") {
