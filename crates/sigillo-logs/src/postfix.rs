@@ -54,7 +54,7 @@ use crate::model::{
 };
 use bounded::{Bounded, FxBuild};
 use fields::{Counters, PeerRef};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Hint for inbound sessions whose transport the log does not tell.
 pub const HINT_SMTPD: &str = "set smtpd_tls_loglevel = 1 in main.cf";
@@ -156,7 +156,7 @@ struct Session {
     time: UnixTime,
     peer: Peer,
     tls: Option<TlsInfo>,
-    ids: Vec<Rc<str>>,
+    ids: Vec<Arc<str>>,
     messages: u32,
     failure: Option<Failure>,
 }
@@ -175,7 +175,7 @@ struct Pending {
 /// The TLS connection a delivery process opened last.
 #[derive(Debug)]
 struct Conn {
-    relay: Rc<str>,
+    relay: Arc<str>,
     tls: TlsInfo,
     /// The queue id of the first delivery over it, once seen.
     id: Option<Box<str>>,
@@ -202,9 +202,9 @@ pub struct PostfixParser {
     options: PostfixParserOptions,
     programs: Vec<(Box<str>, Box<str>)>,
     sessions: Bounded<ProcKey, Session, FxBuild>,
-    pending: Bounded<Rc<str>, Pending, FxBuild>,
+    pending: Bounded<Arc<str>, Pending, FxBuild>,
     procs: Bounded<ProcKey, DeliveryProc, FxBuild>,
-    relays: Bounded<Rc<str>, Transport>,
+    relays: Bounded<Arc<str>, Transport>,
     unparsed: u64,
     evicted: u64,
     /// An inbound / outbound TLS line was seen: TLS logging is on on that side.
@@ -436,14 +436,14 @@ impl PostfixParser {
             return;
         };
         s.messages = s.messages.saturating_add(1);
-        let key: Rc<str> = id.into();
+        let key: Arc<str> = id.into();
         let transport = s.tls.clone().map(Transport::Tls);
         let peer = s.peer.clone();
         let undecided = transport.is_none();
         let mut overflow = false;
         if undecided {
             if s.ids.len() < max_ids {
-                s.ids.push(Rc::clone(&key));
+                s.ids.push(Arc::clone(&key));
             } else {
                 overflow = true;
             }
@@ -617,7 +617,7 @@ impl PostfixParser {
             if !lmtp {
                 self.seen_smtp_tls = true;
             }
-            let relay: Rc<str> = t.peer.whole.into();
+            let relay: Arc<str> = t.peer.whole.into();
             let known =
                 matches!(self.relays.get(t.peer.whole), Some(Transport::Tls(i)) if *i == t.info);
             if !known {
@@ -940,5 +940,15 @@ impl MtaParser for PostfixParser {
             ));
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The report may run one parser per input on its own thread.
+    #[test]
+    fn parser_is_send() {
+        fn send<T: Send>() {}
+        send::<super::PostfixParser>();
     }
 }
