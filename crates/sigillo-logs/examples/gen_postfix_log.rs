@@ -45,7 +45,7 @@ const LOCAL_DOMAIN: &[u8] = b"example.net";
 /// Sessions per `smtpd` process before it exits (Postfix `max_use`).
 const MAX_USE: u16 = 100;
 /// The stripping incident: day index (0 = `--start`) and hour (UTC).
-const INCIDENT_DAY: u64 = 2;
+const INCIDENT_DAY: u64 = 1;
 const INCIDENT_HOUR: u64 = 10;
 
 // ------------------------------------------------------------------------------ arguments
@@ -906,6 +906,7 @@ struct LocalJob {
     notice: bool,
     stage: u8,
     pid: u32,
+    uses: u16,
 }
 
 enum Actor {
@@ -926,9 +927,9 @@ struct Gen {
     submission: Pool,
     smtp: Pool,
     cleanup: Rotating,
-    virt: Rotating,
-    lmtp: Rotating,
-    local: Rotating,
+    virt: Pool,
+    lmtp: Pool,
+    local: Pool,
     bounce: Rotating,
     qmgr: u32,
     pickup: u32,
@@ -1451,6 +1452,7 @@ impl Gen {
                                 notice: false,
                                 stage: 0,
                                 pid: 0,
+                                uses: 0,
                             };
                             let at = self.now + self.rng.range(5, 300);
                             self.schedule(at, Actor::Local(Box::new(j)));
@@ -1789,6 +1791,7 @@ impl Gen {
                             notice: true,
                             stage: 0,
                             pid: 0,
+                            uses: 0,
                         };
                         self.schedule(t + 1, Actor::Local(Box::new(lj)));
                     }
@@ -1855,11 +1858,14 @@ impl Gen {
             return Ok(Some(self.rng.range(5, 100)));
         }
         if j.pid == 0 {
-            j.pid = match j.agent {
-                0 => self.virt.get(&mut self.pids, &mut self.rng, 4),
-                1 => self.lmtp.get(&mut self.pids, &mut self.rng, 4),
-                _ => self.local.get(&mut self.pids, &mut self.rng, 2),
+            // A delivery agent process delivers one message at a time.
+            let p = match j.agent {
+                0 => self.virt.take(&mut self.pids, &mut self.rng),
+                1 => self.lmtp.take(&mut self.pids, &mut self.rng),
+                _ => self.local.take(&mut self.pids, &mut self.rng),
             };
+            j.pid = p.0;
+            j.uses = p.1;
         }
         let user = &world.users[self.rng.below(world.users.len() as u64) as usize];
         let prog: &[u8] = match j.agent {
@@ -1900,6 +1906,12 @@ impl Gen {
             return Ok(Some(self.rng.range(1, 20)));
         }
         self.truth.internal_outbound_messages += 1;
+        let p = (j.pid, j.uses);
+        match j.agent {
+            0 => self.virt.give(p),
+            1 => self.lmtp.give(p),
+            _ => self.local.give(p),
+        }
         self.removed(j.qid)?;
         Ok(None)
     }
@@ -1966,18 +1978,9 @@ fn run(args: &Args) -> std::io::Result<()> {
             pids: Vec::new(),
             uses: 0,
         },
-        virt: Rotating {
-            pids: Vec::new(),
-            uses: 0,
-        },
-        lmtp: Rotating {
-            pids: Vec::new(),
-            uses: 0,
-        },
-        local: Rotating {
-            pids: Vec::new(),
-            uses: 0,
-        },
+        virt: Pool::new(MAX_USE),
+        lmtp: Pool::new(MAX_USE),
+        local: Pool::new(MAX_USE),
         bounce: Rotating {
             pids: Vec::new(),
             uses: 0,
