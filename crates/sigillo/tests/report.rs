@@ -244,3 +244,59 @@ fn bad_input_is_reported_skipped_and_counted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn iso_and_journald_timestamps_give_the_same_figures() {
+    // A log written by a real Postfix 3.7 (RFC 3164 timestamps), rewritten as rsyslog's
+    // RFC 3339 format and as journald's short-iso: the figures must not change.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sigillo-logs/testdata/postfix/real-3.7-tls-and-plain.log"
+    );
+    let original = std::fs::read_to_string(fixture).unwrap();
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let rewrite = |iso: &dyn Fn(u32, u32, &str) -> String| -> String {
+        original
+            .lines()
+            .map(|line| {
+                let (Some(month), Some(day), Some(time)) = (
+                    months.iter().position(|m| line.starts_with(m)),
+                    line.get(4..6).and_then(|d| d.trim().parse::<u32>().ok()),
+                    line.get(7..15),
+                ) else {
+                    return line.to_owned();
+                };
+                format!("{}{}\n", iso(month as u32 + 1, day, time), &line[15..])
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rfc3339 = dir.path().join("rfc3339.log");
+    std::fs::write(
+        &rfc3339,
+        rewrite(&|m, d, t| format!("2026-{m:02}-{d:02}T{t}.123456+00:00")),
+    )
+    .unwrap();
+    let journald = dir.path().join("journald.log");
+    std::fs::write(
+        &journald,
+        rewrite(&|m, d, t| format!("2026-{m:02}-{d:02}T{t}+0000")),
+    )
+    .unwrap();
+    let (_, base, _) = report(&["--json", "--year", "2026", fixture]);
+    assert!(
+        base["inbound"]["messages"].as_u64().unwrap() > 0,
+        "{:#}",
+        base["inbound"]
+    );
+    for path in [&rfc3339, &journald] {
+        let (code, doc, stderr) = report(&["--json", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(doc["inputs"][0]["bad_lines"], 0, "{stderr}");
+        for key in ["inbound", "outbound", "daily", "peers", "first", "last"] {
+            assert_eq!(doc[key], base[key], "{key} differs for {}", path.display());
+        }
+    }
+}
