@@ -19,6 +19,7 @@ pub mod aggregate;
 pub mod analysis;
 pub mod envelope;
 pub mod exim;
+mod fields;
 pub mod input;
 pub mod model;
 pub mod opensmtpd;

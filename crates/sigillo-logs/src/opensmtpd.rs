@@ -22,7 +22,7 @@
 //!   `mta closing reason=tls-…` and `mta error` naming TLS ⇒ StartTlsFailed.
 
 use crate::envelope::Line;
-use crate::exim::{BoundedMap, normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
+use crate::fields::{BoundedMap, normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, DeliveryStatus, Direction, MessageRecord, Mta,
     MtaParser, Peer, Record, Scope, TlsInfo, Transport, Trust, UnixTime,

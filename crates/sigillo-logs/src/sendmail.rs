@@ -27,7 +27,7 @@
 //!   sessions leave no line of their own: no connection records.
 
 use crate::envelope::Line;
-use crate::exim::{BoundedMap, normalize_tls_version, parse_ip, parse_u64};
+use crate::fields::{BoundedMap, normalize_tls_version, parse_ip, parse_u64};
 use crate::model::{
     AnomalyKind, AnomalyRecord, DeliveryStatus, Direction, MessageRecord, Mta, MtaParser, Peer,
     Record, Scope, TlsInfo, Transport, Trust, UnixTime,

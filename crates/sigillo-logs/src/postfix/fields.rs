@@ -2,6 +2,7 @@
 //! counters, queue ids, qmgr `from=` and delivery `to=` lines. Borrowing, allocation-free,
 //! total: garbage gives `None`, never a panic.
 
+use crate::fields::{normalize_tls_version, parse_u64};
 use crate::model::{DeliveryStatus, Peer, TlsInfo, Trust};
 use std::net::IpAddr;
 
@@ -160,18 +161,13 @@ pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
         inbound,
         peer,
         info: TlsInfo {
-            version: normalise_version(version).to_owned(),
+            version: normalize_tls_version(version),
             cipher: cipher.to_owned(),
             bits,
             key_exchange,
             trust,
         },
     })
-}
-
-/// `TLSv1.0` → `TLSv1`; everything else as logged.
-pub(crate) fn normalise_version(v: &str) -> &str {
-    if v == "TLSv1.0" { "TLSv1" } else { v }
 }
 
 /// The `disconnect from` counters (Postfix ≥ 3.0).
@@ -217,21 +213,6 @@ pub(crate) fn queue_id(msg: &str) -> Option<(&str, &str)> {
     }
     let rest = msg.get(n..)?.strip_prefix(": ")?;
     Some((msg.get(..n)?, rest))
-}
-
-/// Decimal digits, no sign, no overflow (`None` on anything else).
-pub(crate) fn parse_u64(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for b in s.bytes() {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + u64::from(b - b'0');
-    }
-    Some(n)
 }
 
 /// qmgr's `from=<…>, size=N, nrcpt=N (queue active)` (after the queue id).

@@ -1,0 +1,193 @@
+//! Small field parsers and a bounded map shared by the MTA parsers: numbers, IP addresses,
+//! TLS version names, `version:cipher:bits` triples. No I/O, no allocation unless noted.
+
+use crate::model::TlsInfo;
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+
+/// A map with insertion-order eviction past `cap` (the oldest entry is handed back).
+#[derive(Debug)]
+pub(crate) struct BoundedMap<K, V> {
+    map: HashMap<K, (u64, V)>,
+    order: VecDeque<(K, u64)>,
+    seq: u64,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            seq: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    pub(crate) fn get_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_mut(k).map(|(_, v)| v)
+    }
+
+    pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.remove(k).map(|(_, v)| v)
+    }
+
+    /// Inserts (replacing any value under `k`); returns the oldest entry when over the cap.
+    pub(crate) fn insert(&mut self, k: K, v: V) -> Option<(K, V)> {
+        self.seq += 1;
+        self.order.push_back((k.clone(), self.seq));
+        self.map.insert(k, (self.seq, v));
+        let mut evicted = None;
+        if self.map.len() > self.cap {
+            while let Some((old, seq)) = self.order.pop_front() {
+                if self.map.get(&old).is_some_and(|(s, _)| *s == seq) {
+                    evicted = self.map.remove(&old).map(|(_, v)| (old, v));
+                    break;
+                }
+            }
+        }
+        if self.order.len() > 2 * self.cap + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(k, s)| map.get(k).is_some_and(|(s2, _)| s2 == s));
+        }
+        evicted
+    }
+
+    /// Everything, oldest first.
+    pub(crate) fn drain(&mut self) -> Vec<(K, V)> {
+        let mut v = Vec::with_capacity(self.map.len());
+        while let Some((k, seq)) = self.order.pop_front() {
+            if self.map.get(&k).is_some_and(|(s, _)| *s == seq)
+                && let Some((_, val)) = self.map.remove(&k)
+            {
+                v.push((k, val));
+            }
+        }
+        self.map.clear();
+        v
+    }
+}
+
+/// `TLS1.3`, `TLSv1.2`, `TLS1.0`, `TLSv1`, `SSL3.0` → `TLSv1.3`, `TLSv1.2`, `TLSv1`, `TLSv1`,
+/// `SSLv3`; anything else as written.
+pub(crate) fn normalize_tls_version(v: &str) -> String {
+    let (proto, num) = if let Some(n) = v.strip_prefix("TLSv").or_else(|| v.strip_prefix("TLS")) {
+        ("TLSv", n)
+    } else if let Some(n) = v.strip_prefix("SSLv").or_else(|| v.strip_prefix("SSL")) {
+        ("SSLv", n)
+    } else {
+        return v.to_string();
+    };
+    let num = match num {
+        "1" | "1.0" => "1",
+        "3" | "3.0" => "3",
+        "1.1" | "1.2" | "1.3" | "2" => num,
+        _ => return v.to_string(),
+    };
+    format!("{proto}{num}")
+}
+
+/// `version:cipher:bits` (Exim's `X=`, OpenSMTPD's `ciphers=`): bits optional.
+pub(crate) fn parse_colon_cipher(x: &str) -> Option<TlsInfo> {
+    let (ver, rest) = x.split_once(':')?;
+    if ver.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let (cipher, bits) = match rest.rsplit_once(':') {
+        Some((c, b)) if !c.is_empty() => match parse_u64(b) {
+            Some(n) => (c, u16::try_from(n).ok()),
+            None => (rest, None),
+        },
+        _ => (rest, None),
+    };
+    Some(TlsInfo {
+        version: normalize_tls_version(ver),
+        cipher: cipher.to_string(),
+        bits,
+        key_exchange: gnutls_key_exchange(cipher),
+        trust: None,
+    })
+}
+
+/// The group inside a GnuTLS description name: `ECDHE_X25519__RSA_PSS_…` → `X25519`.
+fn gnutls_key_exchange(cipher: &str) -> Option<String> {
+    let (kx, _) = cipher.split_once("__")?;
+    let g = kx
+        .strip_prefix("ECDHE_")
+        .or_else(|| kx.strip_prefix("DHE_"))?;
+    (!g.is_empty()).then(|| g.to_string())
+}
+
+/// Decimal digits only, no sign, no overflow.
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
+}
+
+/// An IP address as written inside brackets (`192.0.2.1`, `2001:db8::1`, `IPv6:2001:db8::1`).
+/// Dotted-quad IPv4 is parsed by hand (the common case, several times faster than `FromStr`).
+pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
+    if s.is_empty() || s.len() > 64 {
+        return None;
+    }
+    if let Some(v4) = parse_ipv4(s.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
+    let s = s.strip_prefix("IPv6:").unwrap_or(s);
+    s.parse().ok()
+}
+
+fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        let start = i;
+        let mut v: u16 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() || i - start == 3 {
+                break;
+            }
+            v = v * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        // No empty parts, no leading zeros (as FromStr), at most 255.
+        if i == start || (i - start > 1 && b.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(v).ok()?;
+        if n < 3 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    (i == b.len()).then_some(std::net::Ipv4Addr::from(octets))
+}
+
+/// A fixed-key hash, for recipient dedupe within one message (a list, not a table: no
+/// HashDoS exposure).
+pub(crate) fn hash_str(s: &str) -> u64 {
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(s)
+}
