@@ -1219,7 +1219,7 @@ impl Gen {
     }
 
     /// `HOST[IP]` of a session's client.
-    fn client<'a>(world: &'a World, k: Kind) -> &'a str {
+    fn client(world: &World, k: Kind) -> &str {
         match k {
             Kind::Mx(p) => &world.peers[p as usize].hp,
             Kind::Submission(c) => &world.sub_clients[c as usize],
@@ -1263,19 +1263,19 @@ impl Gen {
                         Kind::Submission(_) => self.submission.take(&mut self.pids, &mut self.rng),
                         _ => self.smtpd.take(&mut self.pids, &mut self.rng),
                     };
-                    if let Kind::Mx(p) = k {
-                        if let Some(name) = &world.peers[p as usize].name_mismatch {
-                            let ip = &world.peers[p as usize].ip;
-                            self.out.begin(t, Self::prog(k), s.proc.0);
-                            self.out.s("warning: hostname ");
-                            self.out.s(name);
-                            self.out.s(" does not resolve to address ");
-                            self.out.s(ip);
-                            self.out.s(": Name or service not known");
-                            self.out.end()?;
-                            s.stage = WARN;
-                            return Ok(Some(1));
-                        }
+                    if let Kind::Mx(p) = k
+                        && let Some(name) = &world.peers[p as usize].name_mismatch
+                    {
+                        let ip = &world.peers[p as usize].ip;
+                        self.out.begin(t, Self::prog(k), s.proc.0);
+                        self.out.s("warning: hostname ");
+                        self.out.s(name);
+                        self.out.s(" does not resolve to address ");
+                        self.out.s(ip);
+                        self.out.s(": Name or service not known");
+                        self.out.end()?;
+                        s.stage = WARN;
+                        return Ok(Some(1));
                     }
                     s.stage = WARN;
                 }
@@ -1349,7 +1349,7 @@ impl Gen {
                     self.out.qid(s.qid);
                     if k == Kind::Pickup {
                         self.out.s(": uid=");
-                        let uid = if s.sender % 3 == 0 { 0 } else { 33 };
+                        let uid = if s.sender.is_multiple_of(3) { 0 } else { 33 };
                         self.out.u(uid);
                         self.out.s(if uid == 0 {
                             " from=<root>"
@@ -1388,7 +1388,9 @@ impl Gen {
                     self.out.s(">");
                     self.out.end()?;
                     s.stage = QMGR;
-                    return Ok(Some(self.rng.range(100, 3000) + self.rng.exp(2000.0) as u64));
+                    return Ok(Some(
+                        self.rng.range(100, 3000) + self.rng.exp(2000.0) as u64,
+                    ));
                 }
                 QMGR => {
                     let dest = s.msgs[s.i];
@@ -1405,7 +1407,7 @@ impl Gen {
                             self.out.s(&pe.domain);
                         }
                         Kind::Pickup => {
-                            self.out.s(if s.sender % 3 == 0 {
+                            self.out.s(if s.sender.is_multiple_of(3) {
                                 "root"
                             } else {
                                 "www-data"
@@ -1919,7 +1921,7 @@ impl Gen {
 
 /// A sender local part for a peer's domain.
 fn rng_local<'a>(domain: &str, user: &'a str) -> &'a str {
-    if domain.len() % 3 == 0 {
+    if domain.len().is_multiple_of(3) {
         FIRST[domain.len() % FIRST.len()]
     } else {
         user
