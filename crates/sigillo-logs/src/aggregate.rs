@@ -284,10 +284,25 @@ pub struct Figures {
     pub downgrades: Vec<Downgrade>,
     pub starttls_failures: Vec<AnomalyFigure>,
     pub stripping_traces: Vec<AnomalyFigure>,
-    /// Entries left out of the three lists above (over the cap).
-    pub omitted: u64,
+    /// Entries left out of the three lists above, each capped at 1,000 (counted per list).
+    pub omitted: Omitted,
     /// Records outside `--since`/`--until`.
     pub outside_window: u64,
+}
+
+/// How many entries each capped list left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Omitted {
+    pub downgrades: u64,
+    pub starttls_failures: u64,
+    pub stripping_traces: u64,
+}
+
+impl Omitted {
+    /// All left out, over the three lists.
+    pub fn total(&self) -> u64 {
+        self.downgrades + self.starttls_failures + self.stripping_traces
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -330,8 +345,9 @@ pub struct Aggregator {
     hours: BTreeMap<i64, PeriodCounts>,
     peers: HashMap<PeerKey, PeerState>,
     downgrades: Vec<Downgrade>,
-    anomalies: Vec<AnomalyRecord>,
-    omitted: u64,
+    starttls_failures: Vec<AnomalyRecord>,
+    stripping_traces: Vec<AnomalyRecord>,
+    omitted: Omitted,
     outside_window: u64,
     first: Option<UnixTime>,
     last: Option<UnixTime>,
@@ -349,8 +365,9 @@ impl Aggregator {
             hours: BTreeMap::new(),
             peers: HashMap::new(),
             downgrades: Vec::new(),
-            anomalies: Vec::new(),
-            omitted: 0,
+            starttls_failures: Vec::new(),
+            stripping_traces: Vec::new(),
+            omitted: Omitted::default(),
             outside_window: 0,
             first: None,
             last: None,
@@ -393,10 +410,20 @@ impl Aggregator {
                 if !self.in_window(a.time) {
                     return;
                 }
-                if self.anomalies.len() < 2 * MAX_LISTED {
-                    self.anomalies.push(a.clone());
+                let (list, omitted) = match a.kind {
+                    AnomalyKind::StartTlsFailed => (
+                        &mut self.starttls_failures,
+                        &mut self.omitted.starttls_failures,
+                    ),
+                    AnomalyKind::StrippingTrace => (
+                        &mut self.stripping_traces,
+                        &mut self.omitted.stripping_traces,
+                    ),
+                };
+                if list.len() < MAX_LISTED {
+                    list.push(a.clone());
                 } else {
-                    self.omitted += 1;
+                    *omitted += 1;
                 }
             }
         }
@@ -468,7 +495,7 @@ impl Aggregator {
                 *peer.versions.entry(info.version.clone()).or_default() += 1;
                 if let Some(window) = peer.window.take() {
                     let closed = downgrade(&key, window, true);
-                    push_capped(&mut self.downgrades, closed, &mut self.omitted);
+                    push_capped(&mut self.downgrades, closed, &mut self.omitted.downgrades);
                 }
                 peer.last_tls = Some((m.time, m.id.clone()));
             }
@@ -503,7 +530,7 @@ impl Aggregator {
                 push_capped(
                     &mut self.downgrades,
                     downgrade(key, window, false),
-                    &mut self.omitted,
+                    &mut self.omitted.downgrades,
                 );
             }
             peers.push(PeerFigures {
@@ -545,22 +572,18 @@ impl Aggregator {
                         || (k.hostname.is_some() && k.hostname == a.peer.hostname))
             })
         };
-        let mut starttls_failures = Vec::new();
-        let mut stripping_traces = Vec::new();
-        for a in &self.anomalies {
-            let figure = AnomalyFigure {
-                time: time_text(a.time),
-                direction: a.direction,
-                hostname: a.peer.hostname.clone(),
-                ip: a.peer.ip.map(|ip| ip.to_string()),
-                evidence: a.evidence.clone(),
-                peer_uses_tls: peer_uses_tls(a),
-            };
-            match a.kind {
-                AnomalyKind::StartTlsFailed => starttls_failures.push(figure),
-                AnomalyKind::StrippingTrace => stripping_traces.push(figure),
-            }
-        }
+        let figure = |a: &AnomalyRecord| AnomalyFigure {
+            time: time_text(a.time),
+            direction: a.direction,
+            hostname: a.peer.hostname.clone(),
+            ip: a.peer.ip.map(|ip| ip.to_string()),
+            evidence: a.evidence.clone(),
+            peer_uses_tls: peer_uses_tls(a),
+        };
+        let starttls_failures: Vec<AnomalyFigure> =
+            self.starttls_failures.iter().map(figure).collect();
+        let stripping_traces: Vec<AnomalyFigure> =
+            self.stripping_traces.iter().map(figure).collect();
         let period =
             |map: &BTreeMap<i64, PeriodCounts>, seconds: i64, hourly: bool| -> Vec<PeriodFigures> {
                 map.iter()
@@ -895,6 +918,45 @@ mod tests {
         assert_eq!(f.outside_window, 2);
         assert_eq!(f.internal_inbound.messages, 1);
         assert_eq!(f.inbound.messages, 1, "127.0.0.2 is an ordinary peer");
+    }
+
+    #[test]
+    fn each_anomaly_list_has_its_own_cap() {
+        let mut agg = Aggregator::new(AggregateOptions {
+            top: 5,
+            ..Default::default()
+        });
+        let anomaly = |kind, time| {
+            Record::Anomaly(AnomalyRecord {
+                mta: Mta::Postfix,
+                time,
+                direction: Direction::Inbound,
+                peer: Peer {
+                    hostname: None,
+                    ip: "192.0.2.9".parse().ok(),
+                },
+                kind,
+                evidence: "line".into(),
+            })
+        };
+        // A burst of stripped sessions must not crowd out the failures that follow it.
+        for t in 0..1500 {
+            agg.add(&anomaly(AnomalyKind::StrippingTrace, t));
+        }
+        for t in 0..5 {
+            agg.add(&anomaly(AnomalyKind::StartTlsFailed, 2000 + t));
+        }
+        let f = agg.finish();
+        assert_eq!(f.stripping_traces.len(), MAX_LISTED);
+        assert_eq!(f.starttls_failures.len(), 5);
+        assert_eq!(
+            f.omitted,
+            Omitted {
+                downgrades: 0,
+                starttls_failures: 0,
+                stripping_traces: 500
+            }
+        );
     }
 
     #[test]

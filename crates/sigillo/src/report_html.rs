@@ -1336,10 +1336,10 @@ fn inputs(out: &mut String, f: &Figures, meta: &HtmlMeta) {
             num(f.outside_window)
         ));
     }
-    if f.omitted > 0 {
+    if f.omitted.total() > 0 {
         notes.push(format!(
             "{} downgrades or anomalies over the listing cap were counted but not listed.",
-            num(f.omitted)
+            num(f.omitted.total())
         ));
     }
     for n in notes {
