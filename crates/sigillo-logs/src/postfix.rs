@@ -194,7 +194,14 @@ struct DeliveryProc {
     conn: Option<Conn>,
     open: Option<Delivery>,
     failure: Option<Failure>,
+    /// Log time of its last line.
+    last: UnixTime,
 }
+
+/// A delivery process silent this long (log time) has exited: Postfix logs no line when one
+/// does, and its `max_idle` is 100 s. Its state is flushed and dropped, so memory follows
+/// the processes alive, not every pid the log ever showed.
+const IDLE_PROCESS_SECS: UnixTime = 3600;
 
 /// The Postfix [`MtaParser`]. See the module documentation for what it emits and decides.
 #[derive(Debug)]
@@ -207,6 +214,8 @@ pub struct PostfixParser {
     relays: Bounded<Arc<str>, Transport>,
     unparsed: u64,
     evicted: u64,
+    /// Log time of the next sweep of idle delivery processes.
+    next_sweep: UnixTime,
     /// An inbound / outbound TLS line was seen: TLS logging is on on that side.
     seen_smtpd_tls: bool,
     seen_smtp_tls: bool,
@@ -283,6 +292,7 @@ impl PostfixParser {
             relays: Bounded::new(options.max_relays),
             unparsed: 0,
             evicted: 0,
+            next_sweep: UnixTime::MIN,
             seen_smtpd_tls: false,
             seen_smtp_tls: false,
             advise_smtpd_counters: false,
@@ -588,12 +598,27 @@ impl PostfixParser {
 
     // ---------------------------------------------------------------- outbound
 
-    fn proc(&mut self, key: ProcKey) -> Option<&mut DeliveryProc> {
+    fn proc(&mut self, key: ProcKey, time: UnixTime) -> Option<&mut DeliveryProc> {
         if self.procs.get(&key).is_none() {
             let e = self.procs.insert(key, DeliveryProc::default());
             self.count_evicted(e);
         }
-        self.procs.get_mut(&key)
+        let pr = self.procs.get_mut(&key)?;
+        pr.last = pr.last.max(time);
+        Some(pr)
+    }
+
+    /// Flushes and drops the state of delivery processes idle for [`IDLE_PROCESS_SECS`];
+    /// runs at most once per ten minutes of log time.
+    fn expire_idle_processes(&mut self, now: UnixTime, out: &mut Vec<Record>) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + 600;
+        let cutoff = now - IDLE_PROCESS_SECS;
+        for (_, pr) in self.procs.take_where(|pr| pr.last < cutoff) {
+            flush(pr.open, pr.failure, out);
+        }
     }
 
     fn client_line(&mut self, line: &Line<'_>, lmtp: bool, out: &mut Vec<Record>) {
@@ -626,7 +651,9 @@ impl PostfixParser {
                     .insert(relay.clone(), Transport::Tls(t.info.clone()));
                 self.count_evicted(e);
             }
-            let Some(pr) = self.proc(key) else { return };
+            let Some(pr) = self.proc(key, line.time) else {
+                return;
+            };
             let open = pr.open.take();
             let failure = pr.failure.take();
             pr.conn = Some(Conn {
@@ -654,7 +681,9 @@ impl PostfixParser {
             self.unparsed += 1;
             return;
         };
-        let Some(pr) = self.proc(key) else { return };
+        let Some(pr) = self.proc(key, line.time) else {
+            return;
+        };
         let peer = match (p, &pr.conn) {
             (Some(p), _) => p.to_peer(),
             (None, Some(c)) => fields::peer(&c.relay)
@@ -741,7 +770,9 @@ impl PostfixParser {
         };
         let tls_failed =
             t.text.contains("TLS is required, but") || t.text.contains("Cannot start TLS");
-        let Some(pr) = self.proc(key) else { return };
+        let Some(pr) = self.proc(key, line.time) else {
+            return;
+        };
         let mut failure = pr.failure.take();
         if tls_failed {
             match &mut failure {
@@ -869,6 +900,7 @@ impl MtaParser for PostfixParser {
         let Some(d) = daemon(line.program) else {
             return;
         };
+        self.expire_idle_processes(line.time, out);
         match d {
             Daemon::Smtpd => self.smtpd(line, out),
             Daemon::Qmgr => self.qmgr(line, out),

@@ -141,6 +141,19 @@ impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
         None
     }
 
+    /// Removes and returns every entry for which `stale` is true (any order).
+    pub fn take_where(&mut self, mut stale: impl FnMut(&V) -> bool) -> Vec<(K, V)> {
+        let keys: Vec<K> = self
+            .map
+            .iter()
+            .filter(|(_, (_, v))| stale(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.map.remove(&k).map(|(_, v)| (k, v)))
+            .collect()
+    }
+
     /// Every entry, oldest first.
     pub fn drain_ordered(&mut self) -> Vec<(K, V)> {
         let mut out = Vec::with_capacity(self.map.len());
