@@ -186,6 +186,9 @@ struct Conn {
 struct Delivery {
     relay: Box<str>,
     conn_use: u32,
+    /// Same queue id, relay and `conn_use` as the record before it in this process (other
+    /// recipients of the message, with another status): the same connection.
+    same_connection: bool,
     record: MessageRecord,
 }
 
@@ -792,9 +795,13 @@ impl PostfixParser {
             open.record.recipients = open.record.recipients.saturating_add(1);
             return;
         }
+        let same_connection = pr.open.as_ref().is_some_and(|open| {
+            open.record.id == id && *open.relay == *t.relay && open.conn_use == t.conn_use
+        });
         let next = Delivery {
             relay: t.relay.into(),
             conn_use: t.conn_use,
+            same_connection,
             record: MessageRecord {
                 mta: Mta::Postfix,
                 time: line.time,
@@ -809,7 +816,7 @@ impl PostfixParser {
             },
         };
         if let Some(prev) = pr.open.replace(next) {
-            out.push(Record::Message(prev.record));
+            emit_delivery(prev, out);
         }
     }
 
@@ -891,8 +898,26 @@ fn flush(open: Option<Delivery>, failure: Option<Failure>, out: &mut Vec<Record>
         out.push(f.record(Direction::Outbound));
     }
     if let Some(d) = open {
-        out.push(Record::Message(d.record));
+        emit_delivery(d, out);
     }
+}
+
+/// One delivery record, and the connection it opened: a delivery over a network relay
+/// without `conn_use=N` (N ≥ 2), and not continuing the transaction before it, is the first
+/// over its connection.
+fn emit_delivery(d: Delivery, out: &mut Vec<Record>) {
+    if d.conn_use <= 1 && !d.same_connection && d.record.peer.ip.is_some() {
+        out.push(Record::Connection(ConnectionRecord {
+            mta: Mta::Postfix,
+            time: d.record.time,
+            direction: Direction::Outbound,
+            scope: d.record.scope,
+            peer: d.record.peer.clone(),
+            transport: d.record.transport.clone(),
+            messages: 1,
+        }));
+    }
+    out.push(Record::Message(d.record));
 }
 
 impl MtaParser for PostfixParser {
