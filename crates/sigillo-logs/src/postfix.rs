@@ -565,6 +565,8 @@ impl PostfixParser {
                 // Only the first activation counts (deferred mail is activated again).
                 Some(p) if p.queued.is_none() => {
                     p.queued = Some(q);
+                    // A message is dated by its qmgr `from=` line (docs/report-json.md).
+                    p.time = line.time;
                     p.transport.is_some()
                 }
                 _ => false,
