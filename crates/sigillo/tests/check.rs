@@ -105,6 +105,23 @@ fn findings(doc: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The first finding with this id, and its evidence lines.
+fn finding<'a>(doc: &'a Value, id: &str) -> (&'a Value, Vec<&'a str>) {
+    let f = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} finding in {doc:#}"));
+    let evidence = f["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    (f, evidence)
+}
+
 /// `openssl s_client -starttls smtp` on the same server: (protocol, cipher).
 fn openssl_view(addr: SocketAddr) -> (String, String) {
     let out = Command::new("openssl")
@@ -295,20 +312,9 @@ fn pix_asa_rewriting_in_front_of_postfix_is_stripped_with_evidence() {
         "{host:#}"
     );
     assert_eq!(host["starttls"]["offered"], false);
-    let stripped = doc["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "starttls-stripped")
-        .expect("a starttls-stripped finding");
+    let (stripped, evidence) = finding(doc, "starttls-stripped");
     assert_eq!(stripped["kind"], "masked-capability");
     assert_eq!(stripped["severity"], "critical");
-    let evidence: Vec<&str> = stripped["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_str().unwrap())
-        .collect();
     assert!(
         evidence.iter().any(|l| l.starts_with("S: 220 ***")),
         "{evidence:?}"
@@ -344,19 +350,8 @@ fn starttls_command_rewritten_answered_500_is_stripped() {
     let (_, docs, _) = check(&[&bracket(server.addr())]);
     let doc = &docs[0];
     assert_eq!(doc["verdict"], "stripped", "{doc:#}");
-    let f = doc["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "starttls-stripped")
-        .unwrap();
+    let (f, evidence) = finding(doc, "starttls-stripped");
     assert_eq!(f["kind"], "starttls-rejected");
-    let evidence: Vec<&str> = f["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_str().unwrap())
-        .collect();
     assert_eq!(
         evidence,
         [
