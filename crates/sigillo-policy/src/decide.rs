@@ -1,0 +1,282 @@
+//! The TLS policy decision for one lookup key, from what the daemon has gathered (static
+//! overrides, DANE state, MTA-STS cache, pins), as a pure function of those inputs and `now`.
+//!
+//! Sources are tried in this order, the first that applies answers:
+//!
+//! 1. a static override for the exact key;
+//! 2. DANE, for a domain whose MX hosts have DNSSEC-validated TLSA records:
+//!    - usable records → `dane-only` by default ([`DaneAnswer`]): the MTA must authenticate
+//!      with DANE and never falls back to plaintext, and MTA-STS never overrides DANE;
+//!    - only unusable records → `dane`, with which Postfix applies RFC 7672 §2.2 itself
+//!      (mandatory but unauthenticated TLS);
+//!    - a DNSSEC-bogus answer → `TEMP`: RFC 7672 §2.1.1 forbids delivery to such a host, and
+//!      falling through to weaker sources would hand an attacker who can break DNSSEC a
+//!      downgrade;
+//! 3. a valid cached MTA-STS policy in `enforce` mode → `secure match=<mx patterns>
+//!    servername=hostname` (a cached policy applies even while DNS or the policy host fail,
+//!    RFC 8461 §5.1); `testing` and `none` policies are not enforced;
+//! 4. a pin from history → `encrypt` or `verify`.
+//!
+//! Otherwise the answer is `NOTFOUND` (Postfix uses its default level), or `TEMP` when a
+//! DNS lookup failed, since then a policy may exist that could not be seen.
+//! Keys other than plain domains (`.parent`, `[host]:port`) get only static overrides.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::CachedPolicy;
+use crate::mta_sts::Mode;
+use crate::postfix::{NextHop, PinnedPeer, PolicyAnswer, TlsPolicy, TlsRptAttributes};
+use crate::socketmap::{MAX_REPLY_LEN, Reply};
+
+/// What DANE lookups found for the domain's MX hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaneState {
+    /// DANE is not looked at (disabled, or not yet known).
+    NotChecked,
+    /// No DNSSEC-validated TLSA records (insecure zone, or a secure denial).
+    NoTlsa,
+    /// DNSSEC-validated TLSA records, at least one usable ([`crate::dane::Tlsa::usability`]).
+    Usable,
+    /// DNSSEC-validated TLSA records, none usable.
+    AllUnusable,
+    /// DNSSEC validation failed (bogus MX or TLSA answer).
+    Bogus,
+    /// A lookup failed (SERVFAIL, timeout): DANE may or may not apply.
+    LookupFailed,
+}
+
+/// The MTA-STS side of the inputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StsState<'a> {
+    /// The cached policy for the domain, if any (expired ones are ignored).
+    pub cached: Option<&'a CachedPolicy>,
+    /// The `_mta-sts` TXT lookup failed at DNS level (not "no record").
+    pub lookup_failed: bool,
+}
+
+/// Everything [`decide`] looks at for one key.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The key Postfix asked for.
+    pub next_hop: &'a NextHop,
+    /// The static override for this key ([`crate::overrides::StaticOverrides::lookup`]).
+    pub static_override: Option<&'a PolicyAnswer>,
+    /// DANE.
+    pub dane: DaneState,
+    /// MTA-STS.
+    pub sts: StsState<'a>,
+    /// The pin for this domain, if any.
+    pub pinned: Option<&'a PinnedPeer>,
+}
+
+impl<'a> Inputs<'a> {
+    /// Inputs with no information beyond the key: nothing checked, nothing cached.
+    pub fn new(next_hop: &'a NextHop) -> Self {
+        Self {
+            next_hop,
+            static_override: None,
+            dane: DaneState::NotChecked,
+            sts: StsState::default(),
+            pinned: None,
+        }
+    }
+}
+
+/// The level answered for usable DANE records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaneAnswer {
+    /// `dane-only` (default): an MX host without usable TLSA is skipped, never used in
+    /// plaintext.
+    #[default]
+    DaneOnly,
+    /// `dane`: opportunistic DANE; an MX host without TLSA is used with `may`.
+    Dane,
+}
+
+/// Settings of the decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecideConfig {
+    /// The level for usable DANE records.
+    pub dane_answer: DaneAnswer,
+    /// Add TLSRPT attributes to MTA-STS answers (Postfix ≥ 3.10 only; see
+    /// [`TlsRptAttributes`]).
+    pub tlsrpt_attributes: bool,
+}
+
+/// Which source gave the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A static override.
+    Override,
+    /// DANE.
+    Dane,
+    /// MTA-STS.
+    MtaSts,
+    /// A pin from history.
+    Pinned,
+    /// No source applied.
+    None,
+}
+
+/// The answer to give Postfix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "kebab-case")]
+pub enum Answer {
+    /// `OK <policy>`.
+    Policy(PolicyAnswer),
+    /// `NOTFOUND `.
+    NotFound,
+    /// `TEMP <reason>`: Postfix defers the delivery.
+    Temp(String),
+}
+
+/// A decision: the answer, where it came from, and a one-line reason for logs and `--check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// What to answer.
+    pub answer: Answer,
+    /// Which source it came from.
+    pub source: Source,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Decision {
+    fn new(answer: Answer, source: Source, reason: impl Into<String>) -> Self {
+        Self {
+            answer,
+            source,
+            reason: reason.into(),
+        }
+    }
+
+    /// The socketmap reply for this decision (always encodable: see [`decide`]).
+    pub fn reply(&self) -> Reply {
+        match &self.answer {
+            Answer::Policy(p) => Reply::Ok(p.to_string()),
+            Answer::NotFound => Reply::NotFound,
+            Answer::Temp(reason) => Reply::Temp(crate::socketmap::sanitize_text(reason)),
+        }
+    }
+}
+
+/// The answer for `inputs` at `now` (see the module docs for the order).
+///
+/// The answer always fits a socketmap reply: if an MTA-STS answer with TLSRPT attributes
+/// would exceed [`MAX_REPLY_LEN`] the attributes are dropped, and if it is still too long
+/// the answer is `TEMP`.
+pub fn decide(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) -> Decision {
+    if let Some(answer) = inputs.static_override {
+        return Decision::new(
+            Answer::Policy(answer.clone()),
+            Source::Override,
+            "static override",
+        );
+    }
+    let NextHop::Domain(domain) = inputs.next_hop else {
+        return Decision::new(
+            Answer::NotFound,
+            Source::None,
+            "not a plain domain: only static overrides apply",
+        );
+    };
+
+    let mut dns_failure = None;
+    match inputs.dane {
+        DaneState::Usable => {
+            let policy = match config.dane_answer {
+                DaneAnswer::DaneOnly => TlsPolicy::DaneOnly,
+                DaneAnswer::Dane => TlsPolicy::Dane,
+            };
+            return Decision::new(
+                Answer::Policy(policy.into()),
+                Source::Dane,
+                "DNSSEC-validated usable TLSA records",
+            );
+        }
+        DaneState::AllUnusable => {
+            return Decision::new(
+                Answer::Policy(TlsPolicy::Dane.into()),
+                Source::Dane,
+                "DNSSEC-validated TLSA records, none usable: mandatory unauthenticated TLS",
+            );
+        }
+        DaneState::Bogus => {
+            return Decision::new(
+                Answer::Temp(format!("DNSSEC validation failed for {domain}")),
+                Source::Dane,
+                "DNSSEC-bogus answer for the MX or TLSA records",
+            );
+        }
+        DaneState::LookupFailed => dns_failure = Some("DANE (MX/TLSA)"),
+        DaneState::NoTlsa | DaneState::NotChecked => {}
+    }
+
+    let mut sts_note = None;
+    if let Some(cached) = inputs.sts.cached {
+        if !cached.is_valid_at(now) {
+            sts_note = Some("cached MTA-STS policy expired");
+        } else if cached.policy.mode == Mode::Enforce {
+            return sts_decision(domain, cached, config);
+        } else {
+            sts_note = Some(if cached.policy.mode == Mode::Testing {
+                "MTA-STS policy in testing mode: not enforced"
+            } else {
+                "MTA-STS policy in mode none"
+            });
+        }
+    }
+    if inputs.sts.lookup_failed && dns_failure.is_none() {
+        dns_failure = Some("MTA-STS TXT");
+    }
+
+    if let Some(pin) = inputs.pinned {
+        return Decision::new(
+            Answer::Policy(pin.level.policy().into()),
+            Source::Pinned,
+            format!(
+                "pinned from history: {} of {} messages over TLS",
+                pin.evidence.tls, pin.evidence.messages
+            ),
+        );
+    }
+    if let Some(what) = dns_failure {
+        return Decision::new(
+            Answer::Temp(format!("{what} lookup failed for {domain}")),
+            Source::None,
+            format!("{what} lookup failed and no cached policy applies"),
+        );
+    }
+    Decision::new(
+        Answer::NotFound,
+        Source::None,
+        sts_note.unwrap_or("no policy from any source"),
+    )
+}
+
+/// The `secure` answer for an enforced MTA-STS policy, kept within the reply limit.
+fn sts_decision(domain: &str, cached: &CachedPolicy, config: &DecideConfig) -> Decision {
+    // "OK " and the netstring are outside the text; leave room for the status word.
+    const ROOM: usize = MAX_REPLY_LEN - "OK ".len();
+    let mut answer = PolicyAnswer::from(TlsPolicy::from_sts(&cached.policy));
+    let mut reason = format!("MTA-STS policy id {} in enforce mode", cached.id);
+    if config.tlsrpt_attributes {
+        answer.tlsrpt = Some(TlsRptAttributes::for_sts(domain, &cached.policy));
+        if answer.to_string().len() > ROOM {
+            answer.tlsrpt = None;
+            reason.push_str(" (TLSRPT attributes dropped: reply too long)");
+        }
+    }
+    if answer.to_string().len() > ROOM {
+        return Decision::new(
+            Answer::Temp(format!("MTA-STS policy of {domain} too long to answer")),
+            Source::MtaSts,
+            "MTA-STS answer longer than a socketmap reply",
+        );
+    }
+    Decision::new(Answer::Policy(answer), Source::MtaSts, reason)
+}

@@ -1,0 +1,825 @@
+//! Postfix TLS policy answers (the values of `smtp_tls_policy_maps`, see Postfix's
+//! TLS_README "client_tls_policy"), their lookup keys, and writers for static policy files:
+//! a Postfix map of pinned peers and an Exim domain list for `hosts_require_tls`.
+//!
+//! ```
+//! use sigillo_policy::mta_sts::Policy;
+//! use sigillo_policy::postfix::{PolicyAnswer, TlsPolicy};
+//!
+//! let sts = Policy::parse(b"version: STSv1\nmode: enforce\nmx: mx1.example.com\n\
+//!                           mx: *.example.net\nmax_age: 86400\n")?;
+//! let answer = PolicyAnswer::from(TlsPolicy::from_sts(&sts));
+//! assert_eq!(
+//!     answer.to_string(),
+//!     "secure match=mx1.example.com:.example.net servername=hostname"
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{self, DomainError, excerpt};
+use crate::mta_sts::Policy;
+use crate::tlsrpt::{PolicyType, ResultType};
+
+/// The `servername=` attribute: the SNI name Postfix sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerName {
+    /// `hostname`: the MX host's name (what MTA-STS requires).
+    Hostname,
+    /// `nexthop`: the next-hop domain.
+    Nexthop,
+    /// A literal name.
+    Literal(String),
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerName::Hostname => f.write_str("hostname"),
+            ServerName::Nexthop => f.write_str("nexthop"),
+            ServerName::Literal(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A Postfix TLS security level with the attributes sigillo sets.
+///
+/// `Display` gives the policy text, e.g. `secure match=.example.com servername=hostname`.
+/// An empty `matches` leaves `match=` out, so Postfix applies its default
+/// (`smtp_tls_verify_cert_match`, `smtp_tls_secure_cert_match`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "level", rename_all = "kebab-case")]
+pub enum TlsPolicy {
+    /// No TLS.
+    None,
+    /// Opportunistic TLS: plaintext when STARTTLS is missing (what stripping defeats).
+    May,
+    /// Mandatory TLS, certificate not checked.
+    Encrypt,
+    /// Opportunistic DANE: authenticated with usable TLSA, else `may`.
+    Dane,
+    /// Mandatory DANE: no delivery without usable DNSSEC-validated TLSA.
+    DaneOnly,
+    /// Certificate fingerprints (`match=` joined with `|`).
+    Fingerprint { matches: Vec<String> },
+    /// PKIX, name checked against `match=` (default: the MX host name).
+    Verify { matches: Vec<String> },
+    /// PKIX, name checked against `match=` (default: the next-hop domain).
+    Secure {
+        matches: Vec<String>,
+        servername: Option<ServerName>,
+    },
+}
+
+impl TlsPolicy {
+    /// The level keyword.
+    pub fn level(&self) -> &'static str {
+        match self {
+            TlsPolicy::None => "none",
+            TlsPolicy::May => "may",
+            TlsPolicy::Encrypt => "encrypt",
+            TlsPolicy::Dane => "dane",
+            TlsPolicy::DaneOnly => "dane-only",
+            TlsPolicy::Fingerprint { .. } => "fingerprint",
+            TlsPolicy::Verify { .. } => "verify",
+            TlsPolicy::Secure { .. } => "secure",
+        }
+    }
+
+    /// The answer for an MTA-STS policy, as postfix-mta-sts-resolver gives it: `secure`
+    /// matching every `mx` pattern (`*.example.com` as `.example.com`, duplicates dropped)
+    /// with `servername=hostname`. Meant for `enforce` policies; the mode is not checked here.
+    pub fn from_sts(policy: &Policy) -> Self {
+        let mut matches: Vec<String> = Vec::with_capacity(policy.mx.len());
+        for m in policy.mx.iter().map(|p| p.postfix_match()) {
+            if !matches.contains(&m) {
+                matches.push(m);
+            }
+        }
+        TlsPolicy::Secure {
+            matches,
+            servername: Some(ServerName::Hostname),
+        }
+    }
+}
+
+impl fmt::Display for TlsPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.level())?;
+        let (matches, separator, servername) = match self {
+            TlsPolicy::Fingerprint { matches } => (matches.as_slice(), "|", None),
+            TlsPolicy::Verify { matches } => (matches.as_slice(), ":", None),
+            TlsPolicy::Secure {
+                matches,
+                servername,
+            } => (matches.as_slice(), ":", servername.as_ref()),
+            _ => (&[][..], ":", None),
+        };
+        if !matches.is_empty() {
+            write!(f, " match={}", matches.join(separator))?;
+        }
+        if let Some(name) = servername {
+            write!(f, " servername={name}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The TLSRPT attributes Postfix 3.10 and later read from a policy answer for an MTA-STS
+/// policy, so that its TLSRPT client can report on it (`policy_type`, `policy_domain`,
+/// `policy_ttl`, `mx_host_pattern`, `policy_string`, `policy_failure`; names as in Postfix's
+/// `smtp_tls_policy` tests).
+///
+/// Postfix before 3.10 rejects these unknown attributes and with them the whole policy, so
+/// only add them when the MTA is known to be 3.10 or later. Open doubt: `policy_string`
+/// values contain spaces (`mode: enforce`) and are written in Postfix's `{ name = value }`
+/// form, as other MTA-STS daemons do; this has not been checked against a Postfix 3.10 here
+/// (Debian 12 has 3.7). Lines containing `{` or `}` are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRptAttributes {
+    /// `policy_type=`.
+    pub policy_type: PolicyType,
+    /// `policy_domain=`: the domain whose policy this is.
+    pub policy_domain: String,
+    /// `policy_ttl=`: seconds the policy stays valid (the MTA-STS `max_age`).
+    pub policy_ttl: Option<u32>,
+    /// `mx_host_pattern=`, one per MTA-STS `mx` pattern, as written (`*.example.com`).
+    pub mx_host_patterns: Vec<String>,
+    /// `policy_string`, one per policy line.
+    pub policy_strings: Vec<String>,
+    /// `policy_failure=`: why the policy could not be applied, if it could not.
+    pub policy_failure: Option<ResultType>,
+}
+
+impl TlsRptAttributes {
+    /// The attributes for an MTA-STS policy of `domain`.
+    pub fn for_sts(domain: &str, policy: &Policy) -> Self {
+        Self {
+            policy_type: PolicyType::Sts,
+            policy_domain: domain.to_owned(),
+            policy_ttl: Some(policy.max_age),
+            mx_host_patterns: policy.mx.iter().map(ToString::to_string).collect(),
+            policy_strings: policy
+                .lines()
+                .into_iter()
+                .filter(|l| !l.contains(['{', '}']))
+                .collect(),
+            policy_failure: None,
+        }
+    }
+}
+
+impl fmt::Display for TlsRptAttributes {
+    /// ` policy_type=sts policy_domain=… …`, with a leading space.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            " policy_type={} policy_domain={}",
+            self.policy_type, self.policy_domain
+        )?;
+        if let Some(ttl) = self.policy_ttl {
+            write!(f, " policy_ttl={ttl}")?;
+        }
+        for p in &self.mx_host_patterns {
+            write!(f, " mx_host_pattern={p}")?;
+        }
+        for s in &self.policy_strings {
+            write!(f, " {{ policy_string = {s} }}")?;
+        }
+        if let Some(failure) = self.policy_failure {
+            write!(f, " policy_failure={failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Attributes passed through verbatim from a static override (names Postfix accepts in
+/// `smtp_tls_policy_maps` besides `match` and `servername`).
+pub const PASSTHROUGH_ATTRIBUTES: &[&str] = &[
+    "protocols",
+    "ciphers",
+    "exclude",
+    "tafile",
+    "connection_reuse",
+    "enable_rpk",
+];
+
+/// A complete answer: the level, attributes passed through from a static override, and
+/// optional TLSRPT attributes. `Display` gives the text after `OK ` in the socketmap reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyAnswer {
+    /// The level with `match=` and `servername=`.
+    pub policy: TlsPolicy,
+    /// Other `name=value` attributes, in order (from [`PASSTHROUGH_ATTRIBUTES`]).
+    pub extra: Vec<(String, String)>,
+    /// TLSRPT attributes for Postfix ≥ 3.10.
+    pub tlsrpt: Option<TlsRptAttributes>,
+}
+
+impl From<TlsPolicy> for PolicyAnswer {
+    fn from(policy: TlsPolicy) -> Self {
+        Self {
+            policy,
+            extra: Vec::new(),
+            tlsrpt: None,
+        }
+    }
+}
+
+impl fmt::Display for PolicyAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.policy)?;
+        for (name, value) in &self.extra {
+            write!(f, " {name}={value}")?;
+        }
+        if let Some(attrs) = &self.tlsrpt {
+            write!(f, "{attrs}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why policy text (as in a Postfix policy map or sigillo's override file) is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyTextError {
+    /// No level at all.
+    #[error(
+        "empty policy: expected a level (none, may, encrypt, dane, dane-only, fingerprint, verify, secure)"
+    )]
+    Empty,
+    /// An unknown level keyword.
+    #[error(
+        "unknown TLS level {got:?}: expected none, may, encrypt, dane, dane-only, fingerprint, verify or secure"
+    )]
+    UnknownLevel { got: String },
+    /// A word after the level that is not `name=value`.
+    #[error("policy attribute {got:?}: expected name=value")]
+    NotAttribute { got: String },
+    /// An attribute name sigillo does not pass on.
+    #[error("unknown policy attribute {got:?}: expected match, servername, {}", PASSTHROUGH_ATTRIBUTES.join(", "))]
+    UnknownAttribute { got: String },
+    /// An attribute with an empty value.
+    #[error("policy attribute {name} has an empty value")]
+    EmptyValue { name: String },
+    /// An attribute the level does not take (e.g. `match=` with `encrypt`).
+    #[error("attribute {attribute} does not apply to level {level}")]
+    NotForLevel {
+        attribute: &'static str,
+        level: &'static str,
+    },
+    /// `servername=` given twice.
+    #[error("attribute servername given more than once")]
+    DuplicateServername,
+}
+
+impl FromStr for PolicyAnswer {
+    type Err = PolicyTextError;
+
+    /// Parses `level [name=value …]` as in a Postfix policy map (TLSRPT attributes are not
+    /// accepted; `match=` may repeat and its patterns add up).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut words = text.split_ascii_whitespace();
+        let level = words.next().ok_or(PolicyTextError::Empty)?;
+        let mut matches: Vec<String> = Vec::new();
+        let mut servername: Option<ServerName> = None;
+        let mut extra = Vec::new();
+        for word in words {
+            let Some((name, value)) = word.split_once('=') else {
+                return Err(PolicyTextError::NotAttribute { got: excerpt(word) });
+            };
+            if value.is_empty() {
+                return Err(PolicyTextError::EmptyValue {
+                    name: excerpt(name),
+                });
+            }
+            match name {
+                "match" => {
+                    let separator = if level == "fingerprint" { '|' } else { ':' };
+                    matches.extend(
+                        value
+                            .split(separator)
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_owned),
+                    );
+                }
+                "servername" => {
+                    if servername.is_some() {
+                        return Err(PolicyTextError::DuplicateServername);
+                    }
+                    servername = Some(match value {
+                        "hostname" => ServerName::Hostname,
+                        "nexthop" => ServerName::Nexthop,
+                        literal => ServerName::Literal(literal.to_owned()),
+                    });
+                }
+                n if PASSTHROUGH_ATTRIBUTES.contains(&n) => {
+                    extra.push((name.to_owned(), value.to_owned()));
+                }
+                _ => {
+                    return Err(PolicyTextError::UnknownAttribute { got: excerpt(name) });
+                }
+            }
+        }
+        let no_match = |level: &'static str, policy: TlsPolicy| {
+            if matches.is_empty() {
+                Ok(policy)
+            } else {
+                Err(PolicyTextError::NotForLevel {
+                    attribute: "match",
+                    level,
+                })
+            }
+        };
+        let policy = match level {
+            "none" => no_match("none", TlsPolicy::None)?,
+            "may" => no_match("may", TlsPolicy::May)?,
+            "encrypt" => no_match("encrypt", TlsPolicy::Encrypt)?,
+            "dane" => no_match("dane", TlsPolicy::Dane)?,
+            "dane-only" => no_match("dane-only", TlsPolicy::DaneOnly)?,
+            "fingerprint" => TlsPolicy::Fingerprint { matches },
+            "verify" => TlsPolicy::Verify { matches },
+            "secure" => TlsPolicy::Secure {
+                matches,
+                servername: servername.take(),
+            },
+            other => {
+                return Err(PolicyTextError::UnknownLevel {
+                    got: excerpt(other),
+                });
+            }
+        };
+        if let Some(name) = servername {
+            // Only `secure` keeps it in TlsPolicy; for the others Postfix takes it as is.
+            if matches!(policy, TlsPolicy::None) {
+                return Err(PolicyTextError::NotForLevel {
+                    attribute: "servername",
+                    level: "none",
+                });
+            }
+            extra.insert(0, ("servername".to_owned(), name.to_string()));
+        }
+        Ok(Self {
+            policy,
+            extra,
+            tlsrpt: None,
+        })
+    }
+}
+
+/// A `smtp_tls_policy_maps` lookup key, as Postfix sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
+pub enum NextHop {
+    /// A domain (canonical form): the recipient domain or a transport's next-hop domain.
+    /// MTA-STS, DANE and pins apply to these.
+    Domain(String),
+    /// `.example.com`: Postfix asking for a parent-domain entry (canonical form, without
+    /// the dot). Only static overrides answer these.
+    ParentDomain(String),
+    /// Anything else (`[mx.example.com]:587`, an address literal, a malformed key): only an
+    /// exact static override can answer.
+    Other(String),
+}
+
+impl NextHop {
+    /// Classifies a key.
+    pub fn parse(key: &str) -> Self {
+        if let Some(parent) = key.strip_prefix('.')
+            && let Ok(d) = domain::normalize(parent)
+        {
+            return NextHop::ParentDomain(d);
+        }
+        match domain::normalize(key) {
+            // An all-numeric last label is an IPv4 address, not a domain.
+            Ok(d) if !d.rsplit('.').next().is_some_and(is_all_digits) => NextHop::Domain(d),
+            _ => NextHop::Other(key.to_ascii_lowercase()),
+        }
+    }
+
+    /// The key in the canonical form static overrides are stored under: lowercase, no
+    /// trailing dot, `.` kept for parent domains.
+    pub fn canonical_key(&self) -> String {
+        match self {
+            NextHop::Domain(d) | NextHop::Other(d) => d.clone(),
+            NextHop::ParentDomain(d) => format!(".{d}"),
+        }
+    }
+}
+
+fn is_all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The level a peer is pinned at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinLevel {
+    /// TLS required, certificate not checked.
+    Encrypt,
+    /// TLS required with a PKIX-valid certificate for the MX host name.
+    Verify,
+}
+
+impl PinLevel {
+    /// The Postfix policy for this level (`verify` without `match=`: Postfix checks the MX
+    /// host name by default).
+    pub fn policy(self) -> TlsPolicy {
+        match self {
+            PinLevel::Encrypt => TlsPolicy::Encrypt,
+            PinLevel::Verify => TlsPolicy::Verify {
+                matches: Vec::new(),
+            },
+        }
+    }
+}
+
+/// What a pin is based on: message counts over the observed window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Messages delivered to the peer.
+    pub messages: u64,
+    /// Of those, delivered over TLS.
+    pub tls: u64,
+    /// Of those, delivered with a verified certificate.
+    pub verified: u64,
+}
+
+/// A domain pinned from history: deliveries to it must use TLS from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedPeer {
+    /// The next-hop domain (canonical form: use [`PinnedPeer::new`]).
+    pub domain: String,
+    /// How strict the pin is.
+    pub level: PinLevel,
+    /// Why.
+    pub evidence: Evidence,
+}
+
+impl PinnedPeer {
+    /// A pin for `domain` (checked and put in canonical form).
+    pub fn new(domain: &str, level: PinLevel, evidence: Evidence) -> Result<Self, DomainError> {
+        Ok(Self {
+            domain: domain::normalize(domain)?,
+            level,
+            evidence,
+        })
+    }
+}
+
+/// Why pins cannot be written to a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinFileError {
+    /// A pin's domain is not a valid domain name.
+    #[error("pinned domain {domain:?}: {source}")]
+    BadDomain {
+        domain: String,
+        #[source]
+        source: DomainError,
+    },
+    /// The same domain is pinned twice.
+    #[error("domain {domain} is pinned more than once")]
+    Duplicate { domain: String },
+}
+
+/// The pins checked and sorted by domain.
+fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFileError> {
+    let mut out = Vec::with_capacity(peers.len());
+    for p in peers {
+        let d = domain::normalize(&p.domain).map_err(|source| PinFileError::BadDomain {
+            domain: excerpt(&p.domain),
+            source,
+        })?;
+        out.push((d, p));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(PinFileError::Duplicate {
+            domain: w[0].0.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn evidence_comment(e: &Evidence) -> String {
+    format!(
+        "# {} messages, {} over TLS, {} verified",
+        e.messages, e.tls, e.verified
+    )
+}
+
+/// A Postfix `smtp_tls_policy_maps` source file (for `postmap hash:…` or `texthash:…`):
+/// one `domain  encrypt|verify` line per pin, sorted, each after a comment with its
+/// evidence.
+pub fn policy_map_file(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
+    let pins = sorted_pins(peers)?;
+    let width = pins.iter().map(|(d, _)| d.len()).max().unwrap_or(0);
+    let mut out = String::from(
+        "# Postfix smtp_tls_policy_maps: peers pinned by sigillo policy build.\n\
+         # Generated file; edit the inputs and build it again.\n",
+    );
+    for (d, p) in pins {
+        out.push_str(&evidence_comment(&p.evidence));
+        out.push('\n');
+        out.push_str(&format!("{d:width$}  {}\n", p.level.policy()));
+    }
+    Ok(out)
+}
+
+/// An Exim domain list file (one domain per line, sorted, `#` comments) of every pin, for a
+/// `domainlist` used by the smtp transport, e.g.:
+///
+/// ```text
+/// domainlist tls_pinned = /etc/exim4/tls_pinned
+/// # in the remote_smtp transport (needs one domain per delivery):
+/// multi_domain = false
+/// hosts_require_tls = ${if match_domain{$domain}{+tls_pinned}{*}{}}
+/// ```
+///
+/// Exim's `hosts_require_tls` only makes TLS mandatory: `verify` pins are listed the same as
+/// `encrypt` ones (their evidence comment says which they are).
+pub fn exim_domain_list(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
+    let pins = sorted_pins(peers)?;
+    let mut out = String::from(
+        "# Exim domain list for hosts_require_tls: peers pinned by sigillo policy build.\n\
+         # Generated file; edit the inputs and build it again.\n",
+    );
+    for (d, p) in pins {
+        let level = match p.level {
+            PinLevel::Encrypt => "encrypt",
+            PinLevel::Verify => "verify",
+        };
+        out.push_str(&format!(
+            "{} ({level})\n{d}\n",
+            evidence_comment(&p.evidence)
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_display() {
+        let cases: Vec<(TlsPolicy, &str)> = vec![
+            (TlsPolicy::None, "none"),
+            (TlsPolicy::May, "may"),
+            (TlsPolicy::Encrypt, "encrypt"),
+            (TlsPolicy::Dane, "dane"),
+            (TlsPolicy::DaneOnly, "dane-only"),
+            (
+                TlsPolicy::Verify {
+                    matches: Vec::new(),
+                },
+                "verify",
+            ),
+            (
+                TlsPolicy::Verify {
+                    matches: vec!["hostname".into(), "nexthop".into()],
+                },
+                "verify match=hostname:nexthop",
+            ),
+            (
+                TlsPolicy::Fingerprint {
+                    matches: vec!["AB:CD".into(), "EF:01".into()],
+                },
+                "fingerprint match=AB:CD|EF:01",
+            ),
+            (
+                TlsPolicy::Secure {
+                    matches: vec!["mx1.example.com".into(), ".example.net".into()],
+                    servername: Some(ServerName::Hostname),
+                },
+                "secure match=mx1.example.com:.example.net servername=hostname",
+            ),
+            (
+                TlsPolicy::Secure {
+                    matches: Vec::new(),
+                    servername: Some(ServerName::Literal("mx.example".into())),
+                },
+                "secure servername=mx.example",
+            ),
+        ];
+        for (policy, want) in cases {
+            assert_eq!(policy.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn sts_mapping_turns_wildcards_into_dot_domains_once() {
+        let sts = Policy::parse(
+            b"version: STSv1\nmode: enforce\nmx: *.example.net\nmx: mail.example.com\n\
+              mx: *.EXAMPLE.net.\nmax_age: 60\n",
+        )
+        .unwrap();
+        assert_eq!(
+            TlsPolicy::from_sts(&sts).to_string(),
+            "secure match=.example.net:mail.example.com servername=hostname"
+        );
+    }
+
+    #[test]
+    fn tlsrpt_attributes_text() {
+        let sts = Policy::parse(
+            b"version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: *.example.net\n\
+              max_age: 86400\nodd: {x}\n",
+        )
+        .unwrap();
+        let answer = PolicyAnswer {
+            tlsrpt: Some(TlsRptAttributes::for_sts("example.com", &sts)),
+            ..PolicyAnswer::from(TlsPolicy::from_sts(&sts))
+        };
+        assert_eq!(
+            answer.to_string(),
+            "secure match=mx1.example.com:.example.net servername=hostname \
+             policy_type=sts policy_domain=example.com policy_ttl=86400 \
+             mx_host_pattern=mx1.example.com mx_host_pattern=*.example.net \
+             { policy_string = version: STSv1 } { policy_string = mode: enforce } \
+             { policy_string = mx: mx1.example.com } { policy_string = mx: *.example.net } \
+             { policy_string = max_age: 86400 }"
+        );
+    }
+
+    #[test]
+    fn policy_text_parsing() {
+        let ok = [
+            ("encrypt", "encrypt"),
+            ("  may  ", "may"),
+            ("dane-only", "dane-only"),
+            (
+                "verify match=hostname:nexthop",
+                "verify match=hostname:nexthop",
+            ),
+            (
+                "secure match=.example.com match=example.com servername=hostname",
+                "secure match=.example.com:example.com servername=hostname",
+            ),
+            (
+                "fingerprint match=AB:CD|EF:01",
+                "fingerprint match=AB:CD|EF:01",
+            ),
+            (
+                "encrypt protocols=>=TLSv1.2 ciphers=high",
+                "encrypt protocols=>=TLSv1.2 ciphers=high",
+            ),
+            ("encrypt servername=hostname", "encrypt servername=hostname"),
+        ];
+        for (text, want) in ok {
+            let answer: PolicyAnswer = text.parse().unwrap();
+            assert_eq!(answer.to_string(), want, "{text}");
+            // Display output parses back to the same answer.
+            assert_eq!(answer.to_string().parse::<PolicyAnswer>(), Ok(answer));
+        }
+        let bad: Vec<(&str, PolicyTextError)> = vec![
+            ("", PolicyTextError::Empty),
+            (
+                "secur",
+                PolicyTextError::UnknownLevel {
+                    got: "secur".into(),
+                },
+            ),
+            (
+                "encrypt match=x",
+                PolicyTextError::NotForLevel {
+                    attribute: "match",
+                    level: "encrypt",
+                },
+            ),
+            (
+                "none servername=hostname",
+                PolicyTextError::NotForLevel {
+                    attribute: "servername",
+                    level: "none",
+                },
+            ),
+            (
+                "verify strict",
+                PolicyTextError::NotAttribute {
+                    got: "strict".into(),
+                },
+            ),
+            (
+                "verify policy_type=sts",
+                PolicyTextError::UnknownAttribute {
+                    got: "policy_type".into(),
+                },
+            ),
+            (
+                "verify match=",
+                PolicyTextError::EmptyValue {
+                    name: "match".into(),
+                },
+            ),
+            (
+                "secure servername=a servername=b",
+                PolicyTextError::DuplicateServername,
+            ),
+        ];
+        for (text, want) in bad {
+            assert_eq!(text.parse::<PolicyAnswer>(), Err(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn next_hop_kinds() {
+        let cases = [
+            ("Example.COM", NextHop::Domain("example.com".into())),
+            ("example.com.", NextHop::Domain("example.com".into())),
+            (".Example.com", NextHop::ParentDomain("example.com".into())),
+            (
+                "[mx.example.com]:587",
+                NextHop::Other("[mx.example.com]:587".into()),
+            ),
+            ("192.0.2.1", NextHop::Other("192.0.2.1".into())),
+            ("[192.0.2.1]", NextHop::Other("[192.0.2.1]".into())),
+            (
+                "mx.example.com:587",
+                NextHop::Other("mx.example.com:587".into()),
+            ),
+            ("", NextHop::Other(String::new())),
+            ("..example", NextHop::Other("..example".into())),
+        ];
+        for (key, want) in cases {
+            assert_eq!(NextHop::parse(key), want, "{key:?}");
+        }
+        assert_eq!(
+            NextHop::parse(".Example.com").canonical_key(),
+            ".example.com"
+        );
+    }
+
+    fn pin(domain: &str, level: PinLevel, messages: u64) -> PinnedPeer {
+        PinnedPeer::new(
+            domain,
+            level,
+            Evidence {
+                messages,
+                tls: messages,
+                verified: if level == PinLevel::Verify {
+                    messages
+                } else {
+                    0
+                },
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pin_files() {
+        let pins = [
+            pin("zeta.example", PinLevel::Encrypt, 3),
+            pin("Alpha.example.", PinLevel::Verify, 120),
+        ];
+        assert_eq!(
+            policy_map_file(&pins).unwrap(),
+            "# Postfix smtp_tls_policy_maps: peers pinned by sigillo policy build.\n\
+             # Generated file; edit the inputs and build it again.\n\
+             # 120 messages, 120 over TLS, 120 verified\n\
+             alpha.example  verify\n\
+             # 3 messages, 3 over TLS, 0 verified\n\
+             zeta.example   encrypt\n"
+        );
+        assert_eq!(
+            exim_domain_list(&pins).unwrap(),
+            "# Exim domain list for hosts_require_tls: peers pinned by sigillo policy build.\n\
+             # Generated file; edit the inputs and build it again.\n\
+             # 120 messages, 120 over TLS, 120 verified (verify)\n\
+             alpha.example\n\
+             # 3 messages, 3 over TLS, 0 verified (encrypt)\n\
+             zeta.example\n"
+        );
+        assert_eq!(policy_map_file(&[]).unwrap().lines().count(), 2);
+    }
+
+    #[test]
+    fn pin_files_refuse_bad_and_duplicate_domains() {
+        let dup = [
+            pin("a.example", PinLevel::Encrypt, 1),
+            pin("A.example", PinLevel::Verify, 1),
+        ];
+        assert_eq!(
+            policy_map_file(&dup),
+            Err(PinFileError::Duplicate {
+                domain: "a.example".into()
+            })
+        );
+        let injected = PinnedPeer {
+            domain: "a.example\nevil.example".into(),
+            level: PinLevel::Encrypt,
+            evidence: Evidence::default(),
+        };
+        assert!(matches!(
+            exim_domain_list(&[injected]),
+            Err(PinFileError::BadDomain { .. })
+        ));
+    }
+}
