@@ -32,3 +32,28 @@ for f in "$here"/../crates/sigillo-logs/testdata/*/*.log "$here"/../crates/sigil
     m=$((m + 1))
 done
 echo "seeded $m files into $here/corpus/log_lines"
+
+# socketmap and mta_sts_policy: the bodies (after the `---` line) of the sigillo-policy
+# header files; mta_sts_policy also gets the TXT/TLSA tables and the override file whole.
+policy_data="$here/../crates/sigillo-policy/testdata"
+mkdir -p "$here/corpus/socketmap" "$here/corpus/mta_sts_policy"
+body() {
+    off=$(awk '/^---$/ { print total + length($0) + 1; exit } { total += length($0) + 1 }' "$1")
+    [ -n "$off" ] || { echo "no --- line in $1" >&2; exit 1; }
+    tail -c "+$((off + 1))" "$1"
+}
+s=0
+for f in "$policy_data"/socketmap/*.txt; do
+    body "$f" > "$here/corpus/socketmap/$(basename "$f" .txt)"
+    s=$((s + 1))
+done
+p=0
+for f in "$policy_data"/policies/*.txt; do
+    body "$f" > "$here/corpus/mta_sts_policy/$(basename "$f" .txt)"
+    p=$((p + 1))
+done
+for f in "$policy_data"/*-records.txt "$policy_data"/overrides.conf; do
+    cp "$f" "$here/corpus/mta_sts_policy/$(basename "$f")"
+    p=$((p + 1))
+done
+echo "seeded $s files into $here/corpus/socketmap, $p into $here/corpus/mta_sts_policy"

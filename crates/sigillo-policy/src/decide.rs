@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::CachedPolicy;
 use crate::mta_sts::Mode;
 use crate::postfix::{NextHop, PinnedPeer, PolicyAnswer, TlsPolicy, TlsRptAttributes};
-use crate::socketmap::{MAX_REPLY_LEN, Reply};
+use crate::socketmap::Reply;
 
 /// What DANE lookups found for the domain's MX hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,10 +166,24 @@ impl Decision {
 
 /// The answer for `inputs` at `now` (see the module docs for the order).
 ///
-/// The answer always fits a socketmap reply: if an MTA-STS answer with TLSRPT attributes
-/// would exceed [`MAX_REPLY_LEN`] the attributes are dropped, and if it is still too long
-/// the answer is `TEMP`.
+/// The answer always encodes as a socketmap reply: if an MTA-STS answer with TLSRPT
+/// attributes would exceed [`MAX_REPLY_LEN`](crate::socketmap::MAX_REPLY_LEN) the attributes
+/// are dropped, and any answer that still cannot be encoded becomes `TEMP`.
 pub fn decide(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) -> Decision {
+    let decision = decide_unchecked(inputs, now, config);
+    if decision.reply().to_bytes().is_ok() {
+        return decision;
+    }
+    // Only reachable with hand-built inputs (e.g. a PolicyAnswer holding a control
+    // character): never hand Postfix something it would misread.
+    Decision::new(
+        Answer::Temp("policy answer cannot be encoded".to_owned()),
+        decision.source,
+        format!("{} (answer not encodable)", decision.reason),
+    )
+}
+
+fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) -> Decision {
     if let Some(answer) = inputs.static_override {
         return Decision::new(
             Answer::Policy(answer.clone()),
@@ -258,20 +272,23 @@ pub fn decide(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) -> Dec
     )
 }
 
+/// Whether `answer` fits an `OK` reply.
+fn encodable(answer: &PolicyAnswer) -> bool {
+    Reply::Ok(answer.to_string()).to_bytes().is_ok()
+}
+
 /// The `secure` answer for an enforced MTA-STS policy, kept within the reply limit.
 fn sts_decision(domain: &str, cached: &CachedPolicy, config: &DecideConfig) -> Decision {
-    // "OK " and the netstring are outside the text; leave room for the status word.
-    const ROOM: usize = MAX_REPLY_LEN - "OK ".len();
     let mut answer = PolicyAnswer::from(TlsPolicy::from_sts(&cached.policy));
     let mut reason = format!("MTA-STS policy id {} in enforce mode", cached.id);
     if config.tlsrpt_attributes {
         answer.tlsrpt = Some(TlsRptAttributes::for_sts(domain, &cached.policy));
-        if answer.to_string().len() > ROOM {
+        if !encodable(&answer) {
             answer.tlsrpt = None;
             reason.push_str(" (TLSRPT attributes dropped: reply too long)");
         }
     }
-    if answer.to_string().len() > ROOM {
+    if !encodable(&answer) {
         return Decision::new(
             Answer::Temp(format!("MTA-STS policy of {domain} too long to answer")),
             Source::MtaSts,

@@ -44,27 +44,19 @@ pub struct StsRecord {
 impl StsRecord {
     /// Parses one record (its strings already concatenated).
     pub fn parse(record: &str) -> Result<Self, TxtRecordError> {
-        let mut id = None;
-        let mut extensions = Vec::new();
-        for field in txt::fields(record, STS_VERSION)? {
-            if field.name == "id" {
-                let ok = (1..=32).contains(&field.value.len())
-                    && field.value.bytes().all(|b| b.is_ascii_alphanumeric());
-                if !ok {
-                    return Err(TxtRecordError::BadValue {
-                        field: "id".into(),
-                        expected: "1-32 letters or digits",
-                        got: excerpt(field.value),
-                    });
-                }
-                id = Some(field.value.to_owned());
-            } else {
-                txt::check_extension_value(&field)?;
-                extensions.push((field.name.to_owned(), field.value.to_owned()));
-            }
+        let (id, extensions) = txt::required_and_extensions(record, STS_VERSION, "id")?;
+        let ok = (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(TxtRecordError::BadValue {
+                field: "id".into(),
+                expected: "1-32 letters or digits",
+                got: excerpt(id),
+            });
         }
-        let id = id.ok_or(TxtRecordError::MissingField { field: "id" })?;
-        Ok(Self { id, extensions })
+        Ok(Self {
+            id: id.to_owned(),
+            extensions,
+        })
     }
 
     /// The MTA-STS record among all TXT records at `_mta-sts.<domain>`, each given with its
@@ -72,10 +64,7 @@ impl StsRecord {
     /// are ignored; `Ok(None)` when none does. More than one is an error, and by RFC 8461
     /// §3.1 so is a syntax error: either way the domain is treated as having no MTA-STS.
     pub fn from_txt<R: AsRef<[u8]>>(records: &[R]) -> Result<Option<Self>, TxtRecordError> {
-        match txt::select(records, STS_VERSION)? {
-            Some(text) => Self::parse(text).map(Some),
-            None => Ok(None),
-        }
+        txt::parse_selected(records, STS_VERSION, Self::parse)
     }
 }
 

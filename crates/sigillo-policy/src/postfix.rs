@@ -139,7 +139,8 @@ impl fmt::Display for TlsPolicy {
 /// only add them when the MTA is known to be 3.10 or later. Open doubt: `policy_string`
 /// values contain spaces (`mode: enforce`) and are written in Postfix's `{ name = value }`
 /// form, as other MTA-STS daemons do; this has not been checked against a Postfix 3.10 here
-/// (Debian 12 has 3.7). Lines containing `{` or `}` are left out.
+/// (Debian 12 has 3.7). Lines containing `{`, `}` or a control character (an extension
+/// value may hold a tab) are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsRptAttributes {
     /// `policy_type=`.
@@ -167,7 +168,7 @@ impl TlsRptAttributes {
             policy_strings: policy
                 .lines()
                 .into_iter()
-                .filter(|l| !l.contains(['{', '}']))
+                .filter(|l| !l.contains(['{', '}']) && !l.contains(|c: char| c.is_control()))
                 .collect(),
             policy_failure: None,
         }
@@ -273,6 +274,9 @@ pub enum PolicyTextError {
         attribute: &'static str,
         level: &'static str,
     },
+    /// A control character, which Postfix would misread.
+    #[error("control character {ch:?} in policy text")]
+    ControlChar { ch: char },
     /// `servername=` given twice.
     #[error("attribute servername given more than once")]
     DuplicateServername,
@@ -284,6 +288,12 @@ impl FromStr for PolicyAnswer {
     /// Parses `level [name=value …]` as in a Postfix policy map (TLSRPT attributes are not
     /// accepted; `match=` may repeat and its patterns add up).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(c) = text
+            .chars()
+            .find(|c| c.is_control() && !c.is_ascii_whitespace())
+        {
+            return Err(PolicyTextError::ControlChar { ch: c });
+        }
         let mut words = text.split_ascii_whitespace();
         let level = words.next().ok_or(PolicyTextError::Empty)?;
         let mut matches: Vec<String> = Vec::new();
@@ -721,6 +731,10 @@ mod tests {
             (
                 "secure servername=a servername=b",
                 PolicyTextError::DuplicateServername,
+            ),
+            (
+                "encrypt protocols=\x0b",
+                PolicyTextError::ControlChar { ch: '\x0b' },
             ),
         ];
         for (text, want) in bad {

@@ -137,6 +137,17 @@ pub fn decode_netstring(
     }
 }
 
+/// [`decode_netstring`] for a payload that must be UTF-8.
+fn decode_text(buf: &[u8], max_len: usize) -> Result<Option<(&str, usize)>, SocketmapError> {
+    let Some((payload, used)) = decode_netstring(buf, max_len)? else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(payload).map_err(|e| SocketmapError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    Ok(Some((text, used)))
+}
+
 /// Appends `payload` to `out` as a netstring.
 fn encode_netstring(payload_parts: &[&[u8]], out: &mut Vec<u8>) {
     let len: usize = payload_parts.iter().map(|p| p.len()).sum();
@@ -160,12 +171,9 @@ pub struct Request {
 
 /// Decodes the first request in `buf` (see the module docs), with [`MAX_REQUEST_LEN`].
 pub fn decode_request(buf: &[u8]) -> Result<Option<(Request, usize)>, SocketmapError> {
-    let Some((payload, used)) = decode_netstring(buf, MAX_REQUEST_LEN)? else {
+    let Some((text, used)) = decode_text(buf, MAX_REQUEST_LEN)? else {
         return Ok(None);
     };
-    let text = std::str::from_utf8(payload).map_err(|e| SocketmapError::NotUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
     let Some((map_name, key)) = text.split_once(' ') else {
         return Err(SocketmapError::MissingSpace {
             got: crate::domain::excerpt(text),
@@ -281,12 +289,9 @@ impl fmt::Display for Reply {
 /// Decodes the first reply in `buf` (for clients: tests, `--check`, load generators), with
 /// [`MAX_REPLY_LEN`]. `NOTFOUND` is accepted with or without its trailing space.
 pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, SocketmapError> {
-    let Some((payload, used)) = decode_netstring(buf, MAX_REPLY_LEN)? else {
+    let Some((text, used)) = decode_text(buf, MAX_REPLY_LEN)? else {
         return Ok(None);
     };
-    let text = std::str::from_utf8(payload).map_err(|e| SocketmapError::NotUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
     let (status, rest) = text.split_once(' ').unwrap_or((text, ""));
     let reply = match status {
         "OK" => Reply::Ok(rest.to_owned()),

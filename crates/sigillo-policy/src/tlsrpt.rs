@@ -100,22 +100,11 @@ pub struct TlsRptRecord {
 impl TlsRptRecord {
     /// Parses one record (its strings already concatenated).
     pub fn parse(record: &str) -> Result<Self, TxtRecordError> {
-        let mut rua = None;
-        let mut extensions = Vec::new();
-        for field in txt::fields(record, TLSRPT_VERSION)? {
-            if field.name == "rua" {
-                let uris = field
-                    .value
-                    .split(',')
-                    .map(|u| ReportUri::parse(u.trim_matches([' ', '\t'])))
-                    .collect::<Result<Vec<_>, _>>()?;
-                rua = Some(uris);
-            } else {
-                txt::check_extension_value(&field)?;
-                extensions.push((field.name.to_owned(), field.value.to_owned()));
-            }
-        }
-        let rua = rua.ok_or(TxtRecordError::MissingField { field: "rua" })?;
+        let (rua, extensions) = txt::required_and_extensions(record, TLSRPT_VERSION, "rua")?;
+        let rua = rua
+            .split(',')
+            .map(|u| ReportUri::parse(u.trim_matches([' ', '\t'])))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { rua, extensions })
     }
 
@@ -123,10 +112,7 @@ impl TlsRptRecord {
     /// strings concatenated): records not starting with `v=TLSRPTv1` are ignored, `Ok(None)`
     /// when none does, and more than one is an error (RFC 8460 §3).
     pub fn from_txt<R: AsRef<[u8]>>(records: &[R]) -> Result<Option<Self>, TxtRecordError> {
-        match txt::select(records, TLSRPT_VERSION)? {
-            Some(text) => Self::parse(text).map(Some),
-            None => Ok(None),
-        }
+        txt::parse_selected(records, TLSRPT_VERSION, Self::parse)
     }
 }
 

@@ -80,6 +80,15 @@ pub(crate) fn select<'a, R: AsRef<[u8]>>(
     ascii_text(first).map(Some)
 }
 
+/// [`select`], then `parse` on the chosen record.
+pub(crate) fn parse_selected<R: AsRef<[u8]>, T>(
+    records: &[R],
+    version: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, TxtRecordError>,
+) -> Result<Option<T>, TxtRecordError> {
+    select(records, version)?.map(parse).transpose()
+}
+
 fn ascii_text(record: &[u8]) -> Result<&str, TxtRecordError> {
     if let Some(&byte) = record
         .iter()
@@ -139,6 +148,30 @@ pub(crate) fn fields<'a>(
     Ok(out)
 }
 
+/// Unknown `name=value` fields of a record, in order.
+pub(crate) type Extensions = Vec<(String, String)>;
+
+/// A record split into its one required field's value and its other fields (extensions,
+/// each checked with [`check_extension_value`]).
+pub(crate) fn required_and_extensions<'a>(
+    record: &'a str,
+    version: &'static str,
+    required: &'static str,
+) -> Result<(&'a str, Extensions), TxtRecordError> {
+    let mut value = None;
+    let mut extensions = Vec::new();
+    for field in fields(record, version)? {
+        if field.name == required {
+            value = Some(field.value);
+        } else {
+            check_extension_value(&field)?;
+            extensions.push((field.name.to_owned(), field.value.to_owned()));
+        }
+    }
+    let value = value.ok_or(TxtRecordError::MissingField { field: required })?;
+    Ok((value, extensions))
+}
+
 /// `(ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")`, the extension-name rule of both
 /// RFCs (and of the MTA-STS policy file).
 pub(crate) fn is_field_name(name: &str) -> bool {
@@ -152,7 +185,7 @@ pub(crate) fn is_field_name(name: &str) -> bool {
 
 /// Checks an extension value: `1*(%x21-3A / %x3C / %x3E-7E)`, visible characters except
 /// `;` and `=`.
-pub(crate) fn check_extension_value(field: &Field<'_>) -> Result<(), TxtRecordError> {
+fn check_extension_value(field: &Field<'_>) -> Result<(), TxtRecordError> {
     let ok = !field.value.is_empty()
         && field
             .value

@@ -341,3 +341,42 @@ fn oversized_answers_shrink_or_defer() {
         }
     }
 }
+
+#[test]
+fn tlsrpt_policy_strings_skip_lines_a_reply_cannot_hold() {
+    // Found by the mta_sts_policy fuzzer: an unknown field whose value holds a tab.
+    let body = std::fs::read("testdata/policies/extension-with-tab.txt").unwrap();
+    let start = body.windows(4).position(|w| w == b"---\n").unwrap() + 4;
+    let policy = Policy::parse(&body[start..]).unwrap();
+    let cached = CachedPolicy::new("id1".into(), policy, now());
+    let next_hop = NextHop::parse("example.com");
+    let mut inputs = Inputs::new(&next_hop);
+    inputs.sts.cached = Some(&cached);
+    let config = DecideConfig {
+        tlsrpt_attributes: true,
+        ..DecideConfig::default()
+    };
+    let d = decide(&inputs, now(), &config);
+    let Answer::Policy(answer) = &d.answer else {
+        panic!("{d:?}");
+    };
+    let attributes = answer.tlsrpt.as_ref().expect("attributes kept");
+    assert_eq!(attributes.policy_strings.len(), 4, "{attributes:?}");
+    assert!(d.reply().to_bytes().is_ok());
+}
+
+#[test]
+fn unencodable_answers_become_temp() {
+    // A hand-built answer with a newline (the parser refuses these).
+    let mut answer: PolicyAnswer = "encrypt".parse().unwrap();
+    answer.extra.push(("protocols".into(), "a\nb".into()));
+    let next_hop = NextHop::parse("example.com");
+    let mut inputs = Inputs::new(&next_hop);
+    inputs.static_override = Some(&answer);
+    let d = decide(&inputs, now(), &DecideConfig::default());
+    assert_eq!(d.source, Source::Override);
+    assert_eq!(
+        d.answer,
+        Answer::Temp("policy answer cannot be encoded".into())
+    );
+}

@@ -208,20 +208,31 @@ fn records(input: &str) -> Vec<Vec<u8>> {
     input.split(" || ").map(|r| r.as_bytes().to_vec()).collect()
 }
 
+/// A TXT table case's outcome: `ok <shown> [name=value …]`, `none` or `error <text>`.
+fn txt_outcome<T>(
+    result: Result<Option<T>, sigillo_policy::TxtRecordError>,
+    show: impl Fn(&T) -> (String, &[(String, String)]),
+) -> String {
+    match result {
+        Ok(Some(record)) => {
+            let (shown, extensions) = show(&record);
+            let mut s = format!("ok {shown}");
+            for (k, v) in extensions {
+                s.push_str(&format!(" {k}={v}"));
+            }
+            s
+        }
+        Ok(None) => "none".to_owned(),
+        Err(e) => format!("error {e}"),
+    }
+}
+
 #[test]
 fn sts_records() {
     for (input, want) in table("sts-records.txt") {
-        let got = match StsRecord::from_txt(&records(&input)) {
-            Ok(Some(r)) => {
-                let mut s = format!("ok {}", r.id);
-                for (k, v) in &r.extensions {
-                    s.push_str(&format!(" {k}={v}"));
-                }
-                s
-            }
-            Ok(None) => "none".to_owned(),
-            Err(e) => format!("error {e}"),
-        };
+        let got = txt_outcome(StsRecord::from_txt(&records(&input)), |r| {
+            (r.id.clone(), &r.extensions)
+        });
         assert_eq!(got, want, "{input:?}");
     }
 }
@@ -229,25 +240,17 @@ fn sts_records() {
 #[test]
 fn tlsrpt_records() {
     for (input, want) in table("tlsrpt-records.txt") {
-        let got = match TlsRptRecord::from_txt(&records(&input)) {
-            Ok(Some(r)) => {
-                let uris: Vec<String> = r
-                    .rua
-                    .iter()
-                    .map(|u| match u {
-                        ReportUri::Other(o) => format!("other:{o}"),
-                        known => known.to_string(),
-                    })
-                    .collect();
-                let mut s = format!("ok {}", uris.join(","));
-                for (k, v) in &r.extensions {
-                    s.push_str(&format!(" {k}={v}"));
-                }
-                s
-            }
-            Ok(None) => "none".to_owned(),
-            Err(e) => format!("error {e}"),
-        };
+        let got = txt_outcome(TlsRptRecord::from_txt(&records(&input)), |r| {
+            let uris: Vec<String> = r
+                .rua
+                .iter()
+                .map(|u| match u {
+                    ReportUri::Other(o) => format!("other:{o}"),
+                    known => known.to_string(),
+                })
+                .collect();
+            (uris.join(","), &r.extensions)
+        });
         assert_eq!(got, want, "{input:?}");
     }
 }
