@@ -380,3 +380,15 @@ fn unencodable_answers_become_temp() {
         Answer::Temp("policy answer cannot be encoded".into())
     );
 }
+
+#[test]
+fn values_cross_threads() {
+    // The daemon shares these between tokio tasks.
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<sigillo_policy::decide::Decision>();
+    send_sync::<CachedPolicy>();
+    send_sync::<sigillo_policy::overrides::StaticOverrides>();
+    send_sync::<PinnedPeer>();
+    send_sync::<sigillo_policy::socketmap::Request>();
+    send_sync::<sigillo_policy::dane::DaneOutcome>();
+}
