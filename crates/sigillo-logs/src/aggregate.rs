@@ -4,7 +4,7 @@
 //! bounded by distinct peers and hours, not by the number of records.
 
 use crate::model::{
-    AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Record, Scope,
+    AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Record, Scope, Text,
     Transport, Trust, UnixTime,
 };
 use serde::Serialize;
@@ -137,12 +137,12 @@ impl DirectionFigures {
             Transport::Tls(tls) => {
                 self.tls_messages += 1;
                 self.tls_recipients += u64::from(m.recipients);
-                *self.tls.versions.entry(tls.version.clone()).or_default() += 1;
+                bump(&mut self.tls.versions, &tls.version);
                 let trust = tls.trust.map(trust_name).unwrap_or("unknown");
-                *self.tls.trust.entry(trust.to_owned()).or_default() += 1;
-                *self.tls.ciphers.entry(tls.cipher.clone()).or_default() += 1;
+                bump(&mut self.tls.trust, trust);
+                bump(&mut self.tls.ciphers, &tls.cipher);
                 let kx = tls.key_exchange.as_deref().unwrap_or("unknown");
-                *self.tls.key_exchange.entry(kx.to_owned()).or_default() += 1;
+                bump(&mut self.tls.key_exchange, kx);
             }
             Transport::Plain => self.plain_messages += 1,
             Transport::Unknown { .. } => self.unknown_messages += 1,
@@ -308,7 +308,7 @@ impl Omitted {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PeerKey {
     direction: Direction,
-    hostname: Option<String>,
+    hostname: Option<Text>,
     ip: Option<IpAddr>,
 }
 
@@ -321,15 +321,15 @@ struct PeerState {
     versions: BTreeMap<String, u64>,
     first: UnixTime,
     last: UnixTime,
-    last_tls: Option<(UnixTime, String)>,
+    last_tls: Option<(UnixTime, Text)>,
     window: Option<Window>,
 }
 
 #[derive(Debug, Clone)]
 struct Window {
-    last_tls: (UnixTime, String),
-    first: (UnixTime, String),
-    last: (UnixTime, String),
+    last_tls: (UnixTime, Text),
+    first: (UnixTime, Text),
+    last: (UnixTime, Text),
     count: u64,
 }
 
@@ -492,7 +492,7 @@ impl Aggregator {
         match &m.transport {
             Transport::Tls(info) => {
                 peer.tls += 1;
-                *peer.versions.entry(info.version.clone()).or_default() += 1;
+                bump(&mut peer.versions, &info.version);
                 if let Some(window) = peer.window.take() {
                     let closed = downgrade(&key, window, true);
                     push_capped(&mut self.downgrades, closed, &mut self.omitted.downgrades);
@@ -535,7 +535,7 @@ impl Aggregator {
             }
             peers.push(PeerFigures {
                 direction: key.direction,
-                hostname: key.hostname.clone(),
+                hostname: key.hostname.as_deref().map(str::to_owned),
                 ip: key.ip.map(|ip| ip.to_string()),
                 domain: registered_domain(key.hostname.as_deref(), key.ip),
                 messages: state.messages,
@@ -575,7 +575,7 @@ impl Aggregator {
         let figure = |a: &AnomalyRecord| AnomalyFigure {
             time: time_text(a.time),
             direction: a.direction,
-            hostname: a.peer.hostname.clone(),
+            hostname: a.peer.hostname.as_deref().map(str::to_owned),
             ip: a.peer.ip.map(|ip| ip.to_string()),
             evidence: a.evidence.clone(),
             peer_uses_tls: peer_uses_tls(a),
@@ -655,6 +655,16 @@ impl Aggregator {
     }
 }
 
+/// Counts one more under `key`, allocating the key only the first time it is seen.
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
+}
+
 fn push_capped(list: &mut Vec<Downgrade>, item: Downgrade, omitted: &mut u64) {
     if list.len() < MAX_LISTED {
         list.push(item);
@@ -666,15 +676,15 @@ fn push_capped(list: &mut Vec<Downgrade>, item: Downgrade, omitted: &mut u64) {
 fn downgrade(key: &PeerKey, w: Window, tls_resumed: bool) -> Downgrade {
     Downgrade {
         direction: key.direction,
-        hostname: key.hostname.clone(),
+        hostname: key.hostname.as_deref().map(str::to_owned),
         ip: key.ip.map(|ip| ip.to_string()),
         domain: registered_domain(key.hostname.as_deref(), key.ip),
         last_tls: time_text(w.last_tls.0),
-        last_tls_id: w.last_tls.1,
+        last_tls_id: w.last_tls.1.to_string(),
         first_plain: time_text(w.first.0),
-        first_plain_id: w.first.1,
+        first_plain_id: w.first.1.to_string(),
         last_plain: time_text(w.last.0),
-        last_plain_id: w.last.1,
+        last_plain_id: w.last.1.to_string(),
         plain_messages: w.count,
         tls_resumed,
     }
@@ -732,7 +742,7 @@ mod tests {
             direction: dir,
             scope: Scope::Internet,
             peer: Peer {
-                hostname: Some(host.to_owned()),
+                hostname: Some(host.into()),
                 ip: ip.parse().ok(),
             },
             transport: if tls {
@@ -748,7 +758,7 @@ mod tests {
             },
             recipients: 2,
             size: Some(100),
-            id: id.to_owned(),
+            id: id.into(),
             status: None,
         })
     }

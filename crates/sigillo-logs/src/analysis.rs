@@ -6,12 +6,13 @@ use crate::aggregate::{AggregateOptions, Aggregator, Figures};
 use crate::envelope::Line;
 use crate::exim::EximParser;
 use crate::input::{self, Compression, Format, InputError, InputOptions, Source, SourcePath};
-use crate::model::{MtaParser, Record};
+use crate::model::{MtaParser, Record, UnixTime};
 use crate::opensmtpd::OpensmtpdParser;
 use crate::postfix::PostfixParser;
 use crate::sendmail::SendmailParser;
 use serde::Serialize;
 use std::path::Path;
+use std::sync::mpsc;
 
 /// What was read from one source, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -116,33 +117,233 @@ impl Parsers {
 }
 
 /// Reads `inputs` (files, directories, `-`) and computes the figures.
+///
+/// Three stages run at once, joined by bounded channels: a reader thread (decompression,
+/// line splitting, UTF-8 checks, envelopes), the MTA parsers on the calling thread, and an
+/// aggregator thread. Lines and records keep their order, so the result is the same as one
+/// thread's; at most [`PIPELINE_DEPTH`] batches wait between two stages, so memory stays
+/// bounded whatever the input's size.
 pub fn analyze<P: AsRef<Path>>(
     inputs: &[P],
     input_options: &InputOptions,
     options: AggregateOptions,
 ) -> Analysis {
     let (paths, errors) = input::discover(inputs);
-    let mut aggregator = Aggregator::new(options);
+    let (line_tx, line_rx) = mpsc::sync_channel::<ReaderMsg>(PIPELINE_DEPTH);
+    let (record_tx, record_rx) = mpsc::sync_channel::<Vec<Record>>(PIPELINE_DEPTH);
+    // Emptied line batches go back to the reader, so their buffers are reused.
+    let (spare_tx, spare_rx) = mpsc::sync_channel::<LineBatch>(PIPELINE_DEPTH + 2);
+    let fallback = options.clone();
+    let (summaries, parsers_out, figures) = std::thread::scope(|scope| {
+        let paths = &paths;
+        let reader = scope.spawn(move || read_all(paths, input_options, &line_tx, &spare_rx));
+        let aggregator = scope.spawn(move || {
+            let mut aggregator = Aggregator::new(options);
+            for batch in record_rx {
+                for r in &batch {
+                    aggregator.add(r);
+                }
+            }
+            aggregator.finish()
+        });
+        let (summaries, parsers_out) = parse_all(line_rx, record_tx, spare_tx);
+        // The reader only ends early if the parser stage is gone, which it is not here.
+        let _ = reader.join();
+        let figures = aggregator.join();
+        (summaries, parsers_out, figures)
+    });
+    let (advice, unparsed, evicted) = parsers_out;
+    Analysis {
+        inputs: summaries,
+        input_errors: errors.iter().map(InputError::to_string).collect(),
+        advice,
+        unparsed_lines: unparsed,
+        evicted,
+        // A panic in the aggregator would be a bug; fall back to empty figures, not a crash.
+        figures: figures.unwrap_or_else(|_| Aggregator::new(fallback).finish()),
+    }
+}
+
+/// Batches that may wait between two pipeline stages.
+pub const PIPELINE_DEPTH: usize = 4;
+/// A line batch is sent once its text reaches this size…
+const BATCH_BYTES: usize = 256 * 1024;
+/// …or it holds this many lines.
+const BATCH_LINES: usize = 4096;
+/// A record batch is sent once it holds this many records.
+const BATCH_RECORDS: usize = 1024;
+
+/// From the reader stage to the parser stage.
+enum ReaderMsg {
+    Lines(LineBatch),
+    /// A source was read to its end (or could not be read).
+    Done(Box<Source>),
+}
+
+/// Lines of one source, copied out of the read buffer with their envelopes as offsets.
+struct LineBatch {
+    format: Format,
+    text: String,
+    lines: Vec<LineMeta>,
+}
+
+type Span = (u32, u32);
+
+/// A [`Line`] with its strings as spans of [`LineBatch::text`].
+struct LineMeta {
+    time: UnixTime,
+    pid: Option<u32>,
+    raw: Span,
+    host: Span,
+    program: Span,
+    message: Span,
+}
+
+impl LineBatch {
+    fn new(format: Format) -> Self {
+        Self {
+            format,
+            text: String::with_capacity(BATCH_BYTES + 4096),
+            lines: Vec::with_capacity(BATCH_LINES),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.text.len() >= BATCH_BYTES || self.lines.len() >= BATCH_LINES
+    }
+
+    fn push(&mut self, line: &Line<'_>) {
+        let base = self.text.len();
+        self.text.push_str(line.raw);
+        let raw = (base, base + line.raw.len());
+        let host = self.span_of(line.raw, base, line.host);
+        let program = self.span_of(line.raw, base, line.program);
+        let message = self.span_of(line.raw, base, line.message);
+        self.lines.push(LineMeta {
+            time: line.time,
+            pid: line.pid,
+            raw: to_span(raw),
+            host,
+            program,
+            message,
+        });
+    }
+
+    /// Where `part` lies in the copy of `raw` at `base`; a part that is not a slice of the raw
+    /// line (a parser's constant, like Exim mainlog's `exim`) is appended to the text.
+    fn span_of(&mut self, raw: &str, base: usize, part: &str) -> Span {
+        let offset = (part.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+        if offset <= raw.len() && part.len() <= raw.len() - offset {
+            return to_span((base + offset, base + offset + part.len()));
+        }
+        let start = self.text.len();
+        self.text.push_str(part);
+        to_span((start, self.text.len()))
+    }
+
+    fn line(&self, m: &LineMeta) -> Line<'_> {
+        let get = |(a, b): Span| self.text.get(a as usize..b as usize).unwrap_or_default();
+        Line {
+            time: m.time,
+            host: get(m.host),
+            program: get(m.program),
+            pid: m.pid,
+            message: get(m.message),
+            raw: get(m.raw),
+        }
+    }
+}
+
+/// Batch texts stay far below 4 GiB ([`BATCH_BYTES`] plus one line of at most the line limit).
+fn to_span((a, b): (usize, usize)) -> Span {
+    (
+        u32::try_from(a).unwrap_or(u32::MAX),
+        u32::try_from(b).unwrap_or(u32::MAX),
+    )
+}
+
+/// The reader stage: every source in turn, as line batches.
+fn read_all(
+    paths: &[SourcePath],
+    options: &InputOptions,
+    tx: &mpsc::SyncSender<ReaderMsg>,
+    spare: &mpsc::Receiver<LineBatch>,
+) {
+    let fresh = |format: Format| match spare.try_recv() {
+        Ok(mut batch) => {
+            batch.format = format;
+            batch.text.clear();
+            batch.lines.clear();
+            batch
+        }
+        Err(_) => LineBatch::new(format),
+    };
+    for path in paths {
+        let open = input::open(path, options);
+        let mut gone = false;
+        let source = match open.format() {
+            // A source of unknown format is not read (see `InputError::UnknownFormat`).
+            None => open.for_each_line(|_| {}),
+            Some(format) => {
+                let mut batch = fresh(format);
+                let source = open.for_each_line(|line| {
+                    if gone {
+                        return;
+                    }
+                    batch.push(line);
+                    if batch.is_full() {
+                        let full = std::mem::replace(&mut batch, fresh(format));
+                        gone = tx.send(ReaderMsg::Lines(full)).is_err();
+                    }
+                });
+                if !batch.lines.is_empty() && !gone {
+                    gone = tx.send(ReaderMsg::Lines(batch)).is_err();
+                }
+                source
+            }
+        };
+        if gone || tx.send(ReaderMsg::Done(Box::new(source))).is_err() {
+            return;
+        }
+    }
+}
+
+/// The parser stage: feeds each line to the parser of its MTA and passes the records on in
+/// batches. Returns the per-source summaries and the parsers' (advice, unparsed, evicted).
+fn parse_all(
+    rx: mpsc::Receiver<ReaderMsg>,
+    tx: mpsc::SyncSender<Vec<Record>>,
+    spare: mpsc::SyncSender<LineBatch>,
+) -> (Vec<InputSummary>, (Vec<String>, u64, u64)) {
     let mut parsers = Parsers::default();
-    let mut records: Vec<Record> = Vec::new();
+    let mut records: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
     let mut summaries = Vec::new();
-    for path in &paths {
-        let source = read_one(
-            path,
-            input_options,
-            &mut parsers,
-            &mut aggregator,
-            &mut records,
-        );
-        summaries.push(InputSummary::from_source(&source));
+    let send = |records: &mut Vec<Record>, force: bool| {
+        if records.len() >= BATCH_RECORDS || (force && !records.is_empty()) {
+            let full = std::mem::replace(records, Vec::with_capacity(BATCH_RECORDS));
+            // The aggregator only goes away if it panicked; then nothing more can be counted.
+            let _ = tx.send(full);
+        }
+    };
+    for msg in rx {
+        match msg {
+            ReaderMsg::Lines(batch) => {
+                let parser = parsers.get(batch.format);
+                for m in &batch.lines {
+                    parser.feed(&batch.line(m), &mut records);
+                }
+                send(&mut records, false);
+                // When the reader has enough spares (or is gone), the batch is just freed.
+                let _ = spare.try_send(batch);
+            }
+            ReaderMsg::Done(source) => summaries.push(InputSummary::from_source(&source)),
+        }
     }
     let mut advice = Vec::new();
     let (mut unparsed, mut evicted) = (0, 0);
     for parser in parsers.all() {
         parser.finish(&mut records);
-        for r in records.drain(..) {
-            aggregator.add(&r);
-        }
+        send(&mut records, false);
         unparsed += parser.unparsed();
         evicted += parser.evicted();
         for a in parser.advice() {
@@ -151,30 +352,6 @@ pub fn analyze<P: AsRef<Path>>(
             }
         }
     }
-    Analysis {
-        inputs: summaries,
-        input_errors: errors.iter().map(InputError::to_string).collect(),
-        advice,
-        unparsed_lines: unparsed,
-        evicted,
-        figures: aggregator.finish(),
-    }
-}
-
-fn read_one(
-    path: &SourcePath,
-    options: &InputOptions,
-    parsers: &mut Parsers,
-    aggregator: &mut Aggregator,
-    records: &mut Vec<Record>,
-) -> Source {
-    input::read(path, options, |format, line: &Line<'_>| {
-        // Lines are fed to the parser of the source's format; a source of unknown format
-        // is not read at all (see `InputError::UnknownFormat`).
-        let Some(format) = format else { return };
-        parsers.get(format).feed(line, records);
-        for r in records.drain(..) {
-            aggregator.add(&r);
-        }
-    })
+    send(&mut records, true);
+    (summaries, (advice, unparsed, evicted))
 }

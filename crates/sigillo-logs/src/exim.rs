@@ -49,7 +49,7 @@ pub(crate) struct HostField<'a> {
 impl HostField<'_> {
     fn peer(&self) -> Peer {
         Peer {
-            hostname: self.name.map(str::to_string),
+            hostname: self.name.map(Into::into),
             ip: self.ip,
         }
     }
@@ -391,7 +391,7 @@ impl EximParser {
             transport,
             recipients: 1,
             size: f.size,
-            id: id.to_string(),
+            id: id.into(),
             status: None,
         };
         if !internal
@@ -494,7 +494,7 @@ impl EximParser {
             transport,
             recipients: 1,
             size,
-            id: id.to_string(),
+            id: id.into(),
             status: Some(status),
         };
         if status == DeliveryStatus::Sent {
@@ -544,7 +544,7 @@ impl EximParser {
             return;
         };
         if s.peer.hostname.is_none() {
-            s.peer.hostname = host.name.map(str::to_string);
+            s.peer.hostname = host.name.map(Into::into);
         }
         if s.messages > 0 {
             out.push(Record::Connection(connection(s, None)));
@@ -580,8 +580,8 @@ impl EximParser {
 
 fn unknown_tls(cv: Option<&str>) -> TlsInfo {
     TlsInfo {
-        version: "unknown".to_string(),
-        cipher: "unknown".to_string(),
+        version: "unknown".into(),
+        cipher: "unknown".into(),
         bits: None,
         key_exchange: None,
         trust: trust_of_cv(cv),
@@ -862,8 +862,8 @@ mod tests {
             let t = parse_colon_cipher(x).unwrap();
             assert_eq!(
                 (
-                    t.version.as_str(),
-                    t.cipher.as_str(),
+                    t.version.as_ref(),
+                    t.cipher.as_ref(),
                     t.bits,
                     t.key_exchange.as_deref()
                 ),

@@ -1,9 +1,10 @@
 //! Small field parsers and a bounded map shared by the MTA parsers: numbers, IP addresses,
 //! TLS version names, `version:cipher:bits` triples. No I/O, no allocation unless noted.
 
-use crate::model::TlsInfo;
+use crate::model::{Text, TlsInfo};
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 
@@ -81,21 +82,50 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
 
 /// `TLS1.3`, `TLSv1.2`, `TLS1.0`, `TLSv1`, `SSL3.0` → `TLSv1.3`, `TLSv1.2`, `TLSv1`, `TLSv1`,
 /// `SSLv3`; anything else as written.
-pub(crate) fn normalize_tls_version(v: &str) -> String {
+pub(crate) fn normalize_tls_version(v: &str) -> Text {
     let (proto, num) = if let Some(n) = v.strip_prefix("TLSv").or_else(|| v.strip_prefix("TLS")) {
         ("TLSv", n)
     } else if let Some(n) = v.strip_prefix("SSLv").or_else(|| v.strip_prefix("SSL")) {
         ("SSLv", n)
     } else {
-        return v.to_string();
+        return intern(v);
     };
     let num = match num {
         "1" | "1.0" => "1",
         "3" | "3.0" => "3",
         "1.1" | "1.2" | "1.3" | "2" => num,
-        _ => return v.to_string(),
+        _ => return intern(v),
     };
-    format!("{proto}{num}")
+    match (proto, num) {
+        ("TLSv", "1.3") => intern("TLSv1.3"),
+        ("TLSv", "1.2") => intern("TLSv1.2"),
+        _ => intern(&format!("{proto}{num}")),
+    }
+}
+
+/// Distinct strings [`intern`] keeps before it starts afresh.
+const MAX_INTERNED: usize = 65_536;
+
+/// One shared copy of a string that repeats across records (TLS versions, ciphers,
+/// key-exchange groups, peer names): a lookup instead of an allocation per record. The
+/// table is per thread and bounded; past [`MAX_INTERNED`] distinct strings it starts
+/// afresh, which costs only sharing, never correctness. SipHash keeps crafted names from
+/// colliding.
+pub(crate) fn intern(s: &str) -> Text {
+    thread_local! {
+        static STRINGS: RefCell<HashSet<Text>> = RefCell::new(HashSet::new());
+    }
+    STRINGS.with_borrow_mut(|set| {
+        if let Some(t) = set.get(s) {
+            return Text::clone(t);
+        }
+        if set.len() >= MAX_INTERNED {
+            set.clear();
+        }
+        let t: Text = s.into();
+        set.insert(Text::clone(&t));
+        t
+    })
 }
 
 /// `version:cipher:bits` (Exim's `X=`, OpenSMTPD's `ciphers=`): bits optional.
@@ -113,7 +143,7 @@ pub(crate) fn parse_colon_cipher(x: &str) -> Option<TlsInfo> {
     };
     Some(TlsInfo {
         version: normalize_tls_version(ver),
-        cipher: cipher.to_string(),
+        cipher: intern(cipher),
         bits,
         key_exchange: gnutls_key_exchange(cipher),
         trust: None,
@@ -121,12 +151,12 @@ pub(crate) fn parse_colon_cipher(x: &str) -> Option<TlsInfo> {
 }
 
 /// The group inside a GnuTLS description name: `ECDHE_X25519__RSA_PSS_…` → `X25519`.
-fn gnutls_key_exchange(cipher: &str) -> Option<String> {
+fn gnutls_key_exchange(cipher: &str) -> Option<Text> {
     let (kx, _) = cipher.split_once("__")?;
     let g = kx
         .strip_prefix("ECDHE_")
         .or_else(|| kx.strip_prefix("DHE_"))?;
-    (!g.is_empty()).then(|| g.to_string())
+    (!g.is_empty()).then(|| intern(g))
 }
 
 /// Decimal digits only, no sign, no overflow.

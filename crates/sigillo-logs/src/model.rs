@@ -5,6 +5,11 @@
 use crate::envelope::Line;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Text shared between a parser's state, its records and the aggregator: cloning it
+/// copies a pointer, not the text.
+pub type Text = Arc<str>;
 
 /// Seconds since 1970-01-01T00:00:00Z.
 pub type UnixTime = i64;
@@ -31,7 +36,7 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Peer {
     /// The host name, `None` when the MTA logged `unknown` (no reverse DNS) or none.
-    pub hostname: Option<String>,
+    pub hostname: Option<Text>,
     pub ip: Option<IpAddr>,
 }
 
@@ -50,13 +55,13 @@ pub enum Trust {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct TlsInfo {
     /// Normalised: `TLSv1.3`, `TLSv1.2`, `TLSv1.1`, `TLSv1` (Exim's `TLS1.3` is `TLSv1.3`).
-    pub version: String,
+    pub version: Text,
     /// As logged (OpenSSL, IANA or GnuTLS naming).
-    pub cipher: String,
+    pub cipher: Text,
     /// Symmetric key bits, when logged.
     pub bits: Option<u16>,
     /// Key-exchange group (`X25519`), when logged (Postfix ≥ 3.4 with TLS 1.3 writes it).
-    pub key_exchange: Option<String>,
+    pub key_exchange: Option<Text>,
     pub trust: Option<Trust>,
 }
 
@@ -112,7 +117,7 @@ pub struct MessageRecord {
     pub recipients: u32,
     pub size: Option<u64>,
     /// Queue id (or message id) to show as "first/last message".
-    pub id: String,
+    pub id: Text,
     /// Outbound only.
     pub status: Option<DeliveryStatus>,
 }

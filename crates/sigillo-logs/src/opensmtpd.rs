@@ -25,7 +25,7 @@ use crate::envelope::Line;
 use crate::fields::{BoundedMap, normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, DeliveryStatus, Direction, MessageRecord, Mta,
-    MtaParser, Peer, Record, Scope, TlsInfo, Transport, Trust, UnixTime,
+    MtaParser, Peer, Record, Scope, Text, TlsInfo, Transport, Trust, UnixTime,
 };
 use std::net::IpAddr;
 
@@ -83,7 +83,7 @@ fn parse_ciphers(v: &str) -> Option<TlsInfo> {
         }
         return Some(TlsInfo {
             version: normalize_tls_version(version?),
-            cipher: cipher?.to_string(),
+            cipher: cipher?.into(),
             bits,
             key_exchange: None,
             trust: None,
@@ -112,7 +112,7 @@ fn parse_relay(v: &str) -> Peer {
     let v = v.trim();
     if let Some((name, rest)) = v.split_once(" [") {
         return Peer {
-            hostname: (!name.is_empty()).then(|| name.to_string()),
+            hostname: (!name.is_empty()).then(|| name.into()),
             ip: rest.split_once(']').and_then(|(ip, _)| parse_ip(ip)),
         };
     }
@@ -122,17 +122,17 @@ fn parse_relay(v: &str) -> Peer {
     };
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     Peer {
-        hostname: name.filter(|n| !n.is_empty()).map(str::to_string),
+        hostname: name.filter(|n| !n.is_empty()).map(Into::into),
         ip: parse_ip(ip),
     }
 }
 
-fn host_name(host: Option<&str>, address: Option<&str>) -> Option<String> {
+fn host_name(host: Option<&str>, address: Option<&str>) -> Option<Text> {
     let h = host?;
     if h.is_empty() || h == "<unknown>" || Some(h) == address || parse_ip(h).is_some() {
         return None;
     }
-    Some(h.to_string())
+    Some(crate::fields::intern(h))
 }
 
 /// The 16-hex-digit session id and the rest.
@@ -315,7 +315,7 @@ impl OpensmtpdParser {
                         .unwrap_or(1)
                         .max(1),
                     size,
-                    id: msgid.to_string(),
+                    id: msgid.into(),
                     status: None,
                 }));
             }
@@ -492,7 +492,7 @@ impl OpensmtpdParser {
             transport,
             recipients: 1,
             size: None,
-            id: evpid.get(..8).unwrap_or(evpid).to_string(),
+            id: evpid.get(..8).unwrap_or(evpid).into(),
             status: Some(status),
         };
         let Some(s) = session else {
@@ -544,7 +544,7 @@ impl OpensmtpdParser {
             transport: Transport::Plain,
             recipients: 1,
             size: None,
-            id: evpid.get(..8).unwrap_or(evpid).to_string(),
+            id: evpid.get(..8).unwrap_or(evpid).into(),
             status: Some(status_of(result)),
         }));
     }
@@ -714,13 +714,13 @@ mod tests {
     fn cipher_forms() {
         let a = parse_ciphers("TLSv1.3:TLS_AES_256_GCM_SHA384:256").unwrap();
         assert_eq!(
-            (a.version.as_str(), a.cipher.as_str(), a.bits),
+            (a.version.as_ref(), a.cipher.as_ref(), a.bits),
             ("TLSv1.3", "TLS_AES_256_GCM_SHA384", Some(256))
         );
         let b =
             parse_ciphers("version=TLSv1.2, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256").unwrap();
         assert_eq!(
-            (b.version.as_str(), b.cipher.as_str(), b.bits),
+            (b.version.as_ref(), b.cipher.as_ref(), b.bits),
             ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384", Some(256))
         );
         assert!(parse_ciphers("version=TLSv1.2").is_none());

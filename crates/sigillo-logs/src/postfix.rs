@@ -211,6 +211,8 @@ const IDLE_PROCESS_SECS: UnixTime = 3600;
 pub struct PostfixParser {
     options: PostfixParserOptions,
     programs: Vec<(Box<str>, Box<str>)>,
+    /// Index in `programs` of the last line's program.
+    last_program: usize,
     sessions: Bounded<ProcKey, Session, FxBuild>,
     pending: Bounded<Arc<str>, Pending, FxBuild>,
     procs: Bounded<ProcKey, DeliveryProc, FxBuild>,
@@ -276,8 +278,8 @@ fn scope_of(peer: &Peer) -> Scope {
 
 fn counters_tls() -> TlsInfo {
     TlsInfo {
-        version: UNKNOWN_TLS.to_owned(),
-        cipher: UNKNOWN_TLS.to_owned(),
+        version: UNKNOWN_TLS.into(),
+        cipher: UNKNOWN_TLS.into(),
         bits: None,
         key_exchange: None,
         trust: None,
@@ -289,6 +291,7 @@ impl PostfixParser {
         Self {
             options,
             programs: Vec::new(),
+            last_program: 0,
             sessions: Bounded::new(options.max_sessions),
             pending: Bounded::new(options.max_pending_messages),
             procs: Bounded::new(options.max_delivery_processes),
@@ -316,10 +319,12 @@ impl PostfixParser {
 
     fn proc_key(&mut self, line: &Line<'_>) -> Option<ProcKey> {
         let pid = line.pid?;
-        let found = self
-            .programs
-            .iter()
-            .position(|(h, p)| **h == *line.host && **p == *line.program);
+        let same = |(h, p): &(Box<str>, Box<str>)| **h == *line.host && **p == *line.program;
+        // Lines of one program come in runs: try the last one found first.
+        let found = match self.programs.get(self.last_program) {
+            Some(entry) if same(entry) => Some(self.last_program),
+            _ => self.programs.iter().position(same),
+        };
         let id = match found {
             Some(i) => i,
             None if self.programs.len() < MAX_PROGRAMS => {
@@ -328,6 +333,7 @@ impl PostfixParser {
             }
             None => MAX_PROGRAMS,
         };
+        self.last_program = id;
         Some((u32::try_from(id).unwrap_or(u32::MAX), pid))
     }
 
@@ -754,7 +760,7 @@ impl PostfixParser {
             ),
             (Daemon::LocalDelivery, _) | (_, None) => (
                 Peer {
-                    hostname: Some(t.relay.to_owned()),
+                    hostname: Some(crate::fields::intern(t.relay)),
                     ip: None,
                 },
                 Scope::Internal,
@@ -789,7 +795,7 @@ impl PostfixParser {
             out.push(f.record(Direction::Outbound));
         }
         if let Some(open) = &mut pr.open
-            && open.record.id == id
+            && &*open.record.id == id
             && *open.relay == *t.relay
             && open.conn_use == t.conn_use
             && open.record.status == Some(t.status)
@@ -798,7 +804,7 @@ impl PostfixParser {
             return;
         }
         let same_connection = pr.open.as_ref().is_some_and(|open| {
-            open.record.id == id && *open.relay == *t.relay && open.conn_use == t.conn_use
+            &*open.record.id == id && *open.relay == *t.relay && open.conn_use == t.conn_use
         });
         let next = Delivery {
             relay: t.relay.into(),
@@ -813,7 +819,7 @@ impl PostfixParser {
                 transport,
                 recipients: 1,
                 size: None,
-                id: id.to_owned(),
+                id: id.into(),
                 status: Some(t.status),
             },
         };
@@ -890,7 +896,7 @@ fn emit_inbound(id: &str, p: Pending, out: &mut Vec<Record>) {
             .unwrap_or(Transport::Unknown { hint: HINT_SMTPD }),
         recipients: nrcpt,
         size: Some(size),
-        id: id.to_owned(),
+        id: id.into(),
         status: None,
     }));
 }

@@ -208,7 +208,7 @@ impl SendmailParser {
         };
         let tls = TlsInfo {
             version: normalize_tls_version(version),
-            cipher: cipher.to_string(),
+            cipher: crate::fields::intern(cipher),
             bits: bits.and_then(|b| u16::try_from(b).ok()),
             key_exchange: None,
             trust: verify.map(trust_of),
@@ -271,8 +271,8 @@ impl SendmailParser {
         let transport = match joined {
             Some(tls) => Transport::Tls(tls),
             None if proto_tls => Transport::Tls(TlsInfo {
-                version: "unknown".to_string(),
-                cipher: "unknown".to_string(),
+                version: "unknown".into(),
+                cipher: "unknown".into(),
                 bits: None,
                 key_exchange: None,
                 trust: None,
@@ -292,7 +292,7 @@ impl SendmailParser {
             transport,
             recipients: u32::try_from(nrcpts).unwrap_or(u32::MAX),
             size,
-            id: qid.to_string(),
+            id: qid.into(),
             status: None,
         }));
     }
@@ -355,7 +355,7 @@ impl SendmailParser {
             transport,
             recipients: u32::try_from(recipients.max(1)).unwrap_or(u32::MAX),
             size: None,
-            id: qid.to_string(),
+            id: qid.into(),
             status: Some(status),
         }));
     }
@@ -392,7 +392,7 @@ impl SendmailParser {
 
 fn peer(r: Relay<'_>) -> Peer {
     Peer {
-        hostname: r.name.map(str::to_string),
+        hostname: r.name.map(Into::into),
         ip: r.ip,
     }
 }

@@ -189,7 +189,7 @@ fn caps_evict_oldest_and_count() {
     let ids: Vec<&str> = records
         .iter()
         .filter_map(|r| match r {
-            Record::Message(m) => Some(m.id.as_str()),
+            Record::Message(m) => Some(&*m.id),
             _ => None,
         })
         .collect();

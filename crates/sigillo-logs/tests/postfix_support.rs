@@ -104,7 +104,7 @@ pub fn summary(records: &[Record], parser: &PostfixParser) -> BTreeMap<String, u
                 }
                 let who = match (&msg.peer.ip, &msg.peer.hostname) {
                     (Some(ip), _) => ip.to_string(),
-                    (None, Some(h)) => h.clone(),
+                    (None, Some(h)) => h.to_string(),
                     (None, None) => "none".into(),
                 };
                 add(format!("{d}.peer.{who}.{t}"), 1);

@@ -1594,7 +1594,7 @@ pub(crate) mod sample {
             transport,
             recipients: 1 + (time % 3) as u32,
             size: Some(4096),
-            id,
+            id: id.into(),
             status,
         })
     }

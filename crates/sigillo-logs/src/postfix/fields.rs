@@ -2,7 +2,7 @@
 //! counters, queue ids, qmgr `from=` and delivery `to=` lines. Borrowing, allocation-free,
 //! total: garbage gives `None`, never a panic.
 
-use crate::fields::{normalize_tls_version, parse_u64};
+use crate::fields::{intern, normalize_tls_version, parse_u64};
 use crate::model::{DeliveryStatus, Peer, TlsInfo, Trust};
 use std::net::IpAddr;
 
@@ -18,8 +18,7 @@ pub(crate) struct PeerRef<'a> {
 impl PeerRef<'_> {
     pub fn to_peer(self) -> Peer {
         Peer {
-            hostname: (!self.host.is_empty() && self.host != "unknown")
-                .then(|| self.host.to_owned()),
+            hostname: (!self.host.is_empty() && self.host != "unknown").then(|| intern(self.host)),
             ip: self.ip.parse::<IpAddr>().ok(),
         }
     }
@@ -27,26 +26,27 @@ impl PeerRef<'_> {
 
 /// Parses `HOST[IP]` (+ `:PORT`) at the start of `s`; returns it and the rest.
 pub(crate) fn peer(s: &str) -> Option<(PeerRef<'_>, &str)> {
-    let open = s.find('[')?;
-    let host = s.get(..open)?;
-    if host.contains(' ') {
+    let b = s.as_bytes();
+    let open = memchr::memchr(b'[', b)?;
+    if memchr::memchr(b' ', b.get(..open)?).is_some() {
         return None;
     }
-    let after_open = s.get(open + 1..)?;
-    let close = after_open.find(']')?;
-    let ip = after_open.get(..close)?;
-    let mut end = open + 1 + close + 1;
-    let rest = s.get(end..)?;
-    if let Some(port) = rest.strip_prefix(':') {
-        let digits = port.bytes().take_while(u8::is_ascii_digit).count();
+    let close = open + 1 + memchr::memchr(b']', b.get(open + 1..)?)?;
+    let mut end = close + 1;
+    if b.get(end) == Some(&b':') {
+        let digits = b
+            .get(end + 1..)?
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if digits > 0 {
             end += 1 + digits;
         }
     }
     Some((
         PeerRef {
-            host,
-            ip,
+            host: s.get(..open)?,
+            ip: s.get(open + 1..close)?,
             whole: s.get(..end)?,
         },
         s.get(end..)?,
@@ -156,13 +156,13 @@ pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
         .strip_prefix(" key-exchange ")
         .and_then(|r| r.split(' ').next())
         .filter(|k| !k.is_empty())
-        .map(str::to_owned);
+        .map(intern);
     Some(TlsLine {
         inbound,
         peer,
         info: TlsInfo {
             version: normalize_tls_version(version),
-            cipher: cipher.to_owned(),
+            cipher: crate::fields::intern(cipher),
             bits,
             key_exchange,
             trust,
@@ -184,25 +184,42 @@ pub(crate) struct Counters {
 /// Parses `name=N[/M] …` after the peer of a disconnect line.
 pub(crate) fn counters(s: &str) -> Counters {
     let mut c = Counters::default();
-    for tok in s.split(' ') {
-        let Some((name, value)) = tok.split_once('=') else {
+    for tok in s.as_bytes().split(|&b| b == b' ') {
+        let Some(eq) = tok.iter().position(|&b| b == b'=') else {
             continue;
         };
-        let (ok, total) = match value.split_once('/') {
-            Some((a, b)) => (parse_u64(a), parse_u64(b)),
-            None => (parse_u64(value), parse_u64(value)),
+        let (name, value) = (
+            tok.get(..eq).unwrap_or_default(),
+            tok.get(eq + 1..).unwrap_or_default(),
+        );
+        let (ok, total) = match value.iter().position(|&b| b == b'/') {
+            Some(i) => (
+                decimal(value.get(..i).unwrap_or_default()),
+                decimal(value.get(i + 1..).unwrap_or_default()),
+            ),
+            None => (decimal(value), decimal(value)),
         };
         let (Some(ok), Some(total)) = (ok, total) else {
             continue;
         };
         c.any = true;
         match name {
-            "starttls" => c.starttls_ok = Some(ok),
-            "unknown" => c.unknown = c.unknown.saturating_add(total),
+            b"starttls" => c.starttls_ok = Some(ok),
+            b"unknown" => c.unknown = c.unknown.saturating_add(total),
             _ => {}
         }
     }
     c
+}
+
+/// [`parse_u64`] on bytes: decimal digits only, no sign, no overflow.
+fn decimal(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 19 {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 /// Splits `QID: rest` (queue ids are 5–24 letters and digits, short hex or long base-52).
@@ -382,8 +399,8 @@ mod tests {
             let t = tls_line(msg).unwrap_or_else(|| panic!("no parse: {msg}"));
             assert_eq!(t.inbound, *inbound, "{msg}");
             assert_eq!(t.info.trust, *trust, "{msg}");
-            assert_eq!(t.info.version, *version, "{msg}");
-            assert_eq!(t.info.cipher, *cipher, "{msg}");
+            assert_eq!(&*t.info.version, *version, "{msg}");
+            assert_eq!(&*t.info.cipher, *cipher, "{msg}");
             assert_eq!(t.info.bits, *bits, "{msg}");
             assert_eq!(t.info.key_exchange.as_deref(), *kx, "{msg}");
         }
