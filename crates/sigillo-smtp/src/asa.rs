@@ -50,10 +50,22 @@ struct Direction {
     overlong: bool,
 }
 
+/// What a rewriter changed so far on its connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsaStats {
+    /// Greeting lines whose text was replaced by asterisks.
+    pub banner_lines_masked: u32,
+    /// `250` reply lines whose `STARTTLS` became `XXXXXXXA` (server to client).
+    pub capabilities_masked: u32,
+    /// `STARTTLS` commands that reached the server as `XXXXXXXA` (client to server).
+    pub commands_masked: u32,
+}
+
 /// A stateful rewriter for one SMTP connection, fed from both directions.
 #[derive(Debug, Clone)]
 pub struct AsaRewriter {
     config: AsaConfig,
+    stats: AsaStats,
     s2c: Direction,
     c2s: Direction,
     greeting_done: bool,
@@ -76,6 +88,7 @@ impl AsaRewriter {
     pub fn new(config: AsaConfig) -> Self {
         Self {
             config,
+            stats: AsaStats::default(),
             s2c: Direction::default(),
             c2s: Direction::default(),
             greeting_done: false,
@@ -90,6 +103,11 @@ impl AsaRewriter {
     /// The configuration in use.
     pub fn config(&self) -> AsaConfig {
         self.config
+    }
+
+    /// What was rewritten so far.
+    pub fn stats(&self) -> AsaStats {
+        self.stats
     }
 
     /// True while the client's message content is being passed through (after DATA + 354).
@@ -204,6 +222,7 @@ impl AsaRewriter {
         if !self.greeting_done {
             if self.config.mask_banner && code == 220 && end > 4 {
                 line[4..end].fill(b'*');
+                self.stats.banner_lines_masked = self.stats.banner_lines_masked.saturating_add(1);
             }
             if last {
                 self.greeting_done = true;
@@ -215,6 +234,7 @@ impl AsaRewriter {
             let word_len = trim_end_spaces(text).len();
             if text[..word_len].eq_ignore_ascii_case(b"STARTTLS") {
                 line[4..4 + word_len].copy_from_slice(MASKED_STARTTLS);
+                self.stats.capabilities_masked = self.stats.capabilities_masked.saturating_add(1);
             }
         }
         if last {
@@ -243,6 +263,7 @@ impl AsaRewriter {
             self.data_pending = false;
             if self.config.strip_starttls {
                 line[start..start + cmd_len].copy_from_slice(MASKED_STARTTLS);
+                self.stats.commands_masked = self.stats.commands_masked.saturating_add(1);
             } else {
                 self.tls_pending = true;
             }
@@ -561,6 +582,60 @@ mod tests {
         for (name, config, steps) in cases {
             eprintln!("case: {name}");
             run(*config, steps);
+        }
+    }
+
+    #[test]
+    fn stats_count_what_was_rewritten() {
+        let conversation: &[(Dir, &str)] = &[
+            (S2C, "220-mx.example\r\n220 ESMTP\r\n"),
+            (C2S, "EHLO c\r\n"),
+            (S2C, "250-mx\r\n250-STARTTLS\r\n250 8BITMIME\r\n"),
+            (C2S, "STARTTLS\r\n"),
+            (S2C, "500 5.5.2 Error: command not recognized\r\n"),
+            (C2S, "EHLO c\r\n"),
+            (S2C, "250-mx\r\n250 STARTTLS\r\n"),
+        ];
+        let cases = [
+            (
+                DEFAULTS,
+                AsaStats {
+                    banner_lines_masked: 2,
+                    capabilities_masked: 2,
+                    commands_masked: 1,
+                },
+            ),
+            (
+                AsaConfig {
+                    strip_starttls: false,
+                    ..DEFAULTS
+                },
+                AsaStats {
+                    banner_lines_masked: 2,
+                    ..AsaStats::default()
+                },
+            ),
+            (
+                AsaConfig {
+                    mask_banner: false,
+                    ..DEFAULTS
+                },
+                AsaStats {
+                    banner_lines_masked: 0,
+                    capabilities_masked: 2,
+                    commands_masked: 1,
+                },
+            ),
+        ];
+        for (config, want) in cases {
+            let mut rw = AsaRewriter::new(config);
+            for (dir, bytes) in conversation {
+                match dir {
+                    S2C => rw.server_to_client(bytes.as_bytes()),
+                    C2S => rw.client_to_server(bytes.as_bytes()),
+                };
+            }
+            assert_eq!(rw.stats(), want, "{config:?}");
         }
     }
 

@@ -32,6 +32,10 @@ pub enum Command {
     /// Measure from MTA logs (Postfix, Exim, Sendmail, OpenSMTPD) what share of mail travelled
     /// over TLS, per direction, day, hour, peer and TLS version, and flag downgrades.
     Report(ReportArgs),
+    /// Imitate a Cisco PIX/ASA that strips STARTTLS (`inspect esmtp`): relay SMTP from a
+    /// loopback port to a server, masking the banner and STARTTLS, to test what your MTA
+    /// does when STARTTLS is stripped.
+    StripProxy(StripProxyArgs),
     /// Run `check` against three local demo servers (STARTTLS, plaintext, and STARTTLS behind a
     /// PIX/ASA-style stripping rewriter), all on 127.0.0.1: no internet needed.
     Demo(DemoArgs),
@@ -190,6 +194,50 @@ fn parse_time(text: &str) -> Result<i64, String> {
     ))
 }
 
+/// `sigillo strip-proxy`: where to listen, where to relay, what to rewrite, and limits.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  sigillo strip-proxy --upstream 127.0.0.1:25
+  sigillo strip-proxy --listen 127.0.0.1:2526 --upstream mx.example.org --allow-tls
+
+Point an MTA (or `sigillo check '[127.0.0.1]:2525'`, or swaks) at the listen address. \
+One line per connection goes to stderr when it ends: duration, bytes each way, and what \
+was rewritten. Ctrl-C or SIGTERM stops the proxy and closes open connections.")]
+pub struct StripProxyArgs {
+    /// Address to listen on. A non-loopback address also needs --allow-public.
+    #[arg(long, default_value = "127.0.0.1:2525", value_name = "IP:PORT")]
+    pub listen: SocketAddr,
+    /// The SMTP server to relay to: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT`, or an IP or host
+    /// alone for port 25.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub upstream: String,
+    /// Allow a non-loopback --listen address: anyone who can reach it gets STARTTLS stripped.
+    #[arg(long)]
+    pub allow_public: bool,
+    /// Keep the greeting's text (default: replaced by asterisks, as with `mask-banner`).
+    #[arg(long)]
+    pub no_mask_banner: bool,
+    /// Let STARTTLS through, as with `parameters allow-tls` (default: `XXXXXXXA` in EHLO
+    /// replies and in the client's STARTTLS command).
+    #[arg(long)]
+    pub allow_tls: bool,
+    /// Longest line, in bytes, the rewriter holds back to inspect; longer lines pass unchanged.
+    #[arg(long, value_name = "BYTES", default_value_t = sigillo_check::strip_proxy::DEFAULT_MAX_LINE as u32,
+          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub max_line: u32,
+    /// Seconds allowed to connect to the upstream.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+    /// Close a connection after this many seconds with no byte either way.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub idle_timeout: f64,
+    /// Most connections relayed at once; more are accepted and closed at once.
+    #[arg(long, default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Print JSON instead of the terminal report.
@@ -201,11 +249,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Check(args) => check(args).await,
         Command::Report(args) => report(args),
+        Command::StripProxy(args) => crate::strip_proxy::run(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }
 
-fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+pub fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
     if !(value.is_finite() && value > 0.0 && value <= 3600.0) {
         bail!("--{name} must be between 0 and 3600 seconds, got {value}");
     }

@@ -10,6 +10,7 @@ mod render;
 mod report_csv;
 mod report_html;
 mod report_text;
+mod strip_proxy;
 
 use clap::Parser;
 use std::process::ExitCode;
