@@ -496,6 +496,13 @@ pub enum PinFileError {
     /// The same domain is pinned twice.
     #[error("domain {domain} is pinned more than once")]
     Duplicate { domain: String },
+    /// A line of a pin file that is not `domain  encrypt|verify`.
+    #[error("pin file line {line}: expected {expected}, got {got:?}")]
+    BadLine {
+        line: usize,
+        expected: &'static str,
+        got: String,
+    },
 }
 
 /// The pins checked and sorted by domain.
@@ -540,6 +547,72 @@ pub fn policy_map_file(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
         out.push_str(&format!("{d:width$}  {}\n", p.level.policy()));
     }
     Ok(out)
+}
+
+/// Reads back a pin file in the format [`policy_map_file`] writes: one `domain  level` line
+/// per pin (`encrypt` or `verify`, nothing after it), `#` comments and blank lines. A comment
+/// of the form `# N messages, N over TLS, N verified` right before a pin is its evidence;
+/// without one the evidence is zero. Domains are put in canonical form; a domain given twice
+/// is an error.
+pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError> {
+    let mut pins: Vec<PinnedPeer> = Vec::new();
+    let mut evidence: Option<Evidence> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let trimmed = raw.trim();
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            evidence = parse_evidence(comment);
+            continue;
+        }
+        if trimmed.is_empty() {
+            evidence = None;
+            continue;
+        }
+        let bad = |expected| PinFileError::BadLine {
+            line,
+            expected,
+            got: excerpt(trimmed),
+        };
+        let mut words = trimmed.split_ascii_whitespace();
+        let (Some(name), Some(level), None) = (words.next(), words.next(), words.next()) else {
+            return Err(bad("'domain  encrypt' or 'domain  verify'"));
+        };
+        let level = match level {
+            "encrypt" => PinLevel::Encrypt,
+            "verify" => PinLevel::Verify,
+            _ => return Err(bad("level encrypt or verify after the domain")),
+        };
+        let peer = PinnedPeer::new(name, level, evidence.take().unwrap_or_default()).map_err(
+            |source| PinFileError::BadDomain {
+                domain: excerpt(name),
+                source,
+            },
+        )?;
+        if pins.iter().any(|p| p.domain == peer.domain) {
+            return Err(PinFileError::Duplicate {
+                domain: peer.domain,
+            });
+        }
+        pins.push(peer);
+    }
+    Ok(pins)
+}
+
+/// The counts of an evidence comment (` 120 messages, 118 over TLS, 90 verified`, without
+/// the `#`; a trailing ` (level)` as in Exim lists is allowed).
+fn parse_evidence(comment: &str) -> Option<Evidence> {
+    let mut counts = comment.split(',').map(str::trim);
+    let mut count = |suffix: &str| -> Option<u64> {
+        let part = counts.next()?;
+        let part = part.split(" (").next().unwrap_or(part);
+        part.strip_suffix(suffix)?.trim().parse().ok()
+    };
+    let evidence = Evidence {
+        messages: count("messages")?,
+        tls: count("over TLS")?,
+        verified: count("verified")?,
+    };
+    counts.next().is_none().then_some(evidence)
 }
 
 /// An Exim domain list file (one domain per line, sorted, `#` comments) of every pin, for a
@@ -812,6 +885,78 @@ mod tests {
              zeta.example\n"
         );
         assert_eq!(policy_map_file(&[]).unwrap().lines().count(), 2);
+    }
+
+    #[test]
+    fn pin_files_read_back() {
+        let pins = [
+            pin("zeta.example", PinLevel::Encrypt, 3),
+            pin("alpha.example", PinLevel::Verify, 120),
+        ];
+        let mut read = read_policy_map_file(&policy_map_file(&pins).unwrap()).unwrap();
+        read.sort_by(|a, b| b.domain.cmp(&a.domain));
+        assert_eq!(read, pins);
+
+        let text = "# hand-written\nA.Example.  encrypt\n\n# 5 messages, 4 over TLS, 1 verified\n\
+                    b.example verify\n# 9 messages\nc.example encrypt\n";
+        let read = read_policy_map_file(text).unwrap();
+        let got: Vec<(&str, PinLevel, Evidence)> = read
+            .iter()
+            .map(|p| (p.domain.as_str(), p.level, p.evidence))
+            .collect();
+        let counts = |messages, tls, verified| Evidence {
+            messages,
+            tls,
+            verified,
+        };
+        assert_eq!(
+            got,
+            [
+                ("a.example", PinLevel::Encrypt, Evidence::default()),
+                ("b.example", PinLevel::Verify, counts(5, 4, 1)),
+                ("c.example", PinLevel::Encrypt, Evidence::default()),
+            ]
+        );
+    }
+
+    #[test]
+    fn pin_file_errors() {
+        let bad_line = |line, expected, got: &str| PinFileError::BadLine {
+            line,
+            expected,
+            got: got.into(),
+        };
+        let cases: Vec<(&str, PinFileError)> = vec![
+            (
+                "a.example\n",
+                bad_line(1, "'domain  encrypt' or 'domain  verify'", "a.example"),
+            ),
+            (
+                "# c\na.example secure match=x\n",
+                bad_line(
+                    2,
+                    "'domain  encrypt' or 'domain  verify'",
+                    "a.example secure match=x",
+                ),
+            ),
+            (
+                "a.example may\n",
+                bad_line(1, "level encrypt or verify after the domain", "a.example may"),
+            ),
+            (
+                "a.example encrypt\nA.EXAMPLE. verify\n",
+                PinFileError::Duplicate {
+                    domain: "a.example".into(),
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(read_policy_map_file(text), Err(want), "{text:?}");
+        }
+        assert!(matches!(
+            read_policy_map_file("[relay.example]:587 encrypt\n"),
+            Err(PinFileError::BadDomain { .. })
+        ));
     }
 
     #[test]
