@@ -941,7 +941,11 @@ mod tests {
             ),
             (
                 "a.example may\n",
-                bad_line(1, "level encrypt or verify after the domain", "a.example may"),
+                bad_line(
+                    1,
+                    "level encrypt or verify after the domain",
+                    "a.example may",
+                ),
             ),
             (
                 "a.example encrypt\nA.EXAMPLE. verify\n",
