@@ -136,9 +136,17 @@ impl CachedPolicy {
         if seen_id.is_some_and(|id| id != self.id) {
             return Some(RefreshReason::IdChanged);
         }
+        (now >= self.proactive_refresh_at(rules)).then_some(RefreshReason::Proactive)
+    }
+
+    /// From when on the policy is due for a proactive refresh: `expires_at` minus
+    /// `min(max_age / refresh_divisor, refresh_margin_cap)`.
+    pub fn proactive_refresh_at(&self, rules: &CacheRules) -> Timestamp {
         let life = Duration::from_secs(u64::from(self.policy.max_age));
         let margin = (life / rules.refresh_divisor.max(1)).min(rules.refresh_margin_cap);
-        (self.remaining(now) < margin).then_some(RefreshReason::Proactive)
+        self.expires_at()
+            .checked_sub(margin)
+            .unwrap_or(self.fetched_at)
     }
 
     /// Records that the TXT id was seen unchanged at `now` (does not extend the life).
@@ -270,6 +278,21 @@ mod tests {
                 c.policy.max_age
             );
         }
+    }
+
+    #[test]
+    fn proactive_refresh_instants() {
+        let rules = CacheRules::default();
+        // A week: a day before expiry (the cap); a day: a quarter of it before.
+        assert_eq!(
+            cached(604_800).proactive_refresh_at(&rules),
+            at(604_800 - 86_400)
+        );
+        assert_eq!(
+            cached(86_400).proactive_refresh_at(&rules),
+            at(86_400 - 21_600)
+        );
+        assert_eq!(cached(0).proactive_refresh_at(&rules), at(0));
     }
 
     #[test]
