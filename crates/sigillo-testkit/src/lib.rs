@@ -7,7 +7,9 @@
 //! - [`TestCa`], [`self_signed`]: certificates for them ([`CertPair`]).
 //! - [`StripProxy`]: a PIX/ASA-style STARTTLS stripping proxy in front of any server.
 //! - [`SilentServer`] (accepts, never speaks) and [`ScriptedServer`] (speaks what it is told).
-//! - [`DnsServer`] + [`ZoneBuilder`]: an authoritative DNS server for MX/A/AAAA/TXT lookups.
+//! - [`DnsServer`] + [`ZoneBuilder`]: an authoritative DNS server for MX/A/AAAA/TXT/TLSA
+//!   lookups; optionally DNSSEC-signed, with its trust anchor for validating resolvers, bogus
+//!   names and unsigned (insecure) child zones.
 //! - [`free_port`], [`require_tool`] / [`require_tools!`]: skip a test when a real peer is
 //!   missing, except under `CI=true` where a missing peer fails the test loudly.
 //!
