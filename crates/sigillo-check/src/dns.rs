@@ -1,6 +1,7 @@
 //! DNS lookups for checks: MX in preference order (RFC 5321 §5.1), null MX (RFC 7505),
 //! A/AAAA, through the system resolver or one given explicitly (`--resolver`).
 
+use hickory_resolver::ResolverBuilder;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
@@ -70,6 +71,30 @@ impl Default for Families {
 #[derive(Clone)]
 pub struct Dns {
     resolver: Result<TokioResolver, DnsError>,
+}
+
+/// A resolver builder for the system configuration (`server: None`, `/etc/resolv.conf`) or
+/// one name server over UDP with TCP fallback, with sigillo's options (`timeout`, two
+/// attempts, names always absolute). Shared by checks and the policy daemon.
+pub(crate) fn resolver_builder(
+    server: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<ResolverBuilder<TokioRuntimeProvider>, DnsError> {
+    let mut builder = match server {
+        None => TokioResolver::builder_tokio().map_err(|e| DnsError::Config {
+            message: format!("system resolver: {e}"),
+        })?,
+        Some(server) => {
+            let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+            for connection in &mut ns.connections {
+                connection.port = server.port();
+            }
+            let config = ResolverConfig::from_name_servers(vec![ns]);
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        }
+    };
+    tune(builder.options_mut(), timeout);
+    Ok(builder)
 }
 
 impl Dns {
@@ -170,7 +195,7 @@ fn tune(opts: &mut ResolverOpts, timeout: Duration) {
 }
 
 /// Absolute form, so search domains are never appended.
-fn fqdn(name: &str) -> String {
+pub(crate) fn fqdn(name: &str) -> String {
     if name.ends_with('.') {
         name.to_owned()
     } else {
@@ -178,7 +203,7 @@ fn fqdn(name: &str) -> String {
     }
 }
 
-fn name_text(ascii: &str) -> String {
+pub(crate) fn name_text(ascii: &str) -> String {
     ascii.trim_end_matches('.').to_ascii_lowercase()
 }
 

@@ -1,10 +1,12 @@
 //! The engine of `sigillo check`: resolve targets, probe every MX address for STARTTLS and
-//! TLS, analyse certificates, and turn what was seen into findings and verdicts.
+//! TLS, analyse certificates, and turn what was seen into findings and verdicts; and the I/O
+//! of `sigillo policy serve` ([`policy`]).
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod dns;
 pub mod lab;
+pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod strip_proxy;

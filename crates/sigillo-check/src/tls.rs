@@ -122,6 +122,13 @@ impl TrustAnchors {
         }
     }
 
+    /// The anchors as a rustls root store, for an HTTPS client that verifies as usual.
+    pub fn root_store(&self) -> rustls::RootCertStore {
+        rustls::RootCertStore {
+            roots: self.anchors.clone(),
+        }
+    }
+
     /// Adds the certificates of a PEM file.
     pub fn add_pem_file(&mut self, path: &Path) -> Result<usize, CaFileError> {
         let display = path.display().to_string();

@@ -1,0 +1,504 @@
+//! The socketmap server: Postfix connects over TCP or a unix socket, sends netstring
+//! requests (possibly pipelined, on connections it keeps open), and gets the engine's answers
+//! back in order.
+//!
+//! Limits: at most [`ServeOptions::max_connections`] connections are served at once (more
+//! wait in the listen backlog), at most [`ServeOptions::max_in_flight`] requests of one
+//! connection are being answered at once (reading pauses until one is answered), a request
+//! must arrive whole within [`ServeOptions::read_timeout`], a connection with nothing to do
+//! for [`ServeOptions::idle_timeout`] is closed, and a lookup that takes longer than
+//! [`ServeOptions::lookup_timeout`] is answered `TEMP` (it goes on in the background and its
+//! result is cached). Broken framing closes the connection, as `socketmap_table(5)` expects.
+//!
+//! On shutdown, [`serve_until`] stops accepting, lets every connection answer the requests it
+//! has read, closes them (waiting at most [`ServeOptions::shutdown_grace`]), and returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use sigillo_policy::socketmap::{
+    MAX_REQUEST_LEN, Reply, SocketmapError, decode_request, sanitize_text,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::engine::{PolicyEngine, PolicySources};
+
+/// Where to listen: `127.0.0.1:8461`, `[::1]:8461`, or `unix:/path/to/socket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+/// A listen address that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("listen address: expected IP:PORT, [IPv6]:PORT or unix:/path, got {got:?}")]
+pub struct ListenAddrError {
+    /// The text given.
+    pub got: String,
+}
+
+impl FromStr for ListenAddr {
+    type Err = ListenAddrError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(ListenAddrError { got: text.into() });
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        text.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| ListenAddrError { got: text.into() })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum PolicyListener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A unix socket, removed again when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+}
+
+impl PolicyListener {
+    /// Binds `addr`. For a unix socket, a stale socket file at the path is replaced (any
+    /// other kind of file is an error) and the socket gets permissions `mode`.
+    pub async fn bind(addr: &ListenAddr, mode: u32) -> std::io::Result<Self> {
+        match addr {
+            ListenAddr::Tcp(addr) => Ok(PolicyListener::Tcp(TcpListener::bind(addr).await?)),
+            ListenAddr::Unix(path) => {
+                remove_stale_socket(path)?;
+                let listener = UnixListener::bind(path)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                Ok(PolicyListener::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> std::io::Result<ListenAddr> {
+        match self {
+            PolicyListener::Tcp(l) => l.local_addr().map(ListenAddr::Tcp),
+            PolicyListener::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Connection, String)> {
+        match self {
+            PolicyListener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((Connection::Tcp(stream), peer.to_string()))
+            }
+            PolicyListener::Unix(l, path) => {
+                let (stream, _) = l.accept().await?;
+                Ok((Connection::Unix(stream), format!("unix:{}", path.display())))
+            }
+        }
+    }
+}
+
+impl Drop for PolicyListener {
+    fn drop(&mut self) {
+        if let PolicyListener::Unix(_, path) = self {
+            let _ = remove_stale_socket(path);
+        }
+    }
+}
+
+/// Removes `path` if it is a socket; fails if it is anything else.
+fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+enum Connection {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// Limits of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Answer only this map name (`socketmap:…:NAME`); others get `PERM`. `None`: any.
+    pub map_name: Option<String>,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Most requests of one connection being answered at once.
+    pub max_in_flight: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A started request must arrive whole, and a reply be written, within this.
+    pub read_timeout: Duration,
+    /// A lookup taking longer is answered `TEMP`.
+    pub lookup_timeout: Duration,
+    /// On shutdown, connections get this long to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            map_name: None,
+            max_connections: 512,
+            max_in_flight: 64,
+            idle_timeout: Duration::from_secs(300),
+            read_timeout: Duration::from_secs(10),
+            lookup_timeout: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEnd {
+    /// The client closed it (after every request read was answered).
+    ClientClosed,
+    /// No request for the idle timeout.
+    IdleTimeout,
+    /// A request started but did not arrive whole in time, or a reply could not be written
+    /// in time.
+    Timeout,
+    /// The bytes were not socketmap netstrings.
+    Protocol(SocketmapError),
+    /// Reading or writing failed.
+    Io(String),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// What the server reports as it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServeEvent {
+    /// A connection ended.
+    Closed {
+        /// Sequence number since start, from 1.
+        id: u64,
+        /// The client (`IP:port`, or the unix socket path).
+        peer: String,
+        /// Requests answered on it.
+        requests: u64,
+        /// Why it ended.
+        end: ConnectionEnd,
+    },
+    /// `accept` failed (e.g. out of file descriptors); the loop pauses briefly.
+    AcceptFailed { message: String },
+}
+
+/// Counts over a run of [`serve_until`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeSummary {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Requests answered.
+    pub requests: u64,
+}
+
+/// Serves `listener` until `shutdown` completes (see the module docs).
+pub async fn serve_until<S: PolicySources>(
+    listener: PolicyListener,
+    engine: Arc<PolicyEngine<S>>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+    mut on_event: impl FnMut(ServeEvent),
+) -> ServeSummary {
+    let options = Arc::new(options);
+    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections: JoinSet<ServeEvent> = JoinSet::new();
+    let mut summary = ServeSummary::default();
+    let mut record = |event: ServeEvent, summary: &mut ServeSummary| {
+        if let ServeEvent::Closed { requests, .. } = &event {
+            summary.requests += requests;
+        }
+        on_event(event);
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Ok(event) = done {
+                    record(event, &mut summary);
+                }
+            }
+            permit = permits.clone().acquire_owned() => {
+                let Ok(permit) = permit else { break };
+                let accepted = tokio::select! {
+                    () = &mut shutdown => break,
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((connection, peer)) => {
+                        summary.connections += 1;
+                        let id = summary.connections;
+                        let (engine, options, stop) =
+                            (engine.clone(), options.clone(), stop_rx.clone());
+                        connections.spawn(async move {
+                            let (requests, end) = match connection {
+                                Connection::Tcp(s) => serve_connection(s, engine, options, stop).await,
+                                Connection::Unix(s) => serve_connection(s, engine, options, stop).await,
+                            };
+                            drop(permit);
+                            ServeEvent::Closed { id, peer, requests, end }
+                        });
+                    }
+                    Err(e) => {
+                        drop(permit);
+                        record(ServeEvent::AcceptFailed { message: e.to_string() }, &mut summary);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let deadline = Instant::now() + options.shutdown_grace;
+    loop {
+        match tokio::time::timeout_at(deadline, connections.join_next()).await {
+            Ok(Some(Ok(event))) => record(event, &mut summary),
+            Ok(Some(Err(_))) => {}
+            Ok(None) => break,
+            Err(_) => {
+                connections.abort_all();
+                while let Some(done) = connections.join_next().await {
+                    if let Ok(event) = done {
+                        record(event, &mut summary);
+                    }
+                }
+                break;
+            }
+        }
+    }
+    summary
+}
+
+/// Largest amount of unanswered input kept per connection: a few maximal requests.
+const MAX_INPUT: usize = 4 * (MAX_REQUEST_LEN + 8);
+
+/// Serves one connection; returns the requests answered and why it ended.
+async fn serve_connection<T, S>(
+    mut stream: T,
+    engine: Arc<PolicyEngine<S>>,
+    options: Arc<ServeOptions>,
+    mut stop: watch::Receiver<bool>,
+) -> (u64, ConnectionEnd)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: PolicySources,
+{
+    let mut input: Vec<u8> = Vec::with_capacity(1024);
+    let mut output: Vec<u8> = Vec::with_capacity(1024);
+    let mut pending: FuturesOrdered<BoxFuture<'static, Vec<u8>>> = FuturesOrdered::new();
+    let mut answered: u64 = 0;
+    let mut eof = false;
+    let mut stopping = *stop.borrow();
+    loop {
+        // Decode every complete request, up to the in-flight limit.
+        let mut used = 0;
+        let mut protocol_error = None;
+        while !stopping && pending.len() < options.max_in_flight {
+            match decode_request(&input[used..]) {
+                Ok(Some((request, n))) => {
+                    used += n;
+                    if let Some(expected) = &options.map_name
+                        && request.map_name != *expected
+                    {
+                        let reply = Reply::Perm(sanitize_text(&format!(
+                            "unknown map name {:?}: this server answers {expected:?}",
+                            request.map_name
+                        )));
+                        let bytes = reply.to_bytes().unwrap_or_default();
+                        if pending.is_empty() {
+                            output.extend_from_slice(&bytes);
+                            answered += 1;
+                        } else {
+                            pending.push_back(futures::future::ready(bytes).boxed());
+                        }
+                    } else if pending.is_empty() && engine.answer_cached(&request.key, &mut output)
+                    {
+                        answered += 1;
+                    } else {
+                        pending.push_back(lookup(
+                            engine.clone(),
+                            request.key,
+                            options.lookup_timeout,
+                        ));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        input.drain(..used);
+        if !output.is_empty() {
+            let write = tokio::time::timeout(options.read_timeout, stream.write_all(&output));
+            match write.await {
+                Ok(Ok(())) => output.clear(),
+                Ok(Err(e)) => return (answered, ConnectionEnd::Io(e.to_string())),
+                Err(_) => return (answered, ConnectionEnd::Timeout),
+            }
+        }
+        if pending.is_empty() {
+            if let Some(e) = protocol_error {
+                return (answered, ConnectionEnd::Protocol(e));
+            }
+            if stopping {
+                return (answered, ConnectionEnd::Shutdown);
+            }
+            if eof {
+                return (answered, ConnectionEnd::ClientClosed);
+            }
+        }
+        let can_read = !eof
+            && !stopping
+            && protocol_error.is_none()
+            && pending.len() < options.max_in_flight
+            && input.len() < MAX_INPUT;
+        let timer = match (pending.is_empty(), input.is_empty()) {
+            (true, true) => Some(options.idle_timeout),
+            (true, false) => Some(options.read_timeout),
+            (false, _) => None,
+        };
+        let deadline = Instant::now() + timer.unwrap_or(Duration::ZERO);
+        tokio::select! {
+            biased;
+            changed = stop.changed(), if !stopping => {
+                if changed.is_err() || *stop.borrow() {
+                    stopping = true;
+                }
+            }
+            Some(reply) = pending.next(), if !pending.is_empty() => {
+                output.extend_from_slice(&reply);
+                answered += 1;
+                // Collect every answer that is ready, so they go out in one write.
+                while let Some(Some(reply)) = pending.next().now_or_never() {
+                    output.extend_from_slice(&reply);
+                    answered += 1;
+                }
+            }
+            read = read_some(&mut stream, &mut input), if can_read => match read {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) => return (answered, ConnectionEnd::Io(e.to_string())),
+            },
+            () = tokio::time::sleep_until(deadline), if timer.is_some() => {
+                return (
+                    answered,
+                    if input.is_empty() { ConnectionEnd::IdleTimeout } else { ConnectionEnd::Timeout },
+                );
+            }
+        }
+    }
+}
+
+/// Reads what is available into the spare room of `input` (at most [`MAX_INPUT`] in all).
+async fn read_some<T: AsyncRead + Unpin>(
+    stream: &mut T,
+    input: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let room = MAX_INPUT.saturating_sub(input.len()).min(16 * 1024);
+    input.reserve(room);
+    let mut limited = (&mut *stream).take(room as u64);
+    limited.read_buf(input).await
+}
+
+/// The encoded reply for a lookup that was not a hot-cache hit.
+fn lookup<S: PolicySources>(
+    engine: Arc<PolicyEngine<S>>,
+    key: String,
+    timeout: Duration,
+) -> BoxFuture<'static, Vec<u8>> {
+    async move {
+        let mut out = Vec::new();
+        // An earlier request in the pipeline may have filled the cache meanwhile.
+        if engine.answer_cached(&key, &mut out) {
+            return out;
+        }
+        let reply = match tokio::time::timeout(timeout, engine.decide(&key)).await {
+            Ok(decision) => decision.reply(),
+            Err(_) => Reply::Temp(sanitize_text(&format!(
+                "policy lookup for {key} took more than {} s",
+                timeout.as_secs_f64()
+            ))),
+        };
+        if reply.encode(&mut out).is_err() {
+            out.clear();
+            let _ = Reply::Temp("policy answer cannot be encoded".into()).encode(&mut out);
+        }
+        out
+    }
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let ok = [
+            (
+                "127.0.0.1:8461",
+                ListenAddr::Tcp("127.0.0.1:8461".parse().unwrap()),
+            ),
+            ("[::1]:0", ListenAddr::Tcp("[::1]:0".parse().unwrap())),
+            (
+                "unix:/run/sigillo/policy.sock",
+                ListenAddr::Unix("/run/sigillo/policy.sock".into()),
+            ),
+        ];
+        for (text, want) in ok {
+            assert_eq!(text.parse::<ListenAddr>(), Ok(want.clone()), "{text}");
+            assert_eq!(want.to_string(), text);
+        }
+        for bad in ["unix:", "localhost:8461", "127.0.0.1", "inet:127.0.0.1:1"] {
+            assert_eq!(
+                bad.parse::<ListenAddr>(),
+                Err(ListenAddrError { got: bad.into() })
+            );
+        }
+    }
+}
