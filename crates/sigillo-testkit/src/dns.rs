@@ -189,14 +189,8 @@ impl ZoneBuilder {
 
     /// In a signed zone, damage every signature in the answers to queries for `name`
     /// (records and denials alike): a validating resolver must treat them as bogus.
-    pub fn bogus(mut self, name: &str) -> Self {
-        match fqdn(name) {
-            Ok(n) => {
-                self.bogus.insert(n);
-            }
-            Err(e) => self.error = Some(format!("{e:#}")),
-        }
-        self
+    pub fn bogus(self, name: &str) -> Self {
+        self.mark(name, |zone| &mut zone.bogus)
     }
 
     /// Delegate `name` (below the origin) to a child zone served unsigned by the same server:
@@ -219,21 +213,20 @@ impl ZoneBuilder {
     }
 
     /// Every query for `name` (any type) gets SERVFAIL.
-    pub fn servfail(mut self, name: &str) -> Self {
-        match fqdn(name) {
-            Ok(n) => {
-                self.servfail.insert(n);
-            }
-            Err(e) => self.error = Some(format!("{e:#}")),
-        }
-        self
+    pub fn servfail(self, name: &str) -> Self {
+        self.mark(name, |zone| &mut zone.servfail)
     }
 
     /// Queries for `name` are never answered (the client times out).
-    pub fn no_answer(mut self, name: &str) -> Self {
+    pub fn no_answer(self, name: &str) -> Self {
+        self.mark(name, |zone| &mut zone.silent)
+    }
+
+    /// Put `name` in one of the sets of specially treated names.
+    fn mark(mut self, name: &str, set: fn(&mut Self) -> &mut HashSet<Name>) -> Self {
         match fqdn(name) {
             Ok(n) => {
-                self.silent.insert(n);
+                set(&mut self).insert(n);
             }
             Err(e) => self.error = Some(format!("{e:#}")),
         }
@@ -311,12 +304,14 @@ fn soa_record(origin: &Name) -> Result<Record> {
 }
 
 impl Authority {
-    /// An unsigned zone with these records (SOA and apex NS added).
-    fn unsigned(origin: Name, mut records: Vec<Record>) -> Result<Self> {
+    /// An unsigned zone: `records`, its SOA, and `NS ns.<owner>` at each of `ns_owners`.
+    fn unsigned(origin: Name, mut records: Vec<Record>, ns_owners: &[Name]) -> Result<Self> {
         let soa = soa_record(&origin)?;
         records.push(soa.clone());
-        let ns = NS(origin.prepend_label("ns")?);
-        records.push(Record::from_rdata(origin.clone(), 3600, RData::NS(ns)));
+        for owner in ns_owners {
+            let ns = NS(owner.prepend_label("ns")?);
+            records.push(Record::from_rdata(owner.clone(), 3600, RData::NS(ns)));
+        }
         Ok(Self {
             origin,
             soa,
@@ -331,25 +326,12 @@ impl Authority {
     /// NSEC and RRSIGs. Returns the trust anchor when signed.
     fn parent(
         origin: Name,
-        mut records: Vec<Record>,
+        records: Vec<Record>,
         delegations: &[Name],
         key_der: Option<&[u8]>,
         bogus: &HashSet<Name>,
     ) -> Result<(Self, Option<Anchor>)> {
-        let soa = soa_record(&origin)?;
-        records.push(soa.clone());
-        for child in delegations {
-            let ns = NS(child.prepend_label("ns")?);
-            records.push(Record::from_rdata(child.clone(), 3600, RData::NS(ns)));
-        }
-        let mut zone = Self {
-            origin,
-            soa,
-            records,
-            signatures: HashMap::new(),
-            nsec_owners: Vec::new(),
-            bogus: HashSet::new(),
-        };
+        let mut zone = Self::unsigned(origin, records, delegations)?;
         let Some(key_der) = key_der else {
             return Ok((zone, None));
         };
@@ -600,7 +582,9 @@ impl Zone {
             .unsigned_children
             .into_iter()
             .zip(child_records)
-            .map(|(origin, records)| Authority::unsigned(origin, records))
+            .map(|(origin, records)| {
+                Authority::unsigned(origin.clone(), records, std::slice::from_ref(&origin))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok((
             Self {

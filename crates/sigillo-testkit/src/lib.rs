@@ -8,10 +8,21 @@
 //! - [`StripProxy`]: a PIX/ASA-style STARTTLS stripping proxy in front of any server.
 //! - [`SilentServer`] (accepts, never speaks) and [`ScriptedServer`] (speaks what it is told).
 //! - [`DnsServer`] + [`ZoneBuilder`]: an authoritative DNS server for MX/A/AAAA/TXT/TLSA
-//!   lookups; optionally DNSSEC-signed, with its trust anchor for validating resolvers, bogus
-//!   names and unsigned (insecure) child zones.
+//!   lookups.
 //! - [`free_port`], [`require_tool`] / [`require_tools!`]: skip a test when a real peer is
 //!   missing, except under `CI=true` where a missing peer fails the test loudly.
+//!
+//! ## Servers for TLS policy tests (MTA-STS, DANE)
+//!
+//! - [`ZoneBuilder::signed`]: the DNS server signs its zone with DNSSEC. A validating
+//!   resolver trusts it through [`DnsServer::trust_anchor`] (a DNSKEY line, also as a file
+//!   and as hickory's `TrustAnchors`). [`ZoneBuilder::bogus`] breaks the signatures of one
+//!   name, and [`ZoneBuilder::unsigned_child`] adds an insecure delegation.
+//!   [`ZoneBuilder::tlsa`] adds `_25._tcp` TLSA records.
+//! - [`HttpsServer`] + [`HttpResponse`]: an HTTPS/1.1 server for `mta-sts.<domain>` policies.
+//!   It picks certificates by SNI (valid, expired, wrong name) and serves canned responses
+//!   per path and host. Knobs cover a delay, a redirect, and oversized, endless or trickled
+//!   bodies. It counts connections, handshakes and requests, to assert caching and reuse.
 //!
 //! ```no_run
 //! use sigillo_testkit::{Postfix, StripProxy, TestCa, require_tools};
@@ -33,6 +44,7 @@
 mod ca;
 mod dns;
 mod exim;
+mod https;
 mod postfix;
 mod proxy;
 mod scripted;
@@ -41,6 +53,7 @@ mod util;
 pub use ca::{CertPair, TestCa, self_signed};
 pub use dns::{DnsServer, ZoneBuilder};
 pub use exim::{Exim, EximOptions};
+pub use https::{HttpRequest, HttpResponse, HttpsServer};
 pub use postfix::{Postfix, PostfixOptions};
 pub use proxy::StripProxy;
 pub use scripted::{Script, ScriptedServer, SilentServer, Then};
