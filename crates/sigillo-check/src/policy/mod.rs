@@ -32,5 +32,9 @@ pub mod fetch;
 pub mod serve;
 pub mod store;
 
+/// The sans-IO policy core this module drives, for callers that build its inputs
+/// (overrides, pins, decision settings).
+pub use sigillo_policy;
+
 pub use engine::{EngineConfig, Explanation, NetSources, PolicyEngine, PolicySources};
 pub use serve::{ListenAddr, PolicyListener, ServeOptions, serve_until};

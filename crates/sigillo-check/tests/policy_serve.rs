@@ -1,0 +1,625 @@
+//! `sigillo policy serve`'s engine and socketmap server, in process, against real peers on
+//! 127.0.0.1: the testkit's DNSSEC-signed DNS server, its HTTPS server for MTA-STS policies
+//! (valid, broken, redirected, oversized, slow, with expired and wrongly named certificates),
+//! raw socketmap clients (pipelining, map names, broken framing, a unix socket) and
+//! Postfix's own `postmap -q` as a client.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigillo_check::TrustAnchors;
+use sigillo_check::policy::dns::{DnsConfig, PolicyDns, TxtLookup};
+use sigillo_check::policy::engine::{EngineConfig, NetSources, PolicyEngine};
+use sigillo_check::policy::fetch::{FetchConfig, FetchError, PolicyFetcher};
+use sigillo_check::policy::serve::{
+    ConnectionEnd, ListenAddr, PolicyListener, ServeEvent, ServeOptions, serve_until,
+};
+use sigillo_policy::decide::{DaneState, Source};
+use sigillo_policy::socketmap::{Reply, decode_reply, encode_request};
+use sigillo_policy::tlsrpt::ResultType;
+use sigillo_testkit::{DnsServer, HttpResponse, HttpsServer, TestCa, ZoneBuilder, require_tools};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
+
+fn policy_text(mx: &str, max_age: u32) -> String {
+    format!("version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: {max_age}\n")
+}
+
+/// The DNS zone, the policy host and the CA that signs its certificates.
+struct Lab {
+    _ca: TestCa,
+    ca_pem: std::path::PathBuf,
+    dns: DnsServer,
+    https: HttpsServer,
+}
+
+/// A domain of lab.test with an MX, an `_mta-sts` record and a policy host name.
+fn sts_domain(zone: ZoneBuilder, domain: &str) -> ZoneBuilder {
+    zone.mx(domain, 10, &format!("mx.{domain}"))
+        .a(&format!("mx.{domain}"), Ipv4Addr::LOCALHOST)
+        .txt(&format!("_mta-sts.{domain}"), "v=STSv1; id=20240101;")
+        .a(&format!("mta-sts.{domain}"), Ipv4Addr::LOCALHOST)
+}
+
+fn lab() -> Lab {
+    let mut zone = ZoneBuilder::new("lab.test").signed();
+    for domain in [
+        "sts.lab.test",
+        "redirect.lab.test",
+        "big.lab.test",
+        "slow.lab.test",
+        "expired.lab.test",
+        "wrongname.lab.test",
+        "broken.lab.test",
+        "missing.lab.test",
+        "html.lab.test",
+        "both.lab.test",
+    ] {
+        zone = sts_domain(zone, domain);
+    }
+    let zone = zone
+        // DANE: usable TLSA for both.lab.test's MX; a bogus signature on bogus.lab.test's.
+        .tlsa("_25._tcp.mx.both.lab.test", 3, 1, 1, &[0x11; 32])
+        .mx("bogus.lab.test", 10, "mx.bogus.lab.test")
+        .tlsa("_25._tcp.mx.bogus.lab.test", 3, 1, 1, &[0x22; 32])
+        .bogus("_25._tcp.mx.bogus.lab.test")
+        .mx("unusable.lab.test", 10, "mx.unusable.lab.test")
+        .tlsa("_25._tcp.mx.unusable.lab.test", 1, 1, 1, &[0x33; 32])
+        // A domain whose _mta-sts lookup fails.
+        .mx("servfail.lab.test", 10, "mx.servfail.lab.test")
+        .servfail("_mta-sts.servfail.lab.test")
+        // An unsigned child zone: DANE does not apply, MTA-STS does.
+        .unsigned_child("plain.lab.test")
+        .mx("plain.lab.test", 10, "mx.plain.lab.test")
+        .txt("_mta-sts.plain.lab.test", "v=STSv1; id=1;")
+        .a("mta-sts.plain.lab.test", Ipv4Addr::LOCALHOST)
+        // No MTA-STS at all.
+        .mx("nosts.lab.test", 10, "mx.nosts.lab.test");
+    let dns = zone.start().expect("dns");
+    let ca = TestCa::new().expect("ca");
+    let names = [
+        "mta-sts.sts.lab.test",
+        "mta-sts.redirect.lab.test",
+        "mta-sts.big.lab.test",
+        "mta-sts.slow.lab.test",
+        "mta-sts.broken.lab.test",
+        "mta-sts.missing.lab.test",
+        "mta-sts.html.lab.test",
+        "mta-sts.both.lab.test",
+        "mta-sts.plain.lab.test",
+    ];
+    let cert = ca.issue(&names).expect("cert");
+    let https = HttpsServer::start(&cert).expect("https");
+    https
+        .add_cert(&ca.issue_expired(&["mta-sts.expired.lab.test"]).unwrap())
+        .unwrap();
+    https
+        .add_cert_for(
+            "mta-sts.wrongname.lab.test",
+            &ca.issue(&["www.wrongname.lab.test"]).unwrap(),
+        )
+        .unwrap();
+    let route = |host: &str, response: HttpResponse| https.route_host(host, POLICY_PATH, response);
+    route(
+        "mta-sts.sts.lab.test",
+        HttpResponse::ok(policy_text("*.sts.lab.test", 86_400)),
+    );
+    route(
+        "mta-sts.plain.lab.test",
+        HttpResponse::ok(policy_text("mx.plain.lab.test", 86_400)),
+    );
+    route(
+        "mta-sts.both.lab.test",
+        HttpResponse::ok(policy_text("mx.both.lab.test", 86_400)),
+    );
+    route(
+        "mta-sts.expired.lab.test",
+        HttpResponse::ok(policy_text("mx.expired.lab.test", 86_400)),
+    );
+    route(
+        "mta-sts.wrongname.lab.test",
+        HttpResponse::ok(policy_text("mx.wrongname.lab.test", 86_400)),
+    );
+    route(
+        "mta-sts.redirect.lab.test",
+        HttpResponse::redirect(301, "https://mta-sts.sts.lab.test/.well-known/mta-sts.txt"),
+    );
+    route("mta-sts.big.lab.test", HttpResponse::oversized(200_000));
+    route(
+        "mta-sts.slow.lab.test",
+        HttpResponse::ok(policy_text("mx.slow.lab.test", 86_400)).delay(Duration::from_secs(5)),
+    );
+    route(
+        "mta-sts.broken.lab.test",
+        HttpResponse::ok("version: STSv1\nmode: sometimes\nmx: mx.broken.lab.test\nmax_age: 60\n"),
+    );
+    route(
+        "mta-sts.html.lab.test",
+        HttpResponse::ok(policy_text("mx.html.lab.test", 86_400))
+            .header("Content-Type", "text/html"),
+    );
+    // mta-sts.missing.lab.test: the server's default 404.
+    Lab {
+        ca_pem: ca.ca_pem().to_owned(),
+        _ca: ca,
+        dns,
+        https,
+    }
+}
+
+impl Lab {
+    fn policy_dns(&self) -> PolicyDns {
+        PolicyDns::new(&DnsConfig {
+            server: Some(self.dns.addr()),
+            trust_anchor: self.dns.trust_anchor_file(),
+            timeout: Duration::from_secs(2),
+            ..DnsConfig::default()
+        })
+        .expect("resolvers")
+    }
+
+    fn fetcher(&self, dns: PolicyDns) -> PolicyFetcher {
+        let mut roots = TrustAnchors::mozilla();
+        roots.add_pem_file(&self.ca_pem).expect("test CA");
+        let config = FetchConfig {
+            timeout: Duration::from_secs(2),
+            roots,
+            https_port: self.https.port(),
+            ..FetchConfig::default()
+        };
+        PolicyFetcher::new(&config, dns).expect("fetcher")
+    }
+
+    fn engine(&self) -> Arc<PolicyEngine<NetSources>> {
+        let dns = self.policy_dns();
+        let fetcher = self.fetcher(dns.clone());
+        Arc::new(PolicyEngine::new(
+            NetSources { dns, fetcher },
+            EngineConfig::default(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_dns_and_policy_hosts() {
+    let lab = lab();
+    let engine = lab.engine();
+    let secure = |mx: &str| format!("OK secure match={mx} servername=hostname");
+    // (key, reply, source)
+    let cases: Vec<(&str, String, Source)> = vec![
+        ("sts.lab.test", secure(".sts.lab.test"), Source::MtaSts),
+        (
+            "plain.lab.test",
+            secure("mx.plain.lab.test"),
+            Source::MtaSts,
+        ),
+        // DANE first: MTA-STS never overrides it.
+        ("both.lab.test", "OK dane-only".into(), Source::Dane),
+        ("unusable.lab.test", "OK dane".into(), Source::Dane),
+        // No policy can be had: no policy applies (RFC 8461 §5.1), NOTFOUND.
+        ("redirect.lab.test", "NOTFOUND ".into(), Source::None),
+        ("big.lab.test", "NOTFOUND ".into(), Source::None),
+        ("slow.lab.test", "NOTFOUND ".into(), Source::None),
+        ("expired.lab.test", "NOTFOUND ".into(), Source::None),
+        ("wrongname.lab.test", "NOTFOUND ".into(), Source::None),
+        ("broken.lab.test", "NOTFOUND ".into(), Source::None),
+        ("missing.lab.test", "NOTFOUND ".into(), Source::None),
+        ("html.lab.test", "NOTFOUND ".into(), Source::None),
+        ("nosts.lab.test", "NOTFOUND ".into(), Source::None),
+        ("nowhere.lab.test", "NOTFOUND ".into(), Source::None),
+    ];
+    for (key, reply, source) in &cases {
+        let e = engine.explain(key).await;
+        assert_eq!(
+            (&e.reply, e.decision.source),
+            (reply, *source),
+            "{key}: {e:#?}"
+        );
+    }
+    // DNS failures are TEMP: SERVFAIL on the TXT record, a bogus TLSA RRset.
+    for key in ["servfail.lab.test", "bogus.lab.test"] {
+        let e = engine.explain(key).await;
+        assert!(e.reply.starts_with("TEMP "), "{key}: {e:#?}");
+    }
+    let e = engine.explain("bogus.lab.test").await;
+    assert!(
+        e.dane.as_deref().is_some_and(|d| d.contains("bogus")),
+        "{e:#?}"
+    );
+    assert!(engine.explain("both.lab.test").await.sts_policy.is_none());
+    assert_eq!(
+        lab.https
+            .request_log()
+            .iter()
+            .filter(|r| r.host.as_deref() == Some("mta-sts.both.lab.test"))
+            .count(),
+        0,
+        "no fetch for a domain DANE decides"
+    );
+
+    // Why each fetch failed, as TLS-RPT result types.
+    let expected = [
+        (
+            "redirect.lab.test",
+            "HTTP 301",
+            ResultType::StsPolicyFetchError,
+        ),
+        (
+            "big.lab.test",
+            "larger than 65536",
+            ResultType::StsPolicyFetchError,
+        ),
+        (
+            "slow.lab.test",
+            "no complete answer within 2 s",
+            ResultType::StsPolicyFetchError,
+        ),
+        (
+            "expired.lab.test",
+            "certificate-expired",
+            ResultType::StsWebpkiInvalid,
+        ),
+        (
+            "wrongname.lab.test",
+            "certificate-host-mismatch",
+            ResultType::StsWebpkiInvalid,
+        ),
+        ("broken.lab.test", "mode", ResultType::StsPolicyInvalid),
+        (
+            "missing.lab.test",
+            "got 404",
+            ResultType::StsPolicyFetchError,
+        ),
+        ("html.lab.test", "text/html", ResultType::StsPolicyInvalid),
+    ];
+    let fetcher = lab.fetcher(lab.policy_dns());
+    for (domain, text, result_type) in expected {
+        let e = engine.explain(domain).await;
+        let error = e.fetch_error.unwrap_or_default();
+        assert!(error.contains(text), "{domain}: {error}");
+        let err: FetchError = fetcher.fetch(domain).await.unwrap_err();
+        assert_eq!(err.result_type(), result_type, "{domain}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_are_cached_and_connections_reused() {
+    let lab = lab();
+    let engine = lab.engine();
+    assert!(
+        engine
+            .answer("sts.lab.test")
+            .await
+            .text()
+            .starts_with("secure")
+    );
+    assert_eq!(engine.answer("nosts.lab.test").await, Reply::NotFound);
+    let (queries, requests) = (lab.dns.queries(), lab.https.requests());
+    for _ in 0..200 {
+        let mut out = Vec::new();
+        assert!(engine.answer_cached("sts.lab.test", &mut out));
+        assert!(engine.answer_cached("nosts.lab.test", &mut out));
+    }
+    assert_eq!(lab.dns.queries(), queries, "cache hits make no DNS query");
+    assert_eq!(lab.https.requests(), requests, "nor a fetch");
+
+    // Two fetches for one policy host share one TLS session.
+    let fetcher = lab.fetcher(lab.policy_dns());
+    let handshakes = lab.https.handshakes();
+    for _ in 0..2 {
+        let policy = fetcher.fetch("sts.lab.test").await.expect("policy");
+        assert_eq!(policy.max_age, 86_400);
+    }
+    assert_eq!(lab.https.handshakes(), handshakes + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_answers_seen_by_the_daemon() {
+    let lab = lab();
+    let dns = lab.policy_dns();
+    let cases = [
+        ("both.lab.test", DaneState::Usable),
+        ("unusable.lab.test", DaneState::AllUnusable),
+        ("bogus.lab.test", DaneState::Bogus),
+        ("sts.lab.test", DaneState::NoTlsa),
+        ("plain.lab.test", DaneState::NoTlsa),
+        ("nowhere.lab.test", DaneState::NoTlsa),
+    ];
+    for (domain, state) in cases {
+        let lookup = dns.dane(domain).await;
+        assert_eq!(lookup.state, state, "{domain}: {lookup:?}");
+    }
+    match dns.sts_record("sts.lab.test").await {
+        TxtLookup::Record(r) => assert_eq!(r.id, "20240101"),
+        other => panic!("{other:?}"),
+    }
+    // The zone's SOA minimum (5 s) is the negative TTL.
+    assert_eq!(
+        dns.sts_record("nosts.lab.test").await,
+        TxtLookup::NoRecord {
+            negative_ttl: Some(5),
+            note: None
+        }
+    );
+    assert!(matches!(
+        dns.sts_record("servfail.lab.test").await,
+        TxtLookup::Failed { .. }
+    ));
+}
+
+/// A server on 127.0.0.1:free port; dropping the sender stops it.
+async fn start_server(
+    engine: Arc<PolicyEngine<NetSources>>,
+    addr: ListenAddr,
+    options: ServeOptions,
+) -> (
+    ListenAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<ServeEvent>>,
+) {
+    let listener = PolicyListener::bind(&addr, 0o600).await.expect("bind");
+    let local = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut events = Vec::new();
+        serve_until(
+            listener,
+            engine,
+            options,
+            async {
+                let _ = stopped.await;
+            },
+            |e| events.push(e),
+        )
+        .await;
+        events
+    });
+    (local, stop, task)
+}
+
+fn requests(map: &str, keys: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for key in keys {
+        encode_request(map, key, &mut out).unwrap();
+    }
+    out
+}
+
+/// Reads `n` replies (or fewer if the server closes first).
+async fn read_replies<R: AsyncReadExt + Unpin>(stream: &mut R, n: usize) -> Vec<String> {
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    while replies.len() < n {
+        while let Ok(Some((reply, used))) = decode_reply(&buf) {
+            replies.push(reply.to_string());
+            buf.drain(..used);
+        }
+        if replies.len() >= n {
+            break;
+        }
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        if read == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..read]);
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let lab = lab();
+    let engine = lab.engine();
+    let addr = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
+    let (local, stop, task) = start_server(engine, addr, ServeOptions::default()).await;
+    let ListenAddr::Tcp(local) = local else {
+        panic!("tcp")
+    };
+    let mut stream = tokio::net::TcpStream::connect(local).await.unwrap();
+    // Misses (one slow: the policy host answers after 5 s, over the 2 s fetch limit) and
+    // hits, all in one write.
+    let keys = [
+        "slow.lab.test",
+        "sts.lab.test",
+        "nosts.lab.test",
+        "sts.lab.test",
+        "[mx.sts.lab.test]:587",
+        "both.lab.test",
+        "sts.lab.test",
+    ];
+    stream.write_all(&requests("sts", &keys)).await.unwrap();
+    let secure = "OK secure match=.sts.lab.test servername=hostname";
+    assert_eq!(
+        read_replies(&mut stream, keys.len()).await,
+        [
+            "NOTFOUND ",
+            secure,
+            "NOTFOUND ",
+            secure,
+            "NOTFOUND ",
+            "OK dane-only",
+            secure
+        ]
+    );
+    // The same connection goes on serving.
+    stream
+        .write_all(&requests("sts", &["sts.lab.test"]))
+        .await
+        .unwrap();
+    assert_eq!(read_replies(&mut stream, 1).await, [secure]);
+    drop(stream);
+    drop(stop);
+    let events = task.await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ServeEvent::Closed {
+                requests: 8,
+                end: ConnectionEnd::ClientClosed,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_names_broken_framing_and_a_unix_socket() {
+    let lab = lab();
+    let engine = lab.engine();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.sock");
+    let options = ServeOptions {
+        map_name: Some("sts".into()),
+        ..ServeOptions::default()
+    };
+    let (_, stop, task) = start_server(engine, ListenAddr::Unix(path.clone()), options).await;
+    let mode = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert!(mode.file_type().is_socket());
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+
+    let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let mut bytes = requests("postfix", &["sts.lab.test"]);
+    bytes.extend(requests("sts", &["sts.lab.test"]));
+    bytes.extend_from_slice(b"5:sts x;");
+    stream.write_all(&bytes).await.unwrap();
+    let replies = read_replies(&mut stream, 3).await;
+    assert_eq!(
+        replies.len(),
+        2,
+        "framing error: answered what came before, then closed"
+    );
+    assert!(
+        replies[0].starts_with("PERM unknown map name \"postfix\""),
+        "{replies:?}"
+    );
+    assert!(replies[1].starts_with("OK secure"), "{replies:?}");
+    drop(stop);
+    let events = task.await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ServeEvent::Closed {
+                end: ConnectionEnd::Protocol(_),
+                requests: 2,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(!path.exists(), "the socket file is removed on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_shutdown_finishes_lookups() {
+    let lab = lab();
+    let engine = lab.engine();
+    let options = ServeOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    };
+    let addr = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
+    let (ListenAddr::Tcp(local), stop, task) = start_server(engine, addr, options).await else {
+        panic!("tcp")
+    };
+    let mut idle = tokio::net::TcpStream::connect(local).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed after the idle timeout: {read:?}"
+    );
+
+    // A lookup in flight when the stop comes is still answered.
+    let mut busy = tokio::net::TcpStream::connect(local).await.unwrap();
+    busy.write_all(&requests("sts", &["plain.lab.test"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stop.send(()).unwrap();
+    assert_eq!(
+        read_replies(&mut busy, 1).await,
+        ["OK secure match=mx.plain.lab.test servername=hostname"]
+    );
+    let events = task.await.unwrap();
+    let ends: Vec<&ConnectionEnd> = events
+        .iter()
+        .filter_map(|e| match e {
+            ServeEvent::Closed { end, .. } => Some(end),
+            _ => None,
+        })
+        .collect();
+    assert!(ends.contains(&&ConnectionEnd::IdleTimeout), "{ends:?}");
+    assert!(ends.contains(&&ConnectionEnd::Shutdown), "{ends:?}");
+    assert!(
+        tokio::net::TcpStream::connect(local).await.is_err(),
+        "no longer listening"
+    );
+}
+
+/// `postmap -q KEY socketmap:inet:ADDR:NAME` with a throw-away Postfix config directory:
+/// (exit code, stdout, stderr).
+fn postmap(config_dir: &Path, key: &str, addr: SocketAddr, name: &str) -> (i32, String, String) {
+    let out = Command::new("postmap")
+        .arg("-c")
+        .arg(config_dir)
+        .args(["-q", key, &format!("socketmap:inet:{addr}:{name}")])
+        .output()
+        .expect("run postmap");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_postmap_as_the_client() {
+    require_tools!("postmap");
+    let lab = lab();
+    let engine = lab.engine();
+    let addr = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
+    let (ListenAddr::Tcp(local), stop, task) =
+        start_server(engine, addr, ServeOptions::default()).await
+    else {
+        panic!("tcp")
+    };
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("main.cf"), "").unwrap();
+    let dir = config.path().to_owned();
+    let run = move |key: &'static str| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || postmap(&dir, key, local, "sts"))
+    };
+    let (code, out, err) = run("sts.lab.test").await.unwrap();
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "secure match=.sts.lab.test servername=hostname"),
+        "{err}"
+    );
+    let (code, out, err) = run("both.lab.test").await.unwrap();
+    assert_eq!((code, out.as_str()), (0, "dane-only"), "{err}");
+    // NOTFOUND: no output, exit 1, no error.
+    let (code, out, err) = run("nosts.lab.test").await.unwrap();
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(!err.contains("fatal"), "{err}");
+    // TEMP: postmap reports a lookup error.
+    let (code, _, err) = run("servfail.lab.test").await.unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("lookup error") || err.contains("query error"),
+        "{err}"
+    );
+    drop(stop);
+    task.await.unwrap();
+}
