@@ -116,6 +116,96 @@ pub struct DirectionFigures {
     pub bounced: u64,
     /// Messages over TLS by version, trust, cipher and key exchange.
     pub tls: TlsBreakdown,
+    /// Where `tls` is counted until [`Aggregator::finish`]: cheaper than string-keyed maps.
+    #[serde(skip)]
+    tallies: TlsTallies,
+}
+
+/// Counts by TLS version, trust, cipher and key exchange while records come in.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TlsTallies {
+    versions: Tally,
+    /// Indexed by [`trust_index`].
+    trust: [u64; 5],
+    ciphers: Tally,
+    key_exchange: Tally,
+    key_exchange_unknown: u64,
+}
+
+/// A count per string. The strings come interned from the parsers, so a pointer comparison
+/// almost always finds the entry; the few first distinct strings are searched linearly, any
+/// beyond in a hash map.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Tally {
+    small: Vec<(Text, u64)>,
+    more: HashMap<Text, u64>,
+}
+
+/// Distinct strings a [`Tally`] searches linearly.
+const TALLY_LINEAR: usize = 16;
+
+impl Tally {
+    fn add(&mut self, key: &Text) {
+        if let Some(entry) = self.small.iter_mut().find(|(k, _)| Text::ptr_eq(k, key)) {
+            entry.1 += 1;
+        } else if let Some(entry) = self.small.iter_mut().find(|(k, _)| k == key) {
+            entry.1 += 1;
+        } else if self.small.len() < TALLY_LINEAR {
+            self.small.push((Text::clone(key), 1));
+        } else {
+            *self.more.entry(Text::clone(key)).or_default() += 1;
+        }
+    }
+
+    fn add_to(&self, out: &mut BTreeMap<String, u64>) {
+        for (k, n) in self.small.iter().map(|(k, n)| (k, n)).chain(&self.more) {
+            *out.entry(k.to_string()).or_default() += n;
+        }
+    }
+}
+
+impl TlsTallies {
+    fn add(&mut self, tls: &crate::model::TlsInfo) {
+        self.versions.add(&tls.version);
+        if let Some(n) = self.trust.get_mut(trust_index(tls.trust)) {
+            *n += 1;
+        }
+        self.ciphers.add(&tls.cipher);
+        match &tls.key_exchange {
+            Some(kx) => self.key_exchange.add(kx),
+            None => self.key_exchange_unknown += 1,
+        }
+    }
+
+    fn breakdown(&self) -> TlsBreakdown {
+        let mut b = TlsBreakdown::default();
+        self.versions.add_to(&mut b.versions);
+        self.ciphers.add_to(&mut b.ciphers);
+        self.key_exchange.add_to(&mut b.key_exchange);
+        if self.key_exchange_unknown > 0 {
+            *b.key_exchange.entry("unknown".to_owned()).or_default() += self.key_exchange_unknown;
+        }
+        for (i, &n) in self.trust.iter().enumerate() {
+            if n > 0 {
+                b.trust
+                    .insert(TRUST_NAMES.get(i).unwrap_or(&"unknown").to_string(), n);
+            }
+        }
+        b
+    }
+}
+
+/// Trust names by [`trust_index`].
+const TRUST_NAMES: [&str; 5] = ["anonymous", "untrusted", "trusted", "verified", "unknown"];
+
+fn trust_index(t: Option<Trust>) -> usize {
+    match t {
+        Some(Trust::Anonymous) => 0,
+        Some(Trust::Untrusted) => 1,
+        Some(Trust::Trusted) => 2,
+        Some(Trust::Verified) => 3,
+        None => 4,
+    }
 }
 
 impl DirectionFigures {
@@ -137,12 +227,7 @@ impl DirectionFigures {
             Transport::Tls(tls) => {
                 self.tls_messages += 1;
                 self.tls_recipients += u64::from(m.recipients);
-                bump(&mut self.tls.versions, &tls.version);
-                let trust = tls.trust.map(trust_name).unwrap_or("unknown");
-                bump(&mut self.tls.trust, trust);
-                bump(&mut self.tls.ciphers, &tls.cipher);
-                let kx = tls.key_exchange.as_deref().unwrap_or("unknown");
-                bump(&mut self.tls.key_exchange, kx);
+                self.tallies.add(tls);
             }
             Transport::Plain => self.plain_messages += 1,
             Transport::Unknown { .. } => self.unknown_messages += 1,
@@ -158,6 +243,7 @@ impl DirectionFigures {
 
     fn finish(&mut self) {
         self.tls_share = share(self.tls_messages, self.messages);
+        self.tls = self.tallies.breakdown();
     }
 }
 
@@ -166,15 +252,6 @@ fn share(part: u64, whole: u64) -> f64 {
         0.0
     } else {
         (part as f64 / whole as f64 * 1e4).round() / 1e4
-    }
-}
-
-fn trust_name(t: Trust) -> &'static str {
-    match t {
-        Trust::Anonymous => "anonymous",
-        Trust::Untrusted => "untrusted",
-        Trust::Trusted => "trusted",
-        Trust::Verified => "verified",
     }
 }
 
@@ -318,7 +395,7 @@ struct PeerState {
     tls: u64,
     plain: u64,
     unknown: u64,
-    versions: BTreeMap<String, u64>,
+    versions: Tally,
     first: UnixTime,
     last: UnixTime,
     last_tls: Option<(UnixTime, Text)>,
@@ -480,7 +557,7 @@ impl Aggregator {
             tls: 0,
             plain: 0,
             unknown: 0,
-            versions: BTreeMap::new(),
+            versions: Tally::default(),
             first: m.time,
             last: m.time,
             last_tls: None,
@@ -492,7 +569,7 @@ impl Aggregator {
         match &m.transport {
             Transport::Tls(info) => {
                 peer.tls += 1;
-                bump(&mut peer.versions, &info.version);
+                peer.versions.add(&info.version);
                 if let Some(window) = peer.window.take() {
                     let closed = downgrade(&key, window, true);
                     push_capped(&mut self.downgrades, closed, &mut self.omitted.downgrades);
@@ -543,7 +620,11 @@ impl Aggregator {
                 plain_messages: state.plain,
                 unknown_messages: state.unknown,
                 tls_share: share(state.tls, state.messages),
-                versions: state.versions.clone(),
+                versions: {
+                    let mut v = BTreeMap::new();
+                    state.versions.add_to(&mut v);
+                    v
+                },
                 first_seen: time_text(state.first),
                 last_seen: time_text(state.last),
             });
@@ -652,16 +733,6 @@ impl Aggregator {
             }
         }
         out
-    }
-}
-
-/// Counts one more under `key`, allocating the key only the first time it is seen.
-fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_owned(), 1);
-        }
     }
 }
 

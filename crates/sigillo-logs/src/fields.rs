@@ -2,6 +2,7 @@
 //! TLS version names, `version:cipher:bits` triples. No I/O, no allocation unless noted.
 
 use crate::model::{Text, TlsInfo};
+use crate::postfix::bounded::FxBuild;
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -107,13 +108,13 @@ pub(crate) fn normalize_tls_version(v: &str) -> Text {
 const MAX_INTERNED: usize = 65_536;
 
 /// One shared copy of a string that repeats across records (TLS versions, ciphers,
-/// key-exchange groups, peer names): a lookup instead of an allocation per record. The
-/// table is per thread and bounded; past [`MAX_INTERNED`] distinct strings it starts
-/// afresh, which costs only sharing, never correctness. SipHash keeps crafted names from
-/// colliding.
+/// key-exchange groups, local relay names): a lookup instead of an allocation per record.
+/// The table is per thread and bounded; past [`MAX_INTERNED`] distinct strings it starts
+/// afresh, which costs only sharing, never correctness. Peer host names, which a peer
+/// chooses, are not interned: the fast hash here does not resist crafted collisions.
 pub(crate) fn intern(s: &str) -> Text {
     thread_local! {
-        static STRINGS: RefCell<HashSet<Text>> = RefCell::new(HashSet::new());
+        static STRINGS: RefCell<HashSet<Text, FxBuild>> = RefCell::new(HashSet::default());
     }
     STRINGS.with_borrow_mut(|set| {
         if let Some(t) = set.get(s) {

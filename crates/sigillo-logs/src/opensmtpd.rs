@@ -132,7 +132,7 @@ fn host_name(host: Option<&str>, address: Option<&str>) -> Option<Text> {
     if h.is_empty() || h == "<unknown>" || Some(h) == address || parse_ip(h).is_some() {
         return None;
     }
-    Some(crate::fields::intern(h))
+    Some(h.into())
 }
 
 /// The 16-hex-digit session id and the rest.

@@ -44,7 +44,7 @@
 //!
 //! [`advice`]: MtaParser::advice
 
-mod bounded;
+pub(crate) mod bounded;
 mod fields;
 
 use crate::envelope::Line;

@@ -15,6 +15,11 @@ mod strip_proxy;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc: `report` allocates in its parser thread and frees in its aggregator thread,
+/// which glibc's allocator handles slowly (measured in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

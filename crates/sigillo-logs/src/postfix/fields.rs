@@ -18,7 +18,7 @@ pub(crate) struct PeerRef<'a> {
 impl PeerRef<'_> {
     pub fn to_peer(self) -> Peer {
         Peer {
-            hostname: (!self.host.is_empty() && self.host != "unknown").then(|| intern(self.host)),
+            hostname: (!self.host.is_empty() && self.host != "unknown").then(|| self.host.into()),
             ip: self.ip.parse::<IpAddr>().ok(),
         }
     }
@@ -183,33 +183,43 @@ pub(crate) struct Counters {
 
 /// Parses `name=N[/M] …` after the peer of a disconnect line.
 pub(crate) fn counters(s: &str) -> Counters {
-    let mut c = Counters::default();
-    for tok in s.as_bytes().split(|&b| b == b' ') {
-        let Some(eq) = tok.iter().position(|&b| b == b'=') else {
-            continue;
-        };
-        let (name, value) = (
-            tok.get(..eq).unwrap_or_default(),
-            tok.get(eq + 1..).unwrap_or_default(),
-        );
-        let (ok, total) = match value.iter().position(|&b| b == b'/') {
-            Some(i) => (
-                decimal(value.get(..i).unwrap_or_default()),
-                decimal(value.get(i + 1..).unwrap_or_default()),
-            ),
-            None => (decimal(value), decimal(value)),
-        };
-        let (Some(ok), Some(total)) = (ok, total) else {
-            continue;
-        };
-        c.any = true;
-        match name {
-            b"starttls" => c.starttls_ok = Some(ok),
-            b"unknown" => c.unknown = c.unknown.saturating_add(total),
-            _ => {}
+    let b = s.as_bytes();
+    let mut c = Counters {
+        // Counters are there when some token is `name=N` or `name=N/M`.
+        any: b.split(|&x| x == b' ').any(|tok| counter(tok).is_some()),
+        ..Counters::default()
+    };
+    if !c.any {
+        return c;
+    }
+    for (name, is_starttls) in [(&b"starttls="[..], true), (&b"unknown="[..], false)] {
+        for at in memchr::memmem::find_iter(b, name) {
+            if at > 0 && b.get(at - 1) != Some(&b' ') {
+                continue;
+            }
+            let tok = b.get(at..).unwrap_or_default();
+            let tok = tok.split(|&x| x == b' ').next().unwrap_or_default();
+            let Some((ok, total)) = counter(tok) else {
+                continue;
+            };
+            if is_starttls {
+                c.starttls_ok = Some(ok);
+            } else {
+                c.unknown = c.unknown.saturating_add(total);
+            }
         }
     }
     c
+}
+
+/// `name=N` → (N, N); `name=N/M` → (N, M).
+fn counter(tok: &[u8]) -> Option<(u64, u64)> {
+    let eq = tok.iter().position(|&x| x == b'=')?;
+    let value = tok.get(eq + 1..)?;
+    match value.iter().position(|&x| x == b'/') {
+        Some(i) => Some((decimal(value.get(..i)?)?, decimal(value.get(i + 1..)?)?)),
+        None => decimal(value).map(|n| (n, n)),
+    }
 }
 
 /// [`parse_u64`] on bytes: decimal digits only, no sign, no overflow.
