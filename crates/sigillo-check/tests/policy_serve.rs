@@ -334,6 +334,9 @@ async fn dns_answers_seen_by_the_daemon() {
         let lookup = dns.dane(domain).await;
         assert_eq!(lookup.state, state, "{domain}: {lookup:?}");
     }
+    // Negative answers carry the zone's negative TTL (SOA minimum 5 s), DNSSEC or not.
+    assert_eq!(dns.dane("sts.lab.test").await.ttl, Some(5));
+    assert_eq!(dns.dane("nowhere.lab.test").await.ttl, Some(5));
     match dns.sts_record("sts.lab.test").await {
         TxtLookup::Record(r) => assert_eq!(r.id, "20240101"),
         other => panic!("{other:?}"),

@@ -225,14 +225,20 @@ impl PolicyDns {
                     );
                 }
                 Outcome::NxDomain => {
-                    return DaneLookup::new(DaneState::NoTlsa, None, "the domain does not exist");
+                    return DaneLookup::new(
+                        DaneState::NoTlsa,
+                        negative(&e).flatten(),
+                        "the domain does not exist",
+                    );
                 }
                 // No MX: the domain itself is the host (RFC 5321 §5.1), if the denial is secure.
-                Outcome::NoData { secure: true } => (vec![domain.to_owned()], None),
+                Outcome::NoData { secure: true } => {
+                    (vec![domain.to_owned()], negative(&e).flatten())
+                }
                 Outcome::NoData { secure: false } => {
                     return DaneLookup::new(
                         DaneState::NoTlsa,
-                        None,
+                        negative(&e).flatten(),
                         "no MX and no secure denial: DANE does not apply",
                     );
                 }
@@ -309,7 +315,10 @@ impl PolicyDns {
                             format!("TLSA lookup of {host} failed: {e}"),
                         );
                     }
-                    Outcome::NxDomain | Outcome::NoData { .. } => without.push(host.as_str()),
+                    Outcome::NxDomain | Outcome::NoData { .. } => {
+                        ttl = min_opt(ttl, negative(&e).flatten());
+                        without.push(host.as_str());
+                    }
                 },
             }
         }
@@ -376,10 +385,15 @@ fn classify(error: &NetError) -> Outcome {
     }
 }
 
-/// `Some(negative TTL)` when `error` is a negative answer (NXDOMAIN or NODATA).
+/// `Some(negative TTL)` when `error` is a negative answer (NXDOMAIN or NODATA): hickory's,
+/// or else (validating resolvers drop it) RFC 2308's from the SOA: the smaller of its TTL
+/// and its MINIMUM.
 fn negative(error: &NetError) -> Option<Option<u32>> {
     match error {
-        NetError::Dns(HickoryDnsError::NoRecordsFound(no)) => Some(no.negative_ttl),
+        NetError::Dns(HickoryDnsError::NoRecordsFound(no)) => Some(
+            no.negative_ttl
+                .or_else(|| no.soa.as_ref().map(|soa| soa.ttl.min(soa.data.minimum))),
+        ),
         _ => None,
     }
 }
