@@ -36,6 +36,10 @@ pub enum Command {
     /// loopback port to a server, masking the banner and STARTTLS, to test what your MTA
     /// does when STARTTLS is stripped.
     StripProxy(StripProxyArgs),
+    /// TLS policy for your MTA: `policy serve` answers Postfix's smtp_tls_policy_maps from
+    /// DANE, MTA-STS, pins and overrides.
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
     /// Run `check` against three local demo servers (STARTTLS, plaintext, and STARTTLS behind a
     /// PIX/ASA-style stripping rewriter), all on 127.0.0.1: no internet needed.
     Demo(DemoArgs),
@@ -250,6 +254,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check(args) => check(args).await,
         Command::Report(args) => report(args),
         Command::StripProxy(args) => crate::strip_proxy::run(args).await,
+        Command::Policy(command) => crate::policy::run(command).await,
         Command::Demo(args) => crate::demo::run(args).await,
     }
 }
@@ -261,7 +266,7 @@ pub fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
-fn parse_resolver(text: &str) -> anyhow::Result<SocketAddr> {
+pub fn parse_resolver(text: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }

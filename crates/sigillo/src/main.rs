@@ -6,6 +6,7 @@
 
 mod cli;
 mod demo;
+mod policy;
 mod render;
 mod report_csv;
 mod report_html;

@@ -1,0 +1,352 @@
+//! `sigillo policy serve` as a real process: `--check` output, Postfix's `postmap -q` as the
+//! client, overrides and pins files, SIGTERM, and a restart on the same `--store` while the
+//! policy host is down (the cached policy still answers). All peers on 127.0.0.1: the
+//! testkit's DNSSEC-signed DNS server and HTTPS server.
+
+use serde_json::Value;
+use sigillo_testkit::{DnsServer, HttpResponse, HttpsServer, TestCa, ZoneBuilder, require_tools};
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECURE: &str = "secure match=.sts.lab.test servername=hostname";
+
+struct Lab {
+    ca: TestCa,
+    dns: DnsServer,
+    https: HttpsServer,
+    dir: tempfile::TempDir,
+}
+
+fn lab() -> Lab {
+    let dns = ZoneBuilder::new("lab.test")
+        .signed()
+        .mx("sts.lab.test", 10, "mx.sts.lab.test")
+        .txt("_mta-sts.sts.lab.test", "v=STSv1; id=20240101;")
+        .a("mta-sts.sts.lab.test", Ipv4Addr::LOCALHOST)
+        .mx("pinned.lab.test", 10, "mx.pinned.lab.test")
+        .mx("dane.lab.test", 10, "mx.dane.lab.test")
+        .tlsa("_25._tcp.mx.dane.lab.test", 3, 1, 1, &[0x11; 32])
+        .start()
+        .expect("dns");
+    let ca = TestCa::new().expect("ca");
+    let https = HttpsServer::start(&ca.issue(&["mta-sts.sts.lab.test"]).unwrap()).unwrap();
+    https.route(
+        "/.well-known/mta-sts.txt",
+        HttpResponse::ok("version: STSv1\nmode: enforce\nmx: *.sts.lab.test\nmax_age: 86400\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("overrides.conf"),
+        "# local exceptions\nlegacy.lab.test   may\n[relay.lab.test]:587  encrypt\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pins.cf"),
+        "# 12 messages, 12 over TLS, 12 verified\npinned.lab.test  verify\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("main.cf"), "").unwrap();
+    Lab {
+        ca,
+        dns,
+        https,
+        dir,
+    }
+}
+
+impl Lab {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The options that point the daemon at this lab.
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "policy".into(),
+            "serve".into(),
+            "--resolver".into(),
+            self.dns.addr().to_string(),
+            "--ca-file".into(),
+            self.ca.ca_pem().display().to_string(),
+            "--mta-sts-port".into(),
+            self.https.port().to_string(),
+            "--fetch-timeout".into(),
+            "2".into(),
+            "--overrides".into(),
+            self.path("overrides.conf").display().to_string(),
+            "--pins".into(),
+            self.path("pins.cf").display().to_string(),
+            "--store".into(),
+            self.path("policies.sqlite").display().to_string(),
+        ];
+        if let Some(anchor) = self.dns.trust_anchor_file() {
+            args.push("--trust-anchor".into());
+            args.push(anchor.display().to_string());
+        }
+        args
+    }
+}
+
+/// Runs `sigillo ARGS` to completion: (exit code, stdout, stderr).
+fn sigillo(args: &[String]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sigillo");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check(lab: &Lab, key: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = lab.args();
+    args.extend(["--check".into(), key.into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    sigillo(&args)
+}
+
+/// A running daemon whose stderr lines are collected.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(lab: &Lab) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+            .args(lab.args())
+            .args(["--listen", "127.0.0.1:0", "--map-name", "sts"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sigillo policy serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+        };
+        let line = daemon.wait_for_line("listening on ");
+        daemon.addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        daemon
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "policy serve exited ({status}) before logging {needle:?}:\n{}",
+                    self.lines().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within 20 s:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit status and the last line.
+    fn stop(mut self) -> (i32, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 15 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let line = self.wait_for_line("stopped: ");
+        (code, line)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `postmap -q KEY socketmap:inet:ADDR:sts`: (exit code, stdout).
+fn postmap(config_dir: &Path, key: &str, addr: SocketAddr) -> (i32, String) {
+    let out = Command::new("postmap")
+        .arg("-c")
+        .arg(config_dir)
+        .args(["-q", key, &format!("socketmap:inet:{addr}:sts")])
+        .output()
+        .expect("run postmap");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_answer_and_why() {
+    let lab = lab();
+    let (code, out, err) = check(&lab, "sts.lab.test", &[]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("sts.lab.test: OK {SECURE}"), "{out}");
+    assert!(lines.contains(&"  source:  mta-sts"), "{out}");
+    assert!(lines.contains(&"  mta-sts: v=STSv1; id=20240101"), "{out}");
+    assert!(
+        out.contains("  policy:  id 20240101, mode enforce, mx *.sts.lab.test, max_age 86400"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  dane:    signed MX, no DNSSEC-validated TLSA"),
+        "{out}"
+    );
+    assert!(
+        err.contains("sts.lab.test: fetched MTA-STS policy id 20240101"),
+        "{err}"
+    );
+
+    let cases = [
+        ("dane.lab.test", "OK dane-only", "dane"),
+        ("pinned.lab.test", "OK verify", "pinned"),
+        ("legacy.lab.test", "OK may", "override"),
+        ("[relay.lab.test]:587", "OK encrypt", "override"),
+        ("other.lab.test", "NOTFOUND ", "none"),
+    ];
+    for (key, reply, source) in cases {
+        let (code, out, err) = check(&lab, key, &["--json"]);
+        assert_eq!(code, 0, "{err}");
+        let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(doc["reply"], reply, "{key}: {doc:#}");
+        assert_eq!(doc["decision"]["source"], source, "{key}: {doc:#}");
+    }
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let lab = lab();
+    std::fs::write(
+        lab.path("bad.conf"),
+        "ok.lab.test encrypt\nbad.lab.test sekure\n",
+    )
+    .unwrap();
+    let mut args = lab.args();
+    let at = args.iter().position(|a| a == "--overrides").unwrap();
+    args[at + 1] = lab.path("bad.conf").display().to_string();
+    args.extend(["--check".into(), "x.lab.test".into()]);
+    let (code, _, err) = sigillo(&args);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.conf") && err.contains("line 2"), "{err}");
+    assert!(err.contains("unknown TLS level \"sekure\""), "{err}");
+
+    let (code, _, err) = sigillo(&[
+        "policy".into(),
+        "serve".into(),
+        "--listen".into(),
+        "localhost:25".into(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("expected IP:PORT, [IPv6]:PORT or unix:/path"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serves_postmap_and_keeps_policies_across_a_restart() {
+    require_tools!("postmap");
+    let mut lab = lab();
+    let daemon = Daemon::start(&lab);
+    let config = lab.dir.path().to_owned();
+    let addr = daemon.addr;
+    assert_eq!(postmap(&config, "sts.lab.test", addr), (0, SECURE.into()));
+    assert_eq!(
+        postmap(&config, "dane.lab.test", addr),
+        (0, "dane-only".into())
+    );
+    assert_eq!(
+        postmap(&config, "pinned.lab.test", addr),
+        (0, "verify".into())
+    );
+    assert_eq!(postmap(&config, "legacy.lab.test", addr), (0, "may".into()));
+    assert_eq!(postmap(&config, "other.lab.test", addr), (1, String::new()));
+    assert_eq!(lab.https.requests(), 1);
+    // Cache hits: no more DNS queries or fetches.
+    let queries = lab.dns.queries();
+    for _ in 0..5 {
+        assert_eq!(postmap(&config, "sts.lab.test", addr), (0, SECURE.into()));
+    }
+    assert_eq!((lab.dns.queries(), lab.https.requests()), (queries, 1));
+    let (code, line) = daemon.stop();
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains("1 policy fetch(es)"), "{line}");
+
+    // The policy host goes away; the restarted daemon answers from its store.
+    let https_port = lab.https.port();
+    lab.https = HttpsServer::start(&lab.ca.issue(&["elsewhere.lab.test"]).unwrap()).unwrap();
+    assert_ne!(lab.https.port(), https_port);
+    let mut args_lab_port = lab.args();
+    if let Some(i) = args_lab_port.iter().position(|a| a == "--mta-sts-port") {
+        args_lab_port[i + 1] = https_port.to_string(); // nothing listens there any more
+    }
+    let daemon = Daemon::start(&lab);
+    let restarted = daemon.lines().join("\n");
+    assert!(
+        restarted.contains("1 cached MTA-STS policies"),
+        "{restarted}"
+    );
+    assert_eq!(
+        postmap(&config, "sts.lab.test", daemon.addr),
+        (0, SECURE.into())
+    );
+    assert_eq!(lab.https.requests(), 0, "answered from the store, no fetch");
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+    args_lab_port.extend(["--check".into(), "sts.lab.test".into()]);
+    let (code, out, err) = sigillo(&args_lab_port);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("sts.lab.test: OK {SECURE}")),
+        "{out}"
+    );
+}
