@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which MTA wrote a log file: detected from the programs in its first lines, or forced.
@@ -387,7 +388,7 @@ pub fn rotation_key(path: &Path) -> (String, u8, i64, String) {
 /// A source opened, its compression and format known, ready to be read.
 pub struct OpenSource {
     source: Source,
-    reader: Box<dyn Read>,
+    reader: Box<dyn Read + Send>,
     envelope: Envelope,
     buf: Vec<u8>,
     /// Unread bytes are `buf[start..end]`.
@@ -418,7 +419,7 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
     let name = path.display_name();
     let mut stats = InputStats::default();
     let max_errors = options.max_errors;
-    let (raw, mtime): (Option<Box<dyn Read>>, SystemTime) = match path {
+    let (raw, mtime): (Option<Box<dyn Read + Send>>, SystemTime) = match path {
         SourcePath::Stdin => (Some(Box::new(io::stdin())), SystemTime::now()),
         SourcePath::File(p) => match File::open(p) {
             Ok(f) => {
@@ -441,7 +442,7 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
         },
     };
     let mut compression = Compression::None;
-    let reader: Box<dyn Read> = match raw {
+    let reader: Box<dyn Read + Send> = match raw {
         None => Box::new(io::empty()),
         Some(raw) => {
             let mut br = BufReader::with_capacity(256 * 1024, raw);
@@ -459,12 +460,12 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
                 }
                 Ok(m) if m.starts_with(GZIP_MAGIC) => {
                     compression = Compression::Gzip;
-                    Box::new(flate2::bufread::MultiGzDecoder::new(br))
+                    on_own_thread(flate2::bufread::MultiGzDecoder::new(br))
                 }
                 Ok(m) if m.starts_with(ZSTD_MAGIC) => match zstd::Decoder::with_buffer(br) {
                     Ok(d) => {
                         compression = Compression::Zstd;
-                        Box::new(d)
+                        on_own_thread(d)
                     }
                     Err(e) => {
                         stats.push(
@@ -524,6 +525,114 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
         open.detect(options.sample_lines);
     }
     open
+}
+
+/// Bytes a decompression thread hands over at a time.
+const DECOMPRESSED_CHUNK: usize = 256 * 1024;
+/// Chunks that may wait between the decompression thread and the reader.
+const DECOMPRESSED_DEPTH: usize = 4;
+
+/// Runs a decoder on its own thread, so decompression goes on while lines are parsed.
+/// Falls back to decoding inline when no thread can be started.
+fn on_own_thread<R: Read + Send + 'static>(inner: R) -> Box<dyn Read + Send> {
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(DECOMPRESSED_DEPTH);
+    let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(DECOMPRESSED_DEPTH + 2);
+    let inner = Arc::new(Mutex::new(Some(inner)));
+    let for_thread = Arc::clone(&inner);
+    let started = std::thread::Builder::new()
+        .name("sigillo-decompress".into())
+        .spawn(move || {
+            let Some(mut inner) = for_thread.lock().ok().and_then(|mut g| g.take()) else {
+                return;
+            };
+            decompress(&mut inner, &tx, &spare_rx);
+        });
+    if started.is_err()
+        && let Some(inner) = inner.lock().ok().and_then(|mut g| g.take())
+    {
+        return Box::new(inner);
+    }
+    Box::new(ThreadedReader {
+        rx,
+        spare: spare_tx,
+        current: Vec::new(),
+        pos: 0,
+        done: false,
+    })
+}
+
+/// The decompression thread: reads `inner` to its end (or first error) in chunks.
+fn decompress<R: Read>(
+    inner: &mut R,
+    tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spare: &mpsc::Receiver<Vec<u8>>,
+) {
+    loop {
+        let mut buf = spare.try_recv().unwrap_or_default();
+        buf.resize(DECOMPRESSED_CHUNK, 0);
+        let n = loop {
+            match inner.read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match n {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.truncate(n);
+                // The reader is gone when sending fails: stop.
+                if tx.send(Ok(buf)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// The reading end of [`on_own_thread`].
+struct ThreadedReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    spare: mpsc::SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ThreadedReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let left = self.current.get(self.pos..).unwrap_or_default();
+            if !left.is_empty() {
+                let n = left.len().min(out.len());
+                if let (Some(dst), Some(src)) = (out.get_mut(..n), left.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.done || out.is_empty() {
+                return Ok(0);
+            }
+            // Hand the emptied buffer back; dropped if the thread has enough.
+            let _ = self.spare.try_send(std::mem::take(&mut self.current));
+            self.pos = 0;
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+    }
 }
 
 fn is_bzip2(m: &[u8]) -> bool {
