@@ -1,12 +1,11 @@
 //! `sigillo policy serve`'s engine and socketmap server, in process, against real peers on
 //! 127.0.0.1: the testkit's DNSSEC-signed DNS server, its HTTPS server for MTA-STS policies
 //! (valid, broken, redirected, oversized, slow, with expired and wrongly named certificates),
-//! raw socketmap clients (pipelining, map names, broken framing, a unix socket) and
-//! Postfix's own `postmap -q` as a client.
+//! and raw socketmap clients (pipelining, map names, broken framing, a unix socket).
+//! Postfix's `postmap -q` as the client is in the binary's tests
+//! (`crates/sigillo/tests/policy_serve.rs`).
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::process::Command;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use sigillo_check::policy::serve::{
 use sigillo_policy::decide::{DaneState, Source};
 use sigillo_policy::socketmap::{Reply, decode_reply, encode_request};
 use sigillo_policy::tlsrpt::ResultType;
-use sigillo_testkit::{DnsServer, HttpResponse, HttpsServer, TestCa, ZoneBuilder, require_tools};
+use sigillo_testkit::{DnsServer, HttpResponse, HttpsServer, TestCa, ZoneBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -105,26 +104,19 @@ fn lab() -> Lab {
         )
         .unwrap();
     let route = |host: &str, response: HttpResponse| https.route_host(host, POLICY_PATH, response);
-    route(
-        "mta-sts.sts.lab.test",
-        HttpResponse::ok(policy_text("*.sts.lab.test", 86_400)),
-    );
-    route(
-        "mta-sts.plain.lab.test",
-        HttpResponse::ok(policy_text("mx.plain.lab.test", 86_400)),
-    );
-    route(
-        "mta-sts.both.lab.test",
-        HttpResponse::ok(policy_text("mx.both.lab.test", 86_400)),
-    );
-    route(
-        "mta-sts.expired.lab.test",
-        HttpResponse::ok(policy_text("mx.expired.lab.test", 86_400)),
-    );
-    route(
-        "mta-sts.wrongname.lab.test",
-        HttpResponse::ok(policy_text("mx.wrongname.lab.test", 86_400)),
-    );
+    // Valid policies (the certificates of expired and wrongname are not).
+    for (domain, mx) in [
+        ("sts", "*.sts.lab.test"),
+        ("plain", "mx.plain.lab.test"),
+        ("both", "mx.both.lab.test"),
+        ("expired", "mx.expired.lab.test"),
+        ("wrongname", "mx.wrongname.lab.test"),
+    ] {
+        route(
+            &format!("mta-sts.{domain}.lab.test"),
+            HttpResponse::ok(policy_text(mx, 86_400)),
+        );
+    }
     route(
         "mta-sts.redirect.lab.test",
         HttpResponse::redirect(301, "https://mta-sts.sts.lab.test/.well-known/mta-sts.txt"),
@@ -568,61 +560,4 @@ async fn idle_connections_are_closed_and_shutdown_finishes_lookups() {
         tokio::net::TcpStream::connect(local).await.is_err(),
         "no longer listening"
     );
-}
-
-/// `postmap -q KEY socketmap:inet:ADDR:NAME` with a throw-away Postfix config directory:
-/// (exit code, stdout, stderr).
-fn postmap(config_dir: &Path, key: &str, addr: SocketAddr, name: &str) -> (i32, String, String) {
-    let out = Command::new("postmap")
-        .arg("-c")
-        .arg(config_dir)
-        .args(["-q", key, &format!("socketmap:inet:{addr}:{name}")])
-        .output()
-        .expect("run postmap");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postfix_postmap_as_the_client() {
-    require_tools!("postmap");
-    let lab = lab();
-    let engine = lab.engine();
-    let addr = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
-    let (ListenAddr::Tcp(local), stop, task) =
-        start_server(engine, addr, ServeOptions::default()).await
-    else {
-        panic!("tcp")
-    };
-    let config = tempfile::tempdir().unwrap();
-    std::fs::write(config.path().join("main.cf"), "").unwrap();
-    let dir = config.path().to_owned();
-    let run = move |key: &'static str| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || postmap(&dir, key, local, "sts"))
-    };
-    let (code, out, err) = run("sts.lab.test").await.unwrap();
-    assert_eq!(
-        (code, out.as_str()),
-        (0, "secure match=.sts.lab.test servername=hostname"),
-        "{err}"
-    );
-    let (code, out, err) = run("both.lab.test").await.unwrap();
-    assert_eq!((code, out.as_str()), (0, "dane-only"), "{err}");
-    // NOTFOUND: no output, exit 1, no error.
-    let (code, out, err) = run("nosts.lab.test").await.unwrap();
-    assert_eq!((code, out.as_str()), (1, ""), "{err}");
-    assert!(!err.contains("fatal"), "{err}");
-    // TEMP: postmap reports a lookup error.
-    let (code, _, err) = run("servfail.lab.test").await.unwrap();
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("lookup error") || err.contains("query error"),
-        "{err}"
-    );
-    drop(stop);
-    task.await.unwrap();
 }

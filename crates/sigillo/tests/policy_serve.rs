@@ -3,14 +3,15 @@
 //! policy host is down (the cached policy still answers). All peers on 127.0.0.1: the
 //! testkit's DNSSEC-signed DNS server and HTTPS server.
 
+mod support;
+
 use serde_json::Value;
 use sigillo_testkit::{DnsServer, HttpResponse, HttpsServer, TestCa, ZoneBuilder, require_tools};
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::Sigillo;
 
 const SECURE: &str = "secure match=.sts.lab.test servername=hostname";
 
@@ -30,6 +31,8 @@ fn lab() -> Lab {
         .mx("pinned.lab.test", 10, "mx.pinned.lab.test")
         .mx("dane.lab.test", 10, "mx.dane.lab.test")
         .tlsa("_25._tcp.mx.dane.lab.test", 3, 1, 1, &[0x11; 32])
+        .mx("servfail.lab.test", 10, "mx.servfail.lab.test")
+        .servfail("_mta-sts.servfail.lab.test")
         .start()
         .expect("dns");
     let ca = TestCa::new().expect("ca");
@@ -112,106 +115,44 @@ fn check(lab: &Lab, key: &str, extra: &[&str]) -> (i32, String, String) {
     sigillo(&args)
 }
 
-/// A running daemon whose stderr lines are collected.
+/// A running daemon, on 127.0.0.1:free port.
 struct Daemon {
-    child: Child,
+    process: Sigillo,
     addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
     fn start(lab: &Lab) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigillo"))
-            .args(lab.args())
-            .args(["--listen", "127.0.0.1:0", "--map-name", "sts"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sigillo policy serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
-        };
-        let line = daemon.wait_for_line("listening on ");
-        daemon.addr = line
+        let mut args = lab.args();
+        args.extend(["--listen", "127.0.0.1:0", "--map-name", "sts"].map(String::from));
+        let mut process = Sigillo::spawn(&args);
+        let line = process.wait_for_line("listening on ", Duration::from_secs(20));
+        let addr = line
             .split("listening on ")
             .nth(1)
             .and_then(|rest| rest.split(' ').next())
-            .and_then(|a| a.parse().ok())
+            .and_then(|a| a.trim_end_matches(';').parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        daemon
+        Daemon { process, addr }
     }
 
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.process.lines()
     }
 
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
-                return line;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "policy serve exited ({status}) before logging {needle:?}:\n{}",
-                    self.lines().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within 20 s:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then the exit status and the last line.
+    /// SIGTERM, then the exit code and the summary line.
     fn stop(mut self) -> (i32, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let code = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running 15 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let line = self.wait_for_line("stopped: ");
-        (code, line)
+        let status = self.process.terminate(Duration::from_secs(15));
+        let line = self
+            .process
+            .wait_for_line("stopped: ", Duration::from_secs(5));
+        (status.code().unwrap_or(-1), line)
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `postmap -q KEY socketmap:inet:ADDR:sts`: (exit code, stdout).
-fn postmap(config_dir: &Path, key: &str, addr: SocketAddr) -> (i32, String) {
+/// `postmap -q KEY socketmap:inet:ADDR:sts` (Postfix's own socketmap client) with a
+/// throw-away config directory: (exit code, stdout, stderr).
+fn postmap_full(config_dir: &Path, key: &str, addr: SocketAddr) -> (i32, String, String) {
     let out = Command::new("postmap")
         .arg("-c")
         .arg(config_dir)
@@ -221,7 +162,14 @@ fn postmap(config_dir: &Path, key: &str, addr: SocketAddr) -> (i32, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// [`postmap_full`] without stderr.
+fn postmap(config_dir: &Path, key: &str, addr: SocketAddr) -> (i32, String) {
+    let (code, out, _) = postmap_full(config_dir, key, addr);
+    (code, out)
 }
 
 #[test]
@@ -309,7 +257,16 @@ fn serves_postmap_and_keeps_policies_across_a_restart() {
         (0, "verify".into())
     );
     assert_eq!(postmap(&config, "legacy.lab.test", addr), (0, "may".into()));
-    assert_eq!(postmap(&config, "other.lab.test", addr), (1, String::new()));
+    // NOTFOUND: no output, exit 1, no error; TEMP: a temporary error with its reason.
+    let (code, out, err) = postmap_full(&config, "other.lab.test", addr);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(!err.contains("error"), "{err}");
+    let (code, out, err) = postmap_full(&config, "servfail.lab.test", addr);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("temporary error: MTA-STS TXT lookup failed for servfail.lab.test"),
+        "{err}"
+    );
     assert_eq!(lab.https.requests(), 1);
     // Cache hits: no more DNS queries or fetches.
     let queries = lab.dns.queries();

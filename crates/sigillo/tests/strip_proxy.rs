@@ -2,56 +2,43 @@
 //! Postfix with STARTTLS, `sigillo check` and swaks as clients, and fake servers for the
 //! limits (idle timeout, connection cap) and the shutdown on SIGTERM.
 
+mod support;
+
 use serde_json::Value;
 use sigillo_testkit::{Postfix, SilentServer, TestCa, require_tools};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use support::Sigillo;
 
 /// A running `sigillo strip-proxy` whose stderr lines are collected as they come.
 struct Proxy {
-    child: Child,
+    process: Sigillo,
     addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
     /// Starts the proxy on 127.0.0.1:free port in front of `upstream` and waits for its
     /// "listening on" line.
     fn start(upstream: SocketAddr, extra: &[&str]) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigillo"))
-            .args(["strip-proxy", "--listen", "127.0.0.1:0", "--upstream"])
-            .arg(upstream.to_string())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sigillo strip-proxy");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut proxy = Proxy {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
-        };
-        let line = proxy.wait_for_line("listening on ", Duration::from_secs(20));
+        let mut args = vec![
+            "strip-proxy".to_owned(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--upstream".into(),
+            upstream.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut process = Sigillo::spawn(&args);
+        let line = process.wait_for_line("listening on ", Duration::from_secs(20));
         let addr = line
             .split("listening on ")
             .nth(1)
             .and_then(|rest| rest.split(',').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        proxy.addr = addr;
-        proxy
+        Proxy { process, addr }
     }
 
     fn target(&self) -> String {
@@ -59,61 +46,17 @@ impl Proxy {
     }
 
     fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.process.lines()
     }
 
     /// The first stderr line containing `needle`, waiting for it up to `timeout`.
     fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|l| l.contains(needle)) {
-                return line;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "strip-proxy exited ({status}) before logging {needle:?}:\n{}",
-                    self.lines().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} from strip-proxy within {timeout:?}:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_for_line(needle, timeout)
     }
 
     /// Sends SIGTERM and waits for the exit.
     fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "strip-proxy still running 10 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.terminate(Duration::from_secs(10))
     }
 }
 
