@@ -483,6 +483,13 @@ async fn map_names_broken_framing_and_a_unix_socket() {
     assert!(mode.file_type().is_socket());
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
 
+    // A second server cannot take the socket of a running one.
+    let taken = PolicyListener::bind(&ListenAddr::Unix(path.clone()), 0o600).await;
+    assert_eq!(
+        taken.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::AddrInUse
+    );
+
     let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
     let mut bytes = requests("postfix", &["sts.lab.test"]);
     bytes.extend(requests("sts", &["sts.lab.test"]));
@@ -513,6 +520,17 @@ async fn map_names_broken_framing_and_a_unix_socket() {
         "{events:?}"
     );
     assert!(!path.exists(), "the socket file is removed on shutdown");
+    // A stale socket file (no server behind it) is replaced; a regular file is not.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let listener = PolicyListener::bind(&ListenAddr::Unix(path.clone()), 0o600).await;
+    drop(listener.expect("stale socket replaced"));
+    std::fs::write(&path, "not a socket").unwrap();
+    let refused = PolicyListener::bind(&ListenAddr::Unix(path.clone()), 0o600).await;
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::AlreadyExists
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

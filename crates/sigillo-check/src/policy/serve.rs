@@ -87,12 +87,19 @@ pub enum PolicyListener {
 }
 
 impl PolicyListener {
-    /// Binds `addr`. For a unix socket, a stale socket file at the path is replaced (any
-    /// other kind of file is an error) and the socket gets permissions `mode`.
+    /// Binds `addr`. For a unix socket, a stale socket file at the path is replaced (one
+    /// that a server still answers on, or any other kind of file, is an error) and the
+    /// socket gets permissions `mode`.
     pub async fn bind(addr: &ListenAddr, mode: u32) -> std::io::Result<Self> {
         match addr {
             ListenAddr::Tcp(addr) => Ok(PolicyListener::Tcp(TcpListener::bind(addr).await?)),
             ListenAddr::Unix(path) => {
+                if UnixStream::connect(path).await.is_ok() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!("{} is in use by a running server", path.display()),
+                    ));
+                }
                 remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path)?;
                 use std::os::unix::fs::PermissionsExt;
