@@ -579,3 +579,37 @@ async fn idle_connections_are_closed_and_shutdown_finishes_lookups() {
         "no longer listening"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_lookup_is_answered_temp_and_finishes_in_the_background() {
+    let lab = lab();
+    let engine = lab.engine();
+    let options = ServeOptions {
+        lookup_timeout: Duration::from_millis(500),
+        ..ServeOptions::default()
+    };
+    let addr = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
+    let (ListenAddr::Tcp(local), stop, task) = start_server(engine.clone(), addr, options).await
+    else {
+        panic!("tcp")
+    };
+    let mut stream = tokio::net::TcpStream::connect(local).await.unwrap();
+    // The policy host answers after 5 s; the fetch gives up after 2 s.
+    stream
+        .write_all(&requests("sts", &["slow.lab.test", "sts.lab.test"]))
+        .await
+        .unwrap();
+    let replies = read_replies(&mut stream, 2).await;
+    assert_eq!(
+        replies[0], "TEMP policy lookup for slow.lab.test took more than 0.5 s",
+        "{replies:?}"
+    );
+    assert!(replies[1].starts_with("OK secure"), "{replies:?}");
+    // The lookup went on: once the fetch has failed, the answer is cached.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut out = Vec::new();
+    assert!(engine.answer_cached("slow.lab.test", &mut out));
+    assert_eq!(out, b"9:NOTFOUND ,");
+    drop(stop);
+    task.await.unwrap();
+}
