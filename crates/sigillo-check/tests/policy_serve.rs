@@ -451,7 +451,11 @@ async fn pipelined_requests_are_answered_in_order() {
         .await
         .unwrap();
     assert_eq!(read_replies(&mut stream, 1).await, [secure]);
-    drop(stream);
+    // Closing our side: the server closes too (end of file for us) before we stop it.
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
     drop(stop);
     let events = task.await.unwrap();
     assert!(
