@@ -193,6 +193,15 @@ fn check_prints_the_answer_and_why() {
         err.contains("sts.lab.test: fetched MTA-STS policy id 20240101"),
         "{err}"
     );
+    // Postfix ≥ 3.10's TLSRPT attributes, on request only.
+    let (code, out, err) = check(&lab, "sts.lab.test", &["--tlsrpt-attributes"]);
+    assert_eq!(code, 0, "{err}");
+    let first = out.lines().next().unwrap_or_default();
+    let want = format!(
+        "sts.lab.test: OK {SECURE} policy_type=sts policy_domain=sts.lab.test \
+         policy_ttl=86400 mx_host_pattern=*.sts.lab.test {{ policy_string = version: STSv1 }}"
+    );
+    assert!(first.starts_with(&want), "{out}");
 
     let cases = [
         ("dane.lab.test", "OK dane-only", "dane"),
