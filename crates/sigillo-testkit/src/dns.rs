@@ -267,6 +267,11 @@ struct Authority {
     nsec_owners: Vec<Name>,
     /// Names whose answers carry corrupted signatures.
     bogus: HashSet<Name>,
+    /// `records` by owner name, so an answer costs a hash lookup even in a zone of many
+    /// thousand names (the policy daemon benchmark serves one).
+    by_owner: HashMap<Name, Vec<Record>>,
+    /// Every owner name and its ancestors up to the origin (empty non-terminals exist too).
+    existing: HashSet<Name>,
 }
 
 /// The same record, with its signature damaged if it is an RRSIG.
@@ -312,14 +317,34 @@ impl Authority {
             let ns = NS(owner.prepend_label("ns")?);
             records.push(Record::from_rdata(owner.clone(), 3600, RData::NS(ns)));
         }
-        Ok(Self {
+        let mut zone = Self {
             origin,
             soa,
             records,
             signatures: HashMap::new(),
             nsec_owners: Vec::new(),
             bogus: HashSet::new(),
-        })
+            by_owner: HashMap::new(),
+            existing: HashSet::new(),
+        };
+        zone.index();
+        Ok(zone)
+    }
+
+    /// Rebuild `by_owner` and `existing` from `records`.
+    fn index(&mut self) {
+        self.by_owner.clear();
+        self.existing.clear();
+        for r in &self.records {
+            self.by_owner
+                .entry(r.name.clone())
+                .or_default()
+                .push(r.clone());
+            let mut name = r.name.clone();
+            while self.origin.zone_of(&name) && self.existing.insert(name.clone()) {
+                name = name.base_name();
+            }
+        }
     }
 
     /// The parent zone: its records, the NS of each delegation, and, with a key, DNSKEY,
@@ -356,6 +381,7 @@ impl Authority {
             RData::DNSSEC(DNSSECRData::DNSKEY(dnskey.clone())),
         ));
         zone.add_nsec_chain();
+        zone.index();
         let signer = DnssecSigner::new(
             dnskey,
             Box::new(key),
@@ -429,7 +455,7 @@ impl Authority {
     }
 
     fn name_exists(&self, name: &Name) -> bool {
-        *name == self.origin || self.records.iter().any(|r| name.zone_of(&r.name))
+        *name == self.origin || self.existing.contains(name)
     }
 
     /// The RRSIGs covering `records`' RRsets.
@@ -447,15 +473,18 @@ impl Authority {
 
     /// The NSEC record owned by `owner`.
     fn nsec_at(&self, owner: &Name) -> Option<Record> {
-        self.records
+        self.by_owner
+            .get(owner)?
             .iter()
-            .find(|r| r.name == *owner && r.record_type() == RecordType::NSEC)
+            .find(|r| r.record_type() == RecordType::NSEC)
             .cloned()
     }
 
     /// The NSEC whose owner is the last one before `name` in canonical order.
     fn nsec_covering(&self, name: &Name) -> Option<Record> {
-        let owner = self.nsec_owners.iter().rev().find(|o| *o < name)?;
+        // nsec_owners is sorted (canonical order): the last owner before `name`.
+        let before = self.nsec_owners.partition_point(|o| o < name);
+        let owner = self.nsec_owners.get(before.checked_sub(1)?)?;
         self.nsec_at(owner)
     }
 
@@ -497,7 +526,7 @@ impl Authority {
     fn answer_signed(&self, name: &Name, qtype: RecordType, dnssec: bool, resp: &mut Message) {
         resp.metadata.authoritative = true;
         let dnssec = dnssec && self.is_signed();
-        let at_name = self.records.iter().filter(|r| r.name == *name);
+        let at_name = self.by_owner.get(name).into_iter().flatten();
         let mut answers: Vec<Record> = at_name
             .clone()
             .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
@@ -676,7 +705,8 @@ impl Zone {
     }
 }
 
-/// A running DNS server on 127.0.0.1 (UDP + TCP on the same port). Stops on drop.
+/// A running DNS server on 127.0.0.1 (UDP + TCP on the same port; or on the address given to
+/// [`DnsServer::start_at`]). Stops on drop.
 #[derive(Debug)]
 pub struct DnsServer {
     addr: SocketAddr,
@@ -692,6 +722,29 @@ pub struct DnsServer {
 impl DnsServer {
     /// Serve `zone` on 127.0.0.1:free port.
     pub fn start(zone: ZoneBuilder) -> Result<Self> {
+        // Same port for UDP and TCP: bind TCP on any free port, then UDP on it; retry if taken.
+        let (listener, socket) = (0..50)
+            .find_map(|_| {
+                let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+                let port = l.local_addr().ok()?.port();
+                let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).ok()?;
+                Some((l, u))
+            })
+            .context("could not bind UDP and TCP on the same free port on 127.0.0.1")?;
+        Self::serve(zone, listener, socket)
+    }
+
+    /// Serve `zone` on a given address (UDP and TCP), e.g. `127.0.0.1:53` inside a
+    /// [`crate::NetNs`] for clients that read `/etc/resolv.conf`, which has no port (binding
+    /// below 1024 needs root).
+    pub fn start_at(addr: SocketAddr, zone: ZoneBuilder) -> Result<Self> {
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("dns: binding TCP {addr}"))?;
+        let socket = UdpSocket::bind(addr).with_context(|| format!("dns: binding UDP {addr}"))?;
+        Self::serve(zone, listener, socket)
+    }
+
+    fn serve(zone: ZoneBuilder, listener: TcpListener, socket: UdpSocket) -> Result<Self> {
         let (zone, anchor) = Zone::build(zone)?;
         let zone = Arc::new(zone);
         let anchor_dir = match &anchor {
@@ -707,15 +760,6 @@ impl DnsServer {
             }
             None => None,
         };
-        // Same port for UDP and TCP: bind TCP on any free port, then UDP on it; retry if taken.
-        let (listener, socket) = (0..50)
-            .find_map(|_| {
-                let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
-                let port = l.local_addr().ok()?.port();
-                let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).ok()?;
-                Some((l, u))
-            })
-            .context("could not bind UDP and TCP on the same free port on 127.0.0.1")?;
         let addr = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicUsize::new(0));
@@ -777,7 +821,8 @@ impl DnsServer {
         })
     }
 
-    /// `127.0.0.1:port` (UDP and TCP).
+    /// Its address, `127.0.0.1:port` unless started with [`DnsServer::start_at`] (UDP and
+    /// TCP).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

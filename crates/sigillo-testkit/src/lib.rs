@@ -9,6 +9,9 @@
 //! - [`SilentServer`] (accepts, never speaks) and [`ScriptedServer`] (speaks what it is told).
 //! - [`DnsServer`] + [`ZoneBuilder`]: an authoritative DNS server for MX/A/AAAA/TXT/TLSA
 //!   lookups.
+//! - [`NetNs`]: a network namespace of the test's own, with its own `/etc/resolv.conf`, for
+//!   a real MTA that routes by MX ([`DnsServer::start_at`] port 53 inside it); a test runs
+//!   itself again inside it ([`NetNs::run_test_inside`]).
 //! - [`free_port`], [`require_tool`] / [`require_tools!`]: skip a test when a real peer is
 //!   missing, except under `CI=true` where a missing peer fails the test loudly.
 //!
@@ -45,6 +48,7 @@ mod ca;
 mod dns;
 mod exim;
 mod https;
+mod netns;
 mod postfix;
 mod proxy;
 mod scripted;
@@ -54,6 +58,7 @@ pub use ca::{CertPair, TestCa, self_signed};
 pub use dns::{DnsServer, ZoneBuilder};
 pub use exim::{Exim, EximOptions};
 pub use https::{HttpRequest, HttpResponse, HttpsServer};
+pub use netns::{NETNS_ENV, NetNs};
 pub use postfix::{Postfix, PostfixOptions};
 pub use proxy::StripProxy;
 pub use scripted::{Script, ScriptedServer, SilentServer, Then};

@@ -33,6 +33,12 @@ pub struct PostfixOptions {
     pub port: Option<u16>,
     /// Extra `main.cf` settings appended last (so they override the defaults).
     pub extra_main_cf: Vec<(String, String)>,
+    /// Extra `master.cf` service lines (e.g. the `smtp unix … smtp` client, for an instance
+    /// that delivers outward).
+    pub extra_master_cf: Vec<String>,
+    /// Listen on this IPv4 address instead of 127.0.0.1 (`inet_interfaces`). Postfix wants it
+    /// on an interface: inside a [`crate::NetNs`], add it with [`crate::NetNs::add_address`].
+    pub listen_ip: Option<Ipv4Addr>,
     /// TLS from the first byte (`smtpd_tls_wrappermode`, as on port 465); needs `tls`.
     pub wrapper_mode: bool,
     /// How long `start` waits for the 220 greeting.
@@ -48,6 +54,8 @@ impl Default for PostfixOptions {
             domain: "sigillo.test".to_string(),
             port: None,
             extra_main_cf: Vec::new(),
+            extra_master_cf: Vec::new(),
+            listen_ip: None,
             wrapper_mode: false,
             start_timeout: Duration::from_secs(20),
         }
@@ -85,6 +93,22 @@ impl PostfixOptions {
     pub fn main_cf(mut self, key: &str, value: &str) -> Self {
         self.extra_main_cf
             .push((key.to_string(), value.to_string()));
+        self
+    }
+    /// Add a `master.cf` service line, e.g.
+    /// `"smtp      unix  -       -       n       -       -       smtp"`.
+    pub fn master_cf(mut self, line: &str) -> Self {
+        self.extra_master_cf.push(line.to_string());
+        self
+    }
+    /// Listen on this port (e.g. 25, for a client that delivers by MX) instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+    /// Listen on `ip` instead of 127.0.0.1 (IPv4 only).
+    pub fn listen_ip(mut self, ip: Ipv4Addr) -> Self {
+        self.listen_ip = Some(ip);
         self
     }
 }
@@ -130,6 +154,9 @@ impl Postfix {
             bail!("a private Postfix instance needs root (postfix start runs the master as root)");
         }
         let postfix = util::which("postfix").context("`postfix` is not installed")?;
+        if options.ipv6 && options.listen_ip.is_some() {
+            bail!("listen_ip is IPv4 only: it cannot be combined with ipv6");
+        }
         if options.ipv6 && !util::has_ipv6_loopback() {
             bail!("ipv6 requested but ::1 is not available on this host");
         }
@@ -204,9 +231,13 @@ impl Postfix {
         let d = self.dir.path().display().to_string();
         let o = &self.options;
         let (interfaces, protocols, networks) = if self.ipv6 {
-            ("127.0.0.1, [::1]", "all", "127.0.0.0/8 [::1]/128")
+            (
+                "127.0.0.1, [::1]".to_string(),
+                "all",
+                "127.0.0.0/8 [::1]/128",
+            )
         } else {
-            ("127.0.0.1", "ipv4", "127.0.0.0/8")
+            (self.ip().to_string(), "ipv4", "127.0.0.0/8")
         };
         let mut main = String::new();
         let mut set = |k: &str, v: &str| {
@@ -223,7 +254,7 @@ impl Postfix {
         set("mydomain", &o.domain);
         set("myorigin", "$myhostname");
         set("mydestination", "");
-        set("inet_interfaces", interfaces);
+        set("inet_interfaces", &interfaces);
         set("inet_protocols", protocols);
         set("mynetworks", networks);
         set("alias_maps", "");
@@ -261,10 +292,14 @@ impl Postfix {
         }
         let etc = self.dir.path().join("etc");
         std::fs::write(etc.join("main.cf"), main).context("writing main.cf")?;
-        let master = format!(
+        let mut master = format!(
             "{port}      inet  n       -       n       -       -       smtpd\n{MASTER_CF_SERVICES}",
             port = self.port
         );
+        for line in &o.extra_master_cf {
+            master.push_str(line);
+            master.push('\n');
+        }
         std::fs::write(etc.join("master.cf"), master).context("writing master.cf")?;
         Ok(())
     }
@@ -322,9 +357,13 @@ impl Postfix {
         self.port
     }
 
-    /// `127.0.0.1:port`.
+    /// `127.0.0.1:port`, or the [`PostfixOptions::listen_ip`] and port.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
+        SocketAddr::new(IpAddr::V4(self.ip()), self.port)
+    }
+
+    fn ip(&self) -> Ipv4Addr {
+        self.options.listen_ip.unwrap_or(Ipv4Addr::LOCALHOST)
     }
 
     /// `[::1]:port`, when started with `ipv6`.

@@ -88,7 +88,8 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 
 /// Whether a real peer the test needs is usable here. `name` is a command in `PATH`
 /// (`swaks`, `openssl`, …) or one of the peers this crate runs: `postfix` and `exim4` (found
-/// via [`crate::Exim::binary`]) also need root.
+/// via [`crate::Exim::binary`]) also need root, and so does `ip-netns` (iproute2's `ip`, for
+/// a [`crate::NetNs`]).
 ///
 /// When it is missing: under `CI=true` (any value but empty, `0`, `false`) this **panics**, so
 /// a CI run can't silently skip tests; otherwise it prints why to stderr and returns false, and
@@ -98,6 +99,11 @@ pub fn require_tool(name: &str) -> bool {
         "postfix" => match which("postfix") {
             None => Some("`postfix` is not installed".to_string()),
             Some(_) if !is_root() => Some("private Postfix instances need root".to_string()),
+            Some(_) => None,
+        },
+        "ip-netns" => match which("ip") {
+            None => Some("`ip` (iproute2) is not installed".to_string()),
+            Some(_) if !is_root() => Some("network namespaces need root".to_string()),
             Some(_) => None,
         },
         "exim" | "exim4" => match crate::Exim::binary() {
