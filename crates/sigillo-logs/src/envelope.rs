@@ -345,16 +345,10 @@ fn split_tag(
     format: LineFormat,
 ) -> Result<(&str, Option<u32>, &str), EnvelopeError> {
     let b = raw.as_bytes();
-    let rest = b.get(start..).unwrap_or_default();
-    // The tag ends at `[`, `:` or a blank; a tab is rare, so it is looked for only before
-    // the first of the others.
-    let mut stop = memchr::memchr3(b'[', b':', b' ', rest);
-    if let Some(tab) = memchr::memchr(
-        b'\t',
-        rest.get(..stop.unwrap_or(rest.len())).unwrap_or_default(),
-    ) {
-        stop = Some(tab);
-    }
+    let stop = b.get(start..).and_then(|rest| {
+        rest.iter()
+            .position(|&c| matches!(c, b'[' | b':' | b' ' | b'\t'))
+    });
     if let Some(n) = stop {
         let i = start + n;
         match b.get(i).copied().unwrap_or(b' ') {
@@ -605,7 +599,12 @@ fn skip_spaces(b: &[u8], mut i: usize) -> usize {
 
 fn find_blank(b: &[u8], i: usize) -> usize {
     match b.get(i..) {
-        Some(rest) => i + memchr::memchr2(b' ', b'\t', rest).unwrap_or(rest.len()),
+        Some(rest) => {
+            i + rest
+                .iter()
+                .position(|&c| c == b' ' || c == b'\t')
+                .unwrap_or(rest.len())
+        }
         None => i,
     }
 }

@@ -26,12 +26,13 @@ impl PeerRef<'_> {
 
 /// Parses `HOST[IP]` (+ `:PORT`) at the start of `s`; returns it and the rest.
 pub(crate) fn peer(s: &str) -> Option<(PeerRef<'_>, &str)> {
+    // Host names and addresses are short: plain loops beat memchr's set-up here.
     let b = s.as_bytes();
-    let open = memchr::memchr(b'[', b)?;
-    if memchr::memchr(b' ', b.get(..open)?).is_some() {
+    let open = b.iter().position(|&c| c == b'[' || c == b' ')?;
+    if b.get(open) != Some(&b'[') {
         return None;
     }
-    let close = open + 1 + memchr::memchr(b']', b.get(open + 1..)?)?;
+    let close = open + 1 + b.get(open + 1..)?.iter().position(|&c| c == b']')?;
     let mut end = close + 1;
     if b.get(end) == Some(&b':') {
         let digits = b
@@ -192,21 +193,15 @@ pub(crate) fn counters(s: &str) -> Counters {
     if !c.any {
         return c;
     }
-    for (name, is_starttls) in [(&b"starttls="[..], true), (&b"unknown="[..], false)] {
-        for at in memchr::memmem::find_iter(b, name) {
-            if at > 0 && b.get(at - 1) != Some(&b' ') {
-                continue;
-            }
-            let tok = b.get(at..).unwrap_or_default();
-            let tok = tok.split(|&x| x == b' ').next().unwrap_or_default();
-            let Some((ok, total)) = counter(tok) else {
-                continue;
-            };
-            if is_starttls {
+    for tok in b.split(|&x| x == b' ') {
+        if let Some(value) = tok.strip_prefix(b"starttls=") {
+            if let Some((ok, _)) = counter_value(value) {
                 c.starttls_ok = Some(ok);
-            } else {
-                c.unknown = c.unknown.saturating_add(total);
             }
+        } else if let Some(value) = tok.strip_prefix(b"unknown=")
+            && let Some((_, total)) = counter_value(value)
+        {
+            c.unknown = c.unknown.saturating_add(total);
         }
     }
     c
@@ -215,7 +210,11 @@ pub(crate) fn counters(s: &str) -> Counters {
 /// `name=N` → (N, N); `name=N/M` → (N, M).
 fn counter(tok: &[u8]) -> Option<(u64, u64)> {
     let eq = tok.iter().position(|&x| x == b'=')?;
-    let value = tok.get(eq + 1..)?;
+    counter_value(tok.get(eq + 1..)?)
+}
+
+/// `N` → (N, N); `N/M` → (N, M).
+fn counter_value(value: &[u8]) -> Option<(u64, u64)> {
     match value.iter().position(|&x| x == b'/') {
         Some(i) => Some((decimal(value.get(..i)?)?, decimal(value.get(i + 1..)?)?)),
         None => decimal(value).map(|n| (n, n)),
