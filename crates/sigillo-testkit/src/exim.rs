@@ -1,6 +1,6 @@
 //! A private Exim 4.96 instance (GnuTLS) from the dpkg-extracted Debian binary: own spool and
-//! log directories in a temp dir, loopback port, accepts one test domain into a maildir and
-//! never delivers outward.
+//! log directories in a temp dir, loopback port, accepts one test domain into a maildir, and
+//! delivers outward only to the loopback peers given as [`EximOptions::route`]s.
 //!
 //! Exim keeps root for a `-C` configuration only when the file's path is listed in
 //! `/etc/exim4/trusted_configs` (compiled in). The harness therefore writes each instance's
@@ -50,6 +50,11 @@ pub struct EximOptions {
     pub port: Option<u16>,
     /// Extra main-section configuration lines (inserted before `begin acl`).
     pub extra_main: Vec<String>,
+    /// Outbound routes: mail for an Exim domain list (`a.test` or `a.test : b.test`) is
+    /// relayed over SMTP to the address (STARTTLS when offered, any certificate accepted).
+    pub routes: Vec<(String, SocketAddr)>,
+    /// The daemon's queue-run interval (`-q…`); [`Exim::run_queue`] starts one at once.
+    pub queue_interval: Duration,
     /// How long `start` waits for the 220 greeting.
     pub start_timeout: Duration,
 }
@@ -63,6 +68,8 @@ impl Default for EximOptions {
             domain: "sigillo.test".to_string(),
             port: None,
             extra_main: Vec::new(),
+            routes: Vec::new(),
+            queue_interval: Duration::from_secs(60),
             start_timeout: Duration::from_secs(20),
         }
     }
@@ -89,6 +96,24 @@ impl EximOptions {
         self.domain = domain.to_string();
         self
     }
+    /// Relay mail for `domains` (an Exim domain list: `a.test` or `a.test : b.test`) over SMTP
+    /// to `to`, accepting it from any client. Each route has its own router and smtp
+    /// transport, so Exim's connection reuse (`H=… [ip]*` on the second and later messages
+    /// down one connection) stays within one route.
+    pub fn route(mut self, domains: &str, to: SocketAddr) -> Self {
+        self.routes.push((domains.to_string(), to));
+        self
+    }
+    /// Set the daemon's queue-run interval (at least one second).
+    pub fn queue_interval(mut self, every: Duration) -> Self {
+        self.queue_interval = every;
+        self
+    }
+    /// Add a main-section configuration line.
+    pub fn main_line(mut self, line: &str) -> Self {
+        self.extra_main.push(line.to_string());
+        self
+    }
 }
 
 /// A running private Exim daemon (`exim4 -C slot.conf -bdf`); killed and cleaned up on drop.
@@ -98,6 +123,8 @@ pub struct Exim {
     slot: Option<PathBuf>,
     port: u16,
     ipv6: bool,
+    queue_interval: Duration,
+    binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -162,6 +189,8 @@ impl Exim {
             slot: None,
             port: 0,
             ipv6: options.ipv6,
+            queue_interval: options.queue_interval,
+            binary: binary.clone(),
             child: None,
         };
         // A port may be taken between free_port() and Exim's bind(): retry with another.
@@ -195,7 +224,7 @@ impl Exim {
             .arg("-C")
             .arg(&slot)
             .arg("-bdf")
-            .arg("-q1m")
+            .arg(format!("-q{}s", self.queue_interval.as_secs().max(1)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -272,6 +301,20 @@ impl Exim {
     /// The configuration file in use (a trusted slot path).
     pub fn config_path(&self) -> Option<&Path> {
         self.slot.as_deref()
+    }
+
+    /// Runs one queue run in the foreground (`exim -C … -qf`: every queued message, retry
+    /// times ignored) and waits for it. Deliveries that continue down an open connection run
+    /// in their own processes and may still be finishing when this returns: wait for their log
+    /// lines.
+    pub fn run_queue(&self) -> Result<()> {
+        let slot = self.slot.as_deref().context("no config slot")?;
+        let (ok, out) =
+            util::run_capture(Command::new(&self.binary).arg("-C").arg(slot).arg("-qf"))?;
+        if !ok {
+            bail!("exim -qf failed: {out}");
+        }
+        Ok(())
     }
 
     /// The maildir receiving the test domain's mail.
@@ -386,6 +429,22 @@ fn claim_slot(config: &str) -> Result<PathBuf> {
 
 fn config_text(dir: &Path, binary: &Path, port: u16, o: &EximOptions) -> String {
     let d = dir.display();
+    let (mut routers, mut transports) = (String::new(), String::new());
+    for (n, (domains, to)) in o.routes.iter().enumerate() {
+        // `self = send` and `allow_localhost`: the peer is on this host, on another port.
+        let _ = write!(
+            routers,
+            "route_{n}:\n  driver = manualroute\n  domains = {domains}\n  route_list = * {ip}\n  \
+             transport = route_smtp_{n}\n  self = send\n  no_more\n",
+            ip = to.ip(),
+        );
+        let _ = write!(
+            transports,
+            "route_smtp_{n}:\n  driver = smtp\n  port = {port}\n  allow_localhost\n  \
+             hosts_try_dane =\n",
+            port = to.port(),
+        );
+    }
     let interfaces = if o.ipv6 {
         "<; 127.0.0.1 ; ::1"
     } else {
@@ -408,6 +467,8 @@ fn config_text(dir: &Path, binary: &Path, port: u16, o: &EximOptions) -> String 
         "log_selector = +tls_cipher +tls_peerdn +tls_certificate_verified +smtp_connection +smtp_syntax_error +smtp_no_mail"
     );
     let _ = writeln!(c, "domainlist local_domains = {}", o.domain);
+    let relay_to: Vec<&str> = o.routes.iter().map(|(d, _)| d.as_str()).collect();
+    let _ = writeln!(c, "domainlist relay_to_domains = {}", relay_to.join(" : "));
     c.push_str(
         "host_lookup = !*\n\
          rfc1413_query_timeout = 0s\n\
@@ -435,10 +496,11 @@ fn config_text(dir: &Path, binary: &Path, port: u16, o: &EximOptions) -> String 
 begin acl
 acl_check_rcpt:
   accept domains = +local_domains
+  accept domains = +relay_to_domains
   deny message = relay not permitted (sigillo test instance)
 
 begin routers
-test_domain:
+{routers}test_domain:
   driver = accept
   domains = +local_domains
   transport = test_maildir
@@ -458,7 +520,7 @@ test_maildir:
   return_path_add
   user = {EXIM_USER}
   mode = 0600
-
+{transports}
 begin retry
 * * F,1h,5m
 "

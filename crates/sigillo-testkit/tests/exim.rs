@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{T, greet_ehlo, s_client};
+use common::{T, greet_ehlo, s_client, swaks, swaks_ok};
 use sigillo_testkit::{Exim, EximOptions, TestCa, require_tools};
 
 #[test]
@@ -32,16 +32,9 @@ fn exim_without_tls_and_delivery() {
     let (greeting, ehlo, _s) = greet_ehlo(exim.addr());
     assert!(greeting.starts_with("220 plain.sigillo.test"), "{greeting}");
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
-    let out = std::process::Command::new("swaks")
-        .args(["--to", "someone@sigillo.test", "--from", "a@client.test"])
-        .args(["--server", "127.0.0.1", "--port"])
-        .arg(exim.port().to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    swaks_ok(
+        exim.port(),
+        &["--to", "someone@sigillo.test", "--from", "a@client.test"],
     );
     exim.wait_for_log("=> someone <someone@sigillo.test>", T)
         .unwrap();
@@ -49,12 +42,7 @@ fn exim_without_tls_and_delivery() {
         .unwrap()
         .count();
     assert_eq!(new, 1);
-    let out = std::process::Command::new("swaks")
-        .args(["--to", "x@example.com", "--server", "127.0.0.1", "--port"])
-        .arg(exim.port().to_string())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = swaks(exim.port(), &["--to", "x@example.com"]);
     assert!(text.contains("<** 550"), "{text}");
 }
 
@@ -71,4 +59,31 @@ fn two_exims_at_once() {
     let slot = a.config_path().unwrap().to_path_buf();
     drop(a);
     assert!(!slot.exists(), "slot released");
+}
+
+#[test]
+fn exim_relays_along_a_route_and_reuses_the_connection() {
+    require_tools!("exim4", "swaks");
+    let receiver = Exim::start(EximOptions::default().domain("remote.test")).unwrap();
+    let sender = Exim::start(
+        EximOptions::default()
+            .hostname("sender.sigillo.test")
+            .route("remote.test", receiver.addr())
+            .queue_interval(std::time::Duration::from_secs(3600))
+            .main_line("queue_smtp_domains = *"),
+    )
+    .unwrap();
+    for to in ["one@remote.test", "two@remote.test"] {
+        swaks_ok(sender.port(), &["--to", to, "--from", "a@sigillo.test"]);
+    }
+    // Routed at reception, delivered by the queue run: the second message goes down the
+    // first one's connection.
+    sender.wait_for_log("== two@remote.test", T).unwrap();
+    sender.run_queue().unwrap();
+    let reused = sender.wait_for_log("H=127.0.0.1 [127.0.0.1]* ", T).unwrap();
+    assert!(reused.contains(" => "), "{reused}");
+    let closed = "SMTP connection from (sender.sigillo.test) [127.0.0.1] closed by QUIT";
+    receiver.wait_for_log(closed, T).unwrap();
+    let sessions = receiver.log().matches(closed).count();
+    assert_eq!(sessions, 1, "{}", receiver.log());
 }

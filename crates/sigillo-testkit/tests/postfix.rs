@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{T, greet_ehlo, s_client};
+use common::{T, greet_ehlo, s_client, swaks, swaks_ok};
 use sigillo_testkit::{Postfix, PostfixOptions, TestCa, require_tools};
 
 #[test]
@@ -112,33 +112,21 @@ fn postfix_delivers_test_domain_into_maildir_and_nothing_outward() {
     let ca = TestCa::new().unwrap();
     let cert = ca.issue(&["mx.sigillo.test"]).unwrap();
     let pf = Postfix::start_with_tls(&cert).unwrap();
-    let out = std::process::Command::new("swaks")
-        .args([
+    swaks_ok(
+        pf.port(),
+        &[
             "--to",
             "someone@sigillo.test",
             "--from",
             "a@client.test",
             "--tls",
-        ])
-        .args(["--server", "127.0.0.1", "--port"])
-        .arg(pf.port().to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        ],
     );
     pf.wait_for_log("status=sent (delivered to maildir)", T)
         .unwrap();
     assert_eq!(pf.delivered().len(), 1);
     // A foreign domain is refused at RCPT (its transport is `error:`).
-    let out = std::process::Command::new("swaks")
-        .args(["--to", "x@example.com", "--server", "127.0.0.1", "--port"])
-        .arg(pf.port().to_string())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = swaks(pf.port(), &["--to", "x@example.com"]);
     assert!(text.contains("<** 550"), "{text}");
 }
 
