@@ -14,23 +14,39 @@
 //!   `P=local…` or no `H=` ⇒ internal. `CV=yes`/`dane` ⇒ `Verified`, `CV=no` ⇒ `Untrusted`.
 //! - **Deliveries.** `=>` (or cutthrough `>>`) starts one record, each following `->` of
 //!   that message adds a recipient. With `H=`: Internet, TLS iff `X=`; without: internal.
-//!   `==` (deferred) and `**` (bounced) with `H=` are one record per line; Exim writes no
-//!   `X=` there, so their transport is unknown. Without `H=` no relay was contacted
+//!   `==` (deferred) and `**` (bounced) with `H=` are one record per line. A `**` line
+//!   carries `X=` when the session used TLS (4.96 writes it, followed by `CV=no:` and the
+//!   error); `==` lines never do: without `X=` their transport is unknown, since older
+//!   versions wrote no `X=` on `**` lines either. Without `H=` no relay was contacted
 //!   (unrouteable, retry time not reached, local defer): no record, but the recipient still
 //!   counts for the received message.
-//! - **Connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP connection
-//!   count…)` opens, `… closed by QUIT`/`lost` closes, keyed by IP (and port with
+//! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
+//!   connection count…)` opens, `… closed by QUIT`/`lost` closes, keyed by IP (and port with
 //!   `+incoming_port`). A session without mail gets its transport from the `no MAIL in SMTP
 //!   connection from … X=…` line (`+smtp_no_mail`), which Exim writes *after* the close line;
-//!   a `no MAIL` line alone also counts as a connection. Outbound connections are not logged
-//!   by Exim and not counted.
+//!   a `no MAIL` line alone also counts as a connection.
+//! - **Outbound connections.** Exim logs no outbound connect or close, but every delivery line
+//!   over SMTP (`=>`, `>>`, `**`, and `==` with `H=`) marks a delivery down a connection
+//!   opened for an earlier message with a `*` after the address (`H=mx [ip]*`,
+//!   `H=mx [ip]:25*` with `+outgoing_port`; Exim ≤ 4.96 with `+incoming_interface` puts it
+//!   after `I=[ip]`), whatever the log selectors. So a delivery line with `H=… [ip]` and no
+//!   `*` opens a connection, exactly; `->` lines and a `**`/`==` next to a `=>` of the same
+//!   message within a second share its transaction. The connection's transport is that of
+//!   its first line (TLS iff `X=`; a `**` without `X=` is unknown until the `=>` of the same
+//!   transaction tells), its `messages` the transactions over it: a `*` line is counted for
+//!   the last connection seen by the same transport to the same address and port — exact
+//!   unless a transport keeps two connections to one host at once (then `+outgoing_port`
+//!   does not help either). Not counted: a connection opened before the log begins (its
+//!   first line has `*`), and a session to a host that failed before Exim moved on to the
+//!   next host (logged as `H=… [ip]: …` without a delivery flag).
 
 use crate::envelope::Line;
-use crate::fields::{BoundedMap, hash_str, parse_colon_cipher, parse_ip, parse_u64};
+use crate::fields::{hash_str, parse_colon_cipher, parse_ip, parse_u64};
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, DeliveryStatus, Direction, MessageRecord, Mta,
-    MtaParser, Peer, Record, Scope, TlsInfo, Transport, Trust, UnixTime,
+    MtaParser, Peer, Record, Scope, Text, TlsInfo, Transport, Trust, UnixTime,
 };
+use crate::postfix::bounded::{Bounded, FxBuild};
 use std::net::IpAddr;
 
 // ---------------------------------------------------------------------------------------------
@@ -44,6 +60,9 @@ pub(crate) struct HostField<'a> {
     pub(crate) helo: Option<&'a str>,
     pub(crate) ip: Option<IpAddr>,
     pub(crate) port: Option<u16>,
+    /// A `*` right after the address: a delivery down a connection opened for an earlier
+    /// message (Exim's `continue_sequence > 1`).
+    pub(crate) continued: bool,
 }
 
 impl HostField<'_> {
@@ -115,6 +134,7 @@ fn parse_host(s: &str) -> (HostField<'_>, usize) {
         }
         // Exim marks a delivery down a continued connection with a trailing `*`.
         if b.get(i) == Some(&b'*') {
+            h.continued = true;
             i += 1;
         }
     }
@@ -130,6 +150,11 @@ struct Fields<'a> {
     proto: Option<&'a str>,
     x: Option<&'a str>,
     cv: Option<&'a str>,
+    /// `T=`: the transport (Exim reuses a connection only within one transport).
+    transport: Option<&'a str>,
+    /// `I=[ip]*`: Exim before 4.97 writes the continued-connection `*` after the interface
+    /// when `+incoming_interface` is on.
+    continued: bool,
     size: Option<u64>,
     cmds: Option<&'a str>,
     for_count: Option<u32>,
@@ -171,12 +196,17 @@ fn parse_fields(s: &str) -> Fields<'_> {
         };
         if let Some(e) = eq {
             let v = rest.get(e + 1..end).unwrap_or("");
+            // On `**` and `==` lines the error text follows the last field after a colon:
+            // `CV=no: SMTP error from remote mail server …`.
+            let bare = v.trim_end_matches(':');
             match rb.get(..e) {
                 Some(b"P") => f.proto = Some(v),
-                Some(b"X") => f.x = Some(v),
-                Some(b"CV") => f.cv = Some(v),
+                Some(b"X") => f.x = Some(bare),
+                Some(b"CV") => f.cv = Some(bare),
                 Some(b"S") => f.size = parse_u64(v),
                 Some(b"C") => f.cmds = Some(v),
+                Some(b"T") => f.transport = Some(v),
+                Some(b"I") => f.continued |= bare.ends_with('*'),
                 _ => {}
             }
         }
@@ -257,15 +287,23 @@ fn recipient_of(rest: &str) -> &str {
 // The parser.
 
 type ConnKey = (IpAddr, u16);
+/// An outbound connection as Exim can reuse it: transport (hashed name), peer IP, port (0
+/// without `+outgoing_port`).
+type OutKey = (u64, IpAddr, u16);
 
 const MAX_OPEN_MESSAGES: usize = 65_536;
 const MAX_PENDING_DELIVERIES: usize = 4_096;
 const MAX_SESSIONS: usize = 65_536;
 const MAX_CLOSED_NO_MAIL: usize = 1_024;
 const MAX_RCPT_HASHES: usize = 1_000;
+const MAX_OUTBOUND: usize = 4_096;
+/// Lines of one message to one host this close together (seconds) are one SMTP transaction
+/// (`**` and `=>` of the same delivery), not a new connection.
+const SAME_TRANSACTION_SECS: u64 = 1;
 
 const HINT_NO_X: &str = "Exim log_selector +tls_cipher (X=) names the TLS version and cipher";
-const HINT_DEFER: &str = "Exim writes X= only on delivered (=>) lines, not on == or ** lines";
+const HINT_DEFER: &str =
+    "Exim writes no X= on deferred (==) lines, and not on ** lines of older versions";
 const HINT_NO_MAIL: &str = "Exim log_selector +smtp_no_mail shows TLS for sessions without mail";
 const HINT_PROTO: &str = "Exim's P= protocol does not say whether TLS was used";
 
@@ -308,13 +346,26 @@ struct Session {
     transport: Option<Transport>,
 }
 
+/// An outbound connection, open as far as the log tells (Exim logs no close): emitted when a
+/// new connection for the same key replaces it, at a cap, or at the end.
+#[derive(Debug)]
+struct OutboundConn {
+    record: ConnectionRecord,
+    /// The message and time of the last transaction over it.
+    last_id: Text,
+    last_time: UnixTime,
+}
+
 /// Exim's [`MtaParser`]. Lines whose program is not `exim`/`exim4` are ignored.
 #[derive(Debug)]
 pub struct EximParser {
-    received: BoundedMap<String, OpenMessage>,
-    deliveries: BoundedMap<String, MessageRecord>,
-    sessions: BoundedMap<ConnKey, Session>,
-    closed_no_mail: BoundedMap<ConnKey, Session>,
+    // Keyed by Exim's own message ids: the fast hash.
+    received: Bounded<String, OpenMessage, FxBuild>,
+    deliveries: Bounded<String, MessageRecord, FxBuild>,
+    // Keyed by peer addresses, which the other side chooses: SipHash.
+    sessions: Bounded<ConnKey, Session>,
+    closed_no_mail: Bounded<ConnKey, Session>,
+    outbound: Bounded<OutKey, OutboundConn>,
     unparsed: u64,
     evicted: u64,
     tls_without_x: bool,
@@ -332,10 +383,11 @@ impl Default for EximParser {
 impl EximParser {
     pub fn new() -> Self {
         Self {
-            received: BoundedMap::new(MAX_OPEN_MESSAGES),
-            deliveries: BoundedMap::new(MAX_PENDING_DELIVERIES),
-            sessions: BoundedMap::new(MAX_SESSIONS),
-            closed_no_mail: BoundedMap::new(MAX_CLOSED_NO_MAIL),
+            received: Bounded::new(MAX_OPEN_MESSAGES),
+            deliveries: Bounded::new(MAX_PENDING_DELIVERIES),
+            sessions: Bounded::new(MAX_SESSIONS),
+            closed_no_mail: Bounded::new(MAX_CLOSED_NO_MAIL),
+            outbound: Bounded::new(MAX_OUTBOUND),
             unparsed: 0,
             evicted: 0,
             tls_without_x: false,
@@ -393,6 +445,7 @@ impl EximParser {
             size: f.size,
             id: id.into(),
             status: None,
+            recipient_domain: None,
         };
         if !internal
             && let Some(key) = host.key()
@@ -480,7 +533,7 @@ impl EximParser {
                 AnomalyKind::StartTlsFailed,
             ));
         }
-        let size = self.received.get_mut(id).and_then(|o| o.record.size);
+        let size = self.received.get(id).and_then(|o| o.record.size);
         let record = MessageRecord {
             mta: Mta::Exim,
             time: line.time,
@@ -496,13 +549,78 @@ impl EximParser {
             size,
             id: id.into(),
             status: Some(status),
+            recipient_domain: None,
         };
+        if remote
+            && kind != b"->"
+            && let Some(ip) = host.ip
+        {
+            let key = (
+                hash_str(f.transport.unwrap_or("")),
+                ip,
+                host.port.unwrap_or(0),
+            );
+            self.track_outbound(key, host.continued || f.continued, &record, out);
+        }
         if status == DeliveryStatus::Sent {
             if let Some((_, old)) = self.deliveries.insert(id.to_string(), record) {
                 out.push(Record::Message(old));
             }
         } else {
             out.push(Record::Message(record));
+        }
+    }
+
+    /// Counts the outbound connection of a delivery line with `H=… [ip]`: a new one unless
+    /// the line carries Exim's continued-connection `*` or belongs to the same transaction as
+    /// the last line over that connection (a `**` or `==` next to a `=>` of the same message).
+    fn track_outbound(
+        &mut self,
+        key: OutKey,
+        continued: bool,
+        record: &MessageRecord,
+        out: &mut Vec<Record>,
+    ) {
+        if let Some(open) = self.outbound.get_mut(&key) {
+            let same_transaction = open.last_id == record.id
+                && record.time.abs_diff(open.last_time) <= SAME_TRANSACTION_SECS;
+            if same_transaction || continued {
+                if !same_transaction {
+                    open.record.messages = open.record.messages.saturating_add(1);
+                    open.last_id = Text::clone(&record.id);
+                }
+                open.last_time = record.time;
+                // A `**` without X= opened it: the `=>` of the same transaction tells.
+                if matches!(open.record.transport, Transport::Unknown { .. })
+                    && record.status == Some(DeliveryStatus::Sent)
+                {
+                    open.record.transport = record.transport.clone();
+                }
+                return;
+            }
+        }
+        if continued {
+            // Opened before the log begins: not counted.
+            return;
+        }
+        if let Some(old) = self.outbound.remove(&key) {
+            out.push(Record::Connection(old.record));
+        }
+        let conn = OutboundConn {
+            record: ConnectionRecord {
+                mta: Mta::Exim,
+                time: record.time,
+                direction: Direction::Outbound,
+                scope: record.scope,
+                peer: record.peer.clone(),
+                transport: record.transport.clone(),
+                messages: 1,
+            },
+            last_id: Text::clone(&record.id),
+            last_time: record.time,
+        };
+        if let Some((_, old)) = self.outbound.insert(key, conn) {
+            out.push(Record::Connection(old.record));
         }
     }
 
@@ -694,17 +812,20 @@ impl MtaParser for EximParser {
     }
 
     fn finish(&mut self, out: &mut Vec<Record>) {
-        for (_, r) in self.deliveries.drain() {
+        for (_, r) in self.deliveries.drain_ordered() {
             out.push(Record::Message(r));
         }
-        for (_, open) in self.received.drain() {
+        for (_, open) in self.received.drain_ordered() {
             emit_open(open, out);
         }
-        for (_, s) in self.closed_no_mail.drain() {
+        for (_, s) in self.closed_no_mail.drain_ordered() {
             out.push(Record::Connection(connection(s, None)));
         }
-        for (_, s) in self.sessions.drain() {
+        for (_, s) in self.sessions.drain_ordered() {
             out.push(Record::Connection(connection(s, None)));
+        }
+        for (_, c) in self.outbound.drain_ordered() {
+            out.push(Record::Connection(c.record));
         }
     }
 
@@ -749,6 +870,14 @@ mod tests {
         Option<IpAddr>,
         Option<u16>,
         &'static str,
+    );
+    /// delivery-line fields, continued?, transport, X=, CV=
+    type ContinuedCase = (
+        &'static str,
+        bool,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
     );
     /// X= value, version, cipher, bits, key exchange
     type CipherCase = (
@@ -815,6 +944,92 @@ mod tests {
                 "{input}"
             );
             assert_eq!(&input[used..], *rest, "{input}");
+        }
+    }
+
+    #[test]
+    fn continued_connection_marks() {
+        let cases: &[ContinuedCase] = &[
+            (
+                "R=r T=t H=mx [192.0.2.1] X=a:b CV=yes",
+                false,
+                Some("t"),
+                Some("a:b"),
+                Some("yes"),
+            ),
+            (
+                "R=r T=t H=mx [192.0.2.1]* X=a:b",
+                true,
+                Some("t"),
+                Some("a:b"),
+                None,
+            ),
+            (
+                "T=t H=mx [192.0.2.1]:25* X=a:b",
+                true,
+                Some("t"),
+                Some("a:b"),
+                None,
+            ),
+            (
+                "T=t H=mx [192.0.2.1]:25 X=a:b",
+                false,
+                Some("t"),
+                Some("a:b"),
+                None,
+            ),
+            (
+                "T=t H=mx [192.0.2.1] I=[198.51.100.1]* X=a:b",
+                true,
+                Some("t"),
+                Some("a:b"),
+                None,
+            ),
+            (
+                "T=t H=mx [192.0.2.1] I=[198.51.100.1]:4321*",
+                true,
+                Some("t"),
+                None,
+                None,
+            ),
+            (
+                "T=t H=mx [192.0.2.1] I=[198.51.100.1] K",
+                false,
+                Some("t"),
+                None,
+                None,
+            ),
+            (
+                "T=t H=mx [192.0.2.1] TFO* X=a:b",
+                false,
+                Some("t"),
+                Some("a:b"),
+                None,
+            ),
+            (
+                "T=t H=mx [192.0.2.1]* X=TLS1.3:C:256 CV=no: SMTP error from remote mail server",
+                true,
+                Some("t"),
+                Some("TLS1.3:C:256"),
+                Some("no"),
+            ),
+            (
+                "T=t H=mx [192.0.2.1]*: SMTP error",
+                true,
+                Some("t"),
+                None,
+                None,
+            ),
+            ("R=r T=t", false, Some("t"), None, None),
+        ];
+        for (fields, continued, transport, x, cv) in cases {
+            let f = parse_fields(fields);
+            let got = f.host.is_some_and(|h| h.continued) || f.continued;
+            assert_eq!(
+                (got, f.transport, f.x, f.cv),
+                (*continued, *transport, *x, *cv),
+                "{fields}"
+            );
         }
     }
 
