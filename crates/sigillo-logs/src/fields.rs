@@ -1,85 +1,13 @@
-//! Small field parsers and a bounded map shared by the MTA parsers: numbers, IP addresses,
-//! TLS version names, `version:cipher:bits` triples. No I/O, no allocation unless noted.
+//! Small field parsers shared by the MTA parsers: numbers, IP addresses, TLS version names,
+//! `version:cipher:bits` triples, interned TLS strings. No I/O, no allocation unless noted.
+//! (Their open-state maps are `crate::postfix::bounded::Bounded`.)
 
 use crate::model::{Text, TlsInfo};
 use crate::postfix::bounded::FxBuild;
-use std::borrow::Borrow;
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
-
-/// A map with insertion-order eviction past `cap` (the oldest entry is handed back).
-#[derive(Debug)]
-pub(crate) struct BoundedMap<K, V> {
-    map: HashMap<K, (u64, V)>,
-    order: VecDeque<(K, u64)>,
-    seq: u64,
-    cap: usize,
-}
-
-impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
-    pub(crate) fn new(cap: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            seq: 0,
-            cap: cap.max(1),
-        }
-    }
-
-    pub(crate) fn get_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.map.get_mut(k).map(|(_, v)| v)
-    }
-
-    pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.map.remove(k).map(|(_, v)| v)
-    }
-
-    /// Inserts (replacing any value under `k`); returns the oldest entry when over the cap.
-    pub(crate) fn insert(&mut self, k: K, v: V) -> Option<(K, V)> {
-        self.seq += 1;
-        self.order.push_back((k.clone(), self.seq));
-        self.map.insert(k, (self.seq, v));
-        let mut evicted = None;
-        if self.map.len() > self.cap {
-            while let Some((old, seq)) = self.order.pop_front() {
-                if self.map.get(&old).is_some_and(|(s, _)| *s == seq) {
-                    evicted = self.map.remove(&old).map(|(_, v)| (old, v));
-                    break;
-                }
-            }
-        }
-        if self.order.len() > 2 * self.cap + 64 {
-            let map = &self.map;
-            self.order
-                .retain(|(k, s)| map.get(k).is_some_and(|(s2, _)| s2 == s));
-        }
-        evicted
-    }
-
-    /// Everything, oldest first.
-    pub(crate) fn drain(&mut self) -> Vec<(K, V)> {
-        let mut v = Vec::with_capacity(self.map.len());
-        while let Some((k, seq)) = self.order.pop_front() {
-            if self.map.get(&k).is_some_and(|(s, _)| *s == seq)
-                && let Some((_, val)) = self.map.remove(&k)
-            {
-                v.push((k, val));
-            }
-        }
-        self.map.clear();
-        v
-    }
-}
 
 /// `TLS1.3`, `TLSv1.2`, `TLS1.0`, `TLSv1`, `SSL3.0` → `TLSv1.3`, `TLSv1.2`, `TLSv1`, `TLSv1`,
 /// `SSLv3`; anything else as written.

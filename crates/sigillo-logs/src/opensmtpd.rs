@@ -17,16 +17,21 @@
 //!   session's id) ⇒ Anonymous. Result `Ok` ⇒ sent, `TempFail` ⇒ deferred, else bounced; a
 //!   failed delivery in a session without TLS has an unknown transport. `mta disconnected`
 //!   emits the outbound connection. `mda delivery` lines are internal deliveries.
-//! - **Anomalies**: `failed-command command="XXXXXXXA"` ⇒ StrippingTrace; a failed
-//!   `STARTTLS`, `smtp disconnected reason=tls-…` (or an io-error naming TLS/SSL),
-//!   `mta closing reason=tls-…` and `mta error` naming TLS ⇒ StartTlsFailed.
+//! - **Anomalies**: a refused `XXXXXXXA` command (STARTTLS as a PIX/ASA-style middlebox
+//!   rewrites it) ⇒ StrippingTrace, in each form smtp_session.c's `smtp_reply()` has logged
+//!   it: `smtp failed-command command="XXXXXXXA" result="500 5.5.1 Invalid command: Command
+//!   unrecognized"` (6.4+), `smtp event=failed-command …` (6.0), `smtp-in: Failed command on
+//!   session ID: "XXXXXXXA" => 500 …` (5.x, no peer known); a refused `STARTTLS`,
+//!   `smtp disconnected reason=tls-…` (or an io-error naming TLS/SSL), `mta closing
+//!   reason=tls-…` and `mta error` naming TLS ⇒ StartTlsFailed.
 
 use crate::envelope::Line;
-use crate::fields::{BoundedMap, normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
+use crate::fields::{normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, DeliveryStatus, Direction, MessageRecord, Mta,
     MtaParser, Peer, Record, Scope, Text, TlsInfo, Transport, Trust, UnixTime,
 };
+use crate::postfix::bounded::{Bounded, FxBuild};
 use std::net::IpAddr;
 
 const MAX_SESSIONS: usize = 65_536;
@@ -194,8 +199,9 @@ impl MtaSession {
 /// OpenSMTPD's [`MtaParser`]. Program `smtpd`.
 #[derive(Debug)]
 pub struct OpensmtpdParser {
-    smtp: BoundedMap<u64, SmtpSession>,
-    mta: BoundedMap<u64, MtaSession>,
+    // Keyed by smtpd's own random session ids: the fast hash.
+    smtp: Bounded<u64, SmtpSession, FxBuild>,
+    mta: Bounded<u64, MtaSession, FxBuild>,
     unparsed: u64,
     evicted: u64,
 }
@@ -209,8 +215,8 @@ impl Default for OpensmtpdParser {
 impl OpensmtpdParser {
     pub fn new() -> Self {
         Self {
-            smtp: BoundedMap::new(MAX_SESSIONS),
-            mta: BoundedMap::new(MAX_SESSIONS),
+            smtp: Bounded::new(MAX_SESSIONS),
+            mta: Bounded::new(MAX_SESSIONS),
             unparsed: 0,
             evicted: 0,
         }
@@ -317,21 +323,15 @@ impl OpensmtpdParser {
                     size,
                     id: msgid.into(),
                     status: None,
+                    recipient_domain: None,
                 }));
             }
-            "failed-command" => {
+            // 6.4+ `failed-command`, 6.0 `event=failed-command`.
+            "failed-command" | "event=failed-command" => {
                 let cmd = kv(args)
                     .find(|(k, _)| *k == "command")
                     .map_or("", |(_, v)| v);
-                let kind = if cmd.eq_ignore_ascii_case("XXXXXXXA") {
-                    AnomalyKind::StrippingTrace
-                } else if cmd.eq_ignore_ascii_case("STARTTLS") {
-                    AnomalyKind::StartTlsFailed
-                } else {
-                    return;
-                };
-                let peer = self.smtp_peer(id);
-                out.push(anomaly(line, Direction::Inbound, peer, kind));
+                self.on_failed_command(id, cmd, line, out);
             }
             "disconnected" => {
                 let reason = kv(args)
@@ -352,6 +352,22 @@ impl OpensmtpdParser {
             }
             _ => {}
         }
+    }
+
+    /// A command the server refused: `XXXXXXXA` is STARTTLS as a PIX/ASA-style middlebox
+    /// rewrites it; a refused `STARTTLS` is a failed attempt. The logged command is the whole
+    /// line the client sent (`strnvis`ed), so only its first word counts.
+    fn on_failed_command(&mut self, id: u64, cmd: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        let verb = cmd.split_ascii_whitespace().next().unwrap_or("");
+        let kind = if verb.eq_ignore_ascii_case("XXXXXXXA") {
+            AnomalyKind::StrippingTrace
+        } else if verb.eq_ignore_ascii_case("STARTTLS") {
+            AnomalyKind::StartTlsFailed
+        } else {
+            return;
+        };
+        let peer = self.smtp_peer(id);
+        out.push(anomaly(line, Direction::Inbound, peer, kind));
     }
 
     fn smtp_peer(&mut self, id: u64) -> Peer {
@@ -494,6 +510,7 @@ impl OpensmtpdParser {
             size: None,
             id: evpid.get(..8).unwrap_or(evpid).into(),
             status: Some(status),
+            recipient_domain: None,
         };
         let Some(s) = session else {
             out.push(Record::Message(record));
@@ -546,6 +563,7 @@ impl OpensmtpdParser {
             size: None,
             id: evpid.get(..8).unwrap_or(evpid).into(),
             status: Some(status_of(result)),
+            recipient_domain: None,
         }));
     }
 }
@@ -616,6 +634,18 @@ impl MtaParser for OpensmtpdParser {
             return;
         }
         let Some((id, rest)) = split_session(line.message) else {
+            // OpenSMTPD 5.x: `smtp-in: Failed command on session 0123456789abcdef: "XXXXXXXA"
+            // => 500 5.5.1 Invalid command: Command unrecognized`.
+            if let Some(r) = line
+                .message
+                .strip_prefix("smtp-in: Failed command on session ")
+                && let Some((id, cmd)) = r.split_once(": \"").and_then(|(id, rest)| {
+                    let n = u64::from_str_radix(id, 16).ok()?;
+                    Some((n, rest.split_once("\" => ")?.0))
+                })
+            {
+                self.on_failed_command(id, cmd, line, out);
+            }
             return;
         };
         if let Some(r) = rest.strip_prefix("smtp ") {
@@ -628,10 +658,10 @@ impl MtaParser for OpensmtpdParser {
     }
 
     fn finish(&mut self, out: &mut Vec<Record>) {
-        for (_, s) in self.mta.drain() {
+        for (_, s) in self.mta.drain_ordered() {
             mta_close(s, out);
         }
-        for (_, s) in self.smtp.drain() {
+        for (_, s) in self.smtp.drain_ordered() {
             out.push(Record::Connection(smtp_connection(s)));
         }
     }

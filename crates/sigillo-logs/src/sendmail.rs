@@ -22,20 +22,42 @@
 //!   no certificate), `NOT` (none requested), `NONE` ⇒ Anonymous; `FAIL` and every other
 //!   failure word (`SOFTWARE`, `PROTOCOL`, `TEMP`, `DANE_FAIL`, `CRLFAIL`, …) ⇒ Untrusted.
 //! - **Anomalies**: `STARTTLS=server|client, error: …` and `ruleset=tls_server|tls_client, …,
-//!   reject=…` ⇒ StartTlsFailed.
-//! - **Connections**: Sendmail logs no connect/disconnect at its default LogLevel, and plain
-//!   sessions leave no line of their own: no connection records.
+//!   reject=…` ⇒ StartTlsFailed. Stripping traces (Sendmail does not log a refused command
+//!   below LogLevel 15):
+//!   - `<-- XXXXXXXA` (LogLevel ≥ 15 logs every command): STARTTLS rewritten by a PIX/ASA-style
+//!     middlebox; the evidence adds the session's next line naming the peer (its `from=`, or
+//!     `did not issue MAIL/EXPN/VRFY/ETRN`);
+//!   - `host [ip] did not issue MAIL/EXPN/VRFY/ETRN during connection to …` (a session
+//!     without mail, LogLevel > 5) with no `STARTTLS=server` in that process, from an address
+//!     that used STARTTLS earlier in the log: a client that insists on TLS and quit when its
+//!     STARTTLS was refused;
+//!   - outbound, a new plaintext connection to a relay that used `STARTTLS=client` earlier in
+//!     the log.
+//! - **Inbound connections**: Sendmail logs no connect/disconnect at its default LogLevel, and
+//!   plain sessions with mail leave no line of their own: no inbound connection records.
+//! - **Outbound connections**, per process (pid) and relay host: a `STARTTLS=client` line is
+//!   one new TLS connection (exact: one per handshake). Plaintext connections leave no line:
+//!   the first delivery of a process to a relay without a `STARTTLS=client` line counts one,
+//!   and later deliveries of that process to that relay within an hour reuse it (Sendmail's
+//!   connection cache), so a process that closes and reopens a plaintext connection to the
+//!   same host is counted once. A deferral that reached no session (`Connection refused`,
+//!   `timed out`, no `[ip]`, …) counts none. `messages` are the queue ids delivered over it.
 
 use crate::envelope::Line;
-use crate::fields::{BoundedMap, normalize_tls_version, parse_ip, parse_u64};
+use crate::fields::{normalize_tls_version, parse_ip, parse_u64};
 use crate::model::{
-    AnomalyKind, AnomalyRecord, DeliveryStatus, Direction, MessageRecord, Mta, MtaParser, Peer,
-    Record, Scope, TlsInfo, Transport, Trust, UnixTime,
+    AnomalyKind, AnomalyRecord, ConnectionRecord, DeliveryStatus, Direction, MessageRecord, Mta,
+    MtaParser, Peer, Record, Scope, Text, TlsInfo, Transport, Trust, UnixTime,
 };
+use crate::postfix::bounded::{Bounded, FxBuild};
 use std::net::IpAddr;
 
 const MAX_SERVER_SESSIONS: usize = 65_536;
 const MAX_CLIENT_SESSIONS: usize = 16_384;
+/// Peer addresses and relay names remembered as having used TLS (for stripping traces).
+const MAX_TLS_PEERS: usize = 65_536;
+/// Sessions with a `<-- XXXXXXXA` line waiting for a line that names the peer.
+const MAX_PENDING_TRACES: usize = 4_096;
 /// A STARTTLS line older than this is not joined to a later line of the same pid.
 const MAX_AGE: UnixTime = 3600;
 const HINT_NOT_SENT: &str =
@@ -139,17 +161,48 @@ struct ServerTls {
     tls: TlsInfo,
 }
 
-#[derive(Debug, Clone)]
-struct ClientTls {
+/// An outbound connection of one process to one relay host: opened by a `STARTTLS=client`
+/// line (TLS) or by the first delivery without one (plain).
+#[derive(Debug)]
+struct ClientConn {
+    /// Last use (the STARTTLS line or a delivery).
     time: UnixTime,
-    tls: TlsInfo,
+    tls: Option<TlsInfo>,
+    /// Set by the first delivery over it; emitted when the connection is replaced, evicted or
+    /// at the end of input.
+    record: Option<ConnectionRecord>,
+    /// Queue id of the last delivery: a second `to=` line of it is the same transaction.
+    last_qid: Text,
 }
+
+/// A `<-- XXXXXXXA` line (LogLevel 15 logs every SMTP command) waiting for a line of the same
+/// process that names the peer.
+#[derive(Debug)]
+struct PendingTrace {
+    time: UnixTime,
+    evidence: String,
+}
+
+/// Why a deferred delivery reached no SMTP session: no connection to count.
+const NO_SESSION: [&str; 6] = [
+    "Connection refused",
+    "Connection timed out",
+    "Operation timed out",
+    "No route to host",
+    "Network is unreachable",
+    "Name server",
+];
 
 /// Sendmail's [`MtaParser`]. Programs `sm-mta`, `sendmail`, `sm-msp-queue`.
 #[derive(Debug)]
 pub struct SendmailParser {
-    server: BoundedMap<u32, ServerTls>,
-    client: BoundedMap<(u32, String), ClientTls>,
+    // Pids are the MTA's own: the fast hash. Addresses and relay names come from the other
+    // side: SipHash.
+    server: Bounded<u32, ServerTls, FxBuild>,
+    client: Bounded<(u32, String), ClientConn>,
+    tls_peers: Bounded<IpAddr, ()>,
+    tls_relays: Bounded<String, ()>,
+    pending_traces: Bounded<u32, PendingTrace, FxBuild>,
     unparsed: u64,
     evicted: u64,
 }
@@ -163,8 +216,11 @@ impl Default for SendmailParser {
 impl SendmailParser {
     pub fn new() -> Self {
         Self {
-            server: BoundedMap::new(MAX_SERVER_SESSIONS),
-            client: BoundedMap::new(MAX_CLIENT_SESSIONS),
+            server: Bounded::new(MAX_SERVER_SESSIONS),
+            client: Bounded::new(MAX_CLIENT_SESSIONS),
+            tls_peers: Bounded::new(MAX_TLS_PEERS),
+            tls_relays: Bounded::new(MAX_TLS_PEERS),
+            pending_traces: Bounded::new(MAX_PENDING_TRACES),
             unparsed: 0,
             evicted: 0,
         }
@@ -175,8 +231,11 @@ impl SendmailParser {
         if rest.starts_with("error:") || rest.contains(", error:") || rest.starts_with("error") {
             let raw = fields(rest).find(|(k, _)| *k == "relay").map(|(_, v)| v);
             let relay = raw.map(parse_relay).unwrap_or_default();
-            if !server && let Some(raw) = raw {
-                self.client.remove(&(pid, relay_key(raw)));
+            if !server
+                && let Some(raw) = raw
+                && let Some(old) = self.client.remove(&(pid, relay_key(raw)))
+            {
+                close_client(relay_key(raw), old, out);
             }
             out.push(anomaly(
                 line,
@@ -215,6 +274,9 @@ impl SendmailParser {
         };
         let evicted = if server {
             let ip = parse_relay(relay).ip;
+            if let Some(ip) = ip {
+                self.tls_peers.insert(ip, ());
+            }
             self.server
                 .insert(
                     pid,
@@ -226,18 +288,77 @@ impl SendmailParser {
                 )
                 .is_some()
         } else {
-            self.client
-                .insert(
-                    (pid, relay_key(relay)),
-                    ClientTls {
-                        time: line.time,
-                        tls,
-                    },
-                )
-                .is_some()
+            // A new TLS connection of this process to this relay.
+            let key = (pid, relay_key(relay));
+            self.tls_relays.insert(key.1.clone(), ());
+            if let Some(old) = self.client.remove(&key) {
+                close_client(key.1.clone(), old, out);
+            }
+            let conn = ClientConn {
+                time: line.time,
+                tls: Some(tls),
+                record: None,
+                last_qid: "".into(),
+            };
+            match self.client.insert(key, conn) {
+                Some(((_, name), old)) => {
+                    close_client(name, old, out);
+                    true
+                }
+                None => false,
+            }
         };
         if evicted {
             self.evicted += 1;
+        }
+    }
+
+    /// `<-- XXXXXXXA` (LogLevel ≥ 15 logs each SMTP command as `<-- …`): STARTTLS as a
+    /// PIX/ASA-style middlebox rewrites it. Held until a line of the same process names the
+    /// peer.
+    fn on_command(&mut self, cmd: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        let verb = cmd.split_ascii_whitespace().next().unwrap_or("");
+        if !verb.eq_ignore_ascii_case("XXXXXXXA") {
+            return;
+        }
+        let pending = PendingTrace {
+            time: line.time,
+            evidence: line.raw.to_string(),
+        };
+        let pid = line.pid.unwrap_or(0);
+        if let Some(old) = self.pending_traces.remove(&pid) {
+            out.push(trace(old, Direction::Inbound, peer(Relay::default()), None));
+        }
+        if let Some((_, old)) = self.pending_traces.insert(pid, pending) {
+            out.push(trace(old, Direction::Inbound, peer(Relay::default()), None));
+        }
+    }
+
+    /// The pending `XXXXXXXA` trace of this process, if it is recent enough to be the same
+    /// session.
+    fn take_pending_trace(&mut self, pid: u32, now: UnixTime) -> Option<PendingTrace> {
+        let p = self.pending_traces.remove(&pid)?;
+        (now.saturating_sub(p.time) <= MAX_AGE).then_some(p)
+    }
+
+    /// `QID: host [ip] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA`: a session
+    /// without mail. It is a stripping trace after a `<-- XXXXXXXA` of the same process, or
+    /// when the peer used STARTTLS earlier in the log but not in this session (a client that
+    /// insists on TLS and gives up when its STARTTLS is refused).
+    fn on_null_session(&mut self, client: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        let relay = parse_relay(client);
+        let pid = line.pid.unwrap_or(0);
+        let session_tls = self.server.remove(&pid).is_some_and(|s| {
+            line.time.saturating_sub(s.time) <= MAX_AGE && (s.ip.is_none() || s.ip == relay.ip)
+        });
+        if let Some(p) = self.take_pending_trace(pid, line.time) {
+            out.push(trace(p, Direction::Inbound, peer(relay), Some(line.raw)));
+        } else if !session_tls && relay.ip.is_some_and(|ip| self.tls_peers.get(&ip).is_some()) {
+            let p = PendingTrace {
+                time: line.time,
+                evidence: line.raw.to_string(),
+            };
+            out.push(trace(p, Direction::Inbound, peer(relay), None));
         }
     }
 
@@ -262,6 +383,9 @@ impl SendmailParser {
         let relay = relay.map(parse_relay).unwrap_or_default();
         let internal = relay.ip.is_none();
         let pid = line.pid.unwrap_or(0);
+        if let Some(p) = self.take_pending_trace(pid, line.time) {
+            out.push(trace(p, Direction::Inbound, peer(relay), Some(line.raw)));
+        }
         let joined = self.server.get_mut(&pid).and_then(|s| {
             let fresh = line.time.saturating_sub(s.time) <= MAX_AGE;
             let same = s.ip.is_none() || relay.ip.is_none() || s.ip == relay.ip;
@@ -294,6 +418,7 @@ impl SendmailParser {
             size,
             id: qid.into(),
             status: None,
+            recipient_domain: None,
         }));
     }
 
@@ -327,22 +452,7 @@ impl SendmailParser {
         if smtp && parsed.ip.is_none() && status != DeliveryStatus::Sent {
             return; // no relay was contacted (DNS failure, retry not due)
         }
-        let transport = if !smtp {
-            Transport::Plain
-        } else {
-            let pid = line.pid.unwrap_or(0);
-            let key = (pid, relay.map(relay_key).unwrap_or_default());
-            match self.client.get_mut(&key) {
-                Some(c) if line.time.saturating_sub(c.time) <= MAX_AGE => {
-                    Transport::Tls(c.tls.clone())
-                }
-                _ if status == DeliveryStatus::Sent => Transport::Plain,
-                _ => Transport::Unknown {
-                    hint: HINT_NOT_SENT,
-                },
-            }
-        };
-        out.push(Record::Message(MessageRecord {
+        let record = MessageRecord {
             mta: Mta::Sendmail,
             time: line.time,
             direction: Direction::Outbound,
@@ -352,12 +462,94 @@ impl SendmailParser {
                 Scope::Internal
             },
             peer: peer(parsed),
-            transport,
+            transport: Transport::Plain,
             recipients: u32::try_from(recipients.max(1)).unwrap_or(u32::MAX),
             size: None,
             id: qid.into(),
             status: Some(status),
-        }));
+            recipient_domain: None,
+        };
+        let record = if smtp {
+            let session = !NO_SESSION.iter().any(|w| stat.contains(w));
+            let key = (
+                line.pid.unwrap_or(0),
+                relay.map(relay_key).unwrap_or_default(),
+            );
+            self.outbound_delivery(key, record, session, line, out)
+        } else {
+            record
+        };
+        out.push(Record::Message(record));
+    }
+
+    /// An SMTP delivery (`to=… mailer=esmtp…`): its transport is the connection of this
+    /// process to this relay (a `STARTTLS=client` line ⇒ TLS; none ⇒ plain if sent, unknown
+    /// otherwise), and the first delivery over a connection counts it. Sendmail writes no line
+    /// for a plaintext connection: the first delivery of a process to a relay without a
+    /// `STARTTLS=client` line opens one, and later deliveries of that process to that relay
+    /// within [`MAX_AGE`] reuse it (the connection cache).
+    fn outbound_delivery(
+        &mut self,
+        key: (u32, String),
+        mut record: MessageRecord,
+        session: bool,
+        line: &Line<'_>,
+        out: &mut Vec<Record>,
+    ) -> MessageRecord {
+        let sent = record.status == Some(DeliveryStatus::Sent);
+        let untold = |sent: bool| {
+            if sent {
+                Transport::Plain
+            } else {
+                Transport::Unknown {
+                    hint: HINT_NOT_SENT,
+                }
+            }
+        };
+        let fresh = self
+            .client
+            .get(&key)
+            .is_some_and(|c| line.time.saturating_sub(c.time) <= MAX_AGE);
+        if !fresh && let Some(stale) = self.client.remove(&key) {
+            close_client(key.1.clone(), stale, out);
+        }
+        if let Some(c) = self.client.get_mut(&key) {
+            c.time = line.time;
+            record.transport = c.tls.clone().map_or_else(|| untold(sent), Transport::Tls);
+            match &mut c.record {
+                Some(conn) if c.last_qid != record.id => {
+                    conn.messages = conn.messages.saturating_add(1);
+                }
+                Some(_) => {}
+                None => c.record = Some(connection_of(&record)),
+            }
+            c.last_qid = Text::clone(&record.id);
+            return record;
+        }
+        record.transport = untold(sent);
+        if !session {
+            return record;
+        }
+        // A new plaintext connection. To a relay that used STARTTLS before, it is a trace of
+        // a middlebox that hid STARTTLS (or of a peer that lost TLS).
+        if sent && !key.1.is_empty() && self.tls_relays.get(&key.1).is_some() {
+            let p = PendingTrace {
+                time: line.time,
+                evidence: line.raw.to_string(),
+            };
+            out.push(trace(p, Direction::Outbound, record.peer.clone(), None));
+        }
+        let conn = ClientConn {
+            time: line.time,
+            tls: None,
+            record: Some(connection_of(&record)),
+            last_qid: Text::clone(&record.id),
+        };
+        if let Some(((_, name), old)) = self.client.insert(key, conn) {
+            self.evicted += 1;
+            close_client(name, old, out);
+        }
+        record
     }
 
     fn on_tls_ruleset(&mut self, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
@@ -408,13 +600,78 @@ fn anomaly(line: &Line<'_>, direction: Direction, relay: Relay<'_>, kind: Anomal
     })
 }
 
+/// The connection a delivery opened (its transport and peer).
+fn connection_of(m: &MessageRecord) -> ConnectionRecord {
+    ConnectionRecord {
+        mta: Mta::Sendmail,
+        time: m.time,
+        direction: Direction::Outbound,
+        scope: m.scope,
+        peer: m.peer.clone(),
+        transport: m.transport.clone(),
+        messages: 1,
+    }
+}
+
+/// Emits an outbound connection that is over: its record, or, for a TLS connection that
+/// carried no delivery line, one with the relay name alone.
+fn close_client(name: String, c: ClientConn, out: &mut Vec<Record>) {
+    match (c.record, c.tls) {
+        (Some(r), _) => out.push(Record::Connection(r)),
+        (None, Some(tls)) => out.push(Record::Connection(ConnectionRecord {
+            mta: Mta::Sendmail,
+            time: c.time,
+            direction: Direction::Outbound,
+            scope: Scope::Internet,
+            peer: Peer {
+                hostname: (!name.is_empty()).then(|| name.into()),
+                ip: None,
+            },
+            transport: Transport::Tls(tls),
+            messages: 0,
+        })),
+        (None, None) => {}
+    }
+}
+
+/// A stripping trace: its evidence line, and the line that completed it (the session's end
+/// or its mail), if any.
+fn trace(p: PendingTrace, direction: Direction, peer: Peer, more: Option<&str>) -> Record {
+    let mut evidence = p.evidence;
+    if let Some(more) = more {
+        evidence.push('\n');
+        evidence.push_str(more);
+    }
+    Record::Anomaly(AnomalyRecord {
+        mta: Mta::Sendmail,
+        time: p.time,
+        direction,
+        peer,
+        kind: AnomalyKind::StrippingTrace,
+        evidence,
+    })
+}
+
+/// The part of a line before ` did not issue MAIL/EXPN/VRFY/ETRN during connection to …`:
+/// the client as Sendmail names it (`name [ip]`, `[ip]`, maybe `(may be forged)`).
+fn null_session_client(rest: &str) -> Option<&str> {
+    let (client, tail) = rest.split_once(" did not issue MAIL/EXPN/VRFY/ETRN")?;
+    tail.starts_with(" during connection to ").then_some(client)
+}
+
 impl MtaParser for SendmailParser {
     fn feed(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
         if !matches!(line.program, "sm-mta" | "sendmail" | "sm-msp-queue") {
             return;
         }
         let (qid, rest) = split_qid(line.message);
-        if let Some(r) = rest.strip_prefix("STARTTLS=server") {
+        // Lines of a session before it has a queue id (older versions).
+        let rest = rest.strip_prefix("NOQUEUE: ").unwrap_or(rest);
+        if let Some(cmd) = rest.strip_prefix("<-- ") {
+            self.on_command(cmd, line, out);
+        } else if let Some(client) = null_session_client(rest) {
+            self.on_null_session(client, line, out);
+        } else if let Some(r) = rest.strip_prefix("STARTTLS=server") {
             self.on_starttls(true, r.trim_start_matches([',', ' ', ':']), line, out);
         } else if let Some(r) = rest.strip_prefix("STARTTLS=client") {
             self.on_starttls(false, r.trim_start_matches([',', ' ', ':']), line, out);
@@ -430,10 +687,18 @@ impl MtaParser for SendmailParser {
         }
     }
 
-    fn finish(&mut self, _out: &mut Vec<Record>) {
-        // Every record is emitted on its own line; the TLS state left is only join context.
-        self.server.drain();
-        self.client.drain();
+    fn finish(&mut self, out: &mut Vec<Record>) {
+        // Messages are emitted on their own lines; what is left is open connections, traces
+        // that never learnt their peer, and join context.
+        for ((_, name), c) in self.client.drain_ordered() {
+            close_client(name, c, out);
+        }
+        for (_, p) in self.pending_traces.drain_ordered() {
+            out.push(trace(p, Direction::Inbound, peer(Relay::default()), None));
+        }
+        self.server.drain_ordered();
+        self.tls_peers.drain_ordered();
+        self.tls_relays.drain_ordered();
     }
 
     fn unparsed(&self) -> u64 {
@@ -506,6 +771,29 @@ mod tests {
         }
         assert_eq!(relay_key("MX.Example.com. [192.0.2.2]"), "mx.example.com");
         assert_eq!(relay_key("mx.example.com."), "mx.example.com");
+    }
+
+    #[test]
+    fn sessions_without_mail() {
+        let cases = [
+            (
+                "mail.example.org [192.0.2.1] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA",
+                Some("mail.example.org [192.0.2.1]"),
+            ),
+            (
+                "x.example [192.0.2.4] (may be forged) did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA-v6",
+                Some("x.example [192.0.2.4] (may be forged)"),
+            ),
+            (
+                "[198.51.100.7] did not issue MAIL/EXPN/VRFY/ETRN during connection to stdin",
+                Some("[198.51.100.7]"),
+            ),
+            ("[198.51.100.7] did not issue MAIL/EXPN/VRFY/ETRN", None),
+            ("from=<a@b>, size=1", None),
+        ];
+        for (rest, want) in cases {
+            assert_eq!(null_session_client(rest), want, "{rest}");
+        }
     }
 
     #[test]
