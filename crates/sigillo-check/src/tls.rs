@@ -242,11 +242,21 @@ pub fn verify_chain(
             message: "no certificate presented".to_owned(),
         });
     };
+    verify_path(leaf, &anchors.anchors, intermediates, now)
+}
+
+/// Verifies a server-auth path from `leaf` through `intermediates` to one of `anchors`.
+fn verify_path(
+    leaf: &CertificateDer<'static>,
+    anchors: &[TrustAnchor<'_>],
+    intermediates: &[CertificateDer<'static>],
+    now: UnixTime,
+) -> Result<(), CertFailure> {
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| classify(&e))?;
     let algorithms = provider().signature_verification_algorithms.all;
     ee.verify_for_usage(
         algorithms,
-        &anchors.anchors,
+        anchors,
         intermediates,
         now,
         webpki::KeyUsage::server_auth(),
@@ -255,6 +265,40 @@ pub fn verify_chain(
     )
     .map(|_| ())
     .map_err(|e| classify(&e))
+}
+
+/// Verifies the chain from the leaf up to `chain[anchor]`, taking that certificate as the
+/// only trust anchor (DANE-TA, RFC 7671 §5.2.2): the leaf and `chain[1..anchor]` must form a
+/// correctly signed path to the anchor's key, each certificate within its validity period at
+/// `now`, with CA constraints on the intermediates and server-auth usage. The anchor's own
+/// signature and dates are not checked (a trust anchor is its key and name). Name-independent:
+/// see [`verify_name`].
+pub fn verify_chain_to(
+    chain: &[CertificateDer<'static>],
+    anchor: usize,
+    now: UnixTime,
+) -> Result<(), CertFailure> {
+    let (Some(leaf), Some(anchor_der)) = (chain.first(), chain.get(anchor)) else {
+        return Err(CertFailure {
+            problem: CertProblem::ValidationFailure,
+            message: format!(
+                "no certificate {anchor} in a chain of {} to use as trust anchor",
+                chain.len()
+            ),
+        });
+    };
+    if anchor == 0 {
+        return Err(CertFailure {
+            problem: CertProblem::ValidationFailure,
+            message: "the leaf cannot be its own trust anchor (that is DANE-EE)".to_owned(),
+        });
+    }
+    let trust_anchor = webpki::anchor_from_trusted_cert(anchor_der).map_err(|e| CertFailure {
+        problem: CertProblem::ValidationFailure,
+        message: format!("certificate {anchor} is not usable as a trust anchor: {e:?}"),
+    })?;
+    let intermediates = chain.get(1..anchor).unwrap_or_default();
+    verify_path(leaf, &[trust_anchor], intermediates, now)
 }
 
 /// Checks that the leaf is valid for `name` (a host name or an IP address).

@@ -1,5 +1,6 @@
-//! The DNS side of the policy daemon: the `_mta-sts` TXT record with its negative TTL, DANE
-//! (DNSSEC-validated MX and `_25._tcp` TLSA records), and host addresses for the policy fetch.
+//! The DNS side of the policy daemon and of `sigillo check`'s policy discovery: the
+//! `_mta-sts` and `_smtp._tls` TXT records (with negative TTLs), DANE (DNSSEC-validated MX
+//! and `_25._tcp` TLSA records), and host addresses for the policy fetch.
 //!
 //! Two resolvers share one name-server configuration: a plain one for MTA-STS (which does not
 //! need DNSSEC) and a validating one for DANE, built with hickory's DNSSEC support and the
@@ -16,12 +17,15 @@ use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
-use sigillo_policy::concat_strings;
+use hickory_resolver::proto::serialize::txt::trust_anchor;
+use serde::Serialize;
 use sigillo_policy::dane::{Tlsa, tlsa_owner};
 use sigillo_policy::decide::DaneState;
 use sigillo_policy::mta_sts::StsRecord;
+use sigillo_policy::tlsrpt::TlsRptRecord;
+use sigillo_policy::{TxtRecordError, concat_strings};
 
-use crate::dns::{DnsError, fqdn, name_text, resolver_builder};
+use crate::dns::{DnsError, Mx, fqdn, name_text, resolver_builder};
 
 /// Where and how to resolve.
 #[derive(Debug, Clone)]
@@ -50,14 +54,16 @@ impl Default for DnsConfig {
     }
 }
 
-/// What the `_mta-sts.<domain>` TXT lookup found.
+/// What the `_mta-sts.<domain>` TXT lookup found (or, with `R` = [`TlsRptRecord`], the
+/// `_smtp._tls.<domain>` one).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxtLookup {
-    /// Exactly one valid `v=STSv1` record.
-    Record(StsRecord),
-    /// No MTA-STS record: NXDOMAIN, NODATA, no `v=STSv1` record, or one that is invalid or
-    /// repeated (RFC 8461 §3.1: then the domain has no MTA-STS). `negative_ttl` is the
-    /// SOA-derived TTL of a negative answer, when there was one.
+pub enum TxtLookup<R = StsRecord> {
+    /// Exactly one valid record (`v=STSv1`, `v=TLSRPTv1`).
+    Record(R),
+    /// No record: NXDOMAIN, NODATA, no record of the version, or one that is invalid or
+    /// repeated (RFC 8461 §3.1, RFC 8460 §3: then the domain has none); `note` says which of
+    /// the last two. `negative_ttl` is the SOA-derived TTL of a negative answer, when there
+    /// was one.
     NoRecord {
         negative_ttl: Option<u32>,
         note: Option<String>,
@@ -87,12 +93,17 @@ impl DaneLookup {
     }
 }
 
+/// Picks and parses the one record of a version among a name's TXT records.
+type SelectRecord<R> = fn(&[Vec<u8>]) -> Result<Option<R>, TxtRecordError>;
+
 /// The policy daemon's resolvers.
 #[derive(Clone)]
 pub struct PolicyDns {
     plain: TokioResolver,
     validating: Option<TokioResolver>,
     max_mx_hosts: usize,
+    /// The zone of the (first) trust anchor: `.` for the IANA root keys.
+    anchor_zone: String,
 }
 
 impl std::fmt::Debug for PolicyDns {
@@ -112,13 +123,19 @@ impl PolicyDns {
         let plain = resolver_builder(config.server, config.timeout)?
             .build()
             .map_err(build_error)?;
+        let mut anchor_zone = ".".to_owned();
         let validating = if config.dane {
             let mut builder = resolver_builder(config.server, config.timeout)?;
             builder.options_mut().validate = true;
             if let Some(path) = &config.trust_anchor {
-                let anchors = TrustAnchors::from_file(path).map_err(|e| DnsError::Config {
+                let anchor_error = |e: &dyn std::fmt::Display| DnsError::Config {
                     message: format!("trust anchor {}: {e}", path.display()),
-                })?;
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| anchor_error(&e))?;
+                let anchors: TrustAnchors = text.parse().map_err(|e| anchor_error(&e))?;
+                if let Some(zone) = first_anchor_zone(&text) {
+                    anchor_zone = zone;
+                }
                 builder = builder.with_trust_anchor(Arc::new(anchors));
             }
             Some(builder.build().map_err(build_error)?)
@@ -129,6 +146,7 @@ impl PolicyDns {
             plain,
             validating,
             max_mx_hosts: config.max_mx_hosts.max(1),
+            anchor_zone,
         })
     }
 
@@ -139,7 +157,33 @@ impl PolicyDns {
 
     /// The `_mta-sts.<domain>` TXT record.
     pub async fn sts_record(&self, domain: &str) -> TxtLookup {
-        let name = fqdn(&format!("_mta-sts.{domain}"));
+        self.txt_record(
+            &format!("_mta-sts.{domain}"),
+            "_mta-sts",
+            StsRecord::from_txt,
+        )
+        .await
+    }
+
+    /// The `_smtp._tls.<domain>` TLS-RPT TXT record.
+    pub async fn tlsrpt_record(&self, domain: &str) -> TxtLookup<TlsRptRecord> {
+        self.txt_record(
+            &format!("_smtp._tls.{domain}"),
+            "_smtp._tls",
+            TlsRptRecord::from_txt,
+        )
+        .await
+    }
+
+    /// The TXT records at `name`, given (each concatenated) to `select`, which picks and
+    /// parses the one record of its version; `label` names it in notes.
+    async fn txt_record<R>(
+        &self,
+        name: &str,
+        label: &str,
+        select: SelectRecord<R>,
+    ) -> TxtLookup<R> {
+        let name = fqdn(name);
         let lookup = match self.plain.lookup(name.as_str(), RecordType::TXT).await {
             Ok(lookup) => lookup,
             Err(e) => {
@@ -162,7 +206,7 @@ impl PolicyDns {
                 _ => None,
             })
             .collect();
-        match StsRecord::from_txt(&records) {
+        match select(&records) {
             Ok(Some(record)) => TxtLookup::Record(record),
             Ok(None) => TxtLookup::NoRecord {
                 negative_ttl: min_ttl(lookup.answers()),
@@ -170,7 +214,7 @@ impl PolicyDns {
             },
             Err(e) => TxtLookup::NoRecord {
                 negative_ttl: min_ttl(lookup.answers()),
-                note: Some(format!("invalid _mta-sts record: {e}")),
+                note: Some(format!("invalid {label} record: {e}")),
             },
         }
     }
@@ -181,70 +225,57 @@ impl PolicyDns {
         let Some(resolver) = &self.validating else {
             return DaneLookup::new(DaneState::NotChecked, None, "DANE not looked up");
         };
-        let hosts = match resolver.lookup(fqdn(domain), RecordType::MX).await {
-            Ok(lookup) => {
-                let answers = lookup.answers();
-                let ttl = min_ttl(answers);
-                match rrset_proof(answers, RecordType::MX) {
-                    Proof::Secure => {}
-                    Proof::Bogus => {
-                        return DaneLookup::new(DaneState::Bogus, ttl, "MX RRset is DNSSEC-bogus");
-                    }
-                    _ => {
-                        return DaneLookup::new(
-                            DaneState::NoTlsa,
-                            ttl,
-                            "MX RRset not DNSSEC-signed: DANE does not apply",
-                        );
-                    }
-                }
-                let mut hosts: Vec<(u16, String)> = answers
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(mx) => Some((mx.preference, name_text(&mx.exchange.to_ascii()))),
-                        _ => None,
-                    })
-                    .filter(|(_, host)| !host.is_empty())
-                    .collect();
+        let (hosts, mx_ttl) = match validated_mx(resolver, domain).await {
+            Validated::Records {
+                status: DnssecStatus::Secure,
+                records,
+                ttl,
+            } => {
+                let hosts = exchange_hosts(records);
                 if hosts.is_empty() {
                     return DaneLookup::new(DaneState::NoTlsa, ttl, "null MX: no mail");
                 }
-                hosts.sort();
-                hosts.dedup();
-                (hosts.into_iter().map(|(_, h)| h).collect::<Vec<_>>(), ttl)
+                (hosts, ttl)
             }
-            Err(e) => match classify(&e) {
-                Outcome::Bogus => {
-                    return DaneLookup::new(DaneState::Bogus, None, "MX lookup: DNSSEC-bogus");
-                }
-                Outcome::Failed => {
-                    return DaneLookup::new(
-                        DaneState::LookupFailed,
-                        None,
-                        format!("MX lookup failed: {e}"),
-                    );
-                }
-                Outcome::NxDomain => {
-                    return DaneLookup::new(
-                        DaneState::NoTlsa,
-                        negative(&e).flatten(),
-                        "the domain does not exist",
-                    );
-                }
-                // No MX: the domain itself is the host (RFC 5321 §5.1), if the denial is secure.
-                Outcome::NoData { secure: true } => {
-                    (vec![domain.to_owned()], negative(&e).flatten())
-                }
-                Outcome::NoData { secure: false } => {
-                    return DaneLookup::new(
-                        DaneState::NoTlsa,
-                        negative(&e).flatten(),
-                        "no MX and no secure denial: DANE does not apply",
-                    );
-                }
-            },
+            Validated::Records {
+                status: DnssecStatus::Bogus,
+                ttl,
+                ..
+            } => return DaneLookup::new(DaneState::Bogus, ttl, "MX RRset is DNSSEC-bogus"),
+            Validated::Records { ttl, .. } => {
+                return DaneLookup::new(
+                    DaneState::NoTlsa,
+                    ttl,
+                    "MX RRset not DNSSEC-signed: DANE does not apply",
+                );
+            }
+            Validated::Bogus => {
+                return DaneLookup::new(DaneState::Bogus, None, "MX lookup: DNSSEC-bogus");
+            }
+            Validated::Failed { message } => {
+                return DaneLookup::new(
+                    DaneState::LookupFailed,
+                    None,
+                    format!("MX lookup failed: {message}"),
+                );
+            }
+            Validated::NoRecords {
+                nxdomain: true,
+                ttl,
+                ..
+            } => return DaneLookup::new(DaneState::NoTlsa, ttl, "the domain does not exist"),
+            // No MX: the domain itself is the host (RFC 5321 §5.1), if the denial is secure.
+            Validated::NoRecords {
+                secure: true, ttl, ..
+            } => (vec![domain.to_owned()], ttl),
+            Validated::NoRecords { ttl, .. } => {
+                return DaneLookup::new(
+                    DaneState::NoTlsa,
+                    ttl,
+                    "no MX and no secure denial: DANE does not apply",
+                );
+            }
         };
-        let (hosts, mx_ttl) = hosts;
         self.tlsa_for_hosts(resolver, &hosts, mx_ttl).await
     }
 
@@ -257,14 +288,16 @@ impl PolicyDns {
         let mut ttl = mx_ttl;
         let (mut usable, mut unusable, mut without) = (Vec::new(), Vec::new(), Vec::new());
         for host in hosts.iter().take(self.max_mx_hosts) {
-            let owner = fqdn(&tlsa_owner(host, 25));
-            match resolver.lookup(owner.as_str(), RecordType::TLSA).await {
-                Ok(lookup) => {
-                    let answers = lookup.answers();
-                    ttl = min_opt(ttl, min_ttl(answers));
-                    match rrset_proof(answers, RecordType::TLSA) {
-                        Proof::Secure => {}
-                        Proof::Bogus => {
+            match validated_tlsa(resolver, host).await {
+                Validated::Records {
+                    status,
+                    records,
+                    ttl: records_ttl,
+                } => {
+                    ttl = min_opt(ttl, records_ttl);
+                    match status {
+                        DnssecStatus::Secure => {}
+                        DnssecStatus::Bogus => {
                             return DaneLookup::new(
                                 DaneState::Bogus,
                                 ttl,
@@ -276,50 +309,34 @@ impl PolicyDns {
                             continue;
                         }
                     }
-                    let records = answers.iter().filter_map(|r| match &r.data {
-                        RData::TLSA(t) => {
-                            let mut rdata = vec![
-                                u8::from(t.cert_usage),
-                                u8::from(t.selector),
-                                u8::from(t.matching),
-                            ];
-                            rdata.extend_from_slice(&t.cert_data);
-                            Tlsa::from_rdata(&rdata).ok()
-                        }
-                        _ => None,
-                    });
-                    let mut any = false;
-                    let mut any_usable = false;
-                    for record in records {
-                        any = true;
-                        any_usable |= record.usability().is_ok();
-                    }
+                    let any = !records.is_empty();
+                    let any_usable = records.iter().any(|r| r.usability().is_ok());
                     match (any, any_usable) {
                         (_, true) => usable.push(host.as_str()),
                         (true, false) => unusable.push(host.as_str()),
                         (false, false) => without.push(host.as_str()),
                     }
                 }
-                Err(e) => match classify(&e) {
-                    Outcome::Bogus => {
-                        return DaneLookup::new(
-                            DaneState::Bogus,
-                            ttl,
-                            format!("TLSA lookup of {host}: DNSSEC-bogus"),
-                        );
-                    }
-                    Outcome::Failed => {
-                        return DaneLookup::new(
-                            DaneState::LookupFailed,
-                            ttl,
-                            format!("TLSA lookup of {host} failed: {e}"),
-                        );
-                    }
-                    Outcome::NxDomain | Outcome::NoData { .. } => {
-                        ttl = min_opt(ttl, negative(&e).flatten());
-                        without.push(host.as_str());
-                    }
-                },
+                Validated::Bogus => {
+                    return DaneLookup::new(
+                        DaneState::Bogus,
+                        ttl,
+                        format!("TLSA lookup of {host}: DNSSEC-bogus"),
+                    );
+                }
+                Validated::Failed { message } => {
+                    return DaneLookup::new(
+                        DaneState::LookupFailed,
+                        ttl,
+                        format!("TLSA lookup of {host} failed: {message}"),
+                    );
+                }
+                Validated::NoRecords {
+                    ttl: negative_ttl, ..
+                } => {
+                    ttl = min_opt(ttl, negative_ttl);
+                    without.push(host.as_str());
+                }
             }
         }
         let list = |hosts: &[&str]| hosts.join(", ");
@@ -344,10 +361,189 @@ impl PolicyDns {
         }
     }
 
+    /// The MX RRset of `domain` as the validating resolver saw it, with its DNSSEC status;
+    /// `None` when DANE lookups are off (no validating resolver).
+    pub async fn validated_mx(&self, domain: &str) -> Option<Validated<Mx>> {
+        Some(validated_mx(self.validating.as_ref()?, domain).await)
+    }
+
+    /// The `_25._tcp.<host>` TLSA RRset as the validating resolver saw it, with its DNSSEC
+    /// status; `None` when DANE lookups are off. Records that do not parse are left out.
+    pub async fn validated_tlsa(&self, host: &str) -> Option<Validated<Tlsa>> {
+        Some(validated_tlsa(self.validating.as_ref()?, host).await)
+    }
+
+    /// At most this many MX hosts are looked at for TLSA records.
+    pub fn max_mx_hosts(&self) -> usize {
+        self.max_mx_hosts
+    }
+
+    /// Whether answers can be validated at all: the DNSKEY RRset of the trust anchor's zone
+    /// (the root, or the first zone of `--trust-anchor`) must come back secure. A resolver
+    /// that strips DNSSEC records, or trust anchors for a zone the resolver does not lead
+    /// to, make every answer look bogus; this tells that apart from a bogus domain. `None`
+    /// when DANE lookups are off.
+    pub async fn check_validation(&self) -> Option<Result<(), String>> {
+        let resolver = self.validating.as_ref()?;
+        let zone = &self.anchor_zone;
+        Some(
+            match validated(resolver, &fqdn(zone), RecordType::DNSKEY, |_| Some(())).await {
+                Validated::Records {
+                    status: DnssecStatus::Secure,
+                    ..
+                } => Ok(()),
+                Validated::Records { status, .. } => Err(format!(
+                    "the DNSKEY RRset of the trust anchor zone {zone} is {status:?}, not secure"
+                )),
+                Validated::NoRecords { .. } => Err(format!(
+                    "no DNSKEY records for the trust anchor zone {zone}"
+                )),
+                Validated::Bogus => Err(format!(
+                    "the DNSKEY RRset of the trust anchor zone {zone} does not validate"
+                )),
+                Validated::Failed { message } => Err(format!(
+                    "the DNSKEY lookup of the trust anchor zone {zone} failed: {message}"
+                )),
+            },
+        )
+    }
+
     /// The addresses of a host (A and AAAA), for connecting to a policy host.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, NetError> {
         let lookup = self.plain.lookup_ip(fqdn(host)).await?;
         Ok(lookup.iter().collect())
+    }
+}
+
+/// The DNSSEC status of an answer, as RFC 4035 §4.3 names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnssecStatus {
+    /// Validated from the trust anchor down.
+    Secure,
+    /// Provably unsigned (an insecure delegation on the way).
+    Insecure,
+    /// Signatures or denials that should validate do not: a validating resolver refuses it.
+    Bogus,
+    /// Neither proven secure nor insecure.
+    Indeterminate,
+}
+
+impl From<Proof> for DnssecStatus {
+    fn from(proof: Proof) -> Self {
+        match proof {
+            Proof::Secure => DnssecStatus::Secure,
+            Proof::Insecure => DnssecStatus::Insecure,
+            Proof::Bogus => DnssecStatus::Bogus,
+            _ => DnssecStatus::Indeterminate,
+        }
+    }
+}
+
+/// What a DNSSEC-validating lookup of one RRset found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validated<T> {
+    /// An answer: its records (of the asked type) and the weakest proof among them.
+    Records {
+        status: DnssecStatus,
+        records: Vec<T>,
+        ttl: Option<u32>,
+    },
+    /// No records: NXDOMAIN (`nxdomain`) or NODATA; `secure` when the denial validated;
+    /// `ttl` its negative TTL.
+    NoRecords {
+        nxdomain: bool,
+        secure: bool,
+        ttl: Option<u32>,
+    },
+    /// The answer (or the denial) failed validation.
+    Bogus,
+    /// SERVFAIL, timeout, refused…
+    Failed { message: String },
+}
+
+/// The owner name of the first DNSKEY in trust anchor text (zone file syntax), if any.
+fn first_anchor_zone(text: &str) -> Option<String> {
+    let entries = trust_anchor::Parser::new(text).parse().ok()?;
+    entries.iter().find_map(|entry| match entry {
+        trust_anchor::Entry::DNSKEY(record) => Some(record.name().to_ascii()),
+        _ => None,
+    })
+}
+
+/// The exchange hosts of an MX RRset in preference order (then by name), without
+/// duplicate records and without a null MX's empty name.
+pub fn exchange_hosts(mut records: Vec<Mx>) -> Vec<String> {
+    records.retain(|m| !m.host.is_empty());
+    records.sort_by(|a, b| (a.preference, &a.host).cmp(&(b.preference, &b.host)));
+    records.dedup();
+    records.into_iter().map(|m| m.host).collect()
+}
+
+async fn validated_mx(resolver: &TokioResolver, domain: &str) -> Validated<Mx> {
+    validated(resolver, &fqdn(domain), RecordType::MX, |data| match data {
+        RData::MX(mx) => Some(Mx {
+            preference: mx.preference,
+            host: name_text(&mx.exchange.to_ascii()),
+        }),
+        _ => None,
+    })
+    .await
+}
+
+async fn validated_tlsa(resolver: &TokioResolver, host: &str) -> Validated<Tlsa> {
+    validated(
+        resolver,
+        &fqdn(&tlsa_owner(host, 25)),
+        RecordType::TLSA,
+        |data| match data {
+            RData::TLSA(t) => {
+                let mut rdata = vec![
+                    u8::from(t.cert_usage),
+                    u8::from(t.selector),
+                    u8::from(t.matching),
+                ];
+                rdata.extend_from_slice(&t.cert_data);
+                Tlsa::from_rdata(&rdata).ok()
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// Looks `name`/`rtype` up through a validating resolver; `convert` picks the records.
+async fn validated<T>(
+    resolver: &TokioResolver,
+    name: &str,
+    rtype: RecordType,
+    convert: impl Fn(&RData) -> Option<T>,
+) -> Validated<T> {
+    match resolver.lookup(name, rtype).await {
+        Ok(lookup) => {
+            let answers = lookup.answers();
+            Validated::Records {
+                status: rrset_proof(answers, rtype).into(),
+                records: answers.iter().filter_map(|r| convert(&r.data)).collect(),
+                ttl: min_ttl(answers),
+            }
+        }
+        Err(e) => match classify(&e) {
+            Outcome::Bogus => Validated::Bogus,
+            Outcome::Failed => Validated::Failed {
+                message: e.to_string(),
+            },
+            Outcome::NxDomain => Validated::NoRecords {
+                nxdomain: true,
+                secure: false,
+                ttl: negative(&e).flatten(),
+            },
+            Outcome::NoData { secure } => Validated::NoRecords {
+                nxdomain: false,
+                secure,
+                ttl: negative(&e).flatten(),
+            },
+        },
     }
 }
 
