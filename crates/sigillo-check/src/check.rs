@@ -1,15 +1,18 @@
 //! Runs checks: resolves each target to MX hosts and addresses, probes every address once
 //! (several targets sharing an address and port share the probe), bounded by a concurrency
-//! limit, and assembles the [`TargetReport`].
+//! limit, discovers a domain's policies concurrently with its probes, and assembles the
+//! [`TargetReport`].
 
+use crate::discovery::PolicyDiscovery;
 use crate::dns::{Dns, Families, MxAnswer};
+use crate::policy_report;
 use crate::probe::{ProbeConfig, ProbeResult, Timeouts, probe};
 use crate::report::{self, MxReport, TargetReport, Verdict};
 use crate::target::{Target, TargetSpec};
 use crate::tls::{self, TrustAnchors};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use rustls::pki_types::UnixTime;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use sigillo_smtp::ReplyLimits;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -81,10 +84,23 @@ pub struct Checker {
     tls: Arc<rustls::ClientConfig>,
     permits: Arc<Semaphore>,
     probes: Mutex<HashMap<SocketAddr, SharedProbe>>,
+    discovery: Option<PolicyDiscovery>,
 }
 
 impl Checker {
+    /// A checker that only probes (no policy discovery).
     pub fn new(config: CheckConfig, dns: Dns, anchors: TrustAnchors) -> Arc<Self> {
+        Self::with_discovery(config, dns, anchors, None)
+    }
+
+    /// A checker that also discovers the MTA-STS, TLS-RPT, DNSSEC and DANE policies of
+    /// domain targets, when `discovery` is given.
+    pub fn with_discovery(
+        config: CheckConfig,
+        dns: Dns,
+        anchors: TrustAnchors,
+        discovery: Option<PolicyDiscovery>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
             config,
@@ -92,6 +108,7 @@ impl Checker {
             anchors,
             tls: tls::client_config(),
             probes: Mutex::new(HashMap::new()),
+            discovery,
         })
     }
 
@@ -122,29 +139,9 @@ impl Checker {
             .clone()
     }
 
-    /// Checks one target. Never fails: problems are in the report's verdict and error.
-    pub async fn check(self: &Arc<Self>, target: &Target) -> TargetReport {
-        let start = Instant::now();
-        let started = jiff::Timestamp::now().to_string();
-        let port = target.port.unwrap_or(self.config.port);
-        let mut report = TargetReport {
-            target: target.input.clone(),
-            kind: match target.spec {
-                TargetSpec::Domain(_) => "domain",
-                TargetSpec::Host(_) => "host",
-                TargetSpec::Address(_) => "address",
-            },
-            port,
-            verdict: Verdict::Error,
-            mx: Vec::new(),
-            implicit_mx: false,
-            null_mx: false,
-            hosts: Vec::new(),
-            findings: Vec::new(),
-            error: None,
-            started,
-            duration_ms: 0.0,
-        };
+    /// Resolves a target to the hosts and addresses to probe, recording the MX list (or the
+    /// DNS error) in `report`.
+    async fn plan(&self, target: &Target, report: &mut TargetReport) -> Vec<PlannedHost> {
         let families = self.config.families;
         let mut plan: Vec<PlannedHost> = Vec::new();
         match &target.spec {
@@ -206,36 +203,73 @@ impl Checker {
             });
         }
         report.mx.sort_by_key(|m| m.preference);
+        plan
+    }
 
-        let jobs: Vec<_> = plan
-            .iter()
-            .flat_map(|host| {
-                host.addresses.iter().map(move |ip| {
-                    let probe =
-                        self.probe_once(SocketAddr::new(*ip, port), host.check_name.clone());
-                    async move { (host, probe.await) }
+    /// Checks one target. Never fails: problems are in the report's verdict and error.
+    pub async fn check(self: &Arc<Self>, target: &Target) -> TargetReport {
+        let start = Instant::now();
+        let started = jiff::Timestamp::now().to_string();
+        let port = target.port.unwrap_or(self.config.port);
+        let mut report = TargetReport {
+            target: target.input.clone(),
+            kind: match target.spec {
+                TargetSpec::Domain(_) => "domain",
+                TargetSpec::Host(_) => "host",
+                TargetSpec::Address(_) => "address",
+            },
+            port,
+            verdict: Verdict::Error,
+            mx: Vec::new(),
+            implicit_mx: false,
+            null_mx: false,
+            hosts: Vec::new(),
+            findings: Vec::new(),
+            policy: None,
+            error: None,
+            started,
+            duration_ms: 0.0,
+        };
+        let discovery = async {
+            match (&target.spec, &self.discovery) {
+                (TargetSpec::Domain(domain), Some(discovery)) => {
+                    Some(discovery.discover(domain).await)
+                }
+                _ => None,
+            }
+        };
+        let probes = async {
+            let plan = self.plan(target, &mut report).await;
+            let planned = !plan.is_empty();
+            let jobs: Vec<_> = plan
+                .into_iter()
+                .flat_map(|host| {
+                    let host = Arc::new(host);
+                    host.addresses.clone().into_iter().map(move |ip| {
+                        let probe =
+                            self.probe_once(SocketAddr::new(ip, port), host.check_name.clone());
+                        let host = Arc::clone(&host);
+                        async move { (host, probe.await) }
+                    })
                 })
-            })
-            .collect();
-        let results = futures::future::join_all(jobs).await;
+                .collect();
+            (futures::future::join_all(jobs).await, planned)
+        };
+        let ((results, planned), discovered) = tokio::join!(probes, discovery);
         let now = UnixTime::now();
-        for (planned, result) in results {
-            let (host, findings) = report::analyze_host(
-                &result,
-                &planned.mx,
-                planned.preference,
-                planned.check_name.as_deref(),
+        for (host, result) in &results {
+            let (host_report, findings) = report::analyze_host(
+                result,
+                &host.mx,
+                host.preference,
+                host.check_name.as_deref(),
                 &self.anchors,
                 now,
             );
-            report.hosts.push(host);
+            report.hosts.push(host_report);
             report.findings.extend(findings);
         }
-        for mx in report
-            .mx
-            .iter()
-            .filter(|m| m.error.is_some() && !plan.is_empty())
-        {
+        for mx in report.mx.iter().filter(|m| m.error.is_some() && planned) {
             report.findings.push(report::Finding {
                 id: "inconclusive",
                 kind: "mx-unresolvable",
@@ -249,6 +283,14 @@ impl Checker {
         }
         if let Some(f) = report::inconsistency(&report.hosts) {
             report.findings.push(f);
+        }
+        if let Some(discovered) = &discovered {
+            // The DER chain each host report's probe saw, for DANE.
+            let chains: Vec<&[CertificateDer<'static>]> = results
+                .iter()
+                .map(|(_, result)| result.tls.as_ref().map_or(&[][..], |t| &t.chain[..]))
+                .collect();
+            policy_report::apply(&mut report, discovered, &chains, now);
         }
         report.verdict = if report.error.is_some() && report.hosts.is_empty() {
             Verdict::Error

@@ -42,9 +42,11 @@ impl Verdict {
 pub enum Severity {
     /// Could not judge, or worth knowing (a middlebox that masks the banner).
     Low,
-    /// Certificate problems: TLS still protects against passive eavesdropping.
+    /// Certificate problems: TLS still protects against passive eavesdropping. A published
+    /// policy that senders ignore because it is broken.
     Medium,
-    /// Mail can travel in clear: STARTTLS not offered.
+    /// Mail can travel in clear: STARTTLS not offered. Or senders that apply the domain's
+    /// policy refuse an MX (MTA-STS `enforce`, DANE) or cannot resolve it (DNSSEC-bogus).
     High,
     /// STARTTLS is being stripped or blocked.
     Critical,
@@ -55,8 +57,10 @@ pub enum Severity {
 pub struct Finding {
     /// RFC 8460 result type where one fits (`starttls-not-supported`,
     /// `certificate-host-mismatch`, `certificate-expired`, `certificate-not-trusted`,
-    /// `validation-failure`), else ours (`starttls-stripped`, `starttls-inconsistent`,
-    /// `smtp-inspection`, `inconclusive`).
+    /// `validation-failure`, `sts-policy-fetch-error`, `sts-policy-invalid`,
+    /// `sts-webpki-invalid`, `tlsa-invalid`, `dnssec-invalid`, `dane-required`), else ours
+    /// (`starttls-stripped`, `starttls-inconsistent`, `smtp-inspection`, `tlsrpt-invalid`,
+    /// `inconclusive`).
     pub id: &'static str,
     /// A finer classification (`masked-capability`, `starttls-rejected`, `timeout`, …).
     pub kind: &'static str,
@@ -614,6 +618,9 @@ pub struct TargetReport {
     pub null_mx: bool,
     pub hosts: Vec<HostReport>,
     pub findings: Vec<Finding>,
+    /// What the domain's MTA-STS, TLS-RPT, DNSSEC and DANE records say and how its MX hosts
+    /// fare against them; `None` for host and address targets, and with `--no-policy`.
+    pub policy: Option<crate::policy_report::PolicyReport>,
     /// Why the target could not be checked, for verdict `error`.
     pub error: Option<String>,
     /// When the check started (RFC 3339) and how long it took.

@@ -5,10 +5,13 @@ use crate::render;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
+use sigillo_check::policy::dns::DnsConfig;
+use sigillo_check::policy::fetch::FetchConfig;
 use sigillo_check::summary::Summary;
+use sigillo_check::target::TargetSpec;
 use sigillo_check::{
-    CheckConfig, Checker, Dns, Families, Severity, Target, TargetReport, Timeouts, TrustAnchors,
-    Verdict,
+    CheckConfig, Checker, DiscoveryConfig, Dns, Families, PolicyDiscovery, Severity, Target,
+    TargetReport, Timeouts, TrustAnchors, Verdict,
 };
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -27,7 +30,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Probe every MX of a domain for STARTTLS, TLS and certificate, and detect STARTTLS stripping.
+    /// Probe every MX of a domain for STARTTLS, TLS and certificate, detect STARTTLS stripping,
+    /// and check the domain's MTA-STS, TLS-RPT, DNSSEC and DANE records against its MX hosts.
     Check(CheckArgs),
     /// Measure from MTA logs (Postfix, Exim, Sendmail, OpenSMTPD) what share of mail travelled
     /// over TLS, per direction, day, hour, peer and TLS version, and flag downgrades.
@@ -104,9 +108,23 @@ pub struct CheckArgs {
     /// DNS resolver to use, `IP` or `IP:PORT` (`[IPv6]:PORT`); default: the system's.
     #[arg(long, value_name = "IP[:PORT]")]
     pub resolver: Option<String>,
-    /// PEM file of extra trusted CA certificates (repeatable); Mozilla's roots are always used.
+    /// PEM file of extra trusted CA certificates (repeatable), for MX hosts and MTA-STS
+    /// policy hosts; Mozilla's roots are always used.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Vec<PathBuf>,
+    /// DNSSEC trust anchors (DNSKEY records, zone file syntax) for the DNSSEC and DANE
+    /// checks, instead of the IANA root keys.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_policy")]
+    pub trust_anchor: Option<PathBuf>,
+    /// Skip policy discovery (MTA-STS, TLS-RPT, DNSSEC, DANE) for domain targets.
+    #[arg(long)]
+    pub no_policy: bool,
+    /// Seconds allowed for the MTA-STS policy fetch (connect, TLS, request and body).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub fetch_timeout: f64,
+    /// Port MTA-STS policy hosts are fetched from (tests only; MTA-STS always uses 443).
+    #[arg(long, default_value_t = 443, hide = true)]
+    pub mta_sts_port: u16,
     /// Exit 1 when a finding of this severity or worse exists.
     #[arg(long, value_enum, default_value_t = FailOn::Low)]
     pub fail_on: FailOn,
@@ -338,14 +356,38 @@ async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         handshake: seconds("handshake-timeout", args.handshake_timeout)?,
     };
     let dns_timeout = seconds("dns-timeout", args.dns_timeout)?;
-    let dns = match &args.resolver {
-        Some(text) => Dns::with_server(parse_resolver(text)?, dns_timeout)?,
+    let resolver = args.resolver.as_deref().map(parse_resolver).transpose()?;
+    let dns = match resolver {
+        Some(server) => Dns::with_server(server, dns_timeout)?,
         None => Dns::system(dns_timeout),
     };
     let mut anchors = TrustAnchors::mozilla();
     for path in &args.ca_file {
         anchors.add_pem_file(path)?;
     }
+    let any_domain = targets
+        .iter()
+        .any(|t| matches!(t.spec, TargetSpec::Domain(_)));
+    let discovery = if args.no_policy || !any_domain {
+        None
+    } else {
+        let fetch_timeout = seconds("fetch-timeout", args.fetch_timeout)?;
+        let config = DiscoveryConfig {
+            dns: DnsConfig {
+                server: resolver,
+                trust_anchor: args.trust_anchor.clone(),
+                timeout: dns_timeout,
+                ..DnsConfig::default()
+            },
+            fetch: FetchConfig {
+                timeout: fetch_timeout,
+                connect_timeout: timeouts.connect.min(fetch_timeout),
+                roots: anchors.clone(),
+                https_port: args.mta_sts_port,
+            },
+        };
+        Some(PolicyDiscovery::new(&config)?)
+    };
     let config = CheckConfig {
         port: args.port,
         ehlo_name: args.ehlo.clone().unwrap_or_else(local_hostname),
@@ -363,7 +405,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         Color::Never => false,
         Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
-    let checker = Checker::new(config, dns, anchors);
+    let checker = Checker::with_discovery(config, dns, anchors, discovery);
     let outcome = run_checks(&checker, targets, &args, color).await?;
     Ok(outcome.exit_code(args.fail_on))
 }

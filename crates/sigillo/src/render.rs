@@ -1,7 +1,10 @@
-//! The terminal report: a table per target, findings with their evidence, and a summary
-//! for several targets. Colour only when asked for (on a terminal, by default).
+//! The terminal report: a table per target, a short policy section for domains, findings
+//! with their evidence, and a summary for several targets. Colour only when asked for (on
+//! a terminal, by default).
 
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use sigillo_check::policy::sigillo_policy::dane::CertUsage;
+use sigillo_check::policy_report::{PolicyReport, PolicyStatus, TlsaStatus};
 use sigillo_check::summary::Summary;
 use sigillo_check::{Severity, TargetReport, Verdict};
 use std::fmt::Write;
@@ -151,6 +154,9 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
         }
         let _ = writeln!(out, "{table}");
     }
+    if let Some(p) = &r.policy {
+        out.push_str(&policy(p, color));
+    }
     for f in &r.findings {
         let place = match (&f.mx, &f.address) {
             (Some(mx), Some(addr)) if mx != addr => format!(" [{mx} {addr}]"),
@@ -178,6 +184,126 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
         }
     }
     out.push('\n');
+    out
+}
+
+fn policy_status_code(s: PolicyStatus) -> &'static str {
+    match s {
+        PolicyStatus::Enforced => "1;32",
+        PolicyStatus::Testing | PolicyStatus::Unknown => "1;35",
+        PolicyStatus::Failing => "1;31",
+        PolicyStatus::None => "1;33",
+    }
+}
+
+/// The short "Policy" section: MTA-STS, TLS-RPT, DNSSEC of the MX RRset, DANE.
+fn policy(p: &PolicyReport, color: bool) -> String {
+    let mut out = String::new();
+    let by = if p.enforced_by.is_empty() {
+        String::new()
+    } else {
+        format!(" (by {})", p.enforced_by.join(" and "))
+    };
+    let _ = writeln!(
+        out,
+        "  Policy: {}{by}",
+        paint(p.status.as_str(), policy_status_code(p.status), color)
+    );
+    let sts = &p.mta_sts;
+    let record = match (&sts.record, &sts.record_error) {
+        (Some(record), _) => record.clone(),
+        (None, Some(error)) => format!("no valid record: {error}"),
+        (None, None) => "none".to_owned(),
+    };
+    let _ = writeln!(out, "    MTA-STS  {record}");
+    if let Some(policy) = &sts.policy {
+        let _ = writeln!(
+            out,
+            "             policy: mode {}, max_age {}, mx {}",
+            policy.mode,
+            policy.max_age,
+            if policy.mx.is_empty() {
+                "-".to_owned()
+            } else {
+                policy.mx.join(" ")
+            }
+        );
+    }
+    if let Some(error) = &sts.fetch_error {
+        let _ = writeln!(
+            out,
+            "             {}: {error}",
+            sts.fetch_result_type.unwrap_or("fetch failed")
+        );
+    }
+    for mx in &sts.mx {
+        let judged = |v: Option<bool>, yes: &str, no: &str| match v {
+            Some(true) => yes.to_owned(),
+            Some(false) => no.to_owned(),
+            None => "not judged".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "             {}: {}, TLS {}, certificate {}",
+            mx.host,
+            if mx.matches_policy {
+                "matches"
+            } else {
+                "matches no mx pattern"
+            },
+            judged(mx.tls, "yes", "no"),
+            judged(mx.certificate_valid, "valid", "not valid"),
+        );
+    }
+    let tlsrpt = match (&p.tlsrpt.record, &p.tlsrpt.error) {
+        (Some(record), _) => record.clone(),
+        (None, Some(error)) => format!("no valid record: {error}"),
+        (None, None) => "none".to_owned(),
+    };
+    let _ = writeln!(out, "    TLS-RPT  {tlsrpt}");
+    let _ = writeln!(
+        out,
+        "    DNSSEC   MX RRset {} ({})",
+        p.dnssec.mx.as_str(),
+        p.dnssec.detail
+    );
+    let quiet = !p.dane.applies && p.dane.hosts.iter().all(|h| h.status == TlsaStatus::None);
+    if quiet {
+        let _ = writeln!(
+            out,
+            "    DANE     does not apply (no DNSSEC-validated TLSA records)"
+        );
+    }
+    for (i, host) in p.dane.hosts.iter().enumerate().filter(|_| !quiet) {
+        let label = if i == 0 { "DANE    " } else { "        " };
+        let records = if host.tlsa.is_empty() {
+            String::new()
+        } else {
+            let shown: Vec<String> = host.tlsa.iter().map(|t| truncate(t, 24)).collect();
+            format!(" {}", shown.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "    {label} {}: TLSA {}{records}",
+            host.mx,
+            host.status.as_str()
+        );
+        for a in &host.addresses {
+            let how = match (a.usage, a.certificate) {
+                (Some(CertUsage::DaneTa), Some(index)) => {
+                    format!(" (DANE-TA, certificate {index})")
+                }
+                (Some(CertUsage::DaneEe), _) => " (DANE-EE)".to_owned(),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "               {}: {}{how}",
+                a.address,
+                a.result.as_str()
+            );
+        }
+    }
     out
 }
 

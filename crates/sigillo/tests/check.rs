@@ -2,56 +2,17 @@
 //! certificates from a test CA, a PIX/ASA-style stripping proxy, a local DNS server, and
 //! misbehaving servers. Each test runs the real binary and reads its JSON.
 
+mod run;
+
+use run::sigillo;
 use serde_json::Value;
 use sigillo_testkit::{
     DnsServer, Exim, Postfix, PostfixOptions, Script, ScriptedServer, SilentServer, StripProxy,
     TestCa, ZoneBuilder, require_tools, self_signed,
 };
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Runs the binary with a hard limit so a hang fails the test instead of stalling CI.
-fn sigillo(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigillo"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sigillo");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sigillo {args:?} did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 const FAST: &[&str] = &[
     "--ehlo",
