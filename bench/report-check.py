@@ -3,7 +3,8 @@
 
 usage: report-check.py TRUTH.json REPORT.json
 Prints a table; exits 1 when a checked count differs (the figures the report exists for:
-inbound and outbound messages and TLS messages, internal inbound messages). Other figures are
+inbound and outbound messages and TLS messages, internal inbound messages, and the outbound
+messages per next-hop domain when the sidecar has them). Other figures are
 shown and marked, without failing: their counting rules leave room (see the notes column).
 """
 import json
@@ -73,6 +74,20 @@ days_bad = [d["period"] for d in truth["daily"]
             or rd.get(d["period"], {}).get("inbound_tls") != d["inbound_tls"]]
 print(f"daily inbound messages/TLS: {len(truth['daily']) - len(days_bad)} of {len(truth['daily'])} days equal"
       + (f" (differ: {', '.join(days_bad[:5])})" if days_bad else ""))
+# Per next-hop (recipient) domain, outbound (checked when the truth has it: generator ≥ this
+# version).
+if "next_hops" in truth:
+    rh = {h["domain"]: h for h in rep.get("next_hops", [])}
+    keys = ("messages", "tls_messages", "trusted_tls_messages")
+    hops_bad = [h["domain"] for h in truth["next_hops"]
+                if any(rh.get(h["domain"], {}).get(k) != h[k] for k in keys)]
+    extra = set(rh) - {h["domain"] for h in truth["next_hops"]}
+    print(f"next_hops (messages, TLS, trusted TLS per recipient domain): "
+          f"{len(truth['next_hops']) - len(hops_bad)} of {len(truth['next_hops'])} domains equal"
+          + (f", {len(extra)} not in the truth" if extra else "")
+          + (f" (differ: {', '.join(hops_bad[:5])})" if hops_bad else ""))
+    if hops_bad or extra:
+        bad += 1
 inp = rep.get("inputs", [{}])
 print("inputs: " + "; ".join(f"{i.get('source')}: {i.get('lines')} lines, {i.get('bad_lines')} bad, "
                              f"format {i.get('format')}, compression {i.get('compression')}" for i in inp))

@@ -27,7 +27,9 @@
 //! The sidecar (`--truth`, default `OUT.truth.json`) holds what was generated, counted by the
 //! rules of docs/report-json.md: inbound messages (one per queue id received over SMTP from
 //! a non-local peer, submission included), those over TLS, outbound delivery transactions
-//! with `status=sent` per relay and those over TLS, and the rest. Deterministic for a seed.
+//! with `status=sent` per relay and those over TLS, the same per recipient domain
+//! (`next_hops`, with those over a `Verified`/`Trusted` TLS connection), and the rest.
+//! Deterministic for a seed.
 //! The file's mtime is set to its last line, so the year of its syslog timestamps is inferred
 //! right.
 
@@ -715,6 +717,9 @@ struct Truth {
     outbound_conn_reuse: u64,
     daily: BTreeMap<u64, [u64; 4]>,
     peers_seen: Vec<bool>,
+    /// Delivered outbound messages per recipient domain: [messages, over TLS, over TLS with
+    /// a `Verified` or `Trusted` certificate].
+    next_hops: BTreeMap<String, [u64; 3]>,
 }
 
 impl Truth {
@@ -738,6 +743,16 @@ impl Truth {
         let o = if outbound { 2 } else { 0 };
         e[o] += 1;
         e[o + 1] += u64::from(tls.is_some());
+    }
+
+    fn next_hop(&mut self, relay: &Relay) {
+        let e = match self.next_hops.get_mut(&relay.domain) {
+            Some(e) => e,
+            None => self.next_hops.entry(relay.domain.clone()).or_default(),
+        };
+        e[0] += 1;
+        e[1] += u64::from(relay.tls);
+        e[2] += u64::from(relay.tls && matches!(relay.trust, "Verified" | "Trusted"));
     }
 }
 
@@ -1746,6 +1761,7 @@ impl Gen {
                     Fate::Sent => {
                         let day = self.day();
                         self.truth.message(true, day, ver, u64::from(n));
+                        self.truth.next_hop(relay);
                         if j.i > 0 {
                             self.truth.outbound_conn_reuse += 1;
                         }
@@ -2025,6 +2041,17 @@ fn run(args: &Args) -> std::io::Result<()> {
         })
         .collect::<Vec<_>>()
         .join(",\n");
+    let next_hops = t
+        .next_hops
+        .iter()
+        .map(|(domain, [m, tls, trusted])| {
+            format!(
+                "    {{\"domain\": \"{domain}\", \"messages\": {m}, \"tls_messages\": {tls}, \
+                 \"trusted_tls_messages\": {trusted}}}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n");
     let fmt_time = |u: i64| {
         let (y, m, d) = civil_from_days(u.div_euclid(86_400));
         let s = u.rem_euclid(86_400);
@@ -2043,7 +2070,8 @@ fn run(args: &Args) -> std::io::Result<()> {
          \"internal_inbound_messages\": {},\n  \"internal_outbound_messages\": {},\n  \
          \"submission_messages\": {},\n  \"stripped_sessions\": {},\n  \"stripped_messages\": {},\n  \
          \"starttls_failures\": {},\n  \"rejected_sessions\": {},\n  \"bounce_notices\": {},\n  \
-         \"outbound_conn_reuse\": {},\n  \"distinct_inbound_peers\": {},\n  \"daily\": [\n{}\n  ]\n}}\n",
+         \"outbound_conn_reuse\": {},\n  \"distinct_inbound_peers\": {},\n  \"daily\": [\n{}\n  ],\n  \
+         \"next_hops\": [\n{}\n  ]\n}}\n",
         args.seed,
         args.size,
         y,
@@ -2069,6 +2097,7 @@ fn run(args: &Args) -> std::io::Result<()> {
         t.outbound_conn_reuse,
         distinct,
         days,
+        next_hops,
     );
     let truth_path = args
         .truth

@@ -1,18 +1,24 @@
 //! Figures from records: the TLS share of mail per direction, day, hour, peer, TLS version,
 //! trust, cipher and key exchange; the top plaintext peers; downgrades (peers that used TLS,
-//! then sent or received in clear); failed STARTTLS and stripping traces. No I/O. Memory is
-//! bounded by distinct peers and hours, not by the number of records.
+//! then sent or received in clear); failed STARTTLS and stripping traces; outbound mail per
+//! next-hop (recipient) domain, what `sigillo policy build` pins peers from. No I/O. Memory
+//! is bounded by distinct peers and hours, not by the number of records.
 
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Record, Scope, Text,
     Transport, Trust, UnixTime,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 /// Most downgrade windows, anomalies and evidence lines kept (the rest are counted).
 const MAX_LISTED: usize = 1000;
+/// Most next-hop domains counted (the messages of any beyond are counted together).
+pub const MAX_NEXT_HOPS: usize = 100_000;
+/// Messages sampled per next-hop domain, for plaintext and for untrusted TLS each.
+pub const NEXT_HOP_SAMPLE: usize = 5;
 
 /// An address range (`--internal 10.0.0.0/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +345,59 @@ pub struct PlaintextPeer {
     pub tls_share_if_fixed: f64,
 }
 
+/// Outbound Internet mail to one recipient domain: the next hop Postfix's
+/// `smtp_tls_policy_maps` is keyed by when mail is routed by MX. Delivered messages only
+/// (delivery transactions with status sent), as in [`DirectionFigures::messages`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextHopFigures {
+    /// Lowercase, as logged (an address literal keeps its brackets).
+    pub domain: String,
+    pub messages: u64,
+    pub tls_messages: u64,
+    /// Over TLS with a certificate the MTA checked: Postfix's `Verified` or `Trusted`
+    /// (`Trusted`: the chain is valid; the name is not checked at levels `may`/`encrypt`),
+    /// Exim's `CV=yes`.
+    pub trusted_tls_messages: u64,
+    pub plain_messages: u64,
+    /// Messages whose transport the log does not tell.
+    pub unknown_messages: u64,
+    /// `tls_messages / messages`, rounded to 4 places.
+    pub tls_share: f64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The messages sent in clear, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain: Option<MessageSample>,
+    /// The messages over TLS without a checked certificate, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrusted_tls: Option<MessageSample>,
+}
+
+/// Some messages of a kind: the first and last by time, and the first few in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSample {
+    pub first: MessageRef,
+    pub last: MessageRef,
+    /// At most [`NEXT_HOP_SAMPLE`].
+    pub sample: Vec<MessageRef>,
+}
+
+/// One message: when, and its queue id (or message id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub time: String,
+    pub id: String,
+}
+
+/// Outbound Internet messages that are not in [`Figures::next_hops`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextHopsOmitted {
+    /// The log named no single recipient domain (several in one transaction: a relay host).
+    pub no_domain_messages: u64,
+    /// Their domain came after [`MAX_NEXT_HOPS`] others.
+    pub over_cap_messages: u64,
+}
+
 /// Everything `sigillo report` prints (the `--json` document, minus the input statistics the
 /// caller adds).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -365,6 +424,9 @@ pub struct Figures {
     pub omitted: Omitted,
     /// Records outside `--since`/`--until`.
     pub outside_window: u64,
+    /// Outbound Internet mail per recipient domain, most messages first.
+    pub next_hops: Vec<NextHopFigures>,
+    pub next_hops_omitted: NextHopsOmitted,
 }
 
 /// How many entries each capped list left out.
@@ -402,6 +464,54 @@ struct PeerState {
     window: Option<Window>,
 }
 
+/// A [`NextHopFigures`] while records come in.
+#[derive(Debug, Clone)]
+struct NextHopState {
+    messages: u64,
+    tls: u64,
+    trusted: u64,
+    plain: u64,
+    unknown: u64,
+    first: UnixTime,
+    last: UnixTime,
+    plain_sample: Sampler,
+    untrusted_sample: Sampler,
+}
+
+/// A [`MessageSample`] while records come in.
+#[derive(Debug, Clone, Default)]
+struct Sampler {
+    first: Option<(UnixTime, Text)>,
+    last: Option<(UnixTime, Text)>,
+    sample: Vec<(UnixTime, Text)>,
+}
+
+impl Sampler {
+    fn add(&mut self, time: UnixTime, id: &Text) {
+        if self.first.as_ref().is_none_or(|(t, _)| time < *t) {
+            self.first = Some((time, Text::clone(id)));
+        }
+        if self.last.as_ref().is_none_or(|(t, _)| time >= *t) {
+            self.last = Some((time, Text::clone(id)));
+        }
+        if self.sample.len() < NEXT_HOP_SAMPLE {
+            self.sample.push((time, Text::clone(id)));
+        }
+    }
+
+    fn figures(&self) -> Option<MessageSample> {
+        let message = |(time, id): &(UnixTime, Text)| MessageRef {
+            time: time_text(*time),
+            id: id.to_string(),
+        };
+        Some(MessageSample {
+            first: message(self.first.as_ref()?),
+            last: message(self.last.as_ref()?),
+            sample: self.sample.iter().map(message).collect(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Window {
     last_tls: (UnixTime, Text),
@@ -428,6 +538,9 @@ pub struct Aggregator {
     outside_window: u64,
     first: Option<UnixTime>,
     last: Option<UnixTime>,
+    /// Recipient domains are chosen by others: SipHash.
+    next_hops: HashMap<Text, NextHopState>,
+    next_hops_omitted: NextHopsOmitted,
 }
 
 impl Aggregator {
@@ -448,6 +561,8 @@ impl Aggregator {
             outside_window: 0,
             first: None,
             last: None,
+            next_hops: HashMap::new(),
+            next_hops_omitted: NextHopsOmitted::default(),
         }
     }
 
@@ -528,6 +643,9 @@ impl Aggregator {
         if internal || !delivered {
             return;
         }
+        if m.direction == Direction::Outbound {
+            self.add_next_hop(m);
+        }
         self.first = Some(self.first.map_or(m.time, |f| f.min(m.time)));
         self.last = Some(self.last.map_or(m.time, |l| l.max(m.time)));
         let tls = m.transport.is_tls();
@@ -597,6 +715,77 @@ impl Aggregator {
             }
             Transport::Unknown { .. } => peer.unknown += 1,
         }
+    }
+
+    /// Counts a delivered outbound Internet message for its recipient domain.
+    fn add_next_hop(&mut self, m: &MessageRecord) {
+        let Some(domain) = &m.recipient_domain else {
+            self.next_hops_omitted.no_domain_messages += 1;
+            return;
+        };
+        let full = self.next_hops.len() >= MAX_NEXT_HOPS;
+        let hop = match self.next_hops.entry(Text::clone(domain)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if full => {
+                self.next_hops_omitted.over_cap_messages += 1;
+                return;
+            }
+            Entry::Vacant(e) => e.insert(NextHopState {
+                messages: 0,
+                tls: 0,
+                trusted: 0,
+                plain: 0,
+                unknown: 0,
+                first: m.time,
+                last: m.time,
+                plain_sample: Sampler::default(),
+                untrusted_sample: Sampler::default(),
+            }),
+        };
+        hop.messages += 1;
+        hop.first = hop.first.min(m.time);
+        hop.last = hop.last.max(m.time);
+        match &m.transport {
+            Transport::Tls(info) => {
+                hop.tls += 1;
+                if matches!(info.trust, Some(Trust::Trusted | Trust::Verified)) {
+                    hop.trusted += 1;
+                } else {
+                    hop.untrusted_sample.add(m.time, &m.id);
+                }
+            }
+            Transport::Plain => {
+                hop.plain += 1;
+                hop.plain_sample.add(m.time, &m.id);
+            }
+            Transport::Unknown { .. } => hop.unknown += 1,
+        }
+    }
+
+    fn next_hop_figures(&self) -> Vec<NextHopFigures> {
+        let mut hops: Vec<NextHopFigures> = self
+            .next_hops
+            .iter()
+            .map(|(domain, h)| NextHopFigures {
+                domain: domain.to_string(),
+                messages: h.messages,
+                tls_messages: h.tls,
+                trusted_tls_messages: h.trusted,
+                plain_messages: h.plain,
+                unknown_messages: h.unknown,
+                tls_share: share(h.tls, h.messages),
+                first_seen: time_text(h.first),
+                last_seen: time_text(h.last),
+                plain: h.plain_sample.figures(),
+                untrusted_tls: h.untrusted_sample.figures(),
+            })
+            .collect();
+        hops.sort_by(|a, b| {
+            b.messages
+                .cmp(&a.messages)
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+        hops
     }
 
     /// The figures, with open downgrade windows closed as "still plaintext".
@@ -702,6 +891,8 @@ impl Aggregator {
             stripping_traces,
             omitted: self.omitted,
             outside_window: self.outside_window,
+            next_hops: self.next_hop_figures(),
+            next_hops_omitted: self.next_hops_omitted,
         }
     }
 
@@ -831,6 +1022,7 @@ mod tests {
             size: Some(100),
             id: id.into(),
             status: None,
+            recipient_domain: None,
         })
     }
 
@@ -1037,6 +1229,181 @@ mod tests {
                 starttls_failures: 0,
                 stripping_traces: 500
             }
+        );
+    }
+
+    /// An outbound delivery to `domain` over `transport` (`trusted`, `anonymous`, `plain`,
+    /// `unknown`) with `status`, from `ip`.
+    fn delivery(
+        time: UnixTime,
+        domain: Option<&str>,
+        transport: &str,
+        status: crate::model::DeliveryStatus,
+        ip: &str,
+        id: &str,
+    ) -> Record {
+        let Record::Message(mut m) = msg(time, Direction::Outbound, "mx.example", ip, true, id)
+        else {
+            unreachable!("msg makes message records")
+        };
+        m.transport = match (transport, m.transport) {
+            ("plain", _) => Transport::Plain,
+            ("unknown", _) => Transport::Unknown { hint: "test" },
+            (trust, Transport::Tls(mut info)) => {
+                info.trust = Some(match trust {
+                    "verified" => Trust::Verified,
+                    "trusted" => Trust::Trusted,
+                    "untrusted" => Trust::Untrusted,
+                    _ => Trust::Anonymous,
+                });
+                Transport::Tls(info)
+            }
+            (_, other) => other,
+        };
+        m.status = Some(status);
+        m.recipient_domain = domain.map(Text::from);
+        Record::Message(m)
+    }
+
+    #[test]
+    fn next_hops_count_delivered_internet_mail_per_recipient_domain() {
+        use crate::model::DeliveryStatus::{Bounced, Deferred, Sent};
+        let mut agg = Aggregator::new(AggregateOptions {
+            top: 5,
+            since: Some(1000),
+            ..Default::default()
+        });
+        let net = "192.0.2.1";
+        let records = [
+            delivery(1010, Some("a.example"), "verified", Sent, net, "A1"),
+            delivery(1020, Some("a.example"), "plain", Sent, net, "A2"),
+            delivery(1005, Some("a.example"), "anonymous", Sent, net, "A3"),
+            delivery(1030, Some("a.example"), "trusted", Sent, net, "A4"),
+            delivery(1040, Some("a.example"), "unknown", Sent, net, "A5"),
+            delivery(1050, Some("a.example"), "plain", Sent, net, "A6"),
+            // Not counted: deferred, bounced, internal, outside the window.
+            delivery(1060, Some("a.example"), "plain", Deferred, net, "X1"),
+            delivery(1070, Some("a.example"), "plain", Bounced, net, "X2"),
+            delivery(1080, Some("a.example"), "plain", Sent, "127.0.0.1", "X3"),
+            delivery(10, Some("a.example"), "plain", Sent, net, "X4"),
+            delivery(1100, Some("b.example"), "trusted", Sent, net, "B1"),
+            delivery(1200, Some("b.example"), "untrusted", Sent, net, "B2"),
+            delivery(1300, Some("c.example"), "verified", Sent, net, "C1"),
+            delivery(1300, Some("c.example"), "verified", Sent, net, "C2"),
+            delivery(1400, None, "plain", Sent, net, "N1"),
+        ];
+        for r in &records {
+            agg.add(r);
+        }
+        let f = agg.finish();
+        let got: Vec<_> = f
+            .next_hops
+            .iter()
+            .map(|h| {
+                (
+                    h.domain.as_str(),
+                    h.messages,
+                    h.tls_messages,
+                    h.trusted_tls_messages,
+                    h.plain_messages,
+                    h.unknown_messages,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.example", 6, 3, 2, 2, 1),
+                ("b.example", 2, 2, 1, 0, 0),
+                ("c.example", 2, 2, 2, 0, 0),
+            ]
+        );
+        let a = &f.next_hops[0];
+        assert_eq!(a.tls_share, 0.5);
+        assert_eq!(
+            (a.first_seen.as_str(), a.last_seen.as_str()),
+            (time_text(1005).as_str(), time_text(1050).as_str())
+        );
+        let plain = a.plain.as_ref().expect("a.example had plaintext mail");
+        let ids = |s: &MessageSample| s.sample.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            (plain.first.id.as_str(), plain.last.id.as_str()),
+            ("A2", "A6")
+        );
+        assert_eq!(ids(plain), ["A2", "A6"]);
+        let untrusted = a.untrusted_tls.as_ref().expect("A3 was anonymous");
+        assert_eq!(ids(untrusted), ["A3"]);
+        assert_eq!(f.next_hops[2].plain, None);
+        assert_eq!(f.next_hops[2].untrusted_tls, None);
+        assert_eq!(
+            f.next_hops_omitted,
+            NextHopsOmitted {
+                no_domain_messages: 1,
+                over_cap_messages: 0
+            }
+        );
+        // The per-domain messages and the omitted ones add up to the outbound figures.
+        let listed: u64 = f.next_hops.iter().map(|h| h.messages).sum();
+        assert_eq!(listed + 1, f.outbound.messages);
+    }
+
+    #[test]
+    fn next_hop_samples_and_domains_are_capped() {
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        for i in 0..(NEXT_HOP_SAMPLE as i64 + 3) {
+            agg.add(&delivery(
+                100 - i,
+                Some("many.example"),
+                "plain",
+                Sent,
+                "192.0.2.1",
+                &format!("P{i}"),
+            ));
+        }
+        for i in 0..MAX_NEXT_HOPS - 1 {
+            let domain = format!("d{i}.example");
+            agg.add(&delivery(
+                200,
+                Some(&domain),
+                "trusted",
+                Sent,
+                "192.0.2.1",
+                "D",
+            ));
+        }
+        // A domain already counted still counts; a new one is omitted.
+        agg.add(&delivery(
+            300,
+            Some("many.example"),
+            "plain",
+            Sent,
+            "192.0.2.1",
+            "LAST",
+        ));
+        agg.add(&delivery(
+            300,
+            Some("new.example"),
+            "plain",
+            Sent,
+            "192.0.2.1",
+            "NEW",
+        ));
+        let f = agg.finish();
+        assert_eq!(f.next_hops.len(), MAX_NEXT_HOPS);
+        assert_eq!(f.next_hops_omitted.over_cap_messages, 1);
+        let many = &f.next_hops[0];
+        assert_eq!(
+            (many.domain.as_str(), many.plain_messages),
+            ("many.example", NEXT_HOP_SAMPLE as u64 + 4)
+        );
+        let plain = many.plain.as_ref().expect("plaintext sample");
+        assert_eq!(plain.sample.len(), NEXT_HOP_SAMPLE);
+        // First and last by time, not by log order.
+        let last_early = format!("P{}", NEXT_HOP_SAMPLE + 2);
+        assert_eq!(
+            (plain.first.id.as_str(), plain.last.id.as_str()),
+            (last_early.as_str(), "LAST")
         );
     }
 

@@ -24,4 +24,5 @@ pub mod input;
 pub mod model;
 pub mod opensmtpd;
 pub mod postfix;
+mod recipient;
 pub mod sendmail;

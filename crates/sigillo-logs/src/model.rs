@@ -120,6 +120,12 @@ pub struct MessageRecord {
     pub id: Text,
     /// Outbound only.
     pub status: Option<DeliveryStatus>,
+    /// Outbound only: the domain of the recipients of this delivery transaction, lowercase:
+    /// the next hop Postfix's TLS policy (`smtp_tls_policy_maps`) is keyed by when mail is
+    /// routed by MX. `None` inbound, when the log names no recipient domain, and when the
+    /// transaction's recipients span several domains (the next hop was then a relay host or
+    /// a transport's nexthop, which is also what the policy is keyed by then).
+    pub recipient_domain: Option<Text>,
 }
 
 /// One SMTP connection (session), whether or not it carried mail.

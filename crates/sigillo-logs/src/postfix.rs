@@ -10,7 +10,13 @@
 //!   (content-filter re-injection); 127.0.0.2 and up are ordinary peers.
 //! - **Outbound** (`smtp`, `lmtp`, `local`, `virtual`, `pipe`, `error`, `discard`, `qmgr`):
 //!   one record per run of consecutive `to=` lines of one queue id, relay, status and
-//!   connection use (recipients = the run's length).
+//!   connection use (recipients = the run's length). Its `recipient_domain` is the domain
+//!   of the `to=` addresses (the address after rewriting and alias expansion, not
+//!   `orig_to=`) when they all share one. Postfix groups the recipients of a transaction by
+//!   next hop, which is the recipient domain when mail is routed by MX: a run spanning
+//!   several domains means a `relayhost` or a transport's nexthop was the next hop, and gets
+//!   none. With a relay host every delivery goes to `[relay]`, which is then also what
+//!   `smtp_tls_policy_maps` is keyed by: pins keyed by recipient domain would not apply.
 //! - **Anomalies**: failed STARTTLS (`SSL_accept error`, `SSL_connect error`,
 //!   `TLS library problem`, `Cannot start TLS`, `TLS is required, but …`), one per session or
 //!   delivery; stripping traces (a session with `unknown=…` commands and neither a
@@ -52,6 +58,7 @@ use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Mta, MtaParser, Peer,
     Record, Scope, TlsInfo, Transport, UnixTime,
 };
+use crate::recipient::{self, DomainTexts};
 use bounded::{Bounded, FxBuild};
 use fields::{Counters, PeerRef};
 use std::sync::Arc;
@@ -217,6 +224,7 @@ pub struct PostfixParser {
     pending: Bounded<Arc<str>, Pending, FxBuild>,
     procs: Bounded<ProcKey, DeliveryProc, FxBuild>,
     relays: Bounded<Arc<str>, Transport>,
+    domains: DomainTexts,
     unparsed: u64,
     evicted: u64,
     /// Log time of the next sweep of idle delivery processes.
@@ -296,6 +304,7 @@ impl PostfixParser {
             pending: Bounded::new(options.max_pending_messages),
             procs: Bounded::new(options.max_delivery_processes),
             relays: Bounded::new(options.max_relays),
+            domains: DomainTexts::default(),
             unparsed: 0,
             evicted: 0,
             next_sweep: UnixTime::MIN,
@@ -781,6 +790,7 @@ impl PostfixParser {
         };
         let tls_failed =
             t.text.contains("TLS is required, but") || t.text.contains("Cannot start TLS");
+        let domain = self.domains.of_address(t.to);
         let Some(pr) = self.proc(key, line.time) else {
             return;
         };
@@ -801,6 +811,7 @@ impl PostfixParser {
             && open.record.status == Some(t.status)
         {
             open.record.recipients = open.record.recipients.saturating_add(1);
+            recipient::merge(&mut open.record.recipient_domain, domain.as_ref());
             return;
         }
         let same_connection = pr.open.as_ref().is_some_and(|open| {
@@ -821,6 +832,7 @@ impl PostfixParser {
                 size: None,
                 id: id.into(),
                 status: Some(t.status),
+                recipient_domain: domain,
             },
         };
         if let Some(prev) = pr.open.replace(next) {
@@ -898,6 +910,7 @@ fn emit_inbound(id: &str, p: Pending, out: &mut Vec<Record>) {
         size: Some(size),
         id: id.into(),
         status: None,
+        recipient_domain: None,
     }));
 }
 

@@ -108,6 +108,10 @@ pub fn summary(records: &[Record], parser: &PostfixParser) -> BTreeMap<String, u
                     (None, None) => "none".into(),
                 };
                 add(format!("{d}.peer.{who}.{t}"), 1);
+                if msg.direction == Direction::Outbound {
+                    let domain = msg.recipient_domain.as_deref().unwrap_or("none");
+                    add(format!("{d}.domain.{domain}.{t}"), 1);
+                }
                 if let Transport::Tls(info) = &msg.transport {
                     add(format!("{d}.version.{}", info.version), 1);
                     add(format!("{d}.trust.{}", trust_key(info.trust)), 1);

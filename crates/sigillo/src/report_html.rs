@@ -1596,6 +1596,7 @@ pub(crate) mod sample {
             size: Some(4096),
             id: id.into(),
             status,
+            recipient_domain: None,
         })
     }
 

@@ -256,6 +256,9 @@ pub(crate) fn qmgr_from(rest: &str) -> Option<(u64, u32)> {
 /// A delivery line: `to=<…>, [orig_to=<…>, ]relay=…, [conn_use=N, ]delay=…, dsn=…, status=…`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ToLine<'a> {
+    /// The recipient address as logged, without the angle brackets (after address rewriting
+    /// and alias expansion: the address the delivery was routed for).
+    pub to: &'a str,
     /// As logged: `none`, `local`, `virtual`, `HOST[IP]:PORT`, `HOST[private/dovecot-lmtp]`.
     pub relay: &'a str,
     /// 1 for a fresh connection (the field is absent), N for the N-th use of a cached one.
@@ -270,6 +273,7 @@ pub(crate) struct ToLine<'a> {
 pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
     let mut rest = rest.strip_prefix("to=<")?;
     let close = find_from(rest, b'>', ">, ")?;
+    let to = rest.get(..close)?;
     rest = rest.get(close + 3..)?;
     let mut relay = None;
     let mut conn_use = 1;
@@ -288,6 +292,7 @@ pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
                 _ => return None,
             };
             return Some(ToLine {
+                to,
                 relay: relay?,
                 conn_use,
                 status,
@@ -496,24 +501,27 @@ mod tests {
     #[test]
     fn delivery_lines() {
         use DeliveryStatus::*;
-        // (rest, relay, conn_use, status)
-        type Row = (&'static str, Option<(&'static str, u32, DeliveryStatus)>);
+        // (rest, to, relay, conn_use, status)
+        type Row = (
+            &'static str,
+            Option<(&'static str, &'static str, u32, DeliveryStatus)>,
+        );
         let table: &[Row] = &[
             (
                 "to=<user@lab.test>, relay=virtual, delay=0.02, delays=0.01/0/0/0, dsn=2.0.0, status=sent (delivered to maildir)",
-                Some(("virtual", 1, Sent)),
+                Some(("user@lab.test", "virtual", 1, Sent)),
             ),
             (
                 "to=<a@example.org>, orig_to=<b@example.com>, relay=mx.example.org[203.0.113.5]:25, conn_use=2, delay=1.1, delays=0/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
-                Some(("mx.example.org[203.0.113.5]:25", 2, Sent)),
+                Some(("a@example.org", "mx.example.org[203.0.113.5]:25", 2, Sent)),
             ),
             (
                 "to=<a@example.org>, relay=none, delay=30, delays=0/0/30/0, dsn=4.4.1, status=deferred (connect to mx[192.0.2.1]:25: Connection refused)",
-                Some(("none", 1, Deferred)),
+                Some(("a@example.org", "none", 1, Deferred)),
             ),
             (
                 "to=<\"odd, >name\"@example.org>, relay=local, delay=0, dsn=5.1.1, status=bounced (unknown user)",
-                Some(("local", 1, Bounced)),
+                Some(("\"odd, >name\"@example.org", "local", 1, Bounced)),
             ),
             (
                 "to=<a@b>, relay=x[1.2.3.4]:25, delay=0, dsn=2.1.5, status=deliverable (ok)",
@@ -527,7 +535,7 @@ mod tests {
             ("to=<a@b>", None),
         ];
         for (rest, want) in table {
-            let got = to_line(rest).map(|t| (t.relay, t.conn_use, t.status));
+            let got = to_line(rest).map(|t| (t.to, t.relay, t.conn_use, t.status));
             assert_eq!(got, *want, "{rest}");
         }
     }

@@ -1,0 +1,157 @@
+//! The recipient domain of an outbound delivery ([`MessageRecord::recipient_domain`]): the
+//! next hop a sending MTA's TLS policy is keyed by. Address parsing is total and allocation
+//! free; [`DomainTexts`] shares one copy of each domain between records.
+//!
+//! [`MessageRecord::recipient_domain`]: crate::model::MessageRecord::recipient_domain
+
+use crate::model::Text;
+use std::collections::HashSet;
+
+/// Longest domain kept (RFC 1035's 253 characters, plus brackets for an address literal).
+const MAX_DOMAIN: usize = 255;
+
+/// Distinct domains [`DomainTexts`] keeps before it starts afresh.
+const MAX_SHARED: usize = 65_536;
+
+/// The domain of a mail address as logged (`user@example.com`, `<user@Example.COM.>`,
+/// `"a@b"@example.org`): the text after the last `@`, without angle brackets and a trailing
+/// dot. `None` without an `@` (a local user), for an empty or over-long domain, and for one
+/// with characters no domain or address literal has (spaces, quotes, controls).
+pub(crate) fn domain_of(address: &str) -> Option<&str> {
+    let address = address.trim();
+    let address = address.strip_prefix('<').unwrap_or(address);
+    let address = address.strip_suffix('>').unwrap_or(address);
+    let at = memchr::memrchr(b'@', address.as_bytes())?;
+    let domain = address.get(at + 1..)?;
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b) || b >= 0x80;
+    (!domain.is_empty() && domain.len() <= MAX_DOMAIN && domain.bytes().all(allowed))
+        .then_some(domain)
+}
+
+/// One shared, lowercase copy of each recipient domain a parser meets, so records of one
+/// domain share their text and the aggregator mostly compares pointers. Bounded: past
+/// [`MAX_SHARED`] distinct domains it starts afresh, which costs sharing, never correctness.
+/// Recipient domains can be chosen by others (a bounce to a forged sender), so the set uses
+/// the standard library's keyed hash, not the fast one.
+#[derive(Debug, Default)]
+pub(crate) struct DomainTexts {
+    shared: HashSet<Text>,
+    /// The last domain handed out: deliveries to one domain come in runs.
+    last: Option<Text>,
+}
+
+impl DomainTexts {
+    /// The shared lowercase text of `domain`.
+    pub(crate) fn get(&mut self, domain: &str) -> Text {
+        if let Some(last) = &self.last
+            && last.eq_ignore_ascii_case(domain)
+        {
+            return Text::clone(last);
+        }
+        let text = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.share(&domain.to_ascii_lowercase())
+        } else {
+            self.share(domain)
+        };
+        self.last = Some(Text::clone(&text));
+        text
+    }
+
+    /// The shared text of the domain of `address` ([`domain_of`]).
+    pub(crate) fn of_address(&mut self, address: &str) -> Option<Text> {
+        domain_of(address).map(|d| self.get(d))
+    }
+
+    fn share(&mut self, lower: &str) -> Text {
+        if let Some(t) = self.shared.get(lower) {
+            return Text::clone(t);
+        }
+        if self.shared.len() >= MAX_SHARED {
+            self.shared.clear();
+        }
+        let t: Text = lower.into();
+        self.shared.insert(Text::clone(&t));
+        t
+    }
+}
+
+/// Adds a recipient's domain to a transaction's: the transaction keeps a domain only while
+/// all its recipients share it (`None` once they differ, or once one has none).
+pub(crate) fn merge(transaction: &mut Option<Text>, recipient: Option<&Text>) {
+    let same = match (&*transaction, recipient) {
+        (Some(a), Some(b)) => Text::ptr_eq(a, b) || a == b,
+        _ => false,
+    };
+    if !same {
+        *transaction = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_of_addresses() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("user@example.com", Some("example.com")),
+            ("<user@Example.COM>", Some("Example.COM")),
+            ("user@example.com.", Some("example.com")),
+            ("\"a@b\"@example.org", Some("example.org")),
+            ("\"odd, >name\"@example.org", Some("example.org")),
+            ("user@[192.0.2.1]", Some("[192.0.2.1]")),
+            ("user@bücher.example", Some("bücher.example")),
+            ("root", None),
+            ("user@", None),
+            ("user@.", None),
+            ("user@exa mple.com", None),
+            ("user@exa\"mple.com", None),
+            ("", None),
+            ("<>", None),
+        ];
+        for (address, want) in cases {
+            assert_eq!(domain_of(address), *want, "{address:?}");
+        }
+        let long = format!("u@{}", "a".repeat(MAX_DOMAIN + 1));
+        assert_eq!(domain_of(&long), None);
+    }
+
+    #[test]
+    fn shared_lowercase_texts() {
+        let mut texts = DomainTexts::default();
+        let a = texts.get("Example.COM");
+        let b = texts.get("example.com");
+        let c = texts.get("other.example");
+        let d = texts.get("EXAMPLE.com");
+        assert_eq!(&*a, "example.com");
+        assert!(Text::ptr_eq(&a, &b) && Text::ptr_eq(&a, &d));
+        assert_eq!(&*c, "other.example");
+        assert_eq!(
+            texts.of_address("x@Other.Example").as_deref(),
+            Some("other.example")
+        );
+        assert_eq!(texts.of_address("postmaster"), None);
+    }
+
+    #[test]
+    fn merged_transactions() {
+        let a: Text = "a.example".into();
+        let a2: Text = "a.example".into();
+        let b: Text = "b.example".into();
+        // (transaction, recipient, result)
+        let cases = [
+            (Some(&a), Some(&a), Some("a.example")),
+            (Some(&a), Some(&a2), Some("a.example")),
+            (Some(&a), Some(&b), None),
+            (Some(&a), None, None),
+            (None, Some(&a), None),
+            (None, None, None),
+        ];
+        for (start, recipient, want) in cases {
+            let mut t = start.cloned();
+            merge(&mut t, recipient);
+            assert_eq!(t.as_deref(), want, "{start:?} + {recipient:?}");
+        }
+    }
+}
