@@ -14,6 +14,8 @@
 //!   `P=local…` or no `H=` ⇒ internal. `CV=yes`/`dane` ⇒ `Verified`, `CV=no` ⇒ `Untrusted`.
 //! - **Deliveries.** `=>` (or cutthrough `>>`) starts one record, each following `->` of
 //!   that message adds a recipient. With `H=`: Internet, TLS iff `X=`; without: internal.
+//!   The record's recipient domain is that of the address delivered to (the first after the
+//!   flag, not the `<original>`), none once a `->` of another domain joins it.
 //!   `==` (deferred) and `**` (bounced) with `H=` are one record per line. A `**` line
 //!   carries `X=` when the session used TLS (4.96 writes it, followed by `CV=no:` and the
 //!   error); `==` lines never do: without `X=` their transport is unknown, since older
@@ -47,6 +49,7 @@ use crate::model::{
     MtaParser, Peer, Record, Scope, Text, TlsInfo, Transport, Trust, UnixTime,
 };
 use crate::postfix::bounded::{Bounded, FxBuild};
+use crate::recipient::{self, DomainTexts};
 use std::net::IpAddr;
 
 // ---------------------------------------------------------------------------------------------
@@ -372,6 +375,7 @@ pub struct EximParser {
     tls_without_cv: bool,
     saw_connection_lines: bool,
     saw_received: bool,
+    domains: DomainTexts,
 }
 
 impl Default for EximParser {
@@ -394,6 +398,7 @@ impl EximParser {
             tls_without_cv: false,
             saw_connection_lines: false,
             saw_received: false,
+            domains: DomainTexts::default(),
         }
     }
 
@@ -496,10 +501,15 @@ impl EximParser {
         if kind == b"*>" {
             return;
         }
+        // The address delivered to (after redirection): the next hop's domain.
+        let domain = self
+            .domains
+            .of_address(rest.split(' ').next().unwrap_or("").trim_end_matches(':'));
         if kind == b"->"
             && let Some(r) = self.deliveries.get_mut(id)
         {
             r.recipients = r.recipients.saturating_add(1);
+            recipient::merge(&mut r.recipient_domain, domain.as_ref());
             return;
         }
         self.flush_delivery(id, out);
@@ -549,7 +559,7 @@ impl EximParser {
             size,
             id: id.into(),
             status: Some(status),
-            recipient_domain: None,
+            recipient_domain: domain,
         };
         if remote
             && kind != b"->"

@@ -10,7 +10,9 @@
 //!   Untrusted, no client certificate ⇒ Anonymous. `address=local` sessions are internal.
 //!   `smtp disconnected` emits the connection.
 //! - **Outbound**: `mta delivery` lines of one session and one message (the evpid's first 8
-//!   hex digits) with the same result make one record (one line per recipient). The peer is
+//!   hex digits) with the same result make one record (one line per recipient); its
+//!   recipient domain is that of the `to=` addresses (delivered to; `rcpt=` is as given in
+//!   RCPT TO) when they share one. The peer is
 //!   the delivery's `relay="IP (name)"` (also `name [IP]`), else the session's `mta connecting
 //!   address=`. Trust: `mta cert-check result="valid"` ⇒ Verified, `"unverified"` ⇒
 //!   Untrusted, `smtp cert-check result="no certificate presented"` (written with the mta
@@ -32,6 +34,7 @@ use crate::model::{
     MtaParser, Peer, Record, Scope, Text, TlsInfo, Transport, Trust, UnixTime,
 };
 use crate::postfix::bounded::{Bounded, FxBuild};
+use crate::recipient::{self, DomainTexts};
 use std::net::IpAddr;
 
 const MAX_SESSIONS: usize = 65_536;
@@ -204,6 +207,7 @@ pub struct OpensmtpdParser {
     mta: Bounded<u64, MtaSession, FxBuild>,
     unparsed: u64,
     evicted: u64,
+    domains: DomainTexts,
 }
 
 impl Default for OpensmtpdParser {
@@ -219,6 +223,7 @@ impl OpensmtpdParser {
             mta: Bounded::new(MAX_SESSIONS),
             unparsed: 0,
             evicted: 0,
+            domains: DomainTexts::default(),
         }
     }
 
@@ -460,11 +465,12 @@ impl OpensmtpdParser {
     }
 
     fn on_mta_delivery(&mut self, id: u64, args: &str, line: &Line<'_>, out: &mut Vec<Record>) {
-        let (mut evpid, mut relay, mut result) = (None, None, None);
+        let (mut evpid, mut relay, mut result, mut to) = (None, None, None, None);
         for (k, v) in kv(args) {
             match k {
                 "evpid" => evpid = Some(v),
                 "relay" => relay = Some(v),
+                "to" => to = Some(v),
                 "result" => result = Some(v),
                 _ => {}
             }
@@ -510,7 +516,8 @@ impl OpensmtpdParser {
             size: None,
             id: evpid.get(..8).unwrap_or(evpid).into(),
             status: Some(status),
-            recipient_domain: None,
+            // `to=` is the address delivered to (`rcpt=` the one given in RCPT TO).
+            recipient_domain: to.and_then(|a| self.domains.of_address(a)),
         };
         let Some(s) = session else {
             out.push(Record::Message(record));
@@ -521,6 +528,7 @@ impl OpensmtpdParser {
             && p.status == Some(status)
         {
             p.recipients = p.recipients.saturating_add(1);
+            recipient::merge(&mut p.recipient_domain, record.recipient_domain.as_ref());
             return;
         }
         let same_message = s.pending.as_ref().is_some_and(|(m, _)| *m == msgid);

@@ -17,7 +17,8 @@
 //!   A sent delivery without a joined STARTTLS line is plain; a deferred or bounced one is
 //!   unknown; one without an `[ip]` that was not sent contacted nobody: no record.
 //! - **Status** from `dsn=` (2/4/5 ⇒ sent/deferred/bounced), else from `stat=`.
-//! - **Recipients**: inbound `nrcpts=`; outbound the addresses in the `to=` list.
+//! - **Recipients**: inbound `nrcpts=`; outbound the addresses in the `to=` list, whose
+//!   domain is the record's recipient domain when they share one.
 //! - **Trust** (`verify=`): `OK`, `DANE_PASS` ⇒ Verified; `TRUSTED` ⇒ Trusted; `NO` (peer sent
 //!   no certificate), `NOT` (none requested), `NONE` ⇒ Anonymous; `FAIL` and every other
 //!   failure word (`SOFTWARE`, `PROTOCOL`, `TEMP`, `DANE_FAIL`, `CRLFAIL`, …) ⇒ Untrusted.
@@ -50,6 +51,7 @@ use crate::model::{
     MtaParser, Peer, Record, Scope, Text, TlsInfo, Transport, Trust, UnixTime,
 };
 use crate::postfix::bounded::{Bounded, FxBuild};
+use crate::recipient::{self, DomainTexts};
 use std::net::IpAddr;
 
 const MAX_SERVER_SESSIONS: usize = 65_536;
@@ -205,6 +207,7 @@ pub struct SendmailParser {
     pending_traces: Bounded<u32, PendingTrace, FxBuild>,
     unparsed: u64,
     evicted: u64,
+    domains: DomainTexts,
 }
 
 impl Default for SendmailParser {
@@ -223,6 +226,7 @@ impl SendmailParser {
             pending_traces: Bounded::new(MAX_PENDING_TRACES),
             unparsed: 0,
             evicted: 0,
+            domains: DomainTexts::default(),
         }
     }
 
@@ -438,7 +442,17 @@ impl SendmailParser {
             self.unparsed += 1;
             return;
         };
-        let recipients = to.split(',').filter(|a| !a.trim().is_empty()).count();
+        let mut recipients = 0usize;
+        let mut domain = None;
+        for address in to.split(',').filter(|a| !a.trim().is_empty()) {
+            let d = self.domains.of_address(address);
+            if recipients == 0 {
+                domain = d;
+            } else {
+                recipient::merge(&mut domain, d.as_ref());
+            }
+            recipients += 1;
+        }
         let status = match dsn.and_then(|d| d.bytes().next()) {
             Some(b'2') => DeliveryStatus::Sent,
             Some(b'4') => DeliveryStatus::Deferred,
@@ -467,7 +481,7 @@ impl SendmailParser {
             size: None,
             id: qid.into(),
             status: Some(status),
-            recipient_domain: None,
+            recipient_domain: domain,
         };
         let record = if smtp {
             let session = !NO_SESSION.iter().any(|w| stat.contains(w));

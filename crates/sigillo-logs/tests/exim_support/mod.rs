@@ -76,6 +76,10 @@ pub fn summarize(records: &[Record], parser: &dyn MtaParser) -> BTreeMap<String,
                     .map(|ip| ip.to_string())
                     .unwrap_or_else(|| "noip".into());
                 bump(&mut m, format!("peer.{peer}.{d}.messages"), 1);
+                if msg.direction == Direction::Outbound {
+                    let domain = msg.recipient_domain.as_deref().unwrap_or("none");
+                    bump(&mut m, format!("{d}.domain.{domain}"), 1);
+                }
                 if let Some(h) = &msg.peer.hostname {
                     bump(&mut m, format!("peer.{peer}.{d}.name.{h}"), 1);
                 }
