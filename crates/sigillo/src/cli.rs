@@ -41,7 +41,7 @@ pub enum Command {
     /// does when STARTTLS is stripped.
     StripProxy(StripProxyArgs),
     /// TLS policy for your MTA: `policy serve` answers Postfix's smtp_tls_policy_maps from
-    /// DANE, MTA-STS, pins and overrides.
+    /// DANE, MTA-STS, pins and overrides; `policy build` pins peers from the logs.
     #[command(subcommand)]
     Policy(crate::policy::PolicyCommand),
     /// Run `check` against three local demo servers (STARTTLS, plaintext, and STARTTLS behind a
@@ -165,6 +165,26 @@ pub struct ReportArgs {
     /// Log files, directories (rotated files read oldest first), `.gz`/`.zst`, or `-` for stdin.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub logs: LogArgs,
+    /// Print one JSON document (see docs/report-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Write `daily.csv`, `hourly.csv` and `peers.csv` into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub csv: Option<PathBuf>,
+    /// Write a self-contained HTML page with charts to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// How many plaintext peer domains to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+/// How log inputs are read and which of their mail counts: shared by `report` and
+/// `policy build`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
     /// The log format for every input, instead of detecting it per file.
     #[arg(long, value_parser = parse_format)]
     pub format: Option<sigillo_logs::input::Format>,
@@ -181,18 +201,24 @@ pub struct ReportArgs {
     /// 127.0.0.1 and ::1 always are).
     #[arg(long, value_name = "CIDR")]
     pub internal: Vec<sigillo_logs::aggregate::Cidr>,
-    /// Print one JSON document (see docs/report-json.md).
-    #[arg(long)]
-    pub json: bool,
-    /// Write `daily.csv`, `hourly.csv` and `peers.csv` into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub csv: Option<PathBuf>,
-    /// Write a self-contained HTML page with charts to this file.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// How many plaintext peer domains to list.
-    #[arg(long, default_value_t = 10)]
-    pub top: usize,
+}
+
+impl LogArgs {
+    /// Reads `inputs` (files, directories, `-`) and counts their mail.
+    pub fn analyze(&self, inputs: &[PathBuf], top: usize) -> sigillo_logs::analysis::Analysis {
+        let input_options = sigillo_logs::input::InputOptions {
+            format: self.format,
+            year: self.year,
+            ..Default::default()
+        };
+        let options = sigillo_logs::aggregate::AggregateOptions {
+            internal: self.internal.clone(),
+            since: self.since,
+            until: self.until,
+            top,
+        };
+        sigillo_logs::analysis::analyze(inputs, &input_options, options)
+    }
 }
 
 fn parse_format(text: &str) -> Result<sigillo_logs::input::Format, String> {
@@ -518,18 +544,7 @@ pub fn emit(text: &str) -> std::io::Result<()> {
 /// `sigillo report`: 0 when the logs were read (bad lines are reported on stderr and
 /// skipped), 2 when nothing could be read or an output could not be written.
 fn report(args: ReportArgs) -> anyhow::Result<u8> {
-    let input_options = sigillo_logs::input::InputOptions {
-        format: args.format,
-        year: args.year,
-        ..Default::default()
-    };
-    let options = sigillo_logs::aggregate::AggregateOptions {
-        internal: args.internal.clone(),
-        since: args.since,
-        until: args.until,
-        top: args.top,
-    };
-    let analysis = sigillo_logs::analysis::analyze(&args.inputs, &input_options, options);
+    let analysis = args.logs.analyze(&args.inputs, args.top);
     let _ = std::io::stderr().write_all(crate::report_text::input_problems(&analysis).as_bytes());
     if let Some(dir) = &args.csv {
         std::fs::create_dir_all(dir).with_context(|| format!("--csv {}", dir.display()))?;

@@ -7,6 +7,7 @@
 mod cli;
 mod demo;
 mod policy;
+mod policy_build;
 mod render;
 mod report_csv;
 mod report_html;

@@ -1,6 +1,7 @@
 //! `sigillo policy …`: TLS policy for a sending MTA. `policy serve` runs the Postfix
 //! socketmap daemon (`sigillo_check::policy`) or, with `--check DOMAIN`, prints the answer it
-//! would give and why. This file is its arguments, log lines and signal handling.
+//! would give and why. This file is its arguments, log lines and signal handling;
+//! `policy build` lives in `policy_build.rs`.
 
 use crate::cli::{parse_resolver, seconds};
 use anyhow::{Context, bail};
@@ -26,6 +27,9 @@ pub enum PolicyCommand {
     /// Answer Postfix's `smtp_tls_policy_maps` over the socketmap protocol, from static
     /// overrides, DANE, MTA-STS and pinned peers (in that order), with RFC 8461 caching.
     Serve(ServeArgs),
+    /// Pin the next-hop domains that used TLS for every message in the logs (a Postfix
+    /// smtp_tls_policy_maps file, an Exim domain list), and dry-run a policy against the logs.
+    Build(crate::policy_build::BuildArgs),
 }
 
 /// The level answered when a domain's MX hosts have usable DNSSEC-validated TLSA records.
@@ -126,6 +130,7 @@ pub struct ServeArgs {
 pub async fn run(command: PolicyCommand) -> anyhow::Result<u8> {
     match command {
         PolicyCommand::Serve(args) => serve(args).await,
+        PolicyCommand::Build(args) => crate::policy_build::run(args),
     }
 }
 

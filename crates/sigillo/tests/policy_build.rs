@@ -1,0 +1,421 @@
+//! `sigillo policy build` end to end, on fixture logs with known outbound TLS and plaintext
+//! deliveries per domain (tests/testdata/policy-build, described in its README): the exact
+//! pin files, dry-run counts, `--from-report` giving what the logs give, and the Postfix map
+//! read by Postfix's own `postmap`.
+
+mod run;
+
+use serde_json::{Value, json};
+use sigillo_testkit::require_tools;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/policy-build")
+}
+
+/// The two fixture logs, as arguments.
+fn logs() -> Vec<String> {
+    ["postfix.log", "exim.log"]
+        .iter()
+        .map(|f| testdata().join(f).display().to_string())
+        .collect()
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
+    }
+}
+
+fn sigillo(args: &[&str], stdin: Option<&str>) -> Run {
+    let (code, stdout, stderr) = run::sigillo(args, stdin);
+    Run {
+        code,
+        stdout,
+        stderr,
+    }
+}
+
+/// `policy build LOGS… EXTRA…`.
+fn build(extra: &[&str]) -> Run {
+    let logs = logs();
+    let mut args: Vec<&str> = vec!["policy", "build"];
+    args.extend(logs.iter().map(String::as_str));
+    args.extend(extra);
+    sigillo(&args, None)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn writes_exact_pin_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let postfix = dir.path().join("tls_pins");
+    let run = build(&["--postfix", postfix.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        read(&postfix),
+        read(&testdata().join("expected/encrypt.postfix"))
+    );
+    assert!(
+        run.stdout
+            .contains("Pinned: 3 domain(s) (3 encrypt, 0 verify), 32 messages"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("postmap hash:{}", postfix.display())),
+        "{}",
+        run.stdout
+    );
+
+    let exim = dir.path().join("tls_pinned");
+    let run = build(&[
+        "--verify",
+        "--postfix",
+        postfix.to_str().unwrap(),
+        "--exim",
+        exim.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        read(&postfix),
+        read(&testdata().join("expected/verify.postfix"))
+    );
+    assert_eq!(read(&exim), read(&testdata().join("expected/verify.exim")));
+
+    // `-` writes the map to stdout, and the summary goes to stderr.
+    let run = build(&["--verify", "--postfix", "-"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        read(&testdata().join("expected/verify.postfix"))
+    );
+    assert!(run.stderr.contains("Pinned: 3 domain(s)"), "{}", run.stderr);
+}
+
+#[test]
+fn json_lists_pins_and_why_others_were_not() {
+    let run = build(&["--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["next_hops"], 8);
+    assert_eq!(
+        doc["next_hops_omitted"],
+        json!({"no_domain_messages": 1, "over_cap_messages": 0})
+    );
+    assert_eq!(
+        doc["rule"],
+        json!({"min_messages": 10, "min_tls_share": 1.0, "verify": false})
+    );
+    assert_eq!(
+        doc["not_pinned"],
+        json!({"few_messages": 1, "below_tls_share": 3, "not_a_domain": 1})
+    );
+    assert_eq!(
+        doc["pins"][1],
+        json!({"domain": "tls.example", "level": "encrypt",
+               "evidence": {"messages": 10, "tls": 10, "verified": 0}})
+    );
+    assert!(doc.get("dry_run").is_none(), "{doc}");
+}
+
+#[test]
+fn dry_run_counts_the_messages_a_policy_would_have_deferred() {
+    // The default rule pins only domains that used TLS every time: nothing deferred, exit 0.
+    let run = build(&["--dry-run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let d = &run.json()["dry_run"];
+    assert_eq!(
+        (
+            &d["pinned_domains"],
+            &d["messages_to_pinned"],
+            &d["deferred_messages"]
+        ),
+        (&json!(3), &json!(32), &json!(0))
+    );
+
+    // At 95 %, mostly.example (19 of 20 over TLS) is pinned, and its one plaintext message
+    // would have been deferred: exit 1.
+    let run = build(&["--dry-run", "--json", "--min-tls-share", "0.95", "--verify"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let d = &run.json()["dry_run"];
+    assert_eq!(
+        d,
+        &json!({
+            "pins_from": "rule",
+            "pinned_domains": 4,
+            "pinned_domains_seen": 4,
+            "messages_to_pinned": 52,
+            "deferred_messages": 1,
+            "unknown_messages": 0,
+            "domains": [{
+                "domain": "mostly.example", "level": "verify", "messages": 20, "deferred": 1,
+                "plain": 1, "untrusted_tls": 0, "unknown": 0,
+                "first": {"time": "2026-11-23T09:03:31Z", "id": "4A00000023"},
+                "last": {"time": "2026-11-23T09:03:31Z", "id": "4A00000023"},
+                "sample": [{"time": "2026-11-23T09:03:31Z", "id": "4A00000023"}]
+            }]
+        })
+    );
+
+    // Existing pins: plain.example's 10 messages in clear would have been deferred;
+    // cached.example's delivery of unknown transport might have been; gone.example had none.
+    let pins = testdata().join("pins.cf");
+    let run = build(&["--dry-run", "--pins", pins.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "Dry run with the pins in {}: 10 of 33 messages to 3 pinned domain(s) seen would \
+             have been deferred; 1 more, of unknown transport, might have been",
+            pins.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("1 pinned domain(s) had no delivered mail in the window."),
+        "{}",
+        run.stdout
+    );
+    let run = build(&["--dry-run", "--pins", pins.to_str().unwrap(), "--json"]);
+    let d = &run.json()["dry_run"];
+    let rows: Vec<(String, u64, u64)> = d["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["domain"].as_str().unwrap().to_owned(),
+                x["deferred"].as_u64().unwrap(),
+                x["unknown"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("plain.example".to_owned(), 10, 0),
+            ("cached.example".to_owned(), 0, 1)
+        ]
+    );
+    let sample: Vec<&str> = d["domains"][0]["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sample,
+        [
+            "4A00000038",
+            "4A00000039",
+            "4A0000003A",
+            "4A0000003B",
+            "4A0000003C"
+        ]
+    );
+    assert_eq!(d["domains"][0]["last"]["id"], "4A00000041");
+}
+
+#[test]
+fn a_built_map_reads_back_as_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let postfix = dir.path().join("tls_pins");
+    let run = build(&["--verify", "--postfix", postfix.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let built = build(&["--verify", "--json"]).json()["pins"].clone();
+    let run = build(&["--dry-run", "--pins", postfix.to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["pins"], built, "evidence comments read back");
+    assert_eq!(doc["dry_run"]["deferred_messages"], 0);
+}
+
+#[test]
+fn from_report_gives_what_the_logs_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = logs();
+    let mut args: Vec<&str> = vec!["report", "--json"];
+    args.extend(logs.iter().map(String::as_str));
+    let report = sigillo(&args, None);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let report_path = dir.path().join("report.json");
+    std::fs::write(&report_path, &report.stdout).unwrap();
+
+    let options = [
+        "--min-tls-share",
+        "0.95",
+        "--verify",
+        "--dry-run",
+        "--json",
+        "--postfix",
+    ];
+    let from_logs_map = dir.path().join("logs.map");
+    let mut a = options.to_vec();
+    a.push(from_logs_map.to_str().unwrap());
+    let from_logs = build(&a);
+
+    let from_report_map = dir.path().join("report.map");
+    let mut b = vec![
+        "policy",
+        "build",
+        "--from-report",
+        report_path.to_str().unwrap(),
+    ];
+    b.extend(options);
+    b.push(from_report_map.to_str().unwrap());
+    let from_report = sigillo(&b, None);
+
+    assert_eq!(from_logs.code, 1, "{}", from_logs.stderr);
+    assert_eq!(from_report.code, 1, "{}", from_report.stderr);
+    assert_eq!(from_report.json(), from_logs.json());
+    assert_eq!(read(&from_report_map), read(&from_logs_map));
+    assert!(read(&from_logs_map).contains("mostly.example    verify"));
+
+    // Stdin works as for `report`.
+    let postfix_log = read(&testdata().join("postfix.log"));
+    let run = sigillo(
+        &["policy", "build", "-", "--format", "postfix", "--json"],
+        Some(&postfix_log),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = run.json();
+    let pins: Vec<&str> = doc["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["domain"].as_str().unwrap())
+        .collect();
+    // Without exim.log, tls.example has 9 messages and exim.example none.
+    assert_eq!(pins, ["verified.example"]);
+}
+
+#[test]
+fn bad_inputs_and_options_exit_2_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_report = dir.path().join("other.json");
+    std::fs::write(&not_report, r#"{"inbound": {}}"#).unwrap();
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "not json").unwrap();
+    let empty_log = dir.path().join("empty.log");
+    std::fs::write(&empty_log, "").unwrap();
+    let bad_pins = dir.path().join("bad.cf");
+    std::fs::write(&bad_pins, "example.com  secure\n").unwrap();
+    let logs = logs();
+    let p = |p: &Path| p.to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--from-report".into(), p(&not_report)],
+            "the report has no next_hops",
+        ),
+        (
+            vec!["--from-report".into(), p(&garbage)],
+            "expected the output of sigillo report --json",
+        ),
+        (
+            vec![
+                logs[0].clone(),
+                "--postfix".into(),
+                "-".into(),
+                "--exim".into(),
+                "-".into(),
+            ],
+            "can use stdout",
+        ),
+        (vec![p(&empty_log)], "no log line could be read"),
+        (
+            vec![
+                logs[0].clone(),
+                "--dry-run".into(),
+                "--pins".into(),
+                p(&bad_pins),
+            ],
+            "level encrypt or verify",
+        ),
+        (
+            vec![logs[0].clone(), "--min-tls-share".into(), "1.5".into()],
+            "at most 1",
+        ),
+        (
+            vec![
+                "--from-report".into(),
+                p(&not_report),
+                "--since".into(),
+                "2026-11-01".into(),
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec![logs[0].clone(), "--pins".into(), p(&bad_pins)],
+            "--dry-run",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["policy".to_owned(), "build".to_owned()];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let run = sigillo(&refs, None);
+        assert_eq!(run.code, 2, "{all:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(want), "{all:?}: {}", run.stderr);
+    }
+}
+
+/// The map file is valid Postfix syntax: Postfix's own `postmap` compiles it and answers
+/// lookups from it, hashed and as `texthash:`.
+#[test]
+fn postmap_reads_the_built_map() {
+    require_tools!("postmap");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.cf"), "").unwrap();
+    let map = dir.path().join("tls_pins");
+    let run = build(&["--verify", "--postfix", map.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let postmap = |args: &[&str]| {
+        let out = Command::new("postmap")
+            .arg("-c")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("run postmap");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let hashed = format!("hash:{}", map.display());
+    let (code, _, err) = postmap(&[&hashed]);
+    assert_eq!(code, 0, "postmap {hashed}: {err}");
+    let texthash = format!("texthash:{}", map.display());
+    for table in [&hashed, &texthash] {
+        // (key, exit code, answer): postmap -q exits 1 for a key not in the table.
+        let cases = [
+            ("verified.example", 0, "verify"),
+            ("exim.example", 0, "verify"),
+            ("tls.example", 0, "encrypt"),
+            ("mostly.example", 1, ""),
+            ("plain.example", 1, ""),
+        ];
+        for (key, want_code, want) in cases {
+            let (code, out, err) = postmap(&["-q", key, table]);
+            assert_eq!(
+                (code, out.as_str()),
+                (want_code, want),
+                "{table} {key}: {err}"
+            );
+        }
+    }
+}
