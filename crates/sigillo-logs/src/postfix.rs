@@ -163,6 +163,8 @@ struct Session {
     time: UnixTime,
     peer: Peer,
     tls: Option<TlsInfo>,
+    /// On an implicit-TLS (port 465) service: TLS even without a TLS line.
+    implicit_tls: bool,
     ids: Vec<Arc<str>>,
     messages: u32,
     failure: Option<Failure>,
@@ -234,6 +236,8 @@ pub struct PostfixParser {
     seen_smtp_tls: bool,
     advise_smtpd_counters: bool,
     advise_smtpd_unknown: bool,
+    /// An implicit-TLS (smtps/submissions) session had no TLS line.
+    advise_smtps_implicit: bool,
     advise_smtp_unknown: bool,
 }
 
@@ -312,6 +316,7 @@ impl PostfixParser {
             seen_smtp_tls: false,
             advise_smtpd_counters: false,
             advise_smtpd_unknown: false,
+            advise_smtps_implicit: false,
             advise_smtp_unknown: false,
         }
     }
@@ -369,14 +374,7 @@ impl PostfixParser {
                 // The previous session's disconnect is missing.
                 self.close_session(old, None, None, out);
             }
-            let s = Session {
-                time: line.time,
-                peer: p.to_peer(),
-                tls: None,
-                ids: Vec::new(),
-                messages: 0,
-                failure: None,
-            };
+            let s = new_session(line, p);
             let e = self.sessions.insert(key, s);
             self.count_evicted(e);
         } else if let Some(rest) = msg.strip_prefix("disconnect from ") {
@@ -505,6 +503,10 @@ impl PostfixParser {
             Transport::Tls(tls)
         } else if s.failure.is_some() {
             Transport::Plain
+        } else if s.implicit_tls {
+            // smtps/submissions with TLS logging off: TLS, version and cipher unknown.
+            self.advise_smtps_implicit = true;
+            Transport::Tls(counters_tls())
         } else if c.starttls_ok.is_some_and(|n| n > 0) {
             self.advise_smtpd_counters = true;
             Transport::Tls(counters_tls())
@@ -889,10 +891,20 @@ fn new_session(line: &Line<'_>, p: PeerRef<'_>) -> Session {
         time: line.time,
         peer: p.to_peer(),
         tls: None,
+        implicit_tls: implicit_tls_service(line.program),
         ids: Vec::new(),
         messages: 0,
         failure: None,
     }
+}
+
+/// True for the smtpd of an implicit-TLS service (port 465): Debian's and Postfix's own
+/// master.cf name it `smtps` or `submissions` and log it as `postfix/smtps/smtpd` or
+/// `postfix/submissions/smtpd` (`-o syslog_name=…`, `-o smtpd_tls_wrappermode=yes`). Every
+/// session that reaches SMTP there is over TLS, whatever TLS logging says.
+fn implicit_tls_service(program: &str) -> bool {
+    let mut parts = program.rsplit('/');
+    parts.next() == Some("smtpd") && matches!(parts.next(), Some("smtps" | "submissions"))
 }
 
 fn emit_inbound(id: &str, p: Pending, out: &mut Vec<Record>) {
@@ -1010,6 +1022,11 @@ impl MtaParser for PostfixParser {
         } else if self.advise_smtpd_counters {
             v.push(format!(
                 "Inbound TLS was seen only through starttls= counters (TLS version and cipher unknown): {HINT_SMTPD}"
+            ));
+        }
+        if self.advise_smtps_implicit {
+            v.push(format!(
+                "Sessions on an implicit-TLS service (smtps/submissions, port 465) logged no TLS line; they are counted as TLS with version and cipher unknown: {HINT_SMTPD}"
             ));
         }
         if self.advise_smtp_unknown {
