@@ -170,7 +170,7 @@ pub struct ReportArgs {
     /// Print one JSON document (see docs/report-json.md).
     #[arg(long)]
     pub json: bool,
-    /// Write `daily.csv`, `hourly.csv` and `peers.csv` into this directory.
+    /// Write `daily.csv`, `hourly.csv`, `peers.csv` and `next_hops.csv` into this directory.
     #[arg(long, value_name = "DIR")]
     pub csv: Option<PathBuf>,
     /// Write a self-contained HTML page with charts to this file.
@@ -552,6 +552,10 @@ fn report(args: ReportArgs) -> anyhow::Result<u8> {
             ("daily.csv", crate::report_csv::daily(&analysis.figures)),
             ("hourly.csv", crate::report_csv::hourly(&analysis.figures)),
             ("peers.csv", crate::report_csv::peers(&analysis.figures)),
+            (
+                "next_hops.csv",
+                crate::report_csv::next_hops(&analysis.figures),
+            ),
         ] {
             let path = dir.join(name);
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

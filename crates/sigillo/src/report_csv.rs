@@ -1,4 +1,4 @@
-//! `sigillo report --csv`: the per-day, per-hour and per-peer tables of a report as RFC 4180
+//! `sigillo report --csv`: the per-day, per-hour, per-peer and per-next-hop tables of a report as RFC 4180
 //! CSV (header row, CRLF line ends, fields quoted only when they hold `,`, `"`, CR or LF).
 //!
 //! Columns of [`daily`] and [`hourly`] (one row per period that carried Internet mail):
@@ -26,10 +26,20 @@
 //! | `versions` | TLS messages per version, `TLSv1.3=12;TLSv1.2=3` |
 //! | `first_seen`, `last_seen` | RFC 3339 UTC |
 //!
+//! Columns of [`next_hops`] (one row per recipient domain of delivered outbound Internet
+//! mail, the key of Postfix's `smtp_tls_policy_maps`; most messages first):
+//!
+//! | column | meaning |
+//! |---|---|
+//! | `domain` | the recipients' domain, lowercase |
+//! | `messages`, `tls_messages`, `trusted_tls_messages`, `plain_messages`, `unknown_messages` | counts (`trusted`: Postfix `Verified`/`Trusted`, Exim `CV=yes`) |
+//! | `tls_share` | `tls_messages / messages`, a fraction with 4 decimals |
+//! | `first_seen`, `last_seen` | RFC 3339 UTC |
+//!
 //! Values are written as they came from the logs (no spreadsheet-formula escaping), so the
 //! files round-trip exactly; host names are untrusted input, open them with care.
 
-use sigillo_logs::aggregate::{Figures, PeerFigures, PeriodFigures};
+use sigillo_logs::aggregate::{Figures, NextHopFigures, PeerFigures, PeriodFigures};
 use sigillo_logs::model::Direction;
 use std::fmt::Write as _;
 
@@ -57,6 +67,42 @@ const PEER_HEADER: [&str; 12] = [
     "first_seen",
     "last_seen",
 ];
+
+const NEXT_HOP_HEADER: [&str; 9] = [
+    "domain",
+    "messages",
+    "tls_messages",
+    "trusted_tls_messages",
+    "plain_messages",
+    "unknown_messages",
+    "tls_share",
+    "first_seen",
+    "last_seen",
+];
+
+/// The per-next-hop (recipient domain) table.
+pub fn next_hops(figures: &Figures) -> String {
+    let mut out = String::with_capacity(64 + figures.next_hops.len() * 96);
+    row(&mut out, NEXT_HOP_HEADER);
+    for h in &figures.next_hops {
+        row(&mut out, next_hop_fields(h));
+    }
+    out
+}
+
+fn next_hop_fields(h: &NextHopFigures) -> [String; 9] {
+    [
+        h.domain.clone(),
+        h.messages.to_string(),
+        h.tls_messages.to_string(),
+        h.trusted_tls_messages.to_string(),
+        h.plain_messages.to_string(),
+        h.unknown_messages.to_string(),
+        fraction(h.tls_share),
+        h.first_seen.clone(),
+        h.last_seen.clone(),
+    ]
+}
 
 /// The per-day table.
 pub fn daily(figures: &Figures) -> String {
@@ -308,9 +354,32 @@ mod tests {
     }
 
     #[test]
+    fn next_hops_table() {
+        let figures = sample::figures();
+        assert!(
+            !figures.next_hops.is_empty(),
+            "the sample has outbound mail"
+        );
+        let rows = parse(&next_hops(&figures)).expect("valid CSV");
+        assert_eq!(rows[0], NEXT_HOP_HEADER.map(str::to_owned).to_vec());
+        assert_eq!(rows.len(), figures.next_hops.len() + 1);
+        for (row, h) in rows[1..].iter().zip(&figures.next_hops) {
+            assert_eq!(row[0], h.domain);
+            assert_eq!(row[1], h.messages.to_string());
+            assert_eq!(row[4], h.plain_messages.to_string());
+            assert_eq!(row[6], format!("{:.4}", h.tls_share));
+        }
+    }
+
+    #[test]
     fn empty_figures_give_header_only() {
         let figures = sample::empty();
-        for text in [daily(&figures), hourly(&figures), peers(&figures)] {
+        for text in [
+            daily(&figures),
+            hourly(&figures),
+            peers(&figures),
+            next_hops(&figures),
+        ] {
             let rows = parse(&text).expect("valid CSV");
             assert_eq!(rows.len(), 1, "{text}");
         }

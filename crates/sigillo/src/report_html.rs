@@ -1596,7 +1596,9 @@ pub(crate) mod sample {
             size: Some(4096),
             id: id.into(),
             status,
-            recipient_domain: None,
+            // Three recipient domains for outbound mail, so the next-hop table has rows.
+            recipient_domain: (direction == Direction::Outbound)
+                .then(|| format!("rcpt{}.example", time % 3).into()),
         })
     }
 

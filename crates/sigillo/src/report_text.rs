@@ -109,6 +109,44 @@ pub fn render(a: &Analysis) -> String {
             );
         }
     }
+    let mut clear: Vec<_> = f
+        .next_hops
+        .iter()
+        .filter(|h| h.plain_messages > 0)
+        .collect();
+    if !clear.is_empty() {
+        clear.sort_by(|a, b| {
+            b.plain_messages
+                .cmp(&a.plain_messages)
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+        let _ = writeln!(
+            out,
+            "Recipient domains sent mail in clear (the next hops a TLS policy is keyed by):"
+        );
+        for h in clear.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "  {:<40} {:>7} of {:>7} in clear  TLS {}",
+                h.domain,
+                h.plain_messages,
+                h.messages,
+                pct(h.tls_share)
+            );
+        }
+        if clear.len() > 10 {
+            let _ = writeln!(out, "  … {} more in --json and --csv", clear.len() - 10);
+        }
+        let pinnable = f
+            .next_hops
+            .iter()
+            .filter(|h| h.messages > 0 && h.tls_messages == h.messages)
+            .count();
+        let _ = writeln!(
+            out,
+            "  {pinnable} recipient domains took every message over TLS (candidates for `sigillo policy build`)"
+        );
+    }
     if !f.downgrades.is_empty() {
         let _ = writeln!(out, "Downgrades (peers that used TLS, then plaintext):");
         for d in f.downgrades.iter().take(20) {

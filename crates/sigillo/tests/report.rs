@@ -178,6 +178,11 @@ fn postfix_and_exim_logs_give_exact_counts_per_peer() {
         "{peers_csv}"
     );
     assert!(csv.join("daily.csv").exists() && csv.join("hourly.csv").exists());
+    let hops = std::fs::read_to_string(csv.join("next_hops.csv")).unwrap();
+    assert!(
+        hops.starts_with("domain,messages,tls_messages,trusted_tls_messages,"),
+        "{hops}"
+    );
 }
 
 #[test]
