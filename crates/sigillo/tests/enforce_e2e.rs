@@ -2,16 +2,19 @@
 //! serve` for its TLS policy, delivers to a second real Postfix through `sigillo strip-proxy`.
 //! Mail for a pinned domain, an MTA-STS `enforce` domain or a DANE domain is deferred and
 //! never reaches the receiver in clear; mail for a domain without a policy goes in clear
-//! through the proxy; without the proxy it goes over TLS.
+//! through the proxy; without the proxy it goes over TLS, verified for MTA-STS and DANE.
 //!
-//! Postfix resolves MX and A records through the system resolver, so the whole lab runs in a
-//! network namespace made by the test, whose `/etc/resolv.conf` points at the test's
-//! DNSSEC-signed DNS server on 127.0.0.1:53. The test runs itself again inside the namespace
-//! ([`NetNs::run_test_inside`]); everything listens on the namespace's own loopback:
+//! Postfix resolves MX, A and TLSA records through the system resolver and trusts DNSSEC only
+//! through the resolver's AD bit, so the whole lab runs in a network namespace made by the
+//! test, whose `/etc/resolv.conf` points at a validating Unbound on 127.0.0.1:53 (Postfix
+//! sets `RES_TRUSTAD` itself), which asks the test's DNSSEC-signed DNS server for `lab.test`
+//! and trusts its key. The test runs itself again inside the namespace ([`NetNs::run_test_inside`]);
+//! everything listens on the namespace's own loopback:
 //!
 //! | address | what |
 //! |---|---|
-//! | 127.0.0.1:53 | DNS, zone `lab.test` (signed) |
+//! | 127.0.0.1:53 | Unbound, validating, `lab.test` stub to :5353 with its trust anchor |
+//! | 127.0.0.1:5353 | DNS, zone `lab.test` (signed) |
 //! | 127.0.0.1:443 | HTTPS, `mta-sts.<domain>` policies |
 //! | 127.0.0.1:free | the sending Postfix (swaks submits here), `sigillo policy serve` |
 //! | 127.0.0.2:25 | the receiving Postfix, STARTTLS with a TestCa certificate |
@@ -35,6 +38,8 @@ const TEST: &str = "postfix_defers_what_a_policy_protects_and_sends_the_rest";
 const SENDER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const RECEIVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const PROXY_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// Where the authoritative DNS server listens; Unbound has port 53.
+const AUTHORITY_PORT: u16 = 5353;
 /// One `_mta-sts` TXT id for both MTA-STS domains.
 const STS_ID: &str = "20250101T000000";
 
@@ -78,16 +83,24 @@ const CASES: &[Case] = &[
         sender_log: "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host \
                      mx.sts.lab.test[127.0.0.3]",
     },
-    // Postfix trusts DNSSEC only through its resolver's AD bit, and the lab's DNS server is
-    // authoritative, not validating: Postfix sees the MX RRset as insecure and defers before
-    // connecting. What is checked is that the daemon's `dane-only` keeps the mail from going
-    // in clear through the proxy.
+    // Unbound validates, so Postfix sees the MX, A and TLSA records as secure: it connects
+    // to the proxy and, the TLSA record making TLS mandatory, defers when STARTTLS is gone
+    // (not "non DNSSEC destination", which it would say before connecting).
     Case {
         domain: "dane.lab.test",
         via_proxy: true,
         answer: "OK dane-only",
         outcome: Outcome::Deferred,
-        sender_log: "dsn=4.7.5, status=deferred (non DNSSEC destination)",
+        sender_log: "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host \
+                     mx.dane.lab.test[127.0.0.3]",
+    },
+    // Without the proxy the TLSA record (3 1 1 of the receiver's key) verifies the receiver.
+    Case {
+        domain: "dane-direct.lab.test",
+        via_proxy: false,
+        answer: "OK dane-only",
+        outcome: Outcome::OverTls,
+        sender_log: "relay=mx.dane-direct.lab.test[127.0.0.2]:25",
     },
     Case {
         domain: "plain.lab.test",
@@ -114,7 +127,7 @@ const CASES: &[Case] = &[
 
 #[test]
 fn postfix_defers_what_a_policy_protects_and_sends_the_rest() {
-    require_tools!("postfix", "swaks", "openssl", "ip-netns");
+    require_tools!("postfix", "swaks", "openssl", "ip-netns", "unbound");
     if NetNs::current().is_some() {
         run_lab();
         return;
@@ -151,10 +164,13 @@ fn run_lab() {
     let mx_refs: Vec<&str> = mx_names.iter().map(String::as_str).collect();
     let receiver_cert = ca.issue(&mx_refs).expect("receiver certificate");
     let dns = DnsServer::start_at(
-        SocketAddr::from((SENDER_IP, 53)),
+        SocketAddr::from((SENDER_IP, AUTHORITY_PORT)),
         zone(&spki_sha256(&receiver_cert.cert_pem)),
     )
-    .expect("DNS server on 127.0.0.1:53");
+    .expect("DNS server on 127.0.0.1:5353");
+    let anchor = dns.trust_anchor_file().expect("signed zone");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut resolver = start_unbound(dir.path(), &anchor);
     let https = HttpsServer::start_at(
         SocketAddr::from((SENDER_IP, 443)),
         &ca.issue(&["mta-sts.sts.lab.test", "mta-sts.sts-direct.lab.test"])
@@ -191,14 +207,12 @@ fn run_lab() {
     ]);
     proxy.wait_for_line("listening on ", Duration::from_secs(20));
 
-    let dir = tempfile::tempdir().expect("temp dir");
     let pins = dir.path().join("pins.cf");
     std::fs::write(
         &pins,
         "# 40 messages, 40 over TLS, 0 verified\npinned.lab.test  encrypt\n",
     )
     .unwrap();
-    let anchor = dns.trust_anchor_file().expect("signed zone");
     let mut args: Vec<OsString> = [
         "policy",
         "serve",
@@ -236,6 +250,9 @@ fn run_lab() {
             .main_cf("default_transport", "smtp")
             .main_cf("smtp_host_lookup", "dns")
             .main_cf("smtp_dns_support_level", "dnssec")
+            // Probe a name the lab serves (the default, `ns:.`, asks the root); the warning it
+            // logs when the answer lacks the AD bit is checked below.
+            .main_cf("dnssec_probe", "soa:lab.test")
             .main_cf("smtp_tls_security_level", "may")
             .main_cf(
                 "smtp_tls_policy_maps",
@@ -257,15 +274,22 @@ fn run_lab() {
             failures.push(format!("{}: {why}", case.domain));
         }
     }
+    if sender
+        .log()
+        .contains("DNSSEC validation may be unavailable")
+    {
+        failures.push("the sending Postfix found no DNSSEC validation".into());
+    }
     assert!(
         failures.is_empty(),
         "{}\n--- sender log ---\n{}\n--- receiver log ---\n{}\n--- policy daemon ---\n{}\n\
-         --- proxy ---\n{}",
+         --- proxy ---\n{}\n--- unbound ---\n{}",
         failures.join("\n"),
         sender.log(),
         receiver.log(),
         daemon.lines().join("\n"),
         proxy.lines().join("\n"),
+        resolver.lines().join("\n"),
     );
     // The proxy did strip: one connection per case that reached it, each banner masked.
     let relayed: Vec<String> = proxy
@@ -273,20 +297,59 @@ fn run_lab() {
         .into_iter()
         .filter(|l| l.contains(" -> "))
         .collect();
-    let connecting = CASES
-        .iter()
-        .filter(|c| c.via_proxy && c.domain != "dane.lab.test")
-        .count();
+    let connecting = CASES.iter().filter(|c| c.via_proxy).count();
     assert!(
         relayed.len() == connecting && relayed.iter().all(|l| l.contains("rewrote: banner")),
         "{relayed:#?}"
     );
     assert!(proxy.terminate(Duration::from_secs(10)).success());
     assert!(daemon.terminate(Duration::from_secs(15)).success());
+    assert!(resolver.terminate(Duration::from_secs(15)).success());
+}
+
+/// Unbound on 127.0.0.1:53, run directly (no service) with its files in `dir`: validating,
+/// `lab.test` a stub zone served by the test's DNS server, trusted through `anchor`.
+fn start_unbound(dir: &Path, anchor: &Path) -> Sigillo {
+    let conf = dir.join("unbound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server:\n\
+             \x20 interface: {SENDER_IP}\n\
+             \x20 port: 53\n\
+             \x20 do-ip6: no\n\
+             \x20 do-not-query-localhost: no\n\
+             \x20 local-zone: \"test.\" nodefault\n\
+             \x20 module-config: \"validator iterator\"\n\
+             \x20 trust-anchor-file: \"{}\"\n\
+             \x20 chroot: \"\"\n\
+             \x20 username: \"\"\n\
+             \x20 directory: \"{}\"\n\
+             \x20 pidfile: \"{}\"\n\
+             \x20 use-syslog: no\n\
+             \x20 logfile: \"\"\n\
+             \x20 verbosity: 1\n\
+             \x20 val-log-level: 2\n\
+             remote-control:\n\
+             \x20 control-enable: no\n\
+             stub-zone:\n\
+             \x20 name: \"lab.test\"\n\
+             \x20 stub-addr: {SENDER_IP}@{AUTHORITY_PORT}\n",
+            anchor.display(),
+            dir.display(),
+            dir.join("unbound.pid").display(),
+        ),
+    )
+    .expect("write unbound.conf");
+    let mut command = Command::new("unbound");
+    command.arg("-d").arg("-c").arg(&conf);
+    let mut unbound = Sigillo::spawn_command(command, "unbound".into());
+    unbound.wait_for_line("start of service", Duration::from_secs(20));
+    unbound
 }
 
 /// The signed zone: each case's MX, its host's address (proxy or receiver), the MTA-STS
-/// records of the two MTA-STS domains and the DANE domain's TLSA (3 1 1 of `spki`).
+/// records of the two MTA-STS domains and the DANE domains' TLSA (3 1 1 of `spki`).
 fn zone(spki: &[u8]) -> ZoneBuilder {
     let mut zone = ZoneBuilder::new("lab.test").signed();
     for case in CASES {
@@ -306,7 +369,13 @@ fn zone(spki: &[u8]) -> ZoneBuilder {
             )
             .a(&format!("mta-sts.{domain}"), SENDER_IP);
     }
-    zone.tlsa("_25._tcp.mx.dane.lab.test", 3, 1, 1, spki)
+    zone.tlsa("_25._tcp.mx.dane.lab.test", 3, 1, 1, spki).tlsa(
+        "_25._tcp.mx.dane-direct.lab.test",
+        3,
+        1,
+        1,
+        spki,
+    )
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo (the data of a `3 1 1` TLSA record).
@@ -414,13 +483,13 @@ fn check_case(
             {
                 return Err("the sender logged no TLS connection".into());
             }
-            if case.answer.starts_with("OK secure")
+            if (case.answer.starts_with("OK secure") || case.answer == "OK dane-only")
                 && !sender.log().contains(&format!(
                     "Verified TLS connection established to mx.{}",
                     case.domain
                 ))
             {
-                return Err("the sender did not verify the MTA-STS host".into());
+                return Err("the sender did not verify the host (MTA-STS or DANE)".into());
             }
             Ok(())
         }

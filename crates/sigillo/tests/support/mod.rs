@@ -1,5 +1,6 @@
-//! A long-running `sigillo` process started by a test (a proxy, a daemon), with its stderr
-//! lines collected as they come, waited for by content, and a SIGTERM stop.
+//! A long-running process started by a test (`sigillo` as a proxy or daemon, or a peer such
+//! as a resolver), with its stderr lines collected as they come, waited for by content, and a
+//! SIGTERM stop.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -23,13 +24,21 @@ impl Sigillo {
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sigillo"))
-            .args(args)
+        let what = format!("sigillo {what}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sigillo"));
+        command.args(args);
+        Self::spawn_command(command, what)
+    }
+
+    /// Starts another long-running program the same way (a peer such as a resolver), named
+    /// `what` in messages.
+    pub fn spawn_command(mut command: Command, what: String) -> Sigillo {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start sigillo {what}: {e}"));
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let stderr = child.stderr.take().expect("stderr");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = Arc::clone(&lines);
@@ -59,14 +68,14 @@ impl Sigillo {
                     return line;
                 }
                 panic!(
-                    "sigillo {} exited ({status}) before logging {needle:?}:\n{}",
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
                     self.what,
                     self.lines().join("\n")
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "no {needle:?} from sigillo {} within {timeout:?}:\n{}",
+                "no {needle:?} from {} within {timeout:?}:\n{}",
                 self.what,
                 self.lines().join("\n")
             );
@@ -90,7 +99,7 @@ impl Sigillo {
             }
             assert!(
                 Instant::now() < deadline,
-                "sigillo {} still running {timeout:?} after SIGTERM",
+                "{} still running {timeout:?} after SIGTERM",
                 self.what
             );
             std::thread::sleep(Duration::from_millis(20));
