@@ -3,9 +3,11 @@
 //! order), and prints one JSON line with lookups/s, latency percentiles, the replies by
 //! status, and CPU time, its own and that of watched processes, over the same window.
 //!
-//! One thread per connection, blocking I/O: per round trip a connection costs one `write`
-//! and one `read` (fewer when replies arrive together), so the generator stays cheap next to
-//! the daemon it measures — its CPU share is printed to show it.
+//! One OS thread drives every connection: a tokio `current_thread` runtime with one task per
+//! connection on non-blocking sockets. Per round trip a connection costs one `write` and one
+//! `read` (fewer when replies arrive together), and the thread sleeps in one `epoll_wait` for
+//! all connections instead of switching between a thread per connection, so the generator
+//! stays cheap next to the daemon it measures; its CPU share is printed to show it.
 //!
 //! ```text
 //! socketmap_load --addr 127.0.0.1:8461 --map sts --connections 16 --in-flight 1 \
@@ -24,13 +26,17 @@
 //! `--stats FILE` (repeatable) names `key=value` counter files (the bench lab's DNS queries,
 //! HTTPS connections and requests); their growth over the window is printed too.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use sigillo_policy::socketmap::{Reply, decode_reply, encode_request};
 
@@ -141,6 +147,7 @@ fn parse_options() -> Options {
 }
 
 /// The window in which replies are counted, shared by all connections.
+#[derive(Clone, Copy)]
 struct Window {
     start: Instant,
     end: Instant,
@@ -160,38 +167,67 @@ struct ConnResult {
     error: Option<String>,
 }
 
-/// The key indices handed out to connections.
+/// How long the connections may take to answer what is still in flight when the window ends.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The key indices handed out to connections, and the keys made from them.
 struct Keys {
     order: Order,
     count: usize,
-    next_unique: AtomicUsize,
+    /// The next unused index of `Order::Unique`, shared by the tasks of the one thread.
+    next_unique: Cell<usize>,
+    /// `--keys` split at each `{}`.
+    parts: Vec<String>,
 }
 
 impl Keys {
+    fn new(o: &Options) -> Keys {
+        Keys {
+            order: o.order,
+            count: o.count,
+            next_unique: Cell::new(0),
+            parts: o.keys.split("{}").map(str::to_owned).collect(),
+        }
+    }
+
+    /// Writes the key for `index` into `key`: the pattern with every `{}` replaced by it.
+    fn write_key(&self, index: usize, key: &mut String) {
+        key.clear();
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                let _ = write!(key, "{index}");
+            }
+            key.push_str(part);
+        }
+    }
+
     /// The index for connection `conn`'s `n`-th request, or `None` when the keys ran out.
     fn index(&self, conn: usize, n: usize, connections: usize) -> Option<usize> {
         match self.order {
             Order::Cycle => Some((conn * self.count / connections + n) % self.count),
             Order::Burst => (n < self.count).then_some(n),
             Order::Unique => {
-                let i = self.next_unique.fetch_add(1, Ordering::Relaxed);
+                let i = self.next_unique.get();
+                self.next_unique.set(i.saturating_add(1));
                 (i < self.count).then_some(i)
             }
         }
     }
 }
 
-fn run_connection(
-    o: &Options,
+/// One connection's task: keeps `--in-flight` requests outstanding until the window ends or
+/// the keys run out, then waits for the replies still due.
+async fn run_connection(
+    o: Rc<Options>,
     conn: usize,
-    keys: &Keys,
-    window: &Window,
+    keys: Rc<Keys>,
+    window: Window,
 ) -> Result<ConnResult, String> {
-    let mut stream = TcpStream::connect(o.addr).map_err(|e| format!("connect {}: {e}", o.addr))?;
+    let mut stream = TcpStream::connect(o.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", o.addr))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
+    let mut key = String::with_capacity(o.keys.len() + 20);
     let mut result = ConnResult::default();
     let mut pending: VecDeque<Instant> = VecDeque::with_capacity(o.in_flight);
     let mut out = Vec::with_capacity(o.in_flight * 64);
@@ -207,18 +243,22 @@ fn run_connection(
                 break;
             };
             n += 1;
-            let key = o.keys.replace("{}", &index.to_string());
+            keys.write_key(index, &mut key);
             encode_request(&o.map, &key, &mut out).map_err(|e| e.to_string())?;
             pending.push_back(now);
         }
         if !out.is_empty() {
-            stream.write_all(&out).map_err(|e| format!("write: {e}"))?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
         }
         if pending.is_empty() {
             return Ok(result);
         }
         let got = stream
             .read(&mut buf[have..])
+            .await
             .map_err(|e| format!("read: {e}"))?;
         if got == 0 {
             return Err("the daemon closed the connection".into());
@@ -303,33 +343,28 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let o = parse_options();
-    let keys = Arc::new(Keys {
-        order: o.order,
-        count: o.count,
-        next_unique: AtomicUsize::new(0),
-    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| usage(&format!("cannot start the runtime: {e}")));
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, run(o));
+}
+
+/// Runs the connections on this thread, measures the window and prints the JSON line.
+async fn run(o: Options) {
+    let keys = Rc::new(Keys::new(&o));
     let begin = Instant::now();
-    let window = Arc::new(Window {
+    let window = Window {
         start: begin + o.warmup,
         end: begin + o.warmup + o.duration,
-    });
-    let o = Arc::new(o);
-    let threads: Vec<_> = (0..o.connections)
-        .map(|conn| {
-            let (o, keys, window) = (o.clone(), keys.clone(), window.clone());
-            std::thread::Builder::new()
-                .name(format!("conn-{conn}"))
-                .spawn(move || {
-                    run_connection(&o, conn, &keys, &window).unwrap_or_else(|e| ConnResult {
-                        error: Some(e),
-                        ..ConnResult::default()
-                    })
-                })
-                .unwrap_or_else(|e| usage(&format!("cannot start a thread: {e}")))
-        })
+    };
+    let o = Rc::new(o);
+    let tasks: Vec<JoinHandle<Result<ConnResult, String>>> = (0..o.connections)
+        .map(|conn| tokio::task::spawn_local(run_connection(o.clone(), conn, keys.clone(), window)))
         .collect();
 
-    std::thread::sleep(window.start.saturating_duration_since(Instant::now()));
+    tokio::time::sleep_until(window.start.into()).await;
     let me = std::process::id().to_string();
     let load_before = loadavg();
     let cpu_before: Vec<Option<u64>> = std::iter::once(me.clone())
@@ -338,8 +373,8 @@ fn main() {
         .collect();
     let stats_before: Vec<_> = o.stats.iter().map(|p| read_stats(p)).collect();
     // Until the window ends, or every connection is done (the keys ran out).
-    while Instant::now() < window.end && !threads.iter().all(|t| t.is_finished()) {
-        std::thread::sleep(Duration::from_millis(10));
+    while Instant::now() < window.end && !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let cpu_after: Vec<Option<u64>> = std::iter::once(me)
         .chain(o.watch.iter().map(|(_, pid)| pid.to_string()))
@@ -349,16 +384,39 @@ fn main() {
     let measured_until = Instant::now().min(window.end);
     let load_after = loadavg();
 
+    let drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let mut results = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        let result = match tokio::time::timeout_at(drain_until, &mut task).await {
+            Ok(Ok(Ok(r))) => r,
+            Ok(Ok(Err(e))) => ConnResult {
+                error: Some(e),
+                ..ConnResult::default()
+            },
+            Ok(Err(e)) => ConnResult {
+                error: Some(format!("the connection's task failed: {e}")),
+                ..ConnResult::default()
+            },
+            Err(_) => {
+                task.abort();
+                ConnResult {
+                    error: Some(format!(
+                        "no reply within {} s after the window",
+                        DRAIN_TIMEOUT.as_secs()
+                    )),
+                    ..ConnResult::default()
+                }
+            }
+        };
+        results.push(result);
+    }
+
     let mut latencies = Vec::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut examples: BTreeMap<String, String> = BTreeMap::new();
     let mut errors = Vec::new();
     let mut last = None;
-    for t in threads {
-        let r = t.join().unwrap_or_else(|_| ConnResult {
-            error: Some("thread panicked".into()),
-            ..ConnResult::default()
-        });
+    for r in results {
         latencies.extend(r.latencies);
         for (k, v) in r.statuses {
             *statuses.entry(k).or_default() += v;
