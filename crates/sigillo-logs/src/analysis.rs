@@ -133,7 +133,6 @@ pub fn analyze<P: AsRef<Path>>(
     let (record_tx, record_rx) = mpsc::sync_channel::<Vec<Record>>(PIPELINE_DEPTH);
     // Emptied line batches go back to the reader, so their buffers are reused.
     let (spare_tx, spare_rx) = mpsc::sync_channel::<LineBatch>(PIPELINE_DEPTH + 2);
-    let fallback = options.clone();
     let (summaries, parsers_out, figures) = std::thread::scope(|scope| {
         let paths = &paths;
         let reader = scope.spawn(move || read_all(paths, input_options, &line_tx, &spare_rx));
@@ -147,8 +146,11 @@ pub fn analyze<P: AsRef<Path>>(
             aggregator.finish()
         });
         let (summaries, parsers_out) = parse_all(line_rx, record_tx, spare_tx);
-        // The reader only ends early if the parser stage is gone, which it is not here.
-        let _ = reader.join();
+        // The reader ends early only if the parser stage is gone, which it is not here; a
+        // panic in it (a bug) is passed on rather than reported as a short read.
+        if let Err(panic) = reader.join() {
+            std::panic::resume_unwind(panic);
+        }
         let figures = aggregator.join();
         (summaries, parsers_out, figures)
     });
@@ -159,8 +161,9 @@ pub fn analyze<P: AsRef<Path>>(
         advice,
         unparsed_lines: unparsed,
         evicted,
-        // A panic in the aggregator would be a bug; fall back to empty figures, not a crash.
-        figures: figures.unwrap_or_else(|_| Aggregator::new(fallback).finish()),
+        // The aggregator does not panic on any input; if a bug made it, empty figures would
+        // be a silent lie, so the panic goes on to the caller.
+        figures: figures.unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
     }
 }
 
