@@ -43,6 +43,19 @@ const HINT_MID_SESSION: &str =
 const HINT_FAILED: &str = "OpenSMTPD logged no TLS for this failed delivery's session";
 
 /// Space-separated `key=value` tokens, `key="quoted value"` kept whole (quotes removed).
+/// The `address=` and `host=` values of a `connected`/`connecting` event.
+fn address_and_host(args: &str) -> (Option<&str>, Option<&str>) {
+    let (mut address, mut host) = (None, None);
+    for (k, v) in kv(args) {
+        match k {
+            "address" => address = Some(v),
+            "host" => host = Some(v),
+            _ => {}
+        }
+    }
+    (address, host)
+}
+
 fn kv(s: &str) -> impl Iterator<Item = (&str, &str)> {
     let mut rest = s;
     std::iter::from_fn(move || {
@@ -231,14 +244,7 @@ impl OpensmtpdParser {
         let (verb, args) = rest.split_once(' ').unwrap_or((rest, ""));
         match verb {
             "connected" => {
-                let (mut address, mut host) = (None, None);
-                for (k, v) in kv(args) {
-                    match k {
-                        "address" => address = Some(v),
-                        "host" => host = Some(v),
-                        _ => {}
-                    }
-                }
+                let (address, host) = address_and_host(args);
                 let internal = address == Some("local");
                 let ip = address.and_then(ip_of_address);
                 if ip.is_none() && !internal {
@@ -389,14 +395,7 @@ impl OpensmtpdParser {
         let (verb, args) = rest.split_once(' ').unwrap_or((rest, ""));
         match verb {
             "connecting" => {
-                let (mut address, mut host) = (None, None);
-                for (k, v) in kv(args) {
-                    match k {
-                        "address" => address = Some(v),
-                        "host" => host = Some(v),
-                        _ => {}
-                    }
-                }
+                let (address, host) = address_and_host(args);
                 let ip = address.and_then(ip_of_address);
                 let s = MtaSession {
                     time: line.time,
