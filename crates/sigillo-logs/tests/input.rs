@@ -8,10 +8,11 @@ use sigillo_logs::envelope::Line;
 use sigillo_logs::input::{
     self, Compression, Format, InputError, InputOptions, Source, SourcePath, discover,
 };
-use sigillo_testkit::{Exim, EximOptions, Postfix, PostfixOptions, TestCa, require_tools};
+use sigillo_testkit::{
+    Exim, EximOptions, Postfix, PostfixOptions, TestCa, require_tools, swaks_ok,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn testdata(name: &str) -> PathBuf {
@@ -622,25 +623,14 @@ fn live_postfix_log_reads_clean() {
     let ca = TestCa::new().expect("test CA");
     let cert = ca.issue(&["mx.sigillo.test"]).expect("cert");
     let pf = Postfix::start(PostfixOptions::default().tls(&cert)).expect("start postfix");
+    let to = format!("user@{}", pf.options().domain);
     for tls in [true, false] {
-        let mut cmd = Command::new("swaks");
-        cmd.args([
-            "--server",
-            &pf.addr().to_string(),
-            "--local-interface",
-            "127.0.0.2",
-        ])
-        .args(["--to", &format!("user@{}", pf.options().domain)])
-        .args(["--from", "input-test@sender.test", "--timeout", "20"]);
+        let mut args = vec!["--local-interface", "127.0.0.2", "--to", &to];
+        args.extend(["--from", "input-test@sender.test", "--timeout", "20"]);
         if tls {
-            cmd.arg("--tls");
+            args.push("--tls");
         }
-        let out = cmd.output().expect("swaks");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        swaks_ok(pf.addr(), &args).expect("swaks");
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while pf.log().matches(": removed").count() < 2 {
@@ -684,24 +674,17 @@ fn live_exim_log_reads_clean() {
     let cert = ca.issue(&["exim.sigillo.test"]).expect("cert");
     let ex = Exim::start(EximOptions::default().tls(&cert)).expect("start exim");
     for tls in [true, false] {
-        let mut cmd = Command::new("swaks");
-        cmd.args(["--server", &ex.addr().to_string()])
-            .args([
-                "--to",
-                "user@sigillo.test",
-                "--from",
-                "input-test@sender.test",
-            ])
-            .args(["--timeout", "20"]);
+        let mut args = vec![
+            "--to",
+            "user@sigillo.test",
+            "--from",
+            "input-test@sender.test",
+        ];
+        args.extend(["--timeout", "20"]);
         if tls {
-            cmd.arg("--tls");
+            args.push("--tls");
         }
-        let out = cmd.output().expect("swaks");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        swaks_ok(ex.addr(), &args).expect("swaks");
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while ex.log().matches(" Completed").count() < 2 {

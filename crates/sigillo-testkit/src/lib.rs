@@ -63,7 +63,7 @@ pub use postfix::{Postfix, PostfixOptions};
 pub use proxy::StripProxy;
 pub use scripted::{Script, ScriptedServer, SilentServer, Then};
 pub use sigillo_smtp::asa::AsaConfig;
-pub use util::{free_port, is_root, read_reply, require_tool};
+pub use util::{free_port, is_root, read_reply, require_tool, swaks, swaks_ok};
 
 /// Return early from the calling test when one of the named tools is missing (see
 /// [`require_tool`]): `require_tools!("postfix", "swaks");`. Under `CI=true` it panics instead.

@@ -349,3 +349,25 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     // rest starts at field 3 (state); field 22 is at index 19.
     rest.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// Runs swaks against `server` with `args` (`--to`, `--from`, `--tls`, …); returns whether it
+/// succeeded, and its output.
+pub fn swaks(server: std::net::SocketAddr, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = std::process::Command::new("swaks")
+        .args(["--server", &server.ip().to_string(), "--port"])
+        .arg(server.port().to_string())
+        .args(args)
+        .output()
+        .context("run swaks")?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+/// [`swaks`], which must succeed: an error carries its output.
+pub fn swaks_ok(server: std::net::SocketAddr, args: &[&str]) -> anyhow::Result<()> {
+    let (ok, out) = swaks(server, args)?;
+    anyhow::ensure!(ok, "swaks {args:?} failed:\n{out}");
+    Ok(())
+}

@@ -44,23 +44,12 @@ pub fn s_client(addr: SocketAddr, ca: &std::path::Path, name: &str) -> (bool, St
     (text.contains("CONNECTION ESTABLISHED"), text)
 }
 
-/// Runs swaks against 127.0.0.1:`port` with `args` (`--to`, `--from`, `--tls`, …); returns
-/// (success, its output).
+/// Runs swaks against 127.0.0.1:`port` with `args`; returns (success, its output).
 pub fn swaks(port: u16, args: &[&str]) -> (bool, String) {
-    let out = Command::new("swaks")
-        .args(["--server", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("run swaks");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    sigillo_testkit::swaks(([127, 0, 0, 1], port).into(), args).expect("run swaks")
 }
 
 /// [`swaks`], which must succeed.
 pub fn swaks_ok(port: u16, args: &[&str]) {
-    let (ok, out) = swaks(port, args);
-    assert!(ok, "swaks {args:?} failed:\n{out}");
+    sigillo_testkit::swaks_ok(([127, 0, 0, 1], port).into(), args).expect("swaks");
 }
