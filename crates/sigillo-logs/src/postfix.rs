@@ -333,7 +333,8 @@ impl PostfixParser {
 
     fn proc_key(&mut self, line: &Line<'_>) -> Option<ProcKey> {
         let pid = line.pid?;
-        let same = |(h, p): &(Box<str>, Box<str>)| **h == *line.host && **p == *line.program;
+        // The program first: names of different lengths differ without a byte compare.
+        let same = |(h, p): &(Box<str>, Box<str>)| **p == *line.program && **h == *line.host;
         // Lines of one program come in runs: try the last one found first.
         let found = match self.programs.get(self.last_program) {
             Some(entry) if same(entry) => Some(self.last_program),

@@ -4,7 +4,9 @@
 
 use crate::fields::{intern, normalize_tls_version, parse_u64};
 use crate::model::{DeliveryStatus, Peer, TlsInfo, Trust};
+use memchr::memmem;
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 /// `HOST[IP]` with an optional `:PORT`, as Postfix logs a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +21,10 @@ impl PeerRef<'_> {
     pub fn to_peer(self) -> Peer {
         Peer {
             hostname: (!self.host.is_empty() && self.host != "unknown").then(|| self.host.into()),
-            ip: self.ip.parse::<IpAddr>().ok(),
+            // Dotted quads by hand (the common case); anything else as `FromStr` reads it.
+            ip: crate::fields::parse_ipv4(self.ip.as_bytes())
+                .map(IpAddr::V4)
+                .or_else(|| self.ip.parse::<IpAddr>().ok()),
         }
     }
 }
@@ -268,6 +273,11 @@ pub(crate) struct ToLine<'a> {
     pub text: &'a str,
 }
 
+/// Finds `, status=` in the rest of a delivery line (built once: a searcher per call would cost
+/// more than the search).
+static STATUS: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(", status="));
+
 /// Parses a delivery line (after the queue id). `None` for address probes
 /// (`status=deliverable|undeliverable`) and for garbage.
 pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
@@ -298,6 +308,12 @@ pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
                 status,
                 text,
             });
+        }
+        if rest.starts_with("delay=") {
+            // `delay=…, delays=…, dsn=…` carry nothing we count: go straight to the status.
+            let at = STATUS.find(rest.as_bytes())?;
+            rest = rest.get(at + 2..)?;
+            continue;
         }
         let comma = find_from(rest, b',', ", ")?;
         let (field, next) = (rest.get(..comma)?, rest.get(comma + 2..)?);
