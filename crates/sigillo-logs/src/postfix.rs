@@ -227,6 +227,7 @@ pub struct PostfixParser {
     procs: Bounded<ProcKey, DeliveryProc, FxBuild>,
     relays: Bounded<Arc<str>, Transport>,
     domains: DomainTexts,
+    tls_details: fields::TlsDetailsCache,
     unparsed: u64,
     evicted: u64,
     /// Log time of the next sweep of idle delivery processes.
@@ -309,6 +310,7 @@ impl PostfixParser {
             procs: Bounded::new(options.max_delivery_processes),
             relays: Bounded::new(options.max_relays),
             domains: DomainTexts::default(),
+            tls_details: fields::TlsDetailsCache::default(),
             unparsed: 0,
             evicted: 0,
             next_sweep: UnixTime::MIN,
@@ -394,7 +396,7 @@ impl PostfixParser {
             let c = fields::counters(rest);
             self.close_session(s, Some(c), Some(line), out);
         } else if fields::is_tls_line(msg) {
-            let Some(t) = fields::tls_line(msg).filter(|t| t.inbound) else {
+            let Some(t) = fields::tls_line(msg, &mut self.tls_details).filter(|t| t.inbound) else {
                 self.unparsed += 1;
                 return;
             };
@@ -654,7 +656,8 @@ impl PostfixParser {
                 self.proc_failure(line, None, true, out);
             }
         } else if fields::is_tls_line(msg) {
-            let Some(t) = fields::tls_line(msg).filter(|t| !t.inbound) else {
+            let Some(t) = fields::tls_line(msg, &mut self.tls_details).filter(|t| !t.inbound)
+            else {
                 self.unparsed += 1;
                 return;
             };

@@ -118,8 +118,9 @@ fn find_from(s: &str, first: u8, needle: &str) -> Option<usize> {
     None
 }
 
-/// Parses a TLS line; `None` when `msg` is not one (or is garbled).
-pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
+/// Parses a TLS line; `None` when `msg` is not one (or is garbled). `cache` remembers the
+/// last few detail texts, which a server logs over and over.
+pub(crate) fn tls_line<'a>(msg: &'a str, cache: &mut TlsDetailsCache) -> Option<TlsLine<'a>> {
     let (trust, rest) = split_trust(msg)?;
     let (inbound, rest) = if let Some(r) = rest.strip_prefix("from ") {
         (true, r)
@@ -130,6 +131,50 @@ pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
     };
     let (peer, rest) = peer(rest)?;
     let rest = rest.strip_prefix(": ")?;
+    let mut info = cache.details(rest)?;
+    info.trust = trust;
+    Some(TlsLine {
+        inbound,
+        peer,
+        info,
+    })
+}
+
+/// Detail texts remembered by [`TlsDetailsCache`], and the longest one kept.
+const TLS_CACHE_ENTRIES: usize = 4;
+const TLS_CACHE_MAX_TEXT: usize = 512;
+
+/// The last few TLS detail texts (`TLSv1.3 with cipher … key-exchange X25519 …`) and what
+/// they parsed to: one compare instead of a parse and three interning lookups per line.
+#[derive(Debug, Default)]
+pub(crate) struct TlsDetailsCache {
+    entries: Vec<(Box<str>, Option<TlsInfo>)>,
+    /// The slot the next new text replaces once the cache is full.
+    next: usize,
+}
+
+impl TlsDetailsCache {
+    /// [`tls_details`] of `text` (trust unset), from the cache when seen lately.
+    fn details(&mut self, text: &str) -> Option<TlsInfo> {
+        if let Some((_, info)) = self.entries.iter().find(|(t, _)| **t == *text) {
+            return info.clone();
+        }
+        let info = tls_details(text);
+        if text.len() <= TLS_CACHE_MAX_TEXT {
+            let entry = (Box::from(text), info.clone());
+            if self.entries.len() < TLS_CACHE_ENTRIES {
+                self.entries.push(entry);
+            } else if let Some(slot) = self.entries.get_mut(self.next) {
+                *slot = entry;
+                self.next = (self.next + 1) % TLS_CACHE_ENTRIES;
+            }
+        }
+        info
+    }
+}
+
+/// `VERSION with cipher CIPHER (B/B bits)[ key-exchange GROUP …]`, after a TLS line's peer.
+fn tls_details(rest: &str) -> Option<TlsInfo> {
     let sp = memchr::memchr(b' ', rest.as_bytes())?;
     let version = rest.get(..sp)?;
     let rest = rest.get(sp + 1..)?.strip_prefix("with cipher ")?;
@@ -163,16 +208,12 @@ pub(crate) fn tls_line(msg: &str) -> Option<TlsLine<'_>> {
         .and_then(|r| r.split(' ').next())
         .filter(|k| !k.is_empty())
         .map(intern);
-    Some(TlsLine {
-        inbound,
-        peer,
-        info: TlsInfo {
-            version: normalize_tls_version(version),
-            cipher: crate::fields::intern(cipher),
-            bits,
-            key_exchange,
-            trust,
-        },
+    Some(TlsInfo {
+        version: normalize_tls_version(version),
+        cipher: crate::fields::intern(cipher),
+        bits,
+        key_exchange,
+        trust: None,
     })
 }
 
@@ -425,8 +466,16 @@ mod tests {
                 None,
             ),
         ];
-        for (msg, inbound, trust, version, cipher, bits, kx) in table {
-            let t = tls_line(msg).unwrap_or_else(|| panic!("no parse: {msg}"));
+        // Twice through one cache (the second pass is answered from it, more rows than it
+        // holds, so entries are replaced), and once with a fresh cache per line.
+        let mut cache = TlsDetailsCache::default();
+        let fresh = table.iter().map(|row| (row, true));
+        let cached = table.iter().chain(table).map(|row| (row, false));
+        for ((msg, inbound, trust, version, cipher, bits, kx), new_cache) in fresh.chain(cached) {
+            if new_cache {
+                cache = TlsDetailsCache::default();
+            }
+            let t = tls_line(msg, &mut cache).unwrap_or_else(|| panic!("no parse: {msg}"));
             assert_eq!(t.inbound, *inbound, "{msg}");
             assert_eq!(t.info.trust, *trust, "{msg}");
             assert_eq!(&*t.info.version, *version, "{msg}");
@@ -440,7 +489,7 @@ mod tests {
             "Anonymous TLS connection established via a[1.2.3.4]: TLSv1.3 with cipher X",
             "connect from a[1.2.3.4]",
         ] {
-            assert!(tls_line(bad).is_none(), "{bad}");
+            assert!(tls_line(bad, &mut cache).is_none(), "{bad}");
         }
     }
 
