@@ -26,7 +26,9 @@
 //!
 //! Inbound, per session, at `disconnect`:
 //! 1. a `TLS connection established from` line → [`Transport::Tls`] with its details;
-//! 2. else a STARTTLS failure logged in the session → [`Transport::Plain`];
+//! 2. else a STARTTLS failure logged in the session → [`Transport::Plain`], or, on an
+//!    implicit-TLS service (port 465), [`Transport::Unknown`]: the handshake failed before
+//!    any SMTP, so nothing went over the connection, in clear or not;
 //! 3. else the `starttls=N[/M]` counter with N ≥ 1 (TLS logging off): TLS, with version and
 //!    cipher `"unknown"` and no trust — it counts in the TLS share, and [`advice`] asks for
 //!    `smtpd_tls_loglevel = 1` to get the details;
@@ -73,6 +75,10 @@ pub const HINT_CACHED: &str = "cached connection opened before the log starts";
 pub const HINT_NO_CONNECTION: &str = "no connection was made (relay=none)";
 /// `error`/`discard` transports: no SMTP hop at all.
 pub const HINT_NO_HOP: &str = "no SMTP hop (error or discard transport)";
+
+/// An implicit-TLS (port 465) session whose handshake failed: no SMTP went over it at all.
+pub const HINT_IMPLICIT_TLS_FAILED: &str =
+    "TLS handshake failed on an implicit-TLS service (port 465): nothing was sent";
 
 /// The version and cipher recorded when only a `starttls=` counter shows TLS was used.
 pub const UNKNOWN_TLS: &str = "unknown";
@@ -505,7 +511,13 @@ impl PostfixParser {
         let transport = if let Some(tls) = s.tls {
             Transport::Tls(tls)
         } else if s.failure.is_some() {
-            Transport::Plain
+            if s.implicit_tls {
+                Transport::Unknown {
+                    hint: HINT_IMPLICIT_TLS_FAILED,
+                }
+            } else {
+                Transport::Plain
+            }
         } else if s.implicit_tls {
             // smtps/submissions with TLS logging off: TLS, version and cipher unknown.
             self.advise_smtps_implicit = true;
