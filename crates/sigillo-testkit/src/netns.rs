@@ -56,7 +56,8 @@ pub struct NetNs {
 
 impl NetNs {
     /// Create `sigillo-LABEL-PID-N` (unique in this process, and across processes by pid),
-    /// bring its `lo` up. Needs root and iproute2.
+    /// bring its `lo` up. Needs root and iproute2. First deletes the namespaces that killed
+    /// test processes left behind (see `sweep_stale`).
     pub fn create(label: &str) -> Result<Self> {
         if !crate::is_root() {
             bail!("creating a network namespace needs root");
@@ -64,6 +65,7 @@ impl NetNs {
         if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             bail!("namespace label {label:?}: expected letters, digits and '-'");
         }
+        sweep_stale();
         let name = format!(
             "sigillo-{label}-{}-{}",
             std::process::id(),
@@ -198,6 +200,42 @@ impl Drop for NetNs {
     }
 }
 
+/// Deletes the namespaces of test processes that died without their cleanup (killed by a
+/// signal, say): `sigillo-LABEL-PID-N` whose PID no longer runs. What still runs in one is
+/// ended first, as when a [`NetNs`] is dropped. Namespaces of live processes stay.
+fn sweep_stale() {
+    let Ok((true, list)) = run_capture(Command::new("ip").args(["netns", "list"])) else {
+        return;
+    };
+    for line in list.lines() {
+        // `NAME` or `NAME (id: N)`.
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if let Some(pid) = owner_pid(name)
+            && !pid_alive(pid)
+        {
+            drop(NetNs {
+                etc_dir: Path::new(NETNS_ETC).join(name),
+                name: name.to_string(),
+            });
+        }
+    }
+}
+
+/// The PID in a name made by [`NetNs::create`] (`sigillo-LABEL-PID-N`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("sigillo-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let serial = parts.next()?;
+    let pid = parts.next()?;
+    let label = parts.next()?;
+    if label.is_empty() || serial.parse::<u32>().is_err() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// Run `ip ARGS`; an error carries its output.
 fn ip(args: &[&str]) -> Result<()> {
     let (ok, out) = run_capture(Command::new("ip").args(args))?;
@@ -205,4 +243,25 @@ fn ip(args: &[&str]) -> Result<()> {
         bail!("`ip {}` failed: {}", args.join(" "), out.trim());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn owner_pid_of_names_made_by_create() {
+        let table = [
+            ("sigillo-e2e-4242-0", Some(4242)),
+            ("sigillo-mx-relay-17-3", Some(17)),
+            ("sigillo-4242-0", None),
+            ("sigillo-e2e-x-0", None),
+            ("sigillo-e2e-4242-x", None),
+            ("other-e2e-4242-0", None),
+            ("sigillo-", None),
+        ];
+        for (name, want) in table {
+            assert_eq!(owner_pid(name), want, "{name}");
+        }
+    }
 }
