@@ -345,10 +345,10 @@ fn split_tag(
     format: LineFormat,
 ) -> Result<(&str, Option<u32>, &str), EnvelopeError> {
     let b = raw.as_bytes();
-    let stop = b.get(start..).and_then(|rest| {
-        rest.iter()
-            .position(|&c| matches!(c, b'[' | b':' | b' ' | b'\t'))
-    });
+    let stop = find_any(
+        b.get(start..).unwrap_or_default(),
+        [b'[', b':', b' ', b'\t'],
+    );
     if let Some(n) = stop {
         let i = start + n;
         match b.get(i).copied().unwrap_or(b' ') {
@@ -356,14 +356,14 @@ fn split_tag(
                 let program = raw.get(start..i).unwrap_or_default();
                 let pid_start = i + 1;
                 let mut j = pid_start;
-                let mut pid: u32 = 0;
+                // Kept just above `u32::MAX` once past it, which makes it an error.
+                let mut value: u64 = 0;
                 while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
-                    pid = pid
-                        .checked_mul(10)
-                        .and_then(|p| p.checked_add(u32::from(d - b'0')))
-                        .ok_or(malformed(format, Field::Pid, pid_start))?;
+                    value = (value * 10 + u64::from(d - b'0')).min(1 << 32);
                     j += 1;
                 }
+                let pid =
+                    u32::try_from(value).map_err(|_| malformed(format, Field::Pid, pid_start))?;
                 if j == pid_start || b.get(j) != Some(&b']') {
                     return Err(malformed(format, Field::Pid, pid_start));
                 }
@@ -599,14 +599,35 @@ fn skip_spaces(b: &[u8], mut i: usize) -> usize {
 
 fn find_blank(b: &[u8], i: usize) -> usize {
     match b.get(i..) {
-        Some(rest) => {
-            i + rest
-                .iter()
-                .position(|&c| c == b' ' || c == b'\t')
-                .unwrap_or(rest.len())
-        }
+        Some(rest) => i + find_any(rest, [b' ', b'\t']).unwrap_or(rest.len()),
         None => i,
     }
+}
+
+/// Where the first of `needles` is in `b`. Eight bytes at a time: in each word, a byte equal
+/// to a needle is a zero byte of `word ^ needle`, found with the borrow trick, which is exact
+/// up to the lowest zero byte (it may also flag bytes above it, never below).
+fn find_any<const N: usize>(b: &[u8], needles: [u8; N]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in words.by_ref() {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+        let mut hits = 0;
+        for needle in needles {
+            let x = word ^ (ONES * u64::from(needle));
+            hits |= x.wrapping_sub(ONES) & !x & HIGHS;
+        }
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter()
+        .position(|c| needles.contains(c))
+        .map(|n| at + n)
 }
 
 /// `.123456` after seconds: skipped (times are whole seconds).
@@ -852,6 +873,28 @@ mod tests {
         assert_eq!(c, a + 1);
         assert_eq!(d, a - 20 * 86_400);
         assert_eq!(e, d);
+    }
+
+    #[test]
+    fn find_any_finds_the_first_needle_at_every_offset() {
+        // Needles after a byte that the word trick could confuse (0x01 above a match,
+        // high bytes), at each position of one, two and three words and the remainder.
+        let needles = [b'[', b':', b' ', b'\t'];
+        for len in 0..30 {
+            for at in 0..=len {
+                for filler in [b'a', 0x01, 0x5a, 0x3b, 0x80, 0xff] {
+                    let mut b = vec![filler; len];
+                    if let Some(c) = b.get_mut(at) {
+                        *c = needles[at % 4];
+                    }
+                    if let Some(c) = b.get_mut(at + 1) {
+                        *c = needles[(at + 1) % 4];
+                    }
+                    let naive = b.iter().position(|c| needles.contains(c));
+                    assert_eq!(find_any(&b, needles), naive, "{b:?}");
+                }
+            }
+        }
     }
 
     #[test]
