@@ -659,12 +659,14 @@ fn digits(b: &[u8], from: usize, to: usize) -> Option<u32> {
 
 /// `hh:mm:ss` at `i` → seconds of the day (a leap second 60 is accepted).
 fn parse_hms(b: &[u8], i: usize) -> Option<i64> {
-    if b.get(i + 2) != Some(&b':') || b.get(i + 5) != Some(&b':') {
+    let &[h1, h2, b':', m1, m2, b':', s1, s2] = b.get(i..i + 8)? else {
         return None;
-    }
-    let h = digits(b, i, i + 2)?;
-    let m = digits(b, i + 3, i + 5)?;
-    let s = digits(b, i + 6, i + 8)?;
+    };
+    let two = |tens: u8, ones: u8| {
+        (tens.is_ascii_digit() && ones.is_ascii_digit())
+            .then(|| u32::from(tens - b'0') * 10 + u32::from(ones - b'0'))
+    };
+    let (h, m, s) = (two(h1, h2)?, two(m1, m2)?, two(s1, s2)?);
     if h > 23 || m > 59 || s > 60 {
         return None;
     }

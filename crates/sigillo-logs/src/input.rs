@@ -957,6 +957,7 @@ impl LineBlock {
 impl LineSpans {
     /// `line`, a slice of a block's text at `at`; parts that are not slices of it go to
     /// `constants`, which will follow the text's first `text_len` bytes.
+    #[inline]
     fn new(line: &Line<'_>, at: usize, constants: &mut String, text_len: usize) -> Self {
         let raw = line.raw;
         let mut span_of = |part: &str| {
@@ -1111,6 +1112,7 @@ impl Ctx<'_> {
     }
 
     /// One valid line (already counted in `lines`): its envelope if it is a good line.
+    #[inline]
     fn text_line<'a>(&mut self, line: &'a str) -> Option<Line<'a>> {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
