@@ -878,6 +878,39 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_gives_what_a_fresh_parse_gives() {
+        // Every line after every other: same or different second, host, blanks after the
+        // host, a host-less tag, short lines.
+        let lines = [
+            "Nov 22 13:24:13 mx postfix/smtpd[1]: connect from a[192.0.2.1] and more text",
+            "Nov 22 13:24:13 mx postfix/qmgr[2]: 4B6A19AC1C8: from=<a@b.example>, size=1",
+            "Nov 22 13:24:13 mx  postfix/qmgr[2]: two blanks after the host, then more text",
+            "Nov 22 13:24:13 mx\tpostfix/qmgr[2]: a tab after the host, then more text here",
+            "Nov 22 13:24:13 mx \tpostfix/qmgr[2]: a space and a tab, then more text here",
+            "Nov 22 13:24:13 mx2 postfix/smtp[3]: another host with more text after it all",
+            "Nov 22 13:24:13 mail.example.org postfix/smtp[3]: a long host name and text",
+            "Nov 22 13:24:13 mail.example.org.with.a.host.name.past.the.window x[1]: y",
+            "Nov 22 13:24:13 postfix/smtpd[1]: a tag with no host, and some more text here",
+            "Nov 22 13:24:13 mx: a host that ends in a colon, and some more text after it",
+            "Nov 22 13:24:13 mx postfix/smtpd[1]: short",
+            "Nov 22 13:24:13 mx ",
+            "Nov 22 13:24:13 mx",
+            "Nov 22 13:24:14 mx postfix/smtpd[1]: the next second, with more text after it",
+            "<22>Nov 22 13:24:13 mx postfix/smtpd[1]: with a priority, and more text here",
+        ];
+        let fresh = |line| Envelope::new(YearGuess::from_mtime(2026, 11)).parse(line);
+        for a in lines {
+            for b in lines {
+                let mut env = Envelope::new(YearGuess::from_mtime(2026, 11));
+                let _ = env.parse(a);
+                let _ = env.parse(b);
+                assert_eq!(env.parse(a), fresh(a), "{a:?} after {b:?}");
+                assert_eq!(env.parse(b), fresh(b), "{b:?} after {a:?}");
+            }
+        }
+    }
+
+    #[test]
     fn find_any_finds_the_first_needle_at_every_offset() {
         // Needles after a byte that the word trick could confuse (0x01 above a match,
         // high bytes), at each position of one, two and three words and the remainder.
