@@ -355,16 +355,11 @@ fn split_tag(
             b'[' => {
                 let program = raw.get(start..i).unwrap_or_default();
                 let pid_start = i + 1;
-                let mut j = pid_start;
-                // Kept just above `u32::MAX` once past it, which makes it an error.
-                let mut value: u64 = 0;
-                while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
-                    value = (value * 10 + u64::from(d - b'0')).min(1 << 32);
-                    j += 1;
-                }
+                let (value, digits) = leading_number(b.get(pid_start..).unwrap_or_default());
+                let mut j = pid_start + digits;
                 let pid =
                     u32::try_from(value).map_err(|_| malformed(format, Field::Pid, pid_start))?;
-                if j == pid_start || b.get(j) != Some(&b']') {
+                if digits == 0 || b.get(j) != Some(&b']') {
                     return Err(malformed(format, Field::Pid, pid_start));
                 }
                 j += 1;
@@ -471,16 +466,10 @@ fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
     // +pid: `[1234] `.
     let mut pid = None;
     if b.get(i) == Some(&b'[') {
-        let mut j = i + 1;
-        let mut v: u32 = 0;
-        while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
-            v = v
-                .checked_mul(10)
-                .and_then(|p| p.checked_add(u32::from(d - b'0')))
-                .ok_or(malformed(F, Field::Pid, i))?;
-            j += 1;
-        }
-        if j == i + 1 || b.get(j) != Some(&b']') {
+        let (value, digits) = leading_number(b.get(i + 1..).unwrap_or_default());
+        let j = i + 1 + digits;
+        let v = u32::try_from(value).map_err(|_| malformed(F, Field::Pid, i))?;
+        if digits == 0 || b.get(j) != Some(&b']') {
             return Err(malformed(F, Field::Pid, i));
         }
         pid = Some(v);
@@ -628,6 +617,38 @@ fn find_any<const N: usize>(b: &[u8], needles: [u8; N]) -> Option<usize> {
     rest.iter()
         .position(|c| needles.contains(c))
         .map(|n| at + n)
+}
+
+/// The number the digits at the start of `b` spell (held at 2^32 once past `u32::MAX`) and
+/// how many digits there are. Up to seven digits, with a non-digit after them within eight
+/// bytes, are read at once: a byte is not a digit when it is below `0` or adding 0x46 takes it
+/// to 0x80 or more (exact up to the first such byte), and the digits, shifted to the top of
+/// the word, are summed pairwise in three multiplications.
+fn leading_number(b: &[u8]) -> (u64, usize) {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    if let Some(word) = b.first_chunk::<8>() {
+        let word = u64::from_le_bytes(*word);
+        let not_digit = (word.wrapping_sub(ZEROS) | word.wrapping_add(0x4646_4646_4646_4646))
+            & 0x8080_8080_8080_8080;
+        let digits = (not_digit.trailing_zeros() / 8) as usize;
+        if digits == 0 {
+            return (0, 0);
+        }
+        if digits < 8 {
+            let mut v = word.wrapping_sub(ZEROS) << (8 * (8 - digits));
+            v = ((v & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(10 << 8 | 1)) >> 8;
+            v = ((v & 0x00FF_00FF_00FF_00FF).wrapping_mul(100 << 16 | 1)) >> 16;
+            v = ((v & 0x0000_FFFF_0000_FFFF).wrapping_mul(10_000 << 32 | 1)) >> 32;
+            return (v, digits);
+        }
+    }
+    let mut value = 0u64;
+    let mut digits = 0;
+    while let Some(d) = b.get(digits).filter(|c| c.is_ascii_digit()) {
+        value = (value * 10 + u64::from(d - b'0')).min(1 << 32);
+        digits += 1;
+    }
+    (value, digits)
 }
 
 /// `.123456` after seconds: skipped (times are whole seconds).
@@ -907,6 +928,50 @@ mod tests {
                 assert_eq!(env.parse(a), fresh(a), "{a:?} after {b:?}");
                 assert_eq!(env.parse(b), fresh(b), "{b:?} after {a:?}");
             }
+        }
+    }
+
+    #[test]
+    fn leading_number_reads_what_a_digit_loop_reads() {
+        let naive = |b: &[u8]| {
+            let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+            let mut value = 0u64;
+            for &d in &b[..digits] {
+                value = (value * 10 + u64::from(d - b'0')).min(1 << 32);
+            }
+            (value, digits)
+        };
+        let mut x: u64 = 7;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % n
+        };
+        let ends: [&[u8]; 8] = [
+            b"",
+            b"]",
+            b"]: x y z",
+            b"/",
+            b":",
+            b"\x80\x80",
+            b"\xff",
+            b"\x00\x01",
+        ];
+        for _ in 0..20_000 {
+            let len = next(14) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| b'0' + next(10) as u8).collect();
+            b.extend_from_slice(ends[next(8) as usize]);
+            if next(4) == 0 {
+                b.extend((0..next(10)).map(|_| next(256) as u8));
+            }
+            assert_eq!(leading_number(&b), naive(&b), "{b:?}");
+        }
+        for s in [
+            "4294967295]",
+            "4294967296]",
+            "00000000000000000042]",
+            "9999999]: x",
+        ] {
+            assert_eq!(leading_number(s.as_bytes()), naive(s.as_bytes()), "{s}");
         }
     }
 
