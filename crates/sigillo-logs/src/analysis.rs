@@ -3,10 +3,11 @@
 //! MTA lives across files, so a session that spans a rotation is still joined.
 
 use crate::aggregate::{AggregateOptions, Aggregator, Figures};
-use crate::envelope::Line;
 use crate::exim::EximParser;
-use crate::input::{self, Compression, Format, InputError, InputOptions, Source, SourcePath};
-use crate::model::{MtaParser, Record, UnixTime};
+use crate::input::{
+    self, Compression, Format, InputError, InputOptions, LineBlock, Source, SourcePath,
+};
+use crate::model::{MtaParser, Record};
 use crate::opensmtpd::OpensmtpdParser;
 use crate::postfix::PostfixParser;
 use crate::sendmail::SendmailParser;
@@ -131,8 +132,8 @@ pub fn analyze<P: AsRef<Path>>(
     let (paths, errors) = input::discover(inputs);
     let (line_tx, line_rx) = mpsc::sync_channel::<ReaderMsg>(PIPELINE_DEPTH);
     let (record_tx, record_rx) = mpsc::sync_channel::<Vec<Record>>(PIPELINE_DEPTH);
-    // Emptied line batches go back to the reader, so their buffers are reused.
-    let (spare_tx, spare_rx) = mpsc::sync_channel::<LineBatch>(PIPELINE_DEPTH + 2);
+    // Emptied line blocks go back to the reader, so their buffers are reused.
+    let (spare_tx, spare_rx) = mpsc::sync_channel::<LineBlock>(PIPELINE_DEPTH + 2);
     let (summaries, parsers_out, figures) = std::thread::scope(|scope| {
         let paths = &paths;
         let reader = scope.spawn(move || read_all(paths, input_options, &line_tx, &spare_rx));
@@ -169,10 +170,6 @@ pub fn analyze<P: AsRef<Path>>(
 
 /// Batches that may wait between two pipeline stages.
 pub const PIPELINE_DEPTH: usize = 4;
-/// A line batch is sent once its text reaches this size…
-const BATCH_BYTES: usize = 256 * 1024;
-/// …or it holds this many lines.
-const BATCH_LINES: usize = 4096;
 /// A record batch is sent once it holds this many records.
 const BATCH_RECORDS: usize = 1024;
 
@@ -183,86 +180,10 @@ enum ReaderMsg {
     Done(Box<Source>),
 }
 
-/// Lines of one source, copied out of the read buffer with their envelopes as offsets.
+/// Lines of one source, in the buffer the reader read them into.
 struct LineBatch {
     format: Format,
-    text: String,
-    lines: Vec<LineMeta>,
-}
-
-type Span = (u32, u32);
-
-/// A [`Line`] with its strings as spans of [`LineBatch::text`].
-struct LineMeta {
-    time: UnixTime,
-    pid: Option<u32>,
-    raw: Span,
-    host: Span,
-    program: Span,
-    message: Span,
-}
-
-impl LineBatch {
-    fn new(format: Format) -> Self {
-        Self {
-            format,
-            text: String::with_capacity(BATCH_BYTES + 4096),
-            lines: Vec::with_capacity(BATCH_LINES),
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.text.len() >= BATCH_BYTES || self.lines.len() >= BATCH_LINES
-    }
-
-    fn push(&mut self, line: &Line<'_>) {
-        let base = self.text.len();
-        self.text.push_str(line.raw);
-        let raw = (base, base + line.raw.len());
-        let host = self.span_of(line.raw, base, line.host);
-        let program = self.span_of(line.raw, base, line.program);
-        let message = self.span_of(line.raw, base, line.message);
-        self.lines.push(LineMeta {
-            time: line.time,
-            pid: line.pid,
-            raw: to_span(raw),
-            host,
-            program,
-            message,
-        });
-    }
-
-    /// Where `part` lies in the copy of `raw` at `base`; a part that is not a slice of the raw
-    /// line (a parser's constant, like Exim mainlog's `exim`) is appended to the text.
-    fn span_of(&mut self, raw: &str, base: usize, part: &str) -> Span {
-        let offset = (part.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
-        if offset <= raw.len() && part.len() <= raw.len() - offset {
-            return to_span((base + offset, base + offset + part.len()));
-        }
-        let start = self.text.len();
-        self.text.push_str(part);
-        to_span((start, self.text.len()))
-    }
-
-    fn line(&self, m: &LineMeta) -> Line<'_> {
-        let get = |(a, b): Span| self.text.get(a as usize..b as usize).unwrap_or_default();
-        Line {
-            time: m.time,
-            host: get(m.host),
-            program: get(m.program),
-            pid: m.pid,
-            message: get(m.message),
-            raw: get(m.raw),
-        }
-    }
-}
-
-/// Batch texts stay far below 4 GiB ([`BATCH_BYTES`] plus one line of at most the line limit).
-fn to_span((a, b): (usize, usize)) -> Span {
-    (
-        u32::try_from(a).unwrap_or(u32::MAX),
-        u32::try_from(b).unwrap_or(u32::MAX),
-    )
+    block: LineBlock,
 }
 
 /// The reader stage: every source in turn, as line batches.
@@ -270,40 +191,26 @@ fn read_all(
     paths: &[SourcePath],
     options: &InputOptions,
     tx: &mpsc::SyncSender<ReaderMsg>,
-    spare: &mpsc::Receiver<LineBatch>,
+    spare: &mpsc::Receiver<LineBlock>,
 ) {
-    let fresh = |format: Format| match spare.try_recv() {
-        Ok(mut batch) => {
-            batch.format = format;
-            batch.text.clear();
-            batch.lines.clear();
-            batch
-        }
-        Err(_) => LineBatch::new(format),
-    };
     for path in paths {
         let open = input::open(path, options);
         let mut gone = false;
         let source = match open.format() {
             // A source of unknown format is not read (see `InputError::UnknownFormat`).
             None => open.for_each_line(|_| {}),
-            Some(format) => {
-                let mut batch = fresh(format);
-                let source = open.for_each_line(|line| {
-                    if gone {
-                        return;
-                    }
-                    batch.push(line);
-                    if batch.is_full() {
-                        let full = std::mem::replace(&mut batch, fresh(format));
-                        gone = tx.send(ReaderMsg::Lines(full)).is_err();
-                    }
-                });
-                if !batch.lines.is_empty() && !gone {
-                    gone = tx.send(ReaderMsg::Lines(batch)).is_err();
+            Some(format) => open.for_each_block(|block| {
+                if gone {
+                    return Some(block);
                 }
-                source
-            }
+                match tx.send(ReaderMsg::Lines(LineBatch { format, block })) {
+                    Ok(()) => spare.try_recv().ok(),
+                    Err(_) => {
+                        gone = true;
+                        None
+                    }
+                }
+            }),
         };
         if gone || tx.send(ReaderMsg::Done(Box::new(source))).is_err() {
             return;
@@ -316,7 +223,7 @@ fn read_all(
 fn parse_all(
     rx: mpsc::Receiver<ReaderMsg>,
     tx: mpsc::SyncSender<Vec<Record>>,
-    spare: mpsc::SyncSender<LineBatch>,
+    spare: mpsc::SyncSender<LineBlock>,
 ) -> (Vec<InputSummary>, (Vec<String>, u64, u64)) {
     let mut parsers = Parsers::default();
     let mut records: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
@@ -332,12 +239,13 @@ fn parse_all(
         match msg {
             ReaderMsg::Lines(batch) => {
                 let parser = parsers.get(batch.format);
-                for m in &batch.lines {
-                    parser.feed(&batch.line(m), &mut records);
+                // Sent as soon as full, so the vector seldom grows past its capacity.
+                for line in batch.block.lines() {
+                    parser.feed(&line, &mut records);
+                    send(&mut records, false);
                 }
-                send(&mut records, false);
-                // When the reader has enough spares (or is gone), the batch is just freed.
-                let _ = spare.try_send(batch);
+                // When the reader has enough spares (or is gone), the block is just freed.
+                let _ = spare.try_send(batch.block);
             }
             ReaderMsg::Done(source) => summaries.push(InputSummary::from_source(&source)),
         }

@@ -345,26 +345,21 @@ fn split_tag(
     format: LineFormat,
 ) -> Result<(&str, Option<u32>, &str), EnvelopeError> {
     let b = raw.as_bytes();
-    let stop = b.get(start..).and_then(|rest| {
-        rest.iter()
-            .position(|&c| matches!(c, b'[' | b':' | b' ' | b'\t'))
-    });
+    let stop = find_any(
+        b.get(start..).unwrap_or_default(),
+        [b'[', b':', b' ', b'\t'],
+    );
     if let Some(n) = stop {
         let i = start + n;
         match b.get(i).copied().unwrap_or(b' ') {
             b'[' => {
                 let program = raw.get(start..i).unwrap_or_default();
                 let pid_start = i + 1;
-                let mut j = pid_start;
-                let mut pid: u32 = 0;
-                while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
-                    pid = pid
-                        .checked_mul(10)
-                        .and_then(|p| p.checked_add(u32::from(d - b'0')))
-                        .ok_or(malformed(format, Field::Pid, pid_start))?;
-                    j += 1;
-                }
-                if j == pid_start || b.get(j) != Some(&b']') {
+                let (value, digits) = leading_number(b.get(pid_start..).unwrap_or_default());
+                let mut j = pid_start + digits;
+                let pid =
+                    u32::try_from(value).map_err(|_| malformed(format, Field::Pid, pid_start))?;
+                if digits == 0 || b.get(j) != Some(&b']') {
                     return Err(malformed(format, Field::Pid, pid_start));
                 }
                 j += 1;
@@ -471,16 +466,10 @@ fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
     // +pid: `[1234] `.
     let mut pid = None;
     if b.get(i) == Some(&b'[') {
-        let mut j = i + 1;
-        let mut v: u32 = 0;
-        while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
-            v = v
-                .checked_mul(10)
-                .and_then(|p| p.checked_add(u32::from(d - b'0')))
-                .ok_or(malformed(F, Field::Pid, i))?;
-            j += 1;
-        }
-        if j == i + 1 || b.get(j) != Some(&b']') {
+        let (value, digits) = leading_number(b.get(i + 1..).unwrap_or_default());
+        let j = i + 1 + digits;
+        let v = u32::try_from(value).map_err(|_| malformed(F, Field::Pid, i))?;
+        if digits == 0 || b.get(j) != Some(&b']') {
             return Err(malformed(F, Field::Pid, i));
         }
         pid = Some(v);
@@ -599,14 +588,67 @@ fn skip_spaces(b: &[u8], mut i: usize) -> usize {
 
 fn find_blank(b: &[u8], i: usize) -> usize {
     match b.get(i..) {
-        Some(rest) => {
-            i + rest
-                .iter()
-                .position(|&c| c == b' ' || c == b'\t')
-                .unwrap_or(rest.len())
-        }
+        Some(rest) => i + find_any(rest, [b' ', b'\t']).unwrap_or(rest.len()),
         None => i,
     }
+}
+
+/// Where the first of `needles` is in `b`. Eight bytes at a time: in each word, a byte equal
+/// to a needle is a zero byte of `word ^ needle`, found with the borrow trick, which is exact
+/// up to the lowest zero byte (it may also flag bytes above it, never below).
+fn find_any<const N: usize>(b: &[u8], needles: [u8; N]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in words.by_ref() {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+        let mut hits = 0;
+        for needle in needles {
+            let x = word ^ (ONES * u64::from(needle));
+            hits |= x.wrapping_sub(ONES) & !x & HIGHS;
+        }
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter()
+        .position(|c| needles.contains(c))
+        .map(|n| at + n)
+}
+
+/// The number the digits at the start of `b` spell (held at 2^32 once past `u32::MAX`) and
+/// how many digits there are. Up to seven digits, with a non-digit after them within eight
+/// bytes, are read at once: a byte is not a digit when it is below `0` or adding 0x46 takes it
+/// to 0x80 or more (exact up to the first such byte), and the digits, shifted to the top of
+/// the word, are summed pairwise in three multiplications.
+fn leading_number(b: &[u8]) -> (u64, usize) {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    if let Some(word) = b.first_chunk::<8>() {
+        let word = u64::from_le_bytes(*word);
+        let not_digit = (word.wrapping_sub(ZEROS) | word.wrapping_add(0x4646_4646_4646_4646))
+            & 0x8080_8080_8080_8080;
+        let digits = (not_digit.trailing_zeros() / 8) as usize;
+        if digits == 0 {
+            return (0, 0);
+        }
+        if digits < 8 {
+            let mut v = word.wrapping_sub(ZEROS) << (8 * (8 - digits));
+            v = ((v & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(10 << 8 | 1)) >> 8;
+            v = ((v & 0x00FF_00FF_00FF_00FF).wrapping_mul(100 << 16 | 1)) >> 16;
+            v = ((v & 0x0000_FFFF_0000_FFFF).wrapping_mul(10_000 << 32 | 1)) >> 32;
+            return (v, digits);
+        }
+    }
+    let mut value = 0u64;
+    let mut digits = 0;
+    while let Some(d) = b.get(digits).filter(|c| c.is_ascii_digit()) {
+        value = (value * 10 + u64::from(d - b'0')).min(1 << 32);
+        digits += 1;
+    }
+    (value, digits)
 }
 
 /// `.123456` after seconds: skipped (times are whole seconds).
@@ -638,12 +680,14 @@ fn digits(b: &[u8], from: usize, to: usize) -> Option<u32> {
 
 /// `hh:mm:ss` at `i` → seconds of the day (a leap second 60 is accepted).
 fn parse_hms(b: &[u8], i: usize) -> Option<i64> {
-    if b.get(i + 2) != Some(&b':') || b.get(i + 5) != Some(&b':') {
+    let &[h1, h2, b':', m1, m2, b':', s1, s2] = b.get(i..i + 8)? else {
         return None;
-    }
-    let h = digits(b, i, i + 2)?;
-    let m = digits(b, i + 3, i + 5)?;
-    let s = digits(b, i + 6, i + 8)?;
+    };
+    let two = |tens: u8, ones: u8| {
+        (tens.is_ascii_digit() && ones.is_ascii_digit())
+            .then(|| u32::from(tens - b'0') * 10 + u32::from(ones - b'0'))
+    };
+    let (h, m, s) = (two(h1, h2)?, two(m1, m2)?, two(s1, s2)?);
     if h > 23 || m > 59 || s > 60 {
         return None;
     }
@@ -852,6 +896,105 @@ mod tests {
         assert_eq!(c, a + 1);
         assert_eq!(d, a - 20 * 86_400);
         assert_eq!(e, d);
+    }
+
+    #[test]
+    fn the_cache_gives_what_a_fresh_parse_gives() {
+        // Every line after every other: same or different second, host, blanks after the
+        // host, a host-less tag, short lines.
+        let lines = [
+            "Nov 22 13:24:13 mx postfix/smtpd[1]: connect from a[192.0.2.1] and more text",
+            "Nov 22 13:24:13 mx postfix/qmgr[2]: 4B6A19AC1C8: from=<a@b.example>, size=1",
+            "Nov 22 13:24:13 mx  postfix/qmgr[2]: two blanks after the host, then more text",
+            "Nov 22 13:24:13 mx\tpostfix/qmgr[2]: a tab after the host, then more text here",
+            "Nov 22 13:24:13 mx \tpostfix/qmgr[2]: a space and a tab, then more text here",
+            "Nov 22 13:24:13 mx2 postfix/smtp[3]: another host with more text after it all",
+            "Nov 22 13:24:13 mail.example.org postfix/smtp[3]: a long host name and text",
+            "Nov 22 13:24:13 mail.example.org.with.a.host.name.past.the.window x[1]: y",
+            "Nov 22 13:24:13 postfix/smtpd[1]: a tag with no host, and some more text here",
+            "Nov 22 13:24:13 mx: a host that ends in a colon, and some more text after it",
+            "Nov 22 13:24:13 mx postfix/smtpd[1]: short",
+            "Nov 22 13:24:13 mx ",
+            "Nov 22 13:24:13 mx",
+            "Nov 22 13:24:14 mx postfix/smtpd[1]: the next second, with more text after it",
+            "<22>Nov 22 13:24:13 mx postfix/smtpd[1]: with a priority, and more text here",
+        ];
+        let fresh = |line| Envelope::new(YearGuess::from_mtime(2026, 11)).parse(line);
+        for a in lines {
+            for b in lines {
+                let mut env = Envelope::new(YearGuess::from_mtime(2026, 11));
+                let _ = env.parse(a);
+                let _ = env.parse(b);
+                assert_eq!(env.parse(a), fresh(a), "{a:?} after {b:?}");
+                assert_eq!(env.parse(b), fresh(b), "{b:?} after {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn leading_number_reads_what_a_digit_loop_reads() {
+        let naive = |b: &[u8]| {
+            let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+            let mut value = 0u64;
+            for &d in &b[..digits] {
+                value = (value * 10 + u64::from(d - b'0')).min(1 << 32);
+            }
+            (value, digits)
+        };
+        let mut x: u64 = 7;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % n
+        };
+        let ends: [&[u8]; 8] = [
+            b"",
+            b"]",
+            b"]: x y z",
+            b"/",
+            b":",
+            b"\x80\x80",
+            b"\xff",
+            b"\x00\x01",
+        ];
+        for _ in 0..20_000 {
+            let len = next(14) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| b'0' + next(10) as u8).collect();
+            b.extend_from_slice(ends[next(8) as usize]);
+            if next(4) == 0 {
+                b.extend((0..next(10)).map(|_| next(256) as u8));
+            }
+            assert_eq!(leading_number(&b), naive(&b), "{b:?}");
+        }
+        for s in [
+            "4294967295]",
+            "4294967296]",
+            "00000000000000000042]",
+            "9999999]: x",
+        ] {
+            assert_eq!(leading_number(s.as_bytes()), naive(s.as_bytes()), "{s}");
+        }
+    }
+
+    #[test]
+    fn find_any_finds_the_first_needle_at_every_offset() {
+        // Needles after a byte that the word trick could confuse (0x01 above a match,
+        // high bytes), at each position of one, two and three words and the remainder.
+        let needles = [b'[', b':', b' ', b'\t'];
+        for len in 0..30 {
+            for at in 0..=len {
+                for filler in [b'a', 0x01, 0x5a, 0x3b, 0x80, 0xff] {
+                    let mut b = vec![filler; len];
+                    if let Some(c) = b.get_mut(at) {
+                        *c = needles[at % 4];
+                    }
+                    if let Some(c) = b.get_mut(at + 1) {
+                        *c = needles[(at + 1) % 4];
+                    }
+                    let naive = b.iter().position(|c| needles.contains(c));
+                    assert_eq!(find_any(&b, needles), naive, "{b:?}");
+                }
+            }
+        }
     }
 
     #[test]

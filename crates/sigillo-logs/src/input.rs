@@ -4,12 +4,12 @@
 //! The flow for each input: [`discover`] turns the command line's paths into
 //! [`SourcePath`]s (directories walked, rotated files oldest first), [`open`] opens one,
 //! detects its compression (by magic bytes) and its MTA [`Format`] (from a sample of the
-//! first lines), and [`OpenSource::for_each_line`] hands every good line to a callback,
-//! borrowed from one big buffer (no allocation per line), returning the [`Source`] with its
-//! [`InputStats`]. Nothing here stops a run: what goes wrong is recorded in the stats.
+//! first lines), and [`OpenSource::for_each_line`] hands every good line to a callback
+//! (or [`OpenSource::for_each_block`] hands them on as [`LineBlock`]s: the buffers they were
+//! read into, no line copied), returning the [`Source`] with its [`InputStats`]. Nothing here stops a run: what goes wrong is recorded in the stats.
 
 use crate::envelope::{Envelope, EnvelopeError, Line, YearGuess};
-use crate::model::Mta;
+use crate::model::{Mta, UnixTime};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -746,45 +746,97 @@ impl OpenSource {
     /// Hands every good line to `on_line`, in order, and returns the source with its stats.
     /// A source with no format (neither detected nor forced) is not read: it comes back with
     /// its `UnknownFormat` error and no lines.
-    pub fn for_each_line<F: FnMut(&Line<'_>)>(mut self, mut on_line: F) -> Source {
-        if self.source.format.is_none() {
-            return self.source;
+    pub fn for_each_line<F: FnMut(&Line<'_>)>(self, mut on_line: F) -> Source {
+        self.for_each_block(|block| {
+            for line in block.lines() {
+                on_line(&line);
+            }
+            Some(block)
+        })
+    }
+
+    /// Hands the good lines to `on_block` in [`LineBlock`]s, in order, and returns the source
+    /// with its stats. Each block is the buffer its lines were read into, so no line is
+    /// copied; `on_block` may give back an emptied block, whose buffers are then reused.
+    /// A source with no format is not read, as with [`OpenSource::for_each_line`].
+    pub fn for_each_block<F>(self, mut on_block: F) -> Source
+    where
+        F: FnMut(LineBlock) -> Option<LineBlock>,
+    {
+        let OpenSource {
+            mut source,
+            mut reader,
+            mut envelope,
+            mut buf,
+            mut start,
+            mut end,
+            mut eof,
+            mut read_error,
+            max_line,
+            max_errors,
+        } = self;
+        if source.format.is_none() {
+            return source;
         }
+        let buf_len = buf.len();
         let mut ctx = Ctx {
-            envelope: &mut self.envelope,
-            stats: &mut self.source.stats,
-            name: &self.source.name,
-            max_line: self.max_line,
-            max_errors: self.max_errors,
+            envelope: &mut envelope,
+            stats: &mut source.stats,
+            name: &source.name,
+            max_line,
+            max_errors,
         };
+        let mut spare: Option<LineBlock> = None;
         // In a line longer than the limit: discard up to the next newline.
         let mut skipping = false;
         loop {
-            let region = self.buf.get(self.start..self.end).unwrap_or_default();
+            let region = buf.get(start..end).unwrap_or_default();
             if skipping {
                 match memchr::memchr(b'\n', region) {
                     Some(nl) => {
-                        self.start += nl + 1;
+                        start += nl + 1;
                         skipping = false;
                     }
-                    None => self.start = self.end,
+                    None => start = end,
                 }
             }
-            let region = self.buf.get(self.start..self.end).unwrap_or_default();
+            let region = buf.get(start..end).unwrap_or_default();
             if let Some(last) = memchr::memrchr(b'\n', region) {
-                let block = region.get(..=last).unwrap_or_default();
-                ctx.block(block, &mut on_line);
-                self.start += last + 1;
+                // The complete lines become a block; the partial last line moves on to a
+                // fresh buffer, which the next read fills.
+                let block_end = start + last + 1;
+                let (text, lines) = spare.take().map(LineBlock::into_parts).unwrap_or_default();
+                // A reused buffer keeps its length: only what a read needs beyond it is zeroed.
+                let mut next = text.into_bytes();
+                let tail = buf.get(block_end..end).unwrap_or_default();
+                if next.len() < tail.len() {
+                    next.resize(tail.len(), 0);
+                }
+                if let Some(to) = next.get_mut(..tail.len()) {
+                    to.copy_from_slice(tail);
+                }
+                let mut full = std::mem::replace(&mut buf, next);
+                full.truncate(block_end);
+                // Only after a skipped long line does the block not start the buffer.
+                full.drain(..start);
+                end -= block_end;
+                start = 0;
+                let block = ctx.block(full, lines);
+                spare = if block.is_empty() {
+                    Some(block)
+                } else {
+                    on_block(block)
+                };
             }
-            let partial = self.end - self.start;
-            if partial > self.max_line {
+            let partial = end - start;
+            if partial > max_line {
                 ctx.stats.lines += 1;
                 ctx.long_line();
                 skipping = true;
-                self.start = self.end;
+                start = end;
             }
-            if self.eof {
-                match self.read_error.take() {
+            if eof {
+                match read_error.take() {
                     Some(e) => {
                         let lines = ctx.stats.lines;
                         ctx.push(InputError::Truncated {
@@ -793,42 +845,51 @@ impl OpenSource {
                             reason: e.to_string(),
                         });
                     }
-                    None => {
-                        // A last line without a newline.
-                        if self.start < self.end && !skipping {
-                            let last = self.buf.get(self.start..self.end).unwrap_or_default();
-                            ctx.line(last, &mut on_line);
-                        }
+                    None if start < end && !skipping => {
+                        // A last line without a newline: given one, it is read like the others
+                        // on the next turn, which then ends here with nothing left.
+                        buf.truncate(end);
+                        buf.push(b'\n');
+                        end += 1;
+                        continue;
                     }
+                    None => {}
                 }
                 break;
             }
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+            if start > 0 {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
             }
-            // `fill` borrows self whole; ctx holds parts of it, so read here.
-            let space = self.buf.get_mut(self.end..).unwrap_or_default();
+            let want = buf_len.min(end + READ_BYTES);
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let space = buf.get_mut(end..want).unwrap_or_default();
             loop {
-                match self.reader.read(space) {
-                    Ok(0) => self.eof = true,
+                match reader.read(space) {
+                    Ok(0) => eof = true,
                     Ok(n) => {
-                        self.end += n;
+                        end += n;
                         ctx.stats.bytes += n as u64;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        self.eof = true;
-                        self.read_error = Some(e);
+                        eof = true;
+                        read_error = Some(e);
                     }
                 }
                 break;
             }
         }
-        self.source
+        source
     }
 }
+
+/// Bytes asked of a source per read: about the text of one [`LineBlock`] (the buffer holds
+/// more only for the first lines, read for format detection, and a partial line).
+const READ_BYTES: usize = 256 * 1024;
 
 /// Reads one source start to end: [`open`], then [`OpenSource::for_each_line`].
 pub fn read<F: FnMut(Option<Format>, &Line<'_>)>(
@@ -841,6 +902,104 @@ pub fn read<F: FnMut(Option<Format>, &Line<'_>)>(
     open.for_each_line(|l| on_line(format, l))
 }
 
+/// Good lines of one source in the buffer they were read into, with their envelopes as spans
+/// of it: what [`OpenSource::for_each_block`] hands on without copying a line.
+#[derive(Debug, Default)]
+pub struct LineBlock {
+    /// The complete lines as read (bad ones blanked), then the envelope parts that are no
+    /// slice of their line (Exim mainlog's `exim`), each once.
+    text: String,
+    lines: Vec<LineSpans>,
+}
+
+/// Start and end in [`LineBlock::text`].
+type Span = (u32, u32);
+
+/// A [`Line`] with its strings as spans of [`LineBlock::text`].
+#[derive(Debug, Clone, Copy)]
+struct LineSpans {
+    time: UnixTime,
+    pid: Option<u32>,
+    raw: Span,
+    host: Span,
+    program: Span,
+    message: Span,
+}
+
+impl LineBlock {
+    /// The good lines, in order.
+    pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        let get = |(a, b): Span| self.text.get(a as usize..b as usize).unwrap_or_default();
+        self.lines.iter().map(move |m| Line {
+            time: m.time,
+            host: get(m.host),
+            program: get(m.program),
+            pid: m.pid,
+            message: get(m.message),
+            raw: get(m.raw),
+        })
+    }
+
+    /// How many good lines.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    fn into_parts(self) -> (String, Vec<LineSpans>) {
+        (self.text, self.lines)
+    }
+}
+
+impl LineSpans {
+    /// `line`, a slice of a block's text at `at`; parts that are not slices of it go to
+    /// `constants`, which will follow the text's first `text_len` bytes.
+    #[inline]
+    fn new(line: &Line<'_>, at: usize, constants: &mut String, text_len: usize) -> Self {
+        let raw = line.raw;
+        let mut span_of = |part: &str| {
+            let offset = (part.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+            if offset <= raw.len() && part.len() <= raw.len() - offset {
+                to_span(at + offset, part.len())
+            } else {
+                constant_span(part, constants, text_len)
+            }
+        };
+        LineSpans {
+            time: line.time,
+            pid: line.pid,
+            raw: to_span(at, raw.len()),
+            host: span_of(line.host),
+            program: span_of(line.program),
+            message: span_of(line.message),
+        }
+    }
+}
+
+/// Where `part`, a constant, is kept in `constants` (added there the first time), which will
+/// follow the text's first `text_len` bytes.
+#[cold]
+fn constant_span(part: &str, constants: &mut String, text_len: usize) -> Span {
+    let found = constants.find(part).unwrap_or_else(|| {
+        constants.push_str(part);
+        constants.len() - part.len()
+    });
+    to_span(text_len + found, part.len())
+}
+
+/// Block texts stay far below 4 GiB (the read buffer's size); were one not, its spans would
+/// come out empty rather than wrong.
+fn to_span(start: usize, len: usize) -> Span {
+    let end = start.saturating_add(len);
+    (
+        u32::try_from(start).unwrap_or(u32::MAX),
+        u32::try_from(end).unwrap_or(u32::MAX),
+    )
+}
+
 /// The per-line work, apart from the buffer it reads from.
 struct Ctx<'s> {
     envelope: &'s mut Envelope,
@@ -849,6 +1008,9 @@ struct Ctx<'s> {
     max_line: usize,
     max_errors: usize,
 }
+
+/// A line's bytes that are not text (invalid UTF-8 or NUL bytes): reported and skipped.
+struct NotText;
 
 impl Ctx<'_> {
     fn push(&mut self, e: InputError) {
@@ -865,29 +1027,62 @@ impl Ctx<'_> {
         self.push(e);
     }
 
-    /// Complete lines, each ending in `\n`. Fast path: the whole block is valid UTF-8 with no
-    /// NUL, checked once.
-    fn block<F: FnMut(&Line<'_>)>(&mut self, block: &[u8], on_line: &mut F) {
-        if memchr::memchr(0, block).is_none()
-            && let Ok(text) = std::str::from_utf8(block)
-        {
-            let mut rest = text;
-            while let Some(nl) = memchr::memchr(b'\n', rest.as_bytes()) {
-                let (line, tail) = rest.split_at(nl);
-                rest = tail.get(1..).unwrap_or_default();
-                self.stats.lines += 1;
-                self.text_line(line, on_line);
+    /// Complete lines, each ending in `\n`, as a block (reusing `lines`' allocation). Fast
+    /// path: the whole buffer is valid UTF-8 with no NUL, checked once, and becomes the
+    /// block's text as it is. Otherwise each line is checked, and those that are not text are
+    /// blanked once reported, so the buffer still becomes the text without a copy.
+    fn block(&mut self, bytes: Vec<u8>, mut lines: Vec<LineSpans>) -> LineBlock {
+        lines.clear();
+        let mut constants = String::new();
+        let text_len = bytes.len();
+        let checked = if memchr::memchr(0, &bytes).is_none() {
+            String::from_utf8(bytes).map_err(std::string::FromUtf8Error::into_bytes)
+        } else {
+            Err(bytes)
+        };
+        let mut text = match checked {
+            Ok(text) => {
+                let mut at = 0;
+                for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
+                    self.stats.lines += 1;
+                    if let Some(l) = self.text_line(text.get(at..nl).unwrap_or_default()) {
+                        lines.push(LineSpans::new(&l, at, &mut constants, text_len));
+                    }
+                    at = nl + 1;
+                }
+                text
             }
-            return;
-        }
-        let block = block.strip_suffix(b"\n").unwrap_or(block);
-        for line in block.split(|&c| c == b'\n') {
-            self.line(line, on_line);
-        }
+            Err(mut bytes) => {
+                let mut at = 0;
+                while let Some(n) = memchr::memchr(b'\n', bytes.get(at..).unwrap_or_default()) {
+                    let line_end = at + n;
+                    match self.line(bytes.get(at..line_end).unwrap_or_default()) {
+                        Ok(Some(l)) => {
+                            lines.push(LineSpans::new(&l, at, &mut constants, text_len));
+                        }
+                        Ok(None) => {}
+                        Err(NotText) => {
+                            if let Some(line) = bytes.get_mut(at..line_end) {
+                                line.fill(b' ');
+                            }
+                        }
+                    }
+                    at = line_end + 1;
+                }
+                // Every line is now valid text, so this does not fail; were it to, the
+                // block would go on empty rather than with spans into a different text.
+                String::from_utf8(bytes).unwrap_or_else(|_| {
+                    lines.clear();
+                    String::new()
+                })
+            }
+        };
+        text.push_str(&constants);
+        LineBlock { text, lines }
     }
 
-    /// One line's bytes (without `\n`), checked.
-    fn line<F: FnMut(&Line<'_>)>(&mut self, line: &[u8], on_line: &mut F) {
+    /// One line's bytes (without `\n`), checked: the line's envelope if it is a good line.
+    fn line<'a>(&mut self, line: &'a [u8]) -> Result<Option<Line<'a>>, NotText> {
         self.stats.lines += 1;
         if memchr::memchr(0, line).is_some() {
             self.stats.bad_lines += 1;
@@ -896,11 +1091,14 @@ impl Ctx<'_> {
                 line: self.stats.lines,
             };
             self.push(e);
-            return;
+            return Err(NotText);
         }
         match std::str::from_utf8(line) {
-            Ok(s) => self.text_line(s, on_line),
-            Err(_) if line.len() > self.max_line => self.long_line(),
+            Ok(s) => Ok(self.text_line(s)),
+            Err(_) if line.len() > self.max_line => {
+                self.long_line();
+                Err(NotText)
+            }
             Err(_) => {
                 self.stats.bad_lines += 1;
                 let e = InputError::InvalidUtf8 {
@@ -908,26 +1106,28 @@ impl Ctx<'_> {
                     line: self.stats.lines,
                 };
                 self.push(e);
+                Err(NotText)
             }
         }
     }
 
-    /// One valid line (already counted in `lines`).
-    fn text_line<F: FnMut(&Line<'_>)>(&mut self, line: &str, on_line: &mut F) {
+    /// One valid line (already counted in `lines`): its envelope if it is a good line.
+    #[inline]
+    fn text_line<'a>(&mut self, line: &'a str) -> Option<Line<'a>> {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
-            return;
+            return None;
         }
         if line.len() > self.max_line {
             self.long_line();
-            return;
+            return None;
         }
         match self.envelope.parse(line) {
             Ok(l) => {
                 self.stats.good_lines += 1;
-                on_line(&l);
+                Some(l)
             }
-            Err(EnvelopeError::Empty) => {}
+            Err(EnvelopeError::Empty) => None,
             Err(error) => {
                 self.stats.bad_lines += 1;
                 if self.stats.errors.len() < self.max_errors {
@@ -945,7 +1145,100 @@ impl Ctx<'_> {
                 } else {
                     self.stats.errors_dropped += 1;
                 }
+                None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (message, program, host, raw) of every good line of `data`, read through
+    /// `for_each_block` with blocks given back for reuse or not, and the source.
+    fn read_blocks(data: &[u8], reuse: bool) -> (Vec<[String; 4]>, Source) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        std::fs::write(&path, data).unwrap();
+        let options = InputOptions {
+            max_line_len: 1024,
+            buffer_size: 0,
+            ..InputOptions::default()
+        };
+        let mut got = Vec::new();
+        let source = open(&SourcePath::File(path), &options).for_each_block(|block| {
+            for l in block.lines() {
+                got.push([l.message, l.program, l.host, l.raw].map(str::to_string));
+            }
+            reuse.then_some(block)
+        });
+        (got, source)
+    }
+
+    #[test]
+    fn bad_lines_in_a_block_are_reported_and_the_good_ones_kept_whole() {
+        let mut data = Vec::new();
+        for i in 0..3000 {
+            data.extend_from_slice(
+                format!("Nov 22 13:24:13 mx postfix/smtpd[{i}]: ok{i}\n").as_bytes(),
+            );
+            match i % 1000 {
+                7 => data.extend_from_slice(b"Nov 22 13:24:13 mx postfix/smtpd[1]: \xff bad\n"),
+                8 => data.extend_from_slice(b"Nov 22 13:24:13 mx postfix/smtpd[1]: \0 nul\n"),
+                9 => data.extend_from_slice(b"no envelope\n"),
+                10 => data.extend_from_slice(&[b'\xfe'; 1500]),
+                _ => {}
+            }
+        }
+        data.extend_from_slice(b"Nov 22 13:24:14 mx postfix/smtpd[9]: last");
+        for reuse in [false, true] {
+            let (got, source) = read_blocks(&data, reuse);
+            // The long line runs into the good line after it, which goes with it.
+            let kept: Vec<usize> = (0..3000).filter(|i| i % 1000 != 11).collect();
+            assert_eq!(got.len(), kept.len() + 1);
+            for (l, i) in got.iter().zip(&kept) {
+                let want = format!("Nov 22 13:24:13 mx postfix/smtpd[{i}]: ok{i}");
+                assert_eq!(l[3], want);
+                assert_eq!(l[0], format!("ok{i}"));
+                assert_eq!((l[1].as_str(), l[2].as_str()), ("postfix/smtpd", "mx"));
+            }
+            assert_eq!(got.last().map(|l| l[0].as_str()), Some("last"));
+            let stats = &source.stats;
+            // Per thousand: 999 good lines, 3 bad ones and the long one.
+            assert_eq!(stats.lines, 3 * 1003 + 1);
+            assert_eq!((stats.bad_lines, stats.skipped_long_lines), (9, 3));
+            let kinds: Vec<String> = stats.errors.iter().take(4).map(|e| e.to_string()).collect();
+            assert_eq!(
+                kinds,
+                [
+                    "t.log:9: invalid UTF-8, line skipped",
+                    "t.log:11: binary data (NUL bytes), line skipped",
+                    "t.log:13: no known log format starts like this: \"no envelope\"",
+                    "t.log:15: line longer than 1024 bytes, skipped",
+                ]
+                .map(|s| format!("{}/{s}", source.name.rsplit_once('/').unwrap().0)),
+            );
+        }
+    }
+
+    #[test]
+    fn exim_mainlog_lines_share_their_constant_program() {
+        let mut data = Vec::new();
+        for i in 0..2000 {
+            data.extend_from_slice(format!("2026-11-22 13:16:34 [{i}] m{i}\n").as_bytes());
+            if i == 1500 {
+                data.extend_from_slice(b"2026-11-22 13:16:34 \xff\n");
+            }
+        }
+        for reuse in [false, true] {
+            let (got, source) = read_blocks(&data, reuse);
+            assert_eq!(got.len(), 2000);
+            for (l, i) in got.iter().zip(0..) {
+                assert_eq!(l[0], format!("m{i}"));
+                assert_eq!((l[1].as_str(), l[2].as_str()), ("exim", ""));
+            }
+            assert_eq!(source.stats.bad_lines, 1);
         }
     }
 }
