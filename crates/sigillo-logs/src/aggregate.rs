@@ -5,12 +5,13 @@
 //! is bounded by distinct peers and hours, not by the number of records.
 
 use crate::model::{
-    AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Record, Scope, Text,
-    Transport, Trust, UnixTime,
+    AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Peer, Record, Scope,
+    Text, Transport, Trust, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 /// Most downgrade windows, anomalies and evidence lines kept (the rest are counted).
@@ -282,6 +283,40 @@ struct PeriodCounts {
     outbound_tls: u64,
 }
 
+/// [`PeriodCounts`] by period number (days or hours since 1970). Records come mostly in time
+/// order, so the period of the last record is kept out of the map, where it is counted without
+/// a search.
+#[derive(Debug, Default)]
+struct Periods {
+    map: BTreeMap<i64, PeriodCounts>,
+    current: Option<(i64, PeriodCounts)>,
+}
+
+impl Periods {
+    /// The counts of `period`.
+    fn counts(&mut self, period: i64) -> &mut PeriodCounts {
+        if self.current.as_ref().is_some_and(|(p, _)| *p != period) {
+            self.put_back();
+        }
+        let (_, counts) = self
+            .current
+            .get_or_insert_with(|| (period, self.map.remove(&period).unwrap_or_default()));
+        counts
+    }
+
+    fn put_back(&mut self) {
+        if let Some((period, counts)) = self.current.take() {
+            self.map.insert(period, counts);
+        }
+    }
+
+    /// All counts, by period.
+    fn finish(&mut self) -> &BTreeMap<i64, PeriodCounts> {
+        self.put_back();
+        &self.map
+    }
+}
+
 /// One peer in one direction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerFigures {
@@ -444,11 +479,44 @@ impl Omitted {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PeerKey {
     direction: Direction,
     hostname: Option<Text>,
     ip: Option<IpAddr>,
+}
+
+impl PeerKey {
+    fn peer(&self) -> Peer {
+        Peer {
+            hostname: self.hostname.clone(),
+            ip: self.ip,
+        }
+    }
+}
+
+/// Hashes what `Eq` compares in two writes: the direction and address in one block, then
+/// the name. The derived hash makes about eight small writes, each a SipHash call.
+impl Hash for PeerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (family, octets) = match self.ip {
+            None => (0, [0; 16]),
+            Some(IpAddr::V4(v4)) => (4, v4.to_ipv6_mapped().octets()),
+            Some(IpAddr::V6(v6)) => (6, v6.octets()),
+        };
+        let mut head = [0u8; 19];
+        let (tags, address) = head.split_at_mut(3);
+        tags.copy_from_slice(&[
+            self.direction as u8,
+            family,
+            u8::from(self.hostname.is_some()),
+        ]);
+        address.copy_from_slice(&octets);
+        state.write(&head);
+        if let Some(name) = &self.hostname {
+            state.write(name.as_bytes());
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -528,8 +596,8 @@ pub struct Aggregator {
     outbound: DirectionFigures,
     internal_inbound: DirectionFigures,
     internal_outbound: DirectionFigures,
-    days: BTreeMap<i64, PeriodCounts>,
-    hours: BTreeMap<i64, PeriodCounts>,
+    days: Periods,
+    hours: Periods,
     peers: HashMap<PeerKey, PeerState>,
     downgrades: Vec<Downgrade>,
     starttls_failures: Vec<AnomalyRecord>,
@@ -551,8 +619,8 @@ impl Aggregator {
             outbound: DirectionFigures::default(),
             internal_inbound: DirectionFigures::default(),
             internal_outbound: DirectionFigures::default(),
-            days: BTreeMap::new(),
-            hours: BTreeMap::new(),
+            days: Periods::default(),
+            hours: Periods::default(),
             peers: HashMap::new(),
             downgrades: Vec::new(),
             starttls_failures: Vec::new(),
@@ -653,7 +721,7 @@ impl Aggregator {
             (&mut self.days, m.time.div_euclid(86_400)),
             (&mut self.hours, m.time.div_euclid(3600)),
         ] {
-            let counts = map.entry(key).or_default();
+            let counts = map.counts(key);
             match m.direction {
                 Direction::Inbound => {
                     counts.inbound += 1;
@@ -670,7 +738,7 @@ impl Aggregator {
             hostname: m.peer.hostname.clone(),
             ip: m.peer.ip,
         };
-        let peer = self.peers.entry(key.clone()).or_insert_with(|| PeerState {
+        let peer = self.peers.entry(key).or_insert_with(|| PeerState {
             messages: 0,
             tls: 0,
             plain: 0,
@@ -689,8 +757,11 @@ impl Aggregator {
                 peer.tls += 1;
                 peer.versions.add(&info.version);
                 if let Some(window) = peer.window.take() {
-                    let closed = downgrade(&key, window, true);
-                    push_capped(&mut self.downgrades, closed, &mut self.omitted.downgrades);
+                    push_capped(
+                        &mut self.downgrades,
+                        || downgrade(m.direction, &m.peer, window, true),
+                        &mut self.omitted.downgrades,
+                    );
                 }
                 peer.last_tls = Some((m.time, m.id.clone()));
             }
@@ -795,7 +866,7 @@ impl Aggregator {
             if let Some(window) = state.window.take() {
                 push_capped(
                     &mut self.downgrades,
-                    downgrade(key, window, false),
+                    || downgrade(key.direction, &key.peer(), window, false),
                     &mut self.omitted.downgrades,
                 );
             }
@@ -835,12 +906,22 @@ impl Aggregator {
             f.finish();
         }
         let top_plaintext = self.top_plaintext(&peers);
+        // The addresses and names of peers that used TLS, gathered once rather than searched
+        // for each anomaly.
+        let mut tls_ips = HashSet::new();
+        let mut tls_names = HashSet::new();
+        if !(self.starttls_failures.is_empty() && self.stripping_traces.is_empty()) {
+            for (k, _) in self.peers.iter().filter(|(_, s)| s.tls > 0) {
+                tls_ips.extend(k.ip);
+                tls_names.extend(k.hostname.as_deref());
+            }
+        }
         let peer_uses_tls = |a: &AnomalyRecord| {
-            self.peers.iter().any(|(k, s)| {
-                s.tls > 0
-                    && ((k.ip.is_some() && k.ip == a.peer.ip)
-                        || (k.hostname.is_some() && k.hostname == a.peer.hostname))
-            })
+            a.peer.ip.is_some_and(|ip| tls_ips.contains(&ip))
+                || a.peer
+                    .hostname
+                    .as_deref()
+                    .is_some_and(|name| tls_names.contains(name))
         };
         let figure = |a: &AnomalyRecord| AnomalyFigure {
             time: time_text(a.time),
@@ -882,8 +963,8 @@ impl Aggregator {
             outbound: self.outbound.clone(),
             internal_inbound: self.internal_inbound.clone(),
             internal_outbound: self.internal_outbound.clone(),
-            daily: period(&self.days, 86_400, false),
-            hourly: period(&self.hours, 3600, true),
+            daily: period(self.days.finish(), 86_400, false),
+            hourly: period(self.hours.finish(), 3600, true),
             peers,
             top_plaintext,
             downgrades: self.downgrades.clone(),
@@ -927,20 +1008,22 @@ impl Aggregator {
     }
 }
 
-fn push_capped(list: &mut Vec<Downgrade>, item: Downgrade, omitted: &mut u64) {
+/// Lists the downgrade `item` makes while the list has room (a full list only counts it, so
+/// the texts of an omitted downgrade are never made).
+fn push_capped(list: &mut Vec<Downgrade>, item: impl FnOnce() -> Downgrade, omitted: &mut u64) {
     if list.len() < MAX_LISTED {
-        list.push(item);
+        list.push(item());
     } else {
         *omitted += 1;
     }
 }
 
-fn downgrade(key: &PeerKey, w: Window, tls_resumed: bool) -> Downgrade {
+fn downgrade(direction: Direction, peer: &Peer, w: Window, tls_resumed: bool) -> Downgrade {
     Downgrade {
-        direction: key.direction,
-        hostname: key.hostname.as_deref().map(str::to_owned),
-        ip: key.ip.map(|ip| ip.to_string()),
-        domain: registered_domain(key.hostname.as_deref(), key.ip),
+        direction,
+        hostname: peer.hostname.as_deref().map(str::to_owned),
+        ip: peer.ip.map(|ip| ip.to_string()),
+        domain: registered_domain(peer.hostname.as_deref(), peer.ip),
         last_tls: time_text(w.last_tls.0),
         last_tls_id: w.last_tls.1.to_string(),
         first_plain: time_text(w.first.0),
@@ -970,12 +1053,37 @@ pub fn time_text(t: UnixTime) -> String {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let (hour, minute, second) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let Some(year) = u32::try_from(y).ok().filter(|&year| year <= 9999) else {
+        // A year with a sign or more than four digits: rare, `format!` pads it.
+        return format!("{y:04}-{m:02}-{d:02}T{hour:02}:{minute:02}:{second:02}Z");
+    };
+    // Written digit by digit: `format!` costs about 2,600 instructions a call, and the
+    // figures of a busy log hold tens of thousands of times.
+    let mut text = String::with_capacity(20);
+    push_digits(&mut text, year, 4);
+    text.push('-');
+    push_digits(&mut text, m, 2);
+    text.push('-');
+    push_digits(&mut text, d, 2);
+    text.push('T');
+    for (i, part) in [hour, minute, second].into_iter().enumerate() {
+        if i > 0 {
+            text.push(':');
+        }
+        // 0..=59 after the `rem_euclid` above.
+        push_digits(&mut text, u32::try_from(part).unwrap_or(0), 2);
+    }
+    text.push('Z');
+    text
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(text: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = n / 10u32.pow(place) % 10;
+        text.push(char::from_digit(digit, 10).unwrap_or('0'));
+    }
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -995,7 +1103,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Mta, Peer, TlsInfo};
+    use crate::model::{Mta, TlsInfo};
 
     fn msg(time: UnixTime, dir: Direction, host: &str, ip: &str, tls: bool, id: &str) -> Record {
         Record::Message(MessageRecord {
@@ -1145,6 +1253,52 @@ mod tests {
             .collect();
         assert_eq!(top, [("example.com", 2), ("example.org", 1)]);
         assert_eq!(f.top_plaintext[1].tls_share_if_fixed, 1.0);
+    }
+
+    #[test]
+    fn periods_count_records_out_of_time_order() {
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        let day = 20_414 * 86_400;
+        for (time, tls) in [(day, true), (day + 86_400, false), (day + 10, false)] {
+            agg.add(&msg(
+                time,
+                Direction::Inbound,
+                "mx.example",
+                "192.0.2.1",
+                tls,
+                "id",
+            ));
+        }
+        let f = agg.finish();
+        let daily: Vec<_> = f
+            .daily
+            .iter()
+            .map(|p| (p.period.as_str(), p.inbound_messages, p.inbound_tls))
+            .collect();
+        assert_eq!(daily, [("2025-11-22", 2, 1), ("2025-11-23", 1, 0)]);
+        assert_eq!(f.hourly.len(), 2);
+    }
+
+    #[test]
+    fn downgrades_past_the_cap_are_counted() {
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        for i in 0..MAX_LISTED + 2 {
+            let host = format!("mx{i}.example");
+            for (time, tls) in [(10, true), (20, false), (30, true)] {
+                agg.add(&msg(
+                    time,
+                    Direction::Inbound,
+                    &host,
+                    "192.0.2.1",
+                    tls,
+                    "id",
+                ));
+            }
+        }
+        let f = agg.finish();
+        assert_eq!(f.downgrades.len(), MAX_LISTED);
+        assert_eq!(f.omitted.downgrades, 2);
+        assert_eq!(f.downgrades[0].hostname.as_deref(), Some("mx0.example"));
     }
 
     #[test]
@@ -1431,5 +1585,10 @@ mod tests {
         assert_eq!(time_text(0), "1970-01-01T00:00:00Z");
         assert_eq!(time_text(1_795_353_853), "2026-11-22T13:24:13Z");
         assert_eq!(time_text(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(time_text(-1), "1969-12-31T23:59:59Z");
+        // Years without four digits go through `format!`'s padding.
+        assert_eq!(time_text(-62_135_596_801), "0000-12-31T23:59:59Z");
+        assert_eq!(time_text(-62_167_219_201), "-001-12-31T23:59:59Z");
+        assert_eq!(time_text(253_402_300_800), "10000-01-01T00:00:00Z");
     }
 }
