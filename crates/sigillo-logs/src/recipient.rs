@@ -16,18 +16,51 @@ const MAX_SHARED: usize = 65_536;
 /// The domain of a mail address as logged (`user@example.com`, `<user@Example.COM.>`,
 /// `"a@b"@example.org`): the text after the last `@`, without angle brackets and a trailing
 /// dot. `None` without an `@` (a local user), for an empty or over-long domain, and for one
-/// with characters no domain or address literal has (spaces, quotes, controls).
-pub(crate) fn domain_of(address: &str) -> Option<&str> {
+/// with characters no domain or address literal has (spaces, quotes, controls). With it,
+/// whether the domain has uppercase letters.
+fn domain_of(address: &str) -> Option<(&str, bool)> {
     let address = address.trim();
     let address = address.strip_prefix('<').unwrap_or(address);
     let address = address.strip_suffix('>').unwrap_or(address);
     let at = memchr::memrchr(b'@', address.as_bytes())?;
     let domain = address.get(at + 1..)?;
     let domain = domain.strip_suffix('.').unwrap_or(domain);
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b) || b >= 0x80;
-    (!domain.is_empty() && domain.len() <= MAX_DOMAIN && domain.bytes().all(allowed))
-        .then_some(domain)
+    if domain.is_empty() || domain.len() > MAX_DOMAIN {
+        return None;
+    }
+    let kinds = domain
+        .bytes()
+        .fold(0, |kinds, b| kinds | DOMAIN_BYTE_KINDS[usize::from(b)]);
+    (kinds & NOT_IN_DOMAIN == 0).then_some((domain, kinds & UPPERCASE != 0))
 }
+
+/// Bits of [`DOMAIN_BYTE_KINDS`]: a byte no domain or address literal has.
+const NOT_IN_DOMAIN: u8 = 1;
+/// Bits of [`DOMAIN_BYTE_KINDS`]: an ASCII uppercase letter.
+const UPPERCASE: u8 = 2;
+
+/// What each byte is to [`domain_of`]: letters, digits, `-._[]:` and non-ASCII (UTF-8) bytes
+/// are allowed; one table lookup a byte checks that and finds uppercase letters.
+const DOMAIN_BYTE_KINDS: [u8; 256] = {
+    let mut kinds = [0; 256];
+    let mut b: u8 = 0;
+    loop {
+        let allowed = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+            || b >= 0x80;
+        kinds[b as usize] = if !allowed {
+            NOT_IN_DOMAIN
+        } else if b.is_ascii_uppercase() {
+            UPPERCASE
+        } else {
+            0
+        };
+        if b == u8::MAX {
+            break kinds;
+        }
+        b += 1;
+    }
+};
 
 /// One shared, lowercase copy of each recipient domain a parser meets, so records of one
 /// domain share their text and the aggregator mostly compares pointers. Bounded: past
@@ -43,13 +76,25 @@ pub(crate) struct DomainTexts {
 
 impl DomainTexts {
     /// The shared lowercase text of `domain`.
-    pub(crate) fn get(&mut self, domain: &str) -> Text {
-        if let Some(last) = &self.last
-            && last.eq_ignore_ascii_case(domain)
-        {
-            return Text::clone(last);
+    #[cfg(test)]
+    fn get(&mut self, domain: &str) -> Text {
+        self.get_scanned(domain, domain.bytes().any(|b| b.is_ascii_uppercase()))
+    }
+
+    /// The shared lowercase text of `domain`, which has uppercase letters if `uppercase`.
+    fn get_scanned(&mut self, domain: &str, uppercase: bool) -> Text {
+        if let Some(last) = &self.last {
+            // `last` is lowercase: without uppercase letters, equal bytes are enough.
+            let same = if uppercase {
+                last.eq_ignore_ascii_case(domain)
+            } else {
+                **last == *domain
+            };
+            if same {
+                return Text::clone(last);
+            }
         }
-        let text = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        let text = if uppercase {
             self.share(&domain.to_ascii_lowercase())
         } else {
             self.share(domain)
@@ -60,7 +105,7 @@ impl DomainTexts {
 
     /// The shared text of the domain of `address` ([`domain_of`]).
     pub(crate) fn of_address(&mut self, address: &str) -> Option<Text> {
-        domain_of(address).map(|d| self.get(d))
+        domain_of(address).map(|(domain, uppercase)| self.get_scanned(domain, uppercase))
     }
 
     fn share(&mut self, lower: &str) -> Text {
@@ -111,10 +156,22 @@ mod tests {
             ("<>", None),
         ];
         for (address, want) in cases {
-            assert_eq!(domain_of(address), *want, "{address:?}");
+            assert_eq!(domain_of(address).map(|(d, _)| d), *want, "{address:?}");
         }
         let long = format!("u@{}", "a".repeat(MAX_DOMAIN + 1));
         assert_eq!(domain_of(&long), None);
+        assert_eq!(domain_of("u@Example.com"), Some(("Example.com", true)));
+        assert_eq!(domain_of("u@example.com"), Some(("example.com", false)));
+    }
+
+    #[test]
+    fn byte_kinds_follow_the_domain_alphabet() {
+        for b in 0..=u8::MAX {
+            let allowed = b.is_ascii_alphanumeric() || b"-._[]:".contains(&b) || b >= 0x80;
+            let kinds = DOMAIN_BYTE_KINDS[usize::from(b)];
+            assert_eq!(kinds & NOT_IN_DOMAIN == 0, allowed, "{b:#x}");
+            assert_eq!(kinds & UPPERCASE != 0, b.is_ascii_uppercase(), "{b:#x}");
+        }
     }
 
     #[test]
