@@ -8,10 +8,11 @@ use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Peer, Record, Scope,
     Text, Transport, Trust, UnixTime,
 };
+use crate::postfix::bounded::{Fx, FxBuild};
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
 /// Most downgrade windows, anomalies and evidence lines kept (the rest are counted).
@@ -487,11 +488,24 @@ struct PeerKey {
 }
 
 impl PeerKey {
+    fn new(direction: Direction, peer: &Peer) -> Self {
+        Self {
+            direction,
+            hostname: peer.hostname.clone(),
+            ip: peer.ip,
+        }
+    }
+
     fn peer(&self) -> Peer {
         Peer {
             hostname: self.hostname.clone(),
             ip: self.ip,
         }
+    }
+
+    /// Whether this is the key of `peer` in `direction`.
+    fn is(&self, direction: Direction, peer: &Peer) -> bool {
+        self.direction == direction && self.ip == peer.ip && self.hostname == peer.hostname
     }
 }
 
@@ -499,24 +513,104 @@ impl PeerKey {
 /// the name. The derived hash makes about eight small writes, each a SipHash call.
 impl Hash for PeerKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let (family, octets) = match self.ip {
-            None => (0, [0; 16]),
-            Some(IpAddr::V4(v4)) => (4, v4.to_ipv6_mapped().octets()),
-            Some(IpAddr::V6(v6)) => (6, v6.octets()),
-        };
-        let mut head = [0u8; 19];
-        let (tags, address) = head.split_at_mut(3);
-        tags.copy_from_slice(&[
-            self.direction as u8,
-            family,
-            u8::from(self.hostname.is_some()),
-        ]);
-        address.copy_from_slice(&octets);
-        state.write(&head);
-        if let Some(name) = &self.hostname {
-            state.write(name.as_bytes());
+        hash_peer(self.direction, self.hostname.as_deref(), self.ip, state);
+    }
+}
+
+/// What [`PeerKey`] hashes, from the parts of one.
+fn hash_peer(
+    direction: Direction,
+    hostname: Option<&str>,
+    ip: Option<IpAddr>,
+    state: &mut impl Hasher,
+) {
+    let (family, octets) = match ip {
+        None => (0, [0; 16]),
+        Some(IpAddr::V4(v4)) => (4, v4.to_ipv6_mapped().octets()),
+        Some(IpAddr::V6(v6)) => (6, v6.octets()),
+    };
+    let mut head = [0u8; 19];
+    let (tags, address) = head.split_at_mut(3);
+    tags.copy_from_slice(&[direction as u8, family, u8::from(hostname.is_some())]);
+    address.copy_from_slice(&octets);
+    state.write(&head);
+    if let Some(name) = hostname {
+        state.write(name.as_bytes());
+    }
+}
+
+/// Bits of the fast hash that pick a slot of [`Table::recent`].
+const RECENT_BITS: u32 = 14;
+
+/// Entries by key, in first-seen order: the peers, and the next-hop domains. An entry is
+/// found through `index`, a SipHash map, since host names, addresses and recipient domains
+/// are chosen by others (a flood of crafted colliding keys must not make every lookup
+/// slow); but first through `recent`, a direct-mapped cache indexed by FxHash, a fraction of
+/// the cost. Crafted collisions there only make it miss.
+#[derive(Debug)]
+struct Table<K, V> {
+    entries: Vec<(K, V)>,
+    index: HashMap<K, usize>,
+    /// Per slot, the position in `entries` of the key last found through it (`u32::MAX`:
+    /// none).
+    recent: Vec<u32>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            index: HashMap::new(),
+            recent: vec![u32::MAX; 1 << RECENT_BITS],
         }
     }
+}
+
+impl<K: Clone + Eq + Hash, V> Table<K, V> {
+    /// The entry of a key: `fast_hash` is its FxHash, `is` tells its entry's key, `key` makes
+    /// it. When it is not there, `new` makes its value (`None`: leave it out).
+    fn get_or_add(
+        &mut self,
+        fast_hash: u64,
+        is: impl Fn(&K) -> bool,
+        key: impl FnOnce() -> K,
+        new: impl FnOnce(usize) -> Option<V>,
+    ) -> Option<&mut V> {
+        // FxHash mixes into the high bits.
+        let slot = (fast_hash >> (u64::BITS - RECENT_BITS)) as usize;
+        let cached = self
+            .recent
+            .get(slot)
+            .and_then(|&position| usize::try_from(position).ok())
+            .filter(|&position| self.entries.get(position).is_some_and(|(k, _)| is(k)));
+        let position = match cached {
+            Some(position) => position,
+            None => {
+                let position = match self.index.entry(key()) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(e) => {
+                        let position = self.entries.len();
+                        let value = new(position)?;
+                        self.entries.push((e.key().clone(), value));
+                        e.insert(position);
+                        position
+                    }
+                };
+                if let Some(cached) = self.recent.get_mut(slot) {
+                    *cached = u32::try_from(position).unwrap_or(u32::MAX);
+                }
+                position
+            }
+        };
+        self.entries.get_mut(position).map(|(_, value)| value)
+    }
+}
+
+/// The FxHash of what `hash` writes.
+fn fast_hash(hash: impl FnOnce(&mut Fx)) -> u64 {
+    let mut hasher = FxBuild.build_hasher();
+    hash(&mut hasher);
+    hasher.finish()
 }
 
 #[derive(Debug, Clone)]
@@ -598,7 +692,7 @@ pub struct Aggregator {
     internal_outbound: DirectionFigures,
     days: Periods,
     hours: Periods,
-    peers: HashMap<PeerKey, PeerState>,
+    peers: Table<PeerKey, PeerState>,
     downgrades: Vec<Downgrade>,
     starttls_failures: Vec<AnomalyRecord>,
     stripping_traces: Vec<AnomalyRecord>,
@@ -606,8 +700,8 @@ pub struct Aggregator {
     outside_window: u64,
     first: Option<UnixTime>,
     last: Option<UnixTime>,
-    /// Recipient domains are chosen by others: SipHash.
-    next_hops: HashMap<Text, NextHopState>,
+    /// Recipient domains are chosen by others: see [`Table`].
+    next_hops: Table<Text, NextHopState>,
     next_hops_omitted: NextHopsOmitted,
 }
 
@@ -621,7 +715,7 @@ impl Aggregator {
             internal_outbound: DirectionFigures::default(),
             days: Periods::default(),
             hours: Periods::default(),
-            peers: HashMap::new(),
+            peers: Table::default(),
             downgrades: Vec::new(),
             starttls_failures: Vec::new(),
             stripping_traces: Vec::new(),
@@ -629,7 +723,7 @@ impl Aggregator {
             outside_window: 0,
             first: None,
             last: None,
-            next_hops: HashMap::new(),
+            next_hops: Table::default(),
             next_hops_omitted: NextHopsOmitted::default(),
         }
     }
@@ -733,22 +827,27 @@ impl Aggregator {
                 }
             }
         }
-        let key = PeerKey {
-            direction: m.direction,
-            hostname: m.peer.hostname.clone(),
-            ip: m.peer.ip,
+        let peer = self.peers.get_or_add(
+            fast_hash(|h| hash_peer(m.direction, m.peer.hostname.as_deref(), m.peer.ip, h)),
+            |key| key.is(m.direction, &m.peer),
+            || PeerKey::new(m.direction, &m.peer),
+            |_| {
+                Some(PeerState {
+                    messages: 0,
+                    tls: 0,
+                    plain: 0,
+                    unknown: 0,
+                    versions: Tally::default(),
+                    first: m.time,
+                    last: m.time,
+                    last_tls: None,
+                    window: None,
+                })
+            },
+        );
+        let Some(peer) = peer else {
+            return; // Not reached: every new peer is added.
         };
-        let peer = self.peers.entry(key).or_insert_with(|| PeerState {
-            messages: 0,
-            tls: 0,
-            plain: 0,
-            unknown: 0,
-            versions: Tally::default(),
-            first: m.time,
-            last: m.time,
-            last_tls: None,
-            window: None,
-        });
         peer.messages += 1;
         peer.first = peer.first.min(m.time);
         peer.last = peer.last.max(m.time);
@@ -794,24 +893,27 @@ impl Aggregator {
             self.next_hops_omitted.no_domain_messages += 1;
             return;
         };
-        let full = self.next_hops.len() >= MAX_NEXT_HOPS;
-        let hop = match self.next_hops.entry(Text::clone(domain)) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(_) if full => {
-                self.next_hops_omitted.over_cap_messages += 1;
-                return;
-            }
-            Entry::Vacant(e) => e.insert(NextHopState {
-                messages: 0,
-                tls: 0,
-                trusted: 0,
-                plain: 0,
-                unknown: 0,
-                first: m.time,
-                last: m.time,
-                plain_sample: Sampler::default(),
-                untrusted_sample: Sampler::default(),
-            }),
+        let hop = self.next_hops.get_or_add(
+            fast_hash(|h| h.write(domain.as_bytes())),
+            |key| key == domain,
+            || Text::clone(domain),
+            |count| {
+                (count < MAX_NEXT_HOPS).then(|| NextHopState {
+                    messages: 0,
+                    tls: 0,
+                    trusted: 0,
+                    plain: 0,
+                    unknown: 0,
+                    first: m.time,
+                    last: m.time,
+                    plain_sample: Sampler::default(),
+                    untrusted_sample: Sampler::default(),
+                })
+            },
+        );
+        let Some(hop) = hop else {
+            self.next_hops_omitted.over_cap_messages += 1;
+            return;
         };
         hop.messages += 1;
         hop.first = hop.first.min(m.time);
@@ -836,6 +938,7 @@ impl Aggregator {
     fn next_hop_figures(&self) -> Vec<NextHopFigures> {
         let mut hops: Vec<NextHopFigures> = self
             .next_hops
+            .entries
             .iter()
             .map(|(domain, h)| NextHopFigures {
                 domain: domain.to_string(),
@@ -851,7 +954,8 @@ impl Aggregator {
                 untrusted_tls: h.untrusted_sample.figures(),
             })
             .collect();
-        hops.sort_by(|a, b| {
+        // Domains are distinct: an unstable sort gives the same order, with fewer steps.
+        hops.sort_unstable_by(|a, b| {
             b.messages
                 .cmp(&a.messages)
                 .then_with(|| a.domain.cmp(&b.domain))
@@ -861,8 +965,8 @@ impl Aggregator {
 
     /// The figures, with open downgrade windows closed as "still plaintext".
     pub fn finish(mut self) -> Figures {
-        let mut peers = Vec::with_capacity(self.peers.len());
-        for (key, state) in &mut self.peers {
+        let mut peers = Vec::with_capacity(self.peers.entries.len());
+        for (key, state) in &mut self.peers.entries {
             if let Some(window) = state.window.take() {
                 push_capped(
                     &mut self.downgrades,
@@ -889,7 +993,8 @@ impl Aggregator {
                 last_seen: time_text(state.last),
             });
         }
-        peers.sort_by(|a, b| {
+        // Peer keys are distinct: an unstable sort gives the same order, with fewer steps.
+        peers.sort_unstable_by(|a, b| {
             b.messages.cmp(&a.messages).then_with(|| {
                 (a.direction, &a.hostname, &a.ip).cmp(&(b.direction, &b.hostname, &b.ip))
             })
@@ -911,7 +1016,7 @@ impl Aggregator {
         let mut tls_ips = HashSet::new();
         let mut tls_names = HashSet::new();
         if !(self.starttls_failures.is_empty() && self.stripping_traces.is_empty()) {
-            for (k, _) in self.peers.iter().filter(|(_, s)| s.tls > 0) {
+            for (k, _) in self.peers.entries.iter().filter(|(_, s)| s.tls > 0) {
                 tls_ips.extend(k.ip);
                 tls_names.extend(k.hostname.as_deref());
             }
@@ -991,7 +1096,7 @@ impl Aggregator {
                 *by_domain.entry(p.domain.as_str()).or_default() += p.plain_messages;
             }
             let mut domains: Vec<(&str, u64)> = by_domain.into_iter().collect();
-            domains.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            domains.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             let mut fixed = 0;
             for (domain, plain) in domains.into_iter().take(self.options.top.max(1)) {
                 fixed += plain;
@@ -1299,6 +1404,31 @@ mod tests {
         assert_eq!(f.downgrades.len(), MAX_LISTED);
         assert_eq!(f.omitted.downgrades, 2);
         assert_eq!(f.downgrades[0].hostname.as_deref(), Some("mx0.example"));
+    }
+
+    #[test]
+    fn table_finds_keys_whatever_their_fast_hash() {
+        let mut table: Table<u32, u32> = Table::default();
+        // Every key in one cache slot, and every key in its own: the same counts.
+        for fast_hash in [|_: u32| 7, |k: u32| u64::from(k) << 50] {
+            table.entries.clear();
+            table.index.clear();
+            for _ in 0..3 {
+                for k in 0..100 {
+                    let count = table.get_or_add(fast_hash(k), |key| *key == k, || k, |_| Some(0));
+                    *count.expect("added") += 1;
+                }
+            }
+            assert_eq!(table.entries.len(), 100);
+            assert!(table.entries.iter().all(|&(_, count)| count == 3));
+        }
+        // A value `new` leaves out is not added.
+        assert!(
+            table
+                .get_or_add(0, |key| *key == 500, || 500, |_| None)
+                .is_none()
+        );
+        assert!(!table.index.contains_key(&500));
     }
 
     #[test]
