@@ -5,7 +5,9 @@
 //! [`MessageRecord::recipient_domain`]: crate::model::MessageRecord::recipient_domain
 
 use crate::model::Text;
+use crate::postfix::bounded::FxBuild;
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 
 /// Longest domain kept (RFC 1035's 253 characters, plus brackets for an address literal).
 const MAX_DOMAIN: usize = 255;
@@ -66,13 +68,20 @@ const DOMAIN_BYTE_KINDS: [u8; 256] = {
 /// domain share their text and the aggregator mostly compares pointers. Bounded: past
 /// [`MAX_SHARED`] distinct domains it starts afresh, which costs sharing, never correctness.
 /// Recipient domains can be chosen by others (a bounce to a forged sender), so the set uses
-/// the standard library's keyed hash, not the fast one.
+/// the standard library's keyed hash, not the fast one; the fast one only picks a slot of
+/// `recent`, where a crafted collision can do no more than miss.
 #[derive(Debug, Default)]
 pub(crate) struct DomainTexts {
     shared: HashSet<Text>,
     /// The last domain handed out: deliveries to one domain come in runs.
     last: Option<Text>,
+    /// A direct-mapped cache in front of `shared`: per slot (picked by FxHash), the last
+    /// domain found through it. Empty until the first domain is shared.
+    recent: Vec<Option<Text>>,
 }
+
+/// Bits of the fast hash that pick a slot of [`DomainTexts::recent`].
+const RECENT_BITS: u32 = 10;
 
 impl DomainTexts {
     /// The shared lowercase text of `domain`.
@@ -109,6 +118,25 @@ impl DomainTexts {
     }
 
     fn share(&mut self, lower: &str) -> Text {
+        // FxHash mixes into the high bits.
+        let slot = (FxBuild.hash_one(lower) >> (u64::BITS - RECENT_BITS)) as usize;
+        if let Some(Some(t)) = self.recent.get(slot)
+            && **t == *lower
+        {
+            return Text::clone(t);
+        }
+        let t = self.share_anew(lower);
+        if self.recent.is_empty() {
+            self.recent.resize(1 << RECENT_BITS, None);
+        }
+        if let Some(cached) = self.recent.get_mut(slot) {
+            *cached = Some(Text::clone(&t));
+        }
+        t
+    }
+
+    /// [`Self::share`] through `shared`.
+    fn share_anew(&mut self, lower: &str) -> Text {
         if let Some(t) = self.shared.get(lower) {
             return Text::clone(t);
         }
