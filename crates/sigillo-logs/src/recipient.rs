@@ -21,19 +21,36 @@ const MAX_SHARED: usize = 65_536;
 /// with characters no domain or address literal has (spaces, quotes, controls). With it,
 /// whether the domain has uppercase letters.
 fn domain_of(address: &str) -> Option<(&str, bool)> {
-    let address = address.trim();
+    let address = trimmed(address);
     let address = address.strip_prefix('<').unwrap_or(address);
     let address = address.strip_suffix('>').unwrap_or(address);
-    let at = memchr::memrchr(b'@', address.as_bytes())?;
-    let domain = address.get(at + 1..)?;
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
-    if domain.is_empty() || domain.len() > MAX_DOMAIN {
-        return None;
+    // One pass from the end to the last `@` finds it and the kinds of the domain's bytes (a
+    // trailing dot, stripped below, changes no kind).
+    let mut kinds = 0;
+    let mut at = None;
+    for (i, &b) in address.as_bytes().iter().enumerate().rev() {
+        if b == b'@' {
+            at = Some(i);
+            break;
+        }
+        kinds |= DOMAIN_BYTE_KINDS[usize::from(b)];
     }
-    let kinds = domain
-        .bytes()
-        .fold(0, |kinds, b| kinds | DOMAIN_BYTE_KINDS[usize::from(b)]);
-    (kinds & NOT_IN_DOMAIN == 0).then_some((domain, kinds & UPPERCASE != 0))
+    let domain = address.get(at? + 1..)?;
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    (!domain.is_empty() && domain.len() <= MAX_DOMAIN && kinds & NOT_IN_DOMAIN == 0)
+        .then_some((domain, kinds & UPPERCASE != 0))
+}
+
+/// `address.trim()`, without looking at characters when both ends are ASCII and not space
+/// (nearly always).
+fn trimmed(address: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !char::from(b).is_whitespace());
+    let bytes = address.as_bytes();
+    if plain(bytes.first()) && plain(bytes.last()) {
+        address
+    } else {
+        address.trim()
+    }
 }
 
 /// Bits of [`DOMAIN_BYTE_KINDS`]: a byte no domain or address literal has.
@@ -182,6 +199,9 @@ mod tests {
             ("user@exa\"mple.com", None),
             ("", None),
             ("<>", None),
+            (" <user@Example.COM.>\t", Some("Example.COM")),
+            ("\u{2003}user@example.com\u{a0}", Some("example.com")),
+            ("user@example.com\u{b}", Some("example.com")),
         ];
         for (address, want) in cases {
             assert_eq!(domain_of(address).map(|(d, _)| d), *want, "{address:?}");
