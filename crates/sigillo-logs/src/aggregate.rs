@@ -1016,6 +1016,8 @@ impl Aggregator {
         let mut tls_ips = HashSet::new();
         let mut tls_names = HashSet::new();
         if !(self.starttls_failures.is_empty() && self.stripping_traces.is_empty()) {
+            tls_ips.reserve(self.peers.entries.len());
+            tls_names.reserve(self.peers.entries.len());
             for (k, _) in self.peers.entries.iter().filter(|(_, s)| s.tls > 0) {
                 tls_ips.extend(k.ip);
                 tls_names.extend(k.hostname.as_deref());
@@ -1072,7 +1074,7 @@ impl Aggregator {
             hourly: period(self.hours.finish(), 3600, true),
             peers,
             top_plaintext,
-            downgrades: self.downgrades.clone(),
+            downgrades: std::mem::take(&mut self.downgrades),
             starttls_failures,
             stripping_traces,
             omitted: self.omitted,
@@ -1203,11 +1205,11 @@ pub fn time_text(t: UnixTime) -> String {
     text
 }
 
-/// Appends the last `width` decimal digits of `n`, zero-padded.
-fn push_digits(text: &mut String, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = n / 10u32.pow(place) % 10;
-        text.push(char::from_digit(digit, 10).unwrap_or('0'));
+/// Appends the last `width` (up to 4) decimal digits of `n`, zero-padded.
+fn push_digits(text: &mut String, n: u32, width: usize) {
+    const PLACES: [u32; 4] = [1000, 100, 10, 1];
+    for place in PLACES.iter().skip(PLACES.len().saturating_sub(width)) {
+        text.push(char::from(b'0' + (n / place % 10) as u8));
     }
 }
 
