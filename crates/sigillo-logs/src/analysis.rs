@@ -8,11 +8,13 @@ use crate::exim::EximParser;
 use crate::input::{self, Compression, Format, InputError, InputOptions, Source, SourcePath};
 use crate::model::{MtaParser, Record, UnixTime};
 use crate::opensmtpd::OpensmtpdParser;
-use crate::postfix::PostfixParser;
+use crate::postfix::{
+    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, merge_roles,
+};
 use crate::sendmail::SendmailParser;
 use serde::Serialize;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 /// What was read from one source, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,20 +91,29 @@ struct Parsers {
 }
 
 impl Parsers {
+    /// The inbound half of the Postfix parser; the delivery half runs on its own thread
+    /// (`deliver_all`).
+    fn postfix_inbound(&mut self) -> &mut PostfixParser {
+        self.postfix.get_or_insert_with(|| {
+            PostfixParser::new(PostfixParserOptions {
+                role: PostfixRole::Inbound,
+                ..PostfixParserOptions::default()
+            })
+        })
+    }
+
     fn get(&mut self, format: Format) -> &mut dyn MtaParser {
         match format {
-            Format::Postfix => self.postfix.get_or_insert_with(PostfixParser::default),
+            Format::Postfix => self.postfix_inbound(),
             Format::Exim => self.exim.get_or_insert_with(EximParser::default),
             Format::Sendmail => self.sendmail.get_or_insert_with(SendmailParser::default),
             Format::Opensmtpd => self.opensmtpd.get_or_insert_with(OpensmtpdParser::default),
         }
     }
 
-    fn all(&mut self) -> Vec<&mut dyn MtaParser> {
+    /// The parsers in use other than Postfix's.
+    fn others(&mut self) -> Vec<&mut dyn MtaParser> {
         let mut out: Vec<&mut dyn MtaParser> = Vec::new();
-        if let Some(p) = &mut self.postfix {
-            out.push(p);
-        }
         if let Some(p) = &mut self.exim {
             out.push(p);
         }
@@ -130,22 +141,34 @@ pub fn analyze<P: AsRef<Path>>(
 ) -> Analysis {
     let (paths, errors) = input::discover(inputs);
     let (line_tx, line_rx) = mpsc::sync_channel::<ReaderMsg>(PIPELINE_DEPTH);
-    let (record_tx, record_rx) = mpsc::sync_channel::<Vec<Record>>(PIPELINE_DEPTH);
+    let (record_tx, record_rx) = mpsc::sync_channel::<RecordBatch>(PIPELINE_DEPTH);
     // Emptied line batches go back to the reader, so their buffers are reused.
     let (spare_tx, spare_rx) = mpsc::sync_channel::<LineBatch>(PIPELINE_DEPTH + 2);
+    // Postfix batches also go to a thread of their own for the delivery half of the parser.
+    let (delivery_tx, delivery_rx) = mpsc::sync_channel::<Arc<LineBatch>>(PIPELINE_DEPTH);
+    let (delivered_tx, delivered_rx) = mpsc::sync_channel::<TaggedRecords>(PIPELINE_DEPTH);
     let (summaries, parsers_out, figures) = std::thread::scope(|scope| {
         let paths = &paths;
         let reader = scope.spawn(move || read_all(paths, input_options, &line_tx, &spare_rx));
+        let delivery = scope.spawn(move || deliver_all(&delivery_rx, &delivered_tx));
         let aggregator = scope.spawn(move || {
             let mut aggregator = Aggregator::new(options);
             for batch in record_rx {
-                for r in &batch {
-                    aggregator.add(r);
+                match &batch {
+                    RecordBatch::Records(records) => records.iter().for_each(|r| aggregator.add(r)),
+                    RecordBatch::Postfix { inbound, delivery } => {
+                        merge_roles(inbound, delivery).for_each(|r| aggregator.add(r));
+                    }
                 }
             }
             aggregator.finish()
         });
-        let (summaries, parsers_out) = parse_all(line_rx, record_tx, spare_tx);
+        let postfix_delivery = DeliveryStage {
+            batches: delivery_tx,
+            records: delivered_rx,
+            parser: delivery,
+        };
+        let (summaries, parsers_out) = parse_all(line_rx, record_tx, spare_tx, postfix_delivery);
         // The reader ends early only if the parser stage is gone, which it is not here; a
         // panic in it (a bug) is passed on rather than reported as a short read.
         if let Err(panic) = reader.join() {
@@ -175,6 +198,18 @@ const BATCH_BYTES: usize = 256 * 1024;
 const BATCH_LINES: usize = 4096;
 /// A record batch is sent once it holds this many records.
 const BATCH_RECORDS: usize = 1024;
+
+/// From the parser stage to the aggregator.
+enum RecordBatch {
+    /// Records in order.
+    Records(Vec<Record>),
+    /// The records of one Postfix line batch from the parser's two halves, counted in the
+    /// order one parser would have emitted them ([`merge_roles`]).
+    Postfix {
+        inbound: TaggedRecords,
+        delivery: TaggedRecords,
+    },
+}
 
 /// From the reader stage to the parser stage.
 enum ReaderMsg {
@@ -311,25 +346,91 @@ fn read_all(
     }
 }
 
+/// The delivery half of the Postfix parser ([`PostfixRole::Delivery`]) on its own thread: it
+/// gets every Postfix batch and sends back, per batch, its records tagged with their line.
+/// Returns the parser when the batches end, for its `finish`.
+fn deliver_all(
+    rx: &mpsc::Receiver<Arc<LineBatch>>,
+    tx: &mpsc::SyncSender<TaggedRecords>,
+) -> PostfixParser {
+    let mut parser = PostfixParser::new(PostfixParserOptions {
+        role: PostfixRole::Delivery,
+        ..PostfixParserOptions::default()
+    });
+    for batch in rx {
+        // About one record for every three lines: room for most batches without growing.
+        let mut tagged = TaggedRecords::with_capacity(batch.lines.len() / 2);
+        for (i, m) in batch.lines.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            tagged.feed(&mut parser, &batch.line(m), i);
+        }
+        // Let go of the batch first, so that the parser stage can recycle it.
+        drop(batch);
+        if tx.send(tagged).is_err() {
+            break;
+        }
+    }
+    parser
+}
+
+/// The parser stage's end of the delivery thread.
+struct DeliveryStage<'scope> {
+    batches: mpsc::SyncSender<Arc<LineBatch>>,
+    records: mpsc::Receiver<TaggedRecords>,
+    parser: std::thread::ScopedJoinHandle<'scope, PostfixParser>,
+}
+
 /// The parser stage: feeds each line to the parser of its MTA and passes the records on in
-/// batches. Returns the per-source summaries and the parsers' (advice, unparsed, evicted).
+/// batches. Postfix lines are parsed in two halves at once: the inbound half here, the
+/// delivery half on the delivery thread; the aggregator counts their records in the order
+/// one parser would have emitted them ([`merge_roles`]). Returns the per-source summaries and
+/// the parsers' (advice, unparsed, evicted).
 fn parse_all(
     rx: mpsc::Receiver<ReaderMsg>,
-    tx: mpsc::SyncSender<Vec<Record>>,
+    tx: mpsc::SyncSender<RecordBatch>,
     spare: mpsc::SyncSender<LineBatch>,
+    delivery: DeliveryStage<'_>,
 ) -> (Vec<InputSummary>, (Vec<String>, u64, u64)) {
     let mut parsers = Parsers::default();
+    let mut inbound = TaggedRecords::with_capacity(BATCH_RECORDS);
     let mut records: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
     let mut summaries = Vec::new();
     let send = |records: &mut Vec<Record>, force: bool| {
         if records.len() >= BATCH_RECORDS || (force && !records.is_empty()) {
             let full = std::mem::replace(records, Vec::with_capacity(BATCH_RECORDS));
             // The aggregator only goes away if it panicked; then nothing more can be counted.
-            let _ = tx.send(full);
+            let _ = tx.send(RecordBatch::Records(full));
         }
     };
     for msg in rx {
         match msg {
+            ReaderMsg::Lines(batch) if batch.format == Format::Postfix => {
+                let batch = Arc::new(batch);
+                if delivery.batches.send(Arc::clone(&batch)).is_err() {
+                    // The delivery thread panicked: its join below passes the panic on.
+                    break;
+                }
+                let parser = parsers.postfix_inbound();
+                for (i, m) in batch.lines.iter().enumerate() {
+                    let i = u32::try_from(i).unwrap_or(u32::MAX);
+                    inbound.feed(parser, &batch.line(m), i);
+                }
+                let Ok(delivered) = delivery.records.recv() else {
+                    break;
+                };
+                // Records from before (another format's) go first.
+                send(&mut records, true);
+                let capacity = inbound.records.len();
+                let full = std::mem::replace(&mut inbound, TaggedRecords::with_capacity(capacity));
+                let _ = tx.send(RecordBatch::Postfix {
+                    inbound: full,
+                    delivery: delivered,
+                });
+                // The delivery thread has let go of it; with enough spares it is just freed.
+                if let Ok(batch) = Arc::try_unwrap(batch) {
+                    let _ = spare.try_send(batch);
+                }
+            }
             ReaderMsg::Lines(batch) => {
                 let parser = parsers.get(batch.format);
                 for m in &batch.lines {
@@ -342,11 +443,16 @@ fn parse_all(
             ReaderMsg::Done(source) => summaries.push(InputSummary::from_source(&source)),
         }
     }
+    drop(delivery.batches);
+    let mut postfix_delivery = match delivery.parser.join() {
+        Ok(parser) => parser,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     let mut advice = Vec::new();
     let (mut unparsed, mut evicted) = (0, 0);
-    for parser in parsers.all() {
-        parser.finish(&mut records);
-        send(&mut records, false);
+    let mut finish = |parser: &mut dyn MtaParser, records: &mut Vec<Record>| {
+        parser.finish(records);
+        send(records, false);
         unparsed += parser.unparsed();
         evicted += parser.evicted();
         for a in parser.advice() {
@@ -354,6 +460,14 @@ fn parse_all(
                 advice.push(a);
             }
         }
+    };
+    if let Some(inbound) = &mut parsers.postfix {
+        // The delivery half ends right after the inbound half, as one parser's finish does.
+        finish(inbound, &mut records);
+        finish(&mut postfix_delivery, &mut records);
+    }
+    for parser in parsers.others() {
+        finish(parser, &mut records);
     }
     send(&mut records, true);
     (summaries, (advice, unparsed, evicted))

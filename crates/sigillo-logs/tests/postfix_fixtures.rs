@@ -8,7 +8,9 @@ mod support;
 
 use sigillo_logs::envelope::Line;
 use sigillo_logs::model::{AnomalyKind, MtaParser, Record};
-use sigillo_logs::postfix::{PostfixParser, PostfixParserOptions};
+use sigillo_logs::postfix::{
+    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, merge_roles,
+};
 use std::path::{Path, PathBuf};
 
 fn testdata() -> PathBuf {
@@ -91,6 +93,7 @@ fn truncated_and_mangled_lines_never_panic() {
         max_delivery_processes: 64,
         max_relays: 64,
         max_ids_per_session: 8,
+        ..PostfixParserOptions::default()
     };
     let mut p = PostfixParser::new(options);
     let mut out = Vec::new();
@@ -212,4 +215,56 @@ Nov 28 10:00:00 mx postfix/qmgr[106]: 1E1B2C3D4E: from=<a@b>, size=10, nrcpt=1 (
     assert!(records.is_empty(), "{records:?}");
     assert_eq!((parser.unparsed(), parser.evicted()), (0, 0));
     assert_eq!(parser.open_state(), (0, 0, 0, 0));
+}
+
+/// An inbound and a delivery parser fed every line of a fixture emit, merged by line, exactly
+/// the records one parser of every line emits, with the same counts and advice: the two
+/// halves `report` runs on two threads share no state.
+#[test]
+fn inbound_and_delivery_roles_together_equal_one_parser() {
+    let with_role = |role| {
+        PostfixParser::new(PostfixParserOptions {
+            role,
+            ..PostfixParserOptions::default()
+        })
+    };
+    let mut compared = 0;
+    for log in fixture_logs() {
+        let text = std::fs::read_to_string(&log).expect("read");
+        let (whole, whole_parser) = support::run(&text);
+        let (mut inbound, mut delivery) = (
+            with_role(PostfixRole::Inbound),
+            with_role(PostfixRole::Delivery),
+        );
+        let (mut tagged_in, mut tagged_out) = (TaggedRecords::default(), TaggedRecords::default());
+        for (i, raw) in text.lines().enumerate() {
+            let Some(line) = support::split(raw) else {
+                continue;
+            };
+            let i = u32::try_from(i).expect("few lines");
+            tagged_in.feed(&mut inbound, &line, i);
+            tagged_out.feed(&mut delivery, &line, i);
+        }
+        let mut merged: Vec<Record> = merge_roles(&tagged_in, &tagged_out).cloned().collect();
+        inbound.finish(&mut merged);
+        delivery.finish(&mut merged);
+        assert_eq!(merged, whole, "{}", log.display());
+        assert_eq!(
+            inbound.unparsed() + delivery.unparsed(),
+            whole_parser.unparsed(),
+            "{}",
+            log.display()
+        );
+        assert_eq!(
+            inbound.evicted() + delivery.evicted(),
+            whole_parser.evicted(),
+            "{}",
+            log.display()
+        );
+        let mut advice = inbound.advice();
+        advice.extend(delivery.advice());
+        assert_eq!(advice, whole_parser.advice(), "{}", log.display());
+        compared += whole.len();
+    }
+    assert!(compared > 100, "only {compared} records compared");
 }
