@@ -9,11 +9,13 @@ use crate::input::{
 };
 use crate::model::{MtaParser, Record};
 use crate::opensmtpd::OpensmtpdParser;
-use crate::postfix::PostfixParser;
+use crate::postfix::{
+    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, merge_roles,
+};
 use crate::sendmail::SendmailParser;
 use serde::Serialize;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 /// What was read from one source, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,20 +92,29 @@ struct Parsers {
 }
 
 impl Parsers {
+    /// The inbound half of the Postfix parser; the delivery half runs on its own thread
+    /// (`deliver_all`).
+    fn postfix_inbound(&mut self) -> &mut PostfixParser {
+        self.postfix.get_or_insert_with(|| {
+            PostfixParser::new(PostfixParserOptions {
+                role: PostfixRole::Inbound,
+                ..PostfixParserOptions::default()
+            })
+        })
+    }
+
     fn get(&mut self, format: Format) -> &mut dyn MtaParser {
         match format {
-            Format::Postfix => self.postfix.get_or_insert_with(PostfixParser::default),
+            Format::Postfix => self.postfix_inbound(),
             Format::Exim => self.exim.get_or_insert_with(EximParser::default),
             Format::Sendmail => self.sendmail.get_or_insert_with(SendmailParser::default),
             Format::Opensmtpd => self.opensmtpd.get_or_insert_with(OpensmtpdParser::default),
         }
     }
 
-    fn all(&mut self) -> Vec<&mut dyn MtaParser> {
+    /// The parsers in use other than Postfix's.
+    fn others(&mut self) -> Vec<&mut dyn MtaParser> {
         let mut out: Vec<&mut dyn MtaParser> = Vec::new();
-        if let Some(p) = &mut self.postfix {
-            out.push(p);
-        }
         if let Some(p) = &mut self.exim {
             out.push(p);
         }
@@ -120,9 +131,9 @@ impl Parsers {
 /// Reads `inputs` (files, directories, `-`) and computes the figures.
 ///
 /// Three stages run at once, joined by bounded channels: a reader thread (decompression,
-/// line splitting, UTF-8 checks, envelopes), the MTA parsers on the calling thread, and an
-/// aggregator thread. Lines and records keep their order, so the result is the same as one
-/// thread's; at most [`PIPELINE_DEPTH`] batches wait between two stages, so memory stays
+/// line splitting, UTF-8 checks, envelopes), the MTA parsers on the calling thread (Postfix's
+/// in two halves, the delivery half on a thread of its own), and an aggregator thread. Lines
+/// and records keep their order, so the result is the same as one thread's; at most [`PIPELINE_DEPTH`] batches wait between two stages, so memory stays
 /// bounded whatever the input's size.
 pub fn analyze<P: AsRef<Path>>(
     inputs: &[P],
@@ -131,22 +142,34 @@ pub fn analyze<P: AsRef<Path>>(
 ) -> Analysis {
     let (paths, errors) = input::discover(inputs);
     let (line_tx, line_rx) = mpsc::sync_channel::<ReaderMsg>(PIPELINE_DEPTH);
-    let (record_tx, record_rx) = mpsc::sync_channel::<Vec<Record>>(PIPELINE_DEPTH);
+    let (record_tx, record_rx) = mpsc::sync_channel::<RecordBatch>(PIPELINE_DEPTH);
     // Emptied line blocks go back to the reader, so their buffers are reused.
     let (spare_tx, spare_rx) = mpsc::sync_channel::<LineBlock>(PIPELINE_DEPTH + 2);
+    // Postfix blocks also go to a thread of their own, for the delivery half of the parser.
+    let (delivery_tx, delivery_rx) = mpsc::sync_channel::<Arc<LineBatch>>(PIPELINE_DEPTH);
+    let (delivered_tx, delivered_rx) = mpsc::sync_channel::<TaggedRecords>(PIPELINE_DEPTH);
     let (summaries, parsers_out, figures) = std::thread::scope(|scope| {
         let paths = &paths;
         let reader = scope.spawn(move || read_all(paths, input_options, &line_tx, &spare_rx));
+        let delivery = scope.spawn(move || deliver_all(&delivery_rx, &delivered_tx));
         let aggregator = scope.spawn(move || {
             let mut aggregator = Aggregator::new(options);
             for batch in record_rx {
-                for r in &batch {
-                    aggregator.add(r);
+                match &batch {
+                    RecordBatch::Records(records) => records.iter().for_each(|r| aggregator.add(r)),
+                    RecordBatch::Postfix { inbound, delivery } => {
+                        merge_roles(inbound, delivery).for_each(|r| aggregator.add(r));
+                    }
                 }
             }
             aggregator.finish()
         });
-        let (summaries, parsers_out) = parse_all(line_rx, record_tx, spare_tx);
+        let postfix_delivery = DeliveryStage {
+            batches: delivery_tx,
+            records: delivered_rx,
+            parser: delivery,
+        };
+        let (summaries, parsers_out) = parse_all(line_rx, record_tx, spare_tx, postfix_delivery);
         // The reader ends early only if the parser stage is gone, which it is not here; a
         // panic in it (a bug) is passed on rather than reported as a short read.
         if let Err(panic) = reader.join() {
@@ -172,6 +195,18 @@ pub fn analyze<P: AsRef<Path>>(
 pub const PIPELINE_DEPTH: usize = 4;
 /// A record batch is sent once it holds this many records.
 const BATCH_RECORDS: usize = 1024;
+
+/// From the parser stage to the aggregator.
+enum RecordBatch {
+    /// Records in order.
+    Records(Vec<Record>),
+    /// The records of one Postfix line block from the parser's two halves, counted in the
+    /// order one parser would have emitted them ([`merge_roles`]).
+    Postfix {
+        inbound: TaggedRecords,
+        delivery: TaggedRecords,
+    },
+}
 
 /// From the reader stage to the parser stage.
 enum ReaderMsg {
@@ -218,25 +253,89 @@ fn read_all(
     }
 }
 
+/// The delivery half of the Postfix parser ([`PostfixRole::Delivery`]) on its own thread: it
+/// gets every Postfix block and sends back, per block, its records tagged with their line.
+/// Returns the parser when the blocks end, for its `finish`.
+fn deliver_all(
+    rx: &mpsc::Receiver<Arc<LineBatch>>,
+    tx: &mpsc::SyncSender<TaggedRecords>,
+) -> PostfixParser {
+    let mut parser = PostfixParser::new(PostfixParserOptions {
+        role: PostfixRole::Delivery,
+        ..PostfixParserOptions::default()
+    });
+    for batch in rx {
+        // About one record for every three lines: room for most blocks without growing.
+        let mut tagged = TaggedRecords::with_capacity(batch.block.len() / 2);
+        for (i, line) in batch.block.lines().enumerate() {
+            tagged.feed(&mut parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        // Let go of the block first, so that the parser stage can recycle it.
+        drop(batch);
+        if tx.send(tagged).is_err() {
+            break;
+        }
+    }
+    parser
+}
+
+/// The parser stage's end of the delivery thread.
+struct DeliveryStage<'scope> {
+    batches: mpsc::SyncSender<Arc<LineBatch>>,
+    records: mpsc::Receiver<TaggedRecords>,
+    parser: std::thread::ScopedJoinHandle<'scope, PostfixParser>,
+}
+
 /// The parser stage: feeds each line to the parser of its MTA and passes the records on in
-/// batches. Returns the per-source summaries and the parsers' (advice, unparsed, evicted).
+/// batches. Postfix lines are parsed in two halves at once: the inbound half here, the
+/// delivery half on the delivery thread; the aggregator counts their records in the order
+/// one parser would have emitted them ([`merge_roles`]). Returns the per-source summaries and
+/// the parsers' (advice, unparsed, evicted).
 fn parse_all(
     rx: mpsc::Receiver<ReaderMsg>,
-    tx: mpsc::SyncSender<Vec<Record>>,
+    tx: mpsc::SyncSender<RecordBatch>,
     spare: mpsc::SyncSender<LineBlock>,
+    delivery: DeliveryStage<'_>,
 ) -> (Vec<InputSummary>, (Vec<String>, u64, u64)) {
     let mut parsers = Parsers::default();
+    let mut inbound = TaggedRecords::with_capacity(BATCH_RECORDS);
     let mut records: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
     let mut summaries = Vec::new();
     let send = |records: &mut Vec<Record>, force: bool| {
         if records.len() >= BATCH_RECORDS || (force && !records.is_empty()) {
             let full = std::mem::replace(records, Vec::with_capacity(BATCH_RECORDS));
             // The aggregator only goes away if it panicked; then nothing more can be counted.
-            let _ = tx.send(full);
+            let _ = tx.send(RecordBatch::Records(full));
         }
     };
     for msg in rx {
         match msg {
+            ReaderMsg::Lines(batch) if batch.format == Format::Postfix => {
+                let batch = Arc::new(batch);
+                if delivery.batches.send(Arc::clone(&batch)).is_err() {
+                    // The delivery thread panicked: its join below passes the panic on.
+                    break;
+                }
+                let parser = parsers.postfix_inbound();
+                for (i, line) in batch.block.lines().enumerate() {
+                    inbound.feed(parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
+                }
+                let Ok(delivered) = delivery.records.recv() else {
+                    break;
+                };
+                // Records from before (another format's) go first.
+                send(&mut records, true);
+                let capacity = inbound.records.len();
+                let full = std::mem::replace(&mut inbound, TaggedRecords::with_capacity(capacity));
+                let _ = tx.send(RecordBatch::Postfix {
+                    inbound: full,
+                    delivery: delivered,
+                });
+                // The delivery thread has let go of it; with enough spares it is just freed.
+                if let Ok(batch) = Arc::try_unwrap(batch) {
+                    let _ = spare.try_send(batch.block);
+                }
+            }
             ReaderMsg::Lines(batch) => {
                 let parser = parsers.get(batch.format);
                 // Sent as soon as full, so the vector seldom grows past its capacity.
@@ -250,11 +349,16 @@ fn parse_all(
             ReaderMsg::Done(source) => summaries.push(InputSummary::from_source(&source)),
         }
     }
+    drop(delivery.batches);
+    let mut postfix_delivery = match delivery.parser.join() {
+        Ok(parser) => parser,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     let mut advice = Vec::new();
     let (mut unparsed, mut evicted) = (0, 0);
-    for parser in parsers.all() {
-        parser.finish(&mut records);
-        send(&mut records, false);
+    let mut finish = |parser: &mut dyn MtaParser, records: &mut Vec<Record>| {
+        parser.finish(records);
+        send(records, false);
         unparsed += parser.unparsed();
         evicted += parser.evicted();
         for a in parser.advice() {
@@ -262,6 +366,14 @@ fn parse_all(
                 advice.push(a);
             }
         }
+    };
+    if let Some(inbound) = &mut parsers.postfix {
+        // The delivery half ends right after the inbound half, as one parser's finish does.
+        finish(inbound, &mut records);
+        finish(&mut postfix_delivery, &mut records);
+    }
+    for parser in parsers.others() {
+        finish(parser, &mut records);
     }
     send(&mut records, true);
     (summaries, (advice, unparsed, evicted))

@@ -96,6 +96,22 @@ pub struct PostfixParserOptions {
     pub max_relays: usize,
     /// Queue ids remembered per session (for its connection's transport decision).
     pub max_ids_per_session: usize,
+    /// Which lines this parser takes: all of them, or one of two halves whose state is
+    /// disjoint, so that two threads can share the work (see [`PostfixRole`]).
+    pub role: PostfixRole,
+}
+
+/// The lines a [`PostfixParser`] takes. Inbound (smtpd, pickup, cleanup, qmgr's `from=` and
+/// `removed`) and delivery (smtp, lmtp, local, virtual, pipe, error, discard, qmgr's `to=`)
+/// lines touch disjoint state, so a parser of each role, fed every line, emits between them
+/// exactly the records one [`PostfixRole::All`] parser emits: inbound ones in the inbound
+/// parser, delivery ones in the delivery parser, each in the same order as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PostfixRole {
+    #[default]
+    All,
+    Inbound,
+    Delivery,
 }
 
 impl Default for PostfixParserOptions {
@@ -106,6 +122,7 @@ impl Default for PostfixParserOptions {
             max_delivery_processes: 100_000,
             max_relays: 100_000,
             max_ids_per_session: 1_000,
+            role: PostfixRole::All,
         }
     }
 }
@@ -285,6 +302,70 @@ fn daemon(program: &str) -> Option<Daemon> {
         "error" | "discard" | "retry" => Daemon::NoHop,
         _ => return None,
     })
+}
+
+/// Records with, for each, the index of the line that emitted it: what an inbound or a
+/// delivery parser emitted for a batch of lines, for [`merge_roles`].
+#[derive(Debug, Default)]
+pub struct TaggedRecords {
+    pub records: Vec<Record>,
+    /// `lines[k]` is the index of the line that emitted `records[k]` (ascending).
+    pub lines: Vec<u32>,
+}
+
+impl TaggedRecords {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(n),
+            lines: Vec::with_capacity(n),
+        }
+    }
+
+    /// Feeds line number `index` to `parser`, tagging what it emits.
+    pub fn feed(&mut self, parser: &mut PostfixParser, line: &Line<'_>, index: u32) {
+        let before = self.records.len();
+        parser.feed(line, &mut self.records);
+        for _ in before..self.records.len() {
+            self.lines.push(index);
+        }
+    }
+}
+
+/// What an inbound and a delivery parser emitted for the same lines, in the order one
+/// [`PostfixRole::All`] parser emits it. At the same line the delivery parser's records go
+/// first, because its sweep of idle processes runs before the line itself is handled.
+pub fn merge_roles<'a>(
+    inbound: &'a TaggedRecords,
+    delivery: &'a TaggedRecords,
+) -> impl Iterator<Item = &'a Record> + 'a {
+    let (mut i, mut d) = (0, 0);
+    std::iter::from_fn(move || {
+        let take_delivery = match (inbound.lines.get(i), delivery.lines.get(d)) {
+            (Some(a), Some(b)) => b <= a,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (None, None) => return None,
+        };
+        if take_delivery {
+            d += 1;
+            delivery.records.get(d - 1)
+        } else {
+            i += 1;
+            inbound.records.get(i - 1)
+        }
+    })
+}
+
+/// Whether a line of daemon `d` belongs to [`PostfixRole::Inbound`] (else to delivery).
+fn is_inbound(d: Daemon, line: &Line<'_>) -> bool {
+    match d {
+        Daemon::Smtpd | Daemon::Pickup | Daemon::Cleanup => true,
+        Daemon::Client { .. } | Daemon::LocalDelivery | Daemon::NoHop => false,
+        // qmgr's `to=` lines (expired, relay=none) are deliveries; the rest is inbound.
+        Daemon::Qmgr => {
+            !fields::queue_id(line.message).is_some_and(|(_, rest)| rest.starts_with("to=<"))
+        }
+    }
 }
 
 fn scope_of(peer: &Peer) -> Scope {
@@ -974,7 +1055,18 @@ impl MtaParser for PostfixParser {
         let Some(d) = daemon(line.program) else {
             return;
         };
-        self.expire_idle_processes(line.time, out);
+        let role = self.options.role;
+        if role != PostfixRole::Inbound {
+            self.expire_idle_processes(line.time, out);
+        }
+        let mine = match role {
+            PostfixRole::All => true,
+            PostfixRole::Inbound => is_inbound(d, line),
+            PostfixRole::Delivery => !is_inbound(d, line),
+        };
+        if !mine {
+            return;
+        }
         match d {
             Daemon::Smtpd => self.smtpd(line, out),
             Daemon::Qmgr => self.qmgr(line, out),

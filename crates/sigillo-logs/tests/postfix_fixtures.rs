@@ -8,7 +8,9 @@ mod support;
 
 use sigillo_logs::envelope::Line;
 use sigillo_logs::model::{AnomalyKind, MtaParser, Record};
-use sigillo_logs::postfix::{PostfixParser, PostfixParserOptions};
+use sigillo_logs::postfix::{
+    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, merge_roles,
+};
 use std::path::{Path, PathBuf};
 
 fn testdata() -> PathBuf {
@@ -91,6 +93,7 @@ fn truncated_and_mangled_lines_never_panic() {
         max_delivery_processes: 64,
         max_relays: 64,
         max_ids_per_session: 8,
+        ..PostfixParserOptions::default()
     };
     let mut p = PostfixParser::new(options);
     let mut out = Vec::new();
@@ -212,4 +215,80 @@ Nov 28 10:00:00 mx postfix/qmgr[106]: 1E1B2C3D4E: from=<a@b>, size=10, nrcpt=1 (
     assert!(records.is_empty(), "{records:?}");
     assert_eq!((parser.unparsed(), parser.evicted()), (0, 0));
     assert_eq!(parser.open_state(), (0, 0, 0, 0));
+}
+
+/// Runs an inbound and a delivery parser over every line of `text`: merged by line, they must
+/// emit exactly the records one parser of every line emits, with the same counts and advice.
+/// Returns how many records were compared.
+fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
+    let with_role = |role| {
+        PostfixParser::new(PostfixParserOptions {
+            role,
+            ..PostfixParserOptions::default()
+        })
+    };
+    let (whole, whole_parser) = support::run(text);
+    let (mut inbound, mut delivery) = (
+        with_role(PostfixRole::Inbound),
+        with_role(PostfixRole::Delivery),
+    );
+    let (mut tagged_in, mut tagged_out) = (TaggedRecords::default(), TaggedRecords::default());
+    for (i, raw) in text.lines().enumerate() {
+        let Some(line) = support::split(raw) else {
+            continue;
+        };
+        let i = u32::try_from(i).expect("few lines");
+        tagged_in.feed(&mut inbound, &line, i);
+        tagged_out.feed(&mut delivery, &line, i);
+    }
+    let mut merged: Vec<Record> = merge_roles(&tagged_in, &tagged_out).cloned().collect();
+    inbound.finish(&mut merged);
+    delivery.finish(&mut merged);
+    assert_eq!(merged, whole, "{label}");
+    assert_eq!(
+        inbound.unparsed() + delivery.unparsed(),
+        whole_parser.unparsed(),
+        "{label}"
+    );
+    assert_eq!(
+        inbound.evicted() + delivery.evicted(),
+        whole_parser.evicted(),
+        "{label}"
+    );
+    let mut advice = inbound.advice();
+    advice.extend(delivery.advice());
+    assert_eq!(advice, whole_parser.advice(), "{label}");
+    whole.len()
+}
+
+/// The two halves `report` runs on two threads share no state: together they emit what one
+/// parser emits, on every fixture.
+#[test]
+fn inbound_and_delivery_roles_together_equal_one_parser() {
+    let mut compared = 0;
+    for log in fixture_logs() {
+        let text = std::fs::read_to_string(&log).expect("read");
+        compared += assert_halves_equal_one_parser(&text, &log.display().to_string());
+    }
+    assert!(compared > 100, "only {compared} records compared");
+}
+
+/// Delivery processes idle for over an hour are flushed by a sweep, oldest first in both
+/// halves' numbering of processes (found by the `log_lines` fuzz target: the sweep used to
+/// follow hash order, which differs between a whole parser and its delivery half).
+#[test]
+fn idle_process_sweep_order_is_the_same_in_both_halves() {
+    let log = "\
+Nov 22 10:00:00 mx postfix/smtpd[100]: connect from a.example[192.0.2.1]
+Nov 22 10:00:01 mx postfix/virtual[201]: 1A1B2C3D4E: to=<u@lab.test>, relay=virtual, delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (delivered to maildir)
+Nov 22 10:00:02 oldmx postfix/smtp[202]: 2A1B2C3D4E: to=<b@b.example>, relay=mx.b.example[198.51.100.2]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:00:03 mx postfix/smtp[203]: 3A1B2C3D4E: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:00:04 mx postfix/lmtp[204]: 4A1B2C3D4E: to=<v@lab.test>, relay=mail.lab.test[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 22 12:30:00 mx postfix/smtpd[100]: disconnect from a.example[192.0.2.1] ehlo=1 quit=1 commands=2
+";
+    let n = assert_halves_equal_one_parser(log, "sweep");
+    assert_eq!(
+        n, 7,
+        "4 messages, 2 outbound connections, 1 inbound connection"
+    );
 }

@@ -141,16 +141,18 @@ impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
         None
     }
 
-    /// Removes and returns every entry for which `stale` is true (any order).
+    /// Removes and returns every entry for which `stale` is true, oldest insertion first (an
+    /// order that does not depend on the keys' hashes).
     pub fn take_where(&mut self, mut stale: impl FnMut(&V) -> bool) -> Vec<(K, V)> {
-        let keys: Vec<K> = self
+        let mut keys: Vec<(u64, K)> = self
             .map
             .iter()
             .filter(|(_, (_, v))| stale(v))
-            .map(|(k, _)| k.clone())
+            .map(|(k, (seq, _))| (*seq, k.clone()))
             .collect();
+        keys.sort_unstable_by_key(|(seq, _)| *seq);
         keys.into_iter()
-            .filter_map(|k| self.map.remove(&k).map(|(_, v)| (k, v)))
+            .filter_map(|(_, k)| self.map.remove(&k).map(|(_, v)| (k, v)))
             .collect()
     }
 
@@ -180,6 +182,23 @@ mod tests {
         assert_eq!(m.insert(4, "d"), None);
         assert_eq!(m.len(), 2);
         assert_eq!(m.drain_ordered(), vec![(3, "c"), (4, "d")]);
+    }
+
+    #[test]
+    fn take_where_returns_oldest_first_whatever_the_keys() {
+        let mut m: Bounded<u32, u32, super::FxBuild> = Bounded::new(100);
+        let keys = [90, 3, 57, 12, 1000, 7, 44];
+        for (i, k) in keys.iter().enumerate() {
+            m.insert(*k, u32::try_from(i).expect("small"));
+        }
+        m.insert(3, 99); // re-inserted: now the newest
+        let taken: Vec<u32> = m
+            .take_where(|v| v % 2 == 1)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(taken, vec![12, 7, 3]);
+        assert_eq!(m.len(), 4);
     }
 
     #[test]
