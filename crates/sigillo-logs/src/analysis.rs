@@ -151,14 +151,22 @@ pub fn analyze<P: AsRef<Path>>(
     let (summaries, parsers_out, figures) = std::thread::scope(|scope| {
         let paths = &paths;
         let reader = scope.spawn(move || read_all(paths, input_options, &line_tx, &spare_rx));
-        let delivery = scope.spawn(move || deliver_all(&delivery_rx, &delivered_tx));
+        let delivery_spare = spare_tx.clone();
+        let delivery =
+            scope.spawn(move || deliver_all(&delivery_rx, &delivered_tx, &delivery_spare));
         let aggregator = scope.spawn(move || {
             let mut aggregator = Aggregator::new(options);
             for batch in record_rx {
                 match &batch {
                     RecordBatch::Records(records) => records.iter().for_each(|r| aggregator.add(r)),
-                    RecordBatch::Postfix { inbound, delivery } => {
-                        merge_roles(inbound, delivery).for_each(|r| aggregator.add(r));
+                    RecordBatch::Postfix(inbound) => {
+                        // The delivery half's records of the same block: blocks reach both
+                        // halves in the same order. None only if the delivery thread panicked
+                        // (its join passes the panic on).
+                        let Ok(delivery) = delivered_rx.recv() else {
+                            break;
+                        };
+                        merge_roles(inbound, &delivery).for_each(|r| aggregator.add(r));
                     }
                 }
             }
@@ -166,7 +174,6 @@ pub fn analyze<P: AsRef<Path>>(
         });
         let postfix_delivery = DeliveryStage {
             batches: delivery_tx,
-            records: delivered_rx,
             parser: delivery,
         };
         let (summaries, parsers_out) = parse_all(line_rx, record_tx, spare_tx, postfix_delivery);
@@ -200,12 +207,10 @@ const BATCH_RECORDS: usize = 1024;
 enum RecordBatch {
     /// Records in order.
     Records(Vec<Record>),
-    /// The records of one Postfix line block from the parser's two halves, counted in the
-    /// order one parser would have emitted them ([`merge_roles`]).
-    Postfix {
-        inbound: TaggedRecords,
-        delivery: TaggedRecords,
-    },
+    /// The inbound half's records of one Postfix line block. The aggregator takes the delivery
+    /// half's records of the same block from the delivery thread, and counts both in the order
+    /// one parser would have emitted them ([`merge_roles`]).
+    Postfix(TaggedRecords),
 }
 
 /// From the reader stage to the parser stage.
@@ -254,11 +259,12 @@ fn read_all(
 }
 
 /// The delivery half of the Postfix parser ([`PostfixRole::Delivery`]) on its own thread: it
-/// gets every Postfix block and sends back, per block, its records tagged with their line.
-/// Returns the parser when the blocks end, for its `finish`.
+/// gets every Postfix block and sends the aggregator, per block, its records tagged with their
+/// line. Returns the parser when the blocks end, for its `finish`.
 fn deliver_all(
     rx: &mpsc::Receiver<Arc<LineBatch>>,
     tx: &mpsc::SyncSender<TaggedRecords>,
+    spare: &mpsc::SyncSender<LineBlock>,
 ) -> PostfixParser {
     let mut parser = PostfixParser::new(PostfixParserOptions {
         role: PostfixRole::Delivery,
@@ -270,8 +276,10 @@ fn deliver_all(
         for (i, line) in batch.block.lines().enumerate() {
             tagged.feed(&mut parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
         }
-        // Let go of the block first, so that the parser stage can recycle it.
-        drop(batch);
+        // Whichever half finishes a block last hands it back to the reader.
+        if let Some(batch) = Arc::into_inner(batch) {
+            let _ = spare.try_send(batch.block);
+        }
         if tx.send(tagged).is_err() {
             break;
         }
@@ -282,14 +290,13 @@ fn deliver_all(
 /// The parser stage's end of the delivery thread.
 struct DeliveryStage<'scope> {
     batches: mpsc::SyncSender<Arc<LineBatch>>,
-    records: mpsc::Receiver<TaggedRecords>,
     parser: std::thread::ScopedJoinHandle<'scope, PostfixParser>,
 }
 
 /// The parser stage: feeds each line to the parser of its MTA and passes the records on in
 /// batches. Postfix lines are parsed in two halves at once: the inbound half here, the
-/// delivery half on the delivery thread; the aggregator counts their records in the order
-/// one parser would have emitted them ([`merge_roles`]). Returns the per-source summaries and
+/// delivery half on the delivery thread, each at its own pace; the aggregator counts their
+/// records in the order one parser would have emitted them ([`merge_roles`]). Returns the per-source summaries and
 /// the parsers' (advice, unparsed, evicted).
 fn parse_all(
     rx: mpsc::Receiver<ReaderMsg>,
@@ -320,19 +327,13 @@ fn parse_all(
                 for (i, line) in batch.block.lines().enumerate() {
                     inbound.feed(parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
                 }
-                let Ok(delivered) = delivery.records.recv() else {
-                    break;
-                };
                 // Records from before (another format's) go first.
                 send(&mut records, true);
                 let capacity = inbound.records.len();
                 let full = std::mem::replace(&mut inbound, TaggedRecords::with_capacity(capacity));
-                let _ = tx.send(RecordBatch::Postfix {
-                    inbound: full,
-                    delivery: delivered,
-                });
-                // The delivery thread has let go of it; with enough spares it is just freed.
-                if let Ok(batch) = Arc::try_unwrap(batch) {
+                let _ = tx.send(RecordBatch::Postfix(full));
+                // Whichever half finishes a block last hands it back to the reader.
+                if let Some(batch) = Arc::into_inner(batch) {
                     let _ = spare.try_send(batch.block);
                 }
             }
