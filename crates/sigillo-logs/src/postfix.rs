@@ -290,7 +290,9 @@ enum Daemon {
 
 fn daemon(program: &str) -> Option<Daemon> {
     // `postfix/smtpd`, `postfix/submission/smtpd`, `postfix-out/smtp`: the last component.
-    let slash = memchr::memrchr(b'/', program.as_bytes())?;
+    // Program names are short, and the last `/` is a few bytes from the end: a plain loop
+    // beats memrchr's set-up.
+    let slash = program.as_bytes().iter().rposition(|&c| c == b'/')?;
     Some(match program.get(slash + 1..)? {
         "smtpd" => Daemon::Smtpd,
         "qmgr" | "nqmgr" => Daemon::Qmgr,
