@@ -363,9 +363,14 @@ fn is_inbound(d: Daemon, line: &Line<'_>) -> bool {
     match d {
         Daemon::Smtpd | Daemon::Pickup | Daemon::Cleanup => true,
         Daemon::Client { .. } | Daemon::LocalDelivery | Daemon::NoHop => false,
-        // qmgr's `to=` lines (expired, relay=none) are deliveries; the rest is inbound.
+        // qmgr's `QID: to=` lines (expired, relay=none) are deliveries; the rest is inbound.
+        // (Only lines with a queue id do anything, so the first `:` is the one after it.)
         Daemon::Qmgr => {
-            !fields::queue_id(line.message).is_some_and(|(_, rest)| rest.starts_with("to=<"))
+            let b = line.message.as_bytes();
+            !b.iter()
+                .position(|&c| c == b':')
+                .and_then(|colon| b.get(colon..))
+                .is_some_and(|rest| rest.starts_with(b": to=<"))
         }
     }
 }
