@@ -26,16 +26,24 @@ fuzz_target!(|data: &[u8]| {
         Box::new(SendmailParser::default()),
         Box::new(OpensmtpdParser::default()),
     ];
-    let mut aggregator = Aggregator::new(AggregateOptions { top: 5, ..Default::default() });
+    let mut aggregator = Aggregator::new(AggregateOptions {
+        top: 5,
+        ..Default::default()
+    });
     let mut records: Vec<Record> = Vec::new();
     let half = |role| {
-        PostfixParser::new(PostfixParserOptions { role, ..PostfixParserOptions::default() })
+        PostfixParser::new(PostfixParserOptions {
+            role,
+            ..PostfixParserOptions::default()
+        })
     };
     let (mut inbound, mut delivery) = (half(PostfixRole::Inbound), half(PostfixRole::Delivery));
     let (mut tagged_in, mut tagged_out) = (TaggedRecords::default(), TaggedRecords::default());
     let mut whole: Vec<Record> = Vec::new();
     for (i, raw) in text.split('\n').enumerate() {
-        let Ok(line) = envelope.parse(raw) else { continue };
+        let Ok(line) = envelope.parse(raw) else {
+            continue;
+        };
         let i = u32::try_from(i).unwrap_or(u32::MAX);
         tagged_in.feed(&mut inbound, &line, i);
         tagged_out.feed(&mut delivery, &line, i);
@@ -58,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
             let mut merged: Vec<Record> = merge_roles(&tagged_in, &tagged_out).cloned().collect();
             inbound.finish(&mut merged);
             delivery.finish(&mut merged);
-            assert_eq!(merged, whole, "the two Postfix halves differ from one parser");
+            assert_eq!(
+                merged, whole,
+                "the two Postfix halves differ from one parser"
+            );
             assert_eq!(inbound.unparsed() + delivery.unparsed(), parser.unparsed());
             assert_eq!(inbound.evicted() + delivery.evicted(), parser.evicted());
         }
