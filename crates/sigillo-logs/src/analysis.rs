@@ -133,8 +133,9 @@ impl Parsers {
 /// Three stages run at once, joined by bounded channels: a reader thread (decompression,
 /// line splitting, UTF-8 checks, envelopes), the MTA parsers on the calling thread (Postfix's
 /// in two halves, the delivery half on a thread of its own), and an aggregator thread. Lines
-/// and records keep their order, so the result is the same as one thread's; at most [`PIPELINE_DEPTH`] batches wait between two stages, so memory stays
-/// bounded whatever the input's size.
+/// and records keep their order, so the result is the same as one thread's; at most
+/// [`PIPELINE_DEPTH`] batches wait between two stages, so memory stays bounded whatever the
+/// input's size.
 pub fn analyze<P: AsRef<Path>>(
     inputs: &[P],
     input_options: &InputOptions,
@@ -296,8 +297,8 @@ struct DeliveryStage<'scope> {
 /// The parser stage: feeds each line to the parser of its MTA and passes the records on in
 /// batches. Postfix lines are parsed in two halves at once: the inbound half here, the
 /// delivery half on the delivery thread, each at its own pace; the aggregator counts their
-/// records in the order one parser would have emitted them ([`merge_roles`]). Returns the per-source summaries and
-/// the parsers' (advice, unparsed, evicted).
+/// records in the order one parser would have emitted them ([`merge_roles`]). Returns the
+/// per-source summaries and the parsers' (advice, unparsed, evicted).
 fn parse_all(
     rx: mpsc::Receiver<ReaderMsg>,
     tx: mpsc::SyncSender<RecordBatch>,

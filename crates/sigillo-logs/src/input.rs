@@ -6,7 +6,8 @@
 //! detects its compression (by magic bytes) and its MTA [`Format`] (from a sample of the
 //! first lines), and [`OpenSource::for_each_line`] hands every good line to a callback
 //! (or [`OpenSource::for_each_block`] hands them on as [`LineBlock`]s: the buffers they were
-//! read into, no line copied), returning the [`Source`] with its [`InputStats`]. Nothing here stops a run: what goes wrong is recorded in the stats.
+//! read into, no line copied), returning the [`Source`] with its [`InputStats`]. Nothing
+//! here stops a run: what goes wrong is recorded in the stats.
 
 use crate::envelope::{Envelope, EnvelopeError, Line, YearGuess};
 use crate::model::{Mta, UnixTime};
