@@ -116,7 +116,7 @@ pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-pub(crate) fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
+fn parse_ipv4(b: &[u8]) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut i = 0;
     for (n, octet) in octets.iter_mut().enumerate() {

@@ -21,10 +21,7 @@ impl PeerRef<'_> {
     pub fn to_peer(self) -> Peer {
         Peer {
             hostname: (!self.host.is_empty() && self.host != "unknown").then(|| self.host.into()),
-            // Dotted quads by hand (the common case); anything else as `FromStr` reads it.
-            ip: crate::fields::parse_ipv4(self.ip.as_bytes())
-                .map(IpAddr::V4)
-                .or_else(|| self.ip.parse::<IpAddr>().ok()),
+            ip: crate::fields::parse_ip(self.ip),
         }
     }
 }
