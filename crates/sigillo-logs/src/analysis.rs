@@ -103,13 +103,15 @@ impl Parsers {
         })
     }
 
-    fn get(&mut self, format: Format) -> &mut dyn MtaParser {
-        match format {
-            Format::Postfix => self.postfix_inbound(),
+    /// The parser of a format parsed whole on the parser thread; `None` for Postfix, whose
+    /// parser runs in two halves.
+    fn whole(&mut self, format: Format) -> Option<&mut dyn MtaParser> {
+        Some(match format {
+            Format::Postfix => return None,
             Format::Exim => self.exim.get_or_insert_with(EximParser::default),
             Format::Sendmail => self.sendmail.get_or_insert_with(SendmailParser::default),
             Format::Opensmtpd => self.opensmtpd.get_or_insert_with(OpensmtpdParser::default),
-        }
+        })
     }
 
     /// The parsers in use other than Postfix's.
@@ -318,7 +320,18 @@ fn parse_all(
     };
     for msg in rx {
         match msg {
-            ReaderMsg::Lines(batch) if batch.format == Format::Postfix => {
+            ReaderMsg::Lines(batch) => {
+                if let Some(parser) = parsers.whole(batch.format) {
+                    // Sent as soon as full, so the vector seldom grows past its capacity.
+                    for line in batch.block.lines() {
+                        parser.feed(&line, &mut records);
+                        send(&mut records, false);
+                    }
+                    // When the reader has enough spares (or is gone), the block is just freed.
+                    let _ = spare.try_send(batch.block);
+                    continue;
+                }
+                // Postfix: both halves get the block.
                 let batch = Arc::new(batch);
                 if delivery.batches.send(Arc::clone(&batch)).is_err() {
                     // The delivery thread panicked: its join below passes the panic on.
@@ -337,16 +350,6 @@ fn parse_all(
                 if let Some(batch) = Arc::into_inner(batch) {
                     let _ = spare.try_send(batch.block);
                 }
-            }
-            ReaderMsg::Lines(batch) => {
-                let parser = parsers.get(batch.format);
-                // Sent as soon as full, so the vector seldom grows past its capacity.
-                for line in batch.block.lines() {
-                    parser.feed(&line, &mut records);
-                    send(&mut records, false);
-                }
-                // When the reader has enough spares (or is gone), the block is just freed.
-                let _ = spare.try_send(batch.block);
             }
             ReaderMsg::Done(source) => summaries.push(InputSummary::from_source(&source)),
         }
