@@ -276,7 +276,8 @@ fn deliver_all(
     for batch in rx {
         // About one record for every three lines: room for most blocks without growing.
         let mut tagged = TaggedRecords::with_capacity(batch.block.len() / 2);
-        for (i, line) in batch.block.lines().enumerate() {
+        // Views: the inbound half's lines are passed over without being sliced out whole.
+        for (i, line) in batch.block.views().enumerate() {
             tagged.feed(&mut parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
         }
         // Whichever half finishes a block last hands it back to the reader.
@@ -338,13 +339,18 @@ fn parse_all(
                     break;
                 }
                 let parser = parsers.postfix_inbound();
-                for (i, line) in batch.block.lines().enumerate() {
+                for (i, line) in batch.block.views().enumerate() {
                     inbound.feed(parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
                 }
                 // Records from before (another format's) go first.
                 send(&mut records, true);
+                // Room for a block with half as many records again as this one: growing a
+                // vector of records moves them all.
                 let capacity = inbound.records.len();
-                let full = std::mem::replace(&mut inbound, TaggedRecords::with_capacity(capacity));
+                let full = std::mem::replace(
+                    &mut inbound,
+                    TaggedRecords::with_capacity(capacity + capacity / 2),
+                );
                 let _ = tx.send(RecordBatch::Postfix(full));
                 // Whichever half finishes a block last hands it back to the reader.
                 if let Some(batch) = Arc::into_inner(batch) {

@@ -916,6 +916,52 @@ pub struct LineBlock {
 /// Start and end in [`LineBlock::text`].
 type Span = (u32, u32);
 
+/// One good line of a [`LineBlock`], its parts sliced out of the text on demand: a reader that
+/// passes over most lines after a look at their program slices nothing else of them.
+#[derive(Debug, Clone, Copy)]
+pub struct LineView<'a> {
+    text: &'a str,
+    spans: &'a LineSpans,
+}
+
+impl<'a> LineView<'a> {
+    #[inline]
+    fn get(&self, (a, b): Span) -> &'a str {
+        self.text.get(a as usize..b as usize).unwrap_or_default()
+    }
+
+    #[inline]
+    pub fn time(&self) -> UnixTime {
+        self.spans.time
+    }
+
+    /// [`Line::program`].
+    #[inline]
+    pub fn program(&self) -> &'a str {
+        self.get(self.spans.program)
+    }
+
+    /// [`Line::message`].
+    #[inline]
+    pub fn message(&self) -> &'a str {
+        self.get(self.spans.message)
+    }
+
+    /// The whole line.
+    #[inline]
+    pub fn line(&self) -> Line<'a> {
+        let m = self.spans;
+        Line {
+            time: m.time,
+            host: self.get(m.host),
+            program: self.get(m.program),
+            pid: m.pid,
+            message: self.get(m.message),
+            raw: self.get(m.raw),
+        }
+    }
+}
+
 /// A [`Line`] with its strings as spans of [`LineBlock::text`].
 #[derive(Debug, Clone, Copy)]
 struct LineSpans {
@@ -930,15 +976,13 @@ struct LineSpans {
 impl LineBlock {
     /// The good lines, in order.
     pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
-        let get = |(a, b): Span| self.text.get(a as usize..b as usize).unwrap_or_default();
-        self.lines.iter().map(move |m| Line {
-            time: m.time,
-            host: get(m.host),
-            program: get(m.program),
-            pid: m.pid,
-            message: get(m.message),
-            raw: get(m.raw),
-        })
+        self.views().map(|v| v.line())
+    }
+
+    /// The good lines, in order, each sliced out of the text only as far as it is looked at.
+    pub fn views(&self) -> impl Iterator<Item = LineView<'_>> {
+        let text = self.text.as_str();
+        self.lines.iter().map(move |spans| LineView { text, spans })
     }
 
     /// How many good lines.

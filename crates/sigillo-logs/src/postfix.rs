@@ -56,6 +56,7 @@ pub(crate) mod bounded;
 mod fields;
 
 use crate::envelope::Line;
+use crate::input::LineView;
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Mta, MtaParser, Peer,
     Record, Scope, TlsInfo, Transport, UnixTime,
@@ -288,22 +289,60 @@ enum Daemon {
     NoHop,
 }
 
+/// The daemon of a program: its last component (`postfix/smtpd`, `postfix/submission/smtpd`,
+/// `postfix-out/smtp`). Every line asks, so the name is not sliced out and compared as text:
+/// the program's last eight bytes form one word, and `/NAME` (five to eight bytes) is its top
+/// bytes, compared with the word of each name of that length at once.
+#[inline]
 fn daemon(program: &str) -> Option<Daemon> {
-    // `postfix/smtpd`, `postfix/submission/smtpd`, `postfix-out/smtp`: the last component.
-    // Program names are short, and the last `/` is a few bytes from the end: a plain loop
-    // beats memrchr's set-up.
-    let slash = program.as_bytes().iter().rposition(|&c| c == b'/')?;
-    Some(match program.get(slash + 1..)? {
-        "smtpd" => Daemon::Smtpd,
-        "qmgr" | "nqmgr" => Daemon::Qmgr,
-        "pickup" => Daemon::Pickup,
-        "cleanup" => Daemon::Cleanup,
-        "smtp" => Daemon::Client { lmtp: false },
-        "lmtp" => Daemon::Client { lmtp: true },
-        "local" | "virtual" | "pipe" => Daemon::LocalDelivery,
-        "error" | "discard" | "retry" => Daemon::NoHop,
-        _ => return None,
-    })
+    let b = program.as_bytes();
+    let tail = b.get(b.len().saturating_sub(8)..).unwrap_or_default();
+    let w = match <[u8; 8]>::try_from(tail) {
+        // The same word as `tail_word` makes, in one load.
+        Ok(last8) => u64::from_le_bytes(last8),
+        Err(_) => tail_word(tail),
+    };
+    // Each length on its own: a word matches only a name as long as its mask.
+    let five = match w & top_bytes(5) {
+        x if x == tail_word(b"/qmgr") => Some(Daemon::Qmgr),
+        x if x == tail_word(b"/smtp") => Some(Daemon::Client { lmtp: false }),
+        x if x == tail_word(b"/lmtp") => Some(Daemon::Client { lmtp: true }),
+        x if x == tail_word(b"/pipe") => Some(Daemon::LocalDelivery),
+        _ => None,
+    };
+    let six = || match w & top_bytes(6) {
+        x if x == tail_word(b"/smtpd") => Some(Daemon::Smtpd),
+        x if x == tail_word(b"/nqmgr") => Some(Daemon::Qmgr),
+        x if x == tail_word(b"/local") => Some(Daemon::LocalDelivery),
+        x if x == tail_word(b"/error") || x == tail_word(b"/retry") => Some(Daemon::NoHop),
+        _ => None,
+    };
+    let seven_or_eight = || match (w & top_bytes(7), w) {
+        (x, _) if x == tail_word(b"/pickup") => Some(Daemon::Pickup),
+        (_, x) if x == tail_word(b"/cleanup") => Some(Daemon::Cleanup),
+        (_, x) if x == tail_word(b"/virtual") => Some(Daemon::LocalDelivery),
+        (_, x) if x == tail_word(b"/discard") => Some(Daemon::NoHop),
+        _ => None,
+    };
+    five.or_else(six).or_else(seven_or_eight)
+}
+
+/// Up to eight bytes as one word, the last byte on top and zeros below the first: the top
+/// bytes of the word of a program's last eight bytes are its last bytes.
+#[inline]
+const fn tail_word(bytes: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut rest = bytes;
+    while let [first, tail @ ..] = rest {
+        w = (w >> 8) | ((*first as u64) << 56);
+        rest = tail;
+    }
+    w
+}
+
+/// The mask of a word's top `n` bytes (1 ≤ n ≤ 8).
+const fn top_bytes(n: u32) -> u64 {
+    u64::MAX << (8 * (8 - n))
 }
 
 /// Records with, for each, the index of the line that emitted it: what an inbound or a
@@ -324,9 +363,9 @@ impl TaggedRecords {
     }
 
     /// Feeds line number `index` to `parser`, tagging what it emits.
-    pub fn feed(&mut self, parser: &mut PostfixParser, line: &Line<'_>, index: u32) {
+    pub fn feed<'a>(&mut self, parser: &mut PostfixParser, line: &impl LazyLine<'a>, index: u32) {
         let before = self.records.len();
-        parser.feed(line, &mut self.records);
+        parser.feed_lazy(line, &mut self.records);
         for _ in before..self.records.len() {
             self.lines.push(index);
         }
@@ -358,15 +397,56 @@ pub fn merge_roles<'a>(
     })
 }
 
-/// Whether a line of daemon `d` belongs to [`PostfixRole::Inbound`] (else to delivery).
-fn is_inbound(d: Daemon, line: &Line<'_>) -> bool {
+/// A line whose parts the parser asks for as it goes: program, time and message tell a half
+/// whether the line is its own, and only its own lines are wanted whole. A [`LineView`] slices
+/// each part out of its block on demand, so a half passes over the other half's lines cheaply.
+pub trait LazyLine<'a> {
+    fn program(&self) -> &'a str;
+    fn time(&self) -> UnixTime;
+    fn message(&self) -> &'a str;
+    fn line(&self) -> Line<'a>;
+}
+
+impl<'a> LazyLine<'a> for Line<'a> {
+    fn program(&self) -> &'a str {
+        self.program
+    }
+    fn time(&self) -> UnixTime {
+        self.time
+    }
+    fn message(&self) -> &'a str {
+        self.message
+    }
+    fn line(&self) -> Line<'a> {
+        *self
+    }
+}
+
+impl<'a> LazyLine<'a> for LineView<'a> {
+    fn program(&self) -> &'a str {
+        LineView::program(self)
+    }
+    fn time(&self) -> UnixTime {
+        LineView::time(self)
+    }
+    fn message(&self) -> &'a str {
+        LineView::message(self)
+    }
+    fn line(&self) -> Line<'a> {
+        LineView::line(self)
+    }
+}
+
+/// Whether a line of daemon `d` with message `message` belongs to [`PostfixRole::Inbound`]
+/// (else to delivery); the message is only looked at for qmgr.
+fn is_inbound<'a>(d: Daemon, message: impl FnOnce() -> &'a str) -> bool {
     match d {
         Daemon::Smtpd | Daemon::Pickup | Daemon::Cleanup => true,
         Daemon::Client { .. } | Daemon::LocalDelivery | Daemon::NoHop => false,
         // qmgr's `QID: to=` lines (expired, relay=none) are deliveries; the rest is inbound.
         // (Only lines with a queue id do anything, so the first `:` is the one after it.)
         Daemon::Qmgr => {
-            let b = line.message.as_bytes();
+            let b = message().as_bytes();
             !b.iter()
                 .position(|&c| c == b':')
                 .and_then(|colon| b.get(colon..))
@@ -735,10 +815,14 @@ impl PostfixParser {
 
     /// Flushes and drops the state of delivery processes idle for [`IDLE_PROCESS_SECS`];
     /// runs at most once per ten minutes of log time.
+    #[inline]
     fn expire_idle_processes(&mut self, now: UnixTime, out: &mut Vec<Record>) {
-        if now < self.next_sweep {
-            return;
+        if now >= self.next_sweep {
+            self.sweep_idle_processes(now, out);
         }
+    }
+
+    fn sweep_idle_processes(&mut self, now: UnixTime, out: &mut Vec<Record>) {
         self.next_sweep = now + 600;
         let cutoff = now - IDLE_PROCESS_SECS;
         for (_, pr) in self.procs.take_where(|pr| pr.last < cutoff) {
@@ -894,8 +978,8 @@ impl PostfixParser {
                 (peer, scope, transport)
             }
         };
-        let tls_failed =
-            t.text.contains("TLS is required, but") || t.text.contains("Cannot start TLS");
+        let tls_failed = fields::mentions_tls(t.text)
+            && (t.text.contains("TLS is required, but") || t.text.contains("Cannot start TLS"));
         let domain = self.domains.of_address(t.to);
         let Some(pr) = self.proc(key, line.time) else {
             return;
@@ -1007,8 +1091,15 @@ fn new_session(line: &Line<'_>, p: PeerRef<'_>) -> Session {
 /// `postfix/submissions/smtpd` (`-o syslog_name=…`, `-o smtpd_tls_wrappermode=yes`). Every
 /// session that reaches SMTP there is over TLS, whatever TLS logging says.
 fn implicit_tls_service(program: &str) -> bool {
-    let mut parts = program.rsplit('/');
-    parts.next() == Some("smtpd") && matches!(parts.next(), Some("smtps" | "submissions"))
+    // The last two components `smtps/smtpd` or `submissions/smtpd`, whole.
+    let Some(service) = program.strip_suffix("/smtpd") else {
+        return false;
+    };
+    ["smtps", "submissions"].iter().any(|name| {
+        service
+            .strip_suffix(name)
+            .is_some_and(|before| before.is_empty() || before.ends_with('/'))
+    })
 }
 
 fn emit_inbound(id: &str, p: Pending, out: &mut Vec<Record>) {
@@ -1057,23 +1148,26 @@ fn emit_delivery(d: Delivery, out: &mut Vec<Record>) {
     out.push(Record::Message(d.record));
 }
 
-impl MtaParser for PostfixParser {
-    fn feed(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
-        let Some(d) = daemon(line.program) else {
+impl PostfixParser {
+    /// [`MtaParser::feed`] for a line whose parts are taken as needed: a line of the other
+    /// half's is looked at no further than its program (and, for qmgr, its message).
+    pub fn feed_lazy<'a>(&mut self, line: &impl LazyLine<'a>, out: &mut Vec<Record>) {
+        let Some(d) = daemon(line.program()) else {
             return;
         };
         let role = self.options.role;
         if role != PostfixRole::Inbound {
-            self.expire_idle_processes(line.time, out);
+            self.expire_idle_processes(line.time(), out);
         }
         let mine = match role {
             PostfixRole::All => true,
-            PostfixRole::Inbound => is_inbound(d, line),
-            PostfixRole::Delivery => !is_inbound(d, line),
+            PostfixRole::Inbound => is_inbound(d, || line.message()),
+            PostfixRole::Delivery => !is_inbound(d, || line.message()),
         };
         if !mine {
             return;
         }
+        let line = &line.line();
         match d {
             Daemon::Smtpd => self.smtpd(line, out),
             Daemon::Qmgr => self.qmgr(line, out),
@@ -1094,6 +1188,12 @@ impl MtaParser for PostfixParser {
                 }
             }
         }
+    }
+}
+
+impl MtaParser for PostfixParser {
+    fn feed(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
+        self.feed_lazy(line, out);
     }
 
     fn finish(&mut self, out: &mut Vec<Record>) {
@@ -1155,10 +1255,91 @@ impl MtaParser for PostfixParser {
 
 #[cfg(test)]
 mod tests {
+    use super::{Daemon, daemon, implicit_tls_service};
+
     /// The report may run one parser per input on its own thread.
     #[test]
     fn parser_is_send() {
         fn send<T: Send>() {}
         send::<super::PostfixParser>();
+    }
+
+    /// Programs around the word tests' edges: shorter than a word, a name at a word's start,
+    /// names within or around others, a NUL where a padding zero would be.
+    const PROGRAMS: &[&str] = &[
+        "postfix/smtpd",
+        "postfix/submission/smtpd",
+        "postfix/smtps/smtpd",
+        "postfix/submissions/smtpd",
+        "postfix-out/smtp",
+        "postfix/qmgr",
+        "postfix/nqmgr",
+        "x/qmgr",
+        "/smtp",
+        "a/lmtp",
+        "/cleanup",
+        "postfix/cleanup",
+        "postfix/virtual",
+        "postfix/discard",
+        "postfix/pickup",
+        "postfix/local",
+        "postfix/pipe",
+        "postfix/error",
+        "postfix/retry",
+        "smtpd",
+        "smtps/smtpd",
+        "xsmtps/smtpd",
+        "submissions/smtpd/",
+        "qmgr",
+        "postfix/xqmgr",
+        "postfix/smtpdx",
+        "postfix/cleanupx",
+        "postfix/xcleanup",
+        "postfix//smtp",
+        "postfix/sm/tp",
+        "postfix/anvil",
+        "postfix/bounce",
+        "\0qmgr",
+        "\0/qmgr",
+        "qmgr\0",
+        "postfix/qmgr\0\0\0",
+        "\0\0\0/smtp",
+        "/",
+        "",
+        "exim",
+        "sm-mta",
+    ];
+
+    /// The daemon as the name after the last `/`, compared as text.
+    fn daemon_by_text(program: &str) -> Option<Daemon> {
+        let (_, name) = program.rsplit_once('/')?;
+        Some(match name {
+            "smtpd" => Daemon::Smtpd,
+            "qmgr" | "nqmgr" => Daemon::Qmgr,
+            "pickup" => Daemon::Pickup,
+            "cleanup" => Daemon::Cleanup,
+            "smtp" => Daemon::Client { lmtp: false },
+            "lmtp" => Daemon::Client { lmtp: true },
+            "local" | "virtual" | "pipe" => Daemon::LocalDelivery,
+            "error" | "discard" | "retry" => Daemon::NoHop,
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn daemon_words_name_the_last_component() {
+        for program in PROGRAMS {
+            assert_eq!(daemon(program), daemon_by_text(program), "{program:?}");
+        }
+    }
+
+    #[test]
+    fn implicit_tls_services_are_the_last_two_components() {
+        for program in PROGRAMS {
+            let mut parts = program.rsplit('/');
+            let want = parts.next() == Some("smtpd")
+                && matches!(parts.next(), Some("smtps" | "submissions"));
+            assert_eq!(implicit_tls_service(program), want, "{program:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod support;
 
 use sigillo_logs::envelope::Line;
+use sigillo_logs::input::{self, Format, InputOptions, SourcePath};
 use sigillo_logs::model::{AnomalyKind, MtaParser, Record};
 use sigillo_logs::postfix::{
     PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, merge_roles,
@@ -269,6 +270,59 @@ fn inbound_and_delivery_roles_together_equal_one_parser() {
     for log in fixture_logs() {
         let text = std::fs::read_to_string(&log).expect("read");
         compared += assert_halves_equal_one_parser(&text, &log.display().to_string());
+    }
+    assert!(compared > 100, "only {compared} records compared");
+}
+
+/// What `report` runs: every fixture read in blocks, each line fed to both halves as a view of
+/// its block (sliced out whole only by the half that takes it), merged per block. Together
+/// they emit what one parser fed whole lines emits.
+#[test]
+fn halves_fed_line_views_equal_one_parser_of_lines() {
+    let options = InputOptions {
+        format: Some(Format::Postfix),
+        year: Some(2026),
+        ..InputOptions::default()
+    };
+    let with_role = |role| {
+        PostfixParser::new(PostfixParserOptions {
+            role,
+            ..PostfixParserOptions::default()
+        })
+    };
+    let mut compared = 0;
+    for log in fixture_logs() {
+        let (mut whole_parser, mut whole) = (PostfixParser::default(), Vec::new());
+        let (mut inbound, mut delivery) = (
+            with_role(PostfixRole::Inbound),
+            with_role(PostfixRole::Delivery),
+        );
+        let mut merged: Vec<Record> = Vec::new();
+        input::open(&SourcePath::File(log.clone()), &options).for_each_block(|block| {
+            for line in block.lines() {
+                whole_parser.feed(&line, &mut whole);
+            }
+            let (mut tagged_in, mut tagged_out) =
+                (TaggedRecords::default(), TaggedRecords::default());
+            for (i, view) in block.views().enumerate() {
+                let i = u32::try_from(i).expect("few lines");
+                tagged_in.feed(&mut inbound, &view, i);
+                tagged_out.feed(&mut delivery, &view, i);
+            }
+            merged.extend(merge_roles(&tagged_in, &tagged_out).cloned());
+            Some(block)
+        });
+        whole_parser.finish(&mut whole);
+        inbound.finish(&mut merged);
+        delivery.finish(&mut merged);
+        assert_eq!(merged, whole, "{}", log.display());
+        assert_eq!(
+            inbound.unparsed() + delivery.unparsed(),
+            whole_parser.unparsed(),
+            "{}",
+            log.display()
+        );
+        compared += whole.len();
     }
     assert!(compared > 100, "only {compared} records compared");
 }

@@ -26,15 +26,50 @@ impl PeerRef<'_> {
     }
 }
 
+/// Each byte of a word set to 1, and to 0x80.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each zero byte of `w` set (and perhaps of bytes above the lowest zero byte,
+/// through its borrow): the lowest set bit marks the first zero byte.
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(ONES) & !w & HIGHS
+}
+
+/// Index of the first byte of `b` equal to `x` or `y`, eight bytes at a time: host names and
+/// addresses are a few words long, too short for memchr's vector set-up to pay, and a word
+/// test beats a loop over single bytes.
+fn find_either(b: &[u8], x: u8, y: u8) -> Option<usize> {
+    let (wx, wy) = (ONES * u64::from(x), ONES * u64::from(y));
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        let hits = zero_bytes(w ^ wx) | zero_bytes(w ^ wy);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = words.remainder();
+    tail.iter().position(|&c| c == x || c == y).map(|i| at + i)
+}
+
+/// Index of the first `x` in `b` ([`find_either`] with one byte).
+fn find_byte(b: &[u8], x: u8) -> Option<usize> {
+    find_either(b, x, x)
+}
+
 /// Parses `HOST[IP]` (+ `:PORT`) at the start of `s`; returns it and the rest.
 pub(crate) fn peer(s: &str) -> Option<(PeerRef<'_>, &str)> {
-    // Host names and addresses are short: plain loops beat memchr's set-up here.
     let b = s.as_bytes();
-    let open = b.iter().position(|&c| c == b'[' || c == b' ')?;
+    let open = find_either(b, b'[', b' ')?;
     if b.get(open) != Some(&b'[') {
         return None;
     }
-    let close = open + 1 + b.get(open + 1..)?.iter().position(|&c| c == b']')?;
+    let close = open + 1 + find_byte(b.get(open + 1..)?, b']')?;
     let mut end = close + 1;
     if b.get(end) == Some(&b':') {
         let digits = b
@@ -89,7 +124,7 @@ fn split_trust(msg: &str) -> Option<(Option<Trust>, &str)> {
     if let Some(rest) = msg.strip_prefix(ESTABLISHED) {
         return Some((None, rest));
     }
-    let sp = memchr::memchr(b' ', msg.as_bytes())?;
+    let sp = find_byte(msg.as_bytes(), b' ')?;
     let trust = match msg.get(..sp)? {
         "Anonymous" => Trust::Anonymous,
         "Untrusted" => Trust::Untrusted,
@@ -225,29 +260,32 @@ pub(crate) struct Counters {
     pub unknown: u64,
 }
 
-/// Parses `name=N[/M] …` after the peer of a disconnect line.
+/// Parses `name=N[/M] …` after the peer of a disconnect line, in one pass over its tokens
+/// (split at spaces, a word at a time: they are a few bytes each).
 pub(crate) fn counters(s: &str) -> Counters {
-    let b = s.as_bytes();
-    let mut c = Counters {
-        // Counters are there when some token is `name=N` or `name=N/M`.
-        any: b.split(|&x| x == b' ').any(|tok| counter(tok).is_some()),
-        ..Counters::default()
-    };
-    if !c.any {
-        return c;
-    }
-    for tok in b.split(|&x| x == b' ') {
-        if let Some(value) = tok.strip_prefix(b"starttls=") {
-            if let Some((ok, _)) = counter_value(value) {
-                c.starttls_ok = Some(ok);
-            }
-        } else if let Some(value) = tok.strip_prefix(b"unknown=")
-            && let Some((_, total)) = counter_value(value)
-        {
+    let mut c = Counters::default();
+    let mut rest = s.as_bytes();
+    loop {
+        let end = find_byte(rest, b' ');
+        let tok = end.and_then(|i| rest.get(..i)).unwrap_or(rest);
+        // A valid `starttls=` or `unknown=` token is a counter too; other tokens are parsed
+        // only until one shows there are counters (`name=N` or `name=N/M`).
+        let starttls = tok.strip_prefix(b"starttls=").and_then(counter_value);
+        let unknown = || tok.strip_prefix(b"unknown=").and_then(counter_value);
+        if let Some((ok, _)) = starttls {
+            c.starttls_ok = Some(ok);
+            c.any = true;
+        } else if let Some((_, total)) = unknown() {
             c.unknown = c.unknown.saturating_add(total);
+            c.any = true;
+        } else if !c.any && counter(tok).is_some() {
+            c.any = true;
+        }
+        match end.and_then(|i| rest.get(i + 1..)) {
+            Some(next) => rest = next,
+            None => return c,
         }
     }
-    c
 }
 
 /// `name=N` → (N, N); `name=N/M` → (N, M).
@@ -289,10 +327,13 @@ pub(crate) fn qmgr_from(rest: &str) -> Option<(u64, u32)> {
     let rest = rest.strip_prefix("from=<")?;
     let at = find_from(rest, b'>', ">, size=")?;
     let rest = rest.get(at + ">, size=".len()..)?;
-    let comma = memchr::memchr(b',', rest.as_bytes())?;
+    let comma = find_byte(rest.as_bytes(), b',')?;
     let size = rest.get(..comma)?;
     let rest = rest.get(comma..)?.strip_prefix(", nrcpt=")?;
-    let nrcpt = rest.split(' ').next()?;
+    let nrcpt = match find_byte(rest.as_bytes(), b' ') {
+        Some(sp) => rest.get(..sp)?,
+        None => rest,
+    };
     Some((parse_u64(size)?, u32::try_from(parse_u64(nrcpt)?).ok()?))
 }
 
@@ -309,6 +350,12 @@ pub(crate) struct ToLine<'a> {
     pub status: DeliveryStatus,
     /// The parenthesised text after the status word.
     pub text: &'a str,
+}
+
+/// True when `text` holds `TLS`: a cheap test before looking for the phrases of a TLS failure,
+/// which most delivery texts (`250 2.0.0 Ok: queued as …`) have no `T` to start.
+pub(crate) fn mentions_tls(text: &str) -> bool {
+    find_from(text, b'T', "TLS").is_some()
 }
 
 /// Finds `, status=` in the rest of a delivery line (built once: a searcher per call would cost
@@ -332,7 +379,11 @@ pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
             continue;
         }
         if let Some(st) = rest.strip_prefix("status=") {
-            let (word, text) = st.split_once(' ').unwrap_or((st, ""));
+            // The status word is short: a word-at-a-time search beats `split_once`'s searcher.
+            let (word, text) = match find_byte(st.as_bytes(), b' ') {
+                Some(sp) => (st.get(..sp)?, st.get(sp + 1..)?),
+                None => (st, ""),
+            };
             let status = match word {
                 "sent" => DeliveryStatus::Sent,
                 "deferred" => DeliveryStatus::Deferred,
@@ -393,8 +444,28 @@ mod tests {
                 "h[2001:db8::1]:",
                 Some(("h", "2001:db8::1", "h[2001:db8::1]", ":")),
             ),
+            // `[` and `]` at and around the eight-byte words' edges.
+            (
+                "abcdefgh[192.0.2.1]",
+                Some(("abcdefgh", "192.0.2.1", "abcdefgh[192.0.2.1]", "")),
+            ),
+            (
+                "abcdefg[1234567]:25 x",
+                Some(("abcdefg", "1234567", "abcdefg[1234567]:25", " x")),
+            ),
+            (
+                "mail.example.net[2001:db8::1234:5678]",
+                Some((
+                    "mail.example.net",
+                    "2001:db8::1234:5678",
+                    "mail.example.net[2001:db8::1234:5678]",
+                    "",
+                )),
+            ),
             ("no brackets", None),
             ("a b[1.2.3.4]", None),
+            ("abcdefghijk lmn[1.2.3.4]", None),
+            ("abcdefghijklmnop[1.2.3.4.5.6.7.8.9", None),
             ("h[1.2.3.4", None),
             ("", None),
         ];
@@ -511,6 +582,27 @@ mod tests {
             (" ehlo=2 starttls=1/1 commands=3", true, Some(1), 0),
             ("", false, None, 0),
             (" garbage=x/y", false, None, 0),
+            // Tokens at the start, doubled spaces, the last `starttls=` winning, invalid
+            // values skipped, `unknown=` adding up, tokens longer than a word.
+            ("starttls=1 commands=2", true, Some(1), 0),
+            ("  ehlo=1  starttls=2/2  quit=1", true, Some(2), 0),
+            (" starttls=1 starttls=x starttls=0/1", true, Some(0), 0),
+            (" starttls=3 starttls=x", true, Some(3), 0),
+            (" starttls= unknown=", false, None, 0),
+            (
+                " unknown=1/2 unknown=3 commands=123456789/123456790",
+                true,
+                None,
+                5,
+            ),
+            (" xstarttls=1 xunknown=2", true, None, 0),
+            (" ehlo=1 starttls=1", true, Some(1), 0),
+            (
+                " unknown=0/9999999999999999999 unknown=9999999999999999999",
+                true,
+                None,
+                u64::MAX,
+            ),
         ];
         for (text, any, ok, unknown) in table {
             let c = counters(text);
@@ -519,6 +611,23 @@ mod tests {
                 (*any, *ok, *unknown),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn tls_mentions() {
+        for (text, want) in [
+            ("(250 2.0.0 Ok: queued as 4B6A19AC1C8)", false),
+            (
+                "(TLS is required, but was not offered by host x[1.2.3.4])",
+                true,
+            ),
+            ("(Cannot start TLS: handshake failure)", true),
+            ("(T L S, TL, Tls)", false),
+            ("TLS", true),
+            ("", false),
+        ] {
+            assert_eq!(mentions_tls(text), want, "{text}");
         }
     }
 
