@@ -752,8 +752,8 @@ impl PostfixParser {
         }
     }
 
-    fn qmgr(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
-        let Some((id, rest)) = fields::queue_id(line.message) else {
+    fn qmgr<'a>(&mut self, line: &impl LazyLine<'a>, out: &mut Vec<Record>) {
+        let Some((id, rest)) = fields::queue_id(line.message()) else {
             return;
         };
         if rest.starts_with("from=<") {
@@ -766,7 +766,7 @@ impl PostfixParser {
                 Some(p) if p.queued.is_none() => {
                     p.queued = Some(q);
                     // A message is dated by its qmgr `from=` line (docs/report-json.md).
-                    p.time = line.time;
+                    p.time = line.time();
                     p.transport.is_some()
                 }
                 _ => false,
@@ -777,17 +777,17 @@ impl PostfixParser {
         } else if rest == "removed" {
             self.forget_unqueued(id);
         } else if rest.starts_with("to=<") {
-            self.delivery(line, Daemon::Qmgr, id, rest, out);
+            self.delivery(&line.line(), Daemon::Qmgr, id, rest, out);
         }
     }
 
-    fn pickup(&mut self, line: &Line<'_>) {
-        let Some((id, rest)) = fields::queue_id(line.message) else {
+    fn pickup(&mut self, message: &str, time: UnixTime) {
+        let Some((id, rest)) = fields::queue_id(message) else {
             return;
         };
         if rest.starts_with("uid=") || rest.starts_with("sender=") {
             let pending = Pending {
-                time: line.time,
+                time,
                 peer: Peer {
                     hostname: None,
                     ip: None,
@@ -1167,18 +1167,25 @@ impl PostfixParser {
         if !mine {
             return;
         }
-        let line = &line.line();
+        // qmgr, pickup and cleanup lines need no more than their message and time (but
+        // qmgr's deliveries): the whole line is sliced out for the rest only.
         match d {
-            Daemon::Smtpd => self.smtpd(line, out),
-            Daemon::Qmgr => self.qmgr(line, out),
-            Daemon::Pickup => self.pickup(line),
+            Daemon::Qmgr => return self.qmgr(line, out),
+            Daemon::Pickup => return self.pickup(line.message(), line.time()),
             Daemon::Cleanup => {
-                if let Some((id, rest)) = fields::queue_id(line.message)
+                if let Some((id, rest)) = fields::queue_id(line.message())
                     && (rest.starts_with("reject:") || rest.starts_with("milter-reject:"))
                 {
                     self.forget_unqueued(id);
                 }
+                return;
             }
+            _ => {}
+        }
+        let line = &line.line();
+        match d {
+            Daemon::Smtpd => self.smtpd(line, out),
+            Daemon::Qmgr | Daemon::Pickup | Daemon::Cleanup => {}
             Daemon::Client { lmtp } => self.client_line(line, lmtp, out),
             Daemon::LocalDelivery | Daemon::NoHop => {
                 if let Some((id, rest)) = fields::queue_id(line.message)

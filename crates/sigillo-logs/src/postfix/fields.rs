@@ -172,8 +172,10 @@ pub(crate) fn tls_line<'a>(msg: &'a str, cache: &mut TlsDetailsCache) -> Option<
     })
 }
 
-/// Detail texts remembered by [`TlsDetailsCache`], and the longest one kept.
-const TLS_CACHE_ENTRIES: usize = 4;
+/// Detail texts remembered by [`TlsDetailsCache`], and the longest one kept: room for a
+/// server's mix of versions, ciphers, key exchanges and signatures (a dozen in a busy log;
+/// four made a third of the lines miss).
+const TLS_CACHE_ENTRIES: usize = 16;
 const TLS_CACHE_MAX_TEXT: usize = 512;
 
 /// The last few TLS detail texts (`TLSv1.3 with cipher … key-exchange X25519 …`) and what
@@ -550,6 +552,15 @@ mod tests {
             assert_eq!(&*t.info.cipher, *cipher, "{msg}");
             assert_eq!(t.info.bits, *bits, "{msg}");
             assert_eq!(t.info.key_exchange.as_deref(), *kx, "{msg}");
+        }
+        // More distinct texts than the cache holds, twice round: replaced entries answer
+        // as a fresh parse does.
+        let texts: Vec<String> = (0..2 * TLS_CACHE_ENTRIES + 3)
+            .map(|i| format!("TLSv1.3 with cipher C{i} ({i}/256 bits) key-exchange K{i}"))
+            .collect();
+        for text in texts.iter().chain(&texts) {
+            assert_eq!(cache.details(text), tls_details(text), "{text}");
+            assert_eq!(cache.details(text), tls_details(text), "{text}");
         }
         for bad in [
             "Bogus TLS connection established from a[1.2.3.4]: TLSv1.3 with cipher X",
