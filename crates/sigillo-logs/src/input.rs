@@ -941,6 +941,17 @@ impl<'a> LineView<'a> {
         self.get(self.spans.program)
     }
 
+    /// The bytes of [`Line::program`], sliced without the char-boundary checks of a `str`
+    /// (a span is always on them; the whole line checks its parts again).
+    #[inline]
+    pub fn program_bytes(&self) -> &'a [u8] {
+        let (a, b) = self.spans.program;
+        self.text
+            .as_bytes()
+            .get(a as usize..b as usize)
+            .unwrap_or_default()
+    }
+
     /// [`Line::message`].
     #[inline]
     pub fn message(&self) -> &'a str {

@@ -252,6 +252,7 @@ pub struct PostfixParser {
     relays: Bounded<Arc<str>, Transport>,
     domains: DomainTexts,
     tls_details: fields::TlsDetailsCache,
+    relays_named: fields::RelayCache,
     unparsed: u64,
     evicted: u64,
     /// Log time of the next sweep of idle delivery processes.
@@ -289,13 +290,33 @@ enum Daemon {
     NoHop,
 }
 
+/// `a == b` for the short texts of an envelope (host and program names) without a call to
+/// `memcmp`: up to 16 bytes as two words (overlapping when shorter), fewer than 8 byte by byte.
+#[inline]
+fn same_short_text(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_le_bytes)
+    };
+    match n {
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// The daemon of a program: its last component (`postfix/smtpd`, `postfix/submission/smtpd`,
 /// `postfix-out/smtp`). Every line asks, so the name is not sliced out and compared as text:
 /// the program's last eight bytes form one word, and `/NAME` (five to eight bytes) is its top
 /// bytes, compared with the word of each name of that length at once.
 #[inline]
-fn daemon(program: &str) -> Option<Daemon> {
-    let b = program.as_bytes();
+fn daemon(program: &[u8]) -> Option<Daemon> {
+    let b = program;
     let tail = b.get(b.len().saturating_sub(8)..).unwrap_or_default();
     let w = match <[u8; 8]>::try_from(tail) {
         // The same word as `tail_word` makes, in one load.
@@ -401,15 +422,16 @@ pub fn merge_roles<'a>(
 /// whether the line is its own, and only its own lines are wanted whole. A [`LineView`] slices
 /// each part out of its block on demand, so a half passes over the other half's lines cheaply.
 pub trait LazyLine<'a> {
-    fn program(&self) -> &'a str;
+    /// The program's bytes: all the split needs of it, without a char-boundary check.
+    fn program_bytes(&self) -> &'a [u8];
     fn time(&self) -> UnixTime;
     fn message(&self) -> &'a str;
     fn line(&self) -> Line<'a>;
 }
 
 impl<'a> LazyLine<'a> for Line<'a> {
-    fn program(&self) -> &'a str {
-        self.program
+    fn program_bytes(&self) -> &'a [u8] {
+        self.program.as_bytes()
     }
     fn time(&self) -> UnixTime {
         self.time
@@ -423,8 +445,8 @@ impl<'a> LazyLine<'a> for Line<'a> {
 }
 
 impl<'a> LazyLine<'a> for LineView<'a> {
-    fn program(&self) -> &'a str {
-        LineView::program(self)
+    fn program_bytes(&self) -> &'a [u8] {
+        LineView::program_bytes(self)
     }
     fn time(&self) -> UnixTime {
         LineView::time(self)
@@ -485,6 +507,7 @@ impl PostfixParser {
             relays: Bounded::new(options.max_relays),
             domains: DomainTexts::default(),
             tls_details: fields::TlsDetailsCache::default(),
+            relays_named: fields::RelayCache::default(),
             unparsed: 0,
             evicted: 0,
             next_sweep: UnixTime::MIN,
@@ -510,7 +533,10 @@ impl PostfixParser {
     fn proc_key(&mut self, line: &Line<'_>) -> Option<ProcKey> {
         let pid = line.pid?;
         // The program first: names of different lengths differ without a byte compare.
-        let same = |(h, p): &(Box<str>, Box<str>)| **p == *line.program && **h == *line.host;
+        let same = |(h, p): &(Box<str>, Box<str>)| {
+            same_short_text(p.as_bytes(), line.program.as_bytes())
+                && same_short_text(h.as_bytes(), line.host.as_bytes())
+        };
         // Lines of one program come in runs: try the last one found first.
         let found = match self.programs.get(self.last_program) {
             Some(entry) if same(entry) => Some(self.last_program),
@@ -943,30 +969,37 @@ impl PostfixParser {
             hostname: None,
             ip: None,
         };
-        let bracketed = fields::peer(t.relay).filter(|(_, r)| r.is_empty());
-        let (peer, scope, transport) = match (d, bracketed) {
+        // No hop, or no connection (`relay=none`): nothing to look up.
+        let relay = match d {
+            Daemon::NoHop => None,
+            _ if t.relay == "none" => None,
+            _ => Some(self.relays_named.relay(t.relay)),
+        };
+        let named = |name| {
+            let peer = Peer {
+                hostname: Some(name),
+                ip: None,
+            };
+            (peer, Scope::Internal, Transport::Plain)
+        };
+        let (peer, scope, transport) = match (d, relay) {
             (Daemon::NoHop, _) => (
                 none,
                 Scope::Internal,
                 Transport::Unknown { hint: HINT_NO_HOP },
             ),
-            (_, _) if t.relay == "none" => (
+            (_, None) => (
                 none,
                 Scope::Internet,
                 Transport::Unknown {
                     hint: HINT_NO_CONNECTION,
                 },
             ),
-            (Daemon::LocalDelivery, _) | (_, None) => (
-                Peer {
-                    hostname: Some(crate::fields::intern(t.relay)),
-                    ip: None,
-                },
-                Scope::Internal,
-                Transport::Plain,
-            ),
-            (_, Some((p, _))) => {
-                let peer = p.to_peer();
+            (_, Some(fields::Relay::Name(name))) => named(name),
+            (Daemon::LocalDelivery, Some(fields::Relay::Hop(_))) => {
+                named(crate::fields::intern(t.relay))
+            }
+            (_, Some(fields::Relay::Hop(peer))) => {
                 let lmtp = d == Daemon::Client { lmtp: true };
                 let scope = if lmtp || fields::is_local_ip(peer.ip) {
                     Scope::Internal
@@ -1152,7 +1185,7 @@ impl PostfixParser {
     /// [`MtaParser::feed`] for a line whose parts are taken as needed: a line of the other
     /// half's is looked at no further than its program (and, for qmgr, its message).
     pub fn feed_lazy<'a>(&mut self, line: &impl LazyLine<'a>, out: &mut Vec<Record>) {
-        let Some(d) = daemon(line.program()) else {
+        let Some(d) = daemon(line.program_bytes()) else {
             return;
         };
         let role = self.options.role;
@@ -1336,7 +1369,43 @@ mod tests {
     #[test]
     fn daemon_words_name_the_last_component() {
         for program in PROGRAMS {
-            assert_eq!(daemon(program), daemon_by_text(program), "{program:?}");
+            assert_eq!(
+                daemon(program.as_bytes()),
+                daemon_by_text(program),
+                "{program:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_texts_compare_as_texts() {
+        let texts = [
+            "",
+            "m",
+            "mx",
+            "mx1",
+            "postfix",
+            "postfix/",
+            "postfix/smtp",
+            "postfix/smtpd",
+            "postfix/smtpe",
+            "qostfix/smtpd",
+            "postfix/xmtpd",
+            "0123456789abcdef",
+            "0123456789abcdeF",
+            "1123456789abcdef",
+            "0123456789abcdef0",
+            "postfix/submission/smtpd",
+            "postfix/submission/smtpe",
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(
+                    super::same_short_text(a.as_bytes(), b.as_bytes()),
+                    a == b,
+                    "{a:?} {b:?}"
+                );
+            }
         }
     }
 

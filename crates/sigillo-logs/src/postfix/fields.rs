@@ -172,38 +172,87 @@ pub(crate) fn tls_line<'a>(msg: &'a str, cache: &mut TlsDetailsCache) -> Option<
     })
 }
 
-/// Detail texts remembered by [`TlsDetailsCache`], and the longest one kept: room for a
-/// server's mix of versions, ciphers, key exchanges and signatures (a dozen in a busy log;
-/// four made a third of the lines miss).
-const TLS_CACHE_ENTRIES: usize = 16;
-const TLS_CACHE_MAX_TEXT: usize = 512;
+/// Texts remembered by a [`RecentTexts`] cache, and the longest one kept: room for a
+/// server's mix of TLS versions, ciphers, key exchanges and signatures (a dozen in a busy log;
+/// four made a third of the lines miss), or for its local relays.
+const RECENT_ENTRIES: usize = 16;
+const RECENT_MAX_TEXT: usize = 512;
 
-/// The last few TLS detail texts (`TLSv1.3 with cipher … key-exchange X25519 …`) and what
-/// they parsed to: one compare instead of a parse and three interning lookups per line.
-#[derive(Debug, Default)]
-pub(crate) struct TlsDetailsCache {
-    entries: Vec<(Box<str>, Option<TlsInfo>)>,
+/// The last few distinct texts of a kind that a server logs over and over, and what they
+/// parsed to: one compare instead of a parse (and its interning lookups) per line. A short
+/// list, searched in order and replaced round the ring: no hashing a peer could attack.
+#[derive(Debug)]
+pub(crate) struct RecentTexts<V> {
+    entries: Vec<(Box<str>, V)>,
     /// The slot the next new text replaces once the cache is full.
     next: usize,
 }
 
-impl TlsDetailsCache {
-    /// [`tls_details`] of `text` (trust unset), from the cache when seen lately.
-    fn details(&mut self, text: &str) -> Option<TlsInfo> {
-        if let Some((_, info)) = self.entries.iter().find(|(t, _)| **t == *text) {
-            return info.clone();
+impl<V> Default for RecentTexts<V> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            next: 0,
         }
-        let info = tls_details(text);
-        if text.len() <= TLS_CACHE_MAX_TEXT {
-            let entry = (Box::from(text), info.clone());
-            if self.entries.len() < TLS_CACHE_ENTRIES {
+    }
+}
+
+impl<V: Clone> RecentTexts<V> {
+    /// `parse(text)`, from the cache when seen lately.
+    fn get(&mut self, text: &str, parse: impl FnOnce(&str) -> V) -> V {
+        if let Some((_, v)) = self.entries.iter().find(|(t, _)| **t == *text) {
+            return v.clone();
+        }
+        let v = parse(text);
+        if text.len() <= RECENT_MAX_TEXT {
+            let entry = (Box::from(text), v.clone());
+            if self.entries.len() < RECENT_ENTRIES {
                 self.entries.push(entry);
             } else if let Some(slot) = self.entries.get_mut(self.next) {
                 *slot = entry;
-                self.next = (self.next + 1) % TLS_CACHE_ENTRIES;
+                self.next = (self.next + 1) % RECENT_ENTRIES;
             }
         }
-        info
+        v
+    }
+}
+
+/// TLS detail texts (`TLSv1.3 with cipher … key-exchange X25519 …`) and their [`TlsInfo`].
+#[derive(Debug, Default)]
+pub(crate) struct TlsDetailsCache(RecentTexts<Option<TlsInfo>>);
+
+impl TlsDetailsCache {
+    /// [`tls_details`] of `text` (trust unset), from the cache when seen lately.
+    fn details(&mut self, text: &str) -> Option<TlsInfo> {
+        self.0.get(text, tls_details)
+    }
+}
+
+/// What a delivery's `relay=` names.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Relay {
+    /// `HOST[IP]` or `HOST[IP]:PORT` and nothing more: a hop, as a record's peer.
+    Hop(Peer),
+    /// Anything else (`local`, `virtual`, `none`, …), interned.
+    Name(crate::model::Text),
+}
+
+/// Delivery relays (`relay=…`) and what they name: a delivery process sends to few of them.
+#[derive(Debug, Default)]
+pub(crate) struct RelayCache(RecentTexts<Relay>);
+
+impl RelayCache {
+    /// [`relay`] of `text`, from the cache when seen lately.
+    pub fn relay(&mut self, text: &str) -> Relay {
+        self.0.get(text, relay)
+    }
+}
+
+/// What `relay=TEXT` names (see [`Relay`]).
+pub(crate) fn relay(text: &str) -> Relay {
+    match peer(text) {
+        Some((p, "")) => Relay::Hop(p.to_peer()),
+        _ => Relay::Name(intern(text)),
     }
 }
 
@@ -555,7 +604,7 @@ mod tests {
         }
         // More distinct texts than the cache holds, twice round: replaced entries answer
         // as a fresh parse does.
-        let texts: Vec<String> = (0..2 * TLS_CACHE_ENTRIES + 3)
+        let texts: Vec<String> = (0..2 * RECENT_ENTRIES + 3)
             .map(|i| format!("TLSv1.3 with cipher C{i} ({i}/256 bits) key-exchange K{i}"))
             .collect();
         for text in texts.iter().chain(&texts) {
@@ -622,6 +671,42 @@ mod tests {
                 (*any, *ok, *unknown),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn relays() {
+        let hop = |host: Option<&str>, ip: Option<&str>| {
+            Relay::Hop(Peer {
+                hostname: host.map(Into::into),
+                ip: ip.and_then(|ip| ip.parse().ok()),
+            })
+        };
+        let name = |n: &str| Relay::Name(n.into());
+        let table = [
+            (
+                "mx.example.org[203.0.113.5]:25",
+                hop(Some("mx.example.org"), Some("203.0.113.5")),
+            ),
+            ("unknown[192.0.2.1]", hop(None, Some("192.0.2.1"))),
+            (
+                "mail.lab.test[private/dovecot-lmtp]",
+                hop(Some("mail.lab.test"), None),
+            ),
+            ("x[1.2.3.4]:25 more", name("x[1.2.3.4]:25 more")),
+            ("virtual", name("virtual")),
+            ("local", name("local")),
+            ("", name("")),
+        ];
+        // Each through the cache twice, after more relays than it holds: as fresh.
+        let mut cache = RelayCache::default();
+        for i in 0..2 * RECENT_ENTRIES {
+            let text = format!("h{i}[192.0.2.{i}]:25");
+            assert_eq!(cache.relay(&text), relay(&text), "{text}");
+        }
+        for (text, want) in table.iter().chain(&table) {
+            assert_eq!(relay(text), *want, "{text}");
+            assert_eq!(cache.relay(text), *want, "{text}");
         }
     }
 
