@@ -250,6 +250,9 @@ pub struct PostfixParser {
     pending: Bounded<Arc<str>, Pending, FxBuild>,
     procs: Bounded<ProcKey, DeliveryProc, FxBuild>,
     relays: Bounded<Arc<str>, Transport>,
+    /// A relay that `relays` holds as plain, while nothing was inserted into it since: an
+    /// internal hop (LMTP, a content filter) is compared, not hashed, on each delivery.
+    plain_relay: Option<Arc<str>>,
     domains: DomainTexts,
     tls_details: fields::TlsDetailsCache,
     relays_named: fields::RelayCache,
@@ -469,8 +472,7 @@ fn is_inbound<'a>(d: Daemon, message: impl FnOnce() -> &'a str) -> bool {
         // (Only lines with a queue id do anything, so the first `:` is the one after it.)
         Daemon::Qmgr => {
             let b = message().as_bytes();
-            !b.iter()
-                .position(|&c| c == b':')
+            !fields::find_byte(b, b':')
                 .and_then(|colon| b.get(colon..))
                 .is_some_and(|rest| rest.starts_with(b": to=<"))
         }
@@ -505,6 +507,7 @@ impl PostfixParser {
             pending: Bounded::new(options.max_pending_messages),
             procs: Bounded::new(options.max_delivery_processes),
             relays: Bounded::new(options.max_relays),
+            plain_relay: None,
             domains: DomainTexts::default(),
             tls_details: fields::TlsDetailsCache::default(),
             relays_named: fields::RelayCache::default(),
@@ -882,10 +885,7 @@ impl PostfixParser {
             let known =
                 matches!(self.relays.get(t.peer.whole), Some(Transport::Tls(i)) if *i == t.info);
             if !known {
-                let e = self
-                    .relays
-                    .insert(relay.clone(), Transport::Tls(t.info.clone()));
-                self.count_evicted(e);
+                self.remember_relay(relay.clone(), Transport::Tls(t.info.clone()));
             }
             let Some(pr) = self.proc(key, line.time) else {
                 return;
@@ -1095,15 +1095,26 @@ impl PostfixParser {
         // A fresh connection without a TLS line: plain when TLS logging is evidently on, and
         // for internal hops (LMTP, content filters), where nobody enables it.
         if internal || self.seen_smtp_tls {
-            if !matches!(self.relays.get(relay), Some(Transport::Plain)) {
-                let e = self.relays.insert(relay.into(), Transport::Plain);
-                self.count_evicted(e);
+            if self.plain_relay.as_deref() != Some(relay) {
+                if matches!(self.relays.get(relay), Some(Transport::Plain)) {
+                    self.plain_relay = Some(relay.into());
+                } else {
+                    self.remember_relay(relay.into(), Transport::Plain);
+                }
             }
             Transport::Plain
         } else {
             self.advise_smtp_unknown = true;
             Transport::Unknown { hint: HINT_SMTP }
         }
+    }
+
+    /// Inserts into `relays`; the only way in, so that `plain_relay` stays true (an insert
+    /// may evict the relay it names).
+    fn remember_relay(&mut self, relay: Arc<str>, transport: Transport) {
+        self.plain_relay = matches!(transport, Transport::Plain).then(|| Arc::clone(&relay));
+        let e = self.relays.insert(relay, transport);
+        self.count_evicted(e);
     }
 }
 
@@ -1258,6 +1269,7 @@ impl MtaParser for PostfixParser {
             flush(pr.open, pr.failure, out);
         }
         self.relays.drain_ordered();
+        self.plain_relay = None;
     }
 
     fn unparsed(&self) -> u64 {

@@ -200,6 +200,29 @@ fn caps_evict_oldest_and_count() {
     assert_eq!(ids, ["AAAAA2", "AAAAA3"]);
 }
 
+/// A relay remembered as plain and then evicted by another relay's TLS line is remembered
+/// again at its next delivery (the parser's shortcut for a relay known plain must not outlive
+/// its entry).
+#[test]
+fn relay_evicted_after_plain_delivery_is_remembered_again() {
+    let log = "\
+Nov 22 10:00:00 mx postfix/lmtp[300]: 1A1B2C3D4E: to=<u@lab.test>, relay=mail.lab.test[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:00:01 mx postfix/smtp[301]: Trusted TLS connection established to mx.b.example[198.51.100.2]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)
+Nov 22 10:00:02 mx postfix/lmtp[300]: 2A1B2C3D4E: to=<v@lab.test>, relay=mail.lab.test[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:00:03 mx postfix/lmtp[300]: 3A1B2C3D4E: to=<w@lab.test>, relay=mail.lab.test[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 ok)
+";
+    let options = PostfixParserOptions {
+        max_relays: 1,
+        ..PostfixParserOptions::default()
+    };
+    let (_, parser) = support::run_with(log, options);
+    assert_eq!(
+        parser.evicted(),
+        2,
+        "the LMTP relay by the TLS relay, then back"
+    );
+}
+
 /// Lines of other programs and irrelevant Postfix lines leave no state and no records.
 #[test]
 fn irrelevant_lines_are_ignored() {

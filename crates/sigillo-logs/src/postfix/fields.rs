@@ -4,9 +4,7 @@
 
 use crate::fields::{intern, normalize_tls_version, parse_u64};
 use crate::model::{DeliveryStatus, Peer, TlsInfo, Trust};
-use memchr::memmem;
 use std::net::IpAddr;
-use std::sync::LazyLock;
 
 /// `HOST[IP]` with an optional `:PORT`, as Postfix logs a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +56,7 @@ fn find_either(b: &[u8], x: u8, y: u8) -> Option<usize> {
 }
 
 /// Index of the first `x` in `b` ([`find_either`] with one byte).
-fn find_byte(b: &[u8], x: u8) -> Option<usize> {
+pub(crate) fn find_byte(b: &[u8], x: u8) -> Option<usize> {
     find_either(b, x, x)
 }
 
@@ -409,10 +407,23 @@ pub(crate) fn mentions_tls(text: &str) -> bool {
     find_from(text, b'T', "TLS").is_some()
 }
 
-/// Finds `, status=` in the rest of a delivery line (built once: a searcher per call would cost
-/// more than the search).
-static STATUS: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(", status="));
+/// The first `, status=` in the rest of a delivery line, found from its `u`: the fields before
+/// it (`delay=`, `delays=`, `dsn=`) have none, so one memchr mostly lands on it (cheaper than
+/// a substring searcher's set-up).
+fn find_status(rest: &str) -> Option<usize> {
+    const NEEDLE: &[u8] = b", status=";
+    const PROBE: usize = 6;
+    let bytes = rest.as_bytes();
+    let mut at = PROBE;
+    while let Some(i) = memchr::memchr(b'u', bytes.get(at..)?) {
+        let start = at + i - PROBE;
+        if bytes.get(start..)?.starts_with(NEEDLE) {
+            return Some(start);
+        }
+        at += i + 1;
+    }
+    None
+}
 
 /// Parses a delivery line (after the queue id). `None` for address probes
 /// (`status=deliverable|undeliverable`) and for garbage.
@@ -451,7 +462,7 @@ pub(crate) fn to_line(rest: &str) -> Option<ToLine<'_>> {
         }
         if rest.starts_with("delay=") {
             // `delay=…, delays=…, dsn=…` carry nothing we count: go straight to the status.
-            let at = STATUS.find(rest.as_bytes())?;
+            let at = find_status(rest)?;
             rest = rest.get(at + 2..)?;
             continue;
         }
@@ -707,6 +718,23 @@ mod tests {
         for (text, want) in table.iter().chain(&table) {
             assert_eq!(relay(text), *want, "{text}");
             assert_eq!(cache.relay(text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn status_fields() {
+        for rest in [
+            "delay=0.80, delays=0.26/0.01/0.26/0.26, dsn=2.0.0, status=sent (250 ok)",
+            "delay=u, delays=uu, dsn=u, status=sent",
+            ", status=sent",
+            ", statu, status=x, status=y",
+            "status=sent",
+            "delay=0, dsn=5.0.0, stat, status",
+            "uuuuuuuuuu",
+            "u",
+            "",
+        ] {
+            assert_eq!(find_status(rest), rest.find(", status="), "{rest}");
         }
     }
 
