@@ -1,6 +1,7 @@
 //! Field parsers for Postfix log messages: peers (`HOST[IP]:PORT`), TLS lines, `disconnect`
-//! counters, queue ids, qmgr `from=` and delivery `to=` lines. Borrowing, allocation-free,
-//! total: garbage gives `None`, never a panic.
+//! counters, queue ids, qmgr `from=` and delivery `to=` lines. Borrowing, allocation-free
+//! (but for small caches of texts a server repeats: TLS details, relays), total: garbage gives
+//! `None`, never a panic.
 
 use crate::fields::{intern, normalize_tls_version, parse_u64};
 use crate::model::{DeliveryStatus, Peer, TlsInfo, Trust};
