@@ -323,6 +323,12 @@ pub async fn serve_until<S: PolicySources>(
 const MAX_INPUT: usize = 4 * (MAX_REQUEST_LEN + 8);
 
 /// Serves one connection; returns the requests answered and why it ended.
+///
+/// Per request this costs a decode, a cache look-up, one `write` and one `read`, and one
+/// clock reading: the idle/read timer is one [`Sleep`](tokio::time::Sleep) armed once and
+/// moved only when it fires early (the deadline is computed from the last activity then) or
+/// when a shorter deadline starts, and the stop signal is one future for the whole
+/// connection.
 async fn serve_connection<T, S>(
     mut stream: T,
     engine: Arc<PolicyEngine<S>>,
@@ -339,6 +345,16 @@ where
     let mut answered: u64 = 0;
     let mut eof = false;
     let mut stopping = *stop.borrow();
+    // Resolves once the server is stopping (or its sender is gone).
+    let stop_signal = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    tokio::pin!(stop_signal);
+    // When something last happened (a read, or answers arriving): the idle and read
+    // timeouts count from it.
+    let mut last_activity = Instant::now();
+    let timer = tokio::time::sleep_until(last_activity + options.idle_timeout);
+    tokio::pin!(timer);
     loop {
         // Decode every complete request, up to the in-flight limit.
         let mut used = 0;
@@ -381,11 +397,9 @@ where
         }
         input.drain(..used);
         if !output.is_empty() {
-            let write = tokio::time::timeout(options.read_timeout, stream.write_all(&output));
-            match write.await {
-                Ok(Ok(())) => output.clear(),
-                Ok(Err(e)) => return (answered, ConnectionEnd::Io(e.to_string())),
-                Err(_) => return (answered, ConnectionEnd::Timeout),
+            match write_reply(&mut stream, &output, options.read_timeout).await {
+                Ok(()) => output.clear(),
+                Err(end) => return (answered, end),
             }
         }
         if pending.is_empty() {
@@ -404,19 +418,22 @@ where
             && protocol_error.is_none()
             && pending.len() < options.max_in_flight
             && input.len() < MAX_INPUT;
-        let timer = match (pending.is_empty(), input.is_empty()) {
+        let timeout = match (pending.is_empty(), input.is_empty()) {
             (true, true) => Some(options.idle_timeout),
             (true, false) => Some(options.read_timeout),
             (false, _) => None,
         };
-        let deadline = Instant::now() + timer.unwrap_or(Duration::ZERO);
+        let deadline = timeout.map(|t| last_activity + t);
+        // The timer may be late (moved on when it fires) but never later than a deadline
+        // that starts now and is shorter than the one it was armed for.
+        if let Some(deadline) = deadline
+            && deadline < timer.deadline()
+        {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
-            changed = stop.changed(), if !stopping => {
-                if changed.is_err() || *stop.borrow() {
-                    stopping = true;
-                }
-            }
+            () = &mut stop_signal, if !stopping => stopping = true,
             Some(reply) = pending.next(), if !pending.is_empty() => {
                 output.extend_from_slice(&reply);
                 answered += 1;
@@ -425,19 +442,48 @@ where
                     output.extend_from_slice(&reply);
                     answered += 1;
                 }
+                last_activity = Instant::now();
             }
             read = read_some(&mut stream, &mut input), if can_read => match read {
                 Ok(0) => eof = true,
-                Ok(_) => {}
+                Ok(_) => last_activity = Instant::now(),
                 Err(e) => return (answered, ConnectionEnd::Io(e.to_string())),
             },
-            () = tokio::time::sleep_until(deadline), if timer.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
+                let deadline = deadline.unwrap_or_else(Instant::now);
+                if Instant::now() < deadline {
+                    // Armed for an earlier deadline that activity has since moved on.
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
                 return (
                     answered,
                     if input.is_empty() { ConnectionEnd::IdleTimeout } else { ConnectionEnd::Timeout },
                 );
             }
         }
+    }
+}
+
+/// Writes `output` whole within `timeout`: first one plain `write` (which takes all of a
+/// small reply at once, with no timer), then the rest under the timeout.
+async fn write_reply<T: AsyncWrite + Unpin>(
+    stream: &mut T,
+    output: &[u8],
+    timeout: Duration,
+) -> Result<(), ConnectionEnd> {
+    let written = match stream.write(output).now_or_never() {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => return Err(ConnectionEnd::Io(e.to_string())),
+        None => 0,
+    };
+    let Some(rest) = output.get(written..).filter(|rest| !rest.is_empty()) else {
+        return Ok(());
+    };
+    match tokio::time::timeout(timeout, stream.write_all(rest)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ConnectionEnd::Io(e.to_string())),
+        Err(_) => Err(ConnectionEnd::Timeout),
     }
 }
 
