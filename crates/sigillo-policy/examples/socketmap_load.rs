@@ -473,12 +473,25 @@ fn main() {
     run(o);
 }
 
-/// CPU ticks of this process and each watched one.
-fn cpu_snapshot(o: &Options) -> Vec<Option<u64>> {
-    std::iter::once(std::process::id().to_string())
-        .chain(o.watch.iter().map(|(_, pid)| pid.to_string()))
-        .map(|pid| cpu_ticks(&pid))
-        .collect()
+/// CPU ticks of this process and each watched one, the `--stats` counters and the load
+/// average, at one moment.
+struct Snapshot {
+    at: Instant,
+    cpu: Vec<Option<u64>>,
+    stats: Vec<BTreeMap<String, u64>>,
+    load: String,
+}
+
+fn snapshot(o: &Options, at: Instant) -> Snapshot {
+    Snapshot {
+        at,
+        cpu: std::iter::once(std::process::id().to_string())
+            .chain(o.watch.iter().map(|(_, pid)| pid.to_string()))
+            .map(|pid| cpu_ticks(&pid))
+            .collect(),
+        stats: o.stats.iter().map(|p| read_stats(p)).collect(),
+        load: loadavg(),
+    }
 }
 
 /// Runs the connections on this thread, measures the window and prints the JSON line.
@@ -494,7 +507,7 @@ fn run(o: Options) {
     let mut key = String::with_capacity(o.keys.len() + 20);
     let mut conns: Vec<Conn> = Vec::with_capacity(o.connections);
     let mut done = vec![false; o.connections];
-    for i in 0..o.connections {
+    for (i, finished) in done.iter_mut().enumerate() {
         let mut conn = match connect(&poll, i, &o) {
             Ok(stream) => Conn::new(stream, &o),
             Err(e) => {
@@ -507,36 +520,28 @@ fn run(o: Options) {
             Ok(false) => {}
             Ok(true) => {
                 conn.close(&poll);
-                done[i] = true;
+                *finished = true;
             }
             Err(e) => {
                 conn.fail(&poll, e);
-                done[i] = true;
+                *finished = true;
             }
         }
         conns.push(conn);
     }
     let mut open = done.iter().filter(|d| !**d).count();
 
-    let mut before: Option<(String, Vec<Option<u64>>, Vec<BTreeMap<String, u64>>)> = None;
-    let mut after: Option<(
-        Vec<Option<u64>>,
-        Vec<BTreeMap<String, u64>>,
-        Instant,
-        String,
-    )> = None;
+    let mut before: Option<Snapshot> = None;
+    let mut after: Option<Snapshot> = None;
     let mut drain_until = None;
     loop {
         let now = Instant::now();
         if before.is_none() && now >= window.start {
-            let stats = o.stats.iter().map(|p| read_stats(p)).collect();
-            before = Some((loadavg(), cpu_snapshot(&o), stats));
+            before = Some(snapshot(&o, now));
         }
         // Until the window ends, or every connection is done (the keys ran out).
         if before.is_some() && after.is_none() && (now >= window.end || open == 0) {
-            let cpu = cpu_snapshot(&o);
-            let stats = o.stats.iter().map(|p| read_stats(p)).collect();
-            after = Some((cpu, stats, now.min(window.end), loadavg()));
+            after = Some(snapshot(&o, now.min(window.end)));
             drain_until = Some(now + DRAIN_TIMEOUT);
         }
         if after.is_some() && open == 0 {
@@ -601,9 +606,10 @@ fn run(o: Options) {
             }
         }
     }
-    let (load_before, cpu_before, stats_before) = before.unwrap_or_default();
-    let (cpu_after, stats_after, measured_until, load_after) =
-        after.unwrap_or_else(|| (Vec::new(), Vec::new(), window.end, loadavg()));
+    // The loop ends only after both snapshots; these fallbacks are never used.
+    let before = before.unwrap_or_else(|| snapshot(&o, window.start));
+    let after = after.unwrap_or_else(|| snapshot(&o, window.end));
+    let measured_until = after.at;
     let results: Vec<ConnResult> = conns.into_iter().map(|c| c.result).collect();
 
     let mut latencies = Vec::new();
@@ -634,8 +640,8 @@ fn run(o: Options) {
     let ticks = clock_ticks_per_second();
     let cpu = |i: usize| -> serde_json::Value {
         match (
-            cpu_before.get(i).copied().flatten(),
-            cpu_after.get(i).copied().flatten(),
+            before.cpu.get(i).copied().flatten(),
+            after.cpu.get(i).copied().flatten(),
         ) {
             (Some(a), Some(b)) if seconds > 0.0 => {
                 serde_json::json!(
@@ -650,7 +656,7 @@ fn run(o: Options) {
         watched.insert(name.clone(), cpu(i + 1));
     }
     let mut counters = serde_json::Map::new();
-    for (before, after) in stats_before.iter().zip(&stats_after) {
+    for (before, after) in before.stats.iter().zip(&after.stats) {
         for (k, v) in after {
             let grew = v.saturating_sub(before.get(k).copied().unwrap_or(0));
             counters.insert(k.clone(), serde_json::json!(grew));
@@ -678,8 +684,8 @@ fn run(o: Options) {
         "generator_cpu_pct": cpu(0),
         "cpu_pct": watched,
         "counters": counters,
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
+        "loadavg_before": before.load,
+        "loadavg_after": after.load,
         "errors": errors,
     });
     println!("{doc}");
