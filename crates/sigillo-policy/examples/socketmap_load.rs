@@ -3,11 +3,13 @@
 //! order), and prints one JSON line with lookups/s, latency percentiles, the replies by
 //! status, and CPU time, its own and that of watched processes, over the same window.
 //!
-//! One OS thread drives every connection: a tokio `current_thread` runtime with one task per
-//! connection on non-blocking sockets. Per round trip a connection costs one `write` and one
-//! `read` (fewer when replies arrive together), and the thread sleeps in one `epoll_wait` for
-//! all connections instead of switching between a thread per connection, so the generator
-//! stays cheap next to the daemon it measures; its CPU share is printed to show it.
+//! One OS thread drives every connection: a plain event loop on mio (one `epoll_wait` for all
+//! connections, non-blocking sockets, no tasks). Per round trip a connection costs exactly
+//! one `write` and one `read`: a read that does not fill the buffer has emptied the socket,
+//! and mio's edge-triggered registration reports the next reply, so no read ends in
+//! `WouldBlock`. The generator thus stays cheap next to the daemon it measures (on loopback
+//! TCP most of its CPU is the kernel's, sending and receiving); its CPU share is printed to
+//! show it.
 //!
 //! ```text
 //! socketmap_load --addr 127.0.0.1:8461 --map sts --connections 16 --in-flight 1 \
@@ -29,14 +31,13 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::io::{ErrorKind, Read, Write as _};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
+use mio::net::TcpStream as MioTcpStream;
+use mio::{Events, Interest, Poll, Token};
 
 use sigillo_policy::socketmap::{Reply, decode_reply, encode_request};
 
@@ -174,7 +175,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 struct Keys {
     order: Order,
     count: usize,
-    /// The next unused index of `Order::Unique`, shared by the tasks of the one thread.
+    /// The next unused index of `Order::Unique`, shared by the connections.
     next_unique: Cell<usize>,
     /// `--keys` split at each `{}`.
     parts: Vec<String>,
@@ -215,79 +216,205 @@ impl Keys {
     }
 }
 
-/// One connection's task: keeps `--in-flight` requests outstanding until the window ends or
-/// the keys run out, then waits for the replies still due.
-async fn run_connection(
-    o: Rc<Options>,
-    conn: usize,
-    keys: Rc<Keys>,
-    window: Window,
-) -> Result<ConnResult, String> {
-    let mut stream = TcpStream::connect(o.addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", o.addr))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut key = String::with_capacity(o.keys.len() + 20);
-    let mut result = ConnResult::default();
-    let mut pending: VecDeque<Instant> = VecDeque::with_capacity(o.in_flight);
-    let mut out = Vec::with_capacity(o.in_flight * 64);
-    let mut buf = vec![0u8; 256 * 1024];
-    let (mut have, mut n, mut exhausted) = (0usize, 0usize, false);
-    loop {
-        // Top up to K in flight, unless the window is over or the keys ran out.
-        out.clear();
-        let now = Instant::now();
-        while pending.len() < o.in_flight && !exhausted && now < window.end {
-            let Some(index) = keys.index(conn, n, o.connections) else {
-                exhausted = true;
-                break;
-            };
-            n += 1;
-            keys.write_key(index, &mut key);
-            encode_request(&o.map, &key, &mut out).map_err(|e| e.to_string())?;
-            pending.push_back(now);
-        }
-        if !out.is_empty() {
-            stream
-                .write_all(&out)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-        }
-        if pending.is_empty() {
-            return Ok(result);
-        }
-        let got = stream
-            .read(&mut buf[have..])
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if got == 0 {
-            return Err("the daemon closed the connection".into());
-        }
-        have += got;
-        let now = Instant::now();
-        let mut used = 0;
-        while let Some((reply, len)) = decode_reply(&buf[used..have]).map_err(|e| e.to_string())? {
-            used += len;
-            let sent = pending.pop_front().ok_or("a reply nobody asked for")?;
-            if sent >= window.start && now <= window.end {
-                result
-                    .latencies
-                    .push(u64::try_from((now - sent).as_nanos()).unwrap_or(u64::MAX));
-                let status = reply.status().to_owned();
-                *result.statuses.entry(status.clone()).or_default() += 1;
-                result
-                    .examples
-                    .entry(status)
-                    .or_insert_with(|| example(&reply));
-                result.last = Some(now);
-            }
-        }
-        buf.copy_within(used..have, 0);
-        have -= used;
-        if have == buf.len() {
-            return Err("a reply larger than the read buffer".into());
+/// Token of the poll registration of connection `i`.
+fn token(i: usize) -> Token {
+    Token(i)
+}
+
+/// One connection: its socket, the requests it has in flight and what it saw.
+struct Conn {
+    /// `None` once the connection is done (or never connected).
+    stream: Option<MioTcpStream>,
+    /// When each request in flight was sent, oldest first.
+    pending: VecDeque<Instant>,
+    /// Encoded requests; `out[sent..]` is not written yet.
+    out: Vec<u8>,
+    sent: usize,
+    /// Whether the registration asks for writability (only while `out` is not all written).
+    wants_write: bool,
+    /// Replies read, `buf[..have]` not decoded yet.
+    buf: Vec<u8>,
+    have: usize,
+    /// Requests made so far, and whether the keys ran out.
+    n: usize,
+    exhausted: bool,
+    result: ConnResult,
+}
+
+impl Conn {
+    fn new(stream: MioTcpStream, o: &Options) -> Conn {
+        Conn {
+            stream: Some(stream),
+            pending: VecDeque::with_capacity(o.in_flight),
+            out: Vec::with_capacity(o.in_flight * 64),
+            sent: 0,
+            wants_write: false,
+            buf: vec![0u8; 256 * 1024],
+            have: 0,
+            n: 0,
+            exhausted: false,
+            result: ConnResult::default(),
         }
     }
+
+    /// Ends the connection with `error` (what it counted so far is dropped, as a failed
+    /// connection's figures are not to be trusted).
+    /// A connection that never connected.
+    fn new_closed() -> Conn {
+        Conn {
+            stream: None,
+            pending: VecDeque::new(),
+            out: Vec::new(),
+            sent: 0,
+            wants_write: false,
+            buf: Vec::new(),
+            have: 0,
+            n: 0,
+            exhausted: false,
+            result: ConnResult::default(),
+        }
+    }
+
+    fn fail(&mut self, poll: &Poll, error: String) {
+        self.close(poll);
+        self.result = ConnResult {
+            error: Some(error),
+            ..ConnResult::default()
+        };
+    }
+
+    fn close(&mut self, poll: &Poll) {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = poll.registry().deregister(&mut stream);
+        }
+    }
+
+    /// Reads the replies that arrived (one `read` unless it filled the buffer) and records
+    /// those of requests sent within the window.
+    fn read_replies(&mut self, now: Instant, window: Window) -> Result<(), String> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let room = self.buf.len() - self.have;
+            let got = match stream.read(&mut self.buf[self.have..]) {
+                Ok(0) => return Err("the daemon closed the connection".into()),
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("read: {e}")),
+            };
+            self.have += got;
+            let mut used = 0;
+            while let Some((reply, len)) =
+                decode_reply(&self.buf[used..self.have]).map_err(|e| e.to_string())?
+            {
+                used += len;
+                let sent = self.pending.pop_front().ok_or("a reply nobody asked for")?;
+                if sent >= window.start && now <= window.end {
+                    let r = &mut self.result;
+                    r.latencies
+                        .push(u64::try_from((now - sent).as_nanos()).unwrap_or(u64::MAX));
+                    if let Some(count) = r.statuses.get_mut(reply.status()) {
+                        *count += 1;
+                    } else {
+                        let status = reply.status().to_owned();
+                        r.statuses.insert(status.clone(), 1);
+                        r.examples.insert(status, example(&reply));
+                    }
+                    r.last = Some(now);
+                }
+            }
+            self.buf.copy_within(used..self.have, 0);
+            self.have -= used;
+            if self.have == self.buf.len() {
+                return Err("a reply larger than the read buffer".into());
+            }
+            // A read that did not fill the room emptied the socket: the poll reports the
+            // next arrival (mio registers edge-triggered), so no second read is needed.
+            if got < room {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Tops up to `--in-flight` requests (unless the window is over or the keys ran out)
+    /// and writes what is not written yet. Returns whether the connection is done: nothing
+    /// in flight and nothing more to ask.
+    #[allow(clippy::too_many_arguments)]
+    fn top_up(
+        &mut self,
+        poll: &Poll,
+        i: usize,
+        o: &Options,
+        keys: &Keys,
+        key: &mut String,
+        now: Instant,
+        window: Window,
+    ) -> Result<bool, String> {
+        if self.stream.is_none() {
+            return Ok(true);
+        }
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+            while self.pending.len() < o.in_flight && !self.exhausted && now < window.end {
+                let Some(index) = keys.index(i, self.n, o.connections) else {
+                    self.exhausted = true;
+                    break;
+                };
+                self.n += 1;
+                keys.write_key(index, key);
+                encode_request(&o.map, key, &mut self.out).map_err(|e| e.to_string())?;
+                self.pending.push_back(now);
+            }
+        }
+        self.write_out(poll, i)?;
+        Ok(self.pending.is_empty() && self.sent == self.out.len())
+    }
+
+    /// Writes `out[sent..]` until done or the socket is full (then asks to be told when it
+    /// is writable again).
+    fn write_out(&mut self, poll: &Poll, i: usize) -> Result<(), String> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        while self.sent < self.out.len() {
+            match stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err("write: the connection is closed".into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        let wants_write = self.sent < self.out.len();
+        if wants_write != self.wants_write {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            poll.registry()
+                .reregister(stream, token(i), interest)
+                .map_err(|e| format!("poll: {e}"))?;
+            self.wants_write = wants_write;
+        }
+        Ok(())
+    }
+}
+
+/// Opens connection `i` (blocking connect, then non-blocking) and registers it.
+fn connect(poll: &Poll, i: usize, o: &Options) -> Result<MioTcpStream, String> {
+    let stream =
+        std::net::TcpStream::connect(o.addr).map_err(|e| format!("connect {}: {e}", o.addr))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut stream = MioTcpStream::from_std(stream);
+    poll.registry()
+        .register(&mut stream, token(i), Interest::READABLE)
+        .map_err(|e| format!("poll: {e}"))?;
+    Ok(stream)
 }
 
 fn example(reply: &Reply) -> String {
@@ -343,73 +470,147 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let o = parse_options();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| usage(&format!("cannot start the runtime: {e}")));
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, run(o));
+    run(o);
+}
+
+/// CPU ticks of this process and each watched one, the `--stats` counters and the load
+/// average, at one moment.
+struct Snapshot {
+    at: Instant,
+    cpu: Vec<Option<u64>>,
+    stats: Vec<BTreeMap<String, u64>>,
+    load: String,
+}
+
+fn snapshot(o: &Options, at: Instant) -> Snapshot {
+    Snapshot {
+        at,
+        cpu: std::iter::once(std::process::id().to_string())
+            .chain(o.watch.iter().map(|(_, pid)| pid.to_string()))
+            .map(|pid| cpu_ticks(&pid))
+            .collect(),
+        stats: o.stats.iter().map(|p| read_stats(p)).collect(),
+        load: loadavg(),
+    }
 }
 
 /// Runs the connections on this thread, measures the window and prints the JSON line.
-async fn run(o: Options) {
-    let keys = Rc::new(Keys::new(&o));
+fn run(o: Options) {
+    let keys = Keys::new(&o);
     let begin = Instant::now();
     let window = Window {
         start: begin + o.warmup,
         end: begin + o.warmup + o.duration,
     };
-    let o = Rc::new(o);
-    let tasks: Vec<JoinHandle<Result<ConnResult, String>>> = (0..o.connections)
-        .map(|conn| tokio::task::spawn_local(run_connection(o.clone(), conn, keys.clone(), window)))
-        .collect();
-
-    tokio::time::sleep_until(window.start.into()).await;
-    let me = std::process::id().to_string();
-    let load_before = loadavg();
-    let cpu_before: Vec<Option<u64>> = std::iter::once(me.clone())
-        .chain(o.watch.iter().map(|(_, pid)| pid.to_string()))
-        .map(|pid| cpu_ticks(&pid))
-        .collect();
-    let stats_before: Vec<_> = o.stats.iter().map(|p| read_stats(p)).collect();
-    // Until the window ends, or every connection is done (the keys ran out).
-    while Instant::now() < window.end && !tasks.iter().all(|t| t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let cpu_after: Vec<Option<u64>> = std::iter::once(me)
-        .chain(o.watch.iter().map(|(_, pid)| pid.to_string()))
-        .map(|pid| cpu_ticks(&pid))
-        .collect();
-    let stats_after: Vec<_> = o.stats.iter().map(|p| read_stats(p)).collect();
-    let measured_until = Instant::now().min(window.end);
-    let load_after = loadavg();
-
-    let drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let mut results = Vec::with_capacity(tasks.len());
-    for mut task in tasks {
-        let result = match tokio::time::timeout_at(drain_until, &mut task).await {
-            Ok(Ok(Ok(r))) => r,
-            Ok(Ok(Err(e))) => ConnResult {
-                error: Some(e),
-                ..ConnResult::default()
-            },
-            Ok(Err(e)) => ConnResult {
-                error: Some(format!("the connection's task failed: {e}")),
-                ..ConnResult::default()
-            },
-            Err(_) => {
-                task.abort();
-                ConnResult {
-                    error: Some(format!(
-                        "no reply within {} s after the window",
-                        DRAIN_TIMEOUT.as_secs()
-                    )),
-                    ..ConnResult::default()
-                }
+    let mut poll = Poll::new().unwrap_or_else(|e| usage(&format!("cannot poll: {e}")));
+    let mut events = Events::with_capacity(o.connections.clamp(16, 1024));
+    let mut key = String::with_capacity(o.keys.len() + 20);
+    let mut conns: Vec<Conn> = Vec::with_capacity(o.connections);
+    let mut done = vec![false; o.connections];
+    for (i, finished) in done.iter_mut().enumerate() {
+        let mut conn = match connect(&poll, i, &o) {
+            Ok(stream) => Conn::new(stream, &o),
+            Err(e) => {
+                let mut conn = Conn::new_closed();
+                conn.result.error = Some(e);
+                conn
             }
         };
-        results.push(result);
+        match conn.top_up(&poll, i, &o, &keys, &mut key, Instant::now(), window) {
+            Ok(false) => {}
+            Ok(true) => {
+                conn.close(&poll);
+                *finished = true;
+            }
+            Err(e) => {
+                conn.fail(&poll, e);
+                *finished = true;
+            }
+        }
+        conns.push(conn);
     }
+    let mut open = done.iter().filter(|d| !**d).count();
+
+    let mut before: Option<Snapshot> = None;
+    let mut after: Option<Snapshot> = None;
+    let mut drain_until = None;
+    loop {
+        let now = Instant::now();
+        if before.is_none() && now >= window.start {
+            before = Some(snapshot(&o, now));
+        }
+        // Until the window ends, or every connection is done (the keys ran out).
+        if before.is_some() && after.is_none() && (now >= window.end || open == 0) {
+            after = Some(snapshot(&o, now.min(window.end)));
+            drain_until = Some(now + DRAIN_TIMEOUT);
+        }
+        if after.is_some() && open == 0 {
+            break;
+        }
+        let next = match (&before, drain_until) {
+            (None, _) => window.start,
+            (Some(_), None) => window.end,
+            (Some(_), Some(until)) => until,
+        };
+        if let Some(until) = drain_until
+            && now >= until
+        {
+            for (conn, done) in conns.iter_mut().zip(&done) {
+                if !done {
+                    conn.fail(
+                        &poll,
+                        format!(
+                            "no reply within {} s after the window",
+                            DRAIN_TIMEOUT.as_secs()
+                        ),
+                    );
+                }
+            }
+            break;
+        }
+        match poll.poll(&mut events, Some(next.saturating_duration_since(now))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => usage(&format!("poll: {e}")),
+        }
+        for event in &events {
+            let i = event.token().0;
+            let (Some(conn), Some(false)) = (conns.get_mut(i), done.get(i).copied()) else {
+                continue;
+            };
+            let now = Instant::now();
+            let step = (|| {
+                if event.is_writable() {
+                    conn.write_out(&poll, i)?;
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    conn.read_replies(now, window)?;
+                }
+                conn.top_up(&poll, i, &o, &keys, &mut key, now, window)
+            })();
+            let finished = match step {
+                Ok(finished) => {
+                    if finished {
+                        conn.close(&poll);
+                    }
+                    finished
+                }
+                Err(e) => {
+                    conn.fail(&poll, e);
+                    true
+                }
+            };
+            if finished {
+                done[i] = true;
+                open -= 1;
+            }
+        }
+    }
+    // The loop ends only after both snapshots; these fallbacks are never used.
+    let before = before.unwrap_or_else(|| snapshot(&o, window.start));
+    let after = after.unwrap_or_else(|| snapshot(&o, window.end));
+    let measured_until = after.at;
+    let results: Vec<ConnResult> = conns.into_iter().map(|c| c.result).collect();
 
     let mut latencies = Vec::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
@@ -439,8 +640,8 @@ async fn run(o: Options) {
     let ticks = clock_ticks_per_second();
     let cpu = |i: usize| -> serde_json::Value {
         match (
-            cpu_before.get(i).copied().flatten(),
-            cpu_after.get(i).copied().flatten(),
+            before.cpu.get(i).copied().flatten(),
+            after.cpu.get(i).copied().flatten(),
         ) {
             (Some(a), Some(b)) if seconds > 0.0 => {
                 serde_json::json!(
@@ -455,7 +656,7 @@ async fn run(o: Options) {
         watched.insert(name.clone(), cpu(i + 1));
     }
     let mut counters = serde_json::Map::new();
-    for (before, after) in stats_before.iter().zip(&stats_after) {
+    for (before, after) in before.stats.iter().zip(&after.stats) {
         for (k, v) in after {
             let grew = v.saturating_sub(before.get(k).copied().unwrap_or(0));
             counters.insert(k.clone(), serde_json::json!(grew));
@@ -483,8 +684,8 @@ async fn run(o: Options) {
         "generator_cpu_pct": cpu(0),
         "cpu_pct": watched,
         "counters": counters,
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
+        "loadavg_before": before.load,
+        "loadavg_after": after.load,
         "errors": errors,
     });
     println!("{doc}");

@@ -33,6 +33,7 @@ use sigillo_policy::mta_sts::Policy;
 use sigillo_policy::overrides::StaticOverrides;
 use sigillo_policy::postfix::{NextHop, PinnedPeer};
 use sigillo_policy::socketmap::Reply;
+use tokio::runtime::Handle;
 
 use super::dns::{DaneLookup, PolicyDns, TxtLookup};
 use super::fetch::{FetchError, PolicyFetcher};
@@ -397,6 +398,27 @@ impl<S: PolicySources> PolicyEngine<S> {
     /// Appends the cached reply for `key` to `out` if there is a valid one, and says whether
     /// it did. Never waits: a due refresh is started in the background.
     pub fn answer_cached(self: &Arc<Self>, key: &str, out: &mut Vec<u8>) -> bool {
+        self.answer_cached_with(key, out, None)
+    }
+
+    /// [`answer_cached`](Self::answer_cached), with the refresh it may start spawned on
+    /// `runtime` (the server answers hits on a thread of its own and does the network work
+    /// elsewhere).
+    pub fn answer_cached_on(
+        self: &Arc<Self>,
+        key: &str,
+        out: &mut Vec<u8>,
+        runtime: &Handle,
+    ) -> bool {
+        self.answer_cached_with(key, out, Some(runtime))
+    }
+
+    fn answer_cached_with(
+        self: &Arc<Self>,
+        key: &str,
+        out: &mut Vec<u8>,
+        runtime: Option<&Handle>,
+    ) -> bool {
         let now = self.sources.now();
         let refresh = {
             let hot = self.hot.read().unwrap_or_else(PoisonError::into_inner);
@@ -413,7 +435,11 @@ impl<S: PolicySources> PolicyEngine<S> {
         if refresh {
             let engine = self.clone();
             let domain = key.to_owned();
-            tokio::spawn(async move { engine.refresh_once(&domain).await });
+            let refresh = async move { engine.refresh_once(&domain).await };
+            match runtime {
+                Some(runtime) => drop(runtime.spawn(refresh)),
+                None => drop(tokio::spawn(refresh)),
+            }
         }
         true
     }

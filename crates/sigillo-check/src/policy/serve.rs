@@ -12,6 +12,13 @@
 //!
 //! On shutdown, [`serve_until`] stops accepting, lets every connection answer the requests it
 //! has read, closes them (waiting at most [`ServeOptions::shutdown_grace`]), and returns.
+//!
+//! Threads: the listener and every connection are served on one thread of their own, a
+//! `current_thread` runtime. Reading, decoding, hot-cache answers and writing never cross
+//! threads, which is what a cache hit costs. Lookups that miss the hot cache, and the
+//! refreshes that hits start, are spawned on the runtime [`serve_until`] is called in. That
+//! runtime is multi-threaded in the daemon, so the DNSSEC and TLS work still uses every core.
+//! The shutdown future and the event callback also stay on the caller's runtime.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +36,7 @@ use sigillo_policy::socketmap::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -83,7 +91,24 @@ pub enum PolicyListener {
     /// TCP.
     Tcp(TcpListener),
     /// A unix socket, removed again when the listener is dropped.
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener, SocketFile),
+}
+
+/// The path of a bound unix socket; the socket file is removed when this is dropped.
+#[derive(Debug)]
+pub struct SocketFile(PathBuf);
+
+impl SocketFile {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = remove_stale_socket(&self.0);
+    }
 }
 
 impl PolicyListener {
@@ -104,7 +129,7 @@ impl PolicyListener {
                 let listener = UnixListener::bind(path)?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-                Ok(PolicyListener::Unix(listener, path.clone()))
+                Ok(PolicyListener::Unix(listener, SocketFile(path.clone())))
             }
         }
     }
@@ -113,7 +138,7 @@ impl PolicyListener {
     pub fn local_addr(&self) -> std::io::Result<ListenAddr> {
         match self {
             PolicyListener::Tcp(l) => l.local_addr().map(ListenAddr::Tcp),
-            PolicyListener::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
+            PolicyListener::Unix(_, file) => Ok(ListenAddr::Unix(file.0.clone())),
         }
     }
 
@@ -124,18 +149,27 @@ impl PolicyListener {
                 let _ = stream.set_nodelay(true);
                 Ok((Connection::Tcp(stream), peer.to_string()))
             }
-            PolicyListener::Unix(l, path) => {
+            PolicyListener::Unix(l, file) => {
                 let (stream, _) = l.accept().await?;
-                Ok((Connection::Unix(stream), format!("unix:{}", path.display())))
+                Ok((
+                    Connection::Unix(stream),
+                    format!("unix:{}", file.0.display()),
+                ))
             }
         }
     }
-}
 
-impl Drop for PolicyListener {
-    fn drop(&mut self) {
-        if let PolicyListener::Unix(_, path) = self {
-            let _ = remove_stale_socket(path);
+    /// The same socket, registered with the runtime this is called in instead of the one
+    /// it was bound in.
+    fn move_to_this_runtime(self) -> std::io::Result<Self> {
+        match self {
+            PolicyListener::Tcp(l) => {
+                Ok(PolicyListener::Tcp(TcpListener::from_std(l.into_std()?)?))
+            }
+            PolicyListener::Unix(l, file) => Ok(PolicyListener::Unix(
+                UnixListener::from_std(l.into_std()?)?,
+                file,
+            )),
         }
     }
 }
@@ -240,12 +274,99 @@ pub struct ServeSummary {
 }
 
 /// Serves `listener` until `shutdown` completes (see the module docs).
+///
+/// The connections are served on a thread of their own (a `current_thread` runtime), and
+/// lookups that miss the hot cache are spawned on the runtime this is called in; `shutdown`
+/// and `on_event` stay here. If that thread cannot be started, everything is served on the
+/// runtime this is called in.
 pub async fn serve_until<S: PolicySources>(
     listener: PolicyListener,
     engine: Arc<PolicyEngine<S>>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
     mut on_event: impl FnMut(ServeEvent),
+) -> ServeSummary {
+    let lookups = Handle::current();
+    let connection_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(connection_runtime) = connection_runtime else {
+        return serve_here(listener, engine, options, shutdown, on_event, lookups).await;
+    };
+    // The work goes to the thread once it runs, so that it is still here if it cannot start.
+    let (job_tx, job_rx) = std::sync::mpsc::channel::<ServeJob<S>>();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let thread_lookups = lookups.clone();
+    let thread = std::thread::Builder::new()
+        .name("policy-serve".into())
+        .spawn(move || {
+            let Ok(job) = job_rx.recv() else { return };
+            let summary = connection_runtime.block_on(async move {
+                let on_event = |event| {
+                    let _ = event_tx.send(event);
+                };
+                let stopped = async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                };
+                match job.listener.move_to_this_runtime() {
+                    Ok(listener) => {
+                        let (engine, options) = (job.engine, job.options);
+                        serve_here(listener, engine, options, stopped, on_event, thread_lookups)
+                            .await
+                    }
+                    Err(e) => {
+                        on_event(ServeEvent::AcceptFailed {
+                            message: format!("cannot serve the listener on its thread: {e}"),
+                        });
+                        ServeSummary::default()
+                    }
+                }
+            });
+            let _ = done_tx.send(summary);
+        });
+    if thread.is_err() {
+        return serve_here(listener, engine, options, shutdown, on_event, lookups).await;
+    }
+    let _ = job_tx.send(ServeJob {
+        listener,
+        engine,
+        options,
+    });
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            () = &mut shutdown, if !stopping => {
+                stopping = true;
+                let _ = stop_tx.send(true);
+            }
+            event = event_rx.recv() => match event {
+                Some(event) => on_event(event),
+                None => break,
+            },
+        }
+    }
+    done_rx.await.unwrap_or_default()
+}
+
+/// What [`serve_until`] hands to the connections' thread.
+struct ServeJob<S> {
+    listener: PolicyListener,
+    engine: Arc<PolicyEngine<S>>,
+    options: ServeOptions,
+}
+
+/// [`serve_until`] on the runtime this is called in, lookups that miss the hot cache spawned
+/// on `lookups`.
+async fn serve_here<S: PolicySources>(
+    listener: PolicyListener,
+    engine: Arc<PolicyEngine<S>>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+    mut on_event: impl FnMut(ServeEvent),
+    lookups: Handle,
 ) -> ServeSummary {
     let options = Arc::new(options);
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
@@ -277,12 +398,16 @@ pub async fn serve_until<S: PolicySources>(
                     Ok((connection, peer)) => {
                         summary.connections += 1;
                         let id = summary.connections;
-                        let (engine, options, stop) =
-                            (engine.clone(), options.clone(), stop_rx.clone());
+                        let context = ConnectionContext {
+                            engine: engine.clone(),
+                            options: options.clone(),
+                            lookups: lookups.clone(),
+                        };
+                        let stop = stop_rx.clone();
                         connections.spawn(async move {
                             let (requests, end) = match connection {
-                                Connection::Tcp(s) => serve_connection(s, engine, options, stop).await,
-                                Connection::Unix(s) => serve_connection(s, engine, options, stop).await,
+                                Connection::Tcp(s) => serve_connection(s, context, stop).await,
+                                Connection::Unix(s) => serve_connection(s, context, stop).await,
                             };
                             drop(permit);
                             ServeEvent::Closed { id, peer, requests, end }
@@ -322,23 +447,51 @@ pub async fn serve_until<S: PolicySources>(
 /// Largest amount of unanswered input kept per connection: a few maximal requests.
 const MAX_INPUT: usize = 4 * (MAX_REQUEST_LEN + 8);
 
-/// Serves one connection; returns the requests answered and why it ended.
-async fn serve_connection<T, S>(
-    mut stream: T,
+/// What every connection shares.
+struct ConnectionContext<S> {
     engine: Arc<PolicyEngine<S>>,
     options: Arc<ServeOptions>,
+    /// Where lookups that miss the hot cache run.
+    lookups: Handle,
+}
+
+/// Serves one connection; returns the requests answered and why it ended.
+///
+/// Per request this costs a decode, a cache look-up, one `write` and one `read`, and one
+/// clock reading: the idle/read timer is one [`Sleep`](tokio::time::Sleep) armed once and
+/// moved only when it fires early (the deadline is computed from the last activity then) or
+/// when a shorter deadline starts, and the stop signal is one future for the whole
+/// connection.
+async fn serve_connection<T, S>(
+    mut stream: T,
+    context: ConnectionContext<S>,
     mut stop: watch::Receiver<bool>,
 ) -> (u64, ConnectionEnd)
 where
     T: AsyncRead + AsyncWrite + Unpin,
     S: PolicySources,
 {
+    let ConnectionContext {
+        engine,
+        options,
+        lookups,
+    } = context;
     let mut input: Vec<u8> = Vec::with_capacity(1024);
     let mut output: Vec<u8> = Vec::with_capacity(1024);
     let mut pending: FuturesOrdered<BoxFuture<'static, Vec<u8>>> = FuturesOrdered::new();
     let mut answered: u64 = 0;
     let mut eof = false;
     let mut stopping = *stop.borrow();
+    // Resolves once the server is stopping (or its sender is gone).
+    let stop_signal = async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    };
+    tokio::pin!(stop_signal);
+    // When something last happened (a read, or answers arriving): the idle and read
+    // timeouts count from it.
+    let mut last_activity = Instant::now();
+    let timer = tokio::time::sleep_until(last_activity + options.idle_timeout);
+    tokio::pin!(timer);
     loop {
         // Decode every complete request, up to the in-flight limit.
         let mut used = 0;
@@ -361,7 +514,8 @@ where
                         } else {
                             pending.push_back(futures::future::ready(bytes).boxed());
                         }
-                    } else if pending.is_empty() && engine.answer_cached(&request.key, &mut output)
+                    } else if pending.is_empty()
+                        && engine.answer_cached_on(&request.key, &mut output, &lookups)
                     {
                         answered += 1;
                     } else {
@@ -369,6 +523,7 @@ where
                             engine.clone(),
                             request.key,
                             options.lookup_timeout,
+                            &lookups,
                         ));
                     }
                 }
@@ -381,11 +536,9 @@ where
         }
         input.drain(..used);
         if !output.is_empty() {
-            let write = tokio::time::timeout(options.read_timeout, stream.write_all(&output));
-            match write.await {
-                Ok(Ok(())) => output.clear(),
-                Ok(Err(e)) => return (answered, ConnectionEnd::Io(e.to_string())),
-                Err(_) => return (answered, ConnectionEnd::Timeout),
+            match write_reply(&mut stream, &output, options.read_timeout).await {
+                Ok(()) => output.clear(),
+                Err(end) => return (answered, end),
             }
         }
         if pending.is_empty() {
@@ -404,19 +557,22 @@ where
             && protocol_error.is_none()
             && pending.len() < options.max_in_flight
             && input.len() < MAX_INPUT;
-        let timer = match (pending.is_empty(), input.is_empty()) {
+        let timeout = match (pending.is_empty(), input.is_empty()) {
             (true, true) => Some(options.idle_timeout),
             (true, false) => Some(options.read_timeout),
             (false, _) => None,
         };
-        let deadline = Instant::now() + timer.unwrap_or(Duration::ZERO);
+        let deadline = timeout.map(|t| last_activity + t);
+        // The timer may be late (moved on when it fires) but never later than a deadline
+        // that starts now and is shorter than the one it was armed for.
+        if let Some(deadline) = deadline
+            && deadline < timer.deadline()
+        {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
-            changed = stop.changed(), if !stopping => {
-                if changed.is_err() || *stop.borrow() {
-                    stopping = true;
-                }
-            }
+            () = &mut stop_signal, if !stopping => stopping = true,
             Some(reply) = pending.next(), if !pending.is_empty() => {
                 output.extend_from_slice(&reply);
                 answered += 1;
@@ -425,19 +581,48 @@ where
                     output.extend_from_slice(&reply);
                     answered += 1;
                 }
+                last_activity = Instant::now();
             }
             read = read_some(&mut stream, &mut input), if can_read => match read {
                 Ok(0) => eof = true,
-                Ok(_) => {}
+                Ok(_) => last_activity = Instant::now(),
                 Err(e) => return (answered, ConnectionEnd::Io(e.to_string())),
             },
-            () = tokio::time::sleep_until(deadline), if timer.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
+                let deadline = deadline.unwrap_or_else(Instant::now);
+                if Instant::now() < deadline {
+                    // Armed for an earlier deadline that activity has since moved on.
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
                 return (
                     answered,
                     if input.is_empty() { ConnectionEnd::IdleTimeout } else { ConnectionEnd::Timeout },
                 );
             }
         }
+    }
+}
+
+/// Writes `output` whole within `timeout`: first one plain `write` (which takes all of a
+/// small reply at once, with no timer), then the rest under the timeout.
+async fn write_reply<T: AsyncWrite + Unpin>(
+    stream: &mut T,
+    output: &[u8],
+    timeout: Duration,
+) -> Result<(), ConnectionEnd> {
+    let written = match stream.write(output).now_or_never() {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => return Err(ConnectionEnd::Io(e.to_string())),
+        None => 0,
+    };
+    let Some(rest) = output.get(written..).filter(|rest| !rest.is_empty()) else {
+        return Ok(());
+    };
+    match tokio::time::timeout(timeout, stream.write_all(rest)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ConnectionEnd::Io(e.to_string())),
+        Err(_) => Err(ConnectionEnd::Timeout),
     }
 }
 
@@ -452,13 +637,32 @@ async fn read_some<T: AsyncRead + Unpin>(
     limited.read_buf(input).await
 }
 
-/// The encoded reply for a lookup that was not a hot-cache hit.
+/// The encoded reply for a lookup that was not a hot-cache hit, worked out in a task on
+/// `runtime`.
 fn lookup<S: PolicySources>(
     engine: Arc<PolicyEngine<S>>,
     key: String,
     timeout: Duration,
+    runtime: &Handle,
 ) -> BoxFuture<'static, Vec<u8>> {
+    let task = runtime.spawn(lookup_reply(engine, key, timeout));
     async move {
+        task.await.unwrap_or_else(|_| {
+            let mut out = Vec::new();
+            let _ = Reply::Temp("policy lookup failed".into()).encode(&mut out);
+            out
+        })
+    }
+    .boxed()
+}
+
+/// The encoded reply for `key`, from the cache or after deciding it.
+async fn lookup_reply<S: PolicySources>(
+    engine: Arc<PolicyEngine<S>>,
+    key: String,
+    timeout: Duration,
+) -> Vec<u8> {
+    {
         let mut out = Vec::new();
         // An earlier request in the pipeline may have filled the cache meanwhile.
         if engine.answer_cached(&key, &mut out) {
@@ -477,7 +681,6 @@ fn lookup<S: PolicySources>(
         }
         out
     }
-    .boxed()
 }
 
 #[cfg(test)]
