@@ -2,6 +2,9 @@
 //! every format sigillo reads (RFC 3164 syslog without a year, ISO 8601 / RFC 3339 syslog,
 //! RFC 5424, journald `short-iso`, and Exim's own mainlog). No I/O.
 //!
+//! The parsers find a line's parts as offsets ([`LineParts`]), which the reader keeps as spans
+//! of its blocks; [`Envelope::parse`] gives them as slices of the line ([`Line`]).
+//!
 //! [`Envelope`] is the per-file parser state: the [`YearGuess`] for timestamps without a year,
 //! and a one-entry cache of the last RFC 3164 timestamp (log lines come many to a second).
 //! Times with a zone are converted to UTC; times without one are taken as UTC.
@@ -24,6 +27,47 @@ pub struct Line<'a> {
     pub message: &'a str,
     /// The whole line, for evidence.
     pub raw: &'a str,
+}
+
+/// A [`Line`] with its parts as byte offsets of the line: what the parsers find, so that a
+/// caller keeping lines in a larger buffer ([`crate::input::LineBlock`]) takes its spans as
+/// they are. Offsets fall next to ASCII delimiters, so on char boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LineParts {
+    pub time: UnixTime,
+    pub pid: Option<u32>,
+    /// Start and end of the host (equal when there is none).
+    pub host: (usize, usize),
+    pub program: Program,
+    /// Where the message starts; it runs to the end of the line.
+    pub message: usize,
+}
+
+/// Where a line's program is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Program {
+    /// Start and end in the line (equal when there is none).
+    At(usize, usize),
+    /// `exim`, for Exim's mainlog, whose lines name no program.
+    Exim,
+}
+
+impl LineParts {
+    /// The parts as slices of `raw`, the line they were found in.
+    pub(crate) fn line(self, raw: &str) -> Line<'_> {
+        let get = |(start, end): (usize, usize)| raw.get(start..end).unwrap_or_default();
+        Line {
+            time: self.time,
+            host: get(self.host),
+            program: match self.program {
+                Program::At(start, end) => get((start, end)),
+                Program::Exim => "exim",
+            },
+            pid: self.pid,
+            message: raw.get(self.message..).unwrap_or_default(),
+            raw,
+        }
+    }
 }
 
 /// The envelope formats [`Envelope::parse`] recognises.
@@ -201,6 +245,11 @@ impl Envelope {
 
     /// Splits one line (without its line ending) into its envelope.
     pub fn parse<'a>(&mut self, raw: &'a str) -> Result<Line<'a>, EnvelopeError> {
+        self.parse_parts(raw).map(|parts| parts.line(raw))
+    }
+
+    /// [`Envelope::parse`] with the parts as offsets of the line.
+    pub(crate) fn parse_parts(&mut self, raw: &str) -> Result<LineParts, EnvelopeError> {
         let b = raw.as_bytes();
         let mut i = skip_blanks(b, 0);
         match b.get(i) {
@@ -226,7 +275,7 @@ impl Envelope {
         }
     }
 
-    fn parse_3164<'a>(&mut self, raw: &'a str, start: usize) -> Result<Line<'a>, EnvelopeError> {
+    fn parse_3164(&mut self, raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
         const F: LineFormat = LineFormat::Rfc3164;
         let b = raw.as_bytes();
         let bad = |field, at| malformed(F, field, at);
@@ -309,7 +358,7 @@ fn syslog_tail(
     mut i: usize,
     time: UnixTime,
     format: LineFormat,
-) -> Result<Line<'_>, EnvelopeError> {
+) -> Result<LineParts, EnvelopeError> {
     let b = raw.as_bytes();
     if b.get(i) != Some(&b' ') && b.get(i) != Some(&b'\t') {
         return Err(malformed(format, Field::Timestamp, i));
@@ -320,31 +369,29 @@ fn syslog_tail(
     if host_end == host_start {
         return Err(malformed(format, Field::Host, host_start));
     }
-    let host_token = raw.get(host_start..host_end).unwrap_or_default();
-    let (host, tag_start) = if host_token.ends_with(':') {
-        ("", host_start)
+    let (host, tag_start) = if b.get(host_end - 1) == Some(&b':') {
+        ((host_start, host_start), host_start)
     } else {
-        (host_token, skip_blanks(b, host_end))
+        ((host_start, host_end), skip_blanks(b, host_end))
     };
-    let (program, pid, message) = split_tag(raw, tag_start, format)?;
-    Ok(Line {
+    let (program, pid, message) = split_tag(b, tag_start, format)?;
+    Ok(LineParts {
         time,
+        pid,
         host,
         program,
-        pid,
         message,
-        raw,
     })
 }
 
 /// `program[pid]: message`, `program: message`; a line with no tag (`last message repeated`)
-/// has an empty program and the whole rest as message.
+/// has an empty program and the whole rest as message. Returns the program, the pid and where
+/// the message starts.
 fn split_tag(
-    raw: &str,
+    b: &[u8],
     start: usize,
     format: LineFormat,
-) -> Result<(&str, Option<u32>, &str), EnvelopeError> {
-    let b = raw.as_bytes();
+) -> Result<(Program, Option<u32>, usize), EnvelopeError> {
     let stop = find_any(
         b.get(start..).unwrap_or_default(),
         [b'[', b':', b' ', b'\t'],
@@ -353,7 +400,7 @@ fn split_tag(
         let i = start + n;
         match b.get(i).copied().unwrap_or(b' ') {
             b'[' => {
-                let program = raw.get(start..i).unwrap_or_default();
+                let program = Program::At(start, i);
                 let pid_start = i + 1;
                 let (value, digits) = leading_number(b.get(pid_start..).unwrap_or_default());
                 let mut j = pid_start + digits;
@@ -366,31 +413,25 @@ fn split_tag(
                 if b.get(j) == Some(&b':') {
                     j += 1;
                 }
-                return Ok((program, Some(pid), message_from(raw, j)));
+                return Ok((program, Some(pid), message_from(b, j)));
             }
             b':' => {
-                let program = raw.get(start..i).unwrap_or_default();
-                return Ok((program, None, message_from(raw, i + 1)));
+                return Ok((Program::At(start, i), None, message_from(b, i + 1)));
             }
             _ => {}
         }
     }
-    Ok(("", None, raw.get(start..).unwrap_or_default()))
+    Ok((Program::At(start, start), None, start))
 }
 
-/// The message after a tag: one separating space is dropped.
-fn message_from(raw: &str, i: usize) -> &str {
-    let i = if raw.as_bytes().get(i) == Some(&b' ') {
-        i + 1
-    } else {
-        i
-    };
-    raw.get(i..).unwrap_or_default()
+/// Where the message after a tag starts: one separating space is dropped.
+fn message_from(b: &[u8], i: usize) -> usize {
+    if b.get(i) == Some(&b' ') { i + 1 } else { i }
 }
 
 /// `YYYY-MM-DDThh:mm:ss…` (RFC 3339 syslog, journald short-iso) or `YYYY-MM-DD hh:mm:ss…`
 /// (Exim's mainlog).
-fn parse_iso(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+fn parse_iso(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
     let b = raw.as_bytes();
     match b.get(start + 10) {
         Some(b'T') | Some(b't') => {
@@ -444,7 +485,7 @@ fn parse_offset(b: &[u8], i: usize, colon_optional: bool) -> Option<(i64, usize)
 }
 
 /// Exim: `2026-11-22 13:16:34[.mmm] [+0100 ][[pid] ]message`.
-fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+fn parse_exim(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
     const F: LineFormat = LineFormat::EximMainlog;
     let b = raw.as_bytes();
     let days = parse_date(b, start).ok_or(malformed(F, Field::Timestamp, start))?;
@@ -478,18 +519,17 @@ fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
             i += 1;
         }
     }
-    Ok(Line {
+    Ok(LineParts {
         time,
-        host: "",
-        program: "exim",
         pid,
-        message: raw.get(i..).unwrap_or_default(),
-        raw,
+        host: (0, 0),
+        program: Program::Exim,
+        message: i,
     })
 }
 
 /// RFC 5424 after `<PRI>1 `: `TIMESTAMP HOST APP PROCID MSGID SD [MSG]`.
-fn parse_5424(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+fn parse_5424(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
     const F: LineFormat = LineFormat::Rfc5424;
     let b = raw.as_bytes();
     if b.get(start) == Some(&b'-') {
@@ -497,7 +537,7 @@ fn parse_5424(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
         return Err(malformed(F, Field::Timestamp, start));
     }
     let (time, mut i) = parse_datetime(b, start, F)?;
-    let mut fields = [""; 4]; // host, app, procid, msgid
+    let mut fields = [(0, 0); 4]; // host, app, procid, msgid
     for (n, slot) in fields.iter_mut().enumerate() {
         if b.get(i) != Some(&b' ') {
             let field = if n == 0 { Field::Timestamp } else { Field::Tag };
@@ -508,11 +548,15 @@ fn parse_5424(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
         if end == i {
             return Err(malformed(F, Field::Tag, i));
         }
-        let v = raw.get(i..end).unwrap_or_default();
-        *slot = if v == "-" { "" } else { v };
+        *slot = if end == i + 1 && b.get(i) == Some(&b'-') {
+            (i, i)
+        } else {
+            (i, end)
+        };
         i = end;
     }
-    let [host, program, procid, _msgid] = fields;
+    let [host, (program_start, program_end), procid, _msgid] = fields;
+    let procid = raw.get(procid.0..procid.1).unwrap_or_default();
     let pid =
         if !procid.is_empty() && procid.len() <= 9 && procid.bytes().all(|c| c.is_ascii_digit()) {
             procid.parse().ok()
@@ -525,20 +569,23 @@ fn parse_5424(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
     i += 1;
     i = skip_structured_data(b, i).ok_or(malformed(F, Field::StructuredData, i))?;
     let message = match b.get(i) {
-        None => "",
+        None => i,
         Some(b' ') => {
-            let m = raw.get(i + 1..).unwrap_or_default();
-            m.strip_prefix('\u{feff}').unwrap_or(m)
+            let bom = "\u{feff}".as_bytes();
+            if b.get(i + 1..).is_some_and(|m| m.starts_with(bom)) {
+                i + 1 + bom.len()
+            } else {
+                i + 1
+            }
         }
         Some(_) => return Err(malformed(F, Field::StructuredData, i)),
     };
-    Ok(Line {
+    Ok(LineParts {
         time,
-        host,
-        program,
         pid,
+        host,
+        program: Program::At(program_start, program_end),
         message,
-        raw,
     })
 }
 
