@@ -218,7 +218,7 @@ impl YearGuess {
     }
 }
 
-/// Per-file envelope parser: the year state and a timestamp cache.
+/// Per-file envelope parser: the year state, a timestamp cache and a host cache.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     year: YearGuess,
@@ -227,6 +227,59 @@ pub struct Envelope {
     cache_key: [u8; 16],
     cache_len: u8,
     cache_time: UnixTime,
+    hosts: HostCache,
+}
+
+/// What followed the timestamp of a recent syslog line with a host (` mx `: blanks, the host,
+/// blanks), when that fits in 15 bytes: a line with the same bytes after its timestamp, and
+/// no blank after them, has the same host and its tag where they end.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostCache {
+    /// The bytes, little-endian, the rest zero.
+    key: u128,
+    /// How many bytes; 0 = empty.
+    len: u8,
+    /// Where the host starts and ends in them.
+    host: (u8, u8),
+}
+
+impl HostCache {
+    /// The host and where the tag starts, for a line whose timestamp ends at `i`, if the
+    /// cached bytes follow it.
+    #[inline]
+    fn find(&self, b: &[u8], i: usize) -> Option<((usize, usize), usize)> {
+        let len = usize::from(self.len);
+        if len == 0 {
+            return None;
+        }
+        let window = u128::from_le_bytes(*b.get(i..)?.first_chunk::<16>()?);
+        let mask = (1u128 << (8 * len)) - 1;
+        let tag_start = i + len;
+        if window & mask != self.key || matches!(b.get(tag_start), None | Some(b' ' | b'\t')) {
+            return None;
+        }
+        let (host_start, host_end) = self.host;
+        Some((
+            (i + usize::from(host_start), i + usize::from(host_end)),
+            tag_start,
+        ))
+    }
+
+    /// Keeps `b[i..tag_start]`, a timestamp's end to its tag, with the host in it.
+    fn remember(&mut self, b: &[u8], i: usize, host: (usize, usize), tag_start: usize) {
+        let len = tag_start - i;
+        if len >= 16 || host.1 >= tag_start {
+            return;
+        }
+        let Some(window) = b.get(i..).and_then(|rest| rest.first_chunk::<16>()) else {
+            return;
+        };
+        *self = HostCache {
+            key: u128::from_le_bytes(*window) & ((1u128 << (8 * len)) - 1),
+            len: len as u8,
+            host: ((host.0 - i) as u8, (host.1 - i) as u8),
+        };
+    }
 }
 
 impl Envelope {
@@ -236,6 +289,7 @@ impl Envelope {
             cache_key: [0; 16],
             cache_len: 0,
             cache_time: 0,
+            hosts: HostCache::default(),
         }
     }
 
@@ -264,13 +318,13 @@ impl Envelope {
                 } else {
                     match b.get(i) {
                         Some(b'A'..=b'Z') => self.parse_3164(raw, i),
-                        Some(b'0'..=b'9') => parse_iso(raw, i),
+                        Some(b'0'..=b'9') => parse_iso(raw, i, &mut self.hosts),
                         _ => Err(malformed(LineFormat::Rfc5424, Field::Version, i)),
                     }
                 }
             }
             Some(b'A'..=b'Z') => self.parse_3164(raw, i),
-            Some(b'0'..=b'9') => parse_iso(raw, i),
+            Some(b'0'..=b'9') => parse_iso(raw, i, &mut self.hosts),
             Some(_) => Err(EnvelopeError::UnknownFormat),
         }
     }
@@ -284,7 +338,8 @@ impl Envelope {
             .and_then(|w| <[u8; 16]>::try_from(w).ok());
         if self.cache_len != 0 && window == Some(self.cache_key) {
             // Same first 16 bytes, which hold the whole timestamp: same time.
-            return syslog_tail(raw, start + usize::from(self.cache_len), self.cache_time, F);
+            let end = start + usize::from(self.cache_len);
+            return syslog_tail(raw, end, self.cache_time, F, &mut self.hosts);
         }
         // `Nov 22 13:24:13` / `Nov  2 13:24:13` / `Nov 2 13:24:13`: find the end of hh:mm:ss.
         let mut i = start + 3;
@@ -321,7 +376,7 @@ impl Envelope {
             }
             _ => self.cache_len = 0,
         }
-        syslog_tail(raw, i, time, F)
+        syslog_tail(raw, i, time, F, &mut self.hosts)
     }
 }
 
@@ -351,28 +406,19 @@ fn parse_pri(b: &[u8], lt: usize) -> Result<(u32, usize), EnvelopeError> {
     Ok((v, i + 1))
 }
 
-/// After the timestamp of an RFC 3164 or RFC 3339 syslog line: ` host tag[pid]: message`.
-/// A first token that ends in `:` is a tag with no host before it.
+/// After the timestamp (ending at `ts_end`) of an RFC 3164 or RFC 3339 syslog line:
+/// ` host tag[pid]: message`. A first token that ends in `:` is a tag with no host before it.
 fn syslog_tail(
     raw: &str,
-    mut i: usize,
+    ts_end: usize,
     time: UnixTime,
     format: LineFormat,
+    hosts: &mut HostCache,
 ) -> Result<LineParts, EnvelopeError> {
     let b = raw.as_bytes();
-    if b.get(i) != Some(&b' ') && b.get(i) != Some(&b'\t') {
-        return Err(malformed(format, Field::Timestamp, i));
-    }
-    i = skip_blanks(b, i);
-    let host_start = i;
-    let host_end = find_blank(b, i);
-    if host_end == host_start {
-        return Err(malformed(format, Field::Host, host_start));
-    }
-    let (host, tag_start) = if b.get(host_end - 1) == Some(&b':') {
-        ((host_start, host_start), host_start)
-    } else {
-        ((host_start, host_end), skip_blanks(b, host_end))
+    let (host, tag_start) = match hosts.find(b, ts_end) {
+        Some(found) => found,
+        None => find_host(b, ts_end, format, hosts)?,
     };
     let (program, pid, message) = split_tag(b, tag_start, format)?;
     Ok(LineParts {
@@ -382,6 +428,30 @@ fn syslog_tail(
         program,
         message,
     })
+}
+
+/// The host after a timestamp ending at `ts_end` (empty when there is none) and where the tag
+/// starts; remembered in `hosts`.
+fn find_host(
+    b: &[u8],
+    ts_end: usize,
+    format: LineFormat,
+    hosts: &mut HostCache,
+) -> Result<((usize, usize), usize), EnvelopeError> {
+    if b.get(ts_end) != Some(&b' ') && b.get(ts_end) != Some(&b'\t') {
+        return Err(malformed(format, Field::Timestamp, ts_end));
+    }
+    let host_start = skip_blanks(b, ts_end);
+    let host_end = find_blank(b, host_start);
+    if host_end == host_start {
+        return Err(malformed(format, Field::Host, host_start));
+    }
+    if b.get(host_end - 1) == Some(&b':') {
+        return Ok(((host_start, host_start), host_start));
+    }
+    let tag_start = skip_blanks(b, host_end);
+    hosts.remember(b, ts_end, (host_start, host_end), tag_start);
+    Ok(((host_start, host_end), tag_start))
 }
 
 /// `program[pid]: message`, `program: message`; a line with no tag (`last message repeated`)
@@ -431,12 +501,12 @@ fn message_from(b: &[u8], i: usize) -> usize {
 
 /// `YYYY-MM-DDThh:mm:ss…` (RFC 3339 syslog, journald short-iso) or `YYYY-MM-DD hh:mm:ss…`
 /// (Exim's mainlog).
-fn parse_iso(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
+fn parse_iso(raw: &str, start: usize, hosts: &mut HostCache) -> Result<LineParts, EnvelopeError> {
     let b = raw.as_bytes();
     match b.get(start + 10) {
         Some(b'T') | Some(b't') => {
             let (time, i) = parse_datetime(b, start, LineFormat::Rfc3339)?;
-            syslog_tail(raw, i, time, LineFormat::Rfc3339)
+            syslog_tail(raw, i, time, LineFormat::Rfc3339, hosts)
         }
         Some(b' ') => parse_exim(raw, start),
         _ => Err(EnvelopeError::UnknownFormat),
@@ -947,8 +1017,8 @@ mod tests {
 
     #[test]
     fn the_cache_gives_what_a_fresh_parse_gives() {
-        // Every line after every other: same or different second, host, blanks after the
-        // host, a host-less tag, short lines.
+        // Every line after every other: same or different second, host (longer, shorter),
+        // blanks after the host, a host-less tag, short lines, another format.
         let lines = [
             "Nov 22 13:24:13 mx postfix/smtpd[1]: connect from a[192.0.2.1] and more text",
             "Nov 22 13:24:13 mx postfix/qmgr[2]: 4B6A19AC1C8: from=<a@b.example>, size=1",
@@ -964,6 +1034,11 @@ mod tests {
             "Nov 22 13:24:13 mx ",
             "Nov 22 13:24:13 mx",
             "Nov 22 13:24:14 mx postfix/smtpd[1]: the next second, with more text after it",
+            "Nov 22 13:24:13 mxx postfix/smtpd[1]: a host one byte longer, and more text",
+            "Nov 22 13:24:13 m postfix/smtpd[1]: a host one byte shorter, and more text",
+            "Nov 22 13:24:13 mx    \t  x[1]: more blanks after the host than a cache holds",
+            "Nov 22 13:24:13 mx :x[1]: a tag that starts with a colon, and more text here",
+            "2026-11-22T13:24:13+01:00 mx postfix/smtpd[1]: RFC 3339, the same host after it",
             "<22>Nov 22 13:24:13 mx postfix/smtpd[1]: with a priority, and more text here",
         ];
         let fresh = |line| Envelope::new(YearGuess::from_mtime(2026, 11)).parse(line);
