@@ -299,12 +299,13 @@ impl Envelope {
 
     /// Splits one line (without its line ending) into its envelope.
     pub fn parse<'a>(&mut self, raw: &'a str) -> Result<Line<'a>, EnvelopeError> {
-        self.parse_parts(raw).map(|parts| parts.line(raw))
+        self.parse_parts(raw.as_bytes())
+            .map(|parts| parts.line(raw))
     }
 
-    /// [`Envelope::parse`] with the parts as offsets of the line.
-    pub(crate) fn parse_parts(&mut self, raw: &str) -> Result<LineParts, EnvelopeError> {
-        let b = raw.as_bytes();
+    /// [`Envelope::parse`] with the parts as offsets of the line, given as its bytes (valid
+    /// UTF-8: the offsets are char boundaries of it).
+    pub(crate) fn parse_parts(&mut self, b: &[u8]) -> Result<LineParts, EnvelopeError> {
         let mut i = skip_blanks(b, 0);
         match b.get(i) {
             None => Err(EnvelopeError::Empty),
@@ -312,26 +313,25 @@ impl Envelope {
                 let (_pri, next) = parse_pri(b, i)?;
                 i = next;
                 if b.get(i) == Some(&b'1') && b.get(i + 1) == Some(&b' ') {
-                    parse_5424(raw, i + 2)
+                    parse_5424(b, i + 2)
                 } else if b.get(i).is_some_and(u8::is_ascii_digit) && b.get(i + 1) == Some(&b' ') {
                     Err(malformed(LineFormat::Rfc5424, Field::Version, i))
                 } else {
                     match b.get(i) {
-                        Some(b'A'..=b'Z') => self.parse_3164(raw, i),
-                        Some(b'0'..=b'9') => parse_iso(raw, i, &mut self.hosts),
+                        Some(b'A'..=b'Z') => self.parse_3164(b, i),
+                        Some(b'0'..=b'9') => parse_iso(b, i, &mut self.hosts),
                         _ => Err(malformed(LineFormat::Rfc5424, Field::Version, i)),
                     }
                 }
             }
-            Some(b'A'..=b'Z') => self.parse_3164(raw, i),
-            Some(b'0'..=b'9') => parse_iso(raw, i, &mut self.hosts),
+            Some(b'A'..=b'Z') => self.parse_3164(b, i),
+            Some(b'0'..=b'9') => parse_iso(b, i, &mut self.hosts),
             Some(_) => Err(EnvelopeError::UnknownFormat),
         }
     }
 
-    fn parse_3164(&mut self, raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
+    fn parse_3164(&mut self, b: &[u8], start: usize) -> Result<LineParts, EnvelopeError> {
         const F: LineFormat = LineFormat::Rfc3164;
-        let b = raw.as_bytes();
         let bad = |field, at| malformed(F, field, at);
         let window: Option<[u8; 16]> = b
             .get(start..start + 16)
@@ -339,7 +339,7 @@ impl Envelope {
         if self.cache_len != 0 && window == Some(self.cache_key) {
             // Same first 16 bytes, which hold the whole timestamp: same time.
             let end = start + usize::from(self.cache_len);
-            return syslog_tail(raw, end, self.cache_time, F, &mut self.hosts);
+            return syslog_tail(b, end, self.cache_time, F, &mut self.hosts);
         }
         // `Nov 22 13:24:13` / `Nov  2 13:24:13` / `Nov 2 13:24:13`: find the end of hh:mm:ss.
         let mut i = start + 3;
@@ -376,7 +376,7 @@ impl Envelope {
             }
             _ => self.cache_len = 0,
         }
-        syslog_tail(raw, i, time, F, &mut self.hosts)
+        syslog_tail(b, i, time, F, &mut self.hosts)
     }
 }
 
@@ -409,13 +409,12 @@ fn parse_pri(b: &[u8], lt: usize) -> Result<(u32, usize), EnvelopeError> {
 /// After the timestamp (ending at `ts_end`) of an RFC 3164 or RFC 3339 syslog line:
 /// ` host tag[pid]: message`. A first token that ends in `:` is a tag with no host before it.
 fn syslog_tail(
-    raw: &str,
+    b: &[u8],
     ts_end: usize,
     time: UnixTime,
     format: LineFormat,
     hosts: &mut HostCache,
 ) -> Result<LineParts, EnvelopeError> {
-    let b = raw.as_bytes();
     let (host, tag_start) = match hosts.find(b, ts_end) {
         Some(found) => found,
         None => find_host(b, ts_end, format, hosts)?,
@@ -501,14 +500,13 @@ fn message_from(b: &[u8], i: usize) -> usize {
 
 /// `YYYY-MM-DDThh:mm:ss…` (RFC 3339 syslog, journald short-iso) or `YYYY-MM-DD hh:mm:ss…`
 /// (Exim's mainlog).
-fn parse_iso(raw: &str, start: usize, hosts: &mut HostCache) -> Result<LineParts, EnvelopeError> {
-    let b = raw.as_bytes();
+fn parse_iso(b: &[u8], start: usize, hosts: &mut HostCache) -> Result<LineParts, EnvelopeError> {
     match b.get(start + 10) {
         Some(b'T') | Some(b't') => {
             let (time, i) = parse_datetime(b, start, LineFormat::Rfc3339)?;
-            syslog_tail(raw, i, time, LineFormat::Rfc3339, hosts)
+            syslog_tail(b, i, time, LineFormat::Rfc3339, hosts)
         }
-        Some(b' ') => parse_exim(raw, start),
+        Some(b' ') => parse_exim(b, start),
         _ => Err(EnvelopeError::UnknownFormat),
     }
 }
@@ -555,9 +553,8 @@ fn parse_offset(b: &[u8], i: usize, colon_optional: bool) -> Option<(i64, usize)
 }
 
 /// Exim: `2026-11-22 13:16:34[.mmm] [+0100 ][[pid] ]message`.
-fn parse_exim(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
+fn parse_exim(b: &[u8], start: usize) -> Result<LineParts, EnvelopeError> {
     const F: LineFormat = LineFormat::EximMainlog;
-    let b = raw.as_bytes();
     let days = parse_date(b, start).ok_or(malformed(F, Field::Timestamp, start))?;
     let secs = parse_hms(b, start + 11).ok_or(malformed(F, Field::Timestamp, start + 11))?;
     let mut time = days * 86_400 + secs;
@@ -599,9 +596,8 @@ fn parse_exim(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
 }
 
 /// RFC 5424 after `<PRI>1 `: `TIMESTAMP HOST APP PROCID MSGID SD [MSG]`.
-fn parse_5424(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
+fn parse_5424(b: &[u8], start: usize) -> Result<LineParts, EnvelopeError> {
     const F: LineFormat = LineFormat::Rfc5424;
-    let b = raw.as_bytes();
     if b.get(start) == Some(&b'-') {
         // NILVALUE timestamp: the line has no time.
         return Err(malformed(F, Field::Timestamp, start));
@@ -626,13 +622,8 @@ fn parse_5424(raw: &str, start: usize) -> Result<LineParts, EnvelopeError> {
         i = end;
     }
     let [host, (program_start, program_end), procid, _msgid] = fields;
-    let procid = raw.get(procid.0..procid.1).unwrap_or_default();
-    let pid =
-        if !procid.is_empty() && procid.len() <= 9 && procid.bytes().all(|c| c.is_ascii_digit()) {
-            procid.parse().ok()
-        } else {
-            None
-        };
+    // A number of up to nine digits; anything else is no pid.
+    let pid = digits(b, procid.0, procid.1);
     if b.get(i) != Some(&b' ') {
         return Err(malformed(F, Field::StructuredData, i));
     }

@@ -1047,7 +1047,7 @@ impl Ctx<'_> {
                 let mut at = 0;
                 for nl in memchr::memchr_iter(b'\n', text.as_bytes()) {
                     self.stats.lines += 1;
-                    let line = text.get(at..nl).unwrap_or_default();
+                    let line = text.as_bytes().get(at..nl).unwrap_or_default();
                     if let Some((parts, len)) = self.text_line(line) {
                         lines.push(LineSpans::new(parts, at, len, &mut constants, text_len));
                     }
@@ -1098,7 +1098,7 @@ impl Ctx<'_> {
             return Err(NotText);
         }
         match std::str::from_utf8(line) {
-            Ok(s) => Ok(self.text_line(s)),
+            Ok(_) => Ok(self.text_line(line)),
             Err(_) if line.len() > self.max_line => {
                 self.long_line();
                 Err(NotText)
@@ -1115,11 +1115,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// One valid line (already counted in `lines`): its envelope and length (without a `\r`
-    /// ending) if it is a good line.
-    #[inline]
-    fn text_line(&mut self, line: &str) -> Option<(LineParts, usize)> {
-        let line = line.strip_suffix('\r').unwrap_or(line);
+    /// One line of valid UTF-8 (already counted in `lines`): its envelope and length (without
+    /// a `\r` ending) if it is a good line.
+    #[inline(always)]
+    fn text_line(&mut self, line: &[u8]) -> Option<(LineParts, usize)> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return None;
         }
@@ -1134,24 +1134,33 @@ impl Ctx<'_> {
             }
             Err(EnvelopeError::Empty) => None,
             Err(error) => {
-                self.stats.bad_lines += 1;
-                if self.stats.errors.len() < self.max_errors {
-                    let mut cut = line.len().min(80);
-                    while !line.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    let e = InputError::BadLine {
-                        file: self.name.to_string(),
-                        line: self.stats.lines,
-                        error,
-                        excerpt: line.get(..cut).unwrap_or_default().to_string(),
-                    };
-                    self.push(e);
-                } else {
-                    self.stats.errors_dropped += 1;
-                }
+                self.bad_line(line, error);
                 None
             }
+        }
+    }
+
+    /// A line of valid UTF-8 with no envelope: counted, and reported with its first 80 bytes
+    /// (cut back to a whole character).
+    #[cold]
+    fn bad_line(&mut self, line: &[u8], error: EnvelopeError) {
+        self.stats.bad_lines += 1;
+        if self.stats.errors.len() < self.max_errors {
+            let mut cut = line.len().min(80);
+            // Back over UTF-8 continuation bytes (0b10xx_xxxx) to a character's start.
+            while cut > 0 && line.get(cut).is_some_and(|&c| c & 0xC0 == 0x80) {
+                cut -= 1;
+            }
+            let excerpt = String::from_utf8_lossy(line.get(..cut).unwrap_or_default());
+            let e = InputError::BadLine {
+                file: self.name.to_string(),
+                line: self.stats.lines,
+                error,
+                excerpt: excerpt.into_owned(),
+            };
+            self.push(e);
+        } else {
+            self.stats.errors_dropped += 1;
         }
     }
 }
@@ -1259,6 +1268,20 @@ mod tests {
         assert!(want.len() >= 40, "only {} good cases", want.len());
         assert_eq!(got, want);
         assert_eq!(source.stats.good_lines, want.len() as u64);
+    }
+
+    #[test]
+    fn a_bad_line_is_reported_with_its_start_cut_back_to_a_whole_character() {
+        // `é` is two bytes: the 80th byte ends the first 13 + 33 * 2 = 79 in the middle of one.
+        let bad = format!("no envelope: {}", "é".repeat(40));
+        let data = format!("Nov 22 13:24:13 mx postfix/smtpd[1]: ok\n{bad}\n");
+        let (got, source) = read_blocks(data.as_bytes(), false);
+        assert_eq!(got.len(), 1);
+        let want = format!("no envelope: {}", "é".repeat(33));
+        match source.stats.errors.as_slice() {
+            [InputError::BadLine { line, excerpt, .. }] => assert_eq!((*line, excerpt), (2, &want)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
