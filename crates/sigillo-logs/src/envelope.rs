@@ -306,6 +306,18 @@ impl Envelope {
     /// [`Envelope::parse`] with the parts as offsets of the line, given as its bytes (valid
     /// UTF-8: the offsets are char boundaries of it).
     pub(crate) fn parse_parts(&mut self, b: &[u8]) -> Result<LineParts, EnvelopeError> {
+        if self.cache_len != 0 && b.first_chunk::<16>() == Some(&self.cache_key) {
+            // The line starts with the cached RFC 3164 timestamp (a month's letter first, no
+            // blank or `<`): what `parse_3164` would find in its cache, found first.
+            let end = usize::from(self.cache_len);
+            return syslog_tail(
+                b,
+                end,
+                self.cache_time,
+                LineFormat::Rfc3164,
+                &mut self.hosts,
+            );
+        }
         let mut i = skip_blanks(b, 0);
         match b.get(i) {
             None => Err(EnvelopeError::Empty),
