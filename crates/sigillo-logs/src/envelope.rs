@@ -6,7 +6,9 @@
 //! of its blocks; [`Envelope::parse`] gives them as slices of the line ([`Line`]).
 //!
 //! [`Envelope`] is the per-file parser state: the [`YearGuess`] for timestamps without a year,
-//! and a one-entry cache of the last RFC 3164 timestamp (log lines come many to a second).
+//! a one-entry cache of the last RFC 3164 timestamp (log lines come many to a second; a line
+//! in another second of the same minute changes only the seconds) and one of the host after
+//! a syslog timestamp (most logs are from one host).
 //! Times with a zone are converted to UTC; times without one are taken as UTC.
 
 use crate::model::UnixTime;
@@ -342,6 +344,32 @@ impl Envelope {
         }
     }
 
+    /// The time of an RFC 3164 line whose first 16 bytes `w` differ from the cached ones only
+    /// in the seconds: the cached time with the seconds changed. The same day and month give
+    /// the same year (the line that filled the cache was the last to ask [`YearGuess`], for
+    /// that month). `None` when that is not so, or a fraction follows the seconds.
+    #[inline]
+    fn next_second(&self, w: [u8; 16]) -> Option<UnixTime> {
+        let end = usize::from(self.cache_len);
+        // The cached timestamp ends in `:ss` within the window (it has no fraction).
+        let ss = end.checked_sub(2)?;
+        let (old, new) = (self.cache_key.get(ss..end)?, w.get(ss..end)?);
+        let same_before = (u128::from_le_bytes(w) ^ u128::from_le_bytes(self.cache_key))
+            .trailing_zeros()
+            >= 8 * ss as u32;
+        if !same_before || w.get(end) == Some(&b'.') {
+            return None;
+        }
+        let seconds = |d: &[u8]| match *d {
+            [tens @ b'0'..=b'9', ones @ b'0'..=b'9'] => {
+                Some(i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+            }
+            _ => None,
+        };
+        let (old, new) = (seconds(old)?, seconds(new)?);
+        (new <= 60).then(|| self.cache_time - old + new)
+    }
+
     fn parse_3164(&mut self, b: &[u8], start: usize) -> Result<LineParts, EnvelopeError> {
         const F: LineFormat = LineFormat::Rfc3164;
         let bad = |field, at| malformed(F, field, at);
@@ -352,6 +380,14 @@ impl Envelope {
             // Same first 16 bytes, which hold the whole timestamp: same time.
             let end = start + usize::from(self.cache_len);
             return syslog_tail(b, end, self.cache_time, F, &mut self.hosts);
+        }
+        if let Some(w) = window
+            && let Some(time) = self.next_second(w)
+        {
+            let end = start + usize::from(self.cache_len);
+            self.cache_key = w;
+            self.cache_time = time;
+            return syslog_tail(b, end, time, F, &mut self.hosts);
         }
         // `Nov 22 13:24:13` / `Nov  2 13:24:13` / `Nov 2 13:24:13`: find the end of hh:mm:ss.
         let mut i = start + 3;
@@ -1037,6 +1073,12 @@ mod tests {
             "Nov 22 13:24:13 mx ",
             "Nov 22 13:24:13 mx",
             "Nov 22 13:24:14 mx postfix/smtpd[1]: the next second, with more text after it",
+            "Nov 22 13:24:60 mx postfix/smtpd[1]: a leap second, with more text after it",
+            "Nov 22 13:24:61 mx postfix/smtpd[1]: no such second, with more text after it",
+            "Nov 22 13:24:1x mx postfix/smtpd[1]: no digit, with more text after it here",
+            "Nov 22 13:24:14.5 mx postfix/smtpd[1]: a fraction, with more text after it",
+            "Nov 2 13:24:13 mx postfix/smtpd[1]: an unpadded day, with more text after it",
+            "Nov 2 13:24:14 mx postfix/smtpd[1]: and its next second, with more text here",
             "Nov 22 13:24:13 mxx postfix/smtpd[1]: a host one byte longer, and more text",
             "Nov 22 13:24:13 m postfix/smtpd[1]: a host one byte shorter, and more text",
             "Nov 22 13:24:13 mx    \t  x[1]: more blanks after the host than a cache holds",
