@@ -235,14 +235,27 @@ pub struct Envelope {
 /// What followed the timestamp of a recent syslog line with a host (` mx `: blanks, the host,
 /// blanks), when that fits in 15 bytes: a line with the same bytes after its timestamp, and
 /// no blank after them, has the same host and its tag where they end.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct HostCache {
     /// The bytes, little-endian, the rest zero.
     key: u128,
-    /// How many bytes; 0 = empty.
+    /// Ones over the bytes (none when empty, which no window then matches).
+    mask: u128,
+    /// How many bytes.
     len: u8,
     /// Where the host starts and ends in them.
     host: (u8, u8),
+}
+
+impl Default for HostCache {
+    fn default() -> Self {
+        HostCache {
+            key: 1,
+            mask: 0,
+            len: 0,
+            host: (0, 0),
+        }
+    }
 }
 
 impl HostCache {
@@ -250,14 +263,9 @@ impl HostCache {
     /// cached bytes follow it.
     #[inline]
     fn find(&self, b: &[u8], i: usize) -> Option<((usize, usize), usize)> {
-        let len = usize::from(self.len);
-        if len == 0 {
-            return None;
-        }
         let window = u128::from_le_bytes(*b.get(i..)?.first_chunk::<16>()?);
-        let mask = (1u128 << (8 * len)) - 1;
-        let tag_start = i + len;
-        if window & mask != self.key || matches!(b.get(tag_start), None | Some(b' ' | b'\t')) {
+        let tag_start = i + usize::from(self.len);
+        if window & self.mask != self.key || matches!(b.get(tag_start), None | Some(b' ' | b'\t')) {
             return None;
         }
         let (host_start, host_end) = self.host;
@@ -276,8 +284,10 @@ impl HostCache {
         let Some(window) = b.get(i..).and_then(|rest| rest.first_chunk::<16>()) else {
             return;
         };
+        let mask = (1u128 << (8 * len)) - 1;
         *self = HostCache {
-            key: u128::from_le_bytes(*window) & ((1u128 << (8 * len)) - 1),
+            key: u128::from_le_bytes(*window) & mask,
+            mask,
             len: len as u8,
             host: ((host.0 - i) as u8, (host.1 - i) as u8),
         };
