@@ -2,8 +2,13 @@
 //! every format sigillo reads (RFC 3164 syslog without a year, ISO 8601 / RFC 3339 syslog,
 //! RFC 5424, journald `short-iso`, and Exim's own mainlog). No I/O.
 //!
+//! The parsers find a line's parts as offsets ([`LineParts`]), which the reader keeps as spans
+//! of its blocks; [`Envelope::parse`] gives them as slices of the line ([`Line`]).
+//!
 //! [`Envelope`] is the per-file parser state: the [`YearGuess`] for timestamps without a year,
-//! and a one-entry cache of the last RFC 3164 timestamp (log lines come many to a second).
+//! a one-entry cache of the last RFC 3164 timestamp (log lines come many to a second; a line
+//! in another second of the same minute changes only the seconds) and one of the host after
+//! a syslog timestamp (most logs are from one host).
 //! Times with a zone are converted to UTC; times without one are taken as UTC.
 
 use crate::model::UnixTime;
@@ -24,6 +29,47 @@ pub struct Line<'a> {
     pub message: &'a str,
     /// The whole line, for evidence.
     pub raw: &'a str,
+}
+
+/// A [`Line`] with its parts as byte offsets of the line: what the parsers find, so that a
+/// caller keeping lines in a larger buffer ([`crate::input::LineBlock`]) takes its spans as
+/// they are. Offsets fall next to ASCII delimiters, so on char boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LineParts {
+    pub time: UnixTime,
+    pub pid: Option<u32>,
+    /// Start and end of the host (equal when there is none).
+    pub host: (usize, usize),
+    pub program: Program,
+    /// Where the message starts; it runs to the end of the line.
+    pub message: usize,
+}
+
+/// Where a line's program is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Program {
+    /// Start and end in the line (equal when there is none).
+    At(usize, usize),
+    /// `exim`, for Exim's mainlog, whose lines name no program.
+    Exim,
+}
+
+impl LineParts {
+    /// The parts as slices of `raw`, the line they were found in.
+    pub(crate) fn line(self, raw: &str) -> Line<'_> {
+        let get = |(start, end): (usize, usize)| raw.get(start..end).unwrap_or_default();
+        Line {
+            time: self.time,
+            host: get(self.host),
+            program: match self.program {
+                Program::At(start, end) => get((start, end)),
+                Program::Exim => "exim",
+            },
+            pid: self.pid,
+            message: raw.get(self.message..).unwrap_or_default(),
+            raw,
+        }
+    }
 }
 
 /// The envelope formats [`Envelope::parse`] recognises.
@@ -174,7 +220,7 @@ impl YearGuess {
     }
 }
 
-/// Per-file envelope parser: the year state and a timestamp cache.
+/// Per-file envelope parser: the year state, a timestamp cache and a host cache.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     year: YearGuess,
@@ -183,6 +229,69 @@ pub struct Envelope {
     cache_key: [u8; 16],
     cache_len: u8,
     cache_time: UnixTime,
+    hosts: HostCache,
+}
+
+/// What followed the timestamp of a recent syslog line with a host (` mx `: blanks, the host,
+/// blanks), when that fits in 15 bytes: a line with the same bytes after its timestamp, and
+/// no blank after them, has the same host and its tag where they end.
+#[derive(Debug, Clone, Copy)]
+struct HostCache {
+    /// The bytes, little-endian, the rest zero.
+    key: u128,
+    /// Ones over the bytes (none when empty, which no window then matches).
+    mask: u128,
+    /// How many bytes.
+    len: u8,
+    /// Where the host starts and ends in them.
+    host: (u8, u8),
+}
+
+impl Default for HostCache {
+    fn default() -> Self {
+        HostCache {
+            key: 1,
+            mask: 0,
+            len: 0,
+            host: (0, 0),
+        }
+    }
+}
+
+impl HostCache {
+    /// The host and where the tag starts, for a line whose timestamp ends at `i`, if the
+    /// cached bytes follow it.
+    #[inline]
+    fn find(&self, b: &[u8], i: usize) -> Option<((usize, usize), usize)> {
+        let window = u128::from_le_bytes(*b.get(i..)?.first_chunk::<16>()?);
+        let tag_start = i + usize::from(self.len);
+        if window & self.mask != self.key || matches!(b.get(tag_start), None | Some(b' ' | b'\t')) {
+            return None;
+        }
+        let (host_start, host_end) = self.host;
+        Some((
+            (i + usize::from(host_start), i + usize::from(host_end)),
+            tag_start,
+        ))
+    }
+
+    /// Keeps `b[i..tag_start]`, a timestamp's end to its tag, with the host in it.
+    fn remember(&mut self, b: &[u8], i: usize, host: (usize, usize), tag_start: usize) {
+        let len = tag_start - i;
+        if len >= 16 || host.1 >= tag_start {
+            return;
+        }
+        let Some(window) = b.get(i..).and_then(|rest| rest.first_chunk::<16>()) else {
+            return;
+        };
+        let mask = (1u128 << (8 * len)) - 1;
+        *self = HostCache {
+            key: u128::from_le_bytes(*window) & mask,
+            mask,
+            len: len as u8,
+            host: ((host.0 - i) as u8, (host.1 - i) as u8),
+        };
+    }
 }
 
 impl Envelope {
@@ -192,6 +301,7 @@ impl Envelope {
             cache_key: [0; 16],
             cache_len: 0,
             cache_time: 0,
+            hosts: HostCache::default(),
         }
     }
 
@@ -201,7 +311,25 @@ impl Envelope {
 
     /// Splits one line (without its line ending) into its envelope.
     pub fn parse<'a>(&mut self, raw: &'a str) -> Result<Line<'a>, EnvelopeError> {
-        let b = raw.as_bytes();
+        self.parse_parts(raw.as_bytes())
+            .map(|parts| parts.line(raw))
+    }
+
+    /// [`Envelope::parse`] with the parts as offsets of the line, given as its bytes (valid
+    /// UTF-8: the offsets are char boundaries of it).
+    pub(crate) fn parse_parts(&mut self, b: &[u8]) -> Result<LineParts, EnvelopeError> {
+        if self.cache_len != 0 && b.first_chunk::<16>() == Some(&self.cache_key) {
+            // The line starts with the cached RFC 3164 timestamp (a month's letter first, no
+            // blank or `<`): what `parse_3164` would find in its cache, found first.
+            let end = usize::from(self.cache_len);
+            return syslog_tail(
+                b,
+                end,
+                self.cache_time,
+                LineFormat::Rfc3164,
+                &mut self.hosts,
+            );
+        }
         let mut i = skip_blanks(b, 0);
         match b.get(i) {
             None => Err(EnvelopeError::Empty),
@@ -209,33 +337,67 @@ impl Envelope {
                 let (_pri, next) = parse_pri(b, i)?;
                 i = next;
                 if b.get(i) == Some(&b'1') && b.get(i + 1) == Some(&b' ') {
-                    parse_5424(raw, i + 2)
+                    parse_5424(b, i + 2)
                 } else if b.get(i).is_some_and(u8::is_ascii_digit) && b.get(i + 1) == Some(&b' ') {
                     Err(malformed(LineFormat::Rfc5424, Field::Version, i))
                 } else {
                     match b.get(i) {
-                        Some(b'A'..=b'Z') => self.parse_3164(raw, i),
-                        Some(b'0'..=b'9') => parse_iso(raw, i),
+                        Some(b'A'..=b'Z') => self.parse_3164(b, i),
+                        Some(b'0'..=b'9') => parse_iso(b, i, &mut self.hosts),
                         _ => Err(malformed(LineFormat::Rfc5424, Field::Version, i)),
                     }
                 }
             }
-            Some(b'A'..=b'Z') => self.parse_3164(raw, i),
-            Some(b'0'..=b'9') => parse_iso(raw, i),
+            Some(b'A'..=b'Z') => self.parse_3164(b, i),
+            Some(b'0'..=b'9') => parse_iso(b, i, &mut self.hosts),
             Some(_) => Err(EnvelopeError::UnknownFormat),
         }
     }
 
-    fn parse_3164<'a>(&mut self, raw: &'a str, start: usize) -> Result<Line<'a>, EnvelopeError> {
+    /// The time of an RFC 3164 line whose first 16 bytes `w` differ from the cached ones only
+    /// in the seconds: the cached time with the seconds changed. The same day and month give
+    /// the same year (the line that filled the cache was the last to ask [`YearGuess`], for
+    /// that month). `None` when that is not so, or a fraction follows the seconds.
+    #[inline]
+    fn next_second(&self, w: [u8; 16]) -> Option<UnixTime> {
+        let end = usize::from(self.cache_len);
+        // The cached timestamp ends in `:ss` within the window (it has no fraction).
+        let ss = end.checked_sub(2)?;
+        let (old, new) = (self.cache_key.get(ss..end)?, w.get(ss..end)?);
+        let same_before = (u128::from_le_bytes(w) ^ u128::from_le_bytes(self.cache_key))
+            .trailing_zeros()
+            >= 8 * ss as u32;
+        if !same_before || w.get(end) == Some(&b'.') {
+            return None;
+        }
+        let seconds = |d: &[u8]| match *d {
+            [tens @ b'0'..=b'9', ones @ b'0'..=b'9'] => {
+                Some(i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+            }
+            _ => None,
+        };
+        let (old, new) = (seconds(old)?, seconds(new)?);
+        (new <= 60).then(|| self.cache_time - old + new)
+    }
+
+    fn parse_3164(&mut self, b: &[u8], start: usize) -> Result<LineParts, EnvelopeError> {
         const F: LineFormat = LineFormat::Rfc3164;
-        let b = raw.as_bytes();
         let bad = |field, at| malformed(F, field, at);
         let window: Option<[u8; 16]> = b
             .get(start..start + 16)
             .and_then(|w| <[u8; 16]>::try_from(w).ok());
         if self.cache_len != 0 && window == Some(self.cache_key) {
             // Same first 16 bytes, which hold the whole timestamp: same time.
-            return syslog_tail(raw, start + usize::from(self.cache_len), self.cache_time, F);
+            let end = start + usize::from(self.cache_len);
+            return syslog_tail(b, end, self.cache_time, F, &mut self.hosts);
+        }
+        if let Some(w) = window
+            && let Some(time) = self.next_second(w)
+        {
+            let end = start + usize::from(self.cache_len);
+            self.cache_key = w;
+            self.cache_time = time;
+            return syslog_tail(b, end, time, F, &mut self.hosts);
         }
         // `Nov 22 13:24:13` / `Nov  2 13:24:13` / `Nov 2 13:24:13`: find the end of hh:mm:ss.
         let mut i = start + 3;
@@ -272,7 +434,7 @@ impl Envelope {
             }
             _ => self.cache_len = 0,
         }
-        syslog_tail(raw, i, time, F)
+        syslog_tail(b, i, time, F, &mut self.hosts)
     }
 }
 
@@ -302,49 +464,61 @@ fn parse_pri(b: &[u8], lt: usize) -> Result<(u32, usize), EnvelopeError> {
     Ok((v, i + 1))
 }
 
-/// After the timestamp of an RFC 3164 or RFC 3339 syslog line: ` host tag[pid]: message`.
-/// A first token that ends in `:` is a tag with no host before it.
+/// After the timestamp (ending at `ts_end`) of an RFC 3164 or RFC 3339 syslog line:
+/// ` host tag[pid]: message`. A first token that ends in `:` is a tag with no host before it.
 fn syslog_tail(
-    raw: &str,
-    mut i: usize,
+    b: &[u8],
+    ts_end: usize,
     time: UnixTime,
     format: LineFormat,
-) -> Result<Line<'_>, EnvelopeError> {
-    let b = raw.as_bytes();
-    if b.get(i) != Some(&b' ') && b.get(i) != Some(&b'\t') {
-        return Err(malformed(format, Field::Timestamp, i));
-    }
-    i = skip_blanks(b, i);
-    let host_start = i;
-    let host_end = find_blank(b, i);
-    if host_end == host_start {
-        return Err(malformed(format, Field::Host, host_start));
-    }
-    let host_token = raw.get(host_start..host_end).unwrap_or_default();
-    let (host, tag_start) = if host_token.ends_with(':') {
-        ("", host_start)
-    } else {
-        (host_token, skip_blanks(b, host_end))
+    hosts: &mut HostCache,
+) -> Result<LineParts, EnvelopeError> {
+    let (host, tag_start) = match hosts.find(b, ts_end) {
+        Some(found) => found,
+        None => find_host(b, ts_end, format, hosts)?,
     };
-    let (program, pid, message) = split_tag(raw, tag_start, format)?;
-    Ok(Line {
+    let (program, pid, message) = split_tag(b, tag_start, format)?;
+    Ok(LineParts {
         time,
+        pid,
         host,
         program,
-        pid,
         message,
-        raw,
     })
 }
 
+/// The host after a timestamp ending at `ts_end` (empty when there is none) and where the tag
+/// starts; remembered in `hosts`.
+fn find_host(
+    b: &[u8],
+    ts_end: usize,
+    format: LineFormat,
+    hosts: &mut HostCache,
+) -> Result<((usize, usize), usize), EnvelopeError> {
+    if b.get(ts_end) != Some(&b' ') && b.get(ts_end) != Some(&b'\t') {
+        return Err(malformed(format, Field::Timestamp, ts_end));
+    }
+    let host_start = skip_blanks(b, ts_end);
+    let host_end = find_blank(b, host_start);
+    if host_end == host_start {
+        return Err(malformed(format, Field::Host, host_start));
+    }
+    if b.get(host_end - 1) == Some(&b':') {
+        return Ok(((host_start, host_start), host_start));
+    }
+    let tag_start = skip_blanks(b, host_end);
+    hosts.remember(b, ts_end, (host_start, host_end), tag_start);
+    Ok(((host_start, host_end), tag_start))
+}
+
 /// `program[pid]: message`, `program: message`; a line with no tag (`last message repeated`)
-/// has an empty program and the whole rest as message.
+/// has an empty program and the whole rest as message. Returns the program, the pid and where
+/// the message starts.
 fn split_tag(
-    raw: &str,
+    b: &[u8],
     start: usize,
     format: LineFormat,
-) -> Result<(&str, Option<u32>, &str), EnvelopeError> {
-    let b = raw.as_bytes();
+) -> Result<(Program, Option<u32>, usize), EnvelopeError> {
     let stop = find_any(
         b.get(start..).unwrap_or_default(),
         [b'[', b':', b' ', b'\t'],
@@ -353,7 +527,7 @@ fn split_tag(
         let i = start + n;
         match b.get(i).copied().unwrap_or(b' ') {
             b'[' => {
-                let program = raw.get(start..i).unwrap_or_default();
+                let program = Program::At(start, i);
                 let pid_start = i + 1;
                 let (value, digits) = leading_number(b.get(pid_start..).unwrap_or_default());
                 let mut j = pid_start + digits;
@@ -366,38 +540,31 @@ fn split_tag(
                 if b.get(j) == Some(&b':') {
                     j += 1;
                 }
-                return Ok((program, Some(pid), message_from(raw, j)));
+                return Ok((program, Some(pid), message_from(b, j)));
             }
             b':' => {
-                let program = raw.get(start..i).unwrap_or_default();
-                return Ok((program, None, message_from(raw, i + 1)));
+                return Ok((Program::At(start, i), None, message_from(b, i + 1)));
             }
             _ => {}
         }
     }
-    Ok(("", None, raw.get(start..).unwrap_or_default()))
+    Ok((Program::At(start, start), None, start))
 }
 
-/// The message after a tag: one separating space is dropped.
-fn message_from(raw: &str, i: usize) -> &str {
-    let i = if raw.as_bytes().get(i) == Some(&b' ') {
-        i + 1
-    } else {
-        i
-    };
-    raw.get(i..).unwrap_or_default()
+/// Where the message after a tag starts: one separating space is dropped.
+fn message_from(b: &[u8], i: usize) -> usize {
+    if b.get(i) == Some(&b' ') { i + 1 } else { i }
 }
 
 /// `YYYY-MM-DDThh:mm:ss…` (RFC 3339 syslog, journald short-iso) or `YYYY-MM-DD hh:mm:ss…`
 /// (Exim's mainlog).
-fn parse_iso(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
-    let b = raw.as_bytes();
+fn parse_iso(b: &[u8], start: usize, hosts: &mut HostCache) -> Result<LineParts, EnvelopeError> {
     match b.get(start + 10) {
         Some(b'T') | Some(b't') => {
             let (time, i) = parse_datetime(b, start, LineFormat::Rfc3339)?;
-            syslog_tail(raw, i, time, LineFormat::Rfc3339)
+            syslog_tail(b, i, time, LineFormat::Rfc3339, hosts)
         }
-        Some(b' ') => parse_exim(raw, start),
+        Some(b' ') => parse_exim(b, start),
         _ => Err(EnvelopeError::UnknownFormat),
     }
 }
@@ -444,9 +611,8 @@ fn parse_offset(b: &[u8], i: usize, colon_optional: bool) -> Option<(i64, usize)
 }
 
 /// Exim: `2026-11-22 13:16:34[.mmm] [+0100 ][[pid] ]message`.
-fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+fn parse_exim(b: &[u8], start: usize) -> Result<LineParts, EnvelopeError> {
     const F: LineFormat = LineFormat::EximMainlog;
-    let b = raw.as_bytes();
     let days = parse_date(b, start).ok_or(malformed(F, Field::Timestamp, start))?;
     let secs = parse_hms(b, start + 11).ok_or(malformed(F, Field::Timestamp, start + 11))?;
     let mut time = days * 86_400 + secs;
@@ -478,26 +644,24 @@ fn parse_exim(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
             i += 1;
         }
     }
-    Ok(Line {
+    Ok(LineParts {
         time,
-        host: "",
-        program: "exim",
         pid,
-        message: raw.get(i..).unwrap_or_default(),
-        raw,
+        host: (0, 0),
+        program: Program::Exim,
+        message: i,
     })
 }
 
 /// RFC 5424 after `<PRI>1 `: `TIMESTAMP HOST APP PROCID MSGID SD [MSG]`.
-fn parse_5424(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
+fn parse_5424(b: &[u8], start: usize) -> Result<LineParts, EnvelopeError> {
     const F: LineFormat = LineFormat::Rfc5424;
-    let b = raw.as_bytes();
     if b.get(start) == Some(&b'-') {
         // NILVALUE timestamp: the line has no time.
         return Err(malformed(F, Field::Timestamp, start));
     }
     let (time, mut i) = parse_datetime(b, start, F)?;
-    let mut fields = [""; 4]; // host, app, procid, msgid
+    let mut fields = [(0, 0); 4]; // host, app, procid, msgid
     for (n, slot) in fields.iter_mut().enumerate() {
         if b.get(i) != Some(&b' ') {
             let field = if n == 0 { Field::Timestamp } else { Field::Tag };
@@ -508,37 +672,39 @@ fn parse_5424(raw: &str, start: usize) -> Result<Line<'_>, EnvelopeError> {
         if end == i {
             return Err(malformed(F, Field::Tag, i));
         }
-        let v = raw.get(i..end).unwrap_or_default();
-        *slot = if v == "-" { "" } else { v };
+        *slot = if end == i + 1 && b.get(i) == Some(&b'-') {
+            (i, i)
+        } else {
+            (i, end)
+        };
         i = end;
     }
-    let [host, program, procid, _msgid] = fields;
-    let pid =
-        if !procid.is_empty() && procid.len() <= 9 && procid.bytes().all(|c| c.is_ascii_digit()) {
-            procid.parse().ok()
-        } else {
-            None
-        };
+    let [host, (program_start, program_end), procid, _msgid] = fields;
+    // A number of up to nine digits; anything else is no pid.
+    let pid = digits(b, procid.0, procid.1);
     if b.get(i) != Some(&b' ') {
         return Err(malformed(F, Field::StructuredData, i));
     }
     i += 1;
     i = skip_structured_data(b, i).ok_or(malformed(F, Field::StructuredData, i))?;
     let message = match b.get(i) {
-        None => "",
+        None => i,
         Some(b' ') => {
-            let m = raw.get(i + 1..).unwrap_or_default();
-            m.strip_prefix('\u{feff}').unwrap_or(m)
+            let bom = "\u{feff}".as_bytes();
+            if b.get(i + 1..).is_some_and(|m| m.starts_with(bom)) {
+                i + 1 + bom.len()
+            } else {
+                i + 1
+            }
         }
         Some(_) => return Err(malformed(F, Field::StructuredData, i)),
     };
-    Ok(Line {
+    Ok(LineParts {
         time,
-        host,
-        program,
         pid,
+        host,
+        program: Program::At(program_start, program_end),
         message,
-        raw,
     })
 }
 
@@ -900,8 +1066,8 @@ mod tests {
 
     #[test]
     fn the_cache_gives_what_a_fresh_parse_gives() {
-        // Every line after every other: same or different second, host, blanks after the
-        // host, a host-less tag, short lines.
+        // Every line after every other: same or different second, host (longer, shorter),
+        // blanks after the host, a host-less tag, short lines, another format.
         let lines = [
             "Nov 22 13:24:13 mx postfix/smtpd[1]: connect from a[192.0.2.1] and more text",
             "Nov 22 13:24:13 mx postfix/qmgr[2]: 4B6A19AC1C8: from=<a@b.example>, size=1",
@@ -917,6 +1083,17 @@ mod tests {
             "Nov 22 13:24:13 mx ",
             "Nov 22 13:24:13 mx",
             "Nov 22 13:24:14 mx postfix/smtpd[1]: the next second, with more text after it",
+            "Nov 22 13:24:60 mx postfix/smtpd[1]: a leap second, with more text after it",
+            "Nov 22 13:24:61 mx postfix/smtpd[1]: no such second, with more text after it",
+            "Nov 22 13:24:1x mx postfix/smtpd[1]: no digit, with more text after it here",
+            "Nov 22 13:24:14.5 mx postfix/smtpd[1]: a fraction, with more text after it",
+            "Nov 2 13:24:13 mx postfix/smtpd[1]: an unpadded day, with more text after it",
+            "Nov 2 13:24:14 mx postfix/smtpd[1]: and its next second, with more text here",
+            "Nov 22 13:24:13 mxx postfix/smtpd[1]: a host one byte longer, and more text",
+            "Nov 22 13:24:13 m postfix/smtpd[1]: a host one byte shorter, and more text",
+            "Nov 22 13:24:13 mx    \t  x[1]: more blanks after the host than a cache holds",
+            "Nov 22 13:24:13 mx :x[1]: a tag that starts with a colon, and more text here",
+            "2026-11-22T13:24:13+01:00 mx postfix/smtpd[1]: RFC 3339, the same host after it",
             "<22>Nov 22 13:24:13 mx postfix/smtpd[1]: with a priority, and more text here",
         ];
         let fresh = |line| Envelope::new(YearGuess::from_mtime(2026, 11)).parse(line);
