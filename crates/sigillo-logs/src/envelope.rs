@@ -2,7 +2,7 @@
 //! every format sigillo reads (RFC 3164 syslog without a year, ISO 8601 / RFC 3339 syslog,
 //! RFC 5424, journald `short-iso`, and Exim's own mainlog). No I/O.
 //!
-//! The parsers find a line's parts as offsets ([`LineParts`]), which the reader keeps as spans
+//! The parsers find a line's parts as offsets (`LineParts`), which the reader keeps as spans
 //! of its blocks; [`Envelope::parse`] gives them as slices of the line ([`Line`]).
 //!
 //! [`Envelope`] is the per-file parser state: the [`YearGuess`] for timestamps without a year,
