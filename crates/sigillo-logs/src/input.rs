@@ -952,6 +952,18 @@ impl<'a> LineView<'a> {
             .unwrap_or_default()
     }
 
+    /// [`Line::host`].
+    #[inline]
+    pub fn host(&self) -> &'a str {
+        self.get(self.spans.host)
+    }
+
+    /// [`Line::pid`].
+    #[inline]
+    pub fn pid(&self) -> Option<u32> {
+        self.spans.pid
+    }
+
     /// [`Line::message`].
     #[inline]
     pub fn message(&self) -> &'a str {

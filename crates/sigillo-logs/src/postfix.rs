@@ -429,6 +429,9 @@ pub trait LazyLine<'a> {
     fn program_bytes(&self) -> &'a [u8];
     fn time(&self) -> UnixTime;
     fn message(&self) -> &'a str;
+    fn host(&self) -> &'a str;
+    fn program(&self) -> &'a str;
+    fn pid(&self) -> Option<u32>;
     fn line(&self) -> Line<'a>;
 }
 
@@ -441,6 +444,15 @@ impl<'a> LazyLine<'a> for Line<'a> {
     }
     fn message(&self) -> &'a str {
         self.message
+    }
+    fn host(&self) -> &'a str {
+        self.host
+    }
+    fn program(&self) -> &'a str {
+        self.program
+    }
+    fn pid(&self) -> Option<u32> {
+        self.pid
     }
     fn line(&self) -> Line<'a> {
         *self
@@ -456,6 +468,15 @@ impl<'a> LazyLine<'a> for LineView<'a> {
     }
     fn message(&self) -> &'a str {
         LineView::message(self)
+    }
+    fn host(&self) -> &'a str {
+        LineView::host(self)
+    }
+    fn program(&self) -> &'a str {
+        LineView::program(self)
+    }
+    fn pid(&self) -> Option<u32> {
+        LineView::pid(self)
     }
     fn line(&self) -> Line<'a> {
         LineView::line(self)
@@ -533,12 +554,12 @@ impl PostfixParser {
         )
     }
 
-    fn proc_key(&mut self, line: &Line<'_>) -> Option<ProcKey> {
-        let pid = line.pid?;
+    fn proc_key<'a>(&mut self, line: &impl LazyLine<'a>) -> Option<ProcKey> {
+        let pid = line.pid()?;
+        let (host, program) = (line.host().as_bytes(), line.program_bytes());
         // The program first: names of different lengths differ without a byte compare.
         let same = |(h, p): &(Box<str>, Box<str>)| {
-            same_short_text(p.as_bytes(), line.program.as_bytes())
-                && same_short_text(h.as_bytes(), line.host.as_bytes())
+            same_short_text(p.as_bytes(), program) && same_short_text(h.as_bytes(), host)
         };
         // Lines of one program come in runs: try the last one found first.
         let found = match self.programs.get(self.last_program) {
@@ -548,7 +569,8 @@ impl PostfixParser {
         let id = match found {
             Some(i) => i,
             None if self.programs.len() < MAX_PROGRAMS => {
-                self.programs.push((line.host.into(), line.program.into()));
+                self.programs
+                    .push((line.host().into(), line.program().into()));
                 self.programs.len() - 1
             }
             None => MAX_PROGRAMS,
@@ -565,8 +587,9 @@ impl PostfixParser {
 
     // ---------------------------------------------------------------- inbound (smtpd)
 
-    fn smtpd(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
-        let msg = line.message;
+    /// An smtpd line, sliced out of its block no further than it is looked at.
+    fn smtpd<'a>(&mut self, line: &impl LazyLine<'a>, out: &mut Vec<Record>) {
+        let msg = line.message();
         if let Some(rest) = msg.strip_prefix("connect from ") {
             let Some((p, _)) = fields::peer(rest) else {
                 self.unparsed += 1;
@@ -578,7 +601,7 @@ impl PostfixParser {
             };
             if let Some(old) = self.sessions.remove(&key) {
                 // The previous session's disconnect is missing.
-                self.close_session(old, None, None, out);
+                self.close_session(old, None, None::<&Line<'_>>, out);
             }
             let s = new_session(line, p);
             let e = self.sessions.insert(key, s);
@@ -612,9 +635,9 @@ impl PostfixParser {
                 self.unparsed += 1;
                 return;
             };
-            self.session_failure(line, Some(p));
+            self.session_failure(&line.line(), Some(p));
         } else if msg.starts_with("warning: TLS library problem") {
-            self.session_failure(line, None);
+            self.session_failure(&line.line(), None);
         } else if let Some((id, rest)) = fields::queue_id(msg) {
             if let Some(client) = rest.strip_prefix("client=") {
                 let Some((p, _)) = fields::peer(client) else {
@@ -629,13 +652,15 @@ impl PostfixParser {
     }
 
     /// The open session of this process, created from `p` when the log lacks its start.
-    fn session(&mut self, line: &Line<'_>, p: PeerRef<'_>) -> Option<&mut Session> {
+    fn session<'a>(&mut self, line: &impl LazyLine<'a>, p: PeerRef<'_>) -> Option<&mut Session> {
         let key = self.proc_key(line)?;
-        if self.sessions.get(&key).is_none() {
-            let e = self.sessions.insert(key, new_session(line, p));
-            self.count_evicted(e);
+        let (s, evicted) = self
+            .sessions
+            .get_or_insert_with(key, || new_session(line, p));
+        if evicted {
+            self.evicted += 1;
         }
-        self.sessions.get_mut(&key)
+        Some(s)
     }
 
     fn session_failure(&mut self, line: &Line<'_>, p: Option<PeerRef<'_>>) {
@@ -661,7 +686,7 @@ impl PostfixParser {
         }
     }
 
-    fn client(&mut self, line: &Line<'_>, id: &str, p: PeerRef<'_>) {
+    fn client<'a>(&mut self, line: &impl LazyLine<'a>, id: &str, p: PeerRef<'_>) {
         let max_ids = self.options.max_ids_per_session;
         let Some(s) = self.session(line, p) else {
             self.unparsed += 1;
@@ -684,7 +709,7 @@ impl PostfixParser {
             self.evicted += 1;
         }
         let pending = Pending {
-            time: line.time,
+            time: line.time(),
             scope: scope_of(&peer),
             peer,
             transport,
@@ -696,11 +721,11 @@ impl PostfixParser {
 
     /// Decides the session's transport, emits its connection (and anomalies), and settles its
     /// queue ids that waited for the decision.
-    fn close_session(
+    fn close_session<'a>(
         &mut self,
         s: Session,
         c: Option<Counters>,
-        line: Option<&Line<'_>>,
+        line: Option<&impl LazyLine<'a>>,
         out: &mut Vec<Record>,
     ) {
         let c = c.unwrap_or_default();
@@ -734,7 +759,7 @@ impl PostfixParser {
         } else if c.starttls_ok == Some(0) {
             // `starttls=0/1`: the command was refused or failed, with no warning logged.
             if let Some(line) = line {
-                out.push(Failure::new(line, s.peer.clone()).record(Direction::Inbound));
+                out.push(Failure::new(&line.line(), s.peer.clone()).record(Direction::Inbound));
             }
         }
         if c.unknown > 0
@@ -742,6 +767,7 @@ impl PostfixParser {
             && !had_tls
             && let Some(line) = line
         {
+            let line = line.line();
             out.push(Record::Anomaly(AnomalyRecord {
                 mta: Mta::Postfix,
                 time: line.time,
@@ -833,11 +859,10 @@ impl PostfixParser {
     // ---------------------------------------------------------------- outbound
 
     fn proc(&mut self, key: ProcKey, time: UnixTime) -> Option<&mut DeliveryProc> {
-        if self.procs.get(&key).is_none() {
-            let e = self.procs.insert(key, DeliveryProc::default());
-            self.count_evicted(e);
+        let (pr, evicted) = self.procs.get_or_insert_with(key, DeliveryProc::default);
+        if evicted {
+            self.evicted += 1;
         }
-        let pr = self.procs.get_mut(&key)?;
         pr.last = pr.last.max(time);
         Some(pr)
     }
@@ -1118,12 +1143,12 @@ impl PostfixParser {
     }
 }
 
-fn new_session(line: &Line<'_>, p: PeerRef<'_>) -> Session {
+fn new_session<'a>(line: &impl LazyLine<'a>, p: PeerRef<'_>) -> Session {
     Session {
-        time: line.time,
+        time: line.time(),
         peer: p.to_peer(),
         tls: None,
-        implicit_tls: implicit_tls_service(line.program),
+        implicit_tls: implicit_tls_service(line.program()),
         ids: Vec::new(),
         messages: 0,
         failure: None,
@@ -1212,8 +1237,10 @@ impl PostfixParser {
             return;
         }
         // qmgr, pickup and cleanup lines need no more than their message and time (but
-        // qmgr's deliveries): the whole line is sliced out for the rest only.
+        // qmgr's deliveries), smtpd lines their message, time, host, program and pid (but
+        // for evidence): the whole line is sliced out for the rest only.
         match d {
+            Daemon::Smtpd => return self.smtpd(line, out),
             Daemon::Qmgr => return self.qmgr(line, out),
             Daemon::Pickup => return self.pickup(line.message(), line.time()),
             Daemon::Cleanup => {
@@ -1228,8 +1255,7 @@ impl PostfixParser {
         }
         let line = &line.line();
         match d {
-            Daemon::Smtpd => self.smtpd(line, out),
-            Daemon::Qmgr | Daemon::Pickup | Daemon::Cleanup => {}
+            Daemon::Smtpd | Daemon::Qmgr | Daemon::Pickup | Daemon::Cleanup => {}
             Daemon::Client { lmtp } => self.client_line(line, lmtp, out),
             Daemon::LocalDelivery | Daemon::NoHop => {
                 if let Some((id, rest)) = fields::queue_id(line.message)
@@ -1249,7 +1275,7 @@ impl MtaParser for PostfixParser {
 
     fn finish(&mut self, out: &mut Vec<Record>) {
         for (_, s) in self.sessions.drain_ordered() {
-            self.close_session(s, None, None, out);
+            self.close_session(s, None, None::<&Line<'_>>, out);
         }
         for (id, mut p) in self.pending.drain_ordered() {
             if p.queued.is_none() {

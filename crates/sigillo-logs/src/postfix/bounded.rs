@@ -58,6 +58,14 @@ impl BuildHasher for FxBuild {
     }
 }
 
+/// Length of the insertion-order queue at which its stale entries are dropped.
+fn order_bound(cap: usize) -> usize {
+    cap.saturating_mul(2).saturating_add(64)
+}
+
+/// At most this many queue entries are allocated up front (the default caps' bound fits).
+const MAX_ORDER_PREALLOC: usize = 1 << 18;
+
 /// Keys in insertion order (with the sequence number of that insertion, so a key removed and
 /// inserted again is not evicted for its old position).
 #[derive(Debug)]
@@ -70,11 +78,16 @@ pub(crate) struct Bounded<K, V, S = RandomState> {
 
 impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
     pub fn new(cap: usize) -> Self {
+        let cap = cap.max(1);
+        let mut order = VecDeque::new();
+        // The queue is compacted at its bound: allocated for it up front (up to a limit, for
+        // very large caps), it does not grow by copying while the log is read.
+        let _ = order.try_reserve(order_bound(cap).min(MAX_ORDER_PREALLOC));
         Self {
             map: HashMap::default(),
-            order: VecDeque::new(),
+            order,
             seq: 0,
-            cap: cap.max(1),
+            cap,
         }
     }
 
@@ -106,29 +119,54 @@ impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
     /// Inserts (replacing, and moving the key to the newest position); returns the oldest
     /// entry when the cap forced it out.
     pub fn insert(&mut self, k: K, v: V) -> Option<(K, V)> {
-        self.seq += 1;
-        let seq = self.seq;
-        match self.map.entry(k.clone()) {
-            Entry::Occupied(mut e) => {
-                *e.get_mut() = (seq, v);
-            }
+        let evicted = self.make_room(&k);
+        let seq = self.next_seq(&k);
+        match self.map.entry(k) {
+            Entry::Occupied(mut e) => *e.get_mut() = (seq, v),
             Entry::Vacant(e) => {
                 e.insert((seq, v));
             }
         }
-        self.order.push_back((k, seq));
-        let evicted = if self.map.len() > self.cap {
-            self.pop_oldest()
-        } else {
-            None
-        };
-        // Stale order entries (removed or re-inserted keys): compact now and then.
-        if self.order.len() > 2 * self.cap + 64 {
+        evicted
+    }
+
+    /// The value of `k`, inserted from `make` (as the newest) when there is none, with one
+    /// hash lookup while the map is below its cap; also whether the cap forced the oldest
+    /// entry out (it is dropped).
+    pub fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> (&mut V, bool) {
+        let evicted = self.make_room(&k).is_some();
+        match self.map.entry(k) {
+            Entry::Occupied(e) => (&mut e.into_mut().1, evicted),
+            Entry::Vacant(e) => {
+                self.seq += 1;
+                let seq = self.seq;
+                self.order.push_back((e.key().clone(), seq));
+                (&mut e.insert((seq, make())).1, evicted)
+            }
+        }
+    }
+
+    /// Before `k` is inserted: compacts the order queue at its bound (stale entries of
+    /// removed or re-inserted keys), and evicts the oldest entry when `k` would be one too
+    /// many.
+    fn make_room(&mut self, k: &K) -> Option<(K, V)> {
+        if self.order.len() >= order_bound(self.cap) {
             let map = &self.map;
             self.order
                 .retain(|(k, s)| map.get(k).is_some_and(|(live, _)| live == s));
         }
-        evicted
+        if self.map.len() >= self.cap && !self.map.contains_key(k) {
+            self.pop_oldest()
+        } else {
+            None
+        }
+    }
+
+    /// The sequence number of an insertion of `k`, queued as the newest.
+    fn next_seq(&mut self, k: &K) -> u64 {
+        self.seq += 1;
+        self.order.push_back((k.clone(), self.seq));
+        self.seq
     }
 
     /// Removes and returns the oldest live entry.
@@ -185,6 +223,21 @@ mod tests {
     }
 
     #[test]
+    fn get_or_insert_with_inserts_once_and_evicts_like_insert() {
+        let mut m: Bounded<u32, &str> = Bounded::new(2);
+        assert_eq!(m.get_or_insert_with(1, || "a"), (&mut "a", false));
+        assert_eq!(
+            m.get_or_insert_with(1, || panic!("present")),
+            (&mut "a", false)
+        );
+        assert_eq!(m.get_or_insert_with(2, || "b"), (&mut "b", false));
+        // 1 keeps its old position: it goes first.
+        assert_eq!(m.get_or_insert_with(3, || "c"), (&mut "c", true));
+        assert_eq!(m.get(&1), None);
+        assert_eq!(m.drain_ordered(), vec![(2, "b"), (3, "c")]);
+    }
+
+    #[test]
     fn take_where_returns_oldest_first_whatever_the_keys() {
         let mut m: Bounded<u32, u32, super::FxBuild> = Bounded::new(100);
         let keys = [90, 3, 57, 12, 1000, 7, 44];
@@ -208,6 +261,6 @@ mod tests {
             m.insert(i % 3, i);
             m.remove(&(i % 3));
         }
-        assert!(m.order.len() <= 2 * 4 + 64);
+        assert!(m.order.len() <= super::order_bound(4));
     }
 }
