@@ -422,8 +422,9 @@ pub fn merge_roles<'a>(
 }
 
 /// A line whose parts the parser asks for as it goes: program, time and message tell a half
-/// whether the line is its own, and only its own lines are wanted whole. A [`LineView`] slices
-/// each part out of its block on demand, so a half passes over the other half's lines cheaply.
+/// whether the line is its own, its handlers read the parts they need, and a line is wanted
+/// whole only as evidence. A [`LineView`] slices each part out of its block on demand, so a
+/// half passes over the other half's lines cheaply.
 pub trait LazyLine<'a> {
     /// The program's bytes: all the split needs of it, without a char-boundary check.
     fn program_bytes(&self) -> &'a [u8];
@@ -832,7 +833,7 @@ impl PostfixParser {
         } else if rest == "removed" {
             self.forget_unqueued(id);
         } else if rest.starts_with("to=<") {
-            self.delivery(&line.line(), Daemon::Qmgr, id, rest, out);
+            self.delivery(line, Daemon::Qmgr, id, rest, out);
         }
     }
 
@@ -884,14 +885,15 @@ impl PostfixParser {
         }
     }
 
-    fn client_line(&mut self, line: &Line<'_>, lmtp: bool, out: &mut Vec<Record>) {
-        let msg = line.message;
+    /// An smtp or lmtp line, sliced out of its block no further than it is looked at.
+    fn client_line<'a>(&mut self, line: &impl LazyLine<'a>, lmtp: bool, out: &mut Vec<Record>) {
+        let msg = line.message();
         let d = Daemon::Client { lmtp };
         if let Some((id, rest)) = fields::queue_id(msg) {
             if rest.starts_with("to=<") {
                 self.delivery(line, d, id, rest, out);
             } else if rest.starts_with("Cannot start TLS") {
-                self.proc_failure(line, None, true, out);
+                self.proc_failure(&line.line(), None, true, out);
             }
         } else if fields::is_tls_line(msg) {
             let Some(t) = fields::tls_line(msg, &mut self.tls_details).filter(|t| !t.inbound)
@@ -912,7 +914,7 @@ impl PostfixParser {
             if !known {
                 self.remember_relay(relay.clone(), Transport::Tls(t.info.clone()));
             }
-            let Some(pr) = self.proc(key, line.time) else {
+            let Some(pr) = self.proc(key, line.time()) else {
                 return;
             };
             let open = pr.open.take();
@@ -925,9 +927,9 @@ impl PostfixParser {
             flush(open, failure, out);
         } else if let Some(rest) = msg.strip_prefix("SSL_connect error to ") {
             let p = fields::peer(rest).map(|(p, _)| p);
-            self.proc_failure(line, p, false, out);
+            self.proc_failure(&line.line(), p, false, out);
         } else if msg.starts_with("warning: TLS library problem") {
-            self.proc_failure(line, None, false, out);
+            self.proc_failure(&line.line(), None, false, out);
         }
     }
 
@@ -972,9 +974,9 @@ impl PostfixParser {
         }
     }
 
-    fn delivery(
+    fn delivery<'a>(
         &mut self,
-        line: &Line<'_>,
+        line: &impl LazyLine<'a>,
         d: Daemon,
         id: &str,
         rest: &str,
@@ -1039,14 +1041,16 @@ impl PostfixParser {
         let tls_failed = fields::mentions_tls(t.text)
             && (t.text.contains("TLS is required, but") || t.text.contains("Cannot start TLS"));
         let domain = self.domains.of_address(t.to);
-        let Some(pr) = self.proc(key, line.time) else {
+        let time = line.time();
+        let Some(pr) = self.proc(key, time) else {
             return;
         };
         let mut failure = pr.failure.take();
         if tls_failed {
+            let line = line.line();
             match &mut failure {
-                Some(f) => f.add(line),
-                None => failure = Some(Failure::new(line, peer.clone())),
+                Some(f) => f.add(&line),
+                None => failure = Some(Failure::new(&line, peer.clone())),
             }
         }
         if let Some(f) = failure {
@@ -1071,7 +1075,7 @@ impl PostfixParser {
             same_connection,
             record: MessageRecord {
                 mta: Mta::Postfix,
-                time: line.time,
+                time,
                 direction: Direction::Outbound,
                 scope,
                 peer,
@@ -1236,29 +1240,22 @@ impl PostfixParser {
         if !mine {
             return;
         }
-        // qmgr, pickup and cleanup lines need no more than their message and time (but
-        // qmgr's deliveries), smtpd lines their message, time, host, program and pid (but
-        // for evidence): the whole line is sliced out for the rest only.
+        // Each daemon's handler reads the parts of the line it needs; the whole line is sliced
+        // out only for the evidence of failures and anomalies.
         match d {
-            Daemon::Smtpd => return self.smtpd(line, out),
-            Daemon::Qmgr => return self.qmgr(line, out),
-            Daemon::Pickup => return self.pickup(line.message(), line.time()),
+            Daemon::Smtpd => self.smtpd(line, out),
+            Daemon::Qmgr => self.qmgr(line, out),
+            Daemon::Pickup => self.pickup(line.message(), line.time()),
             Daemon::Cleanup => {
                 if let Some((id, rest)) = fields::queue_id(line.message())
                     && (rest.starts_with("reject:") || rest.starts_with("milter-reject:"))
                 {
                     self.forget_unqueued(id);
                 }
-                return;
             }
-            _ => {}
-        }
-        let line = &line.line();
-        match d {
-            Daemon::Smtpd | Daemon::Qmgr | Daemon::Pickup | Daemon::Cleanup => {}
             Daemon::Client { lmtp } => self.client_line(line, lmtp, out),
             Daemon::LocalDelivery | Daemon::NoHop => {
-                if let Some((id, rest)) = fields::queue_id(line.message)
+                if let Some((id, rest)) = fields::queue_id(line.message())
                     && rest.starts_with("to=<")
                 {
                     self.delivery(line, d, id, rest, out);
