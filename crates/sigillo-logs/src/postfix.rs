@@ -390,10 +390,56 @@ impl TaggedRecords {
     pub fn feed<'a>(&mut self, parser: &mut PostfixParser, line: &impl LazyLine<'a>, index: u32) {
         let before = self.records.len();
         parser.feed_lazy(line, &mut self.records);
+        self.tag_since(before, index);
+    }
+
+    /// Tags the records from `before` on with line `index`.
+    #[inline]
+    fn tag_since(&mut self, before: usize, index: u32) {
         for _ in before..self.records.len() {
             self.lines.push(index);
         }
     }
+
+    /// [`TaggedRecords::feed`] for a line whose half [`line_role`] gave already (`report`'s
+    /// reader asks once for both halves): a line of neither half is passed over at once, a
+    /// line of the other half after no more than the delivery half's sweep of idle processes
+    /// at its time, which runs at every line of a known daemon, its own or not.
+    #[inline]
+    pub fn feed_routed<'a>(
+        &mut self,
+        parser: &mut PostfixParser,
+        line: &impl LazyLine<'a>,
+        role: Option<PostfixRole>,
+        index: u32,
+    ) {
+        let Some(role) = role else {
+            return;
+        };
+        let own = parser.options.role;
+        if own == role || own == PostfixRole::All {
+            let before = self.records.len();
+            parser.feed_lazy_known(line, true, &mut self.records);
+            self.tag_since(before, index);
+        } else if own == PostfixRole::Delivery {
+            let before = self.records.len();
+            parser.expire_idle_processes(line.time(), &mut self.records);
+            self.tag_since(before, index);
+        }
+    }
+}
+
+/// The half that takes `line`, [`PostfixRole::Inbound`] or [`PostfixRole::Delivery`], as
+/// [`PostfixParser::feed_lazy`] decides it; `None` for a line of no daemon the parser knows,
+/// which neither half looks at further.
+#[inline]
+pub fn line_role<'a>(line: &impl LazyLine<'a>) -> Option<PostfixRole> {
+    let d = daemon(line.program_bytes())?;
+    Some(if is_inbound(d, || line.message()) {
+        PostfixRole::Inbound
+    } else {
+        PostfixRole::Delivery
+    })
 }
 
 /// What an inbound and a delivery parser emitted for the same lines, in the order one
@@ -1196,6 +1242,13 @@ impl PostfixParser {
     /// [`MtaParser::feed`] for a line whose parts are taken as needed: a line of the other
     /// half's is looked at no further than its program (and, for qmgr, its message).
     pub fn feed_lazy<'a>(&mut self, line: &impl LazyLine<'a>, out: &mut Vec<Record>) {
+        self.feed_lazy_known(line, false, out);
+    }
+
+    /// [`PostfixParser::feed_lazy`]; `mine` when the caller knows the line is this half's
+    /// ([`line_role`]), so its half is not worked out again.
+    #[inline]
+    fn feed_lazy_known<'a>(&mut self, line: &impl LazyLine<'a>, mine: bool, out: &mut Vec<Record>) {
         let Some(d) = daemon(line.program_bytes()) else {
             return;
         };
@@ -1203,11 +1256,12 @@ impl PostfixParser {
         if role != PostfixRole::Inbound {
             self.expire_idle_processes(line.time(), out);
         }
-        let mine = match role {
-            PostfixRole::All => true,
-            PostfixRole::Inbound => is_inbound(d, || line.message()),
-            PostfixRole::Delivery => !is_inbound(d, || line.message()),
-        };
+        let mine = mine
+            || match role {
+                PostfixRole::All => true,
+                PostfixRole::Inbound => is_inbound(d, || line.message()),
+                PostfixRole::Delivery => !is_inbound(d, || line.message()),
+            };
         if !mine {
             return;
         }
