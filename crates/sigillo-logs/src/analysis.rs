@@ -10,7 +10,8 @@ use crate::input::{
 use crate::model::{MtaParser, Record};
 use crate::opensmtpd::OpensmtpdParser;
 use crate::postfix::{
-    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_role, merge_roles,
+    LineRoute, PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route,
+    merge_roles,
 };
 use crate::sendmail::SendmailParser;
 use serde::Serialize;
@@ -133,8 +134,9 @@ impl Parsers {
 /// Reads `inputs` (files, directories, `-`) and computes the figures.
 ///
 /// Three stages run at once, joined by bounded channels: a reader thread (decompression,
-/// line splitting, UTF-8 checks, envelopes, each Postfix line's half), the MTA parsers on the calling thread (Postfix's
-/// in two halves, the delivery half on a thread of its own), and an aggregator thread. Lines
+/// line splitting, UTF-8 checks, envelopes, each Postfix line's half), the MTA parsers on the
+/// calling thread (Postfix's in two halves, the delivery half on a thread of its own), and an
+/// aggregator thread. Lines
 /// and records keep their order, so the result is the same as one thread's; at most
 /// [`PIPELINE_DEPTH`] batches wait between two stages, so memory stays bounded whatever the
 /// input's size.
@@ -227,9 +229,10 @@ enum ReaderMsg {
 struct LineBatch {
     format: Format,
     block: LineBlock,
-    /// For Postfix, each line's half ([`line_role`]), found once on the reader thread so
-    /// that each half passes over the other's lines without a look at them; else empty.
-    roles: Vec<Option<PostfixRole>>,
+    /// For Postfix, each line's half and daemon ([`line_route`]), found once on the reader
+    /// thread so that each half passes over the other's lines without a look at them; else
+    /// empty.
+    routes: Vec<Option<LineRoute>>,
 }
 
 /// The reader stage: every source in turn, as line batches.
@@ -249,14 +252,14 @@ fn read_all(
                 if gone {
                     return Some(block);
                 }
-                let roles = match format {
-                    Format::Postfix => block.views().map(|line| line_role(&line)).collect(),
+                let routes = match format {
+                    Format::Postfix => block.views().map(|line| line_route(&line)).collect(),
                     _ => Vec::new(),
                 };
                 let batch = LineBatch {
                     format,
                     block,
-                    roles,
+                    routes,
                 };
                 match tx.send(ReaderMsg::Lines(batch)) {
                     Ok(()) => spare.try_recv().ok(),
@@ -300,12 +303,12 @@ fn deliver_all(
     parser
 }
 
-/// Feeds a Postfix block's lines to one half of the parser, each routed by its role: the
+/// Feeds a Postfix block's lines to one half of the parser, each routed by its half: the
 /// other half's lines are not looked at (but for the delivery half's sweep at their time).
 fn feed_half(tagged: &mut TaggedRecords, parser: &mut PostfixParser, batch: &LineBatch) {
-    for (i, (line, &role)) in batch.block.views().zip(&batch.roles).enumerate() {
-        if role.is_some() {
-            tagged.feed_routed(parser, &line, role, u32::try_from(i).unwrap_or(u32::MAX));
+    for (i, (line, &route)) in batch.block.views().zip(&batch.routes).enumerate() {
+        if route.is_some() {
+            tagged.feed_routed(parser, &line, route, u32::try_from(i).unwrap_or(u32::MAX));
         }
     }
 }

@@ -401,7 +401,7 @@ impl TaggedRecords {
         }
     }
 
-    /// [`TaggedRecords::feed`] for a line whose half [`line_role`] gave already (`report`'s
+    /// [`TaggedRecords::feed`] for a line whose route [`line_route`] gave already (`report`'s
     /// reader asks once for both halves): a line of neither half is passed over at once, a
     /// line of the other half after no more than the delivery half's sweep of idle processes
     /// at its time, which runs at every line of a known daemon, its own or not.
@@ -410,16 +410,16 @@ impl TaggedRecords {
         &mut self,
         parser: &mut PostfixParser,
         line: &impl LazyLine<'a>,
-        role: Option<PostfixRole>,
+        route: Option<LineRoute>,
         index: u32,
     ) {
-        let Some(role) = role else {
+        let Some(route) = route else {
             return;
         };
         let own = parser.options.role;
-        if own == role || own == PostfixRole::All {
+        if own == route.role || own == PostfixRole::All {
             let before = self.records.len();
-            parser.feed_lazy_known(line, true, &mut self.records);
+            parser.feed_lazy_known(line, Some(route.daemon), &mut self.records);
             self.tag_since(before, index);
         } else if own == PostfixRole::Delivery {
             let before = self.records.len();
@@ -429,17 +429,25 @@ impl TaggedRecords {
     }
 }
 
-/// The half that takes `line`, [`PostfixRole::Inbound`] or [`PostfixRole::Delivery`], as
-/// [`PostfixParser::feed_lazy`] decides it; `None` for a line of no daemon the parser knows,
-/// which neither half looks at further.
+/// Which half takes a line, and its daemon: what [`line_route`] finds once for both halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRoute {
+    /// [`PostfixRole::Inbound`] or [`PostfixRole::Delivery`].
+    pub role: PostfixRole,
+    daemon: Daemon,
+}
+
+/// The half that takes `line`, as [`PostfixParser::feed_lazy`] decides it, and its daemon;
+/// `None` for a line of no daemon the parser knows, which neither half looks at further.
 #[inline]
-pub fn line_role<'a>(line: &impl LazyLine<'a>) -> Option<PostfixRole> {
-    let d = daemon(line.program_bytes())?;
-    Some(if is_inbound(d, || line.message()) {
+pub fn line_route<'a>(line: &impl LazyLine<'a>) -> Option<LineRoute> {
+    let daemon = daemon(line.program_bytes())?;
+    let role = if is_inbound(daemon, || line.message()) {
         PostfixRole::Inbound
     } else {
         PostfixRole::Delivery
-    })
+    };
+    Some(LineRoute { role, daemon })
 }
 
 /// What an inbound and a delivery parser emitted for the same lines, in the order one
@@ -1242,21 +1250,26 @@ impl PostfixParser {
     /// [`MtaParser::feed`] for a line whose parts are taken as needed: a line of the other
     /// half's is looked at no further than its program (and, for qmgr, its message).
     pub fn feed_lazy<'a>(&mut self, line: &impl LazyLine<'a>, out: &mut Vec<Record>) {
-        self.feed_lazy_known(line, false, out);
+        self.feed_lazy_known(line, None, out);
     }
 
-    /// [`PostfixParser::feed_lazy`]; `mine` when the caller knows the line is this half's
-    /// ([`line_role`]), so its half is not worked out again.
+    /// [`PostfixParser::feed_lazy`]; `known` is the line's daemon when the caller knows the
+    /// line is this half's ([`line_route`]), so neither is worked out again.
     #[inline]
-    fn feed_lazy_known<'a>(&mut self, line: &impl LazyLine<'a>, mine: bool, out: &mut Vec<Record>) {
-        let Some(d) = daemon(line.program_bytes()) else {
+    fn feed_lazy_known<'a>(
+        &mut self,
+        line: &impl LazyLine<'a>,
+        known: Option<Daemon>,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(d) = known.or_else(|| daemon(line.program_bytes())) else {
             return;
         };
         let role = self.options.role;
         if role != PostfixRole::Inbound {
             self.expire_idle_processes(line.time(), out);
         }
-        let mine = mine
+        let mine = known.is_some()
             || match role {
                 PostfixRole::All => true,
                 PostfixRole::Inbound => is_inbound(d, || line.message()),

@@ -10,7 +10,7 @@ use sigillo_logs::envelope::Line;
 use sigillo_logs::input::{self, Format, InputOptions, SourcePath};
 use sigillo_logs::model::{AnomalyKind, MtaParser, Record};
 use sigillo_logs::postfix::{
-    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_role, merge_roles,
+    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route, merge_roles,
 };
 use std::path::{Path, PathBuf};
 
@@ -243,7 +243,7 @@ Nov 28 10:00:00 mx postfix/qmgr[106]: 1E1B2C3D4E: from=<a@b>, size=10, nrcpt=1 (
 
 /// Runs an inbound and a delivery parser over every line of `text`: merged by line, they must
 /// emit exactly the records one parser of every line emits, with the same counts and advice.
-/// So must a second pair fed each line routed by its [`line_role`], as `report` feeds them.
+/// So must a second pair fed each line routed by its [`line_route`], as `report` feeds them.
 /// Returns how many records were compared.
 fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
     let with_role = |role| {
@@ -271,9 +271,9 @@ fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
         let i = u32::try_from(i).expect("few lines");
         tagged_in.feed(&mut inbound, &line, i);
         tagged_out.feed(&mut delivery, &line, i);
-        let role = line_role(&line);
-        routed_in_records.feed_routed(&mut routed_in, &line, role, i);
-        routed_out_records.feed_routed(&mut routed_out, &line, role, i);
+        let route = line_route(&line);
+        routed_in_records.feed_routed(&mut routed_in, &line, route, i);
+        routed_out_records.feed_routed(&mut routed_out, &line, route, i);
     }
     let mut merged: Vec<Record> = merge_roles(&tagged_in, &tagged_out).cloned().collect();
     inbound.finish(&mut merged);
@@ -284,11 +284,11 @@ fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
         .collect();
     routed_in.finish(&mut routed);
     routed_out.finish(&mut routed);
-    assert_eq!(routed, whole, "{label}: routed by line_role");
+    assert_eq!(routed, whole, "{label}: routed by line_route");
     assert_eq!(
         routed_in.unparsed() + routed_out.unparsed(),
         whole_parser.unparsed(),
-        "{label}: routed by line_role"
+        "{label}: routed by line_route"
     );
     assert_eq!(
         inbound.unparsed() + delivery.unparsed(),
@@ -363,9 +363,9 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
                 (TaggedRecords::default(), TaggedRecords::default());
             for (i, view) in block.views().enumerate() {
                 let i = u32::try_from(i).expect("few lines");
-                let role = line_role(&view);
-                tagged_in.feed_routed(&mut routed_in, &view, role, i);
-                tagged_out.feed_routed(&mut routed_out, &view, role, i);
+                let route = line_route(&view);
+                tagged_in.feed_routed(&mut routed_in, &view, route, i);
+                tagged_out.feed_routed(&mut routed_out, &view, route, i);
             }
             routed.extend(merge_roles(&tagged_in, &tagged_out).cloned());
             Some(block)
@@ -376,7 +376,7 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
         assert_eq!(merged, whole, "{}", log.display());
         routed_in.finish(&mut routed);
         routed_out.finish(&mut routed);
-        assert_eq!(routed, whole, "{}: routed by line_role", log.display());
+        assert_eq!(routed, whole, "{}: routed by line_route", log.display());
         assert_eq!(
             inbound.unparsed() + delivery.unparsed(),
             whole_parser.unparsed(),
