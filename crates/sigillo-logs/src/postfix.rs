@@ -518,6 +518,7 @@ impl<'a> LazyLine<'a> for LineView<'a> {
 
 /// Whether a line of daemon `d` with message `message` belongs to [`PostfixRole::Inbound`]
 /// (else to delivery); the message is only looked at for qmgr.
+#[inline]
 fn is_inbound<'a>(d: Daemon, message: impl FnOnce() -> &'a str) -> bool {
     match d {
         Daemon::Smtpd | Daemon::Pickup | Daemon::Cleanup => true,
