@@ -10,7 +10,8 @@ use crate::input::{
 use crate::model::{MtaParser, Record};
 use crate::opensmtpd::OpensmtpdParser;
 use crate::postfix::{
-    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, merge_roles,
+    LineRoute, PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route,
+    merge_roles,
 };
 use crate::sendmail::SendmailParser;
 use serde::Serialize;
@@ -133,8 +134,9 @@ impl Parsers {
 /// Reads `inputs` (files, directories, `-`) and computes the figures.
 ///
 /// Three stages run at once, joined by bounded channels: a reader thread (decompression,
-/// line splitting, UTF-8 checks, envelopes), the MTA parsers on the calling thread (Postfix's
-/// in two halves, the delivery half on a thread of its own), and an aggregator thread. Lines
+/// line splitting, UTF-8 checks, envelopes, each Postfix line's half), the MTA parsers on the
+/// calling thread (Postfix's in two halves, the delivery half on a thread of its own), and an
+/// aggregator thread. Lines
 /// and records keep their order, so the result is the same as one thread's; at most
 /// [`PIPELINE_DEPTH`] batches wait between two stages, so memory stays bounded whatever the
 /// input's size.
@@ -227,6 +229,10 @@ enum ReaderMsg {
 struct LineBatch {
     format: Format,
     block: LineBlock,
+    /// For Postfix, each line's half and daemon ([`line_route`]), found once on the reader
+    /// thread so that each half passes over the other's lines without a look at them; else
+    /// empty.
+    routes: Vec<Option<LineRoute>>,
 }
 
 /// The reader stage: every source in turn, as line batches.
@@ -246,7 +252,16 @@ fn read_all(
                 if gone {
                     return Some(block);
                 }
-                match tx.send(ReaderMsg::Lines(LineBatch { format, block })) {
+                let routes = match format {
+                    Format::Postfix => block.views().map(|line| line_route(&line)).collect(),
+                    _ => Vec::new(),
+                };
+                let batch = LineBatch {
+                    format,
+                    block,
+                    routes,
+                };
+                match tx.send(ReaderMsg::Lines(batch)) {
                     Ok(()) => spare.try_recv().ok(),
                     Err(_) => {
                         gone = true;
@@ -276,10 +291,7 @@ fn deliver_all(
     for batch in rx {
         // About one record for every three lines: room for most blocks without growing.
         let mut tagged = TaggedRecords::with_capacity(batch.block.len() / 2);
-        // Views: the inbound half's lines are passed over without being sliced out whole.
-        for (i, line) in batch.block.views().enumerate() {
-            tagged.feed(&mut parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
-        }
+        feed_half(&mut tagged, &mut parser, &batch);
         // Whichever half finishes a block last hands it back to the reader.
         if let Some(batch) = Arc::into_inner(batch) {
             let _ = spare.try_send(batch.block);
@@ -289,6 +301,16 @@ fn deliver_all(
         }
     }
     parser
+}
+
+/// Feeds a Postfix block's lines to one half of the parser, each routed by its half: the
+/// other half's lines are not looked at (but for the delivery half's sweep at their time).
+fn feed_half(tagged: &mut TaggedRecords, parser: &mut PostfixParser, batch: &LineBatch) {
+    for (i, (line, &route)) in batch.block.views().zip(&batch.routes).enumerate() {
+        if route.is_some() {
+            tagged.feed_routed(parser, &line, route, u32::try_from(i).unwrap_or(u32::MAX));
+        }
+    }
 }
 
 /// The parser stage's end of the delivery thread.
@@ -338,10 +360,7 @@ fn parse_all(
                     // The delivery thread panicked: its join below passes the panic on.
                     break;
                 }
-                let parser = parsers.postfix_inbound();
-                for (i, line) in batch.block.views().enumerate() {
-                    inbound.feed(parser, &line, u32::try_from(i).unwrap_or(u32::MAX));
-                }
+                feed_half(&mut inbound, parsers.postfix_inbound(), &batch);
                 // Records from before (another format's) go first.
                 send(&mut records, true);
                 // Room for a block with half as many records again as this one: growing a

@@ -390,10 +390,64 @@ impl TaggedRecords {
     pub fn feed<'a>(&mut self, parser: &mut PostfixParser, line: &impl LazyLine<'a>, index: u32) {
         let before = self.records.len();
         parser.feed_lazy(line, &mut self.records);
+        self.tag_since(before, index);
+    }
+
+    /// Tags the records from `before` on with line `index`.
+    #[inline]
+    fn tag_since(&mut self, before: usize, index: u32) {
         for _ in before..self.records.len() {
             self.lines.push(index);
         }
     }
+
+    /// [`TaggedRecords::feed`] for a line whose route [`line_route`] gave already (`report`'s
+    /// reader asks once for both halves): a line of neither half is passed over at once, a
+    /// line of the other half after no more than the delivery half's sweep of idle processes
+    /// at its time, which runs at every line of a known daemon, its own or not.
+    #[inline]
+    pub fn feed_routed<'a>(
+        &mut self,
+        parser: &mut PostfixParser,
+        line: &impl LazyLine<'a>,
+        route: Option<LineRoute>,
+        index: u32,
+    ) {
+        let Some(route) = route else {
+            return;
+        };
+        let own = parser.options.role;
+        if own == route.role || own == PostfixRole::All {
+            let before = self.records.len();
+            parser.feed_lazy_known(line, Some(route.daemon), &mut self.records);
+            self.tag_since(before, index);
+        } else if own == PostfixRole::Delivery {
+            let before = self.records.len();
+            parser.expire_idle_processes(line.time(), &mut self.records);
+            self.tag_since(before, index);
+        }
+    }
+}
+
+/// Which half takes a line, and its daemon: what [`line_route`] finds once for both halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRoute {
+    /// [`PostfixRole::Inbound`] or [`PostfixRole::Delivery`].
+    pub role: PostfixRole,
+    daemon: Daemon,
+}
+
+/// The half that takes `line`, as [`PostfixParser::feed_lazy`] decides it, and its daemon;
+/// `None` for a line of no daemon the parser knows, which neither half looks at further.
+#[inline]
+pub fn line_route<'a>(line: &impl LazyLine<'a>) -> Option<LineRoute> {
+    let daemon = daemon(line.program_bytes())?;
+    let role = if is_inbound(daemon, || line.message()) {
+        PostfixRole::Inbound
+    } else {
+        PostfixRole::Delivery
+    };
+    Some(LineRoute { role, daemon })
 }
 
 /// What an inbound and a delivery parser emitted for the same lines, in the order one
@@ -486,6 +540,7 @@ impl<'a> LazyLine<'a> for LineView<'a> {
 
 /// Whether a line of daemon `d` with message `message` belongs to [`PostfixRole::Inbound`]
 /// (else to delivery); the message is only looked at for qmgr.
+#[inline]
 fn is_inbound<'a>(d: Daemon, message: impl FnOnce() -> &'a str) -> bool {
     match d {
         Daemon::Smtpd | Daemon::Pickup | Daemon::Cleanup => true,
@@ -1225,18 +1280,31 @@ impl PostfixParser {
     /// [`MtaParser::feed`] for a line whose parts are taken as needed: a line of the other
     /// half's is looked at no further than its program (and, for qmgr, its message).
     pub fn feed_lazy<'a>(&mut self, line: &impl LazyLine<'a>, out: &mut Vec<Record>) {
-        let Some(d) = daemon(line.program_bytes()) else {
+        self.feed_lazy_known(line, None, out);
+    }
+
+    /// [`PostfixParser::feed_lazy`]; `known` is the line's daemon when the caller knows the
+    /// line is this half's ([`line_route`]), so neither is worked out again.
+    #[inline]
+    fn feed_lazy_known<'a>(
+        &mut self,
+        line: &impl LazyLine<'a>,
+        known: Option<Daemon>,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(d) = known.or_else(|| daemon(line.program_bytes())) else {
             return;
         };
         let role = self.options.role;
         if role != PostfixRole::Inbound {
             self.expire_idle_processes(line.time(), out);
         }
-        let mine = match role {
-            PostfixRole::All => true,
-            PostfixRole::Inbound => is_inbound(d, || line.message()),
-            PostfixRole::Delivery => !is_inbound(d, || line.message()),
-        };
+        let mine = known.is_some()
+            || match role {
+                PostfixRole::All => true,
+                PostfixRole::Inbound => is_inbound(d, || line.message()),
+                PostfixRole::Delivery => !is_inbound(d, || line.message()),
+            };
         if !mine {
             return;
         }

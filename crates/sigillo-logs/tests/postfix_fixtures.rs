@@ -10,7 +10,7 @@ use sigillo_logs::envelope::Line;
 use sigillo_logs::input::{self, Format, InputOptions, SourcePath};
 use sigillo_logs::model::{AnomalyKind, MtaParser, Record};
 use sigillo_logs::postfix::{
-    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, merge_roles,
+    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route, merge_roles,
 };
 use std::path::{Path, PathBuf};
 
@@ -243,6 +243,7 @@ Nov 28 10:00:00 mx postfix/qmgr[106]: 1E1B2C3D4E: from=<a@b>, size=10, nrcpt=1 (
 
 /// Runs an inbound and a delivery parser over every line of `text`: merged by line, they must
 /// emit exactly the records one parser of every line emits, with the same counts and advice.
+/// So must a second pair fed each line routed by its [`line_route`], as `report` feeds them.
 /// Returns how many records were compared.
 fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
     let with_role = |role| {
@@ -256,7 +257,13 @@ fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
         with_role(PostfixRole::Inbound),
         with_role(PostfixRole::Delivery),
     );
+    let (mut routed_in, mut routed_out) = (
+        with_role(PostfixRole::Inbound),
+        with_role(PostfixRole::Delivery),
+    );
     let (mut tagged_in, mut tagged_out) = (TaggedRecords::default(), TaggedRecords::default());
+    let (mut routed_in_records, mut routed_out_records) =
+        (TaggedRecords::default(), TaggedRecords::default());
     for (i, raw) in text.lines().enumerate() {
         let Some(line) = support::split(raw) else {
             continue;
@@ -264,11 +271,25 @@ fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
         let i = u32::try_from(i).expect("few lines");
         tagged_in.feed(&mut inbound, &line, i);
         tagged_out.feed(&mut delivery, &line, i);
+        let route = line_route(&line);
+        routed_in_records.feed_routed(&mut routed_in, &line, route, i);
+        routed_out_records.feed_routed(&mut routed_out, &line, route, i);
     }
     let mut merged: Vec<Record> = merge_roles(&tagged_in, &tagged_out).cloned().collect();
     inbound.finish(&mut merged);
     delivery.finish(&mut merged);
     assert_eq!(merged, whole, "{label}");
+    let mut routed: Vec<Record> = merge_roles(&routed_in_records, &routed_out_records)
+        .cloned()
+        .collect();
+    routed_in.finish(&mut routed);
+    routed_out.finish(&mut routed);
+    assert_eq!(routed, whole, "{label}: routed by line_route");
+    assert_eq!(
+        routed_in.unparsed() + routed_out.unparsed(),
+        whole_parser.unparsed(),
+        "{label}: routed by line_route"
+    );
     assert_eq!(
         inbound.unparsed() + delivery.unparsed(),
         whole_parser.unparsed(),
@@ -320,7 +341,11 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
             with_role(PostfixRole::Inbound),
             with_role(PostfixRole::Delivery),
         );
-        let mut merged: Vec<Record> = Vec::new();
+        let (mut routed_in, mut routed_out) = (
+            with_role(PostfixRole::Inbound),
+            with_role(PostfixRole::Delivery),
+        );
+        let (mut merged, mut routed): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
         input::open(&SourcePath::File(log.clone()), &options).for_each_block(|block| {
             for line in block.lines() {
                 whole_parser.feed(&line, &mut whole);
@@ -333,12 +358,25 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
                 tagged_out.feed(&mut delivery, &view, i);
             }
             merged.extend(merge_roles(&tagged_in, &tagged_out).cloned());
+            // As `report` feeds them: each line's role found once, each half routed by it.
+            let (mut tagged_in, mut tagged_out) =
+                (TaggedRecords::default(), TaggedRecords::default());
+            for (i, view) in block.views().enumerate() {
+                let i = u32::try_from(i).expect("few lines");
+                let route = line_route(&view);
+                tagged_in.feed_routed(&mut routed_in, &view, route, i);
+                tagged_out.feed_routed(&mut routed_out, &view, route, i);
+            }
+            routed.extend(merge_roles(&tagged_in, &tagged_out).cloned());
             Some(block)
         });
         whole_parser.finish(&mut whole);
         inbound.finish(&mut merged);
         delivery.finish(&mut merged);
         assert_eq!(merged, whole, "{}", log.display());
+        routed_in.finish(&mut routed);
+        routed_out.finish(&mut routed);
+        assert_eq!(routed, whole, "{}: routed by line_route", log.display());
         assert_eq!(
             inbound.unparsed() + delivery.unparsed(),
             whole_parser.unparsed(),
