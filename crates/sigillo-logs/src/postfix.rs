@@ -417,15 +417,13 @@ impl TaggedRecords {
             return;
         };
         let own = parser.options.role;
+        let before = self.records.len();
         if own == route.role || own == PostfixRole::All {
-            let before = self.records.len();
             parser.feed_lazy_known(line, Some(route.daemon), &mut self.records);
-            self.tag_since(before, index);
         } else if own == PostfixRole::Delivery {
-            let before = self.records.len();
             parser.expire_idle_processes(line.time(), &mut self.records);
-            self.tag_since(before, index);
         }
+        self.tag_since(before, index);
     }
 }
 
