@@ -241,26 +241,28 @@ Nov 28 10:00:00 mx postfix/qmgr[106]: 1E1B2C3D4E: from=<a@b>, size=10, nrcpt=1 (
     assert_eq!(parser.open_state(), (0, 0, 0, 0));
 }
 
-/// Runs an inbound and a delivery parser over every line of `text`: merged by line, they must
-/// emit exactly the records one parser of every line emits, with the same counts and advice.
-/// So must a second pair fed each line routed by its [`line_route`], as `report` feeds them.
-/// Returns how many records were compared.
-fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
+/// A fresh inbound half and delivery half, as `report` runs them.
+fn halves() -> (PostfixParser, PostfixParser) {
     let with_role = |role| {
         PostfixParser::new(PostfixParserOptions {
             role,
             ..PostfixParserOptions::default()
         })
     };
+    (
+        with_role(PostfixRole::Inbound),
+        with_role(PostfixRole::Delivery),
+    )
+}
+
+/// Runs an inbound and a delivery parser over every line of `text`: merged by line, they must
+/// emit exactly the records one parser of every line emits, with the same counts and advice.
+/// So must a second pair fed each line routed by its [`line_route`], as `report` feeds them.
+/// Returns how many records were compared.
+fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
     let (whole, whole_parser) = support::run(text);
-    let (mut inbound, mut delivery) = (
-        with_role(PostfixRole::Inbound),
-        with_role(PostfixRole::Delivery),
-    );
-    let (mut routed_in, mut routed_out) = (
-        with_role(PostfixRole::Inbound),
-        with_role(PostfixRole::Delivery),
-    );
+    let (mut inbound, mut delivery) = halves();
+    let (mut routed_in, mut routed_out) = halves();
     let (mut tagged_in, mut tagged_out) = (TaggedRecords::default(), TaggedRecords::default());
     let (mut routed_in_records, mut routed_out_records) =
         (TaggedRecords::default(), TaggedRecords::default());
@@ -328,23 +330,11 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
         year: Some(2026),
         ..InputOptions::default()
     };
-    let with_role = |role| {
-        PostfixParser::new(PostfixParserOptions {
-            role,
-            ..PostfixParserOptions::default()
-        })
-    };
     let mut compared = 0;
     for log in fixture_logs() {
         let (mut whole_parser, mut whole) = (PostfixParser::default(), Vec::new());
-        let (mut inbound, mut delivery) = (
-            with_role(PostfixRole::Inbound),
-            with_role(PostfixRole::Delivery),
-        );
-        let (mut routed_in, mut routed_out) = (
-            with_role(PostfixRole::Inbound),
-            with_role(PostfixRole::Delivery),
-        );
+        let (mut inbound, mut delivery) = halves();
+        let (mut routed_in, mut routed_out) = halves();
         let (mut merged, mut routed): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
         input::open(&SourcePath::File(log.clone()), &options).for_each_block(|block| {
             for line in block.lines() {
