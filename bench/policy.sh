@@ -12,7 +12,9 @@
 # Settings (environment):
 #   DURATION=10            seconds measured per run (after WARMUP)
 #   WARMUP=2               seconds of load before measuring
-#   SHAPES="16x1 64x8"     connections x requests in flight (64x8: 4 x 16 connections, 8 each)
+#   SHAPES="16x1 64x8 16x1u 64x8u"   connections x requests in flight (64x8: 4 x 16
+#                          connections, 8 each) over loopback TCP; a trailing "u" means the
+#                          same over a unix socket (Postfix's socketmap:unix:), for both daemons
 #   WORKLOADS="hits notfound misses bursts"
 #   DAEMONS="sigillo resolver"
 #   HITS=1000 NOTFOUND=1000 MISSES=30000 BURSTS=3000   domains of each kind in the lab
@@ -26,7 +28,7 @@ cd "$ROOT"
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-SHAPES=${SHAPES:-"16x1 64x8"}
+SHAPES=${SHAPES:-"16x1 64x8 16x1u 64x8u"}
 WORKLOADS=${WORKLOADS:-"hits notfound misses bursts"}
 DAEMONS=${DAEMONS:-"sigillo resolver"}
 HITS=${HITS:-1000}
@@ -67,10 +69,14 @@ log "installing postfix-mta-sts-resolver and uvloop into a venv"
 python3 -m venv "$RUN/venv"
 "$RUN/venv/bin/pip" install -q postfix-mta-sts-resolver uvloop >&2
 RESOLVER="$RUN/venv/bin/mta-sts-daemon"
-cat >"$RUN/resolver.yml" <<'EOF'
-host: 127.0.0.1
-port: 8462
-reuse_port: true
+# The same settings for both transports; only the listening lines differ.
+for transport in tcp unix; do
+    if [[ $transport == tcp ]]; then
+        printf 'host: 127.0.0.1\nport: 8462\nreuse_port: true\n'
+    else
+        printf 'path: %s\n' "$RUN/resolver.sock"
+    fi >"$RUN/resolver-$transport.yml"
+    cat >>"$RUN/resolver-$transport.yml" <<'EOF'
 shutdown_timeout: 5
 cache:
   type: internal
@@ -80,6 +86,7 @@ default_zone:
   strict_testing: false
   timeout: 4
 EOF
+done
 
 # ---------------------------------------------------------------- environment
 {
@@ -145,24 +152,34 @@ CA=${ca_kv#ca=}
 
 # ---------------------------------------------------------------- daemons
 DAEMON_PID=
-start_daemon() { # NAME
+ADDR=
+start_daemon() { # NAME TRANSPORT (tcp or unix)
+    local transport=$2
     case $1 in
     sigillo)
         PORT=8461
-        ip netns exec "$NS" "$SIGILLO" policy serve --listen "127.0.0.1:$PORT" --map-name sts \
+        ADDR="127.0.0.1:$PORT"
+        [[ $transport == unix ]] && ADDR="unix:$RUN/sigillo.sock"
+        ip netns exec "$NS" "$SIGILLO" policy serve --listen "$ADDR" --map-name sts \
             --resolver 127.0.0.1:53 --trust-anchor "$ANCHOR" --ca-file "$CA" \
             2>>"$RUN/sigillo.log" &
         ;;
     resolver)
         PORT=8462
-        SSL_CERT_FILE="$CA" ip netns exec "$NS" "$RESOLVER" -c "$RUN/resolver.yml" -v warn \
+        ADDR="127.0.0.1:$PORT"
+        [[ $transport == unix ]] && ADDR="unix:$RUN/resolver.sock"
+        SSL_CERT_FILE="$CA" ip netns exec "$NS" "$RESOLVER" -c "$RUN/resolver-$transport.yml" -v warn \
             2>>"$RUN/resolver.log" &
         ;;
     esac
     DAEMON_PID=$!
     PIDS+=("$DAEMON_PID")
     for _ in $(seq 200); do
-        in_ns bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null && return 0
+        if [[ $transport == unix ]]; then
+            [[ -S ${ADDR#unix:} ]] && return 0
+        else
+            in_ns bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null && return 0
+        fi
         kill -0 "$DAEMON_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -174,6 +191,7 @@ stop_daemon() {
     for _ in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$DAEMON_PID" 2>/dev/null || true
     wait "$DAEMON_PID" 2>/dev/null || true
+    rm -f "$RUN/sigillo.sock" "$RUN/resolver.sock"
 }
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
@@ -199,14 +217,18 @@ workload_args() {
 # One measurement: a fresh daemon (empty cache), warmed up for hits and notfound with one
 # lookup of every domain, then the generator. Writes the result line to $RUN/last.json.
 measure() { # DAEMON WORKLOAD SHAPE
-    local daemon=$1 workload=$2 shape=$3 conns=${3%x*} inflight=${3#*x} warm=$WARMUP
-    start_daemon "$daemon"
+    local daemon=$1 workload=$2 shape=$3 conns=${3%x*} inflight=${3#*x} warm=$WARMUP transport=tcp
+    if [[ $inflight == *u ]]; then
+        inflight=${inflight%u}
+        transport=unix
+    fi
+    start_daemon "$daemon" "$transport"
     case $workload in
     hits | notfound)
         local count=$HITS
         [[ $workload == notfound ]] && count=$NOTFOUND
         # shellcheck disable=SC2046
-        in_ns "$LOAD" --addr "127.0.0.1:$PORT" --connections 16 --in-flight 1 \
+        in_ns "$LOAD" --addr "$ADDR" --connections 16 --in-flight 1 \
             --keys "${workload:0:1}{}.bench.test" --count "$count" --order unique \
             --warmup 0 --duration 60 --label warm-up >>"$RUN/warm-up.jsonl"
         ;;
@@ -214,7 +236,7 @@ measure() { # DAEMON WORKLOAD SHAPE
     esac
     wait_for_quiet
     # shellcheck disable=SC2046
-    in_ns "$LOAD" --addr "127.0.0.1:$PORT" --connections "$conns" --in-flight "$inflight" \
+    in_ns "$LOAD" --addr "$ADDR" --connections "$conns" --in-flight "$inflight" \
         $(workload_args "$workload") --warmup "$warm" --duration "$DURATION" \
         --watch "daemon=$DAEMON_PID" --watch "lab=$LAB_PID" --stats "$RUN/lab.stats" \
         --label "$daemon $workload $shape" >"$RUN/last.json"

@@ -17,6 +17,8 @@
 //!     --watch daemon=1234 --stats /run/lab.stats --label hits
 //! ```
 //!
+//! `--addr unix:/path` connects to a unix socket instead (Postfix's `socketmap:unix:`).
+//!
 //! Keys are `--keys` with `{}` replaced by an index below `--count`, in one of three orders:
 //! - `cycle`: every connection walks all keys from its own offset, round and round (cache
 //!   hits once warmed up, or NOTFOUND domains);
@@ -36,8 +38,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream as MioTcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::event::Source;
+use mio::net::{TcpStream as MioTcpStream, UnixStream as MioUnixStream};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use sigillo_policy::socketmap::{Reply, decode_reply, encode_request};
 
@@ -49,9 +52,74 @@ enum Order {
     Burst,
 }
 
+/// Where the daemon listens: loopback TCP, or a unix socket (`--addr unix:/path`), which
+/// Postfix reaches as `socketmap:unix:/path:NAME`.
+#[derive(Clone, Debug)]
+enum Addr {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Tcp(a) => write!(f, "{a}"),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A connected socket of either kind, read, written and registered the same way.
+enum Stream {
+    Tcp(MioTcpStream),
+    Unix(MioUnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Options {
-    addr: SocketAddr,
+    addr: Addr,
     map: String,
     connections: usize,
     in_flight: usize,
@@ -67,7 +135,7 @@ struct Options {
 
 fn usage(why: &str) -> ! {
     eprintln!(
-        "socketmap_load: {why}\nusage: socketmap_load --addr IP:PORT [--map NAME] \
+        "socketmap_load: {why}\nusage: socketmap_load --addr IP:PORT|unix:PATH [--map NAME] \
          [--connections N] [--in-flight K] --keys PATTERN_WITH_{{}} --count N \
          [--order cycle|unique|burst] [--warmup SECS] [--duration SECS] \
          [--watch NAME=PID]... [--stats FILE]... [--label TEXT]"
@@ -78,7 +146,7 @@ fn usage(why: &str) -> ! {
 fn parse_options() -> Options {
     let mut args = std::env::args().skip(1);
     let mut o = Options {
-        addr: SocketAddr::from(([127, 0, 0, 1], 8461)),
+        addr: Addr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8461))),
         map: "sts".into(),
         connections: 16,
         in_flight: 1,
@@ -110,9 +178,14 @@ fn parse_options() -> Options {
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--addr" => {
-                o.addr = value
-                    .parse()
-                    .unwrap_or_else(|_| usage(&format!("bad --addr {value:?}")))
+                o.addr = match value.strip_prefix("unix:") {
+                    Some(path) if !path.is_empty() => Addr::Unix(path.into()),
+                    _ => Addr::Tcp(
+                        value
+                            .parse()
+                            .unwrap_or_else(|_| usage(&format!("bad --addr {value:?}"))),
+                    ),
+                }
             }
             "--map" => o.map = value,
             "--connections" => o.connections = number(&value),
@@ -224,7 +297,7 @@ fn token(i: usize) -> Token {
 /// One connection: its socket, the requests it has in flight and what it saw.
 struct Conn {
     /// `None` once the connection is done (or never connected).
-    stream: Option<MioTcpStream>,
+    stream: Option<Stream>,
     /// When each request in flight was sent, oldest first.
     pending: VecDeque<Instant>,
     /// Encoded requests; `out[sent..]` is not written yet.
@@ -242,7 +315,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: MioTcpStream, o: &Options) -> Conn {
+    fn new(stream: Stream, o: &Options) -> Conn {
         Conn {
             stream: Some(stream),
             pending: VecDeque::with_capacity(o.in_flight),
@@ -405,12 +478,21 @@ impl Conn {
 }
 
 /// Opens connection `i` (blocking connect, then non-blocking) and registers it.
-fn connect(poll: &Poll, i: usize, o: &Options) -> Result<MioTcpStream, String> {
-    let stream =
-        std::net::TcpStream::connect(o.addr).map_err(|e| format!("connect {}: {e}", o.addr))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut stream = MioTcpStream::from_std(stream);
+fn connect(poll: &Poll, i: usize, o: &Options) -> Result<Stream, String> {
+    let failed = |e: std::io::Error| format!("connect {}: {e}", o.addr);
+    let mut stream = match &o.addr {
+        Addr::Tcp(addr) => {
+            let stream = std::net::TcpStream::connect(addr).map_err(failed)?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Stream::Tcp(MioTcpStream::from_std(stream))
+        }
+        Addr::Unix(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path).map_err(failed)?;
+            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Stream::Unix(MioUnixStream::from_std(stream))
+        }
+    };
     poll.registry()
         .register(&mut stream, token(i), Interest::READABLE)
         .map_err(|e| format!("poll: {e}"))?;
