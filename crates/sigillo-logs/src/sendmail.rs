@@ -34,8 +34,16 @@
 //!     STARTTLS was refused;
 //!   - outbound, a new plaintext connection to a relay that used `STARTTLS=client` earlier in
 //!     the log.
-//! - **Inbound connections**: Sendmail logs no connect/disconnect at its default LogLevel, and
-//!   plain sessions with mail leave no line of their own: no inbound connection records.
+//! - **Inbound connections**: Sendmail logs no connect/disconnect at its default LogLevel, but
+//!   it forks one daemon child per SMTP connection, so a pid is one session: it opens with its
+//!   `STARTTLS=server` line or its first `from=` line naming an `[ip]`, takes the later
+//!   `from=` lines of that pid from the same address (within an hour of its last line) as
+//!   more mail on it, and ends with its `did not issue MAIL/EXPN/VRFY/ETRN` line, with another
+//!   session of that pid (a `STARTTLS=server` line, or a line from another address or after
+//!   an hour), after an hour without a line, or at the end of input. Its transport is TLS
+//!   with a `STARTTLS=server` line (or `proto=ESMTPS`), plain otherwise; `messages` counts its
+//!   `from=` lines with `nrcpts` above 0. Sessions rejected before `MAIL` that log nothing
+//!   of their own (at LogLevel ≤ 5 even those without mail) are not seen.
 //! - **Outbound connections**, per process (pid) and relay host: a `STARTTLS=client` line is
 //!   one new TLS connection (exact: one per handshake). Plaintext connections leave no line:
 //!   the first delivery of a process to a relay without a `STARTTLS=client` line counts one,
@@ -156,11 +164,69 @@ fn split_qid(m: &str) -> (Option<&str>, &str) {
     (None, m)
 }
 
-#[derive(Debug, Clone)]
-struct ServerTls {
+/// One inbound SMTP session: one daemon child (pid) of Sendmail.
+#[derive(Debug)]
+struct ServerSession {
+    /// Its first line.
     time: UnixTime,
-    ip: Option<IpAddr>,
-    tls: TlsInfo,
+    /// Its last line: a line of the same pid more than [`MAX_AGE`] later is another session.
+    last: UnixTime,
+    peer: Peer,
+    /// From its `STARTTLS=server` line.
+    tls: Option<TlsInfo>,
+    /// `proto=ESMTPS`/`ESMTPSA` on a `from=` line without a `STARTTLS=server` line.
+    proto_tls: bool,
+    messages: u32,
+}
+
+impl ServerSession {
+    fn new(time: UnixTime, relay: Relay<'_>) -> Self {
+        Self {
+            time,
+            last: time,
+            peer: peer(relay),
+            tls: None,
+            proto_tls: false,
+            messages: 0,
+        }
+    }
+
+    /// Whether a line at `time` from `ip` of the same pid belongs to this session.
+    fn takes(&self, time: UnixTime, ip: Option<IpAddr>) -> bool {
+        time.saturating_sub(self.last) <= MAX_AGE
+            && (self.peer.ip.is_none() || ip.is_none() || self.peer.ip == ip)
+    }
+
+    fn transport(&self) -> Transport {
+        match &self.tls {
+            Some(tls) => Transport::Tls(tls.clone()),
+            None if self.proto_tls => Transport::Tls(unknown_tls()),
+            None => Transport::Plain,
+        }
+    }
+
+    fn record(self) -> Record {
+        Record::Connection(ConnectionRecord {
+            mta: Mta::Sendmail,
+            time: self.time,
+            direction: Direction::Inbound,
+            scope: Scope::Internet,
+            transport: self.transport(),
+            peer: self.peer,
+            messages: self.messages,
+        })
+    }
+}
+
+/// TLS whose version and cipher the log does not give (`proto=ESMTPS` alone).
+fn unknown_tls() -> TlsInfo {
+    TlsInfo {
+        version: "unknown".into(),
+        cipher: "unknown".into(),
+        bits: None,
+        key_exchange: None,
+        trust: None,
+    }
 }
 
 /// An outbound connection of one process to one relay host: opened by a `STARTTLS=client`
@@ -200,7 +266,7 @@ const NO_SESSION: [&str; 6] = [
 pub struct SendmailParser {
     // Pids are the MTA's own: the fast hash. Addresses and relay names come from the other
     // side: SipHash.
-    server: Bounded<u32, ServerTls, FxBuild>,
+    server: Bounded<u32, ServerSession, FxBuild>,
     client: Bounded<(u32, String), ClientConn>,
     tls_peers: Bounded<IpAddr, ()>,
     tls_relays: Bounded<String, ()>,
@@ -208,6 +274,8 @@ pub struct SendmailParser {
     unparsed: u64,
     evicted: u64,
     domains: DomainTexts,
+    /// Log time of the next sweep of sessions without a line for [`MAX_AGE`].
+    next_sweep: UnixTime,
 }
 
 impl Default for SendmailParser {
@@ -227,6 +295,60 @@ impl SendmailParser {
             unparsed: 0,
             evicted: 0,
             domains: DomainTexts::default(),
+            next_sweep: 0,
+        }
+    }
+
+    /// Ends the inbound session of `pid`, if any: its connection record.
+    fn close_server(&mut self, pid: u32, out: &mut Vec<Record>) {
+        if let Some(s) = self.server.remove(&pid) {
+            out.push(s.record());
+        }
+    }
+
+    /// Starts the inbound session of `pid` (after [`Self::close_server`]).
+    fn open_server(&mut self, pid: u32, s: ServerSession, out: &mut Vec<Record>) {
+        if let Some((_, old)) = self.server.insert(pid, s) {
+            self.evicted += 1;
+            out.push(old.record());
+        }
+    }
+
+    /// The session of `pid` that a line at `time` from `relay` belongs to: the open one, or a
+    /// new one (the open one, of an earlier connection, is closed).
+    fn server_for(
+        &mut self,
+        pid: u32,
+        time: UnixTime,
+        relay: Relay<'_>,
+        out: &mut Vec<Record>,
+    ) -> Option<&mut ServerSession> {
+        let same = self
+            .server
+            .get(&pid)
+            .is_some_and(|s| s.takes(time, relay.ip));
+        if !same {
+            self.close_server(pid, out);
+            self.open_server(pid, ServerSession::new(time, relay), out);
+        }
+        let s = self.server.get_mut(&pid)?;
+        s.last = time;
+        if s.peer.ip.is_none() {
+            s.peer = peer(relay);
+        }
+        Some(s)
+    }
+
+    /// Every 10 minutes of log time: closes the sessions without a line for [`MAX_AGE`] (the
+    /// child has exited), so open state follows the connections alive.
+    fn sweep_servers(&mut self, now: UnixTime, out: &mut Vec<Record>) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now.saturating_add(600);
+        let cutoff = now.saturating_sub(MAX_AGE);
+        for (_, s) in self.server.take_where(|s| s.last < cutoff) {
+            out.push(s.record());
         }
     }
 
@@ -277,20 +399,16 @@ impl SendmailParser {
             trust: verify.map(trust_of),
         };
         let evicted = if server {
-            let ip = parse_relay(relay).ip;
-            if let Some(ip) = ip {
+            let relay = parse_relay(relay);
+            if let Some(ip) = relay.ip {
                 self.tls_peers.insert(ip, ());
             }
-            self.server
-                .insert(
-                    pid,
-                    ServerTls {
-                        time: line.time,
-                        ip,
-                        tls,
-                    },
-                )
-                .is_some()
+            // STARTTLS comes once, first in a session: an open one of this pid is over.
+            self.close_server(pid, out);
+            let mut s = ServerSession::new(line.time, relay);
+            s.tls = Some(tls);
+            self.open_server(pid, s, out);
+            false
         } else {
             // A new TLS connection of this process to this relay.
             let key = (pid, relay_key(relay));
@@ -352,9 +470,11 @@ impl SendmailParser {
     fn on_null_session(&mut self, client: &str, line: &Line<'_>, out: &mut Vec<Record>) {
         let relay = parse_relay(client);
         let pid = line.pid.unwrap_or(0);
-        let session_tls = self.server.remove(&pid).is_some_and(|s| {
-            line.time.saturating_sub(s.time) <= MAX_AGE && (s.ip.is_none() || s.ip == relay.ip)
-        });
+        // The session ends here; with a STARTTLS line before it, it was a TLS session.
+        let session_tls = self
+            .server_for(pid, line.time, relay, out)
+            .is_some_and(|s| s.tls.is_some());
+        self.close_server(pid, out);
         if let Some(p) = self.take_pending_trace(pid, line.time) {
             out.push(trace(p, Direction::Inbound, peer(relay), Some(line.raw)));
         } else if !session_tls && relay.ip.is_some_and(|ip| self.tls_peers.get(&ip).is_some()) {
@@ -381,30 +501,34 @@ impl SendmailParser {
             self.unparsed += 1;
             return;
         };
+        let relay = relay.map(parse_relay).unwrap_or_default();
+        // `relay=user@localhost`: a local submission, no SMTP session.
+        let internal = relay.ip.is_none();
+        let pid = line.pid.unwrap_or(0);
+        let proto_tls = proto.is_some_and(|p| p.starts_with("ESMTPS"));
+        let session = if internal {
+            self.server
+                .get_mut(&pid)
+                .filter(|s| s.takes(line.time, None))
+        } else {
+            self.server_for(pid, line.time, relay, out)
+        };
+        let joined = session.map(|s| {
+            s.proto_tls |= proto_tls;
+            if nrcpts > 0 {
+                s.messages = s.messages.saturating_add(1);
+            }
+            s.tls.clone()
+        });
         if nrcpts == 0 {
             return; // nothing accepted (all recipients rejected, or an aborted transaction)
         }
-        let relay = relay.map(parse_relay).unwrap_or_default();
-        let internal = relay.ip.is_none();
-        let pid = line.pid.unwrap_or(0);
         if let Some(p) = self.take_pending_trace(pid, line.time) {
             out.push(trace(p, Direction::Inbound, peer(relay), Some(line.raw)));
         }
-        let joined = self.server.get_mut(&pid).and_then(|s| {
-            let fresh = line.time.saturating_sub(s.time) <= MAX_AGE;
-            let same = s.ip.is_none() || relay.ip.is_none() || s.ip == relay.ip;
-            (fresh && same).then(|| s.tls.clone())
-        });
-        let proto_tls = proto.is_some_and(|p| p.starts_with("ESMTPS"));
-        let transport = match joined {
+        let transport = match joined.flatten() {
             Some(tls) => Transport::Tls(tls),
-            None if proto_tls => Transport::Tls(TlsInfo {
-                version: "unknown".into(),
-                cipher: "unknown".into(),
-                bits: None,
-                key_exchange: None,
-                trust: None,
-            }),
+            None if proto_tls => Transport::Tls(unknown_tls()),
             None => Transport::Plain,
         };
         out.push(Record::Message(MessageRecord {
@@ -678,6 +802,7 @@ impl MtaParser for SendmailParser {
         if !matches!(line.program, "sm-mta" | "sendmail" | "sm-msp-queue") {
             return;
         }
+        self.sweep_servers(line.time, out);
         let (qid, rest) = split_qid(line.message);
         // Lines of a session before it has a queue id (older versions).
         let rest = rest.strip_prefix("NOQUEUE: ").unwrap_or(rest);
@@ -710,7 +835,9 @@ impl MtaParser for SendmailParser {
         for (_, p) in self.pending_traces.drain_ordered() {
             out.push(trace(p, Direction::Inbound, peer(Relay::default()), None));
         }
-        self.server.drain_ordered();
+        for (_, s) in self.server.drain_ordered() {
+            out.push(s.record());
+        }
         self.tls_peers.drain_ordered();
         self.tls_relays.drain_ordered();
     }

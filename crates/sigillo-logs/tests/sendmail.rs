@@ -91,3 +91,70 @@ fn stripping_traces_carry_their_peer_and_evidence_lines() {
         );
     }
 }
+
+/// A daemon child is one inbound session: later mail of the same pid from the same address
+/// within an hour of its last line is more mail on it; after an hour, or from another address,
+/// it is another session. A session silent for an hour is closed as the log goes on (its
+/// record comes out before the end of input, and it is not counted as evicted state).
+#[test]
+fn inbound_sessions_follow_the_daemon_child() {
+    use sigillo_logs::envelope::{Envelope, YearGuess};
+    use sigillo_logs::model::{Direction, Record, Transport};
+
+    let from = |time: &str, pid: u32, qid: &str, ip: &str| {
+        format!(
+            "Mar  3 {time} mx sm-mta[{pid}]: {qid}: from=<a@example.org>, size=10, class=0, \
+             nrcpts=1, proto=ESMTP, daemon=MTA, relay=[{ip}]"
+        )
+    };
+    let lines = [
+        from("08:00:00", 7000, "4238Q0Aa007000", "192.0.2.1"),
+        from("08:50:00", 7000, "4238Q0Ab007000", "192.0.2.1"), // same session
+        from("09:51:00", 7000, "4238Q0Ac007000", "192.0.2.1"), // 61 min later: another
+        from("09:52:00", 7000, "4238Q0Ad007000", "192.0.2.2"), // another address: another
+        "Mar  3 09:53:00 mx sm-mta[7001]: STARTTLS=server, relay=[192.0.2.3], version=TLSv1.3, \
+         verify=NO, cipher=TLS_AES_256_GCM_SHA384, bits=256/256"
+            .to_owned(),
+        from("09:53:01", 7001, "4238Q0Ae007001", "192.0.2.3"),
+        // Hours later, another process: the sessions above have ended.
+        from("12:00:00", 7002, "4238Q0Af007002", "192.0.2.4"),
+    ];
+    let mut env = Envelope::new(YearGuess::forced(2026));
+    let mut parser = SendmailParser::new();
+    let mut out = Vec::new();
+    for raw in &lines {
+        parser.feed(&env.parse(raw).expect("line"), &mut out);
+    }
+    let connections = |out: &[Record]| -> Vec<(String, u32, bool)> {
+        out.iter()
+            .filter_map(|r| match r {
+                Record::Connection(c) if c.direction == Direction::Inbound => Some((
+                    c.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    c.messages,
+                    matches!(c.transport, Transport::Tls(_)),
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    let before_end = connections(&out);
+    assert_eq!(
+        before_end,
+        [
+            ("192.0.2.1".into(), 2, false),
+            ("192.0.2.1".into(), 1, false),
+            ("192.0.2.2".into(), 1, false),
+            ("192.0.2.3".into(), 1, true),
+        ],
+        "sessions closed before the end of input"
+    );
+    parser.finish(&mut out);
+    let all = connections(&out);
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert_eq!(all[4], ("192.0.2.4".into(), 1, false));
+    assert_eq!(
+        parser.evicted(),
+        0,
+        "closing an ended session loses nothing"
+    );
+}
