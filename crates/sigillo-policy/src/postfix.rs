@@ -136,11 +136,11 @@ impl fmt::Display for TlsPolicy {
 /// `smtp_tls_policy` tests).
 ///
 /// Postfix before 3.10 rejects these unknown attributes and with them the whole policy, so
-/// only add them when the MTA is known to be 3.10 or later. Open doubt: `policy_string`
-/// values contain spaces (`mode: enforce`) and are written in Postfix's `{ name = value }`
-/// form, as other MTA-STS daemons do; this has not been checked against a Postfix 3.10 here
-/// (Debian 12 has 3.7). Lines containing `{`, `}` or a control character (an extension
-/// value may hold a tab) are left out.
+/// only add them when the MTA is known to be 3.10 or later. `policy_string` values contain
+/// spaces (`mode: enforce`) and are written in Postfix's `{ name = value }` form; a real
+/// Postfix 3.10 reads them so and reports them to its TLSRPT library unchanged
+/// (`crates/sigillo/tests/tlsrpt_postfix.rs`). Lines containing `{`, `}` or a control
+/// character (an extension value may hold a tab) are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsRptAttributes {
     /// `policy_type=`.

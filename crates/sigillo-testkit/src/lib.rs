@@ -59,7 +59,7 @@ pub use dns::{DnsServer, ZoneBuilder};
 pub use exim::{Exim, EximOptions};
 pub use https::{HttpRequest, HttpResponse, HttpsServer};
 pub use netns::{NETNS_ENV, NetNs};
-pub use postfix::{Postfix, PostfixOptions};
+pub use postfix::{POSTFIX_310_ROOT, Postfix, PostfixOptions};
 pub use proxy::StripProxy;
 pub use scripted::{Script, ScriptedServer, SilentServer, Then};
 pub use sigillo_smtp::asa::AsaConfig;

@@ -3,6 +3,12 @@
 //!
 //! Needs root (the `postfix` command and the master daemon run as root, like in CI) and the
 //! Debian `postfix` package with its `postfix` user and `postdrop` group.
+//!
+//! With [`PostfixOptions::chroot`] the instance is another Postfix, installed in a directory
+//! tree of its own and run through `chroot(8)`: Debian 13's Postfix 3.10, which reads TLSRPT
+//! attributes in `smtp_tls_policy_maps` answers, needs a newer C library than Debian 12 has,
+//! so `.ci/install-peers` bootstraps it into [`POSTFIX_310_ROOT`]. The instance's directory
+//! then lies inside that tree, and its `main.cf` names paths as Postfix sees them there.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,6 +23,10 @@ use crate::util::{
     self, children_of, free_port, pid_alive, run_capture, service_tempdir, signal, start_time,
     tail, wait_for_greeting, wait_for_port, wait_gone,
 };
+
+/// Where `.ci/install-peers` bootstraps Debian 13 with its Postfix 3.10 (TLSRPT support built
+/// in); `SIGILLO_POSTFIX310_ROOT` overrides it.
+pub const POSTFIX_310_ROOT: &str = "/opt/sigillo/postfix-3.10";
 
 /// How to set up a [`Postfix`] instance.
 #[derive(Clone, Debug)]
@@ -43,6 +53,12 @@ pub struct PostfixOptions {
     pub wrapper_mode: bool,
     /// How long `start` waits for the 220 greeting.
     pub start_timeout: Duration,
+    /// Run the Postfix installed under this directory, through `chroot(8)` (see the module
+    /// documentation); `None`: the system's.
+    pub chroot: Option<PathBuf>,
+    /// Files copied into the instance's `config_directory` under these names before it starts,
+    /// for `main.cf` to name as `$config_directory/NAME` (which also works inside a chroot).
+    pub files: Vec<(String, PathBuf)>,
 }
 
 impl Default for PostfixOptions {
@@ -58,6 +74,8 @@ impl Default for PostfixOptions {
             listen_ip: None,
             wrapper_mode: false,
             start_timeout: Duration::from_secs(20),
+            chroot: None,
+            files: Vec::new(),
         }
     }
 }
@@ -111,6 +129,16 @@ impl PostfixOptions {
         self.listen_ip = Some(ip);
         self
     }
+    /// Run the Postfix installed under `root` through `chroot(8)`, e.g. [`Postfix::root_310`].
+    pub fn chroot(mut self, root: &Path) -> Self {
+        self.chroot = Some(root.to_path_buf());
+        self
+    }
+    /// Copy `src` into the instance's `config_directory` as `name` before it starts.
+    pub fn file(mut self, name: &str, src: &Path) -> Self {
+        self.files.push((name.to_string(), src.to_path_buf()));
+        self
+    }
 }
 
 /// A running private Postfix instance; stopped (and its processes killed) on drop.
@@ -153,15 +181,35 @@ impl Postfix {
         if !util::is_root() {
             bail!("a private Postfix instance needs root (postfix start runs the master as root)");
         }
-        let postfix = util::which("postfix").context("`postfix` is not installed")?;
+        let postfix = match &options.chroot {
+            Some(root) => {
+                let inside = root.join("usr/sbin/postfix");
+                if !inside.is_file() {
+                    bail!(
+                        "no Postfix under {} (run .ci/install-peers)",
+                        root.display()
+                    );
+                }
+                PathBuf::from("/usr/sbin/postfix")
+            }
+            None => util::which("postfix").context("`postfix` is not installed")?,
+        };
         if options.ipv6 && options.listen_ip.is_some() {
             bail!("listen_ip is IPv4 only: it cannot be combined with ipv6");
         }
         if options.ipv6 && !util::has_ipv6_loopback() {
             bail!("ipv6 requested but ::1 is not available on this host");
         }
-        let dir = service_tempdir("sigillo-postfix-")?;
-        let (uid, gid) = util::user_ids("postfix")?;
+        let (dir, (uid, gid)) = match &options.chroot {
+            Some(root) => (
+                util::service_tempdir_in("sigillo-postfix-", &root.join("tmp"))?,
+                util::user_ids_in(root, "postfix")?,
+            ),
+            None => (
+                service_tempdir("sigillo-postfix-")?,
+                util::user_ids("postfix")?,
+            ),
+        };
         for sub in ["etc", "queue", "data", "inbox"] {
             std::fs::create_dir_all(dir.path().join(sub))
                 .with_context(|| format!("creating {sub} in {}", dir.path().display()))?;
@@ -178,6 +226,10 @@ impl Postfix {
             master: None,
         };
         pf.install_tls_files()?;
+        for (name, src) in &pf.options.files {
+            std::fs::copy(src, pf.dir.path().join("etc").join(name))
+                .with_context(|| format!("copying {} into the instance", src.display()))?;
+        }
 
         // A port may be taken between free_port() and Postfix's bind(): retry with another.
         let attempts = if pf.options.port.is_some() { 1 } else { 3 };
@@ -227,8 +279,35 @@ impl Postfix {
         Ok(())
     }
 
+    /// A path of the instance's directory as its Postfix sees it (inside its chroot).
+    fn seen_inside(&self, path: &Path) -> String {
+        let inside = match &self.options.chroot {
+            Some(root) => path
+                .strip_prefix(root)
+                .map(|p| Path::new("/").join(p))
+                .unwrap_or_else(|_| path.to_path_buf()),
+            None => path.to_path_buf(),
+        };
+        inside.display().to_string()
+    }
+
+    /// `postfix -c CONF …`, through `chroot(8)` for a [`PostfixOptions::chroot`] instance.
+    fn postfix_command(&self, postfix: &Path) -> Command {
+        let conf = self.seen_inside(&self.config_dir());
+        let mut command = match &self.options.chroot {
+            Some(root) => {
+                let mut c = Command::new("chroot");
+                c.arg(root).arg(postfix);
+                c
+            }
+            None => Command::new(postfix),
+        };
+        command.arg("-c").arg(conf);
+        command
+    }
+
     fn write_config(&self, uid: u32, gid: u32) -> Result<()> {
-        let d = self.dir.path().display().to_string();
+        let d = self.seen_inside(self.dir.path());
         let o = &self.options;
         let (interfaces, protocols, networks) = if self.ipv6 {
             (
@@ -306,7 +385,7 @@ impl Postfix {
 
     fn start_once(&mut self, postfix: &Path) -> Result<()> {
         let conf = self.config_dir();
-        let (ok, out) = run_capture(Command::new(postfix).arg("-c").arg(&conf).arg("start"))?;
+        let (ok, out) = run_capture(self.postfix_command(postfix).arg("start"))?;
         if ok {
             self.master = self.read_master_pid().map(|p| (p, start_time(p)));
         }
@@ -329,9 +408,8 @@ impl Postfix {
                 Ok(())
             }
             Err(e) => {
-                let (_, check) =
-                    run_capture(Command::new(postfix).arg("-c").arg(&conf).arg("check"))
-                        .unwrap_or((false, "(could not run postfix check)".into()));
+                let (_, check) = run_capture(self.postfix_command(postfix).arg("check"))
+                    .unwrap_or((false, "(could not run postfix check)".into()));
                 Err(e.context(format!(
                     "private Postfix on port {} in {} did not come up.\n\
                      --- postfix start output ---\n{out}\n\
@@ -387,6 +465,12 @@ impl Postfix {
         util::wait_for_log_line(&self.log_path(), needle, timeout)
     }
 
+    /// Wait until a log line contains every one of `needles` (e.g. a recipient and
+    /// `status=`); returns the line.
+    pub fn wait_for_log_all(&self, needles: &[&str], timeout: Duration) -> Result<String> {
+        util::wait_for_log_all(&self.log_path(), needles, timeout)
+    }
+
     /// The instance's `config_directory` (holds main.cf, master.cf), for `postfix -c`, `postconf -c`.
     pub fn config_dir(&self) -> PathBuf {
         self.dir.path().join("etc")
@@ -414,8 +498,32 @@ impl Postfix {
         &self.options
     }
 
+    /// The Debian 13 tree with Postfix 3.10 that `.ci/install-peers` makes, if it is there:
+    /// `SIGILLO_POSTFIX310_ROOT`, else [`POSTFIX_310_ROOT`].
+    pub fn root_310() -> Option<PathBuf> {
+        let root = std::env::var_os("SIGILLO_POSTFIX310_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(POSTFIX_310_ROOT));
+        root.join("usr/sbin/postfix").is_file().then_some(root)
+    }
+
+    /// A path of this instance's directory as its Postfix names it: inside the chroot for a
+    /// [`PostfixOptions::chroot`] instance (for `main.cf` settings such as a socket path).
+    pub fn path_inside(&self, path: &Path) -> String {
+        self.seen_inside(path)
+    }
+
+    /// The instance's directory (temp dir) on this host.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn stop(&mut self) {
-        let conf = self.config_dir();
+        let postfix = Path::new(if self.options.chroot.is_some() {
+            "/usr/sbin/postfix"
+        } else {
+            "postfix"
+        });
         let master = self.master.take();
         let pid = master.map(|(p, _)| p);
         // Remember the children with their start times, to kill only those same processes.
@@ -425,18 +533,16 @@ impl Postfix {
             .into_iter()
             .map(|k| (k, start_time(k)))
             .collect();
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&conf)
+        let _ = self
+            .postfix_command(postfix)
             .arg("stop")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
         if let Some(pid) = pid {
             if !wait_gone(&[pid], Duration::from_secs(5)) {
-                let _ = Command::new("postfix")
-                    .arg("-c")
-                    .arg(&conf)
+                let _ = self
+                    .postfix_command(postfix)
                     .arg("abort")
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())

@@ -88,7 +88,8 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 
 /// Whether a real peer the test needs is usable here. `name` is a command in `PATH`
 /// (`swaks`, `openssl`, …) or one of the peers this crate runs: `postfix` and `exim4` (found
-/// via [`crate::Exim::binary`]) also need root, and so does `ip-netns` (iproute2's `ip`, for
+/// via [`crate::Exim::binary`]) also need root, and so do `postfix-3.10` (Debian 13's Postfix
+/// in a tree of its own, [`crate::Postfix::root_310`]) and `ip-netns` (iproute2's `ip`, for
 /// a [`crate::NetNs`]).
 ///
 /// When it is missing: under `CI=true` (any value but empty, `0`, `false`) this **panics**, so
@@ -99,6 +100,15 @@ pub fn require_tool(name: &str) -> bool {
         "postfix" => match which("postfix") {
             None => Some("`postfix` is not installed".to_string()),
             Some(_) if !is_root() => Some("private Postfix instances need root".to_string()),
+            Some(_) => None,
+        },
+        "postfix-3.10" => match crate::Postfix::root_310() {
+            None => Some(format!(
+                "no Postfix 3.10 tree (set SIGILLO_POSTFIX310_ROOT or let .ci/install-peers \
+                 bootstrap it into {})",
+                crate::POSTFIX_310_ROOT
+            )),
+            Some(_) if !is_root() => Some("a chrooted Postfix needs root".to_string()),
             Some(_) => None,
         },
         "ip-netns" => match which("ip") {
@@ -224,18 +234,24 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
 
 /// Poll a log file until a line contains `needle`; returns that line.
 pub(crate) fn wait_for_log_line(path: &Path, needle: &str, timeout: Duration) -> Result<String> {
+    wait_for_log_all(path, &[needle], timeout)
+}
+
+/// The first line of the file at `path` containing every one of `needles`, waiting for it up
+/// to `timeout`.
+pub(crate) fn wait_for_log_all(path: &Path, needles: &[&str], timeout: Duration) -> Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(file) = std::fs::File::open(path) {
             for line in BufReader::new(file).lines().map_while(|l| l.ok()) {
-                if line.contains(needle) {
+                if needles.iter().all(|n| line.contains(n)) {
                     return Ok(line);
                 }
             }
         }
         if Instant::now() >= deadline {
             bail!(
-                "no line containing {needle:?} in {} within {timeout:?}; last lines:\n{}",
+                "no line containing {needles:?} in {} within {timeout:?}; last lines:\n{}",
                 path.display(),
                 tail(path, 30)
             );
@@ -318,11 +334,16 @@ pub(crate) fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
 
 /// Make a temp dir that service users (postfix, Debian-exim) can traverse.
 pub(crate) fn service_tempdir(prefix: &str) -> Result<tempfile::TempDir> {
+    service_tempdir_in(prefix, &std::env::temp_dir())
+}
+
+/// [`service_tempdir`] under `parent` (e.g. a chroot's `/tmp`).
+pub(crate) fn service_tempdir_in(prefix: &str, parent: &Path) -> Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix(prefix)
-        .tempdir()
-        .context("creating a temp dir")?;
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a temp dir in {}", parent.display()))?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("chmod 755 {}", dir.path().display()))?;
     Ok(dir)
@@ -330,7 +351,14 @@ pub(crate) fn service_tempdir(prefix: &str) -> Result<tempfile::TempDir> {
 
 /// uid and gid of a system user, from /etc/passwd.
 pub(crate) fn user_ids(user: &str) -> Result<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
+    user_ids_in(Path::new("/"), user)
+}
+
+/// uid and gid of a system user of the tree under `root` (a chroot), from its /etc/passwd.
+pub(crate) fn user_ids_in(root: &Path, user: &str) -> Result<(u32, u32)> {
+    let file = root.join("etc/passwd");
+    let passwd =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     for line in passwd.lines() {
         let fields: Vec<&str> = line.split(':').collect();
         if fields.len() > 3 && fields[0] == user {

@@ -30,7 +30,7 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::Sigillo;
 
 /// This test's name, to run it again inside the namespace.
@@ -234,13 +234,7 @@ fn run_lab() {
         args.extend([option.into(), path.into()]);
     }
     let mut daemon = Sigillo::spawn(&args);
-    let line = daemon.wait_for_line("listening on ", Duration::from_secs(20));
-    let daemon_addr: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split([' ', ';']).next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let daemon_addr = daemon.listening_addr();
 
     let sender = Postfix::start(
         PostfixOptions::default()
@@ -439,7 +433,9 @@ fn check_case(
     daemon: &Sigillo,
 ) -> Result<(), String> {
     let rcpt = format!("to=<user@{}>", case.domain);
-    let line = wait_for_line(sender, &[&rcpt, "status="], Duration::from_secs(60))?;
+    let line = sender
+        .wait_for_log_all(&[&rcpt, "status="], Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
     if !line.contains(case.sender_log) {
         return Err(format!("expected {:?} in {line:?}", case.sender_log));
     }
@@ -493,24 +489,6 @@ fn check_case(
             }
             Ok(())
         }
-    }
-}
-
-/// The first line of the Postfix's log holding all of `needles`, waiting up to `timeout`.
-fn wait_for_line(postfix: &Postfix, needles: &[&str], timeout: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(line) = postfix
-            .log()
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return Ok(line.to_owned());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("no log line with {needles:?} within {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -126,13 +126,7 @@ impl Daemon {
         let mut args = lab.args();
         args.extend(["--listen", "127.0.0.1:0", "--map-name", "sts"].map(String::from));
         let mut process = Sigillo::spawn(&args);
-        let line = process.wait_for_line("listening on ", Duration::from_secs(20));
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|a| a.trim_end_matches(';').parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = process.listening_addr();
         Daemon { process, addr }
     }
 

@@ -31,13 +31,7 @@ impl Proxy {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut process = Sigillo::spawn(&args);
-        let line = process.wait_for_line("listening on ", Duration::from_secs(20));
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = process.listening_addr();
         Proxy { process, addr }
     }
 

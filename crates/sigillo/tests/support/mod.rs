@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,6 +82,17 @@ impl Sigillo {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The address of its `listening on ADDR` line (`strip-proxy`, `policy serve`), waiting for
+    /// it up to 20 s; the address ends at a space, `,` or `;`.
+    pub fn listening_addr(&mut self) -> SocketAddr {
+        let line = self.wait_for_line("listening on ", Duration::from_secs(20));
+        line.split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split([' ', ',', ';']).next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
     /// Sends SIGTERM and waits (at most `timeout`) for the exit.
