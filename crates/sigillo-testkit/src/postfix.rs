@@ -150,6 +150,8 @@ pub struct Postfix {
     options: PostfixOptions,
     /// The master daemon's pid and start time (to never signal a reused pid).
     master: Option<(u32, Option<u64>)>,
+    /// The `postfix` command (inside the chroot for a [`PostfixOptions::chroot`] instance).
+    postfix: PathBuf,
 }
 
 const ERROR_TRANSPORT: &str = "error:sigillo test instance delivers nothing outward";
@@ -224,6 +226,7 @@ impl Postfix {
             dir,
             options,
             master: None,
+            postfix,
         };
         pf.install_tls_files()?;
         for (name, src) in &pf.options.files {
@@ -237,7 +240,7 @@ impl Postfix {
         for _ in 0..attempts {
             pf.port = pf.options.port.unwrap_or_else(free_port);
             pf.write_config(uid, gid)?;
-            match pf.start_once(&postfix) {
+            match pf.start_once() {
                 Ok(()) => return Ok(pf),
                 Err(e) => {
                     let in_use = std::fs::read_to_string(pf.log_path())
@@ -292,15 +295,15 @@ impl Postfix {
     }
 
     /// `postfix -c CONF …`, through `chroot(8)` for a [`PostfixOptions::chroot`] instance.
-    fn postfix_command(&self, postfix: &Path) -> Command {
+    fn postfix_command(&self) -> Command {
         let conf = self.seen_inside(&self.config_dir());
         let mut command = match &self.options.chroot {
             Some(root) => {
                 let mut c = Command::new("chroot");
-                c.arg(root).arg(postfix);
+                c.arg(root).arg(&self.postfix);
                 c
             }
-            None => Command::new(postfix),
+            None => Command::new(&self.postfix),
         };
         command.arg("-c").arg(conf);
         command
@@ -383,9 +386,9 @@ impl Postfix {
         Ok(())
     }
 
-    fn start_once(&mut self, postfix: &Path) -> Result<()> {
+    fn start_once(&mut self) -> Result<()> {
         let conf = self.config_dir();
-        let (ok, out) = run_capture(self.postfix_command(postfix).arg("start"))?;
+        let (ok, out) = run_capture(self.postfix_command().arg("start"))?;
         if ok {
             self.master = self.read_master_pid().map(|p| (p, start_time(p)));
         }
@@ -408,7 +411,7 @@ impl Postfix {
                 Ok(())
             }
             Err(e) => {
-                let (_, check) = run_capture(self.postfix_command(postfix).arg("check"))
+                let (_, check) = run_capture(self.postfix_command().arg("check"))
                     .unwrap_or((false, "(could not run postfix check)".into()));
                 Err(e.context(format!(
                     "private Postfix on port {} in {} did not come up.\n\
@@ -507,23 +510,12 @@ impl Postfix {
         root.join("usr/sbin/postfix").is_file().then_some(root)
     }
 
-    /// A path of this instance's directory as its Postfix names it: inside the chroot for a
-    /// [`PostfixOptions::chroot`] instance (for `main.cf` settings such as a socket path).
-    pub fn path_inside(&self, path: &Path) -> String {
-        self.seen_inside(path)
-    }
-
     /// The instance's directory (temp dir) on this host.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     fn stop(&mut self) {
-        let postfix = Path::new(if self.options.chroot.is_some() {
-            "/usr/sbin/postfix"
-        } else {
-            "postfix"
-        });
         let master = self.master.take();
         let pid = master.map(|(p, _)| p);
         // Remember the children with their start times, to kill only those same processes.
@@ -534,7 +526,7 @@ impl Postfix {
             .map(|k| (k, start_time(k)))
             .collect();
         let _ = self
-            .postfix_command(postfix)
+            .postfix_command()
             .arg("stop")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -542,7 +534,7 @@ impl Postfix {
         if let Some(pid) = pid {
             if !wait_gone(&[pid], Duration::from_secs(5)) {
                 let _ = self
-                    .postfix_command(postfix)
+                    .postfix_command()
                     .arg("abort")
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
