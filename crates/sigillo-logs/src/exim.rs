@@ -406,7 +406,7 @@ impl EximParser {
         let x = x?;
         let Some(mut info) = parse_colon_cipher(x) else {
             self.unparsed += 1;
-            return Some(unknown_tls(cv));
+            return Some(TlsInfo::unknown(trust_of_cv(cv)));
         };
         info.trust = trust_of_cv(cv);
         if cv.is_none() {
@@ -428,7 +428,7 @@ impl EximParser {
             Transport::Tls(tls)
         } else if proto == Proto::Tls {
             self.tls_without_x = true;
-            Transport::Tls(unknown_tls(f.cv))
+            Transport::Tls(TlsInfo::unknown(trust_of_cv(f.cv)))
         } else if proto == Proto::Plain || internal {
             Transport::Plain
         } else {
@@ -703,16 +703,6 @@ impl EximParser {
                 transport: None,
             });
         out.push(Record::Connection(connection(s, Some(transport))));
-    }
-}
-
-fn unknown_tls(cv: Option<&str>) -> TlsInfo {
-    TlsInfo {
-        version: "unknown".into(),
-        cipher: "unknown".into(),
-        bits: None,
-        key_exchange: None,
-        trust: trust_of_cv(cv),
     }
 }
 

@@ -65,6 +65,23 @@ pub struct TlsInfo {
     pub trust: Option<Trust>,
 }
 
+impl TlsInfo {
+    /// TLS whose version and cipher the log does not give (only a `starttls=` counter, Exim's
+    /// `P=esmtps` without `X=`, Sendmail's `proto=ESMTPS`): both read `unknown`.
+    pub fn unknown(trust: Option<Trust>) -> Self {
+        Self {
+            version: UNKNOWN_TLS.into(),
+            cipher: UNKNOWN_TLS.into(),
+            bits: None,
+            key_exchange: None,
+            trust,
+        }
+    }
+}
+
+/// The version and cipher of [`TlsInfo::unknown`].
+pub const UNKNOWN_TLS: &str = "unknown";
+
 /// Whether a message or connection used TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

@@ -82,7 +82,7 @@ pub const HINT_IMPLICIT_TLS_FAILED: &str =
     "TLS handshake failed on an implicit-TLS service (port 465): nothing was sent";
 
 /// The version and cipher recorded when only a `starttls=` counter shows TLS was used.
-pub const UNKNOWN_TLS: &str = "unknown";
+pub use crate::model::UNKNOWN_TLS;
 
 /// Caps on the correlator's open state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -562,16 +562,6 @@ fn scope_of(peer: &Peer) -> Scope {
     }
 }
 
-fn counters_tls() -> TlsInfo {
-    TlsInfo {
-        version: UNKNOWN_TLS.into(),
-        cipher: UNKNOWN_TLS.into(),
-        bits: None,
-        key_exchange: None,
-        trust: None,
-    }
-}
-
 impl PostfixParser {
     pub fn new(options: PostfixParserOptions) -> Self {
         Self {
@@ -797,10 +787,10 @@ impl PostfixParser {
         } else if s.implicit_tls {
             // smtps/submissions with TLS logging off: TLS, version and cipher unknown.
             self.advise_smtps_implicit = true;
-            Transport::Tls(counters_tls())
+            Transport::Tls(TlsInfo::unknown(None))
         } else if c.starttls_ok.is_some_and(|n| n > 0) {
             self.advise_smtpd_counters = true;
-            Transport::Tls(counters_tls())
+            Transport::Tls(TlsInfo::unknown(None))
         } else if c.any || self.seen_smtpd_tls {
             Transport::Plain
         } else {

@@ -197,35 +197,26 @@ impl ServerSession {
             && (self.peer.ip.is_none() || ip.is_none() || self.peer.ip == ip)
     }
 
-    fn transport(&self) -> Transport {
-        match &self.tls {
-            Some(tls) => Transport::Tls(tls.clone()),
-            None if self.proto_tls => Transport::Tls(unknown_tls()),
-            None => Transport::Plain,
-        }
-    }
-
     fn record(self) -> Record {
         Record::Connection(ConnectionRecord {
             mta: Mta::Sendmail,
             time: self.time,
             direction: Direction::Inbound,
             scope: Scope::Internet,
-            transport: self.transport(),
+            transport: inbound_transport(self.tls, self.proto_tls),
             peer: self.peer,
             messages: self.messages,
         })
     }
 }
 
-/// TLS whose version and cipher the log does not give (`proto=ESMTPS` alone).
-fn unknown_tls() -> TlsInfo {
-    TlsInfo {
-        version: "unknown".into(),
-        cipher: "unknown".into(),
-        bits: None,
-        key_exchange: None,
-        trust: None,
+/// An inbound session's or message's transport: TLS with the session's `STARTTLS=server`
+/// line, TLS of unknown version with `proto=ESMTPS`/`ESMTPSA`, plain otherwise.
+fn inbound_transport(starttls: Option<TlsInfo>, proto_tls: bool) -> Transport {
+    match starttls {
+        Some(tls) => Transport::Tls(tls),
+        None if proto_tls => Transport::Tls(TlsInfo::unknown(None)),
+        None => Transport::Plain,
     }
 }
 
@@ -526,11 +517,7 @@ impl SendmailParser {
         if let Some(p) = self.take_pending_trace(pid, line.time) {
             out.push(trace(p, Direction::Inbound, peer(relay), Some(line.raw)));
         }
-        let transport = match joined.flatten() {
-            Some(tls) => Transport::Tls(tls),
-            None if proto_tls => Transport::Tls(unknown_tls()),
-            None => Transport::Plain,
-        };
+        let transport = inbound_transport(joined.flatten(), proto_tls);
         out.push(Record::Message(MessageRecord {
             mta: Mta::Sendmail,
             time: line.time,
