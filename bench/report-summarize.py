@@ -136,3 +136,39 @@ if perf:
           for line in read("perf-threads.txt").splitlines() if not line.startswith("#")]
     if th:
         print("Per thread:\n\n```\n" + "\n".join(th[:10]) + "\n```\n")
+
+cg = read("callgrind-threads.txt")
+cg_bytes = num("callgrind-bytes.txt")
+if cg and cg_bytes:
+    threads = {}
+    for line in cg.splitlines():
+        f, kind, rest = line.split(" ", 2)
+        t = threads.setdefault(f, {"total": 0, "top": []})
+        if kind == "total":
+            t["total"] = int(rest)
+        else:
+            n, _, name = rest.strip().partition(" ")
+            t["top"].append((int(n), re.sub(r"\s*\[[^]]*\]$", "", name.strip())))
+    total = sum(t["total"] for t in threads.values())
+    print(f"## Instructions (callgrind) on the first {cg_bytes} bytes\n")
+    print("Counted, not timed: the same for the same binary and input on any load, so it tracks a change "
+          "exactly where wall times drift with the host.\n")
+    print(f"**{total / 1e6:.1f} M instructions, {total / cg_bytes:.2f} per byte** in all threads.")
+    plain = os.path.join(run, "hyperfine-plain.json")
+    if os.path.exists(plain):
+        for r in json.load(open(plain))["results"]:
+            if "sigillo" in r["command"]:
+                cpu = (r.get("user") or 0) + (r.get("system") or 0)
+                rate = total / cg_bytes * bytes_plain / cpu if cpu else 0
+                if rate:
+                    print(f" On the {size} log sigillo's user + system time gives {rate / 1e9:.2f} G instructions "
+                          f"per CPU-second on this host, so 1 GB/s on {os.cpu_count()} fully used cores needs at most "
+                          f"{rate * os.cpu_count() / 1e9:.1f} instructions per byte.")
+    print("\n| thread | instructions | per byte | top functions (self) |")
+    print("|---|---:|---:|---|")
+    for f, t in sorted(threads.items(), key=lambda kv: -kv[1]["total"]):
+        if t["total"] < total / 1000:
+            continue
+        top = "; ".join(f"{name.split(':', 1)[-1][-60:]} {n / 1e6:.1f} M" for n, name in t["top"][:3])
+        print(f"| {f.split('.')[-1]} | {t['total'] / 1e6:.1f} M | {t['total'] / cg_bytes:.2f} | {top} |")
+    print()

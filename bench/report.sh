@@ -16,7 +16,8 @@
 #   PFLOGSUMM_BIG=0     also measure pflogsumm's peak RSS on BIG_SIZE (about 10 minutes)
 #   KEEP_BIG=0          keep the BIG_SIZE log afterwards
 #   PERF=auto           sample sigillo with `perf record` (auto: when perf works)
-#   PARTS="verify plain gzip zstd memory perf"   which parts to run
+#   CG_BYTES=50000000   callgrind part: instructions counted on the log's first CG_BYTES bytes
+#   PARTS="verify plain gzip zstd memory perf callgrind"   which parts to run
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +34,8 @@ Z_RUNS=${Z_RUNS:-3}
 PERF=${PERF:-auto}
 KEEP_BIG=${KEEP_BIG:-0}
 PFLOGSUMM_BIG=${PFLOGSUMM_BIG:-0}
-PARTS=${PARTS:-"verify plain gzip zstd memory perf"}
+CG_BYTES=${CG_BYTES:-50000000}
+PARTS=${PARTS:-"verify plain gzip zstd memory perf callgrind"}
 
 RUN="$ROOT/bench/results/report-run-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RUN" "$LOGDIR"
@@ -48,6 +50,7 @@ command -v hyperfine >/dev/null || need_apt+=(hyperfine)
 command -v pflogsumm >/dev/null || need_apt+=(pflogsumm)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v zstd >/dev/null || need_apt+=(zstd)
+[[ " $PARTS " == *" callgrind "* ]] && ! command -v valgrind >/dev/null && need_apt+=(valgrind)
 command -v pigz >/dev/null || need_apt+=(pigz)
 if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]}"
@@ -217,6 +220,32 @@ if part perf; then
     else
         echo "perf not usable here: skipped" >"$RUN/perf-self.txt"
     fi
+fi
+
+# ---------------------------------------------------------------- callgrind
+# Instructions, not seconds: the same count for the same binary and input whatever else the
+# machine is doing, so a change is measured exactly even on a busy or slower host. Per thread,
+# on the whole lines among the log's first CG_BYTES bytes.
+if part callgrind; then
+    log "callgrind: instructions per byte on the first $CG_BYTES bytes"
+    SAMPLE="$RUN/sample.log"
+    head -c "$CG_BYTES" "$LOG" | python3 -c '
+import sys
+data = sys.stdin.buffer.read()
+sys.stdout.buffer.write(data[: data.rfind(b"\n") + 1])' >"$SAMPLE"
+    stat -c %s "$SAMPLE" >"$RUN/callgrind-bytes.txt"
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$RUN/callgrind.%p" \
+        "$SIGILLO" report --json "$SAMPLE" >"$RUN/callgrind-report.json" 2>"$RUN/callgrind.err"
+    for f in "$RUN"/callgrind.[0-9]*; do
+        # The process's own file is empty with --separate-threads.
+        [[ -s "$f" ]] && callgrind_annotate --show-percs=no "$f" 2>/dev/null | awk -v f="${f##*/}" '
+            /PROGRAM TOTALS/ { gsub(",", "", $1); print f, "total", $1 }
+            /file:function/ { top = 1; next }
+            top && /^ *[0-9,]+ / && n < 6 { c = $1; gsub(",", "", c); $1 = ""; print f, "top", c, $0; n++ }' \
+            >>"$RUN/callgrind-threads.txt"
+        rm -f "$f"
+    done
+    rm -f "$SAMPLE"
 fi
 
 # ---------------------------------------------------------------- summary

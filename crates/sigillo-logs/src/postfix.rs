@@ -59,7 +59,7 @@ use crate::envelope::Line;
 use crate::input::LineView;
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Mta, MtaParser, Peer,
-    Record, Scope, TlsInfo, Transport, UnixTime,
+    Record, Scope, Text, TlsInfo, Transport, UnixTime,
 };
 use crate::recipient::{self, DomainTexts};
 use bounded::{Bounded, FxBuild};
@@ -255,6 +255,8 @@ pub struct PostfixParser {
     plain_relay: Option<Arc<str>>,
     domains: DomainTexts,
     tls_details: fields::TlsDetailsCache,
+    /// Peers of inbound sessions, parsed once while they keep coming back.
+    peers: fields::PeerCache,
     relays_named: fields::RelayCache,
     unparsed: u64,
     evicted: u64,
@@ -575,6 +577,7 @@ impl PostfixParser {
             plain_relay: None,
             domains: DomainTexts::default(),
             tls_details: fields::TlsDetailsCache::default(),
+            peers: fields::PeerCache::default(),
             relays_named: fields::RelayCache::default(),
             unparsed: 0,
             evicted: 0,
@@ -647,7 +650,7 @@ impl PostfixParser {
                 // The previous session's disconnect is missing.
                 self.close_session(old, None, None::<&Line<'_>>, out);
             }
-            let s = new_session(line, p);
+            let s = new_session(line, self.peers.peer(p));
             let e = self.sessions.insert(key, s);
             self.count_evicted(e);
         } else if let Some(rest) = msg.strip_prefix("disconnect from ") {
@@ -661,7 +664,7 @@ impl PostfixParser {
             };
             let s = match self.sessions.remove(&key) {
                 Some(s) => s,
-                None => new_session(line, p),
+                None => new_session(line, self.peers.peer(p)),
             };
             let c = fields::counters(rest);
             self.close_session(s, Some(c), Some(line), out);
@@ -700,7 +703,7 @@ impl PostfixParser {
         let key = self.proc_key(line)?;
         let (s, evicted) = self
             .sessions
-            .get_or_insert_with(key, || new_session(line, p));
+            .get_or_insert_with(key, || new_session(line, self.peers.peer(p)));
         if evicted {
             self.evicted += 1;
         }
@@ -715,7 +718,8 @@ impl PostfixParser {
         if self.sessions.get(&key).is_none() {
             match p {
                 Some(p) => {
-                    let e = self.sessions.insert(key, new_session(line, p));
+                    let s = new_session(line, self.peers.peer(p));
+                    let e = self.sessions.insert(key, s);
                     self.count_evicted(e);
                 }
                 // A library warning outside any session we know: nothing to tie it to.
@@ -830,7 +834,7 @@ impl PostfixParser {
                 _ => false,
             };
             if done && let Some(p) = self.pending.remove(&**id) {
-                emit_inbound(id, p, out);
+                emit_inbound(Arc::clone(id), p, out);
             }
         }
         out.push(Record::Connection(ConnectionRecord {
@@ -870,7 +874,7 @@ impl PostfixParser {
                 }
                 _ => false,
             };
-            if ready && let Some(p) = self.pending.remove(id) {
+            if ready && let Some((id, p)) = self.pending.remove_entry(id) {
                 emit_inbound(id, p, out);
             }
         } else if rest == "removed" {
@@ -1190,10 +1194,10 @@ impl PostfixParser {
     }
 }
 
-fn new_session<'a>(line: &impl LazyLine<'a>, p: PeerRef<'_>) -> Session {
+fn new_session<'a>(line: &impl LazyLine<'a>, peer: Peer) -> Session {
     Session {
         time: line.time(),
-        peer: p.to_peer(),
+        peer,
         tls: None,
         implicit_tls: implicit_tls_service(line.program()),
         ids: Vec::new(),
@@ -1218,7 +1222,7 @@ fn implicit_tls_service(program: &str) -> bool {
     })
 }
 
-fn emit_inbound(id: &str, p: Pending, out: &mut Vec<Record>) {
+fn emit_inbound(id: Text, p: Pending, out: &mut Vec<Record>) {
     let (size, nrcpt) = p.queued.unwrap_or((0, 0));
     out.push(Record::Message(MessageRecord {
         mta: Mta::Postfix,
@@ -1231,7 +1235,7 @@ fn emit_inbound(id: &str, p: Pending, out: &mut Vec<Record>) {
             .unwrap_or(Transport::Unknown { hint: HINT_SMTPD }),
         recipients: nrcpt,
         size: Some(size),
-        id: id.into(),
+        id,
         status: None,
         recipient_domain: None,
     }));
@@ -1342,7 +1346,7 @@ impl MtaParser for PostfixParser {
                     Transport::Unknown { hint: HINT_SMTPD }
                 });
             }
-            emit_inbound(&id, p, out);
+            emit_inbound(id, p, out);
         }
         for (_, pr) in self.procs.drain_ordered() {
             flush(pr.open, pr.failure, out);

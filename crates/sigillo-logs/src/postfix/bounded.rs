@@ -116,6 +116,15 @@ impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
         self.map.remove(k).map(|(_, v)| v)
     }
 
+    /// Removes `k` and returns the stored key with its value: a key that owns its text (a
+    /// queue id) goes on without a copy.
+    pub fn remove_entry<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<(K, V)>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.remove_entry(k).map(|(k, (_, v))| (k, v))
+    }
+
     /// Inserts (replacing, and moving the key to the newest position); returns the oldest
     /// entry when the cap forced it out.
     pub fn insert(&mut self, k: K, v: V) -> Option<(K, V)> {
@@ -217,6 +226,9 @@ mod tests {
         assert_eq!(m.insert(1, "a2"), None); // 1 is now the newest
         assert_eq!(m.insert(3, "c"), Some((2, "b")));
         assert_eq!(m.remove(&1), Some("a2"));
+        assert_eq!(m.remove_entry(&1), None);
+        assert_eq!(m.insert(4, "d"), None);
+        assert_eq!(m.remove_entry(&4), Some((4, "d")));
         assert_eq!(m.insert(4, "d"), None);
         assert_eq!(m.len(), 2);
         assert_eq!(m.drain_ordered(), vec![(3, "c"), (4, "d")]);

@@ -5,6 +5,8 @@
 
 use crate::fields::{intern, normalize_tls_version, parse_u64};
 use crate::model::{DeliveryStatus, Peer, TlsInfo, Trust};
+use crate::postfix::bounded::FxBuild;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 /// `HOST[IP]` with an optional `:PORT`, as Postfix logs a peer.
@@ -134,12 +136,13 @@ fn split_trust(msg: &str) -> Option<(Option<Trust>, &str)> {
     Some((Some(trust), msg.get(sp + 1..)?.strip_prefix(ESTABLISHED)?))
 }
 
-/// Finds `needle` (which starts with `first`) by scanning for `first` with memchr: cheaper
-/// than a substring searcher for the short fields of one log line.
+/// Finds `needle` (which starts with `first`) by scanning for `first` a word at a time: the
+/// fields of one log line are a few words long, too short for a substring searcher's or
+/// memchr's vector set-up to pay.
 fn find_from(s: &str, first: u8, needle: &str) -> Option<usize> {
     let bytes = s.as_bytes();
     let mut at = 0;
-    while let Some(i) = memchr::memchr(first, bytes.get(at..)?) {
+    while let Some(i) = find_byte(bytes.get(at..)?, first) {
         let pos = at + i;
         if bytes.get(pos..)?.starts_with(needle.as_bytes()) {
             return Some(pos);
@@ -227,6 +230,65 @@ impl TlsDetailsCache {
     }
 }
 
+/// A texts-to-values cache with one slot per hash (FxHash's top bits), the newest text
+/// winning its slot: texts that collide, by chance or made to, only miss the cache, and its
+/// memory is fixed. For the texts a log repeats among many distinct ones (peers, relays),
+/// where [`RecentTexts`]' short list would mostly miss.
+#[derive(Debug)]
+pub(crate) struct SlotCache<V> {
+    slots: Vec<Option<(Box<str>, V)>>,
+}
+
+/// log2 of a [`SlotCache`]'s slots.
+const SLOT_BITS: u32 = 11;
+
+impl<V> Default for SlotCache<V> {
+    fn default() -> Self {
+        Self { slots: Vec::new() }
+    }
+}
+
+impl<V: Clone> SlotCache<V> {
+    /// `parse(text)`, from the cache when `text` was seen lately.
+    fn get(&mut self, text: &str, parse: impl FnOnce(&str) -> V) -> V {
+        // FxHash mixes into the high bits.
+        let index = (FxBuild.hash_one(text) >> (u64::BITS - SLOT_BITS)) as usize;
+        if self.slots.is_empty() {
+            self.slots.resize_with(1 << SLOT_BITS, || None);
+        }
+        let Some(slot) = self.slots.get_mut(index) else {
+            return parse(text);
+        };
+        match slot {
+            Some((t, v)) if **t == *text => v.clone(),
+            _ => {
+                let v = parse(text);
+                if text.len() <= RECENT_MAX_TEXT {
+                    *slot = Some((text.into(), v.clone()));
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Peers of inbound sessions (`HOST[IP]`) and the [`Peer`] each parses to: a client that
+/// keeps coming back costs a compare and a reference count instead of an address parse and
+/// a copy of its name.
+#[derive(Debug, Default)]
+pub(crate) struct PeerCache(SlotCache<Peer>);
+
+impl PeerCache {
+    /// `p.to_peer()`, from the cache when its `HOST[IP]` was seen lately.
+    pub fn peer(&mut self, p: PeerRef<'_>) -> Peer {
+        let key = p
+            .whole
+            .get(..p.host.len() + p.ip.len() + 2)
+            .unwrap_or(p.whole);
+        self.0.get(key, |_| p.to_peer())
+    }
+}
+
 /// What a delivery's `relay=` names.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Relay {
@@ -236,9 +298,10 @@ pub(crate) enum Relay {
     Name(crate::model::Text),
 }
 
-/// Delivery relays (`relay=…`) and what they name: a delivery process sends to few of them.
+/// Delivery relays (`relay=…`) and what they name: the next hops of outbound mail and a few
+/// internal ones (LMTP, content filters).
 #[derive(Debug, Default)]
-pub(crate) struct RelayCache(RecentTexts<Relay>);
+pub(crate) struct RelayCache(SlotCache<Relay>);
 
 impl RelayCache {
     /// [`relay`] of `text`, from the cache when seen lately.
@@ -310,9 +373,49 @@ pub(crate) struct Counters {
     pub unknown: u64,
 }
 
-/// Parses `name=N[/M] …` after the peer of a disconnect line, in one pass over its tokens
-/// (split at spaces, a word at a time: they are a few bytes each).
+/// Parses `name=N[/M] …` after the peer of a disconnect line.
+///
+/// When the first token is a counter (`ehlo=1`, as Postfix writes them) only the tokens that
+/// start with `s` or `u` can change the result: they are found a word at a time and the
+/// others are not split out. Otherwise every token is looked at ([`counters_by_token`]).
 pub(crate) fn counters(s: &str) -> Counters {
+    let b = s.as_bytes();
+    let first = b.iter().position(|&x| x != b' ').unwrap_or(b.len());
+    let rest = b.get(first..).unwrap_or_default();
+    let first_token = rest
+        .get(..find_byte(rest, b' ').unwrap_or(rest.len()))
+        .unwrap_or_default();
+    if counter(first_token).is_none() {
+        return counters_by_token(s);
+    }
+    let mut c = Counters {
+        any: true,
+        ..Counters::default()
+    };
+    let mut at = 0;
+    while let Some(i) = b.get(at..).and_then(|r| find_either(r, b's', b'u')) {
+        let start = at + i;
+        at = start + 1;
+        if start > 0 && b.get(start - 1) != Some(&b' ') {
+            continue; // inside a token
+        }
+        let token = b.get(start..).unwrap_or_default();
+        let token = token
+            .get(..find_byte(token, b' ').unwrap_or(token.len()))
+            .unwrap_or_default();
+        if let Some((ok, _)) = token.strip_prefix(b"starttls=").and_then(counter_value) {
+            c.starttls_ok = Some(ok);
+        } else if let Some((_, total)) = token.strip_prefix(b"unknown=").and_then(counter_value) {
+            c.unknown = c.unknown.saturating_add(total);
+        }
+        at = start + token.len();
+    }
+    c
+}
+
+/// [`counters`] the plain way, in one pass over the tokens (split at spaces, a word at a
+/// time: they are a few bytes each).
+fn counters_by_token(s: &str) -> Counters {
     let mut c = Counters::default();
     let mut rest = s.as_bytes();
     loop {
@@ -677,12 +780,89 @@ mod tests {
             ),
         ];
         for (text, any, ok, unknown) in table {
-            let c = counters(text);
-            assert_eq!(
-                (c.any, c.starttls_ok, c.unknown),
-                (*any, *ok, *unknown),
-                "{text}"
-            );
+            for c in [counters(text), counters_by_token(text)] {
+                assert_eq!(
+                    (c.any, c.starttls_ok, c.unknown),
+                    (*any, *ok, *unknown),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn peer_and_relay_caches_give_what_a_parse_gives() {
+        // More distinct peers than slots, so slots are shared and replaced; with and without
+        // a port; `unknown` names.
+        let mut cache = PeerCache::default();
+        let mut relays = RelayCache::default();
+        let mut x: u64 = 5;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % n
+        };
+        for _ in 0..50_000 {
+            let n = next(3 << SLOT_BITS);
+            let host = if n % 7 == 0 {
+                "unknown".to_owned()
+            } else {
+                format!("mx{n}.example.org")
+            };
+            let text = match n % 3 {
+                0 => format!("{host}[192.0.2.{}]", n % 256),
+                1 => format!("{host}[2001:db8::{n:x}]:25"),
+                _ => format!("{host}[198.51.100.{}] ehlo=1", n % 256),
+            };
+            let (p, _) = peer(&text).expect("a peer");
+            assert_eq!(cache.peer(p), p.to_peer(), "{text}");
+            // The same texts as relays, and relays that are names.
+            let named = format!("private/filter{}", n % 100);
+            for r in [p.whole, &text, &named] {
+                assert_eq!(relays.relay(r), relay(r), "{r}");
+            }
+        }
+    }
+
+    #[test]
+    fn counters_fast_path_agrees_with_every_token_looked_at() {
+        // Random token sequences from pieces that start with `s` and `u` (in and out of a
+        // token's start), counters, garbage and doubled spaces: both parsers agree.
+        let pieces = [
+            "ehlo=1",
+            "starttls=1",
+            "starttls=0/1",
+            "starttls=x",
+            "unknown=2/3",
+            "unknown=1",
+            "unknown=",
+            "xstarttls=4",
+            "us=1",
+            "s",
+            "u",
+            "sunknown=5",
+            "quit=1",
+            "commands=5/6",
+            "garbage",
+            "",
+            "starttls=1/",
+            "unknown=9999999999999999999",
+        ];
+        let mut x: u64 = 11;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % n
+        };
+        for _ in 0..20_000 {
+            let n = next(8);
+            let mut text = String::new();
+            for _ in 0..n {
+                text.push(' ');
+                text.push_str(pieces[next(pieces.len() as u64) as usize]);
+            }
+            if next(3) == 0 {
+                text = text.trim_start().to_owned();
+            }
+            assert_eq!(counters(&text), counters_by_token(&text), "{text:?}");
         }
     }
 
