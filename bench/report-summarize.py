@@ -153,7 +153,7 @@ if cg and cg_bytes:
     print(f"## Instructions (callgrind) on the first {cg_bytes} bytes\n")
     print("Counted, not timed: the same for the same binary and input on any load, so it tracks a change "
           "exactly where wall times drift with the host.\n")
-    print(f"**{total / 1e6:.1f} M instructions, {total / cg_bytes:.2f} per byte** in all threads.")
+    print(f"**{total / 1e6:.1f} M instructions, {total / cg_bytes:.2f} per byte** in all threads.\n")
     plain = os.path.join(run, "hyperfine-plain.json")
     if os.path.exists(plain):
         for r in json.load(open(plain))["results"]:
@@ -161,7 +161,7 @@ if cg and cg_bytes:
                 cpu = (r.get("user") or 0) + (r.get("system") or 0)
                 rate = total / cg_bytes * bytes_plain / cpu if cpu else 0
                 if rate:
-                    print(f" On the {size} log sigillo's user + system time gives {rate / 1e9:.2f} G instructions "
+                    print(f"On the {size} log sigillo's user + system time gives {rate / 1e9:.2f} G instructions "
                           f"per CPU-second on this host, so 1 GB/s on {os.cpu_count()} fully used cores needs at most "
                           f"{rate * os.cpu_count() / 1e9:.1f} instructions per byte.")
     print("\n| thread | instructions | per byte | top functions (self) |")
@@ -170,5 +170,5 @@ if cg and cg_bytes:
         if t["total"] < total / 1000:
             continue
         top = "; ".join(f"{name.split(':', 1)[-1][-60:]} {n / 1e6:.1f} M" for n, name in t["top"][:3])
-        print(f"| {f.split('.')[-1]} | {t['total'] / 1e6:.1f} M | {t['total'] / cg_bytes:.2f} | {top} |")
+        print(f"| {int(f.rsplit('-', 1)[-1])} | {t['total'] / 1e6:.1f} M | {t['total'] / cg_bytes:.2f} | {top} |")
     print()
