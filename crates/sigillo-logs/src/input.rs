@@ -562,7 +562,10 @@ fn on_own_thread<R: Read + Send + 'static>(inner: R) -> Box<dyn Read + Send> {
     })
 }
 
-/// The decompression thread: reads `inner` to its end (or first error) in chunks.
+/// The decompression thread: reads `inner` to its end (or first error) in chunks, each filled
+/// to [`DECOMPRESSED_CHUNK`] but the last: a decoder hands out a block at a time (zstd's are
+/// up to 128 KiB), and full chunks keep the reader's blocks full-sized and spare buffers at
+/// their length (none is zeroed again).
 fn decompress<R: Read>(
     inner: &mut R,
     tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
@@ -571,22 +574,31 @@ fn decompress<R: Read>(
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
         buf.resize(DECOMPRESSED_CHUNK, 0);
-        let n = loop {
-            match inner.read(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match n {
-            Ok(0) => return,
-            Ok(n) => {
-                buf.truncate(n);
-                // The reader is gone when sending fails: stop.
-                if tx.send(Ok(buf)).is_err() {
-                    return;
+        let mut filled = 0;
+        let mut end: Option<io::Result<()>> = None;
+        while let Some(space) = buf.get_mut(filled..).filter(|s| !s.is_empty()) {
+            match inner.read(space) {
+                Ok(0) => {
+                    end = Some(Ok(()));
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    end = Some(Err(e));
+                    break;
                 }
             }
-            Err(e) => {
+        }
+        buf.truncate(filled);
+        // The reader is gone when sending fails: stop.
+        if filled > 0 && tx.send(Ok(buf)).is_err() {
+            return;
+        }
+        match end {
+            None => {}
+            Some(Ok(())) => return,
+            Some(Err(e)) => {
                 let _ = tx.send(Err(e));
                 return;
             }
