@@ -5,7 +5,8 @@
 //! Invariants: never panics; each decoded item uses at least 3 and at most all remaining
 //! bytes; every proper prefix of an item's bytes is `Ok(None)` ("need more"), never an item
 //! or an error; an item re-encodes to exactly its bytes (the framing is canonical: no leading
-//! zeros) unless its text holds a control character, which the encoders refuse; an
+//! zeros) unless its text holds a control character, which the encoders refuse, or a reply
+//! is not written `STATUS TEXT` (`OK` alone, `NOTFOUND x`: see `decode_reply`); an
 //! incomplete tail stays within the cap; every decision for a decoded key encodes.
 #![no_main]
 #![forbid(unsafe_code)]
@@ -90,8 +91,15 @@ fuzz_target!(|data: &[u8]| {
         MAX_REPLY_LEN,
         decode_reply,
         |r, bytes| {
-            // "NOTFOUND" without its space decodes too but encodes with it.
-            let canonical = !matches!(r, Reply::NotFound) || bytes.ends_with(b"NOTFOUND ,");
+            // Read as Postfix reads replies, a status word without its space decodes too
+            // (`OK` alone as not found), and `NOTFOUND` with any text after it; each encodes
+            // as `STATUS TEXT`, so only replies written that way come back the same.
+            let colon = bytes.iter().position(|&b| b == b':').unwrap_or_default();
+            let payload = &bytes[colon + 1..];
+            let canonical = match r {
+                Reply::NotFound => payload == b"NOTFOUND ,",
+                _ => payload.starts_with(format!("{} ", r.status()).as_bytes()),
+            };
             canonical.then(|| r.to_bytes().ok()).flatten()
         },
         |r| {

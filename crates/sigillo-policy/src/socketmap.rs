@@ -287,18 +287,25 @@ impl fmt::Display for Reply {
 }
 
 /// Decodes the first reply in `buf` (for clients: tests, `--check`, load generators), with
-/// [`MAX_REPLY_LEN`]. `NOTFOUND` is accepted with or without its trailing space.
+/// [`MAX_REPLY_LEN`], read the way Postfix's `dict_sockmap` client reads it: the status word
+/// ends at the first space; `NOTFOUND` is not found whatever follows it, and `OK` with no
+/// space after it (so no data at all) is not found either, while `OK ` is found with empty
+/// data. `TEMP`, `TIMEOUT` and `PERM` may come without a space and reason.
 pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, SocketmapError> {
     let Some((text, used)) = decode_text(buf, MAX_REPLY_LEN)? else {
         return Ok(None);
     };
-    let (status, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let (status, rest) = match text.split_once(' ') {
+        Some((status, rest)) => (status, Some(rest)),
+        None => (text, None),
+    };
+    let reason = || rest.unwrap_or_default().to_owned();
     let reply = match status {
-        "OK" => Reply::Ok(rest.to_owned()),
-        "NOTFOUND" if rest.is_empty() => Reply::NotFound,
-        "TEMP" => Reply::Temp(rest.to_owned()),
-        "TIMEOUT" => Reply::Timeout(rest.to_owned()),
-        "PERM" => Reply::Perm(rest.to_owned()),
+        "OK" => rest.map_or(Reply::NotFound, |data| Reply::Ok(data.to_owned())),
+        "NOTFOUND" => Reply::NotFound,
+        "TEMP" => Reply::Temp(reason()),
+        "TIMEOUT" => Reply::Timeout(reason()),
+        "PERM" => Reply::Perm(reason()),
         _ => {
             return Err(SocketmapError::BadStatus {
                 got: crate::domain::excerpt(text),
@@ -507,14 +514,23 @@ mod tests {
 
     #[test]
     fn reply_decoding() {
-        assert_eq!(
-            decode_reply(b"8:NOTFOUND,"),
-            Ok(Some((Reply::NotFound, 11)))
-        );
-        assert_eq!(
-            decode_reply(b"2:OK,"),
-            Ok(Some((Reply::Ok(String::new()), 5)))
-        );
+        // As Postfix's dict_sockmap reads them: the status word ends at the first space.
+        let cases: [(&[u8], Reply); 6] = [
+            (b"8:NOTFOUND,", Reply::NotFound),
+            (b"10:NOTFOUND x,", Reply::NotFound),
+            // No space, so no data: Postfix takes it as not found.
+            (b"2:OK,", Reply::NotFound),
+            (b"3:OK ,", Reply::Ok(String::new())),
+            (b"4:TEMP,", Reply::Temp(String::new())),
+            (b"9:PERM oops,", Reply::Perm("oops".into())),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                decode_reply(bytes),
+                Ok(Some((want, bytes.len()))),
+                "{bytes:?}"
+            );
+        }
         assert_eq!(
             decode_reply(b"5:MAYBE,"),
             Err(SocketmapError::BadStatus {
@@ -522,9 +538,9 @@ mod tests {
             })
         );
         assert_eq!(
-            decode_reply(b"10:NOTFOUND x,"),
+            decode_reply(b"6:OKAY x,"),
             Err(SocketmapError::BadStatus {
-                got: "NOTFOUND x".into()
+                got: "OKAY x".into()
             })
         );
         assert_eq!(decode_reply(b"10:OK enc"), Ok(None));
