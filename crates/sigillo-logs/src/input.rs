@@ -389,7 +389,7 @@ pub fn rotation_key(path: &Path) -> (String, u8, i64, String) {
 /// A source opened, its compression and format known, ready to be read.
 pub struct OpenSource {
     source: Source,
-    reader: Box<dyn Read + Send>,
+    reader: SourceReader,
     envelope: Envelope,
     buf: Vec<u8>,
     /// Unread bytes are `buf[start..end]`.
@@ -443,8 +443,8 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
         },
     };
     let mut compression = Compression::None;
-    let reader: Box<dyn Read + Send> = match raw {
-        None => Box::new(io::empty()),
+    let reader: SourceReader = match raw {
+        None => SourceReader::Stream(Box::new(io::empty())),
         Some(raw) => {
             let mut br = BufReader::with_capacity(256 * 1024, raw);
             let magic = peek(&mut br, 6);
@@ -457,7 +457,7 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
                             reason: e.to_string(),
                         },
                     );
-                    Box::new(io::empty())
+                    SourceReader::Stream(Box::new(io::empty()))
                 }
                 Ok(m) if m.starts_with(GZIP_MAGIC) => {
                     compression = Compression::Gzip;
@@ -476,7 +476,7 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
                                 reason: e.to_string(),
                             },
                         );
-                        Box::new(io::empty())
+                        SourceReader::Stream(Box::new(io::empty()))
                     }
                 },
                 Ok(m) if m.starts_with(XZ_MAGIC) || is_bzip2(&m) => {
@@ -487,9 +487,9 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
                             compression: if is_bzip2(&m) { "bzip2" } else { "xz" },
                         },
                     );
-                    Box::new(io::empty())
+                    SourceReader::Stream(Box::new(io::empty()))
                 }
-                Ok(_) => Box::new(br),
+                Ok(_) => SourceReader::Stream(Box::new(br)),
             }
         }
     };
@@ -533,9 +533,25 @@ const DECOMPRESSED_CHUNK: usize = 256 * 1024;
 /// Chunks that may wait between the decompression thread and the reader.
 const DECOMPRESSED_DEPTH: usize = 4;
 
+/// Where a source's bytes come from: a stream read into the reader's buffer, or chunks of
+/// whole lines decompressed on a thread of their own, which become the reader's buffers.
+enum SourceReader {
+    Stream(Box<dyn Read + Send>),
+    Chunks(ThreadedReader),
+}
+
+impl Read for SourceReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SourceReader::Stream(r) => r.read(out),
+            SourceReader::Chunks(r) => r.read(out),
+        }
+    }
+}
+
 /// Runs a decoder on its own thread, so decompression goes on while lines are parsed.
 /// Falls back to decoding inline when no thread can be started.
-fn on_own_thread<R: Read + Send + 'static>(inner: R) -> Box<dyn Read + Send> {
+fn on_own_thread<R: Read + Send + 'static>(inner: R) -> SourceReader {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(DECOMPRESSED_DEPTH);
     let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(DECOMPRESSED_DEPTH + 2);
     let inner = Arc::new(Mutex::new(Some(inner)));
@@ -551,9 +567,9 @@ fn on_own_thread<R: Read + Send + 'static>(inner: R) -> Box<dyn Read + Send> {
     if started.is_err()
         && let Some(inner) = inner.lock().ok().and_then(|mut g| g.take())
     {
-        return Box::new(inner);
+        return SourceReader::Stream(Box::new(inner));
     }
-    Box::new(ThreadedReader {
+    SourceReader::Chunks(ThreadedReader {
         rx,
         spare: spare_tx,
         current: Vec::new(),
@@ -562,19 +578,27 @@ fn on_own_thread<R: Read + Send + 'static>(inner: R) -> Box<dyn Read + Send> {
     })
 }
 
-/// The decompression thread: reads `inner` to its end (or first error) in chunks, each filled
-/// to [`DECOMPRESSED_CHUNK`] but the last: a decoder hands out a block at a time (zstd's are
-/// up to 128 KiB), and full chunks keep the reader's blocks full-sized and spare buffers at
-/// their length (none is zeroed again).
+/// The decompression thread: reads `inner` to its end (or first error) in chunks of whole
+/// lines, each filled to [`DECOMPRESSED_CHUNK`] but the last. The partial line at the end of
+/// a chunk starts the next one, so the reader can take a chunk as its buffer instead of
+/// copying it ([`ThreadedReader::next_chunk`]); a chunk with no newline at all (part of a
+/// longer line) goes on whole. Full chunks keep the reader's blocks full-sized and spare
+/// buffers at their length (none is zeroed again); a decoder hands out a block at a time
+/// (zstd's are up to 128 KiB).
 fn decompress<R: Read>(
     inner: &mut R,
     tx: &mpsc::SyncSender<io::Result<Vec<u8>>>,
     spare: &mpsc::Receiver<Vec<u8>>,
 ) {
+    let mut carry: Vec<u8> = Vec::new();
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
-        buf.resize(DECOMPRESSED_CHUNK, 0);
-        let mut filled = 0;
+        buf.resize(DECOMPRESSED_CHUNK.max(carry.len()), 0);
+        let mut filled = carry.len();
+        if let Some(to) = buf.get_mut(..filled) {
+            to.copy_from_slice(&carry);
+        }
+        carry.clear();
         let mut end: Option<io::Result<()>> = None;
         while let Some(space) = buf.get_mut(filled..).filter(|s| !s.is_empty()) {
             match inner.read(space) {
@@ -591,8 +615,14 @@ fn decompress<R: Read>(
             }
         }
         buf.truncate(filled);
+        if end.is_none()
+            && let Some(nl) = memchr::memrchr(b'\n', &buf)
+        {
+            carry.extend_from_slice(buf.get(nl + 1..).unwrap_or_default());
+            buf.truncate(nl + 1);
+        }
         // The reader is gone when sending fails: stop.
-        if filled > 0 && tx.send(Ok(buf)).is_err() {
+        if !buf.is_empty() && tx.send(Ok(buf)).is_err() {
             return;
         }
         match end {
@@ -613,6 +643,36 @@ struct ThreadedReader {
     current: Vec<u8>,
     pos: usize,
     done: bool,
+}
+
+impl ThreadedReader {
+    /// Swaps the next chunk in as `buf` (whose old contents go back to the decompression
+    /// thread as a spare) and gives its length; 0 at the end of the input. `None` while part
+    /// of a chunk is still to be [`read`](Read::read).
+    fn next_chunk(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        if self.pos < self.current.len() {
+            return None;
+        }
+        if self.done {
+            return Some(Ok(0));
+        }
+        match self.rx.recv() {
+            Ok(Ok(chunk)) => {
+                let emptied = std::mem::replace(buf, chunk);
+                // Dropped if the thread has enough spares.
+                let _ = self.spare.try_send(emptied);
+                Some(Ok(buf.len()))
+            }
+            Ok(Err(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Err(_) => {
+                self.done = true;
+                Some(Ok(0))
+            }
+        }
+    }
 }
 
 impl Read for ThreadedReader {
@@ -874,6 +934,25 @@ impl OpenSource {
                 buf.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
+            }
+            // With no partial line to keep, a decompressed chunk of whole lines becomes the
+            // buffer as it is, instead of being copied into it.
+            if end == 0
+                && let SourceReader::Chunks(chunks) = &mut reader
+                && let Some(got) = chunks.next_chunk(&mut buf)
+            {
+                match got {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        end = n;
+                        ctx.stats.bytes += n as u64;
+                    }
+                    Err(e) => {
+                        eof = true;
+                        read_error = Some(e);
+                    }
+                }
+                continue;
             }
             let want = buf_len.min(end + READ_BYTES);
             if buf.len() < want {

@@ -6,7 +6,7 @@
 
 use sigillo_logs::envelope::Line;
 use sigillo_logs::input::{
-    self, Compression, Format, InputError, InputOptions, Source, SourcePath, discover,
+    self, Compression, Format, InputError, InputOptions, InputStats, Source, SourcePath, discover,
 };
 use sigillo_testkit::{
     Exim, EximOptions, Postfix, PostfixOptions, TestCa, require_tools, swaks_ok,
@@ -706,4 +706,77 @@ fn live_exim_log_reads_clean() {
     assert_eq!(src.stats.errors, [], "log:\n{text}");
     assert_eq!(src.stats.good_lines, nonempty, "log:\n{text}");
     assert_eq!(tls_lines, 1, "log:\n{text}");
+}
+
+/// A decompressed chunk of whole lines becomes the reader's buffer as it is, and a line that
+/// spans chunks is carried over: lines shorter and longer than a chunk (256 KiB) and than the
+/// line limit, lines ending exactly where a chunk would, CRLF, binary and no final newline
+/// must read from `.gz` and `.zst` exactly as from the plain file, stats and errors included.
+#[test]
+fn compressed_chunks_give_the_lines_the_plain_file_gives() {
+    const CHUNK: usize = 256 * 1024;
+    let line = |i: usize, len: usize| {
+        let head = format!(
+            "Nov 22 13:00:{:02} mx postfix/smtpd[{}]: x",
+            i % 60,
+            1000 + i
+        );
+        let mut l = head.into_bytes();
+        l.resize(len.max(l.len()), b'a' + (i % 26) as u8);
+        l
+    };
+    let mut data = Vec::new();
+    let mut i = 0;
+    // Ordinary lines up to just before the first chunk boundary, then one line that ends
+    // exactly on it.
+    while data.len() < CHUNK - 300 {
+        data.extend_from_slice(&line(i, 90 + i % 50));
+        data.push(b'\n');
+        i += 1;
+    }
+    let fill = CHUNK - data.len() - 1;
+    data.extend_from_slice(&line(i, fill));
+    data.push(b'\n');
+    i += 1;
+    for len in [
+        70_000,    // over the 64 KiB line limit
+        CHUNK + 5, // longer than a chunk
+        3 * CHUNK, // spans several chunks
+        65_536,    // at the limit
+        40,
+    ] {
+        for _ in 0..3 {
+            data.extend_from_slice(&line(i, 120));
+            data.push(b'\n');
+            i += 1;
+        }
+        data.extend_from_slice(&line(i, len));
+        data.extend_from_slice(if i % 2 == 0 { b"\r\n" } else { b"\n" });
+        i += 1;
+    }
+    data.extend_from_slice(b"Nov 22 13:00:00 mx postfix/smtpd[1]: \x00 binary\n");
+    for _ in 0..5_000 {
+        data.extend_from_slice(&line(i, 100 + i % 200));
+        data.push(b'\n');
+        i += 1;
+    }
+    data.extend_from_slice(&line(i, 80)); // no final newline
+    let dir = tempfile::tempdir().unwrap();
+    let opts = InputOptions::default();
+    let (plain, want) = read_path(&write(dir.path(), "a.log", &data), &opts);
+    assert!(want.len() > 5_000, "{} lines", want.len());
+    assert!(plain.stats.skipped_long_lines >= 3, "{:?}", plain.stats);
+    assert!(plain.stats.bad_lines >= 1, "{:?}", plain.stats);
+    for (name, packed) in [("a.log.gz", gzip(&data)), ("a.log.zst", zstd(&data))] {
+        let (src, got) = read_path(&write(dir.path(), name, &packed), &opts);
+        assert_eq!(got.len(), want.len(), "{name}");
+        assert!(got == want, "{name}: lines differ");
+        // Every count the same (the errors name their files, so they are compared by line).
+        let counts = |s: &Source| InputStats {
+            errors: Vec::new(),
+            ..s.stats.clone()
+        };
+        assert_eq!(counts(&src), counts(&plain), "{name}");
+        assert_eq!(error_lines(&src), error_lines(&plain), "{name}");
+    }
 }
