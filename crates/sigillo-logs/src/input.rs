@@ -593,7 +593,8 @@ fn decompress<R: Read>(
     let mut carry: Vec<u8> = Vec::new();
     loop {
         let mut buf = spare.try_recv().unwrap_or_default();
-        buf.resize(DECOMPRESSED_CHUNK.max(carry.len()), 0);
+        // A carried partial line is shorter than a chunk: it followed a newline in one.
+        buf.resize(DECOMPRESSED_CHUNK, 0);
         let mut filled = carry.len();
         if let Some(to) = buf.get_mut(..filled) {
             to.copy_from_slice(&carry);
