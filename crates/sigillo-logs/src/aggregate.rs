@@ -91,7 +91,7 @@ pub struct AggregateOptions {
     pub since: Option<UnixTime>,
     /// Only records before this time.
     pub until: Option<UnixTime>,
-    /// How many top plaintext peers to list.
+    /// How many top plaintext peers to list, per direction (0: none).
     pub top: usize,
 }
 
@@ -1100,7 +1100,7 @@ impl Aggregator {
             let mut domains: Vec<(&str, u64)> = by_domain.into_iter().collect();
             domains.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             let mut fixed = 0;
-            for (domain, plain) in domains.into_iter().take(self.options.top.max(1)) {
+            for (domain, plain) in domains.into_iter().take(self.options.top) {
                 fixed += plain;
                 out.push(PlaintextPeer {
                     direction,

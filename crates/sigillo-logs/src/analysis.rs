@@ -2,12 +2,12 @@
 //! first), hand each line to the parser of its MTA, and count the records. One parser per
 //! MTA lives across files, so a session that spans a rotation is still joined.
 
-use crate::aggregate::{AggregateOptions, Aggregator, Figures};
+use crate::aggregate::{AggregateOptions, Aggregator, Figures, time_text};
 use crate::exim::EximParser;
 use crate::input::{
     self, Compression, Format, InputError, InputOptions, LineBlock, Source, SourcePath,
 };
-use crate::model::{MtaParser, Record};
+use crate::model::{MtaParser, Record, UnixTime};
 use crate::opensmtpd::OpensmtpdParser;
 use crate::postfix::{
     LineRoute, PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route,
@@ -37,6 +37,12 @@ pub struct InputSummary {
     /// The first problems met, with file and line (`mail.log:12: invalid UTF-8, line skipped`).
     pub errors: Vec<String>,
     pub errors_dropped: u64,
+    /// The times of the first and the last good line (UTC, RFC 3339).
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// The same as Unix times, for [`input::out_of_order`].
+    #[serde(skip)]
+    times: (Option<UnixTime>, Option<UnixTime>),
 }
 
 impl InputSummary {
@@ -57,6 +63,9 @@ impl InputSummary {
             bytes: s.stats.bytes,
             errors: s.stats.errors.iter().map(ToString::to_string).collect(),
             errors_dropped: s.stats.errors_dropped,
+            first: s.stats.first_time.map(time_text),
+            last: s.stats.last_time.map(time_text),
+            times: (s.stats.first_time, s.stats.last_time),
         }
     }
 }
@@ -191,9 +200,18 @@ pub fn analyze<P: AsRef<Path>>(
         (summaries, parsers_out, figures)
     });
     let (advice, unparsed, evicted) = parsers_out;
+    let out_of_order = input::out_of_order(
+        summaries
+            .iter()
+            .map(|s: &InputSummary| (s.source.as_str(), s.times.0, s.times.1)),
+    );
     Analysis {
         inputs: summaries,
-        input_errors: errors.iter().map(InputError::to_string).collect(),
+        input_errors: errors
+            .iter()
+            .chain(&out_of_order)
+            .map(InputError::to_string)
+            .collect(),
         advice,
         unparsed_lines: unparsed,
         evicted,

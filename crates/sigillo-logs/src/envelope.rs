@@ -424,6 +424,11 @@ impl Envelope {
             return Err(bad(Field::Timestamp, day_start));
         }
         let year = self.year.year_for(month as u8);
+        // `Feb 29` of a year that has none (forced or guessed) is no date: a bad line, as an
+        // ISO `2027-02-29` is, not silently `Mar 1`.
+        if day > days_in_month(month, is_leap(year.rem_euclid(400).unsigned_abs())) {
+            return Err(bad(Field::Timestamp, day_start));
+        }
         let time = days_from_civil(i64::from(year), month, day) * 86_400 + secs;
         i = skip_fraction(b, hms_end);
         match window {

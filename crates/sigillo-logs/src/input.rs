@@ -122,7 +122,9 @@ pub struct InputOptions {
     pub buffer_size: usize,
     /// Errors kept per source; the rest are only counted.
     pub max_errors: usize,
-    /// Lines looked at for format detection.
+    /// Lines looked at for format detection (at most half the read buffer's worth): a
+    /// `mail.log` may start with many lines of other programs (dovecot logs to the mail
+    /// facility too).
     pub sample_lines: usize,
 }
 
@@ -134,7 +136,7 @@ impl Default for InputOptions {
             max_line_len: 64 * 1024,
             buffer_size: 1024 * 1024,
             max_errors: 100,
-            sample_lines: 200,
+            sample_lines: 10_000,
         }
     }
 }
@@ -185,6 +187,65 @@ pub enum InputError {
         "{file}: no Postfix, Exim, Sendmail or OpenSMTPD lines in the first {sampled} lines; use --format to force one"
     )]
     UnknownFormat { file: String, sampled: u64 },
+    /// The same file (device and inode) reached a second time: named twice, through a
+    /// symlink, or both named and inside a directory given. Read once only.
+    #[error("{file}: not read again: it is the same file as {first}")]
+    SameFile { file: String, first: String },
+    /// Found in a directory beside a mail log that holds its mail lines too (Debian's
+    /// `syslog`, `mail.info`, `mail.warn` and `mail.err` beside `mail.log`), so it is not read:
+    /// its messages would be counted twice. Named on the command line, it is read.
+    #[error("{file}: not read: its mail lines are also in {covered_by}; name it to read it")]
+    CoveredBy { file: String, covered_by: String },
+    /// A source's first line is older than the end of one read before it (files named newest
+    /// first under names that do not sort by age, or logs of two hosts over the same days).
+    /// Everything is still counted, but a peer's mail is not met in time order, so downgrades
+    /// (TLS, then plaintext) may be missed or misdated.
+    #[error(
+        "{file}: starts at {}, before {previous} ends ({}): a peer's mail is not read in \
+         time order, so downgrades may be missed; give the files oldest first",
+        crate::aggregate::time_text(*starts),
+        crate::aggregate::time_text(*previous_ends)
+    )]
+    OutOfOrder {
+        file: String,
+        starts: UnixTime,
+        previous: String,
+        previous_ends: UnixTime,
+    },
+}
+
+/// How far a source may start before the end of one read earlier without an
+/// [`InputError::OutOfOrder`] note: rotation at midnight leaves a few lines of the old day
+/// in the new file, and hosts' clocks differ.
+pub const OUT_OF_ORDER_SLACK: UnixTime = 3600;
+
+/// [`InputError::OutOfOrder`] notes for sources read in this order, each given as (name,
+/// first good line's time, last good line's time): one for each source that starts more than
+/// [`OUT_OF_ORDER_SLACK`] before the latest end of those before it.
+pub fn out_of_order<'a>(
+    sources: impl IntoIterator<Item = (&'a str, Option<UnixTime>, Option<UnixTime>)>,
+) -> Vec<InputError> {
+    let mut notes = Vec::new();
+    let mut latest: Option<(UnixTime, &str)> = None;
+    for (name, first, last) in sources {
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
+        if let Some((ends, previous)) = latest
+            && first < ends.saturating_sub(OUT_OF_ORDER_SLACK)
+        {
+            notes.push(InputError::OutOfOrder {
+                file: name.to_owned(),
+                starts: first,
+                previous: previous.to_owned(),
+                previous_ends: ends,
+            });
+        }
+        if latest.is_none_or(|(ends, _)| last > ends) {
+            latest = Some((last, name));
+        }
+    }
+    notes
 }
 
 /// What reading one source met.
@@ -205,6 +266,9 @@ pub struct InputStats {
     pub errors: Vec<InputError>,
     /// Per-line errors beyond those kept.
     pub errors_dropped: u64,
+    /// The times of the first and the last good line.
+    pub first_time: Option<UnixTime>,
+    pub last_time: Option<UnixTime>,
 }
 
 impl InputStats {
@@ -268,35 +332,110 @@ pub struct Source {
     pub stats: InputStats,
 }
 
+/// Lines format detection looks at first; only when none is an MTA's does it read on, up to
+/// [`InputOptions::sample_lines`].
+const DETECT_FIRST_LINES: usize = 200;
+
 /// Directory depth followed by [`discover`].
 const MAX_DEPTH: usize = 16;
 
 /// Expands the command line's inputs: `-` is stdin, a directory is walked (recursively, hidden
 /// entries skipped, symlinked directories not followed) and its files sorted so that rotated
 /// files come oldest first (`mail.log.3.gz, mail.log.2.gz, mail.log.1, mail.log`;
-/// `mail.log-20261120.gz, mail.log-20261121, mail.log`). Files given by name keep their
-/// order. Paths that cannot be read are returned as errors.
+/// `mail.log-20261120.gz, mail.log-20261121, mail.log`). Files given by name one after
+/// another are put in the same order within each log (different logs keep their order), so
+/// `mail.log*`, which the shell expands newest first, is read oldest first too: downgrades are
+/// found by reading each peer's mail in time order.
+/// A file reached twice (same device and inode) is read once; in a directory, Debian's
+/// `syslog`, `mail.info`, `mail.warn` and `mail.err` beside a `mail.log` are not read
+/// ([`InputError::CoveredBy`]). Paths that cannot be read are returned as errors.
 pub fn discover<P: AsRef<Path>>(inputs: &[P]) -> (Vec<SourcePath>, Vec<InputError>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    // Files named one after another, sorted when a directory, stdin or the end comes.
+    let mut named: Vec<PathBuf> = Vec::new();
+    let flush = |named: &mut Vec<PathBuf>, out: &mut Vec<SourcePath>| {
+        out.extend(
+            oldest_first(named.drain(..))
+                .into_iter()
+                .map(SourcePath::File),
+        );
+    };
     for input in inputs {
         let p = input.as_ref();
         let sp = SourcePath::from_arg(p);
         if sp == SourcePath::Stdin {
+            flush(&mut named, &mut out);
             out.push(sp);
             continue;
         }
         match std::fs::metadata(p) {
-            Ok(m) if m.is_dir() => walk(p, 0, &mut out, &mut errors),
-            Ok(_) => out.push(sp),
+            Ok(m) if m.is_dir() => {
+                flush(&mut named, &mut out);
+                walk(p, 0, &mut out, &mut errors);
+            }
+            Ok(_) => named.push(p.to_path_buf()),
             Err(e) => errors.push(InputError::Unreadable {
                 file: p.display().to_string(),
                 reason: e.to_string(),
             }),
         }
     }
-    (out, errors)
+    flush(&mut named, &mut out);
+    (drop_same_files(out, &mut errors), errors)
 }
+
+/// Files named one after another, each log's rotated files oldest first ([`rotation_key`]);
+/// different logs keep the order in which the first file of each was named.
+fn oldest_first(named: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut first_named: std::collections::HashMap<String, usize> = Default::default();
+    let mut keyed: Vec<(usize, RotationKey, PathBuf)> = named
+        .enumerate()
+        .map(|(i, path)| {
+            let key = rotation_key(&path);
+            let family = *first_named.entry(key.0.clone()).or_insert(i);
+            (family, key, path)
+        })
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, _, path)| path).collect()
+}
+
+/// `paths` without a file already in it (same device and inode), each dropped one reported.
+fn drop_same_files(paths: Vec<SourcePath>, errors: &mut Vec<InputError>) -> Vec<SourcePath> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: std::collections::HashMap<(u64, u64), usize> = Default::default();
+    let mut out: Vec<SourcePath> = Vec::with_capacity(paths.len());
+    for path in paths {
+        if let SourcePath::File(p) = &path
+            && let Ok(m) = std::fs::metadata(p)
+        {
+            match seen.entry((m.dev(), m.ino())) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    let first = out
+                        .get(*first.get())
+                        .map(SourcePath::display_name)
+                        .unwrap_or_default();
+                    errors.push(InputError::SameFile {
+                        file: p.display().to_string(),
+                        first,
+                    });
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(out.len());
+                }
+            }
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// Logs that Debian's rsyslog fills with copies of the mail lines `mail.log` has (`syslog`
+/// takes every facility; the `mail.*` level files, in older configurations, the mail
+/// facility by level). RHEL's `messages` excludes mail (`mail.none`), so it is not here.
+const COVERED_BY_MAIL_LOG: [&str; 4] = ["syslog", "mail.info", "mail.warn", "mail.err"];
 
 fn walk(dir: &Path, depth: usize, out: &mut Vec<SourcePath>, errors: &mut Vec<InputError>) {
     let unreadable = |e: io::Error| InputError::Unreadable {
@@ -344,18 +483,40 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<SourcePath>, errors: &mut Vec<In
             }),
         }
     }
-    files.sort_by_cached_key(|p| rotation_key(p));
-    out.extend(files.into_iter().map(SourcePath::File));
+    let mut files: Vec<(RotationKey, PathBuf)> =
+        files.into_iter().map(|p| (rotation_key(&p), p)).collect();
+    files.sort();
+    // The live `mail.log` sorts after its rotated files.
+    let mail_log = files
+        .iter()
+        .rev()
+        .find(|(key, _)| key.0 == "mail.log")
+        .map(|(_, p)| p.clone());
+    for (key, path) in files {
+        if let Some(mail_log) = &mail_log
+            && COVERED_BY_MAIL_LOG.contains(&key.0.as_str())
+        {
+            errors.push(InputError::CoveredBy {
+                file: path.display().to_string(),
+                covered_by: mail_log.display().to_string(),
+            });
+            continue;
+        }
+        out.push(SourcePath::File(path));
+    }
     dirs.sort();
     for d in dirs {
         walk(&d, depth + 1, out, errors);
     }
 }
 
+/// What [`rotation_key`] returns: (base name, class, order, name).
+pub type RotationKey = (String, u8, i64, String);
+
 /// Sort key putting a log's rotated files oldest first: (base name, class, order, name).
 /// Class 0: `base-YYYYMMDD[…]` (dateext), ascending date; class 1: `base.N`, descending N;
 /// class 2: the live `base`.
-pub fn rotation_key(path: &Path) -> (String, u8, i64, String) {
+pub fn rotation_key(path: &Path) -> RotationKey {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -765,7 +926,22 @@ impl OpenSource {
 
     /// Fills the buffer with the first `sample` lines (or as many as fit) and counts the
     /// programs in them.
+    /// Detects the format from the first [`DETECT_FIRST_LINES`] lines or, when none of them
+    /// is an MTA's, from up to `sample` lines (as many as half the buffer holds).
     fn detect(&mut self, sample: usize) {
+        self.detect_in(sample.min(DETECT_FIRST_LINES));
+        let unknown = matches!(
+            self.source.stats.errors.last(),
+            Some(InputError::UnknownFormat { .. })
+        );
+        if unknown && sample > DETECT_FIRST_LINES {
+            // Its note gives way to the one about the larger sample, if any.
+            self.source.stats.errors.pop();
+            self.detect_in(sample);
+        }
+    }
+
+    fn detect_in(&mut self, sample: usize) {
         let limit = self.buf.len() / 2;
         while !self.eof
             && self.end < limit
@@ -1251,6 +1427,10 @@ impl Ctx<'_> {
             }
         };
         text.push_str(&constants);
+        if let (Some(first), Some(last)) = (lines.first(), lines.last()) {
+            self.stats.first_time.get_or_insert(first.time);
+            self.stats.last_time = Some(last.time);
+        }
         LineBlock { text, lines }
     }
 
@@ -1338,6 +1518,70 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_order_notes_sources_that_start_before_an_earlier_one_ends() {
+        let h = OUT_OF_ORDER_SLACK;
+        /// A source as (name, first, last).
+        type Read = (&'static str, Option<i64>, Option<i64>);
+        // (sources in reading order, the names noted)
+        let cases: &[(&[Read], &[&str])] = &[
+            (
+                &[("a", Some(0), Some(100)), ("b", Some(100), Some(200))],
+                &[],
+            ),
+            // within the slack (rotation leaves a few old lines in the new file)
+            (
+                &[
+                    ("a", Some(0), Some(10 * h)),
+                    ("b", Some(9 * h), Some(11 * h)),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("a", Some(0), Some(10 * h)),
+                    ("b", Some(9 * h - 1), Some(11 * h)),
+                ],
+                &["b"],
+            ),
+            // against the latest end so far, not only the previous source's
+            (
+                &[
+                    ("a", Some(0), Some(10 * h)),
+                    ("b", Some(0), Some(h)),
+                    ("c", Some(5 * h), Some(6 * h)),
+                ],
+                &["b", "c"],
+            ),
+            // sources with no good line do not count
+            (
+                &[
+                    ("a", Some(0), Some(10 * h)),
+                    ("b", None, None),
+                    ("c", Some(10 * h), Some(11 * h)),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("a", Some(i64::MIN), Some(i64::MIN)),
+                    ("b", Some(i64::MIN), Some(0)),
+                ],
+                &[],
+            ),
+        ];
+        for (sources, want) in cases {
+            let got: Vec<String> = out_of_order(sources.iter().copied())
+                .into_iter()
+                .map(|e| match e {
+                    InputError::OutOfOrder { file, .. } => file,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(got, *want, "{sources:?}");
+        }
+    }
 
     /// (message, program, host, raw) of every good line of `data`, read through
     /// `for_each_block` with blocks given back for reuse or not, and the source.

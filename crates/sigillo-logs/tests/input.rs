@@ -302,7 +302,8 @@ fn rotated_directory_is_read_oldest_first() {
     }
     assert_eq!(days, [1, 2, 3, 4, 5, 10, 11, 12]);
 
-    // `-` is stdin; missing paths are reported; files given by name keep their order.
+    // `-` is stdin (which ends a run of named files, sorted oldest first); missing paths are
+    // reported.
     let (paths, errors) = discover(&[
         d.join("mail.log"),
         PathBuf::from("-"),
@@ -321,6 +322,128 @@ fn rotated_directory_is_read_oldest_first() {
         matches!(&errors[..], [InputError::Unreadable { file, .. }] if file.ends_with("nope")),
         "{errors:?}"
     );
+}
+
+/// The names of `paths`, relative to `dir`.
+fn names_under(dir: &Path, paths: &[SourcePath]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| match p {
+            SourcePath::File(f) => f.strip_prefix(dir).unwrap_or(f).display().to_string(),
+            SourcePath::Stdin => "-".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn named_files_are_read_oldest_first_and_each_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["mail.log", "mail.log.1", "mail.log.2.gz", "other.log"] {
+        write(d, name, b"x\n");
+    }
+    std::os::unix::fs::symlink(d.join("mail.log"), d.join("link.log")).unwrap();
+    // What the shell makes of `mail.log*`: newest first. Then the same file again, by name
+    // and through a symlink; stdin ends a run of named files.
+    let (paths, errors) = discover(&[
+        d.join("mail.log"),
+        d.join("mail.log.1"),
+        d.join("mail.log.2.gz"),
+        d.join("mail.log.1"),
+        PathBuf::from("-"),
+        d.join("other.log"),
+        d.join("link.log"),
+    ]);
+    assert_eq!(
+        names_under(d, &paths),
+        ["mail.log.2.gz", "mail.log.1", "mail.log", "-", "other.log"]
+    );
+    let same: Vec<(String, String)> = errors
+        .iter()
+        .map(|e| match e {
+            InputError::SameFile { file, first } => (file.clone(), first.clone()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let name = |n: &str| d.join(n).display().to_string();
+    assert_eq!(
+        same,
+        [
+            (name("mail.log.1"), name("mail.log.1")),
+            (name("link.log"), name("mail.log")),
+        ]
+    );
+
+    // Different logs keep the order they were named in; each log's files go oldest first.
+    let (paths, errors) = discover(&[
+        d.join("other.log"),
+        d.join("mail.log"),
+        d.join("mail.log.2.gz"),
+        d.join("mail.log.1"),
+    ]);
+    assert_eq!(
+        names_under(d, &paths),
+        ["other.log", "mail.log.2.gz", "mail.log.1", "mail.log"]
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // A directory and a file inside it: the file is read once, where the walk put it.
+    let (paths, errors) = discover(&[d.to_path_buf(), d.join("mail.log.1")]);
+    assert_eq!(paths.len(), 4, "{paths:?}");
+    assert_eq!(errors.len(), 2, "{errors:?}"); // link.log and the named mail.log.1
+}
+
+#[test]
+fn a_debian_log_directory_is_not_counted_twice() {
+    // rsyslog on Debian copies every mail line into `syslog` (and, in older configurations,
+    // into `mail.info`/`mail.warn`/`mail.err`) beside `mail.log`.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in [
+        "mail.log",
+        "mail.log.1",
+        "syslog",
+        "syslog.1",
+        "mail.info",
+        "mail.warn.2.gz",
+        "messages",
+        "daemon.log",
+    ] {
+        write(d, name, b"x\n");
+    }
+    let (paths, errors) = discover(&[d.to_path_buf()]);
+    assert_eq!(
+        names_under(d, &paths),
+        ["daemon.log", "mail.log.1", "mail.log", "messages"]
+    );
+    let mut covered: Vec<String> = errors
+        .iter()
+        .map(|e| match e {
+            InputError::CoveredBy { file, covered_by } => {
+                assert_eq!(covered_by, &d.join("mail.log").display().to_string());
+                Path::new(file)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    covered.sort();
+    assert_eq!(
+        covered,
+        ["mail.info", "mail.warn.2.gz", "syslog", "syslog.1"]
+    );
+    // Named, it is read; and without a mail.log beside it, a walked syslog is read too.
+    let (paths, errors) = discover(&[d.join("syslog")]);
+    assert_eq!(names_under(d, &paths), ["syslog"]);
+    assert!(errors.is_empty(), "{errors:?}");
+    std::fs::remove_file(d.join("mail.log")).unwrap();
+    std::fs::remove_file(d.join("mail.log.1")).unwrap();
+    let (paths, errors) = discover(&[d.to_path_buf()]);
+    assert_eq!(paths.len(), 6, "{paths:?}");
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[test]
@@ -554,6 +677,18 @@ fn format_is_forced_or_detected_by_majority() {
         (src.format, src.format_forced),
         (Some(Format::Sendmail), true)
     );
+    // A mail.log that starts with a few thousand lines of another program on the mail
+    // facility (dovecot's logins) is still a Postfix log.
+    let mut data: Vec<u8> = (0..3000)
+        .flat_map(|i| {
+            format!("Nov 22 10:00:00 mx dovecot: imap-login: Login: user=<u{i}>, rip=192.0.2.1\n")
+                .into_bytes()
+        })
+        .collect();
+    data.extend(std::fs::read(testdata("postfix.log")).unwrap());
+    let p = write(dir.path(), "dovecot-first.log", &data);
+    let (src, got) = read_path(&p, &InputOptions::default());
+    assert_eq!((src.format, got.len()), (Some(Format::Postfix), 3000 + 16));
     // other.log alone: unknown unless forced.
     let (src, _) = read_path(&testdata("other.log"), &opts);
     assert_eq!(

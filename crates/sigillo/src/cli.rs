@@ -176,7 +176,7 @@ pub struct ReportArgs {
     /// Write a self-contained HTML page with charts to this file.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// How many plaintext peer domains to list.
+    /// How many plaintext peer domains to list, per direction (0: none).
     #[arg(long, default_value_t = 10)]
     pub top: usize,
 }
@@ -189,12 +189,13 @@ pub struct LogArgs {
     #[arg(long, value_parser = parse_format)]
     pub format: Option<sigillo_logs::input::Format>,
     /// The year of syslog lines without one (default: from each file's modification time).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1970..=9999))]
     pub year: Option<i32>,
-    /// Only mail at or after this time (`2026-11-01`, `2026-11-01T08:00:00Z`).
+    /// Only mail at or after this time (`2026-11-01`, `2026-11-01T08:00:00`,
+    /// `2026-11-01T08:00:00+01:00`); a time without a zone is UTC, as log times without one are.
     #[arg(long, value_parser = parse_time)]
     pub since: Option<i64>,
-    /// Only mail before this time.
+    /// Only mail before this time (same forms as --since).
     #[arg(long, value_parser = parse_time)]
     pub until: Option<i64>,
     /// An address range whose peers are internal hops, not Internet mail (repeatable;
@@ -204,6 +205,20 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
+    /// Refuses settings that cannot select any mail: a window that ends before it starts.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && until <= since
+        {
+            bail!(
+                "--until ({}) must be later than --since ({}): no mail can fall in that window",
+                time_for_message(until),
+                time_for_message(since)
+            );
+        }
+        Ok(())
+    }
+
     /// Reads `inputs` (files, directories, `-`) and counts their mail.
     pub fn analyze(&self, inputs: &[PathBuf], top: usize) -> sigillo_logs::analysis::Analysis {
         let input_options = sigillo_logs::input::InputOptions {
@@ -226,20 +241,31 @@ fn parse_format(text: &str) -> Result<sigillo_logs::input::Format, String> {
         .map_err(|e: sigillo_logs::input::UnknownFormatName| e.to_string())
 }
 
-/// `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+/// `YYYY-MM-DD` (midnight UTC), `YYYY-MM-DDThh:mm[:ss]` (UTC, like a log time without a
+/// zone), or RFC 3339 with a zone.
 fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(ts) = text.parse::<jiff::Timestamp>() {
         return Ok(ts.as_second());
     }
-    if let Ok(date) = text.parse::<jiff::civil::Date>() {
-        return date
+    // A civil date-time before a date: jiff's `Date` parser also takes a date-time and drops
+    // its time, which would silently move the window to midnight.
+    if let Ok(time) = text.parse::<jiff::civil::DateTime>() {
+        return time
             .to_zoned(jiff::tz::TimeZone::UTC)
             .map(|z| z.timestamp().as_second())
             .map_err(|e| e.to_string());
     }
     Err(format!(
-        "{text:?}: expected YYYY-MM-DD or an RFC 3339 time (2026-11-01T08:00:00Z)"
+        "{text:?}: expected YYYY-MM-DD, YYYY-MM-DDThh:mm:ss (UTC) or an RFC 3339 time \
+         (2026-11-01T08:00:00+01:00)"
     ))
+}
+
+/// A `--since`/`--until` value as the user would write it back.
+fn time_for_message(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| seconds.to_string())
 }
 
 /// `sigillo strip-proxy`: where to listen, where to relay, what to rewrite, and limits.
@@ -532,6 +558,21 @@ async fn run_checks(
     Ok(outcome)
 }
 
+/// Writes `value` to stdout as one line of JSON, streamed (a report with a million peers
+/// is hundreds of MB of JSON, not worth holding whole); a reader that went away is not an
+/// error.
+pub fn emit_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let written = serde_json::to_writer(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 pub fn emit(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -544,6 +585,7 @@ pub fn emit(text: &str) -> std::io::Result<()> {
 /// `sigillo report`: 0 when the logs were read (bad lines are reported on stderr and
 /// skipped), 2 when nothing could be read or an output could not be written.
 fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    args.logs.check()?;
     let analysis = args.logs.analyze(&args.inputs, args.top);
     let _ = std::io::stderr().write_all(crate::report_text::input_problems(&analysis).as_bytes());
     if let Some(dir) = &args.csv {
@@ -582,9 +624,7 @@ fn report(args: ReportArgs) -> anyhow::Result<u8> {
         std::fs::write(path, page).with_context(|| format!("--html {}", path.display()))?;
     }
     if args.json {
-        let mut text = serde_json::to_string(&analysis)?;
-        text.push('\n');
-        emit(&text)?;
+        emit_json(&analysis)?;
     } else {
         emit(&crate::report_text::render(&analysis))?;
     }

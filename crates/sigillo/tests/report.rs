@@ -305,3 +305,177 @@ fn iso_and_journald_timestamps_give_the_same_figures() {
         }
     }
 }
+
+/// A peer's TLS session on one day (`mail.log.1`) and a plaintext one the next (`mail.log`).
+fn rotated_downgrade(dir: &Path) {
+    let session = |day: u32, qid: &str, tls: bool| {
+        let peer = "peer.example[192.0.2.7]";
+        let mut s = format!("Nov {day} 10:00:00 mx postfix/smtpd[100]: connect from {peer}\n");
+        if tls {
+            s += &format!(
+                "Nov {day} 10:00:00 mx postfix/smtpd[100]: Anonymous TLS connection established \
+                 from {peer}: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n"
+            );
+        }
+        s += &format!(
+            "Nov {day} 10:00:00 mx postfix/smtpd[100]: {qid}: client={peer}\n\
+             Nov {day} 10:00:00 mx postfix/qmgr[9]: {qid}: from=<a@peer.example>, size=100, nrcpt=1 (queue active)\n\
+             Nov {day} 10:00:01 mx postfix/smtpd[100]: disconnect from {peer} ehlo={} {}mail=1 rcpt=1 data=1 quit=1 commands={}\n",
+            if tls { 2 } else { 1 },
+            if tls { "starttls=1 " } else { "" },
+            if tls { 7 } else { 5 },
+        );
+        s
+    };
+    std::fs::write(dir.join("mail.log.1"), session(21, "AAAA1", true)).unwrap();
+    std::fs::write(dir.join("mail.log"), session(22, "BBBB1", false)).unwrap();
+}
+
+#[test]
+fn rotated_files_named_newest_first_are_read_oldest_first() {
+    // `sigillo report /var/log/mail.log*`: the shell gives mail.log before mail.log.1. The
+    // downgrade (TLS on the 21st, plaintext on the 22nd) must be found as from the directory.
+    let dir = tempfile::tempdir().unwrap();
+    rotated_downgrade(dir.path());
+    let newest_first = [dir.path().join("mail.log"), dir.path().join("mail.log.1")];
+    let newest_first: Vec<&str> = newest_first.iter().map(|p| p.to_str().unwrap()).collect();
+    let (code, from_dir, stderr) =
+        report(&["--json", "--year", "2026", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let downgrades = from_dir["downgrades"].as_array().unwrap();
+    assert_eq!(downgrades.len(), 1, "{:#}", from_dir["downgrades"]);
+    let mut args = vec!["--json", "--year", "2026"];
+    args.extend(&newest_first);
+    let (code, named, stderr) = report(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(named["downgrades"], from_dir["downgrades"]);
+    assert_eq!(named["inbound"], from_dir["inbound"]);
+
+    // The same file twice (and through a symlink) is read once, with a note.
+    // (A name that sorts after the log's: a symlink sorted first would be read first, and
+    // the file it points to, met again later, dropped.)
+    std::os::unix::fs::symlink(dir.path().join("mail.log"), dir.path().join("zz-link")).unwrap();
+    let link = dir.path().join("zz-link");
+    args.push(link.to_str().unwrap());
+    args.push(newest_first[1]);
+    let (code, twice, stderr) = report(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(twice["inbound"], from_dir["inbound"], "{stderr}");
+    assert_eq!(
+        twice["input_errors"].as_array().unwrap().len(),
+        2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("it is the same file as"), "{stderr}");
+    assert!(!stderr.contains("time order"), "{stderr}");
+    assert_eq!(named["inputs"][0]["first"], "2026-11-21T10:00:00Z");
+    assert_eq!(named["inputs"][1]["last"], "2026-11-22T10:00:01Z");
+
+    // Names that do not sort by age, newest first: everything is counted, the downgrade is
+    // missed, and a note says why.
+    std::fs::rename(dir.path().join("mail.log"), dir.path().join("today.log")).unwrap();
+    std::fs::rename(
+        dir.path().join("mail.log.1"),
+        dir.path().join("yesterday.log"),
+    )
+    .unwrap();
+    let today = dir.path().join("today.log");
+    let yesterday = dir.path().join("yesterday.log");
+    let (code, unsorted, stderr) = report(&[
+        "--json",
+        "--year",
+        "2026",
+        today.to_str().unwrap(),
+        yesterday.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(unsorted["inbound"], from_dir["inbound"]);
+    assert_eq!(unsorted["downgrades"], serde_json::json!([]));
+    let note = format!(
+        "{}: starts at 2026-11-21T10:00:00Z, before {} ends (2026-11-22T10:00:01Z)",
+        yesterday.display(),
+        today.display()
+    );
+    assert!(stderr.contains(&note), "{stderr}");
+    assert_eq!(unsorted["input_errors"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn the_time_window_and_year_are_checked() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sigillo-logs/testdata/postfix/real-3.7-tls-and-plain.log"
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+            .arg("report")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sigillo report");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A time without a zone is UTC, as log times without one are; it is not cut to midnight.
+    let (_, zoned, _) = report(&[
+        "--json",
+        "--year",
+        "2026",
+        "--since",
+        "2026-11-22T14:50:00Z",
+        fixture,
+    ]);
+    let (_, civil, _) = report(&[
+        "--json",
+        "--year",
+        "2026",
+        "--since",
+        "2026-11-22T14:50:00",
+        fixture,
+    ]);
+    let (_, day, _) = report(&["--json", "--year", "2026", "--since", "2026-11-22", fixture]);
+    assert!(
+        zoned["outside_window"].as_u64().unwrap() > 0,
+        "{:#}",
+        zoned["outside_window"]
+    );
+    assert_eq!(civil["outside_window"], zoned["outside_window"]);
+    assert_eq!(civil["inbound"], zoned["inbound"]);
+    assert_ne!(day["inbound"], zoned["inbound"]);
+
+    for (args, needle) in [
+        (
+            &["--since", "2026-11-22", "--until", "2026-11-21"][..],
+            "must be later than --since",
+        ),
+        (
+            &["--since", "2026-11-22", "--until", "2026-11-22"][..],
+            "must be later than --since",
+        ),
+        (&["--year", "99999"][..], "--year"),
+        (&["--year=-1"][..], "--year"),
+        (&["--since", "yesterday"][..], "expected YYYY-MM-DD"),
+    ] {
+        let mut all = args.to_vec();
+        all.push(fixture);
+        let (code, stderr) = run(&all);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn top_zero_lists_no_plaintext_peers() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sigillo-logs/testdata/postfix/real-3.7-tls-and-plain.log"
+    );
+    let (_, listed, _) = report(&["--json", "--year", "2026", fixture]);
+    assert!(!listed["top_plaintext"].as_array().unwrap().is_empty());
+    let (code, none, stderr) = report(&["--json", "--year", "2026", "--top", "0", fixture]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(none["top_plaintext"], serde_json::json!([]));
+    assert_eq!(none["inbound"], listed["inbound"]);
+}
