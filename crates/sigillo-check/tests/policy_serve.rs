@@ -1,12 +1,14 @@
 //! `sigillo policy serve`'s engine and socketmap server, in process, against real peers on
 //! 127.0.0.1: the testkit's DNSSEC-signed DNS server, its HTTPS server for MTA-STS policies
 //! (valid, broken, redirected, oversized, slow, with expired and wrongly named certificates),
-//! and raw socketmap clients (pipelining, map names, broken framing, a unix socket).
+//! and raw socketmap clients (pipelining, map names, broken framing, a unix socket, a client
+//! trickling a request, idle clients holding every connection slot).
 //! Postfix's `postmap -q` as the client is in the binary's tests
 //! (`crates/sigillo/tests/policy_serve.rs`).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sigillo_check::TrustAnchors;
@@ -616,4 +618,136 @@ async fn a_slow_lookup_is_answered_temp_and_finishes_in_the_background() {
     assert_eq!(out, b"9:NOTFOUND ,");
     drop(stop);
     task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_trickled_slower_than_the_read_timeout_is_cut_off() {
+    let lab = lab();
+    let engine = lab.engine();
+    let options = ServeOptions {
+        read_timeout: Duration::from_secs(1),
+        ..ServeOptions::default()
+    };
+    let addr = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
+    let (ListenAddr::Tcp(local), stop, task) = start_server(engine, addr, options).await else {
+        panic!("tcp")
+    };
+    // One byte every 250 ms: every read comes well within the read timeout, the whole
+    // request (20 bytes, about 5 s) does not.
+    let request = requests("sts", &["sts.lab.test"]);
+    let (mut reader, mut writer) = tokio::net::TcpStream::connect(local)
+        .await
+        .unwrap()
+        .into_split();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let trickle = tokio::spawn({
+        let (sent, request) = (sent.clone(), request.clone());
+        async move {
+            for byte in request {
+                if writer.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            writer
+        }
+    });
+
+    // Meanwhile a client that sends its request at once is answered.
+    let mut normal = tokio::net::TcpStream::connect(local).await.unwrap();
+    normal.write_all(&request).await.unwrap();
+    let secure = "OK secure match=.sts.lab.test servername=hostname";
+    assert_eq!(read_replies(&mut normal, 1).await, [secure]);
+
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), reader.read(&mut buf))
+        .await
+        .expect("the server closes the connection");
+    let sent_then = sent.load(Ordering::SeqCst);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "closed, not answered: {read:?} {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(
+        sent_then < request.len(),
+        "closed before the request was complete ({sent_then} of {} bytes sent)",
+        request.len()
+    );
+    trickle.abort();
+    // The normal client is still served after that.
+    normal.write_all(&request).await.unwrap();
+    assert_eq!(read_replies(&mut normal, 1).await, [secure]);
+    drop(normal);
+    drop(stop);
+    let events = task.await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ServeEvent::Closed {
+                requests: 0,
+                end: ConnectionEnd::Timeout,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_make_room_for_a_waiting_client() {
+    let lab = lab();
+    let engine = lab.engine();
+    let options = ServeOptions {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(300),
+        ..ServeOptions::default()
+    };
+    let addr = ListenAddr::Tcp("127.0.0.1:0".parse().unwrap());
+    let (ListenAddr::Tcp(local), stop, task) = start_server(engine, addr, options).await else {
+        panic!("tcp")
+    };
+    let secure = "OK secure match=.sts.lab.test servername=hostname";
+    let request = requests("sts", &["sts.lab.test"]);
+    // Four clients take every slot (each is answered, so each is being served), then idle.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(local).await.unwrap();
+        stream.write_all(&request).await.unwrap();
+        assert_eq!(read_replies(&mut stream, 1).await, [secure]);
+        idle.push(stream);
+    }
+    // A fifth is answered long before the idle timeout (read_replies gives up after 10 s).
+    let mut fifth = tokio::net::TcpStream::connect(local).await.unwrap();
+    fifth.write_all(&request).await.unwrap();
+    assert_eq!(read_replies(&mut fifth, 1).await, [secure]);
+    // The idle ones were closed to make room.
+    for stream in &mut idle {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "an idle connection is closed: {read:?}"
+        );
+    }
+    // The fifth goes on being served.
+    fifth.write_all(&request).await.unwrap();
+    assert_eq!(read_replies(&mut fifth, 1).await, [secure]);
+    drop(stop);
+    let events = task.await.unwrap();
+    let evicted = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ServeEvent::Closed {
+                    requests: 1,
+                    end: ConnectionEnd::IdleEvicted,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(evicted, 4, "{events:?}");
 }

@@ -51,9 +51,21 @@ pub enum SocketmapError {
     /// The length has a leading zero (`007:`), which netstrings forbid.
     #[error("netstring length has a leading zero")]
     LeadingZero,
-    /// The announced (or encoded) length is over the cap.
+    /// A payload to encode is over the cap.
     #[error("netstring longer than {limit} bytes (got {got})")]
     TooLong { limit: usize, got: usize },
+    /// A length prefix announces more than the cap. It is rejected as soon as its digits show
+    /// that, before its `:` arrives, so `digits` are the ones that had arrived: at most
+    /// [`MAX_SHOWN_DIGITS`] of them, with `count` saying how many there were in all.
+    #[error(
+        "netstring length over the limit of {limit} bytes: got {digits}{}",
+        elided_digits(.digits, *.count)
+    )]
+    LengthOverLimit {
+        limit: usize,
+        digits: String,
+        count: usize,
+    },
     /// The byte after the payload is not the closing `,`.
     #[error("netstring: expected ',' after {len} bytes of payload, got byte {got:#04x}")]
     MissingComma { len: usize, got: u8 },
@@ -78,6 +90,10 @@ pub enum SocketmapError {
     ControlChar { byte: u8, text: String },
 }
 
+/// Most digits of an over-long length prefix kept in [`SocketmapError::LengthOverLimit`]:
+/// as many as the largest 64-bit number has.
+pub const MAX_SHOWN_DIGITS: usize = 20;
+
 /// Decodes one netstring from the start of `buf`, whose payload may be at most `max_len`
 /// bytes.
 ///
@@ -99,20 +115,12 @@ pub fn decode_netstring(
                 }
                 let next = len
                     .checked_mul(10)
-                    .and_then(|l| l.checked_add(usize::from(b - b'0')));
+                    .and_then(|l| l.checked_add(usize::from(b - b'0')))
+                    .filter(|&next| next <= max_len);
                 let Some(next) = next else {
-                    return Err(SocketmapError::TooLong {
-                        limit: max_len,
-                        got: usize::MAX,
-                    });
+                    return Err(length_over_limit(buf, max_len));
                 };
                 len = next;
-                if len > max_len {
-                    return Err(SocketmapError::TooLong {
-                        limit: max_len,
-                        got: len,
-                    });
-                }
                 digits += 1;
             }
             b':' if digits > 0 => {
@@ -134,6 +142,31 @@ pub fn decode_netstring(
         None => Ok(None),
         Some(b',') => Ok(buf.get(start..end).map(|payload| (payload, end + 1))),
         Some(&got) => Err(SocketmapError::MissingComma { len, got }),
+    }
+}
+
+/// The error for a length prefix at the start of `buf` that is over `limit`: its digits that
+/// have arrived, at most [`MAX_SHOWN_DIGITS`] of them, and how many there are.
+fn length_over_limit(buf: &[u8], limit: usize) -> SocketmapError {
+    let prefix = buf.iter().take_while(|b| b.is_ascii_digit());
+    SocketmapError::LengthOverLimit {
+        limit,
+        digits: prefix
+            .clone()
+            .take(MAX_SHOWN_DIGITS)
+            .map(|&b| char::from(b))
+            .collect(),
+        count: prefix.count(),
+    }
+}
+
+/// What [`SocketmapError::LengthOverLimit`]'s message adds after the digits it shows: nothing
+/// when they are all of them, else how many there were.
+fn elided_digits(shown: &str, count: usize) -> String {
+    if count > shown.len() {
+        format!("… ({count} digits)")
+    } else {
+        String::new()
     }
 }
 
@@ -362,21 +395,6 @@ mod tests {
                 b"3:abc\n",
                 SocketmapError::MissingComma { len: 3, got: b'\n' },
             ),
-            (
-                b"5000:",
-                SocketmapError::TooLong {
-                    limit: 4096,
-                    got: 5000,
-                },
-            ),
-            // Rejected before the colon arrives.
-            (
-                b"99999",
-                SocketmapError::TooLong {
-                    limit: 4096,
-                    got: 9999,
-                },
-            ),
         ];
         for (input, want) in cases {
             assert_eq!(
@@ -415,12 +433,72 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_length_does_not_overflow() {
-        let digits = [b'9'; 40];
-        assert!(matches!(
-            decode_netstring(&digits, usize::MAX),
-            Err(SocketmapError::TooLong { .. })
-        ));
+    fn a_length_over_the_cap_is_reported_with_its_digits() {
+        let forty_nines = "9".repeat(40);
+        let twenty_nines = &forty_nines[..20];
+        // (input, cap, digits shown, digit count, message)
+        let cases: &[(String, usize, &str, usize, String)] = &[
+            (
+                "5000:".into(),
+                4096,
+                "5000",
+                4,
+                "netstring length over the limit of 4096 bytes: got 5000".into(),
+            ),
+            // Rejected before the colon arrives: the digits so far.
+            (
+                "99999".into(),
+                4096,
+                "99999",
+                5,
+                "netstring length over the limit of 4096 bytes: got 99999".into(),
+            ),
+            // Over any usize, every digit shown.
+            (
+                format!("{twenty_nines}:"),
+                4096,
+                twenty_nines,
+                20,
+                format!("netstring length over the limit of 4096 bytes: got {twenty_nines}"),
+            ),
+            // The multiplication overflows; the digits shown are capped.
+            (
+                format!("{forty_nines}:abc,"),
+                usize::MAX,
+                twenty_nines,
+                40,
+                format!(
+                    "netstring length over the limit of {} bytes: got {twenty_nines}… (40 digits)",
+                    usize::MAX
+                ),
+            ),
+            // One digit more than the cap allows, followed by something else than ':'.
+            (
+                "40961x".into(),
+                4096,
+                "40961",
+                5,
+                "netstring length over the limit of 4096 bytes: got 40961".into(),
+            ),
+        ];
+        for (input, cap, digits, count, message) in cases {
+            let got = decode_netstring(input.as_bytes(), *cap);
+            let want = SocketmapError::LengthOverLimit {
+                limit: *cap,
+                digits: (*digits).to_owned(),
+                count: *count,
+            };
+            assert_eq!(got, Err(want.clone()), "{input}");
+            assert_eq!(want.to_string(), *message, "{input}");
+        }
+        // The request decoder reports the same.
+        let huge = decode_request(b"99999999999999999999:postfix example.com,");
+        assert_eq!(
+            huge.map_err(|e| e.to_string()),
+            Err(format!(
+                "netstring length over the limit of {MAX_REQUEST_LEN} bytes: got {twenty_nines}"
+            ))
+        );
     }
 
     #[test]

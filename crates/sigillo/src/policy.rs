@@ -95,10 +95,12 @@ pub struct ServeArgs {
     /// Close a client connection idle this long.
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     pub idle_timeout: f64,
-    /// A request must arrive whole (and a reply be written) within this.
+    /// A request must arrive whole within this of its first byte (and a reply be written
+    /// within this).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub read_timeout: f64,
-    /// Most client connections served at once (more wait to be accepted).
+    /// Most client connections served at once (more wait to be accepted; when one waits,
+    /// connections idle for a second or more are closed to make room).
     #[arg(long, default_value_t = 512, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
@@ -106,7 +108,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_in_flight: u32,
-    /// Permissions of a unix socket, in octal.
+    /// Permissions of a unix socket, in octal, at most 777.
     #[arg(long, default_value = "660", value_name = "OCTAL")]
     pub socket_mode: String,
     /// How often cached policies are checked for a due TXT recheck or proactive refresh.
@@ -147,15 +149,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         lookup_timeout: seconds("lookup-timeout", args.lookup_timeout)?,
         ..ServeOptions::default()
     };
-    let socket_mode = u32::from_str_radix(&args.socket_mode, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .with_context(|| {
-            format!(
-                "--socket-mode: expected octal like 660, got {:?}",
-                args.socket_mode
-            )
-        })?;
+    let socket_mode = parse_socket_mode(&args.socket_mode)?;
     let refresh_interval = seconds("refresh-interval", args.refresh_interval)?;
     let verbose = args.verbose;
     let engine = Arc::new(build_engine(&args)?.with_events(move |event| {
@@ -206,6 +200,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     ));
     flushed?;
     Ok(0)
+}
+
+/// The unix socket permissions `--socket-mode` gives: octal digits for at most `777`, since
+/// the setuid, setgid and sticky bits mean nothing for a socket.
+fn parse_socket_mode(text: &str) -> anyhow::Result<u32> {
+    if text.is_empty() || !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        bail!("--socket-mode: expected octal digits (0-7) like 660, got {text:?}");
+    }
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => bail!(
+            "--socket-mode: {text} is more than 777: only permission bits are allowed (no \
+             setuid, setgid or sticky bit)"
+        ),
+    }
 }
 
 fn build_engine(args: &ServeArgs) -> anyhow::Result<Engine> {
@@ -339,12 +348,25 @@ fn event_line(event: &EngineEvent, verbose: bool) -> Option<String> {
             format!("{domain}: cached MTA-STS policy id {id} expired")
         }
         EngineEvent::Decided { key, decision } if verbose => format!(
-            "{key}: {} ({})",
+            "{}: {} ({})",
+            log_text(key),
             decision.reply().to_string().trim_end(),
             decision.reason
         ),
         _ => return None,
     })
+}
+
+/// Client-supplied text (a lookup key) as it goes into a log line: as is when it is printable
+/// ASCII without `"` or `\`, else quoted and escaped like a Rust string (`"a\r\nb"`), so that
+/// it can neither split the line nor write control bytes, and a quoted form is never a key.
+fn log_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\';
+    if text.chars().all(plain) {
+        text.into()
+    } else {
+        format!("{text:?}").into()
+    }
 }
 
 /// A log line for connections that ended badly; normal ends are not logged.
@@ -368,4 +390,79 @@ fn serve_line(event: &ServeEvent) -> Option<String> {
 fn log(text: &str) {
     let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
     let _ = writeln!(std::io::stderr().lock(), "{now} sigillo policy: {text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigillo_check::policy::sigillo_policy::decide::{Answer, Decision, Source};
+
+    fn not_found(reason: &str) -> Decision {
+        Decision {
+            answer: Answer::NotFound,
+            source: Source::None,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn socket_modes() {
+        for (text, want) in [("660", 0o660), ("0660", 0o660), ("777", 0o777), ("0", 0)] {
+            assert_eq!(parse_socket_mode(text).unwrap(), want, "{text}");
+        }
+        let errors = [
+            ("7777", "7777 is more than 777"),
+            ("1660", "1660 is more than 777"),
+            ("77777777777777", "is more than 777"),
+            ("8", "expected octal digits (0-7) like 660, got \"8\""),
+            ("+660", "expected octal digits"),
+            ("", "expected octal digits"),
+            ("rw-rw----", "expected octal digits"),
+        ];
+        for (text, want) in errors {
+            let message = parse_socket_mode(text).unwrap_err().to_string();
+            assert!(message.contains(want), "{text}: {message}");
+            assert!(message.starts_with("--socket-mode: "), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn logged_keys_are_escaped() {
+        let cases = [
+            ("example.com", "example.com"),
+            ("[mx.example.com]:587", "[mx.example.com]:587"),
+            ("a b", "a b"),
+            ("evil\r\nfake line", "\"evil\\r\\nfake line\""),
+            ("nul\0byte", "\"nul\\0byte\""),
+            ("esc\x1b[31m", "\"esc\\u{1b}[31m\""),
+            ("tab\there", "\"tab\\there\""),
+            ("quote\"", "\"quote\\\"\""),
+            ("back\\slash", "\"back\\\\slash\""),
+            ("caf\u{e9}", "\"caf\u{e9}\""),
+            ("", ""),
+        ];
+        for (key, want) in cases {
+            assert_eq!(log_text(key), want, "{key:?}");
+            let event = EngineEvent::Decided {
+                key: key.into(),
+                decision: not_found("no policy from any source"),
+            };
+            let line = event_line(&event, true).unwrap();
+            assert_eq!(
+                line,
+                format!("{want}: NOTFOUND (no policy from any source)"),
+                "{key:?}"
+            );
+            assert!(!line.contains(|c: char| c.is_control()), "{line:?}");
+        }
+        let quiet = EngineEvent::Decided {
+            key: "k".into(),
+            decision: not_found(""),
+        };
+        assert_eq!(
+            event_line(&quiet, false),
+            None,
+            "logged with --verbose only"
+        );
+    }
 }

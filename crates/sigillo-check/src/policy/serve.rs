@@ -2,13 +2,22 @@
 //! requests (possibly pipelined, on connections it keeps open), and gets the engine's answers
 //! back in order.
 //!
-//! Limits: at most [`ServeOptions::max_connections`] connections are served at once (more
-//! wait in the listen backlog), at most [`ServeOptions::max_in_flight`] requests of one
-//! connection are being answered at once (reading pauses until one is answered), a request
-//! must arrive whole within [`ServeOptions::read_timeout`], a connection with nothing to do
-//! for [`ServeOptions::idle_timeout`] is closed, and a lookup that takes longer than
+//! Limits: at most [`ServeOptions::max_connections`] connections are served at once (one more
+//! is accepted and waits for a slot, the rest wait in the listen backlog), at most
+//! [`ServeOptions::max_in_flight`] requests of one connection are being answered at once
+//! (reading pauses until one is answered), a request must arrive whole within
+//! [`ServeOptions::read_timeout`] of its first byte, a connection with nothing to do for
+//! [`ServeOptions::idle_timeout`] is closed, and a lookup that takes longer than
 //! [`ServeOptions::lookup_timeout`] is answered `TEMP` (it goes on in the background and its
 //! result is cached). Broken framing closes the connection, as `socketmap_table(5)` expects.
+//!
+//! Idle connections do not lock other clients out: when every connection slot is taken and
+//! another client connects, the server accepts it, then closes every connection that has been
+//! idle (no request being answered, no partial request read) for at least [`EVICT_IDLE_AFTER`],
+//! and asks again each [`EVICT_IDLE_AFTER`] until a slot is free for it. Postfix's socketmap
+//! client (`dict_sockmap`, through `auto_clnt`) reconnects by itself when it finds the server
+//! has closed the connection (end of file) and sends the lookup again, so this costs it a
+//! reconnect, not a failed lookup.
 //!
 //! On shutdown, [`serve_until`] stops accepting, lets every connection answer the requests it
 //! has read, closes them (waiting at most [`ServeOptions::shutdown_grace`]), and returns.
@@ -23,6 +32,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +47,7 @@ use sigillo_policy::socketmap::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -204,7 +214,8 @@ pub struct ServeOptions {
     pub max_in_flight: usize,
     /// A connection with no request for this long is closed.
     pub idle_timeout: Duration,
-    /// A started request must arrive whole, and a reply be written, within this.
+    /// A started request must arrive whole (counted from its first byte), and a reply be
+    /// written, within this.
     pub read_timeout: Duration,
     /// A lookup taking longer is answered `TEMP`.
     pub lookup_timeout: Duration,
@@ -243,6 +254,9 @@ pub enum ConnectionEnd {
     Io(String),
     /// The server is shutting down.
     Shutdown,
+    /// Idle while every connection slot was taken and another client waited for one: closed
+    /// to make room (see the module docs).
+    IdleEvicted,
 }
 
 /// What the server reports as it runs.
@@ -370,7 +384,7 @@ async fn serve_here<S: PolicySources>(
 ) -> ServeSummary {
     let options = Arc::new(options);
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (control_tx, control_rx) = watch::channel(Control::default());
     let mut connections: JoinSet<ServeEvent> = JoinSet::new();
     let mut summary = ServeSummary::default();
     let mut record = |event: ServeEvent, summary: &mut ServeSummary| {
@@ -388,14 +402,18 @@ async fn serve_here<S: PolicySources>(
                     record(event, &mut summary);
                 }
             }
-            permit = permits.clone().acquire_owned() => {
-                let Ok(permit) = permit else { break };
-                let accepted = tokio::select! {
-                    () = &mut shutdown => break,
-                    accepted = listener.accept() => accepted,
-                };
+            accepted = listener.accept() => {
                 match accepted {
                     Ok((connection, peer)) => {
+                        let permit = match permits.clone().try_acquire_owned() {
+                            Ok(permit) => permit,
+                            Err(_) => {
+                                let slot =
+                                    wait_for_slot(&permits, &control_tx, shutdown.as_mut()).await;
+                                let Some(permit) = slot else { break };
+                                permit
+                            }
+                        };
                         summary.connections += 1;
                         let id = summary.connections;
                         let context = ConnectionContext {
@@ -403,18 +421,17 @@ async fn serve_here<S: PolicySources>(
                             options: options.clone(),
                             lookups: lookups.clone(),
                         };
-                        let stop = stop_rx.clone();
+                        let control = control_rx.clone();
                         connections.spawn(async move {
                             let (requests, end) = match connection {
-                                Connection::Tcp(s) => serve_connection(s, context, stop).await,
-                                Connection::Unix(s) => serve_connection(s, context, stop).await,
+                                Connection::Tcp(s) => serve_connection(s, context, control).await,
+                                Connection::Unix(s) => serve_connection(s, context, control).await,
                             };
                             drop(permit);
                             ServeEvent::Closed { id, peer, requests, end }
                         });
                     }
                     Err(e) => {
-                        drop(permit);
                         record(ServeEvent::AcceptFailed { message: e.to_string() }, &mut summary);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -423,7 +440,7 @@ async fn serve_here<S: PolicySources>(
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    control_tx.send_modify(|control| control.stopping = true);
     let deadline = Instant::now() + options.shutdown_grace;
     loop {
         match tokio::time::timeout_at(deadline, connections.join_next()).await {
@@ -444,6 +461,51 @@ async fn serve_here<S: PolicySources>(
     summary
 }
 
+/// How long a connection must have been idle to be closed for a client that waits for a
+/// connection slot (see the module docs).
+pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What the accept loop tells every connection, through one `watch` channel.
+#[derive(Debug, Clone, Copy, Default)]
+struct Control {
+    /// The server is stopping: answer what was read, then close.
+    stopping: bool,
+    /// A client waits for a connection slot: connections idle since this time or earlier
+    /// close.
+    evict_idle_since: Option<Instant>,
+}
+
+/// Waits for a connection slot while every one is taken, asking the connections idle for
+/// [`EVICT_IDLE_AFTER`] to close, now and again each [`EVICT_IDLE_AFTER`] (connections busy
+/// now may be idle then). `None` if `shutdown` completes first.
+async fn wait_for_slot<F: Future<Output = ()>>(
+    permits: &Arc<Semaphore>,
+    control: &watch::Sender<Control>,
+    mut shutdown: Pin<&mut F>,
+) -> Option<OwnedSemaphorePermit> {
+    let acquire = permits.clone().acquire_owned();
+    tokio::pin!(acquire);
+    loop {
+        if let Some(since) = Instant::now().checked_sub(EVICT_IDLE_AFTER) {
+            control.send_modify(|control| control.evict_idle_since = Some(since));
+        }
+        tokio::select! {
+            permit = &mut acquire => return permit.ok(),
+            () = &mut shutdown => return None,
+            () = tokio::time::sleep(EVICT_IDLE_AFTER) => {}
+        }
+    }
+}
+
+/// Waits until the accept loop changes its [`Control`] (or is gone: then `false`), and hands
+/// the receiver back for the next wait.
+async fn control_changed(
+    mut control: watch::Receiver<Control>,
+) -> (watch::Receiver<Control>, bool) {
+    let open = control.changed().await.is_ok();
+    (control, open)
+}
+
 /// Largest amount of unanswered input kept per connection: a few maximal requests.
 const MAX_INPUT: usize = 4 * (MAX_REQUEST_LEN + 8);
 
@@ -460,12 +522,16 @@ struct ConnectionContext<S> {
 /// Per request this costs a decode, a cache look-up, one `write` and one `read`, and one
 /// clock reading: the idle/read timer is one [`Sleep`](tokio::time::Sleep) armed once and
 /// moved only when it fires early (the deadline is computed from the last activity then) or
-/// when a shorter deadline starts, and the stop signal is one future for the whole
-/// connection.
+/// when a shorter deadline starts, and the accept loop's signals (stop, make room) come
+/// through one future that is renewed only when a signal arrives.
+///
+/// The idle timeout counts from the last activity (a read, or answers arriving); the read
+/// timeout from when the first byte of the partial request now buffered arrived, so a client
+/// that trickles a request byte by byte is still cut off.
 async fn serve_connection<T, S>(
     mut stream: T,
     context: ConnectionContext<S>,
-    mut stop: watch::Receiver<bool>,
+    mut control: watch::Receiver<Control>,
 ) -> (u64, ConnectionEnd)
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -481,15 +547,16 @@ where
     let mut pending: FuturesOrdered<BoxFuture<'static, Vec<u8>>> = FuturesOrdered::new();
     let mut answered: u64 = 0;
     let mut eof = false;
-    let mut stopping = *stop.borrow();
-    // Resolves once the server is stopping (or its sender is gone).
-    let stop_signal = async move {
-        let _ = stop.wait_for(|stopping| *stopping).await;
-    };
-    tokio::pin!(stop_signal);
-    // When something last happened (a read, or answers arriving): the idle and read
-    // timeouts count from it.
+    let mut stopping = control.borrow_and_update().stopping;
+    // Resolves when the accept loop says something (or is gone).
+    let signal = control_changed(control);
+    tokio::pin!(signal);
+    // When something last happened (a read, or answers arriving): the idle timeout counts
+    // from it.
     let mut last_activity = Instant::now();
+    // When the first byte of the partial request in `input` arrived (`None` when `input` is
+    // empty): the read timeout counts from it.
+    let mut request_started: Option<Instant> = None;
     let timer = tokio::time::sleep_until(last_activity + options.idle_timeout);
     tokio::pin!(timer);
     loop {
@@ -534,7 +601,12 @@ where
                 }
             }
         }
-        input.drain(..used);
+        if used > 0 {
+            input.drain(..used);
+            // What is left arrived with the last read at the latest (or before reading
+            // paused for answers, which then count as its start).
+            request_started = (!input.is_empty()).then_some(last_activity);
+        }
         if !output.is_empty() {
             match write_reply(&mut stream, &output, options.read_timeout).await {
                 Ok(()) => output.clear(),
@@ -557,12 +629,11 @@ where
             && protocol_error.is_none()
             && pending.len() < options.max_in_flight
             && input.len() < MAX_INPUT;
-        let timeout = match (pending.is_empty(), input.is_empty()) {
-            (true, true) => Some(options.idle_timeout),
-            (true, false) => Some(options.read_timeout),
+        let deadline = match (pending.is_empty(), request_started) {
+            (true, None) => Some(last_activity + options.idle_timeout),
+            (true, Some(started)) => Some(started + options.read_timeout),
             (false, _) => None,
         };
-        let deadline = timeout.map(|t| last_activity + t);
         // The timer may be late (moved on when it fires) but never later than a deadline
         // that starts now and is shorter than the one it was armed for.
         if let Some(deadline) = deadline
@@ -572,7 +643,18 @@ where
         }
         tokio::select! {
             biased;
-            () = &mut stop_signal, if !stopping => stopping = true,
+            (mut control, open) = &mut signal, if !stopping => {
+                let said = *control.borrow_and_update();
+                if !open || said.stopping {
+                    stopping = true;
+                } else {
+                    let idle = pending.is_empty() && request_started.is_none();
+                    if idle && said.evict_idle_since.is_some_and(|since| last_activity <= since) {
+                        return (answered, ConnectionEnd::IdleEvicted);
+                    }
+                    signal.set(control_changed(control));
+                }
+            }
             Some(reply) = pending.next(), if !pending.is_empty() => {
                 output.extend_from_slice(&reply);
                 answered += 1;
@@ -585,7 +667,10 @@ where
             }
             read = read_some(&mut stream, &mut input), if can_read => match read {
                 Ok(0) => eof = true,
-                Ok(_) => last_activity = Instant::now(),
+                Ok(_) => {
+                    last_activity = Instant::now();
+                    request_started.get_or_insert(last_activity);
+                }
                 Err(e) => return (answered, ConnectionEnd::Io(e.to_string())),
             },
             () = &mut timer, if deadline.is_some() => {
@@ -597,7 +682,11 @@ where
                 }
                 return (
                     answered,
-                    if input.is_empty() { ConnectionEnd::IdleTimeout } else { ConnectionEnd::Timeout },
+                    if request_started.is_none() {
+                        ConnectionEnd::IdleTimeout
+                    } else {
+                        ConnectionEnd::Timeout
+                    },
                 );
             }
         }
