@@ -71,3 +71,19 @@ pub mod tlsrpt;
 mod txt;
 
 pub use txt::{TxtRecordError, concat_strings};
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+mod test_support {
+    /// The error and its sources joined by `: `, as the CLI prints them (anyhow's `{:#}`).
+    pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(source) = next {
+            out.push_str(": ");
+            out.push_str(&source.to_string());
+            next = source.source();
+        }
+        out
+    }
+}

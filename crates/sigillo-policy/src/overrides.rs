@@ -42,8 +42,9 @@ pub enum OverridesErrorKind {
     /// A key without a policy.
     #[error("key {key:?} has no policy after it")]
     MissingPolicy { key: String },
-    /// The policy text is invalid.
-    #[error("{0}")]
+    /// The policy text is invalid. Transparent: the message is the policy error's, and it is
+    /// not also returned as the source (a printed chain would say it twice).
+    #[error(transparent)]
     Policy(#[from] PolicyTextError),
     /// The key was already given.
     #[error("key {key:?} already given on line {first_line}")]
@@ -174,5 +175,29 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(StaticOverrides::parse(text), Err(want), "{text:?}");
         }
+    }
+
+    use crate::test_support::chain;
+
+    #[test]
+    fn errors_say_each_fact_once() {
+        // Bracketed next hops are valid keys; a bad policy after one is reported once.
+        let err = StaticOverrides::parse("[1.2.3.4]  encrypt\n[1.2.3.4]:25  sekure\n").unwrap_err();
+        let text = chain(&err);
+        assert_eq!(
+            text,
+            "overrides line 2: unknown TLS level \"sekure\": expected none, may, encrypt, dane, \
+             dane-only, fingerprint, verify or secure"
+        );
+        assert_eq!(text.matches("sekure").count(), 1, "{text}");
+        // The kind alone, printed as a chain, does not repeat its policy error either.
+        assert_eq!(chain(&err.kind), err.kind.to_string());
+        assert_eq!(err.kind.to_string().matches("sekure").count(), 1);
+
+        let err = StaticOverrides::parse("[1.2.3.4]  may\n[1.2.3.4]  encrypt\n").unwrap_err();
+        assert_eq!(
+            chain(&err),
+            "overrides line 2: key \"[1.2.3.4]\" already given on line 1"
+        );
     }
 }

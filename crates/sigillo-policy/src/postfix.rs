@@ -486,9 +486,14 @@ impl PinnedPeer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PinFileError {
-    /// A pin's domain is not a valid domain name.
-    #[error("pinned domain {domain:?}: {source}")]
+    /// A pin's domain is not a valid domain name. The message names the line (when read from
+    /// a file) but not the reason, which is the [`source`](std::error::Error::source) (and
+    /// names the domain itself): a report that prints the chain shows each once.
+    #[error("{}", bad_domain_context(.line))]
     BadDomain {
+        /// The 1-based line of the pin file, when the pins were read from one.
+        line: Option<usize>,
+        /// The domain as given (an excerpt of it, if long).
         domain: String,
         #[source]
         source: DomainError,
@@ -505,11 +510,20 @@ pub enum PinFileError {
     },
 }
 
+/// The message of [`PinFileError::BadDomain`], without its source.
+fn bad_domain_context(line: &Option<usize>) -> String {
+    match line {
+        Some(line) => format!("pin file line {line}: not a valid domain name"),
+        None => "pinned domain is not a valid domain name".to_owned(),
+    }
+}
+
 /// The pins checked and sorted by domain.
 fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFileError> {
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
         let d = domain::normalize(&p.domain).map_err(|source| PinFileError::BadDomain {
+            line: None,
             domain: excerpt(&p.domain),
             source,
         })?;
@@ -584,6 +598,7 @@ pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError>
         };
         let peer = PinnedPeer::new(name, level, evidence.take().unwrap_or_default()).map_err(
             |source| PinFileError::BadDomain {
+                line: Some(line),
                 domain: excerpt(name),
                 source,
             },
@@ -961,6 +976,46 @@ mod tests {
             read_policy_map_file("[relay.example]:587 encrypt\n"),
             Err(PinFileError::BadDomain { .. })
         ));
+    }
+
+    use crate::test_support::chain;
+
+    #[test]
+    fn bad_domain_errors_say_each_fact_once() {
+        // A bracketed next hop (as in an override) is not a domain a pin can hold.
+        let err = read_policy_map_file("a.example  encrypt\n[1.2.3.4]  encrypt\n").unwrap_err();
+        assert_eq!(
+            err,
+            PinFileError::BadDomain {
+                line: Some(2),
+                domain: "[1.2.3.4]".into(),
+                source: DomainError::BadChar {
+                    name: "[1.2.3.4]".into(),
+                    ch: '[',
+                },
+            }
+        );
+        assert_eq!(err.to_string(), "pin file line 2: not a valid domain name");
+        let text = chain(&err);
+        assert_eq!(
+            text,
+            "pin file line 2: not a valid domain name: invalid character '[' in domain name \
+             \"[1.2.3.4]\": expected letters, digits, '-', '.'"
+        );
+        assert_eq!(text.matches("[1.2.3.4]").count(), 1, "{text}");
+        assert_eq!(text.matches("invalid character").count(), 1, "{text}");
+
+        // Pins being written have no line.
+        let bad = PinnedPeer {
+            domain: "a..example".into(),
+            level: PinLevel::Encrypt,
+            evidence: Evidence::default(),
+        };
+        let err = policy_map_file(&[bad]).unwrap_err();
+        assert_eq!(
+            chain(&err),
+            "pinned domain is not a valid domain name: empty label in domain name \"a..example\""
+        );
     }
 
     #[test]

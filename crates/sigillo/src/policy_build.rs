@@ -20,6 +20,7 @@ use sigillo_logs::aggregate::{
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -56,10 +57,12 @@ pub struct BuildArgs {
     /// smtp_tls_CApath, and checks the MX host name.
     #[arg(long)]
     pub verify: bool,
-    /// Write the pins as a Postfix smtp_tls_policy_maps file (`-`: stdout).
+    /// Write the pins as a Postfix smtp_tls_policy_maps file (`-`: stdout). It may not be an
+    /// input, inside an input directory, or the --exim file.
     #[arg(long, value_name = "FILE")]
     pub postfix: Option<PathBuf>,
     /// Write the pinned domains as an Exim domain list for hosts_require_tls (`-`: stdout).
+    /// It may not be an input, inside an input directory, or the --postfix file.
     #[arg(long, value_name = "FILE")]
     pub exim: Option<PathBuf>,
     /// List the logged messages the pins would have deferred, per domain.
@@ -312,6 +315,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
     if to_stdout > 1 || (to_stdout == 1 && args.json) {
         bail!("only one of --postfix -, --exim - and --json can use stdout");
     }
+    refuse_overwriting_inputs(&args)?;
+    args.logs.check()?;
     let figures = match &args.from_report {
         Some(path) => read_report(path)?,
         None => {
@@ -391,6 +396,185 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
         Some(d) if d.deferred_messages > 0 => 1,
         _ => 0,
     })
+}
+
+/// Symlinks followed by hand when working out where a path that does not exist yet leads.
+const MAX_SYMLINKS: usize = 8;
+
+/// Where a path leads, to tell whether two paths name one file.
+#[derive(Debug)]
+struct FileIdentity {
+    /// Device and inode of the file, when it exists (symlinks followed).
+    id: Option<(u64, u64)>,
+    /// Its canonical path when it exists; else where a write would create it: the canonical
+    /// parent joined with the file name (after a dangling symlink, its target's); else the
+    /// path made absolute.
+    location: PathBuf,
+    /// The canonical parent joined with the file name, a symlink at the end not followed: the
+    /// entry a directory walk finds.
+    entry: PathBuf,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> FileIdentity {
+        let id = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let entry = parent_and_name(path);
+        let location = path
+            .canonicalize()
+            .unwrap_or_else(|_| creation_target(path, &entry));
+        FileIdentity {
+            id,
+            location,
+            entry,
+        }
+    }
+
+    fn same_file(&self, other: &FileIdentity) -> bool {
+        match (self.id, other.id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.location == other.location,
+        }
+    }
+
+    /// Whether the file is, or would be created, under the canonical directory `dir`.
+    fn is_under(&self, dir: &Path) -> bool {
+        self.location.starts_with(dir) || self.entry.starts_with(dir)
+    }
+}
+
+/// `path` with its parent canonicalized (a symlink at the end is kept), else `path` made
+/// absolute.
+fn parent_and_name(path: &Path) -> PathBuf {
+    let joined = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            parent.canonicalize().ok().map(|p| p.join(name))
+        }
+        _ => None,
+    };
+    joined
+        .or_else(|| std::path::absolute(path).ok())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Where writing a path that does not exist creates the file: through dangling symlinks
+/// (at most [`MAX_SYMLINKS`]) to the last target's parent and name. `entry` is
+/// [`parent_and_name`] of `path`.
+fn creation_target(path: &Path, entry: &Path) -> PathBuf {
+    let mut at = entry.to_path_buf();
+    let mut link = path.to_path_buf();
+    for _ in 0..MAX_SYMLINKS {
+        let Ok(target) = std::fs::read_link(&link) else {
+            break;
+        };
+        let dir = at.parent().map(Path::to_path_buf).unwrap_or_default();
+        link = dir.join(target);
+        at = parent_and_name(&link);
+    }
+    at
+}
+
+/// Refuses, before anything is read, outputs that would overwrite what the run reads: an
+/// output (`--postfix`, `--exim`; not `-`) that is the other output, a log file given as
+/// input, the `--from-report` file, a file found in an input directory (also
+/// through a symlink there), or any path under an input directory, where it would be read
+/// as a log on the next run (even under a hidden name the walk skips: simpler to keep
+/// outputs out of log directories altogether). Paths are compared by device and inode when
+/// the file exists, else by canonical location.
+fn refuse_overwriting_inputs(args: &BuildArgs) -> anyhow::Result<()> {
+    let outputs: Vec<(&str, &Path, FileIdentity)> =
+        [("--postfix", &args.postfix), ("--exim", &args.exim)]
+            .into_iter()
+            .filter_map(|(option, path)| {
+                let path = path.as_deref().filter(|p| *p != Path::new("-"))?;
+                Some((option, path, FileIdentity::of(path)))
+            })
+            .collect();
+    if let [(a, a_path, a_id), (b, b_path, b_id)] = outputs.as_slice()
+        && a_id.same_file(b_id)
+    {
+        bail!(
+            "{a} {} and {b} {} name the same file: one would overwrite the other",
+            a_path.display(),
+            b_path.display()
+        );
+    }
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    let clash = |option: &str, output: &Path, input: String| {
+        anyhow::anyhow!(
+            "{option} {}: the same file as {input}; refusing to overwrite an input, write the \
+             output elsewhere",
+            output.display()
+        )
+    };
+    // An output that is the file `input` (called `what` in the error).
+    let same_as = |input: &Path, what: String| -> anyhow::Result<()> {
+        let input_id = FileIdentity::of(input);
+        match outputs.iter().find(|(_, _, id)| id.same_file(&input_id)) {
+            Some((option, output, _)) => Err(clash(option, output, what)),
+            None => Ok(()),
+        }
+    };
+    // (`--pins` cannot be given with an output.)
+    if let Some(input) = &args.from_report {
+        same_as(input, format!("--from-report {}", input.display()))?;
+    }
+    for input in &args.inputs {
+        if input.as_path() == Path::new("-") {
+            continue;
+        }
+        let dir = std::fs::metadata(input)
+            .is_ok_and(|m| m.is_dir())
+            .then(|| input.canonicalize().ok())
+            .flatten();
+        let Some(dir) = dir else {
+            same_as(input, format!("the input {}", input.display()))?;
+            continue;
+        };
+        for (option, output, id) in &outputs {
+            if id.is_under(&dir) {
+                bail!(
+                    "{option} {}: inside the input directory {}, whose files are all read as \
+                     logs (it would be read as one on the next run); write it elsewhere",
+                    output.display(),
+                    input.display()
+                );
+            }
+        }
+        // A symlink in the directory may lead to an output elsewhere.
+        let (found, _) = sigillo_logs::input::discover(std::slice::from_ref(input));
+        for file in found {
+            let sigillo_logs::input::SourcePath::File(file) = file else {
+                continue;
+            };
+            // Only an existing output can be a file found there: compare inodes (one stat
+            // per file; the run reads them all anyway).
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            let file_id = Some((meta.dev(), meta.ino()));
+            for (option, output, id) in &outputs {
+                if id.id.is_some() && id.id == file_id {
+                    return Err(clash(
+                        option,
+                        output,
+                        format!(
+                            "{}, read from the input directory {}",
+                            file.display(),
+                            input.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the figures from `report --json` output.

@@ -373,6 +373,125 @@ fn bad_inputs_and_options_exit_2_with_a_reason() {
     }
 }
 
+/// `policy build ARGS` must refuse before reading or writing anything: exit 2, the reason on
+/// stderr, nothing on stdout.
+fn refused(args: &[&str], want: &str) {
+    let mut all = vec!["policy", "build"];
+    all.extend(args);
+    let run = sigillo(&all, None);
+    assert_eq!(run.code, 2, "{all:?}: {}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(want), "{all:?}: {}", run.stderr);
+    assert!(!run.stderr.contains("Wrote"), "{all:?}: {}", run.stderr);
+    assert_eq!(run.stdout, "", "{all:?}");
+}
+
+#[test]
+fn a_window_that_ends_before_it_starts_is_refused() {
+    let log = testdata().join("postfix.log");
+    let log = log.to_str().unwrap();
+    refused(
+        &[
+            log,
+            "--since",
+            "2026-11-22",
+            "--until",
+            "2026-11-21",
+            "--postfix",
+            "-",
+        ],
+        "must be later than --since",
+    );
+}
+
+#[test]
+fn an_output_never_overwrites_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
+    let original = read(&testdata().join("postfix.log"));
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, &original).unwrap();
+    let log_arg = p(&log);
+    // The same file spelt another way.
+    let log_other = p(&dir.path().join(".").join("mail.log"));
+
+    // The output is the log input.
+    for option in ["--postfix", "--exim"] {
+        refused(&[&log_arg, option, &log_arg], "the same file as the input");
+        refused(
+            &[&log_arg, option, &log_other],
+            "the same file as the input",
+        );
+        assert_eq!(read(&log), original, "{option}: the log is left unchanged");
+    }
+
+    // The output is the --from-report input.
+    let report = sigillo(&["report", "--json", &log_arg], None);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let report_path = dir.path().join("report.json");
+    std::fs::write(&report_path, &report.stdout).unwrap();
+    let report_arg = p(&report_path);
+    for option in ["--postfix", "--exim"] {
+        refused(
+            &["--from-report", &report_arg, option, &report_arg],
+            &format!("the same file as --from-report {report_arg}"),
+        );
+    }
+    assert_eq!(
+        read(&report_path),
+        report.stdout,
+        "the report is left unchanged"
+    );
+
+    // --postfix and --exim name one file: by name, and (existing) through a hard link.
+    let out = p(&dir.path().join("pins"));
+    refused(
+        &[&log_arg, "--postfix", &out, "--exim", &out],
+        "name the same file",
+    );
+    assert!(!Path::new(&out).exists(), "nothing written");
+    std::fs::write(&out, "mine\n").unwrap();
+    let linked = p(&dir.path().join("pins-link"));
+    std::fs::hard_link(&out, &linked).unwrap();
+    refused(
+        &[&log_arg, "--postfix", &out, "--exim", &linked],
+        "name the same file",
+    );
+    assert_eq!(read(Path::new(&out)), "mine\n");
+
+    // A file in an input directory (walked recursively), now or on the next run.
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("old")).unwrap();
+    std::fs::write(logs.join("old/mail.log.1"), &original).unwrap();
+    let logs_arg = p(&logs);
+    refused(
+        &[&logs_arg, "--postfix", &p(&logs.join("old/mail.log.1"))],
+        "inside the input directory",
+    );
+    let new = logs.join("tls_pins");
+    refused(
+        &[&logs_arg, "--postfix", &p(&new)],
+        "inside the input directory",
+    );
+    assert!(!new.exists(), "nothing written");
+    // ... or reached through a symlink in it.
+    std::os::unix::fs::symlink(&out, logs.join("pins.log")).unwrap();
+    refused(
+        &[&logs_arg, "--exim", &out],
+        "read from the input directory",
+    );
+    assert_eq!(read(&logs.join("old/mail.log.1")), original);
+    assert_eq!(read(Path::new(&out)), "mine\n");
+
+    // Outputs elsewhere are written as usual.
+    std::fs::remove_file(logs.join("pins.log")).unwrap();
+    let run = build(&["--postfix", &out, "--exim", &p(&dir.path().join("exim"))]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        read(Path::new(&out)),
+        read(&testdata().join("expected/encrypt.postfix"))
+    );
+}
+
 /// The map file is valid Postfix syntax: Postfix's own `postmap` compiles it and answers
 /// lookups from it, hashed and as `texthash:`.
 #[test]
