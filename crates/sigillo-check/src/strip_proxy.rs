@@ -114,13 +114,27 @@ pub enum ProxyEvent {
     AcceptFailed { message: String },
 }
 
-/// Counts over a whole run of [`serve_until`].
+/// Counts over a whole run of [`serve_until`]: each connection it reports is in exactly one
+/// of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServeSummary {
-    /// Connections relayed (whatever their end).
+    /// Connections relayed to the upstream (whatever their end after the upstream connect).
     pub relayed: u64,
+    /// Connections whose upstream could not be reached ([`ConnectionEnd::UpstreamUnreachable`]):
+    /// accepted, but nothing was relayed.
+    pub upstream_unreachable: u64,
     /// Connections refused because of `max_connections`.
     pub refused: u64,
+}
+
+impl ServeSummary {
+    /// Counts one connection that has ended, by how it ended.
+    fn count(&mut self, report: &ConnectionReport) {
+        match report.end {
+            ConnectionEnd::UpstreamUnreachable { .. } => self.upstream_unreachable += 1,
+            _ => self.relayed += 1,
+        }
+    }
 }
 
 /// Serves connections on `listener` forever with the default limits, each relayed to
@@ -154,12 +168,16 @@ pub async fn serve_until(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut relays: JoinSet<ConnectionReport> = JoinSet::new();
     let mut summary = ServeSummary::default();
+    // Connections handed to a relay so far, which numbers them. Each is counted in
+    // `summary` when it ends, as relayed or upstream unreachable.
+    let mut started: u64 = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some(done) = relays.join_next(), if !relays.is_empty() => {
                 if let Ok(report) = done {
+                    summary.count(&report);
                     on_event(ProxyEvent::Closed(report));
                 }
             }
@@ -174,8 +192,8 @@ pub async fn serve_until(
                         });
                         continue;
                     }
-                    summary.relayed += 1;
-                    let id = summary.relayed;
+                    started += 1;
+                    let id = started;
                     let stop = stop_rx.clone();
                     relays.spawn(async move {
                         relay(client, client_addr, upstream, options, id, stop).await
@@ -192,6 +210,7 @@ pub async fn serve_until(
     let _ = stop_tx.send(true);
     while let Some(done) = relays.join_next().await {
         if let Ok(report) = done {
+            summary.count(&report);
             on_event(ProxyEvent::Closed(report));
         }
     }
@@ -385,4 +404,110 @@ fn lock(rewriter: &Mutex<AsaRewriter>) -> std::sync::MutexGuard<'_, AsaRewriter>
     rewriter
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a proxy in front of `upstream` for `clients` connections, one after the other,
+    /// each reading until the proxy closes it; then stops the proxy. Returns the summary and
+    /// the reports of the ended connections.
+    async fn run_clients(
+        upstream: SocketAddr,
+        clients: usize,
+    ) -> (ServeSummary, Vec<ConnectionReport>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let options = ProxyOptions {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            ..ProxyOptions::default()
+        };
+        let connect = async move {
+            for _ in 0..clients {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let mut rest = Vec::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+                        .await;
+                assert!(read.is_ok(), "the proxy did not close the connection");
+            }
+            let _ = stop_tx.send(());
+        };
+        let mut reports = Vec::new();
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
+        let serve = serve_until(listener, upstream, options, stopped, |event| {
+            if let ProxyEvent::Closed(report) = event {
+                reports.push(report);
+            }
+        });
+        let (summary, ()) = tokio::join!(serve, connect);
+        reports.sort_by_key(|r| r.id);
+        (summary, reports)
+    }
+
+    /// A loopback address nothing listens on (a port just bound and released).
+    async fn refusing_addr() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_not_counted_as_relayed() {
+        let upstream = refusing_addr().await;
+        let (summary, reports) = run_clients(upstream, 2).await;
+        assert_eq!(
+            summary,
+            ServeSummary {
+                relayed: 0,
+                upstream_unreachable: 2,
+                refused: 0,
+            }
+        );
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        for (report, id) in reports.iter().zip(1..) {
+            assert_eq!(report.id, id);
+            assert!(
+                matches!(report.end, ConnectionEnd::UpstreamUnreachable { .. }),
+                "{report:?}"
+            );
+            assert_eq!(report.bytes_from_server, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn relayed_and_unreachable_are_counted_apart() {
+        // The upstream takes one connection, closes it and goes away: the second client's
+        // upstream connect is refused.
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            drop(upstream);
+            stream.write_all(b"220 upstream\r\n").await.unwrap();
+        });
+        let (summary, reports) = run_clients(addr, 2).await;
+        server.await.unwrap();
+        assert_eq!(
+            summary,
+            ServeSummary {
+                relayed: 1,
+                upstream_unreachable: 1,
+                refused: 0,
+            }
+        );
+        let ends: Vec<(u64, bool)> = reports
+            .iter()
+            .map(|r| {
+                let unreachable = matches!(r.end, ConnectionEnd::UpstreamUnreachable { .. });
+                (r.id, unreachable)
+            })
+            .collect();
+        assert_eq!(ends, [(1, false), (2, true)]);
+        assert_eq!(reports[0].bytes_from_server, 14);
+    }
 }

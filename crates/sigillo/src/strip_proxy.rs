@@ -5,7 +5,7 @@
 use crate::cli::{StripProxyArgs, seconds};
 use anyhow::{Context, bail};
 use sigillo_check::strip_proxy::{
-    AsaConfig, ConnectionEnd, ConnectionReport, ProxyEvent, ProxyOptions, serve_until,
+    AsaConfig, ConnectionEnd, ConnectionReport, ProxyEvent, ProxyOptions, ServeSummary, serve_until,
 };
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -52,12 +52,7 @@ pub async fn run(args: StripProxyArgs) -> anyhow::Result<u8> {
         log(&event_line(&event));
     })
     .await;
-    log(&format!(
-        "stopped: {} connection{} relayed, {} refused",
-        summary.relayed,
-        plural(summary.relayed),
-        summary.refused
-    ));
+    log(&stopped_line(&summary));
     Ok(0)
 }
 
@@ -209,6 +204,19 @@ pub fn connection_line(report: &ConnectionReport) -> String {
         report.duration.as_secs_f64(),
         report.bytes_from_client,
         report.bytes_from_server,
+    )
+}
+
+/// The last line: how many connections were relayed, refused for the connection cap, and
+/// given up because the upstream could not be reached (those relayed nothing, so they are
+/// not counted as relayed).
+fn stopped_line(summary: &ServeSummary) -> String {
+    format!(
+        "stopped: {} connection{} relayed, {} refused, {} upstream unreachable",
+        summary.relayed,
+        plural(summary.relayed),
+        summary.refused,
+        summary.upstream_unreachable,
     )
 }
 

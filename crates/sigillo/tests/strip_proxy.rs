@@ -280,6 +280,35 @@ fn idle_connections_are_closed_extra_ones_refused_and_sigterm_stops_cleanly() {
     read_eof_within(&mut third, Duration::from_secs(5));
 }
 
+#[test]
+fn an_unreachable_upstream_is_counted_apart_from_relayed_connections() {
+    // A loopback port nothing listens on: bound, then released.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut proxy = Proxy::start(upstream, &["--connect-timeout", "5"]);
+    let mut client = TcpStream::connect(proxy.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    match client.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the proxy did not close the connection: {e}"),
+    }
+    let line = proxy.wait_for_line("#1 ", Duration::from_secs(10));
+    assert!(line.contains(": upstream unreachable ("), "{line}");
+    assert!(line.contains("0 B from server"), "{line}");
+    assert!(proxy.terminate().success());
+    let last = proxy.lines().last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("stopped: 0 connections relayed, 0 refused, 1 upstream unreachable"),
+        "{last}"
+    );
+}
+
 /// Runs `sigillo ARGS` that must fail fast; returns (exit code, stderr).
 fn sigillo_fails(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new("timeout")
