@@ -122,9 +122,9 @@ pub struct InputOptions {
     pub buffer_size: usize,
     /// Errors kept per source; the rest are only counted.
     pub max_errors: usize,
-    /// Lines looked at for format detection (at most half the read buffer's worth): a
-    /// `mail.log` may start with many lines of other programs (dovecot logs to the mail
-    /// facility too).
+    /// Lines format detection looks at when none of the first 200 is an MTA's (at most half
+    /// the read buffer's worth): a `mail.log` may start with many lines of other programs
+    /// (dovecot logs to the mail facility too).
     pub sample_lines: usize,
 }
 
