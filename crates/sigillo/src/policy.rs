@@ -118,7 +118,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub verbose: bool,
     /// Print the answer for DOMAIN (a next-hop as Postfix would ask: `example.com`,
-    /// `[mx.example.com]:587`) with its source and reason, and exit.
+    /// `[mx.example.com]:587`) with its source and reason, and exit. The --store is only
+    /// read.
     #[arg(long, value_name = "DOMAIN")]
     pub check: Option<String>,
     /// With --check: print JSON.
@@ -263,12 +264,28 @@ fn build_engine(args: &ServeArgs) -> anyhow::Result<Engine> {
             read_policy_map_file(&text).with_context(|| format!("--pins {}", path.display()))?;
         engine = engine.with_pins(pins);
     }
-    if let Some(path) = &args.store {
-        let (store, loaded) = PolicyStore::open(path, jiff::Timestamp::now())?;
+    // `--check` only reads the store: a user who may not write the daemon's store can run
+    // it, and it leaves a running daemon's store as it is (and makes none: with no store
+    // yet, nothing is cached).
+    let store = args
+        .store
+        .as_ref()
+        .filter(|path| args.check.is_none() || path.exists());
+    if let Some(path) = store {
+        let (store, loaded) = if args.check.is_some() {
+            PolicyStore::open_read_only(path, jiff::Timestamp::now())?
+        } else {
+            PolicyStore::open(path, jiff::Timestamp::now())?
+        };
         if loaded.expired + loaded.unreadable > 0 {
             log(&format!(
-                "store {}: dropped {} expired and {} unreadable policies",
+                "store {}: {} {} expired and {} unreadable policies",
                 path.display(),
+                if store.is_read_only() {
+                    "skipped"
+                } else {
+                    "dropped"
+                },
                 loaded.expired,
                 loaded.unreadable
             ));

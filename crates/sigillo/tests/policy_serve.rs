@@ -309,4 +309,52 @@ fn serves_postmap_and_keeps_policies_across_a_restart() {
         out.starts_with(&format!("sts.lab.test: OK {SECURE}")),
         "{out}"
     );
+
+    // `--check` only reads the store: a user who may not write it (nor its directory, so
+    // SQLite cannot make the WAL's `-shm` file) gets the same answer, and the file is left
+    // as it was.
+    use std::os::unix::fs::PermissionsExt;
+    let store = lab.path("policies.sqlite");
+    for entry in std::fs::read_dir(lab.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("policies.sqlite-") {
+            std::fs::remove_file(&path).unwrap(); // a reader's leftover `-shm`/`-wal`
+        } else if path.is_file() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+    }
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let before = std::fs::read(&store).unwrap();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let out = if root {
+        // Root may write anything: check as `nobody`.
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_sigillo"))
+            .args(&args_lab_port)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run setpriv (util-linux)")
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_sigillo"))
+            .args(&args_lab_port)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sigillo")
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!("sts.lab.test: OK {SECURE}")),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(std::fs::read(&store).unwrap(), before);
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -19,6 +19,10 @@
 //! Writes never block the caller: they are queued to one writer thread, which applies what
 //! has queued up in one transaction. [`PolicyStore::flush`] waits until everything queued
 //! before it is on disk.
+//!
+//! [`PolicyStore::open_read_only`] only reads the file (for `policy serve --check`, which a
+//! user who may not write the daemon's store can run, and which leaves a running daemon's
+//! store alone): nothing is deleted, and writes are dropped.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -26,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 use sigillo_policy::cache::CachedPolicy;
 use sigillo_policy::mta_sts::Policy;
 
@@ -60,9 +64,10 @@ pub enum StoreError {
 pub struct Loaded {
     /// Unexpired policies, by domain.
     pub policies: Vec<(String, CachedPolicy)>,
-    /// Expired rows, deleted while loading.
+    /// Expired rows, deleted while loading (counted only, when read-only).
     pub expired: usize,
-    /// Rows that could not be read back (bad policy text or timestamps), deleted.
+    /// Rows that could not be read back (bad policy text or timestamps), deleted (counted
+    /// only, when read-only).
     pub unreadable: usize,
 }
 
@@ -90,6 +95,8 @@ pub struct PolicyStore {
     ops: Mutex<Option<mpsc::Sender<Op>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     errors: Arc<Mutex<WriteErrors>>,
+    /// Opened with [`PolicyStore::open_read_only`]: writes are dropped.
+    read_only: bool,
 }
 
 impl PolicyStore {
@@ -135,7 +142,7 @@ impl PolicyStore {
                 got: version,
             });
         }
-        let loaded = load(&mut conn, now).map_err(open_error)?;
+        let loaded = load(&mut conn, now, true).map_err(open_error)?;
         let (sender, receiver) = mpsc::channel();
         let errors = Arc::new(Mutex::new(WriteErrors::default()));
         let writer = {
@@ -154,9 +161,70 @@ impl PolicyStore {
                 ops: Mutex::new(Some(sender)),
                 writer: Mutex::new(Some(writer)),
                 errors,
+                read_only: false,
             },
             loaded,
         ))
+    }
+
+    /// Opens the database at `path` only to read it, and loads every policy still valid at
+    /// `now`. Expired and unreadable rows are counted, not deleted; [`PolicyStore::put`] and
+    /// [`PolicyStore::delete`] do nothing, and [`PolicyStore::flush`] has nothing to wait
+    /// for. The file must exist and hold this schema.
+    pub fn open_read_only(path: &Path, now: Timestamp) -> Result<(Self, Loaded), StoreError> {
+        let display = path.display().to_string();
+        let open_error = |e: rusqlite::Error| StoreError::Open {
+            path: display.clone(),
+            message: e.to_string(),
+        };
+        let schema_version = |conn: &Connection| -> rusqlite::Result<String> {
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |row| row.get(0),
+            )
+        };
+        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(open_error)?;
+        let version = match schema_version(&conn) {
+            Ok(version) => version,
+            // A WAL database needs its `-shm` file, which a reader that may not write the
+            // directory cannot create once the daemon has stopped and removed it. Then the
+            // file alone is read, as it is on disk (`immutable`).
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) => {
+                conn = Connection::open_with_flags(
+                    format!("file:{}?immutable=1", uri_path(path)),
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+                )
+                .map_err(open_error)?;
+                schema_version(&conn).map_err(open_error)?
+            }
+            Err(e) => return Err(open_error(e)),
+        };
+        if version != SCHEMA_VERSION.to_string() {
+            return Err(StoreError::Schema {
+                path: display,
+                expected: SCHEMA_VERSION,
+                got: version,
+            });
+        }
+        let loaded = load(&mut conn, now, false).map_err(open_error)?;
+        Ok((
+            Self {
+                path: path.to_owned(),
+                ops: Mutex::new(None),
+                writer: Mutex::new(None),
+                errors: Arc::default(),
+                read_only: true,
+            },
+            loaded,
+        ))
+    }
+
+    /// Whether the store was opened with [`PolicyStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The database file.
@@ -174,6 +242,9 @@ impl PolicyStore {
 
     /// Queues saving `cached` as the policy of `domain` (replacing any).
     pub fn put(&self, domain: &str, cached: &CachedPolicy) {
+        if self.read_only {
+            return;
+        }
         let op = Op::Put {
             domain: domain.to_owned(),
             cached: Box::new(cached.clone()),
@@ -185,6 +256,9 @@ impl PolicyStore {
 
     /// Queues deleting the policy of `domain`.
     pub fn delete(&self, domain: &str) {
+        if self.read_only {
+            return;
+        }
         let op = Op::Delete {
             domain: domain.to_owned(),
         };
@@ -202,6 +276,9 @@ impl PolicyStore {
     /// Waits until every write queued before this call is committed; reports (and resets)
     /// the writes that failed since the last flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Ok(());
+        }
         let (done, wait) = tokio::sync::oneshot::channel();
         self.send(Op::Flush(done))?;
         wait.await.map_err(|_| StoreError::Closed)?;
@@ -238,7 +315,23 @@ impl Drop for PolicyStore {
     }
 }
 
-fn load(conn: &mut Connection, now: Timestamp) -> rusqlite::Result<Loaded> {
+/// `path` for a `file:` URI: every byte but unreserved ones and `/` percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Every policy in the store still valid at `now`; expired and unreadable rows are counted,
+/// and deleted if `delete_stale`.
+fn load(conn: &mut Connection, now: Timestamp, delete_stale: bool) -> rusqlite::Result<Loaded> {
     let mut loaded = Loaded::default();
     let mut stale: Vec<String> = Vec::new();
     {
@@ -276,7 +369,7 @@ fn load(conn: &mut Connection, now: Timestamp) -> rusqlite::Result<Loaded> {
             }
         }
     }
-    if !stale.is_empty() {
+    if delete_stale && !stale.is_empty() {
         let tx = conn.transaction()?;
         for domain in &stale {
             tx.execute("DELETE FROM sts_policy WHERE domain = ?1", params![domain])?;
@@ -385,6 +478,61 @@ mod tests {
         assert_eq!(loaded.expired, 1);
         let (_, loaded) = PolicyStore::open(&path, at(0)).unwrap();
         assert_eq!((loaded.policies.len(), loaded.expired), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_read_only_store_reads_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policies.sqlite");
+        // Missing: an error, and no file made.
+        assert!(matches!(
+            PolicyStore::open_read_only(&path, at(0)),
+            Err(StoreError::Open { .. })
+        ));
+        assert!(!path.exists());
+        let (store, _) = PolicyStore::open(&path, at(0)).unwrap();
+        let long = CachedPolicy::new("id1".into(), policy(86_400), at(0));
+        let short = CachedPolicy::new("id2".into(), policy(100), at(0));
+        store.put("long.example", &long);
+        store.put("short.example", &short);
+        store.flush().await.unwrap();
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+
+        // At +100 s the short one has expired: counted, not deleted; writes are dropped.
+        let (store, loaded) = PolicyStore::open_read_only(&path, at(100)).unwrap();
+        assert!(store.is_read_only());
+        assert_eq!(
+            (loaded.policies, loaded.expired),
+            (vec![("long.example".to_owned(), long.clone())], 1)
+        );
+        store.put("new.example", &long);
+        store.delete("long.example");
+        store.flush().await.unwrap();
+        drop(store);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the file is unchanged"
+        );
+        let (_, loaded) = PolicyStore::open(&path, at(0)).unwrap();
+        let mut domains: Vec<String> = loaded.policies.into_iter().map(|(d, _)| d).collect();
+        domains.sort();
+        assert_eq!(domains, ["long.example", "short.example"]);
+    }
+
+    #[test]
+    fn uri_paths_are_percent_encoded() {
+        for (path, want) in [
+            (
+                "/var/lib/sigillo/policies.sqlite",
+                "/var/lib/sigillo/policies.sqlite",
+            ),
+            ("/a b/p?x#y%.db", "/a%20b/p%3Fx%23y%25.db"),
+            ("/tmp/é", "/tmp/%C3%A9"),
+        ] {
+            assert_eq!(uri_path(Path::new(path)), want, "{path}");
+        }
     }
 
     #[test]
