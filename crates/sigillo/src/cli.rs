@@ -330,9 +330,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// A timeout or interval option in seconds: more than 0, at most an hour.
 pub fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
     if !(value.is_finite() && value > 0.0 && value <= 3600.0) {
-        bail!("--{name} must be between 0 and 3600 seconds, got {value}");
+        bail!("--{name} must be more than 0 and at most 3600 seconds, got {value}");
     }
     Ok(Duration::from_secs_f64(value))
 }

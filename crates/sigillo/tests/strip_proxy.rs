@@ -340,7 +340,7 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         (&["--upstream", "mx example"], &["expected IP:PORT"]),
         (
             &["--upstream", "127.0.0.1:25", "--idle-timeout", "0"],
-            &["--idle-timeout must be between"],
+            &["--idle-timeout must be more than 0 and at most 3600 seconds, got 0"],
         ),
     ];
     for (args, wanted) in cases {
