@@ -142,11 +142,12 @@ struct TlsTallies {
 
 /// A count per string. The strings come interned from the parsers, so a pointer comparison
 /// almost always finds the entry; the few first distinct strings are searched linearly, any
-/// beyond in a hash map.
+/// beyond in a hash map. Small when it counts one string, as a peer's TLS versions mostly
+/// are: every peer has one (a million peers are a million tallies).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Tally {
     small: Vec<(Text, u64)>,
-    more: HashMap<Text, u64>,
+    more: Option<Box<HashMap<Text, u64>>>,
 }
 
 /// Distinct strings a [`Tally`] searches linearly.
@@ -159,14 +160,23 @@ impl Tally {
         } else if let Some(entry) = self.small.iter_mut().find(|(k, _)| k == key) {
             entry.1 += 1;
         } else if self.small.len() < TALLY_LINEAR {
+            if self.small.is_empty() {
+                // Room for one, not the four a first push makes.
+                self.small.reserve_exact(1);
+            }
             self.small.push((Text::clone(key), 1));
         } else {
-            *self.more.entry(Text::clone(key)).or_default() += 1;
+            *self
+                .more
+                .get_or_insert_default()
+                .entry(Text::clone(key))
+                .or_default() += 1;
         }
     }
 
     fn add_to(&self, out: &mut BTreeMap<String, u64>) {
-        for (k, n) in self.small.iter().map(|(k, n)| (k, n)).chain(&self.more) {
+        let more = self.more.iter().flat_map(|more| more.iter());
+        for (k, n) in self.small.iter().map(|(k, n)| (k, n)).chain(more) {
             *out.entry(String::from(&**k)).or_default() += n;
         }
     }
@@ -623,7 +633,8 @@ struct PeerState {
     first: UnixTime,
     last: UnixTime,
     last_tls: Option<(UnixTime, Text)>,
-    window: Option<Window>,
+    /// Boxed: few peers have one, and every peer has this field.
+    window: Option<Box<Window>>,
 }
 
 /// A [`NextHopFigures`] while records come in.
@@ -858,7 +869,7 @@ impl Aggregator {
                 if let Some(window) = peer.window.take() {
                     push_capped(
                         &mut self.downgrades,
-                        || downgrade(m.direction, &m.peer, window, true),
+                        || downgrade(m.direction, &m.peer, *window, true),
                         &mut self.omitted.downgrades,
                     );
                 }
@@ -873,12 +884,12 @@ impl Aggregator {
                             w.count += 1;
                         }
                         None => {
-                            peer.window = Some(Window {
+                            peer.window = Some(Box::new(Window {
                                 last_tls: last_tls.clone(),
                                 first: (m.time, m.id.clone()),
                                 last: (m.time, m.id.clone()),
                                 count: 1,
-                            });
+                            }));
                         }
                     }
                 }
@@ -970,7 +981,7 @@ impl Aggregator {
             if let Some(window) = state.window.take() {
                 push_capped(
                     &mut self.downgrades,
-                    || downgrade(key.direction, &key.peer(), window, false),
+                    || downgrade(key.direction, &key.peer(), *window, false),
                     &mut self.omitted.downgrades,
                 );
             }
