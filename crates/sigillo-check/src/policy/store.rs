@@ -128,20 +128,8 @@ impl PolicyStore {
              INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');",
         )
         .map_err(open_error)?;
-        let version: String = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(open_error)?;
-        if version != SCHEMA_VERSION.to_string() {
-            return Err(StoreError::Schema {
-                path: display,
-                expected: SCHEMA_VERSION,
-                got: version,
-            });
-        }
+        let version = schema_version(&conn).map_err(open_error)?;
+        expect_schema(display.clone(), version)?;
         let loaded = load(&mut conn, now, true).map_err(open_error)?;
         let (sender, receiver) = mpsc::channel();
         let errors = Arc::new(Mutex::new(WriteErrors::default()));
@@ -177,15 +165,9 @@ impl PolicyStore {
             path: display.clone(),
             message: e.to_string(),
         };
-        let schema_version = |conn: &Connection| -> rusqlite::Result<String> {
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            conn.query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
-        };
         let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
         let version = match schema_version(&conn) {
             Ok(version) => version,
@@ -202,13 +184,7 @@ impl PolicyStore {
             }
             Err(e) => return Err(open_error(e)),
         };
-        if version != SCHEMA_VERSION.to_string() {
-            return Err(StoreError::Schema {
-                path: display,
-                expected: SCHEMA_VERSION,
-                got: version,
-            });
-        }
+        expect_schema(display.clone(), version)?;
         let loaded = load(&mut conn, now, false).map_err(open_error)?;
         Ok((
             Self {
@@ -313,6 +289,27 @@ impl Drop for PolicyStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The schema version the file says it holds.
+fn schema_version(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// `Ok` when `version` (of the store at `path`) is [`SCHEMA_VERSION`].
+fn expect_schema(path: String, version: String) -> Result<(), StoreError> {
+    if version == SCHEMA_VERSION.to_string() {
+        return Ok(());
+    }
+    Err(StoreError::Schema {
+        path,
+        expected: SCHEMA_VERSION,
+        got: version,
+    })
 }
 
 /// `path` for a `file:` URI: every byte but unreserved ones and `/` percent-encoded.
