@@ -15,6 +15,7 @@ use crate::postfix::{
 };
 use crate::sendmail::SendmailParser;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 
@@ -40,13 +41,16 @@ pub struct InputSummary {
     /// The times of the first and the last good line (UTC, RFC 3339).
     pub first: Option<String>,
     pub last: Option<String>,
+    /// Lines tagged by another MTA than the file's `format` (a log written on the day one
+    /// MTA replaced another), by that MTA's name: each was read by its own MTA's parser.
+    pub other_mta_lines: BTreeMap<&'static str, u64>,
     /// The same as Unix times, for [`input::out_of_order`].
     #[serde(skip)]
     times: (Option<UnixTime>, Option<UnixTime>),
 }
 
 impl InputSummary {
-    fn from_source(s: &Source) -> Self {
+    fn from_source(s: &Source, other_mtas: &OtherMtaLines) -> Self {
         Self {
             source: s.name.clone(),
             format: s.format.map(Format::name),
@@ -63,6 +67,12 @@ impl InputSummary {
             bytes: s.stats.bytes,
             errors: s.stats.errors.iter().map(ToString::to_string).collect(),
             errors_dropped: s.stats.errors_dropped,
+            other_mta_lines: Format::ALL
+                .into_iter()
+                .zip(other_mtas)
+                .filter(|&(_, &n)| n > 0)
+                .map(|(format, &n)| (format.name(), n))
+                .collect(),
             first: s.stats.first_time.map(time_text),
             last: s.stats.last_time.map(time_text),
             times: (s.stats.first_time, s.stats.last_time),
@@ -96,6 +106,9 @@ impl Analysis {
 #[derive(Default)]
 struct Parsers {
     postfix: Option<PostfixParser>,
+    /// A whole Postfix parser for Postfix lines in another MTA's file (the halves read
+    /// Postfix files).
+    postfix_in_other: Option<PostfixParser>,
     exim: Option<EximParser>,
     sendmail: Option<SendmailParser>,
     opensmtpd: Option<OpensmtpdParser>,
@@ -113,20 +126,26 @@ impl Parsers {
         })
     }
 
-    /// The parser of a format parsed whole on the parser thread; `None` for Postfix, whose
-    /// parser runs in two halves.
-    fn whole(&mut self, format: Format) -> Option<&mut dyn MtaParser> {
-        Some(match format {
-            Format::Postfix => return None,
+    /// The parser that reads lines of `format` whole on the parser thread: every MTA's but
+    /// Postfix's, and Postfix's lines in another MTA's file (a Postfix file goes to the two
+    /// halves).
+    fn whole(&mut self, format: Format) -> &mut dyn MtaParser {
+        match format {
+            Format::Postfix => self
+                .postfix_in_other
+                .get_or_insert_with(|| PostfixParser::new(PostfixParserOptions::default())),
             Format::Exim => self.exim.get_or_insert_with(EximParser::default),
             Format::Sendmail => self.sendmail.get_or_insert_with(SendmailParser::default),
             Format::Opensmtpd => self.opensmtpd.get_or_insert_with(OpensmtpdParser::default),
-        })
+        }
     }
 
-    /// The parsers in use other than Postfix's.
+    /// The parsers in use other than the two halves of Postfix's.
     fn others(&mut self) -> Vec<&mut dyn MtaParser> {
         let mut out: Vec<&mut dyn MtaParser> = Vec::new();
+        if let Some(p) = &mut self.postfix_in_other {
+            out.push(p);
+        }
         if let Some(p) = &mut self.exim {
             out.push(p);
         }
@@ -239,9 +258,13 @@ enum RecordBatch {
 /// From the reader stage to the parser stage.
 enum ReaderMsg {
     Lines(LineBatch),
-    /// A source was read to its end (or could not be read).
-    Done(Box<Source>),
+    /// A source was read to its end (or could not be read), with the lines in it that
+    /// another MTA wrote.
+    Done(Box<Source>, OtherMtaLines),
 }
+
+/// Lines of a source tagged by another MTA than the source's format, per [`Format::ALL`].
+type OtherMtaLines = [u64; Format::ALL.len()];
 
 /// Lines of one source, in the buffer the reader read them into.
 struct LineBatch {
@@ -251,6 +274,10 @@ struct LineBatch {
     /// thread so that each half passes over the other's lines without a look at them; else
     /// empty.
     routes: Vec<Option<LineRoute>>,
+    /// The lines tagged by another MTA than `format` (by their index, in order), for that
+    /// MTA's parser: a mail log written on the day one MTA replaced another holds both.
+    /// Usually empty.
+    other_mta: Vec<(u32, Format)>,
 }
 
 /// The reader stage: every source in turn, as line batches.
@@ -263,6 +290,7 @@ fn read_all(
     for path in paths {
         let open = input::open(path, options);
         let mut gone = false;
+        let mut other_mtas = OtherMtaLines::default();
         let source = match open.format() {
             // A source of unknown format is not read (see `InputError::UnknownFormat`).
             None => open.for_each_line(|_| {}),
@@ -270,14 +298,37 @@ fn read_all(
                 if gone {
                     return Some(block);
                 }
+                let mut other_mta = Vec::new();
+                let mut other = |i: usize, line: &input::LineView<'_>| {
+                    if let Some(f) = Format::from_program(line.program()).filter(|&f| f != format) {
+                        other_mta.push((u32::try_from(i).unwrap_or(u32::MAX), f));
+                        other_mtas[f as usize] += 1;
+                    }
+                };
                 let routes = match format {
-                    Format::Postfix => block.views().map(|line| line_route(&line)).collect(),
-                    _ => Vec::new(),
+                    // Only a line that is no Postfix daemon's may be another MTA's.
+                    Format::Postfix => (block.views().enumerate())
+                        .map(|(i, line)| {
+                            let route = line_route(&line);
+                            if route.is_none() {
+                                other(i, &line);
+                            }
+                            route
+                        })
+                        .collect(),
+                    _ => {
+                        block
+                            .views()
+                            .enumerate()
+                            .for_each(|(i, line)| other(i, &line));
+                        Vec::new()
+                    }
                 };
                 let batch = LineBatch {
                     format,
                     block,
                     routes,
+                    other_mta,
                 };
                 match tx.send(ReaderMsg::Lines(batch)) {
                     Ok(()) => spare.try_recv().ok(),
@@ -288,7 +339,11 @@ fn read_all(
                 }
             }),
         };
-        if gone || tx.send(ReaderMsg::Done(Box::new(source))).is_err() {
+        if gone
+            || tx
+                .send(ReaderMsg::Done(Box::new(source), other_mtas))
+                .is_err()
+        {
             return;
         }
     }
@@ -362,10 +417,15 @@ fn parse_all(
     for msg in rx {
         match msg {
             ReaderMsg::Lines(batch) => {
-                if let Some(parser) = parsers.whole(batch.format) {
+                if batch.format != Format::Postfix {
+                    let mut others = batch.other_mta.iter().peekable();
                     // Sent as soon as full, so the vector seldom grows past its capacity.
-                    for line in batch.block.lines() {
-                        parser.feed(&line, &mut records);
+                    for (i, line) in batch.block.lines().enumerate() {
+                        let format = match others.next_if(|&&(at, _)| at as usize == i) {
+                            Some(&(_, other)) => other,
+                            None => batch.format,
+                        };
+                        parsers.whole(format).feed(&line, &mut records);
                         send(&mut records, false);
                     }
                     // When the reader has enough spares (or is gone), the block is just freed.
@@ -389,12 +449,27 @@ fn parse_all(
                     TaggedRecords::with_capacity(capacity + capacity / 2),
                 );
                 let _ = tx.send(RecordBatch::Postfix(full));
+                // Other MTAs' lines in the block, after its Postfix records (the next Postfix
+                // block's go after them).
+                if !batch.other_mta.is_empty() {
+                    let mut others = batch.other_mta.iter().peekable();
+                    for (i, line) in batch.block.views().enumerate() {
+                        let Some(&(_, format)) = others.next_if(|&&(at, _)| at as usize == i)
+                        else {
+                            continue;
+                        };
+                        parsers.whole(format).feed(&line.line(), &mut records);
+                        send(&mut records, false);
+                    }
+                }
                 // Whichever half finishes a block last hands it back to the reader.
                 if let Some(batch) = Arc::into_inner(batch) {
                     let _ = spare.try_send(batch.block);
                 }
             }
-            ReaderMsg::Done(source) => summaries.push(InputSummary::from_source(&source)),
+            ReaderMsg::Done(source, other_mtas) => {
+                summaries.push(InputSummary::from_source(&source, &other_mtas));
+            }
         }
     }
     drop(delivery.batches);

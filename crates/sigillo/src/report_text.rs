@@ -217,13 +217,25 @@ pub fn render(a: &Analysis) -> String {
 }
 
 /// Problems with the input, for stderr: one line per source with bad lines, and the first
-/// errors.
+/// errors; and a note on each source that holds lines of more than one MTA.
 pub fn input_problems(a: &Analysis) -> String {
     let mut out = String::new();
     for e in &a.input_errors {
         let _ = writeln!(out, "sigillo report: {e}");
     }
     for i in &a.inputs {
+        if !i.other_mta_lines.is_empty() {
+            let others: Vec<String> = (i.other_mta_lines.iter())
+                .map(|(mta, n)| format!("{n} {mta}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "sigillo report: {}: a {} log with lines of another MTA in it ({}), each read as its MTA's",
+                i.source,
+                i.format.unwrap_or("?"),
+                others.join(", ")
+            );
+        }
         if i.bad_lines + i.skipped_long_lines == 0 && i.errors.is_empty() {
             continue;
         }

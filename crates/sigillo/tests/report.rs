@@ -479,3 +479,89 @@ fn top_zero_lists_no_plaintext_peers() {
     assert_eq!(none["top_plaintext"], serde_json::json!([]));
     assert_eq!(none["inbound"], listed["inbound"]);
 }
+
+/// (inbound messages, inbound TLS, outbound messages, outbound TLS) of a report.
+fn totals(doc: &Value) -> [u64; 4] {
+    let n = |dir: &str, key: &str| doc[dir][key].as_u64().unwrap();
+    [
+        n("inbound", "messages"),
+        n("inbound", "tls_messages"),
+        n("outbound", "messages"),
+        n("outbound", "tls_messages"),
+    ]
+}
+
+#[test]
+fn a_log_written_by_two_mtas_is_read_whole() {
+    // The day an MTA replaces another, mail.log holds both: each line goes to the parser of
+    // the MTA that tagged it, whatever the file was detected as.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../sigillo-logs/testdata/input")
+            .join(name);
+        (
+            path.to_str().unwrap().to_owned(),
+            std::fs::read(&path).unwrap(),
+        )
+    };
+    let mut alone = std::collections::BTreeMap::new();
+    for name in [
+        "postfix.log",
+        "sendmail.log",
+        "opensmtpd.log",
+        "../exim/mainlog-openssl.log",
+    ] {
+        let (path, _) = fixture(name);
+        let (code, doc, stderr) = report(&["--json", "--year", "2026", &path]);
+        assert_eq!(code, 0, "{stderr}");
+        let got = totals(&doc);
+        assert!(got[0] + got[2] > 0, "{name} alone counts mail: {got:?}");
+        alone.insert(name, got);
+    }
+    let sum = |parts: &[(&str, u64)]| {
+        let mut out = [0; 4];
+        for (name, times) in parts {
+            for (o, n) in out.iter_mut().zip(alone[name]) {
+                *o += n * times;
+            }
+        }
+        out
+    };
+    for (parts, format, others) in [
+        (
+            &[
+                ("postfix.log", 3),
+                ("sendmail.log", 1),
+                ("opensmtpd.log", 1),
+                ("../exim/mainlog-openssl.log", 1),
+            ][..],
+            "postfix",
+            serde_json::json!({"exim": 24, "opensmtpd": 4, "sendmail": 4}),
+        ),
+        (
+            &[("../exim/mainlog-openssl.log", 1), ("postfix.log", 1)][..],
+            "exim",
+            serde_json::json!({"postfix": 16}),
+        ),
+    ] {
+        let mut data = Vec::new();
+        for (name, times) in parts {
+            for _ in 0..*times {
+                data.extend(fixture(name).1);
+            }
+        }
+        let path = dir.path().join(format!("{format}-and-others.log"));
+        std::fs::write(&path, data).unwrap();
+        let (code, doc, stderr) = report(&["--json", "--year", "2026", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+        let input = &doc["inputs"][0];
+        assert_eq!(input["format"], format, "{input:#}");
+        assert_eq!(input["other_mta_lines"], others, "{input:#}");
+        assert_eq!(totals(&doc), sum(parts), "{parts:?}");
+        assert!(
+            stderr.contains(&format!("a {format} log with lines of another MTA in it")),
+            "{stderr}"
+        );
+    }
+}
