@@ -47,6 +47,10 @@ pub struct InputSummary {
     /// The same as Unix times, for [`input::out_of_order`].
     #[serde(skip)]
     times: (Option<UnixTime>, Option<UnixTime>),
+    /// Nothing could be read from it, only [`InputError::Unreadable`] met: reported with the
+    /// paths that could not be found, in [`Analysis::input_errors`], not as an input.
+    #[serde(skip)]
+    unreadable: bool,
 }
 
 impl InputSummary {
@@ -76,6 +80,9 @@ impl InputSummary {
             first: s.stats.first_time.map(time_text),
             last: s.stats.last_time.map(time_text),
             times: (s.stats.first_time, s.stats.last_time),
+            unreadable: s.stats.lines == 0
+                && !s.stats.errors.is_empty()
+                && (s.stats.errors.iter()).all(|e| matches!(e, InputError::Unreadable { .. })),
         }
     }
 }
@@ -84,7 +91,8 @@ impl InputSummary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Analysis {
     pub inputs: Vec<InputSummary>,
-    /// Problems with the command-line inputs themselves (unreadable paths).
+    /// Problems with the inputs themselves: paths that could not be found, opened or read at
+    /// all (those are not in `inputs`), files skipped, files out of time order.
     pub input_errors: Vec<String>,
     /// What to change so the next report is precise.
     pub advice: Vec<String>,
@@ -219,6 +227,9 @@ pub fn analyze<P: AsRef<Path>>(
         (summaries, parsers_out, figures)
     });
     let (advice, unparsed, evicted) = parsers_out;
+    // A file that could not be opened is reported where a path that could not be found is.
+    let (unreadable, summaries): (Vec<InputSummary>, Vec<InputSummary>) =
+        summaries.into_iter().partition(|s| s.unreadable);
     let out_of_order = input::out_of_order(
         summaries
             .iter()
@@ -226,10 +237,9 @@ pub fn analyze<P: AsRef<Path>>(
     );
     Analysis {
         inputs: summaries,
-        input_errors: errors
-            .iter()
-            .chain(&out_of_order)
-            .map(InputError::to_string)
+        input_errors: (errors.iter().map(InputError::to_string))
+            .chain(unreadable.into_iter().flat_map(|s| s.errors))
+            .chain(out_of_order.iter().map(InputError::to_string))
             .collect(),
         advice,
         unparsed_lines: unparsed,

@@ -621,6 +621,7 @@ fn report(args: ReportArgs) -> anyhow::Result<u8> {
                 })
                 .collect(),
             advice: analysis.advice.clone(),
+            input_notes: analysis.input_errors.clone(),
         };
         let page = crate::report_html::render(&analysis.figures, &meta);
         std::fs::write(path, page).with_context(|| format!("--html {}", path.display()))?;

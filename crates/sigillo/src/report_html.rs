@@ -30,6 +30,9 @@ pub struct HtmlMeta {
     pub inputs: Vec<InputSummary>,
     /// Advice from the parsers (a setting to change for precise figures), shown as notes.
     pub advice: Vec<String>,
+    /// Problems with the inputs as a whole (a path not found or not readable, a file skipped
+    /// or read out of time order), shown under the inputs.
+    pub input_notes: Vec<String>,
 }
 
 /// One input file and how much of it could be read.
@@ -286,6 +289,19 @@ fn empty_state(out: &mut String, f: &Figures, meta: &HtmlMeta) {
             out,
             "<li>{} lines could not be read: see the inputs below.</li>",
             num(bad)
+        );
+    }
+    if !meta.input_notes.is_empty() {
+        w!(
+            out,
+            "<li>{} input{} could not be read or {} skipped: see the inputs below.</li>",
+            num(meta.input_notes.len() as u64),
+            if meta.input_notes.len() == 1 { "" } else { "s" },
+            if meta.input_notes.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
         );
     }
     if f.outside_window > 0 {
@@ -1329,6 +1345,13 @@ fn inputs(out: &mut String, f: &Figures, meta: &HtmlMeta) {
         }
         out.push_str("</tbody></table></div>");
     }
+    if !meta.input_notes.is_empty() {
+        out.push_str("<ul class=\"input-notes\">");
+        for n in &meta.input_notes {
+            w!(out, "<li>{}</li>", esc(n));
+        }
+        out.push_str("</ul>");
+    }
     let mut notes = Vec::new();
     if f.outside_window > 0 {
         notes.push(format!(
@@ -1483,6 +1506,7 @@ dd small{color:var(--muted)}
 .panel{padding:20px 22px;margin:18px 0}
 .note{padding:14px 20px;margin:18px 0;border-left:5px solid #f59e0b}
 .note h2{font-size:16px}
+.input-notes{color:var(--warn);overflow-wrap:anywhere}
 .empty{border-left:5px solid #9ca3af}
 svg.chart{display:block;width:100%;height:auto;overflow:visible}
 svg text{font-family:inherit;fill:#4b5563;font-size:12px}
@@ -1939,6 +1963,7 @@ mod tests {
                 },
             ],
             advice: vec!["Set smtpd_tls_loglevel = 1 for TLS details <now>".into()],
+            input_notes: vec!["/var/log/mail.log.2.gz: cannot read: <denied>".into()],
         }
     }
 
@@ -2060,6 +2085,7 @@ mod tests {
         assert!(page.contains("peer uses TLS for other mail"));
         assert!(!page.contains("NaN") && !page.contains("inf"));
         assert!(page.contains("The logs lack detail"));
+        assert!(page.contains("<li>/var/log/mail.log.2.gz: cannot read: &lt;denied&gt;</li>"));
     }
 
     #[test]
@@ -2098,6 +2124,14 @@ mod tests {
         assert!(!page.contains("NaN") && !page.contains("inf"));
         assert!(!page.contains("<svg"), "no charts without data");
         assert!(page.ends_with("</html>\n"));
+        // A file that could not be read is said at the top, and named under the inputs.
+        let meta = HtmlMeta {
+            input_notes: vec!["mail.log.1: cannot read: Permission denied".into()],
+            ..HtmlMeta::default()
+        };
+        let page = render(&sample::empty(), &meta);
+        assert!(page.contains("1 input could not be read or was skipped"));
+        assert!(page.contains("<li>mail.log.1: cannot read: Permission denied</li>"));
     }
 
     #[test]

@@ -239,6 +239,27 @@ fn bad_input_is_reported_skipped_and_counted() {
         doc["inbound"]["messages"].as_u64().unwrap() >= 1,
         "the good lines still count"
     );
+    // A path that is not there and a file that cannot be read (as root, /proc/self/mem
+    // opens but fails at its first byte) are reported in the same place, not as inputs.
+    let missing = dir.path().join("mail.log.2.gz");
+    let (code, doc, stderr) = report(&[
+        "--json",
+        log.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "/proc/self/mem",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let errors = doc["input_errors"].to_string();
+    assert!(
+        errors.contains("mail.log.2.gz: cannot read")
+            && errors.contains("/proc/self/mem: cannot read"),
+        "{errors}"
+    );
+    let sources: Vec<&str> = (doc["inputs"].as_array().unwrap().iter())
+        .map(|i| i["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, [log.to_str().unwrap()], "{stderr}");
+    assert_eq!(stderr.matches("cannot read").count(), 2, "{stderr}");
     // Nothing readable at all: exit 2.
     let junk = dir.path().join("junk.bin");
     std::fs::write(&junk, [0u8, 159, 146, 150, 0, 0, 1]).unwrap();

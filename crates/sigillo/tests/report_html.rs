@@ -36,6 +36,7 @@ fn meta() -> HtmlMeta {
             },
         ],
         advice: vec![],
+        input_notes: vec![],
     }
 }
 
