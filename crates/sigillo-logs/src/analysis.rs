@@ -312,7 +312,11 @@ fn read_all(
                 let mut other = |i: usize, line: &input::LineView<'_>| {
                     if let Some(f) = Format::from_program(line.program()).filter(|&f| f != format) {
                         other_mta.push((u32::try_from(i).unwrap_or(u32::MAX), f));
-                        other_mtas[f as usize] += 1;
+                        if let Some(n) = (Format::ALL.iter().position(|&x| x == f))
+                            .and_then(|at| other_mtas.get_mut(at))
+                        {
+                            *n += 1;
+                        }
                     }
                 };
                 let routes = match format {
