@@ -71,6 +71,9 @@ fn lab() -> Lab {
         .bogus("_25._tcp.mx.bogus.lab.test")
         .mx("unusable.lab.test", 10, "mx.unusable.lab.test")
         .tlsa("_25._tcp.mx.unusable.lab.test", 1, 1, 1, &[0x33; 32])
+        // A TLSA record with no data is there but unusable, not absent.
+        .mx("empty-tlsa.lab.test", 10, "mx.empty-tlsa.lab.test")
+        .tlsa("_25._tcp.mx.empty-tlsa.lab.test", 3, 1, 1, &[])
         // A domain whose _mta-sts lookup fails.
         .mx("servfail.lab.test", 10, "mx.servfail.lab.test")
         .servfail("_mta-sts.servfail.lab.test")
@@ -195,6 +198,7 @@ async fn answers_from_dns_and_policy_hosts() {
         // DANE first: MTA-STS never overrides it.
         ("both.lab.test", "OK dane-only".into(), Source::Dane),
         ("unusable.lab.test", "OK dane".into(), Source::Dane),
+        ("empty-tlsa.lab.test", "OK dane".into(), Source::Dane),
         // No policy can be had: no policy applies (RFC 8461 §5.1), NOTFOUND.
         ("redirect.lab.test", "NOTFOUND ".into(), Source::None),
         ("big.lab.test", "NOTFOUND ".into(), Source::None),
@@ -319,6 +323,7 @@ async fn dns_answers_seen_by_the_daemon() {
     let cases = [
         ("both.lab.test", DaneState::Usable),
         ("unusable.lab.test", DaneState::AllUnusable),
+        ("empty-tlsa.lab.test", DaneState::AllUnusable),
         ("bogus.lab.test", DaneState::Bogus),
         ("sts.lab.test", DaneState::NoTlsa),
         ("plain.lab.test", DaneState::NoTlsa),

@@ -63,8 +63,8 @@ impl CertUsage {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsaError {
-    /// Wire RDATA shorter than the 3 fixed bytes plus one byte of data.
-    #[error("TLSA RDATA too short: expected at least 4 bytes, got {got}")]
+    /// Wire RDATA shorter than the 3 fixed bytes.
+    #[error("TLSA RDATA too short: expected at least 3 bytes, got {got}")]
     TooShort { got: usize },
     /// A presentation-format field is missing.
     #[error("TLSA record: missing {field}")]
@@ -97,9 +97,11 @@ fn as_hex<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
 
 impl Tlsa {
     /// Parses wire-format RDATA: usage, selector and matching type bytes, then the data.
+    /// Empty data parses: such a record is there but unusable ([`Unusable::EmptyData`]),
+    /// which RFC 7672 §2.2 tells apart from no record at all.
     pub fn from_rdata(rdata: &[u8]) -> Result<Self, TlsaError> {
         match rdata {
-            [usage, selector, matching_type, data @ ..] if !data.is_empty() => Ok(Self {
+            [usage, selector, matching_type, data @ ..] => Ok(Self {
                 usage: *usage,
                 selector: *selector,
                 matching_type: *matching_type,
@@ -441,9 +443,17 @@ mod tests {
                 data: vec![0xde, 0xad]
             })
         );
+        // A record with no data is a record, unusable, not no record (RFC 7672 §2.2).
+        let empty = Tlsa::from_rdata(&[3, 1, 0]).unwrap();
+        assert!(empty.data.is_empty());
+        assert_eq!(empty.usability(), Err(Unusable::EmptyData));
+        assert!(matches!(
+            Tlsa::from_rdata(&[3, 1, 1]).unwrap().usability(),
+            Err(Unusable::DigestLength { got: 0, .. })
+        ));
         assert_eq!(
-            Tlsa::from_rdata(&[3, 1, 1]),
-            Err(TlsaError::TooShort { got: 3 })
+            Tlsa::from_rdata(&[3, 1]),
+            Err(TlsaError::TooShort { got: 2 })
         );
         assert_eq!(Tlsa::from_rdata(&[]), Err(TlsaError::TooShort { got: 0 }));
     }

@@ -49,35 +49,51 @@ pub fn concat_strings<S: AsRef<[u8]>>(strings: &[S]) -> Vec<u8> {
     strings.iter().flat_map(|s| s.as_ref()).copied().collect()
 }
 
-/// Whether `record` begins with `version` followed by the end, a `;` or white space.
+/// Whether `record` begins with `version` then optional white space and a `;`: the records
+/// RFC 8461 §3.1 and RFC 8460 §3 keep ("records that do not begin with "v=STSv1;" are
+/// discarded"; white space before the `;` as the ABNF's field delimiter allows).
 fn starts_with_version(record: &[u8], version: &str) -> bool {
     record
         .strip_prefix(version.as_bytes())
-        .is_some_and(|rest| matches!(rest.first(), None | Some(b';') | Some(b' ') | Some(b'\t')))
+        .map(|rest| rest.trim_ascii_start())
+        .is_some_and(|rest| rest.first() == Some(&b';'))
+}
+
+/// Whether `record` is a broken one of `version`: the tag followed by the end or white space
+/// (`v=STSv1`, `v=STSv1 id=1`).
+fn starts_with_version_loosely(record: &[u8], version: &str) -> bool {
+    record
+        .strip_prefix(version.as_bytes())
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b' ') | Some(b'\t')))
 }
 
 /// Picks the record for `version` among a name's TXT records (each already concatenated):
-/// records that do not start with it are discarded; none left is `Ok(None)`, more than one is
-/// an error. The chosen record is returned as text.
+/// records that do not start with it and a `;` are discarded; none left is `Ok(None)`, more
+/// than one is an error. The chosen record is returned as text. When none is left but one
+/// record starts with the version tag alone (`v=STSv1`, `v=STSv1 id=1`), that one is
+/// returned, so that its parse says what is wrong with it rather than that there is none.
 pub(crate) fn select<'a, R: AsRef<[u8]>>(
     records: &'a [R],
     version: &'static str,
 ) -> Result<Option<&'a str>, TxtRecordError> {
-    let mut chosen = records
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|r| starts_with_version(r, version));
-    let Some(first) = chosen.next() else {
-        return Ok(None);
+    let pick = |keep: fn(&[u8], &str) -> bool| -> Result<Option<&'a [u8]>, TxtRecordError> {
+        let mut chosen = (records.iter().map(AsRef::as_ref)).filter(|r| keep(r, version));
+        let Some(first) = chosen.next() else {
+            return Ok(None);
+        };
+        match chosen.count() {
+            0 => Ok(Some(first)),
+            others => Err(TxtRecordError::MultipleRecords {
+                version,
+                count: others + 1,
+            }),
+        }
     };
-    let others = chosen.count();
-    if others > 0 {
-        return Err(TxtRecordError::MultipleRecords {
-            version,
-            count: others + 1,
-        });
-    }
-    ascii_text(first).map(Some)
+    let chosen = match pick(starts_with_version)? {
+        Some(record) => Some(record),
+        None => pick(starts_with_version_loosely)?,
+    };
+    chosen.map(ascii_text).transpose()
 }
 
 /// [`select`], then `parse` on the chosen record.
@@ -225,6 +241,29 @@ mod tests {
                 count: 2
             })
         );
+        // Records that do not begin with the version and a `;` are discarded: a stray one
+        // does not void the valid one (RFC 8461 §3.1).
+        for stray in [
+            &b"v=STSv1"[..],
+            b"v=STSv1 junk",
+            b"v=STSv1junk",
+            b"v=STSv1 id=2",
+        ] {
+            let records: Vec<&[u8]> = vec![stray, b"v=STSv1 ; id=1"];
+            assert_eq!(
+                select(&records, "v=STSv1"),
+                Ok(Some("v=STSv1 ; id=1")),
+                "{stray:?}"
+            );
+        }
+        // With no valid one, a lone broken one is handed on to say what is wrong with it.
+        let broken: Vec<&[u8]> = vec![b"v=spf1 -all", b"v=STSv1 id=2"];
+        assert_eq!(select(&broken, "v=STSv1"), Ok(Some("v=STSv1 id=2")));
+        let broken: Vec<&[u8]> = vec![b"v=STSv1", b"v=STSv1 id=2"];
+        assert!(matches!(
+            select(&broken, "v=STSv1"),
+            Err(TxtRecordError::MultipleRecords { count: 2, .. })
+        ));
         let bin: Vec<&[u8]> = vec![b"v=STSv1; id=\x01"];
         assert_eq!(
             select(&bin, "v=STSv1"),

@@ -368,7 +368,8 @@ impl PolicyDns {
     }
 
     /// The `_25._tcp.<host>` TLSA RRset as the validating resolver saw it, with its DNSSEC
-    /// status; `None` when DANE lookups are off. Records that do not parse are left out.
+    /// status; `None` when DANE lookups are off. A record with no association data is kept
+    /// (it is unusable, which is not the same as no record).
     pub async fn validated_tlsa(&self, host: &str) -> Option<Validated<Tlsa>> {
         Some(validated_tlsa(self.validating.as_ref()?, host).await)
     }
