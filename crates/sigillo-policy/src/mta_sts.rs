@@ -15,6 +15,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -284,6 +285,8 @@ impl Policy {
         let mut mode = None;
         let mut max_age = None;
         let mut mx: Vec<MxPattern> = Vec::new();
+        // Seen patterns, so that thousands of `mx` lines cost linear time, not quadratic.
+        let mut seen_mx: HashSet<MxPattern> = HashSet::new();
         let mut extensions: Vec<(String, String)> = Vec::new();
         for (index, raw) in text.split('\n').enumerate() {
             let line = index + 1;
@@ -336,7 +339,7 @@ impl Policy {
                 "mx" => {
                     let pattern = MxPattern::parse(value)
                         .map_err(|_| bad(line, "mx", "a host name, or *. and a domain", value))?;
-                    if !mx.contains(&pattern) {
+                    if seen_mx.insert(pattern.clone()) {
                         mx.push(pattern);
                     }
                 }

@@ -16,6 +16,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -96,8 +97,9 @@ impl TlsPolicy {
     /// with `servername=hostname`. Meant for `enforce` policies; the mode is not checked here.
     pub fn from_sts(policy: &Policy) -> Self {
         let mut matches: Vec<String> = Vec::with_capacity(policy.mx.len());
+        let mut seen: HashSet<String> = HashSet::with_capacity(policy.mx.len());
         for m in policy.mx.iter().map(|p| p.postfix_match()) {
-            if !matches.contains(&m) {
+            if seen.insert(m.clone()) {
                 matches.push(m);
             }
         }

@@ -3,6 +3,7 @@
 //! it into fields.
 
 use crate::domain::excerpt;
+use std::collections::HashSet;
 
 /// Why the TXT records of `_mta-sts` or `_smtp._tls` do not give a valid record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,6 +142,7 @@ pub(crate) fn fields<'a>(
     }
     let parts: Vec<&str> = parts.map(|p| p.trim_matches([' ', '\t'])).collect();
     let mut out: Vec<Field<'a>> = Vec::with_capacity(parts.len());
+    let mut names: HashSet<&str> = HashSet::with_capacity(parts.len());
     for (index, part) in parts.iter().enumerate() {
         if part.is_empty() {
             if index + 1 == parts.len() {
@@ -154,7 +156,7 @@ pub(crate) fn fields<'a>(
         if !is_field_name(name) {
             return Err(TxtRecordError::BadFieldName { got: excerpt(name) });
         }
-        if out.iter().any(|f| f.name == name) {
+        if !names.insert(name) {
             return Err(TxtRecordError::Duplicate {
                 field: name.to_owned(),
             });

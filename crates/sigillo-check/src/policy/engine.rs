@@ -498,14 +498,11 @@ impl<S: PolicySources> PolicyEngine<S> {
             self.refresh_once(&domain).await;
         }
         let now = self.sources.now();
-        let (decision, validity) = {
-            let domains = self.lock_domains();
-            let state = domains.get(&domain).cloned().unwrap_or_default();
-            (
-                self.decide_domain(&next_hop, &domain, &state, now),
-                self.validity(&state, now),
-            )
-        };
+        // The domain's state is copied out, and the decision made without the lock: a policy
+        // of thousands of patterns does not hold up every other lookup.
+        let state = (self.lock_domains().get(&domain).cloned()).unwrap_or_default();
+        let decision = self.decide_domain(&next_hop, &domain, &state, now);
+        let validity = self.validity(&state, now);
         self.remember(key, &next_hop, &decision, validity);
         self.report_decided(key, &decision);
         decision
