@@ -282,13 +282,22 @@ pub enum PolicyTextError {
     /// `servername=` given twice.
     #[error("attribute servername given more than once")]
     DuplicateServername,
+    /// `ciphers=`, `protocols=` or `exclude=` given twice, which Postfix refuses.
+    #[error("attribute {name} given more than once")]
+    RepeatedAttribute { name: &'static str },
 }
+
+/// Attributes Postfix accepts once only in a policy (besides `servername`).
+const ONCE_ONLY_ATTRIBUTES: [&str; 3] = ["ciphers", "protocols", "exclude"];
 
 impl FromStr for PolicyAnswer {
     type Err = PolicyTextError;
 
-    /// Parses `level [name=value …]` as in a Postfix policy map (TLSRPT attributes are not
-    /// accepted; `match=` may repeat and its patterns add up).
+    /// Parses `level [name=value …]` as Postfix reads a policy map entry: words are split
+    /// at white space and commas, the level and attribute names in any case; `ciphers`,
+    /// `protocols` and `exclude` at most once, `tafile` only with `verify` or `secure` (TLSRPT
+    /// attributes are not accepted; `match=` may repeat and its patterns add up). What Postfix
+    /// would refuse (deferring the mail as a configuration error) is refused here.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if let Some(c) = text
             .chars()
@@ -296,11 +305,14 @@ impl FromStr for PolicyAnswer {
         {
             return Err(PolicyTextError::ControlChar { ch: c });
         }
-        let mut words = text.split_ascii_whitespace();
+        let mut words =
+            (text.split(|c: char| c.is_ascii_whitespace() || c == ',')).filter(|w| !w.is_empty());
         let level = words.next().ok_or(PolicyTextError::Empty)?;
+        let level = level.to_ascii_lowercase();
+        let level = level.as_str();
         let mut matches: Vec<String> = Vec::new();
         let mut servername: Option<ServerName> = None;
-        let mut extra = Vec::new();
+        let mut extra: Vec<(String, String)> = Vec::new();
         for word in words {
             let Some((name, value)) = word.split_once('=') else {
                 return Err(PolicyTextError::NotAttribute { got: excerpt(word) });
@@ -310,6 +322,13 @@ impl FromStr for PolicyAnswer {
                     name: excerpt(name),
                 });
             }
+            let name = name.to_ascii_lowercase();
+            if let Some(once) = ONCE_ONLY_ATTRIBUTES.iter().find(|&&a| a == name)
+                && extra.iter().any(|(n, _)| n == once)
+            {
+                return Err(PolicyTextError::RepeatedAttribute { name: once });
+            }
+            let name = name.as_str();
             match name {
                 "match" => {
                     let separator = if level == "fingerprint" { '|' } else { ':' };
@@ -366,6 +385,14 @@ impl FromStr for PolicyAnswer {
                 });
             }
         };
+        if extra.iter().any(|(n, _)| n == "tafile")
+            && !matches!(policy, TlsPolicy::Verify { .. } | TlsPolicy::Secure { .. })
+        {
+            return Err(PolicyTextError::NotForLevel {
+                attribute: "tafile",
+                level: policy.level(),
+            });
+        }
         if let Some(name) = servername {
             // Only `secure` keeps it in TlsPolicy; for the others Postfix takes it as is.
             if matches!(policy, TlsPolicy::None) {
@@ -771,6 +798,15 @@ mod tests {
                 "encrypt protocols=>=TLSv1.2 ciphers=high",
             ),
             ("encrypt servername=hostname", "encrypt servername=hostname"),
+            // As Postfix reads it: commas split words, names in any case.
+            (
+                "SECURE MATCH=.example.com, servername=hostname",
+                "secure match=.example.com servername=hostname",
+            ),
+            (
+                "verify tafile=/etc/ta.pem tafile=/etc/ta2.pem",
+                "verify tafile=/etc/ta.pem tafile=/etc/ta2.pem",
+            ),
         ];
         for (text, want) in ok {
             let answer: PolicyAnswer = text.parse().unwrap();
@@ -825,6 +861,45 @@ mod tests {
             (
                 "encrypt protocols=\x0b",
                 PolicyTextError::ControlChar { ch: '\x0b' },
+            ),
+            // What Postfix refuses as a configuration error (and defers the mail for).
+            (
+                "secure match=a.example,b.example",
+                PolicyTextError::NotAttribute {
+                    got: "b.example".into(),
+                },
+            ),
+            (
+                "encrypt protocols=!SSLv2,!SSLv3",
+                PolicyTextError::NotAttribute {
+                    got: "!SSLv3".into(),
+                },
+            ),
+            (
+                "encrypt exclude=aNULL exclude=eNULL",
+                PolicyTextError::RepeatedAttribute { name: "exclude" },
+            ),
+            (
+                "secure ciphers=high CIPHERS=medium",
+                PolicyTextError::RepeatedAttribute { name: "ciphers" },
+            ),
+            (
+                "encrypt protocols=>=TLSv1.2 protocols=>=TLSv1.3",
+                PolicyTextError::RepeatedAttribute { name: "protocols" },
+            ),
+            (
+                "encrypt tafile=/etc/ta.pem",
+                PolicyTextError::NotForLevel {
+                    attribute: "tafile",
+                    level: "encrypt",
+                },
+            ),
+            (
+                "dane tafile=/etc/ta.pem",
+                PolicyTextError::NotForLevel {
+                    attribute: "tafile",
+                    level: "dane",
+                },
             ),
         ];
         for (text, want) in bad {
