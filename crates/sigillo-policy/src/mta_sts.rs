@@ -242,6 +242,13 @@ pub enum PolicyError {
     /// A required field is absent.
     #[error("policy has no {field} field")]
     MissingField { field: &'static str },
+    /// The body starts with a UTF-8 byte-order mark, which senders read as part of the first
+    /// field's name.
+    #[error(
+        "policy starts with a UTF-8 byte-order mark (EF BB BF), which senders read as part of \
+         its first field name: save it without one"
+    )]
+    ByteOrderMark,
 }
 
 /// A parsed and validated MTA-STS policy.
@@ -281,6 +288,9 @@ impl Policy {
         let text = std::str::from_utf8(body).map_err(|e| PolicyError::NotUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
+        if text.starts_with('\u{feff}') {
+            return Err(PolicyError::ByteOrderMark);
+        }
         let mut version = false;
         let mut mode = None;
         let mut max_age = None;

@@ -25,7 +25,8 @@ pub const TLSRPT_VERSION: &str = "v=TLSRPTv1";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "scheme", content = "target")]
 pub enum ReportUri {
-    /// `mailto:` and the address after it, as written (percent-escapes kept).
+    /// `mailto:` and the address after it, as written (percent-escapes kept), without any
+    /// header fields (`?subject=…`).
     Mailto(String),
     /// An `https:` URI, whole.
     Https(String),
@@ -64,19 +65,34 @@ impl ReportUri {
         if !scheme_ok || rest.is_empty() || !uri.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err(bad("a URI (scheme:...) of visible characters"));
         }
+        // RFC 8460 §3: commas, exclamation points and semicolons "MUST be encoded" (the first
+        // and last end the URI or the field anyway; a DMARC-style `!10m` size suffix is not
+        // TLS-RPT's).
+        if uri.contains('!') {
+            return Err(bad(
+                "a URI with any ! encoded as %21 (TLS-RPT has no !size suffix)",
+            ));
+        }
         if scheme.eq_ignore_ascii_case("mailto") {
-            let valid = rest
-                .split_once('@')
-                .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+            // The address ends where the header fields (`?subject=…`) start.
+            let address = rest.split('?').next().unwrap_or_default();
+            let valid = address.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+            });
             if !valid {
                 return Err(bad("mailto:local@domain"));
             }
-            Ok(ReportUri::Mailto(rest.to_owned()))
+            Ok(ReportUri::Mailto(address.to_owned()))
         } else if scheme.eq_ignore_ascii_case("https") {
+            // The host: the authority without user information and port.
             let host_present = rest.strip_prefix("//").is_some_and(|r| {
-                r.split(['/', '?', '#'])
-                    .next()
-                    .is_some_and(|h| !h.is_empty())
+                let authority = r.split(['/', '?', '#']).next().unwrap_or_default();
+                let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                let host = match host_port.strip_prefix('[') {
+                    Some(literal) => literal.split(']').next().unwrap_or_default(),
+                    None => host_port.split(':').next().unwrap_or_default(),
+                };
+                !host.is_empty()
             });
             if !host_present {
                 return Err(bad("https://host/..."));
