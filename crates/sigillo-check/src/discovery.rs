@@ -74,6 +74,8 @@ pub struct Discovered {
     pub sts_record: TxtLookup,
     /// The policy fetch, made only when there is an MTA-STS record (RFC 8461 §3.3).
     pub sts_policy: Option<Result<Policy, FetchError>>,
+    /// The policy was served with no `Content-Type` header (accepted; a finding of its own).
+    pub sts_policy_without_content_type: bool,
     /// The `_smtp._tls` TXT record.
     pub tlsrpt: TxtLookup<TlsRptRecord>,
     /// Why DNSSEC cannot be checked through this resolver at all (the trust anchor's own
@@ -105,10 +107,13 @@ impl PolicyDiscovery {
         let sts = async {
             let record = self.dns.sts_record(domain).await;
             let policy = match &record {
-                TxtLookup::Record(_) => Some(self.fetcher.fetch(domain).await),
+                TxtLookup::Record(_) => Some(self.fetcher.fetch_served(domain).await),
                 _ => None,
             };
-            (record, policy)
+            let without_content_type =
+                matches!(&policy, Some(Ok(served)) if served.content_type.is_none());
+            let policy = policy.map(|fetched| fetched.map(|served| served.policy));
+            (record, policy, without_content_type)
         };
         let dane = async {
             let validation = self
@@ -133,12 +138,16 @@ impl PolicyDiscovery {
                 .collect();
             (None, Some(mx), tlsa)
         };
-        let ((sts_record, sts_policy), tlsrpt, (dnssec_unavailable, mx, tlsa)) =
-            tokio::join!(sts, self.dns.tlsrpt_record(domain), dane);
+        let (
+            (sts_record, sts_policy, sts_policy_without_content_type),
+            tlsrpt,
+            (dnssec_unavailable, mx, tlsa),
+        ) = tokio::join!(sts, self.dns.tlsrpt_record(domain), dane);
         Discovered {
             domain: domain.to_owned(),
             sts_record,
             sts_policy,
+            sts_policy_without_content_type,
             tlsrpt,
             dnssec_unavailable,
             mx,

@@ -255,6 +255,9 @@ pub enum DaneResult {
     AllUnusable,
     /// No TLS session with this address (see its host status).
     NoTls,
+    /// The address could not be reached from this machine (its address family is not
+    /// routed here): not judged while another address of the host was.
+    NotReached,
 }
 
 impl DaneResult {
@@ -265,6 +268,7 @@ impl DaneResult {
             DaneResult::NoMatch => "no-match",
             DaneResult::AllUnusable => "all-unusable",
             DaneResult::NoTls => "no-tls",
+            DaneResult::NotReached => "not-reached",
         }
     }
 }
@@ -455,6 +459,13 @@ fn judge_pkix(host: &HostReport) -> Judged {
     }
 }
 
+/// Whether a probed address counts in a policy's judgement of its MX host: one unreachable
+/// from this machine (`error`: its address family is not routed here) counts only when no
+/// other address of the host could be judged, as in the transport verdict.
+fn counts(host: &HostReport, same_mx: &[&HostReport]) -> bool {
+    host.status != Verdict::Error || same_mx.iter().all(|h| h.status == Verdict::Error)
+}
+
 /// Interprets `discovered` against the probes in `report`, whose `hosts[i]` presented the
 /// DER chain `chains[i]` (empty without TLS). Sets `report.policy`, appends the policy
 /// findings, and raises to high the certificate findings of MX hosts under an MTA-STS
@@ -484,6 +495,28 @@ pub fn apply(
         .zip(chains.iter().copied().chain(std::iter::repeat(&[][..])))
         .collect();
     let dane = dane(discovered, &probed, now, &mut acc);
+    // An MX none of whose addresses could be reached from here leaves the policy unjudged:
+    // say so, rather than leave an `unknown` status unexplained.
+    let applies = dane.applies
+        || mta_sts
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.mode != Mode::None);
+    for mx in mx_hosts.iter().filter(|_| applies) {
+        let errors: Vec<String> = (report.hosts.iter())
+            .filter(|h| &h.mx == mx)
+            .map(|h| (h.status == Verdict::Error).then(|| h.error.clone().unwrap_or_default()))
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            acc.inconclusive(
+                "mx-not-reached",
+                Some(mx),
+                format!("no address of {mx} could be reached from this machine: its MTA-STS and DANE status are not judged"),
+                &errors.join("; "),
+            );
+        }
+    }
     let status = if acc.failing {
         PolicyStatus::Failing
     } else if !acc.enforced_by.is_empty() {
@@ -561,7 +594,7 @@ fn mta_sts(
         }
         TxtLookup::NoRecord { note: None, .. } => {}
         TxtLookup::Failed { message } => {
-            out.record_error = Some(message.clone());
+            out.record_error = Some(format!("{LOOKUP_FAILED}{message}"));
             acc.inconclusive(
                 "sts-record-lookup-failed",
                 None,
@@ -602,6 +635,18 @@ fn mta_sts(
             return out;
         }
     };
+    if d.sts_policy_without_content_type {
+        acc.problem(finding(
+            ResultType::StsPolicyInvalid.as_str(),
+            "content-type-missing",
+            Severity::Low,
+            None,
+            format!(
+                "the MTA-STS policy of {domain} is served without a Content-Type: RFC 8461 §3.2 asks for text/plain, and senders that check it ignore the policy"
+            ),
+            vec![format!("{}: no Content-Type header", policy_url(domain))],
+        ));
+    }
     let file = PolicyFile::from(policy);
     if policy.mode == Mode::None {
         out.policy = Some(file);
@@ -647,11 +692,18 @@ fn mta_sts(
                     .collect(),
             ));
         }
-        let mut verdicts: Vec<Judged> = probed.iter().map(|h| judge_pkix(h)).collect();
+        let mut verdicts: Vec<Judged> = (probed.iter())
+            .filter(|h| counts(h, &probed))
+            .map(|h| judge_pkix(h))
+            .collect();
         if !matches_policy {
             verdicts.push(Judged::Fail);
         }
-        judged.push(combine(&verdicts));
+        // An MX without an address is used by no sender (its lookup is a finding of its
+        // own): nothing to judge, as for DANE.
+        if !verdicts.is_empty() {
+            judged.push(combine(&verdicts));
+        }
         out.mx.push(StsMxReport {
             host: host.clone(),
             matches_policy,
@@ -722,10 +774,28 @@ fn tlsrpt(d: &Discovered, acc: &mut Assessment) -> TlsRptReport {
             ));
         }
         TxtLookup::NoRecord { note: None, .. } => {}
-        TxtLookup::Failed { message } => out.error = Some(message.clone()),
+        TxtLookup::Failed { message } => {
+            out.error = Some(format!("{LOOKUP_FAILED}{message}"));
+            // Reports are not enforcement: a finding, but the policy's status stays.
+            acc.findings.push(finding(
+                "inconclusive",
+                "tlsrpt-lookup-failed",
+                Severity::Low,
+                None,
+                format!(
+                    "the _smtp._tls.{} TXT lookup failed: whether senders can send TLS reports is unknown",
+                    d.domain
+                ),
+                vec![message.clone()],
+            ));
+        }
     }
     out
 }
+
+/// How `record_error` and `tlsrpt.error` start when the TXT lookup itself failed (rather
+/// than giving no valid record).
+pub const LOOKUP_FAILED: &str = "lookup failed: ";
 
 fn dnssec(d: &Discovered, acc: &mut Assessment) -> DnssecReport {
     let domain = &d.domain;
@@ -839,6 +909,13 @@ fn dane(
             ),
         };
         let owner = sigillo_policy::dane::tlsa_owner(host, 25);
+        // Senders that do DANE defer mail to a host whose TLSA RRset is bogus, or cannot be
+        // looked up, so DANE does not protect the domain's mail then (when it applies).
+        match status {
+            TlsaStatus::Bogus => judged.push(Judged::Fail),
+            TlsaStatus::LookupFailed => judged.push(Judged::Unknown),
+            _ => {}
+        }
         match status {
             TlsaStatus::Bogus => acc.problem(finding(
                 ResultType::DnssecInvalid.as_str(),
@@ -872,9 +949,18 @@ fn dane(
         }
         let mut addresses = Vec::new();
         if matches!(status, TlsaStatus::Usable | TlsaStatus::Unusable) {
+            let same_mx: Vec<&HostReport> = (probed.iter())
+                .filter(|(h, _)| &h.mx == host)
+                .map(|(h, _)| *h)
+                .collect();
             for (h, chain) in probed.iter().filter(|(h, _)| &h.mx == host) {
-                let (report, verdict) = dane_address(h, chain, records, &d.domain, now);
-                judged.push(verdict);
+                let (mut report, verdict) = dane_address(h, chain, records, &d.domain, now);
+                if h.status == Verdict::Error {
+                    report.result = DaneResult::NotReached;
+                }
+                if counts(h, &same_mx) {
+                    judged.push(verdict);
+                }
                 if report.result == DaneResult::NoMatch {
                     acc.problem(mismatch_finding(
                         h,
@@ -1349,6 +1435,7 @@ mod tests {
                 },
             },
             sts_policy: sts,
+            sts_policy_without_content_type: false,
             dnssec_unavailable: None,
             tlsrpt: TxtLookup::NoRecord {
                 negative_ttl: None,
@@ -1489,11 +1576,86 @@ mod tests {
                     ("sts-policy-fetch-error", "http-status", Medium),
                 ],
             ),
+            (
+                "enforce, one address unreachable from here",
+                discovered(Some(Ok(policy(Mode::Enforce, &["mx.example.test"])))),
+                vec![
+                    host("mx.example.test", Verdict::Encrypted, Some(true)),
+                    host("mx.example.test", Verdict::Error, None),
+                ],
+                PolicyStatus::Enforced,
+                vec![("certificate-not-trusted", "chain", High)],
+            ),
+            (
+                "enforce, every address unreachable from here",
+                discovered(Some(Ok(policy(Mode::Enforce, &["mx.example.test"])))),
+                vec![host("mx.example.test", Verdict::Error, None)],
+                PolicyStatus::Unknown,
+                vec![
+                    ("certificate-not-trusted", "chain", High),
+                    ("inconclusive", "mx-not-reached", Low),
+                ],
+            ),
+            (
+                "enforce, served without a Content-Type",
+                Discovered {
+                    sts_policy_without_content_type: true,
+                    ..discovered(Some(Ok(policy(Mode::Enforce, &["mx.example.test"]))))
+                },
+                ok(),
+                PolicyStatus::Enforced,
+                vec![
+                    ("certificate-not-trusted", "chain", High),
+                    ("sts-policy-invalid", "content-type-missing", Low),
+                ],
+            ),
+            (
+                "enforce, TLS-RPT lookup failed",
+                Discovered {
+                    tlsrpt: TxtLookup::Failed {
+                        message: "SERVFAIL".to_owned(),
+                    },
+                    ..discovered(Some(Ok(policy(Mode::Enforce, &["mx.example.test"]))))
+                },
+                ok(),
+                PolicyStatus::Enforced,
+                vec![
+                    ("certificate-not-trusted", "chain", High),
+                    ("inconclusive", "tlsrpt-lookup-failed", Low),
+                ],
+            ),
         ];
         for (name, d, hosts, status, findings) in cases {
             let got = outcome(&d, hosts);
             assert_eq!(got, (status, findings), "{name}");
         }
+    }
+
+    #[test]
+    fn an_mx_without_addresses_is_not_judged() {
+        // Senders cannot use an MX with no address: the others decide the policy's status.
+        let d = discovered(Some(Ok(policy(Mode::Enforce, &["*.example.test"]))));
+        let mut report = target(vec![host(
+            "mx.example.test",
+            Verdict::Encrypted,
+            Some(true),
+        )]);
+        report.mx.push(MxReport {
+            host: "ghost.example.test".to_owned(),
+            preference: Some(20),
+            addresses: vec![],
+            error: Some("no addresses".to_owned()),
+        });
+        apply(&mut report, &d, &[], UnixTime::now());
+        let policy = report.policy.unwrap();
+        assert_eq!(policy.status, PolicyStatus::Enforced);
+        assert_eq!(policy.enforced_by, ["mta-sts"]);
+        let ghost = policy
+            .mta_sts
+            .mx
+            .iter()
+            .find(|m| m.host == "ghost.example.test");
+        assert_eq!(ghost.map(|m| (m.matches_policy, m.tls)), Some((true, None)));
     }
 
     #[test]
@@ -1755,6 +1917,68 @@ mod tests {
                     false,
                     vec![("inconclusive", "tlsa-lookup-failed", Low)],
                     vec![],
+                ),
+            ),
+            // One MX passes DANE; senders that do DANE defer mail to the other while its
+            // TLSA lookup fails or is bogus: DANE does not enforce anything then.
+            (
+                "second MX's TLSA lookup failed",
+                with(vec![
+                    ("mx.example.test", secure(vec![good.clone()])),
+                    (
+                        "mx2.example.test",
+                        Validated::Failed {
+                            message: "SERVFAIL".to_owned(),
+                        },
+                    ),
+                ]),
+                two(),
+                (
+                    PolicyStatus::Unknown,
+                    true,
+                    vec![("inconclusive", "tlsa-lookup-failed", Low)],
+                    vec![DaneResult::Matched],
+                ),
+            ),
+            (
+                "second MX's TLSA bogus",
+                with(vec![
+                    ("mx.example.test", secure(vec![good.clone()])),
+                    ("mx2.example.test", Validated::Bogus),
+                ]),
+                two(),
+                (
+                    PolicyStatus::Failing,
+                    true,
+                    vec![("dnssec-invalid", "tlsa-bogus", High)],
+                    vec![DaneResult::Matched],
+                ),
+            ),
+            // An address unreachable from here (no IPv6 route) is not judged while another
+            // address of the host was; when none was, the host is not judged, and said so.
+            (
+                "one address unreachable from here",
+                with(vec![("mx.example.test", secure(vec![good.clone()]))]),
+                vec![
+                    host("mx.example.test", Verdict::Encrypted, Some(true)),
+                    host("mx.example.test", Verdict::Error, None),
+                ],
+                (
+                    PolicyStatus::Enforced,
+                    true,
+                    vec![],
+                    vec![DaneResult::Matched, DaneResult::NotReached],
+                ),
+            ),
+            (
+                "every address unreachable from here",
+                with(vec![("mx.example.test", secure(vec![good.clone()]))]),
+                vec![host("mx.example.test", Verdict::Error, None)],
+                (
+                    PolicyStatus::Unknown,
+                    true,
+                    vec![("inconclusive", "mx-not-reached", Low)],
+                    vec![DaneResult::NotReached],
                 ),
             ),
         ];

@@ -54,9 +54,11 @@ pub enum Command {
 pub enum FailOn {
     /// Any finding, even "inconclusive".
     Low,
-    /// Certificate problems and worse.
+    /// Certificate and policy problems (a failing MTA-STS or DANE policy) and worse.
     Medium,
-    /// Plaintext (STARTTLS not supported) and worse.
+    /// Plaintext (STARTTLS not supported), and what makes policy-following senders refuse
+    /// or defer mail (an MX outside an enforced MTA-STS policy, TLSA mismatch, DNSSEC
+    /// failure), and worse.
     High,
     /// Only STARTTLS stripping.
     Critical,

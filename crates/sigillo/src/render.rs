@@ -4,7 +4,7 @@
 
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use sigillo_check::policy::sigillo_policy::dane::CertUsage;
-use sigillo_check::policy_report::{PolicyReport, PolicyStatus, TlsaStatus};
+use sigillo_check::policy_report::{LOOKUP_FAILED, PolicyReport, PolicyStatus, TlsaStatus};
 use sigillo_check::summary::Summary;
 use sigillo_check::{Severity, TargetReport, Verdict};
 use std::fmt::Write;
@@ -196,13 +196,25 @@ fn policy_status_code(s: PolicyStatus) -> &'static str {
     }
 }
 
+/// A TXT record's line: the record, why there is no valid one, or why it is not known.
+fn record_line(record: Option<&String>, error: Option<&String>) -> String {
+    match (record, error) {
+        (Some(record), _) => record.clone(),
+        (None, Some(error)) if error.starts_with(LOOKUP_FAILED) => error.clone(),
+        (None, Some(error)) => format!("no valid record: {error}"),
+        (None, None) => "none".to_owned(),
+    }
+}
+
 /// The short "Policy" section: MTA-STS, TLS-RPT, DNSSEC of the MX RRset, DANE.
 fn policy(p: &PolicyReport, color: bool) -> String {
     let mut out = String::new();
-    let by = if p.enforced_by.is_empty() {
-        String::new()
-    } else {
-        format!(" (by {})", p.enforced_by.join(" and "))
+    let by = match (p.status, p.enforced_by.len()) {
+        (_, 0) => String::new(),
+        (PolicyStatus::Enforced, _) => format!(" (by {})", p.enforced_by.join(" and ")),
+        // Failing or unknown as a whole, though one mechanism passes.
+        (_, 1) => format!(" ({} passes)", p.enforced_by.join(" and ")),
+        _ => format!(" ({} pass)", p.enforced_by.join(" and ")),
     };
     let _ = writeln!(
         out,
@@ -210,11 +222,7 @@ fn policy(p: &PolicyReport, color: bool) -> String {
         paint(p.status.as_str(), policy_status_code(p.status), color)
     );
     let sts = &p.mta_sts;
-    let record = match (&sts.record, &sts.record_error) {
-        (Some(record), _) => record.clone(),
-        (None, Some(error)) => format!("no valid record: {error}"),
-        (None, None) => "none".to_owned(),
-    };
+    let record = record_line(sts.record.as_ref(), sts.record_error.as_ref());
     let _ = writeln!(out, "    MTA-STS  {record}");
     if let Some(policy) = &sts.policy {
         let _ = writeln!(
@@ -255,11 +263,7 @@ fn policy(p: &PolicyReport, color: bool) -> String {
             judged(mx.certificate_valid, "valid", "not valid"),
         );
     }
-    let tlsrpt = match (&p.tlsrpt.record, &p.tlsrpt.error) {
-        (Some(record), _) => record.clone(),
-        (None, Some(error)) => format!("no valid record: {error}"),
-        (None, None) => "none".to_owned(),
-    };
+    let tlsrpt = record_line(p.tlsrpt.record.as_ref(), p.tlsrpt.error.as_ref());
     let _ = writeln!(out, "    TLS-RPT  {tlsrpt}");
     let _ = writeln!(
         out,

@@ -523,13 +523,23 @@ fn dane_and_dnssec_failures_are_reported() {
         )],
         "{partial:#}"
     );
-    let hosts: Vec<(&str, &str)> = partial["policy"]["dane"]["hosts"]
+    let hosts: Vec<(&str, &str, &str)> = partial["policy"]["dane"]["hosts"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["mx"].as_str().unwrap(), h["status"].as_str().unwrap()))
+        .map(|h| {
+            let text = |key: &str| h[key].as_str().unwrap();
+            (text("mx"), text("status"), text("dnssec"))
+        })
         .collect();
-    assert_eq!(hosts, [("mx.lab.test", "usable"), ("mx2.lab.test", "none")]);
+    // mx2's TLSA name does not exist, which the signed zone proves: a secure denial.
+    assert_eq!(
+        hosts,
+        [
+            ("mx.lab.test", "usable", "secure"),
+            ("mx2.lab.test", "none", "secure")
+        ]
+    );
 
     // A bogus MX RRset: validating resolvers cannot resolve it (sigillo's own MX lookup
     // does not validate, so the host is still probed).

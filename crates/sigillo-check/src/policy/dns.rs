@@ -534,9 +534,9 @@ async fn validated<T>(
             Outcome::Failed => Validated::Failed {
                 message: e.to_string(),
             },
-            Outcome::NxDomain => Validated::NoRecords {
+            Outcome::NxDomain { secure } => Validated::NoRecords {
                 nxdomain: true,
-                secure: false,
+                secure,
                 ttl: negative(&e).flatten(),
             },
             Outcome::NoData { secure } => Validated::NoRecords {
@@ -552,8 +552,8 @@ async fn validated<T>(
 enum Outcome {
     /// DNSSEC validation failed.
     Bogus,
-    /// The name does not exist.
-    NxDomain,
+    /// The name does not exist; `secure` when DNSSEC proved it.
+    NxDomain { secure: bool },
     /// The name exists without records of the type; `secure` when DNSSEC proved it.
     NoData { secure: bool },
     /// SERVFAIL, timeout, refused…
@@ -564,13 +564,14 @@ fn classify(error: &NetError) -> Outcome {
     match error {
         NetError::Dns(HickoryDnsError::DnssecBogus) => Outcome::Bogus,
         NetError::Dns(HickoryDnsError::NoRecordsFound(no)) => {
+            // The denial's NSEC/NSEC3 records in the authority section carry the proof.
+            let secure = no
+                .authorities
+                .as_deref()
+                .is_some_and(|records| records.iter().any(|r| r.proof == Proof::Secure));
             if no.response_code == ResponseCode::NXDomain {
-                Outcome::NxDomain
+                Outcome::NxDomain { secure }
             } else {
-                let secure = no
-                    .authorities
-                    .as_deref()
-                    .is_some_and(|records| records.iter().any(|r| r.proof == Proof::Secure));
                 Outcome::NoData { secure }
             }
         }

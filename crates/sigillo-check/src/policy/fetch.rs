@@ -110,6 +110,13 @@ pub fn policy_url(domain: &str) -> String {
     format!("https://mta-sts.{domain}/.well-known/mta-sts.txt")
 }
 
+/// A policy as fetched, with the `Content-Type` it was served with (`None`: no header).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedPolicy {
+    pub policy: Policy,
+    pub content_type: Option<String>,
+}
+
 /// Fetches policies; cheap to clone (clones share the connection pool).
 #[derive(Debug, Clone)]
 pub struct PolicyFetcher {
@@ -128,7 +135,18 @@ impl Resolve for HttpsResolver {
         let dns = self.dns.clone();
         let port = self.port;
         Box::pin(async move {
-            let addrs = dns.addresses(name.as_str()).await?;
+            let host = name.as_str();
+            let addrs = dns.addresses(host).await.map_err(
+                |e| -> Box<dyn std::error::Error + Send + Sync> {
+                    if e.is_nx_domain() {
+                        format!("{host} does not exist (NXDOMAIN)").into()
+                    } else if e.is_no_records_found() {
+                        format!("no A or AAAA records for {host}").into()
+                    } else {
+                        Box::new(e)
+                    }
+                },
+            )?;
             let addrs: Addrs = Box::new(addrs.into_iter().map(move |ip| SocketAddr::new(ip, port)));
             Ok(addrs)
         })
@@ -168,6 +186,13 @@ impl PolicyFetcher {
 
     /// Fetches and parses the policy of `domain` (a valid domain name, canonical form).
     pub async fn fetch(&self, domain: &str) -> Result<Policy, FetchError> {
+        self.fetch_served(domain).await.map(|served| served.policy)
+    }
+
+    /// [`PolicyFetcher::fetch`], with how the policy was served. A response with no
+    /// `Content-Type` at all is accepted (a sender that enforces needs the policy more than
+    /// the header); one with a type other than `text/plain` is not.
+    pub async fn fetch_served(&self, domain: &str) -> Result<ServedPolicy, FetchError> {
         let url = policy_url(domain);
         let mut response = self
             .client
@@ -194,8 +219,9 @@ impl PolicyFetcher {
                 status: status.as_u16(),
             });
         }
-        if let Some(value) = response.headers().get(reqwest::header::CONTENT_TYPE) {
-            let text = String::from_utf8_lossy(value.as_bytes());
+        let content_type = (response.headers().get(reqwest::header::CONTENT_TYPE))
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        if let Some(text) = &content_type {
             let media = text.split(';').next().unwrap_or("").trim();
             if !media.eq_ignore_ascii_case("text/plain") {
                 return Err(FetchError::ContentType {
@@ -227,7 +253,11 @@ impl PolicyFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Policy::parse(&body).map_err(|source| FetchError::Invalid { url, source })
+        let policy = Policy::parse(&body).map_err(|source| FetchError::Invalid { url, source })?;
+        Ok(ServedPolicy {
+            policy,
+            content_type,
+        })
     }
 
     fn transport_error(&self, url: &str, error: &reqwest::Error) -> FetchError {
