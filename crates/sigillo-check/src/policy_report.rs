@@ -495,6 +495,9 @@ pub fn apply(
         .zip(chains.iter().copied().chain(std::iter::repeat(&[][..])))
         .collect();
     let dane = dane(discovered, &probed, now, &mut acc);
+    if mta_sts.policy.as_ref().is_none_or(|p| p.mode == Mode::None) {
+        soften_under_dane_ee(&mut report.findings, &dane);
+    }
     // An MX none of whose addresses could be reached from here leaves the policy unjudged:
     // say so, rather than leave an `unknown` status unexplained.
     let applies = dane.applies
@@ -563,6 +566,42 @@ fn escalate_under_enforce(
             id.map(|id| format!(" id {id}")).unwrap_or_default(),
             policy.mode
         ));
+    }
+}
+
+/// Lowers to low the medium certificate findings of MX hosts that every reached address
+/// authenticates with DANE-EE, when no MTA-STS policy applies: DANE senders check neither
+/// the names, the dates nor the issuer of a DANE-EE certificate (RFC 7672 §3.1.1), and
+/// opportunistic senders check nothing. A self-signed certificate pinned by `3 1 1` is the
+/// usual DANE set-up, not a problem.
+fn soften_under_dane_ee(findings: &mut [Finding], dane: &DaneReport) {
+    const CERTIFICATE_PROBLEMS: [ResultType; 3] = [
+        ResultType::CertificateHostMismatch,
+        ResultType::CertificateExpired,
+        ResultType::CertificateNotTrusted,
+    ];
+    for host in &dane.hosts {
+        let reached: Vec<&DaneAddressReport> = (host.addresses.iter())
+            .filter(|a| a.result != DaneResult::NotReached)
+            .collect();
+        let all_dane_ee = !reached.is_empty()
+            && reached
+                .iter()
+                .all(|a| a.result == DaneResult::Matched && a.usage == Some(CertUsage::DaneEe));
+        if !all_dane_ee {
+            continue;
+        }
+        for f in findings.iter_mut().filter(|f| {
+            f.severity == Severity::Medium
+                && CERTIFICATE_PROBLEMS.iter().any(|t| t.as_str() == f.id)
+                && f.mx.as_deref() == Some(host.mx.as_str())
+        }) {
+            f.severity = Severity::Low;
+            f.evidence.push(format!(
+                "{}: authenticated by DANE-EE, which checks neither names, dates nor issuer (RFC 7672 §3.1.1); no MTA-STS policy applies",
+                host.mx
+            ));
+        }
     }
 }
 
@@ -1629,6 +1668,54 @@ mod tests {
             let got = outcome(&d, hosts);
             assert_eq!(got, (status, findings), "{name}");
         }
+    }
+
+    #[test]
+    fn dane_ee_softens_certificate_findings_without_mta_sts() {
+        let ca = TestCa::new().unwrap();
+        let chain = der_chain(&ca.issue(&["other.example"]).unwrap());
+        let pinned = tlsa(3, 1, 1, Sha256::digest(spki(&chain[0])).to_vec());
+        let run = |sts: Option<Result<Policy, FetchError>>| {
+            let mut d = discovered(sts);
+            d.mx = Some(Validated::Records {
+                status: DnssecStatus::Secure,
+                records: vec![],
+                ttl: None,
+            });
+            d.tlsa = vec![(
+                "mx.example.test".to_owned(),
+                Validated::Records {
+                    status: DnssecStatus::Secure,
+                    records: vec![pinned.clone()],
+                    ttl: None,
+                },
+            )];
+            let mut report = target(vec![host(
+                "mx.example.test",
+                Verdict::Encrypted,
+                Some(false),
+            )]);
+            report.findings.push(finding(
+                "certificate-host-mismatch",
+                "name",
+                Severity::Medium,
+                Some("mx.example.test"),
+                "probe finding".to_owned(),
+                vec![],
+            ));
+            apply(&mut report, &d, &[&chain[..]], UnixTime::now());
+            let f = &report.findings[0];
+            (
+                report.policy.unwrap().status,
+                f.severity,
+                f.evidence.iter().any(|e| e.contains("DANE-EE")),
+            )
+        };
+        // DANE alone: the name does not matter to any sender.
+        assert_eq!(run(None), (PolicyStatus::Enforced, Severity::Low, true));
+        // Under MTA-STS enforce it does: senders that apply it refuse the MX.
+        let enforce = Some(Ok(policy(Mode::Enforce, &["mx.example.test"])));
+        assert_eq!(run(enforce), (PolicyStatus::Failing, Severity::High, false));
     }
 
     #[test]
