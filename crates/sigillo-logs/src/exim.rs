@@ -55,6 +55,17 @@ use std::net::IpAddr;
 // ---------------------------------------------------------------------------------------------
 // Exim line pieces.
 
+/// The functions named in `TLS error on connection … (FUNCTION): …` that fail after the
+/// handshake, in an established session: Exim (OpenSSL and GnuTLS builds) logs them when a
+/// peer closes without close_notify.
+const AFTER_HANDSHAKE: [&str; 6] = [
+    "recv",
+    "send",
+    "SSL_read",
+    "SSL_write",
+    "gnutls_record_recv",
+    "gnutls_record_send",
+];
 /// `H=` (and `SMTP connection from`) host: `name [ip]`, `(helo) [ip]`, `name (helo) [ip]`,
 /// `[ip]`, each optionally followed by `:port`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -790,6 +801,16 @@ impl MtaParser for EximParser {
                 self.unparsed += 1;
                 return;
             };
+            // `… [ip] (FUNCTION): …`: an error in reading or writing an established session
+            // (`recv`, `send`: a client that drops without close_notify) is no failed
+            // STARTTLS; the handshake's own functions (`SSL_accept`, `gnutls_handshake`…) are.
+            let function = (host.find(']').and_then(|i| host.get(i..)))
+                .and_then(|after_ip| after_ip.split_once(" ("))
+                .and_then(|(_, f)| f.split_once(')'))
+                .map(|(f, _)| f);
+            if function.is_some_and(|f| AFTER_HANDSHAKE.contains(&f)) {
+                return;
+            }
             let peer = parse_host(host).0.peer();
             out.push(anomaly(line, dir, peer, AnomalyKind::StartTlsFailed));
         } else if m.starts_with("SMTP ")

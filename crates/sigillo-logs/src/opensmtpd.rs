@@ -24,8 +24,10 @@
 //!   it: `smtp failed-command command="XXXXXXXA" result="500 5.5.1 Invalid command: Command
 //!   unrecognized"` (6.4+), `smtp event=failed-command …` (6.0), `smtp-in: Failed command on
 //!   session ID: "XXXXXXXA" => 500 …` (5.x, no peer known); a refused `STARTTLS`,
-//!   `smtp disconnected reason=tls-…` (or an io-error naming TLS/SSL), `mta closing
-//!   reason=tls-…` and `mta error` naming TLS ⇒ StartTlsFailed.
+//!   `smtp disconnected reason=tls-…` (or an io-error naming TLS/SSL or a failed handshake),
+//!   `mta closing reason=tls-…` and `mta error` naming TLS ⇒ StartTlsFailed.
+//! - 6.0–6.3 sessions (`smtp event=connected`, `event=starttls`, `event=message`) are not
+//!   read; their lines count as unparsed, so a report of such a log says so.
 
 use crate::envelope::Line;
 use crate::fields::{normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
@@ -361,6 +363,10 @@ impl OpensmtpdParser {
                     out.push(Record::Connection(smtp_connection(s)));
                 }
             }
+            // OpenSMTPD 6.0–6.3 sessions (`smtp event=connected`, `event=starttls`,
+            // `event=message`, `event=closed`) are not read: counted as not understood, so
+            // the report says so instead of showing such a log as empty.
+            verb if verb.starts_with("event=") => self.unparsed += 1,
             _ => {}
         }
     }
@@ -583,10 +589,14 @@ fn status_of(result: &str) -> DeliveryStatus {
     }
 }
 
+/// Whether a disconnection reason is a TLS failure: OpenSSL's texts name `SSL`/`TLS`, but
+/// libtls's do not (`io-error: handshake failed: No error information`, OpenSMTPD issue
+/// #1245).
 fn mentions_tls(reason: &str) -> bool {
     let r = reason.as_bytes();
     r.windows(3)
         .any(|w| w.eq_ignore_ascii_case(b"tls") || w.eq_ignore_ascii_case(b"ssl"))
+        || r.windows(9).any(|w| w.eq_ignore_ascii_case(b"handshake"))
 }
 
 fn smtp_connection(s: SmtpSession) -> ConnectionRecord {

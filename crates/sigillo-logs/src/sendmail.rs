@@ -262,6 +262,13 @@ pub struct SendmailParser {
     tls_peers: Bounded<IpAddr, ()>,
     tls_relays: Bounded<String, ()>,
     pending_traces: Bounded<u32, PendingTrace, FxBuild>,
+    /// Processes whose server-side STARTTLS handshake failed, with when: the client did ask
+    /// for TLS, so the `did not issue MAIL` line that follows is no stripping trace.
+    tls_failed: Bounded<u32, UnixTime, FxBuild>,
+    /// The last STARTTLS failure listed per (process, server side): one failed handshake
+    /// logs both `STARTTLS=…, error: …` and, in the same second, the `tls_server` (or
+    /// `tls_client`) ruleset's reject; it is listed once.
+    failure_listed: Bounded<(u32, bool), UnixTime, FxBuild>,
     unparsed: u64,
     evicted: u64,
     domains: DomainTexts,
@@ -283,6 +290,8 @@ impl SendmailParser {
             tls_peers: Bounded::new(MAX_TLS_PEERS),
             tls_relays: Bounded::new(MAX_TLS_PEERS),
             pending_traces: Bounded::new(MAX_PENDING_TRACES),
+            tls_failed: Bounded::new(MAX_PENDING_TRACES),
+            failure_listed: Bounded::new(MAX_PENDING_TRACES),
             unparsed: 0,
             evicted: 0,
             domains: DomainTexts::default(),
@@ -353,6 +362,13 @@ impl SendmailParser {
                 && let Some(old) = self.client.remove(&(pid, relay_key(raw)))
             {
                 close_client(relay_key(raw), old, out);
+            }
+            if server {
+                // A marker, not a session: one pushed out by the cap loses nothing counted.
+                let _ = self.tls_failed.insert(pid, line.time);
+            }
+            if self.listed_already(pid, server, line.time) {
+                return;
             }
             out.push(anomaly(
                 line,
@@ -466,9 +482,15 @@ impl SendmailParser {
             .server_for(pid, line.time, relay, out)
             .is_some_and(|s| s.tls.is_some());
         self.close_server(pid, out);
+        // The client asked for TLS and the handshake failed (a STARTTLS failure of its own).
+        let tls_failed = (self.tls_failed.remove(&pid))
+            .is_some_and(|at| line.time.saturating_sub(at) <= MAX_AGE);
         if let Some(p) = self.take_pending_trace(pid, line.time) {
             out.push(trace(p, Direction::Inbound, peer(relay), Some(line.raw)));
-        } else if !session_tls && relay.ip.is_some_and(|ip| self.tls_peers.get(&ip).is_some()) {
+        } else if !session_tls
+            && !tls_failed
+            && relay.ip.is_some_and(|ip| self.tls_peers.get(&ip).is_some())
+        {
             let p = PendingTrace {
                 time: line.time,
                 evidence: line.raw.to_string(),
@@ -677,6 +699,20 @@ impl SendmailParser {
         record
     }
 
+    /// Whether a STARTTLS failure of this process and side was listed within the last
+    /// second (the other line of the same failed handshake); else notes this one.
+    fn listed_already(&mut self, pid: u32, server: bool, now: UnixTime) -> bool {
+        let listed = (self.failure_listed.get(&(pid, server)))
+            .is_some_and(|&at| now.saturating_sub(at) <= 1);
+        if listed {
+            self.failure_listed.remove(&(pid, server));
+        } else {
+            // A marker: one pushed out by the cap loses nothing counted.
+            let _ = self.failure_listed.insert((pid, server), now);
+        }
+        listed
+    }
+
     fn on_tls_ruleset(&mut self, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
         let mut relay = None;
         let mut ruleset = "";
@@ -698,6 +734,9 @@ impl SendmailParser {
         } else {
             Direction::Inbound
         };
+        if self.listed_already(line.pid.unwrap_or(0), dir == Direction::Inbound, line.time) {
+            return;
+        }
         out.push(anomaly(
             line,
             dir,
