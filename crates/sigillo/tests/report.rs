@@ -558,7 +558,7 @@ fn a_log_written_by_two_mtas_is_read_whole() {
                 ("../exim/mainlog-openssl.log", 1),
             ][..],
             "postfix",
-            serde_json::json!({"exim": 24, "opensmtpd": 4, "sendmail": 4}),
+            serde_json::json!({"exim": 26, "opensmtpd": 4, "sendmail": 4}),
         ),
         (
             &[("../exim/mainlog-openssl.log", 1), ("postfix.log", 1)][..],
