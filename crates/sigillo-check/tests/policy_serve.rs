@@ -286,7 +286,7 @@ async fn answers_from_dns_and_policy_hosts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lookups_are_cached_and_connections_reused() {
+async fn lookups_are_cached_and_tls_sessions_resumed() {
     let lab = lab();
     let engine = lab.engine();
     assert!(
@@ -306,14 +306,16 @@ async fn lookups_are_cached_and_connections_reused() {
     assert_eq!(lab.dns.queries(), queries, "cache hits make no DNS query");
     assert_eq!(lab.https.requests(), requests, "nor a fetch");
 
-    // Two fetches for one policy host share one TLS session.
+    // No connection is kept between two fetches from one policy host, but the second
+    // resumes the first's TLS session.
     let fetcher = lab.fetcher(lab.policy_dns());
-    let handshakes = lab.https.handshakes();
+    let (handshakes, resumed) = (lab.https.handshakes(), lab.https.resumed_handshakes());
     for _ in 0..2 {
         let policy = fetcher.fetch("sts.lab.test").await.expect("policy");
         assert_eq!(policy.max_age, 86_400);
     }
-    assert_eq!(lab.https.handshakes(), handshakes + 1);
+    assert_eq!(lab.https.handshakes(), handshakes + 2);
+    assert_eq!(lab.https.resumed_handshakes(), resumed + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,6 +164,7 @@ struct Shared {
     not_found: HttpResponse,
     log: Mutex<Vec<HttpRequest>>,
     handshakes: AtomicUsize,
+    resumed_handshakes: AtomicUsize,
     failed_handshakes: AtomicUsize,
 }
 
@@ -225,6 +226,7 @@ impl HttpsServer {
             not_found: HttpResponse::status(404, "not found\n"),
             log: Mutex::new(Vec::new()),
             handshakes: AtomicUsize::new(0),
+            resumed_handshakes: AtomicUsize::new(0),
             failed_handshakes: AtomicUsize::new(0),
         });
         let handler_shared = Arc::clone(&shared);
@@ -293,6 +295,12 @@ impl HttpsServer {
     /// requests it carried).
     pub fn handshakes(&self) -> usize {
         self.shared.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Of [`HttpsServer::handshakes`], those that resumed an earlier TLS session (no
+    /// certificate sent).
+    pub fn resumed_handshakes(&self) -> usize {
+        self.shared.resumed_handshakes.load(Ordering::SeqCst)
     }
 
     /// TLS handshakes that failed (e.g. the client refused the certificate).
@@ -369,6 +377,9 @@ fn serve_connection(shared: &Shared, conn: Conn) {
             shared.failed_handshakes.fetch_add(1, Ordering::SeqCst);
             return;
         }
+    }
+    if tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        shared.resumed_handshakes.fetch_add(1, Ordering::SeqCst);
     }
     let connection = shared.handshakes.fetch_add(1, Ordering::SeqCst) + 1;
     let sni = tls.conn.server_name().map(str::to_owned);
