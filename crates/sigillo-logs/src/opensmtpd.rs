@@ -25,7 +25,11 @@
 //!   unrecognized"` (6.4+), `smtp event=failed-command …` (6.0), `smtp-in: Failed command on
 //!   session ID: "XXXXXXXA" => 500 …` (5.x, no peer known); a refused `STARTTLS`,
 //!   `smtp disconnected reason=tls-…` (or an io-error naming TLS/SSL or a failed handshake),
-//!   `mta closing reason=tls-…` and `mta error` naming TLS ⇒ StartTlsFailed.
+//!   `mta closing reason=tls-…`, `mta error` naming TLS (`TLS required but not supported by
+//!   remote host`, `STARTTLS rejected: …`) and `smtp-out: Error on session ID: opportunistic
+//!   TLS failed, downgrading to plain` (or `… after N messages sent: …` naming TLS) ⇒
+//!   StartTlsFailed. After a failed attempt mta_session.c connects again under the same
+//!   session id (in plaintext after the downgrade): the earlier connection ends there.
 //! - 6.0–6.3 sessions (`smtp event=connected`, `event=starttls`, `event=message`) are not
 //!   read; their lines count as unparsed, so a report of such a log says so.
 
@@ -414,6 +418,12 @@ impl OpensmtpdParser {
                     messages: 0,
                     pending: None,
                 };
+                // mta_session.c connects again under the same id after a failed attempt
+                // (opportunistic TLS failed, connection closed before it was ready): the
+                // earlier connection ends here.
+                if let Some(earlier) = self.mta.remove(&id) {
+                    mta_close(earlier, out);
+                }
                 if let Some((_, old)) = self.mta.insert(id, s) {
                     self.evicted += 1;
                     mta_close(old, out);
@@ -443,22 +453,7 @@ impl OpensmtpdParser {
                 let reason = kv(args)
                     .find(|(k, _)| *k == "reason")
                     .map_or(args, |(_, v)| v);
-                if mentions_tls(reason) {
-                    let peer = self
-                        .mta
-                        .get_mut(&id)
-                        .map(|s| s.peer.clone())
-                        .unwrap_or(Peer {
-                            hostname: None,
-                            ip: None,
-                        });
-                    out.push(anomaly(
-                        line,
-                        Direction::Outbound,
-                        peer,
-                        AnomalyKind::StartTlsFailed,
-                    ));
-                }
+                self.mta_error(id, reason, line, out);
                 if verb != "error"
                     && let Some(s) = self.mta.remove(&id)
                 {
@@ -466,6 +461,26 @@ impl OpensmtpdParser {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// An outbound session's error: one naming TLS (a refused or failed STARTTLS, `TLS
+    /// required but not supported by remote host`) is a failed STARTTLS.
+    fn mta_error(&mut self, id: u64, reason: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        if mentions_tls(reason) {
+            let peer = self.mta.get_mut(&id).map_or(
+                Peer {
+                    hostname: None,
+                    ip: None,
+                },
+                |s| s.peer.clone(),
+            );
+            out.push(anomaly(
+                line,
+                Direction::Outbound,
+                peer,
+                AnomalyKind::StartTlsFailed,
+            ));
         }
     }
 
@@ -651,6 +666,19 @@ impl MtaParser for OpensmtpdParser {
             return;
         }
         let Some((id, rest)) = split_session(line.message) else {
+            // mta_session.c's errors of a session that has sent messages, and its fallback
+            // to plaintext when opportunistic TLS fails: `smtp-out: Error on session
+            // 0123456789abcdef after 2 messages sent: …`, `smtp-out: Error on session
+            // 0123456789abcdef: opportunistic TLS failed, downgrading to plain`.
+            if let Some(r) = line.message.strip_prefix("smtp-out: Error on session ")
+                && let Some(n) = (r.get(..16))
+                    .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|id| u64::from_str_radix(id, 16).ok())
+                && let Some((_, reason)) = r.get(16..).and_then(|rest| rest.split_once(": "))
+            {
+                self.mta_error(n, reason, line, out);
+                return;
+            }
             // OpenSMTPD 5.x: `smtp-in: Failed command on session 0123456789abcdef: "XXXXXXXA"
             // => 500 5.5.1 Invalid command: Command unrecognized`.
             if let Some(r) = line
