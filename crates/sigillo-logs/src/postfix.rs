@@ -37,8 +37,10 @@
 //!    the hint to set `smtpd_tls_loglevel = 1`.
 //!
 //! Outbound, per delivery: the TLS line of the same process to the same relay (before the
-//! first `to=` of that connection) → TLS; `conn_use=N ≥ 2` (a cached connection, no new TLS
-//! line) → the transport of the last connection seen to that relay; no TLS line → plain once
+//! first `to=` of that connection) → TLS, where the TLS line is `… TLS connection established
+//! to` or, for a cached TLS connection taken over with `smtp_tls_connection_reuse = yes`
+//! (Postfix 3.4+), `… TLS connection reused to`; `conn_use=N ≥ 2` (a cached connection, no
+//! new TLS line) → the transport of the last connection seen to that relay; no TLS line → plain once
 //! the log has shown any outbound TLS line (so `smtp_tls_loglevel` is on), otherwise unknown
 //! with the hint `smtp_tls_loglevel = 1`. `relay=none` (no connection: refused, timed out,
 //! suspended by qmgr) → status as logged (normally deferred), transport unknown, since nothing

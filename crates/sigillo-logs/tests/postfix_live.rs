@@ -189,3 +189,94 @@ fn live_postfix_tls_logging_off_falls_back_to_counters() {
         }
     }
 }
+
+/// Postfix 3.4+ with `smtp_tls_connection_reuse = yes`: a real sending Postfix relays a
+/// message for three recipients, one delivery each, to a real receiving Postfix over TLS. Its
+/// smtp client then talks TLS through tlsproxy, which logs a `TLS connection established to`
+/// line of its own (and `CONNECT to`/`DISCONNECT`) next to smtp's. Each delivery must count
+/// as TLS once, each connection once, and tlsproxy's lines must not disturb the counts. (A
+/// connection taken from scache would log `TLS connection reused to`; this Postfix did not
+/// cache these connections, so that line is covered by the tls-connection-reuse fixture,
+/// written from Postfix's `tls_log_summary()`.)
+#[test]
+fn live_postfix_tls_through_tlsproxy_counts_once() {
+    require_tools!("postfix", "swaks");
+    let ca = TestCa::new().expect("test CA");
+    let cert = ca.issue(&["mx.reuse.test"]).expect("cert");
+    let receiver = Postfix::start(
+        PostfixOptions::default()
+            .tls(&cert)
+            .hostname("mx.reuse.test")
+            .domain("reuse.test"),
+    )
+    .expect("receiving Postfix");
+    // Both on 127.0.0.1 (Postfix refuses an inet_interfaces address that no interface has):
+    // the deliveries are internal hops, which tells nothing about their transport.
+    let relay = format!("[127.0.0.1]:{}", receiver.port());
+    let sender = Postfix::start(
+        PostfixOptions::default()
+            .hostname("sender.sigillo.test")
+            .master_cf("smtp      unix  -       -       n       -       -       smtp")
+            .master_cf("tlsproxy  unix  -       -       n       -       0       tlsproxy")
+            .main_cf("default_transport", "smtp")
+            .main_cf("relayhost", &relay)
+            .main_cf("smtp_tls_security_level", "encrypt")
+            .main_cf("smtp_tls_loglevel", "1")
+            .main_cf("smtp_tls_connection_reuse", "yes")
+            .main_cf("smtp_destination_recipient_limit", "1"),
+    )
+    .expect("sending Postfix");
+
+    // One message to three recipients, one delivery each.
+    const MESSAGES: usize = 3;
+    let mut swaks = Command::new("swaks");
+    swaks
+        .args(["--server", &sender.addr().to_string()])
+        .args(["--to", "a@reuse.test,b@reuse.test,c@reuse.test"])
+        .args(["--from", "someone@sigillo.test", "--timeout", "20"]);
+    let out = swaks.output().expect("run swaks");
+    assert!(
+        out.status.success(),
+        "swaks: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.log().matches("status=sent").count() < MESSAGES {
+        assert!(
+            Instant::now() < deadline,
+            "not all sent:\n{}\n--- receiver ---\n{}",
+            sender.log(),
+            receiver.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = sender.log();
+    let smtp_tls_lines = (log.lines())
+        .filter(|l| l.contains("postfix/smtp[") && l.contains("TLS connection established to"))
+        .count();
+    assert!(
+        log.contains("postfix/tlsproxy[") && log.contains("TLS connection established to"),
+        "the smtp client did not go through tlsproxy:\n{log}"
+    );
+    let (records, parser) = support::run(&log);
+    assert_eq!(parser.unparsed(), 0, "{log}");
+    let outbound: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message(m) if m.direction == Direction::Outbound => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outbound.len(), MESSAGES, "{outbound:#?}\n{log}");
+    for m in &outbound {
+        match &m.transport {
+            Transport::Tls(info) => assert!(info.version.starts_with("TLSv1."), "{info:?}"),
+            other => panic!("not TLS: {other:?}\n{log}"),
+        }
+    }
+    let connections = records
+        .iter()
+        .filter(|r| matches!(r, Record::Connection(c) if c.direction == Direction::Outbound))
+        .count();
+    assert_eq!(connections, smtp_tls_lines, "{log}");
+}

@@ -105,7 +105,9 @@ pub(crate) fn is_local_ip(ip: Option<IpAddr>) -> bool {
     }
 }
 
-/// A `… TLS connection established from|to PEER: VERSION with cipher …` line.
+/// A `… TLS connection established from|to PEER: VERSION with cipher …` line, or the `…
+/// TLS connection reused to PEER: …` line of an smtp process that took over a cached TLS
+/// connection (Postfix 3.4 and later, `smtp_tls_connection_reuse = yes`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TlsLine<'a> {
     /// `from` (smtpd) or `to` (smtp/lmtp client).
@@ -115,14 +117,22 @@ pub(crate) struct TlsLine<'a> {
 }
 
 const ESTABLISHED: &str = "TLS connection established ";
+const REUSED: &str = "TLS connection reused ";
 
-/// Cheap test: does `msg` start like a TLS line (`[Trust ]TLS connection established `)?
+/// The rest of `msg` after `TLS connection established ` or `TLS connection reused `.
+fn strip_connection(msg: &str) -> Option<&str> {
+    msg.strip_prefix(ESTABLISHED)
+        .or_else(|| msg.strip_prefix(REUSED))
+}
+
+/// Cheap test: does `msg` start like a TLS line (`[Trust ]TLS connection established ` or
+/// `reused `)?
 pub(crate) fn is_tls_line(msg: &str) -> bool {
     split_trust(msg).is_some()
 }
 
 fn split_trust(msg: &str) -> Option<(Option<Trust>, &str)> {
-    if let Some(rest) = msg.strip_prefix(ESTABLISHED) {
+    if let Some(rest) = strip_connection(msg) {
         return Some((None, rest));
     }
     let sp = find_byte(msg.as_bytes(), b' ')?;
@@ -133,7 +143,7 @@ fn split_trust(msg: &str) -> Option<(Option<Trust>, &str)> {
         "Verified" => Trust::Verified,
         _ => return None,
     };
-    Some((Some(trust), msg.get(sp + 1..)?.strip_prefix(ESTABLISHED)?))
+    Some((Some(trust), strip_connection(msg.get(sp + 1..)?)?))
 }
 
 /// Finds `needle` (which starts with `first`) by scanning for `first` a word at a time: the
@@ -647,6 +657,15 @@ mod tests {
                 None,
                 "TLSv1",
                 "DHE-RSA-AES256-SHA",
+                Some(256),
+                None,
+            ),
+            (
+                "Verified TLS connection reused to mx.example.org[203.0.113.5]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+                false,
+                Some(Trust::Verified),
+                "TLSv1.3",
+                "TLS_AES_256_GCM_SHA384",
                 Some(256),
                 None,
             ),
