@@ -190,16 +190,15 @@ fn live_postfix_tls_logging_off_falls_back_to_counters() {
     }
 }
 
-/// Postfix 3.4+ with `smtp_tls_connection_reuse = yes`: a real sending Postfix relays a
-/// message for three recipients, one delivery each, to a real receiving Postfix over TLS. Its
-/// smtp client then talks TLS through tlsproxy, which logs a `TLS connection established to`
-/// line of its own (and `CONNECT to`/`DISCONNECT`) next to smtp's. Each delivery must count
-/// as TLS once, each connection once, and tlsproxy's lines must not disturb the counts. (A
-/// connection taken from scache would log `TLS connection reused to`; this Postfix did not
-/// cache these connections, so that line is covered by the tls-connection-reuse fixture,
-/// written from Postfix's `tls_log_summary()`.)
+/// Postfix 3.4+ with `smtp_tls_connection_reuse = yes`: a real sending Postfix relays three
+/// messages, one after the other, to a real receiving Postfix over TLS. Its smtp client talks
+/// TLS through tlsproxy, which logs a `TLS connection established to` line of its own (and
+/// `CONNECT to`/`DISCONNECT`) next to smtp's, and keeps the connection in scache
+/// (`smtp_connection_cache_destinations`), so the later deliveries log `TLS connection reused
+/// to` and `conn_use=N`. Each delivery must count as TLS, the connection once, and tlsproxy's
+/// lines must not disturb the counts.
 #[test]
-fn live_postfix_tls_through_tlsproxy_counts_once() {
+fn live_postfix_reused_tls_connections_count_as_tls() {
     require_tools!("postfix", "swaks");
     let ca = TestCa::new().expect("test CA");
     let cert = ca.issue(&["mx.reuse.test"]).expect("cert");
@@ -223,32 +222,36 @@ fn live_postfix_tls_through_tlsproxy_counts_once() {
             .main_cf("smtp_tls_security_level", "encrypt")
             .main_cf("smtp_tls_loglevel", "1")
             .main_cf("smtp_tls_connection_reuse", "yes")
-            .main_cf("smtp_destination_recipient_limit", "1"),
+            .main_cf("smtp_connection_cache_destinations", "127.0.0.1")
+            .main_cf("smtp_connection_cache_time_limit", "30s")
+            .main_cf("connection_cache_ttl_limit", "30s"),
     )
     .expect("sending Postfix");
 
-    // One message to three recipients, one delivery each.
     const MESSAGES: usize = 3;
-    let mut swaks = Command::new("swaks");
-    swaks
-        .args(["--server", &sender.addr().to_string()])
-        .args(["--to", "a@reuse.test,b@reuse.test,c@reuse.test"])
-        .args(["--from", "someone@sigillo.test", "--timeout", "20"]);
-    let out = swaks.output().expect("run swaks");
-    assert!(
-        out.status.success(),
-        "swaks: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sender.log().matches("status=sent").count() < MESSAGES {
+    for n in 1..=MESSAGES {
+        let out = Command::new("swaks")
+            .args(["--server", &sender.addr().to_string()])
+            .args(["--to", "user@reuse.test", "--from", "someone@sigillo.test"])
+            .args(["--timeout", "20"])
+            .output()
+            .expect("run swaks");
         assert!(
-            Instant::now() < deadline,
-            "not all sent:\n{}\n--- receiver ---\n{}",
-            sender.log(),
-            receiver.log()
+            out.status.success(),
+            "swaks {n}: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        // One at a time: each delivery finds the connection the one before left in scache.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sender.log().matches("status=sent").count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "message {n} not sent:\n{}\n--- receiver ---\n{}",
+                sender.log(),
+                receiver.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let log = sender.log();
     let smtp_tls_lines = (log.lines())
@@ -257,6 +260,11 @@ fn live_postfix_tls_through_tlsproxy_counts_once() {
     assert!(
         log.contains("postfix/tlsproxy[") && log.contains("TLS connection established to"),
         "the smtp client did not go through tlsproxy:\n{log}"
+    );
+    assert_eq!(
+        log.matches("TLS connection reused to").count(),
+        MESSAGES - 1,
+        "the cached connection was not reused:\n{log}"
     );
     let (records, parser) = support::run(&log);
     assert_eq!(parser.unparsed(), 0, "{log}");
