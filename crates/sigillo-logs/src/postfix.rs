@@ -40,11 +40,11 @@
 //! first `to=` of that connection) → TLS, where the TLS line is `… TLS connection established
 //! to` or, for a cached TLS connection taken over with `smtp_tls_connection_reuse = yes`
 //! (Postfix 3.4+), `… TLS connection reused to`; `conn_use=N ≥ 2` (a cached connection, no
-//! new TLS line) → the transport of the last connection seen to that relay; no TLS line → plain once
-//! the log has shown any outbound TLS line (so `smtp_tls_loglevel` is on), otherwise unknown
-//! with the hint `smtp_tls_loglevel = 1`. `relay=none` (no connection: refused, timed out,
-//! suspended by qmgr) → status as logged (normally deferred), transport unknown, since nothing
-//! was sent. Deliveries by `local`, `virtual`, `pipe`, `lmtp`, and to 127.0.0.1/::1, are
+//! new TLS line) → the transport of the last connection seen to that relay; no TLS line →
+//! plain once the log has shown any outbound TLS line (so `smtp_tls_loglevel` is on),
+//! otherwise unknown with the hint `smtp_tls_loglevel = 1`. `relay=none` (no connection:
+//! refused, timed out, suspended by qmgr) → status as logged (normally deferred), transport
+//! unknown, since nothing was sent. Deliveries by `local`, `virtual`, `pipe`, `lmtp`, and to 127.0.0.1/::1, are
 //! [`Scope::Internal`] (plain unless a TLS line says otherwise); `error`/`discard` deliveries
 //! are internal with an unknown transport.
 //!

@@ -173,7 +173,6 @@ impl PolicyFetcher {
             .no_proxy()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(0)
             .user_agent(concat!("sigillo/", env!("CARGO_PKG_VERSION"), " (MTA-STS)"))
             .dns_resolver(Arc::new(HttpsResolver {
