@@ -164,15 +164,17 @@ fn host_name(host: Option<&str>, address: Option<&str>) -> Option<Text> {
 
 /// The 16-hex-digit session id and the rest.
 fn split_session(m: &str) -> Option<(u64, &str)> {
+    let (n, rest) = session_id(m)?;
+    Some((n, rest.strip_prefix(' ')?))
+}
+
+/// The 16 hex digits of a session id at the start of `m`, and the rest after them.
+fn session_id(m: &str) -> Option<(u64, &str)> {
     let id = m.get(..16)?;
-    if m.as_bytes().get(16) != Some(&b' ') {
-        return None;
-    }
-    let n = u64::from_str_radix(id, 16).ok()?;
     if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    Some((n, m.get(17..)?))
+    Some((u64::from_str_radix(id, 16).ok()?, m.get(16..)?))
 }
 
 #[derive(Debug)]
@@ -468,7 +470,7 @@ impl OpensmtpdParser {
     /// required but not supported by remote host`) is a failed STARTTLS.
     fn mta_error(&mut self, id: u64, reason: &str, line: &Line<'_>, out: &mut Vec<Record>) {
         if mentions_tls(reason) {
-            let peer = self.mta.get_mut(&id).map_or(
+            let peer = self.mta.get(&id).map_or(
                 Peer {
                     hostname: None,
                     ip: None,
@@ -671,10 +673,8 @@ impl MtaParser for OpensmtpdParser {
             // 0123456789abcdef after 2 messages sent: …`, `smtp-out: Error on session
             // 0123456789abcdef: opportunistic TLS failed, downgrading to plain`.
             if let Some(r) = line.message.strip_prefix("smtp-out: Error on session ")
-                && let Some(n) = (r.get(..16))
-                    .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .and_then(|id| u64::from_str_radix(id, 16).ok())
-                && let Some((_, reason)) = r.get(16..).and_then(|rest| rest.split_once(": "))
+                && let Some((n, rest)) = session_id(r)
+                && let Some((_, reason)) = rest.split_once(": ")
             {
                 self.mta_error(n, reason, line, out);
                 return;
@@ -684,10 +684,10 @@ impl MtaParser for OpensmtpdParser {
             if let Some(r) = line
                 .message
                 .strip_prefix("smtp-in: Failed command on session ")
-                && let Some((id, cmd)) = r.split_once(": \"").and_then(|(id, rest)| {
-                    let n = u64::from_str_radix(id, 16).ok()?;
-                    Some((n, rest.split_once("\" => ")?.0))
-                })
+                && let Some((id, rest)) = session_id(r)
+                && let Some((cmd, _)) = rest
+                    .strip_prefix(": \"")
+                    .and_then(|rest| rest.split_once("\" => "))
             {
                 self.on_failed_command(id, cmd, line, out);
             }

@@ -44,9 +44,9 @@
 //! plain once the log has shown any outbound TLS line (so `smtp_tls_loglevel` is on),
 //! otherwise unknown with the hint `smtp_tls_loglevel = 1`. `relay=none` (no connection:
 //! refused, timed out, suspended by qmgr) → status as logged (normally deferred), transport
-//! unknown, since nothing was sent. Deliveries by `local`, `virtual`, `pipe`, `lmtp`, and to 127.0.0.1/::1, are
-//! [`Scope::Internal`] (plain unless a TLS line says otherwise); `error`/`discard` deliveries
-//! are internal with an unknown transport.
+//! unknown, since nothing was sent. Deliveries by `local`, `virtual`, `pipe`, `lmtp`, and to
+//! 127.0.0.1/::1, are [`Scope::Internal`] (plain unless a TLS line says otherwise);
+//! `error`/`discard` deliveries are internal with an unknown transport.
 //!
 //! State is capped (open sessions, queue ids awaiting qmgr or disconnect, delivery processes,
 //! relays remembered for cached connections): the oldest entries go first, counted in
