@@ -589,7 +589,7 @@ impl<K: Clone + Eq + Hash, V> Table<K, V> {
         is: impl Fn(&K) -> bool,
         key: impl FnOnce() -> K,
         new: impl FnOnce(usize) -> Option<V>,
-    ) -> Option<&mut V> {
+    ) -> Option<(usize, &mut V)> {
         // FxHash mixes into the high bits.
         let slot = (fast_hash >> (u64::BITS - RECENT_BITS)) as usize;
         let cached = self
@@ -616,7 +616,9 @@ impl<K: Clone + Eq + Hash, V> Table<K, V> {
                 position
             }
         };
-        self.entries.get_mut(position).map(|(_, value)| value)
+        self.entries
+            .get_mut(position)
+            .map(|(_, value)| (position, value))
     }
 }
 
@@ -697,6 +699,103 @@ struct Window {
     count: u64,
 }
 
+/// How far back in log time a message may arrive and still be put in its place for the
+/// downgrade windows: parsers emit some records late (a Postfix delivery waits for its
+/// process's next line, an idle one for the hourly sweep; an Exim message for its
+/// `Completed` line).
+pub const REORDER_LAG_SECS: i64 = 2 * 3600;
+/// The time span of one bucket of the reorder buffer.
+const REORDER_BUCKET_SECS: i64 = 60;
+/// At most this many steps are held back; past it the oldest buckets are applied early.
+const REORDER_MAX_HELD: usize = 500_000;
+
+/// One message of a peer, for its downgrade windows.
+#[derive(Debug, Clone)]
+struct PeerStep {
+    time: UnixTime,
+    /// Position of the peer in [`Aggregator::peers`].
+    peer: u32,
+    tls: bool,
+    id: Text,
+}
+
+/// Holds peer steps back for [`REORDER_LAG_SECS`] of log time, in one-minute buckets, and
+/// releases them in time order (equal times in arrival order). A step older than every
+/// bucket still held is released at once. Memory is bounded by the message rate over the
+/// lag, and by [`REORDER_MAX_HELD`].
+#[derive(Debug, Default)]
+struct ReorderBuffer {
+    /// Bucket `i` holds the steps of minute `first_bucket + i`.
+    buckets: std::collections::VecDeque<Vec<PeerStep>>,
+    first_bucket: i64,
+    held: usize,
+    /// Steps released at once (older than the buffer), to go out first.
+    late: Vec<PeerStep>,
+}
+
+impl ReorderBuffer {
+    fn push(&mut self, step: PeerStep) {
+        let bucket = step.time.div_euclid(REORDER_BUCKET_SECS);
+        if self.buckets.is_empty() {
+            self.first_bucket = bucket;
+        }
+        if bucket < self.first_bucket {
+            self.late.push(step);
+            return;
+        }
+        let Some(index) = usize::try_from(bucket - self.first_bucket).ok() else {
+            self.late.push(step);
+            return;
+        };
+        // A jump far ahead in time: the buckets it leaves behind the lag are released by
+        // `release` before the next push; here only the ones it needs are made, at most the
+        // lag's worth beyond what is already held.
+        let lag_buckets = usize::try_from(REORDER_LAG_SECS / REORDER_BUCKET_SECS).unwrap_or(0);
+        if index > self.buckets.len() + lag_buckets {
+            // Everything held is older than the lag behind this step.
+            self.drain_all_into_late();
+            self.first_bucket = bucket;
+            self.buckets.push_back(vec![step]);
+            self.held = 1;
+            return;
+        }
+        while self.buckets.len() <= index {
+            self.buckets.push_back(Vec::new());
+        }
+        if let Some(b) = self.buckets.get_mut(index) {
+            b.push(step);
+            self.held += 1;
+        }
+    }
+
+    fn drain_all_into_late(&mut self) {
+        while let Some(mut b) = self.buckets.pop_front() {
+            b.sort_by_key(|s| s.time);
+            self.late.append(&mut b);
+        }
+        self.held = 0;
+    }
+
+    /// Moves the steps now due into `out`, in time order: those older than the lag behind
+    /// the newest bucket (or past the cap), or all of them.
+    fn release(&mut self, all: bool, out: &mut Vec<PeerStep>) {
+        out.append(&mut self.late);
+        let lag_buckets = usize::try_from(REORDER_LAG_SECS / REORDER_BUCKET_SECS).unwrap_or(0);
+        while !self.buckets.is_empty() {
+            let due = all || self.buckets.len() > lag_buckets + 1 || self.held > REORDER_MAX_HELD;
+            let Some(front) = self.buckets.front_mut().filter(|_| due) else {
+                break;
+            };
+            self.held -= front.len();
+            // Mostly in order already: the sort is close to one pass.
+            front.sort_by_key(|s| s.time);
+            out.append(front);
+            self.buckets.pop_front();
+            self.first_bucket += 1;
+        }
+    }
+}
+
 /// Accumulates records into [`Figures`].
 #[derive(Debug)]
 pub struct Aggregator {
@@ -718,6 +817,10 @@ pub struct Aggregator {
     /// Recipient domains are chosen by others: see [`Table`].
     next_hops: Table<Text, NextHopState>,
     next_hops_omitted: NextHopsOmitted,
+    /// Peer steps waiting to be applied in time order (downgrade windows).
+    in_order: ReorderBuffer,
+    /// The steps [`ReorderBuffer::release`] hands over, kept to reuse its allocation.
+    due_scratch: Vec<PeerStep>,
 }
 
 impl Aggregator {
@@ -740,6 +843,8 @@ impl Aggregator {
             last: None,
             next_hops: Table::default(),
             next_hops_omitted: NextHopsOmitted::default(),
+            in_order: ReorderBuffer::default(),
+            due_scratch: Vec::new(),
         }
     }
 
@@ -860,46 +965,76 @@ impl Aggregator {
                 })
             },
         );
-        let Some(peer) = peer else {
+        let Some((position, peer)) = peer else {
             return; // Not reached: every new peer is added.
         };
         peer.messages += 1;
         peer.first = peer.first.min(m.time);
         peer.last = peer.last.max(m.time);
-        match &m.transport {
+        let tls = match &m.transport {
             Transport::Tls(info) => {
                 peer.tls += 1;
                 peer.versions.add(&info.version);
-                if let Some(window) = peer.window.take() {
-                    push_capped(
-                        &mut self.downgrades,
-                        || downgrade(m.direction, &m.peer, *window, true),
-                        &mut self.omitted.downgrades,
-                    );
-                }
-                peer.last_tls = Some((m.time, m.id.clone()));
+                true
             }
             Transport::Plain => {
                 peer.plain += 1;
-                if let Some(last_tls) = &peer.last_tls {
-                    match &mut peer.window {
-                        Some(w) => {
-                            w.last = (m.time, m.id.clone());
-                            w.count += 1;
-                        }
-                        None => {
-                            peer.window = Some(Box::new(Window {
-                                last_tls: last_tls.clone(),
-                                first: (m.time, m.id.clone()),
-                                last: (m.time, m.id.clone()),
-                                count: 1,
-                            }));
-                        }
+                false
+            }
+            Transport::Unknown { .. } => {
+                peer.unknown += 1;
+                return;
+            }
+        };
+        self.in_order.push(PeerStep {
+            time: m.time,
+            peer: u32::try_from(position).unwrap_or(u32::MAX),
+            tls,
+            id: m.id.clone(),
+        });
+        self.apply_due_steps(false);
+    }
+
+    /// Applies, in time order, the peer steps the reorder buffer releases (all of them at
+    /// the end): a TLS message closes the peer's plaintext window as a downgrade; a
+    /// plaintext message after a TLS one opens or extends it.
+    fn apply_due_steps(&mut self, all: bool) {
+        let mut due = std::mem::take(&mut self.due_scratch);
+        self.in_order.release(all, &mut due);
+        for step in due.drain(..) {
+            let Some((key, peer)) = usize::try_from(step.peer)
+                .ok()
+                .and_then(|p| self.peers.entries.get_mut(p))
+            else {
+                continue;
+            };
+            if step.tls {
+                if let Some(window) = peer.window.take() {
+                    push_capped(
+                        &mut self.downgrades,
+                        || downgrade(key.direction, &key.peer(), *window, true),
+                        &mut self.omitted.downgrades,
+                    );
+                }
+                peer.last_tls = Some((step.time, step.id));
+            } else if let Some(last_tls) = &peer.last_tls {
+                match &mut peer.window {
+                    Some(w) => {
+                        w.last = (step.time, step.id);
+                        w.count += 1;
+                    }
+                    None => {
+                        peer.window = Some(Box::new(Window {
+                            last_tls: last_tls.clone(),
+                            first: (step.time, step.id.clone()),
+                            last: (step.time, step.id),
+                            count: 1,
+                        }));
                     }
                 }
             }
-            Transport::Unknown { .. } => peer.unknown += 1,
         }
+        self.due_scratch = due;
     }
 
     /// Counts a delivered outbound Internet message for its recipient domain.
@@ -926,7 +1061,7 @@ impl Aggregator {
                 })
             },
         );
-        let Some(hop) = hop else {
+        let Some((_, hop)) = hop else {
             self.next_hops_omitted.over_cap_messages += 1;
             return;
         };
@@ -980,6 +1115,7 @@ impl Aggregator {
 
     /// The figures, with open downgrade windows closed as "still plaintext".
     pub fn finish(mut self) -> Figures {
+        self.apply_due_steps(true);
         let mut peers = Vec::with_capacity(self.peers.entries.len());
         for (key, state) in &mut self.peers.entries {
             if let Some(window) = state.window.take() {
@@ -1247,6 +1383,101 @@ mod tests {
     use super::*;
     use crate::model::{Mta, TlsInfo};
 
+    /// Records arrive in the order parsers emit them, which is not always log time: the
+    /// downgrade windows must come out as in time order, within the reorder lag.
+    #[test]
+    fn downgrades_follow_log_time_not_arrival_order() {
+        let day = 20_414 * 86_400;
+        // (arrival order of (time offset, tls, id)), expected (last_tls id, first plain id,
+        // last plain id, plain count, resumed) per downgrade.
+        type Expected = Vec<(&'static str, &'static str, &'static str, u64, bool)>;
+        type Arrivals = Vec<(i64, bool, &'static str)>;
+        let cases: Vec<(&str, Arrivals, Expected)> = vec![
+            (
+                "plain before TLS, emitted after it: no downgrade",
+                vec![(600, true, "T1"), (601, true, "T2"), (300, false, "P1")],
+                vec![],
+            ),
+            (
+                "TLS then plain, the TLS message emitted last: a downgrade still open",
+                vec![(600, false, "P1"), (300, true, "T1")],
+                vec![("T1", "P1", "P1", 1, false)],
+            ),
+            (
+                "a late plain message inside a TLS stretch: a window that TLS closes",
+                vec![
+                    (100, true, "T1"),
+                    (300, true, "T2"),
+                    (900, true, "T3"),
+                    (200, false, "P1"),
+                ],
+                vec![("T1", "P1", "P1", 1, true)],
+            ),
+            (
+                "in order: unchanged",
+                vec![
+                    (100, true, "T1"),
+                    (200, false, "P1"),
+                    (250, false, "P2"),
+                    (300, true, "T2"),
+                ],
+                vec![("T1", "P1", "P2", 2, true)],
+            ),
+            (
+                "late, but TLS after it still held back: put in its place",
+                vec![
+                    (100, true, "T1"),
+                    (REORDER_LAG_SECS + 10_000, true, "T2"),
+                    (200, false, "P1"),
+                ],
+                vec![("T1", "P1", "P1", 1, true)],
+            ),
+            (
+                "later than the lag behind everything held: applied when it arrives",
+                vec![
+                    (100, true, "T1"),
+                    (REORDER_LAG_SECS + 10_000, true, "T2"),
+                    (3 * REORDER_LAG_SECS + 20_000, true, "T3"),
+                    (200, false, "P1"),
+                ],
+                // T3 is still held (the newest), so TLS resumes after the window.
+                vec![("T2", "P1", "P1", 1, true)],
+            ),
+        ];
+        for (name, arrivals, expected) in cases {
+            let mut agg = Aggregator::new(AggregateOptions::default());
+            for (offset, tls, id) in arrivals {
+                agg.add(&msg(
+                    day + offset,
+                    Direction::Outbound,
+                    "mx.peer.example",
+                    "203.0.113.31",
+                    tls,
+                    id,
+                ));
+            }
+            let got: Expected = agg
+                .finish()
+                .downgrades
+                .iter()
+                .map(|d| {
+                    (
+                        leak(&d.last_tls_id),
+                        leak(&d.first_plain_id),
+                        leak(&d.last_plain_id),
+                        d.plain_messages,
+                        d.tls_resumed,
+                    )
+                })
+                .collect();
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    fn leak(s: &str) -> &'static str {
+        Box::leak(s.to_owned().into_boxed_str())
+    }
+
     fn msg(time: UnixTime, dir: Direction, host: &str, ip: &str, tls: bool, id: &str) -> Record {
         Record::Message(MessageRecord {
             mta: Mta::Postfix,
@@ -1453,7 +1684,7 @@ mod tests {
             for _ in 0..3 {
                 for k in 0..100 {
                     let count = table.get_or_add(fast_hash(k), |key| *key == k, || k, |_| Some(0));
-                    *count.expect("added") += 1;
+                    *count.expect("added").1 += 1;
                 }
             }
             assert_eq!(table.entries.len(), 100);

@@ -297,8 +297,10 @@ fn read_all(
     tx: &mpsc::SyncSender<ReaderMsg>,
     spare: &mpsc::Receiver<LineBlock>,
 ) {
+    // The time of the last good line read so far: with `--year`, the next file goes on from it.
+    let mut last_time = None;
     for path in paths {
-        let open = input::open(path, options);
+        let open = input::open_after(path, options, last_time);
         let mut gone = false;
         let mut other_mtas = OtherMtaLines::default();
         let source = match open.format() {
@@ -353,6 +355,7 @@ fn read_all(
                 }
             }),
         };
+        last_time = source.stats.last_time.or(last_time);
         if gone
             || tx
                 .send(ReaderMsg::Done(Box::new(source), other_mtas))

@@ -185,6 +185,18 @@ impl YearGuess {
         }
     }
 
+    /// `--year` for a file read after another: the year goes on from the time of that file's
+    /// last line, so a line of January after one of December is in the next year.
+    pub fn continuing(last_time: UnixTime) -> Self {
+        let (y, m, _) = civil_from_days(last_time.div_euclid(86_400));
+        let year = y.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        YearGuess {
+            start_year: year,
+            ref_month: 0,
+            last: Some((year, m as u8)),
+        }
+    }
+
     /// The year of a line in `month` (1–12), updating the rollover state.
     pub fn year_for(&mut self, month: u8) -> i32 {
         match self.last {

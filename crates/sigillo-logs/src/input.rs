@@ -114,7 +114,8 @@ pub enum Compression {
 pub struct InputOptions {
     /// `--format`: use this for every source instead of detecting.
     pub format: Option<Format>,
-    /// `--year`: the year of the first line without one (otherwise from the file's mtime).
+    /// `--year`: the year of the first line without one (otherwise from the file's mtime);
+    /// files read after it go on from there ([`open_after`]).
     pub year: Option<i32>,
     /// Longer lines are reported and skipped without being buffered whole.
     pub max_line_len: usize,
@@ -578,6 +579,17 @@ const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
 /// the format (unless `options.format` forces it). Never fails: an unreadable source comes
 /// back with the error in its stats and no lines.
 pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
+    open_after(path, options, None)
+}
+
+/// [`open`] for a source read after others whose last good line was at `previous_last`: with
+/// `--year` ([`InputOptions::year`]) the year goes on from that line instead of starting
+/// again, so rotated files that span a new year are dated right.
+pub fn open_after(
+    path: &SourcePath,
+    options: &InputOptions,
+    previous_last: Option<UnixTime>,
+) -> OpenSource {
     let name = path.display_name();
     let mut stats = InputStats::default();
     let max_errors = options.max_errors;
@@ -658,9 +670,10 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),
     };
-    let year = match options.year {
-        Some(y) => YearGuess::forced(y),
-        None => YearGuess::from_unix_mtime(unix_mtime),
+    let year = match (options.year, previous_last) {
+        (Some(_), Some(t)) => YearGuess::continuing(t),
+        (Some(y), None) => YearGuess::forced(y),
+        (None, _) => YearGuess::from_unix_mtime(unix_mtime),
     };
     let max_line = options.max_line_len.max(1);
     let buf_len = options.buffer_size.max(2 * max_line + 64 * 1024);

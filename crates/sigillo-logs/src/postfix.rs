@@ -41,10 +41,12 @@
 //! to` or, for a cached TLS connection taken over with `smtp_tls_connection_reuse = yes`
 //! (Postfix 3.4+), `… TLS connection reused to`; `conn_use=N ≥ 2` (a cached connection, no
 //! new TLS line) → the transport of the last connection seen to that relay; no TLS line →
-//! plain once the log has shown any outbound TLS line (so `smtp_tls_loglevel` is on),
+//! plain when the log shows any outbound TLS line (so `smtp_tls_loglevel` is on; deliveries
+//! before the first one are held back until it comes, up to [`MAX_HELD_UNKNOWN`]),
 //! otherwise unknown with the hint `smtp_tls_loglevel = 1`. `relay=none` (no connection:
 //! refused, timed out, suspended by qmgr) → status as logged (normally deferred), transport
-//! unknown, since nothing was sent. Deliveries by `local`, `virtual`, `pipe`, `lmtp`, and to
+//! unknown, since nothing was sent (internal for lmtp, and when the reason names a unix
+//! socket or 127.0.0.1/::1). Deliveries by `local`, `virtual`, `pipe`, `lmtp`, and to
 //! 127.0.0.1/::1, are [`Scope::Internal`] (plain unless a TLS line says otherwise);
 //! `error`/`discard` deliveries are internal with an unknown transport.
 //!
@@ -272,7 +274,16 @@ pub struct PostfixParser {
     /// An implicit-TLS (smtps/submissions) session had no TLS line.
     advise_smtps_implicit: bool,
     advise_smtp_unknown: bool,
+    /// Outbound deliveries over a fresh connection with no TLS line, made before any outbound
+    /// TLS line was seen: plaintext if one turns up, unknown if none does (TLS logging off).
+    /// At most [`MAX_HELD_UNKNOWN`]; past that they go out as unknown.
+    held_unknown: Vec<Record>,
+    /// [`PostfixParser::held_unknown`] overflowed: no more are held.
+    held_overflowed: bool,
 }
+
+/// Outbound records of unknown transport held while no outbound TLS line has been seen.
+pub const MAX_HELD_UNKNOWN: usize = 20_000;
 
 impl Default for PostfixParser {
     fn default() -> Self {
@@ -426,6 +437,7 @@ impl TaggedRecords {
             parser.feed_lazy_known(line, Some(route.daemon), &mut self.records);
         } else if own == PostfixRole::Delivery {
             parser.expire_idle_processes(line.time(), &mut self.records);
+            parser.settle_unknown_outbound(before, &mut self.records);
         }
         self.tag_since(before, index);
     }
@@ -590,6 +602,8 @@ impl PostfixParser {
             advise_smtpd_unknown: false,
             advise_smtps_implicit: false,
             advise_smtp_unknown: false,
+            held_unknown: Vec::new(),
+            held_overflowed: false,
         }
     }
 
@@ -694,7 +708,7 @@ impl PostfixParser {
                     return;
                 };
                 self.client(line, id, p);
-            } else if rest.starts_with("reject:") {
+            } else if rejects_whole_message(rest) {
                 self.forget_unqueued(id);
             }
         }
@@ -850,7 +864,7 @@ impl PostfixParser {
         }));
     }
 
-    /// Drops a queue id that never reached the queue (rejected).
+    /// Drops a queue id that never reached the queue (rejected as a whole).
     fn forget_unqueued(&mut self, id: &str) {
         if self.pending.get(id).is_some_and(|p| p.queued.is_none()) {
             self.pending.remove(id);
@@ -954,8 +968,18 @@ impl PostfixParser {
                 self.unparsed += 1;
                 return;
             };
-            if !lmtp {
+            if !lmtp && !self.seen_smtp_tls {
                 self.seen_smtp_tls = true;
+                // TLS logging is on: deliveries still open that were made without a TLS line
+                // are plaintext (those already made are settled after this line), unless so
+                // many came before that they already went out as unknown.
+                for pr in self.procs.values_mut().filter(|_| !self.held_overflowed) {
+                    if let Some(open) = &mut pr.open
+                        && matches!(open.record.transport, Transport::Unknown { hint } if hint == HINT_SMTP)
+                    {
+                        open.record.transport = Transport::Plain;
+                    }
+                }
             }
             let relay: Arc<str> = t.peer.whole.into();
             let known =
@@ -1066,7 +1090,7 @@ impl PostfixParser {
             ),
             (_, None) => (
                 none,
-                Scope::Internet,
+                no_connection_scope(d, t.text),
                 Transport::Unknown {
                     hint: HINT_NO_CONNECTION,
                 },
@@ -1182,7 +1206,8 @@ impl PostfixParser {
             }
             Transport::Plain
         } else {
-            self.advise_smtp_unknown = true;
+            // Held back until an outbound TLS line shows up, or the end
+            // (`settle_unknown_outbound`, `finish`).
             Transport::Unknown { hint: HINT_SMTP }
         }
     }
@@ -1277,10 +1302,76 @@ impl PostfixParser {
         self.feed_lazy_known(line, None, out);
     }
 
-    /// [`PostfixParser::feed_lazy`]; `known` is the line's daemon when the caller knows the
-    /// line is this half's ([`line_route`]), so neither is worked out again.
+    /// [`PostfixParser::feed_dispatch`], then [`PostfixParser::settle_unknown_outbound`] for
+    /// the records it made.
     #[inline]
     fn feed_lazy_known<'a>(
+        &mut self,
+        line: &impl LazyLine<'a>,
+        known: Option<Daemon>,
+        out: &mut Vec<Record>,
+    ) {
+        let start = out.len();
+        self.feed_dispatch(line, known, out);
+        self.settle_unknown_outbound(start, out);
+    }
+
+    /// Outbound deliveries of unknown transport (a fresh connection without a TLS line, see
+    /// [`PostfixParser::client_transport`]) made since `start` while no outbound TLS line has
+    /// been seen are held back; when the first one turns up, TLS logging is on and they all
+    /// go out as plaintext, before the records of that line.
+    #[inline]
+    fn settle_unknown_outbound(&mut self, start: usize, out: &mut Vec<Record>) {
+        if self.options.role == PostfixRole::Inbound
+            || (self.seen_smtp_tls && self.held_unknown.is_empty())
+        {
+            return;
+        }
+        if self.seen_smtp_tls {
+            let this_line = out.split_off(start.min(out.len()));
+            for mut record in self.held_unknown.drain(..) {
+                match &mut record {
+                    Record::Message(m) => m.transport = Transport::Plain,
+                    Record::Connection(c) => c.transport = Transport::Plain,
+                    _ => {}
+                }
+                out.push(record);
+            }
+            out.extend(this_line);
+            return;
+        }
+        if self.held_overflowed {
+            if out
+                .get(start..)
+                .is_some_and(|new| new.iter().any(is_unknown_outbound))
+            {
+                self.advise_smtp_unknown = true;
+            }
+            return;
+        }
+        let mut i = start;
+        while let Some(record) = out.get(i) {
+            if !is_unknown_outbound(record) {
+                i += 1;
+            } else if self.held_unknown.len() < MAX_HELD_UNKNOWN {
+                self.held_unknown.push(out.remove(i));
+            } else {
+                // Too many to hold: TLS logging is evidently off. What was held goes out as
+                // unknown, before this line's records; the rest of them stay as they are.
+                self.held_overflowed = true;
+                self.advise_smtp_unknown = true;
+                let this_line = out.split_off(start.min(out.len()));
+                out.append(&mut self.held_unknown);
+                out.extend(this_line);
+                return;
+            }
+        }
+    }
+
+    /// [`PostfixParser::feed_lazy`]'s work; `known` is the line's daemon when the caller knows the
+    /// line is this half's ([`line_route`]), so neither is worked out again.
+    #[inline]
+    fn feed_dispatch<'a>(
         &mut self,
         line: &impl LazyLine<'a>,
         known: Option<Daemon>,
@@ -1327,6 +1418,59 @@ impl PostfixParser {
     }
 }
 
+/// An outbound record whose transport is unknown only because no outbound TLS line has been
+/// seen yet ([`HINT_SMTP`]).
+fn is_unknown_outbound(record: &Record) -> bool {
+    let (direction, transport) = match record {
+        Record::Message(m) => (m.direction, &m.transport),
+        Record::Connection(c) => (c.direction, &c.transport),
+        _ => return false,
+    };
+    direction == Direction::Outbound
+        && matches!(transport, Transport::Unknown { hint } if *hint == HINT_SMTP)
+}
+
+/// The scope of a `relay=none` delivery (no connection was made): internal for lmtp, and
+/// when the reason names a local hop (`connect to NAME[private/dovecot-lmtp]`, a unix socket;
+/// `connect to 127.0.0.1[127.0.0.1]:10024`, a content filter), else Internet.
+fn no_connection_scope(d: Daemon, reason: &str) -> Scope {
+    if d == (Daemon::Client { lmtp: true }) {
+        return Scope::Internal;
+    }
+    let local = reason
+        .find("connect to ")
+        .and_then(|at| reason.get(at..))
+        .and_then(|r| r.get(r.find('[')? + 1..))
+        .and_then(|r| r.get(..r.find(']')?))
+        .is_some_and(|addr| {
+            addr.starts_with("private/")
+                || addr.starts_with("public/")
+                || addr.starts_with('/')
+                || fields::is_local_ip(addr.parse().ok())
+        });
+    if local {
+        Scope::Internal
+    } else {
+        Scope::Internet
+    }
+}
+
+/// True for an smtpd `QID: reject:` line that rejects the message itself (at DATA, BDAT or
+/// end of message). A rejected recipient (`reject: RCPT`) leaves the message, queued for its
+/// accepted recipients: with `smtpd_delay_open_until_valid_rcpt` (the default) the queue id
+/// exists once one recipient was accepted, and later rejections are logged with it.
+fn rejects_whole_message(rest: &str) -> bool {
+    let Some(stage) = rest
+        .strip_prefix("reject: ")
+        .or_else(|| rest.strip_prefix("milter-reject: "))
+    else {
+        return false;
+    };
+    ["DATA ", "BDAT ", "END-OF-MESSAGE "]
+        .iter()
+        .any(|s| stage.starts_with(s))
+}
+
 impl MtaParser for PostfixParser {
     fn feed(&mut self, line: &Line<'_>, out: &mut Vec<Record>) {
         self.feed_lazy(line, out);
@@ -1350,9 +1494,21 @@ impl MtaParser for PostfixParser {
             }
             emit_inbound(id, p, out);
         }
+        let start = out.len();
         for (_, pr) in self.procs.drain_ordered() {
             flush(pr.open, pr.failure, out);
         }
+        // No outbound TLS line in the whole log: what was held back is unknown, and said so.
+        if out
+            .get(start..)
+            .is_some_and(|new| new.iter().any(is_unknown_outbound))
+            || !self.held_unknown.is_empty()
+        {
+            self.advise_smtp_unknown = true;
+        }
+        let flushed = out.split_off(start.min(out.len()));
+        out.append(&mut self.held_unknown);
+        out.extend(flushed);
         self.relays.drain_ordered();
         self.plain_relay = None;
     }

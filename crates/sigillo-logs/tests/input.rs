@@ -751,6 +751,37 @@ fn year_comes_from_mtime_or_is_forced() {
     assert_eq!(times, [1_609_459_199, 1_609_459_200]); // 2020-12-31T23:59:59Z, 2021-01-01
 }
 
+/// With `--year`, a file read after another goes on from the other's last line: the
+/// rotated file ends on Dec 31 and the current one starts on Jan 1 of the next year.
+#[test]
+fn forced_year_goes_on_across_files_read_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(
+        dir.path(),
+        "mail.log.1",
+        b"Dec 31 23:59:59 mx postfix/smtpd[1]: connect from a.example[192.0.2.1]\n",
+    );
+    let new = write(
+        dir.path(),
+        "mail.log",
+        b"Jan  1 00:00:00 mx postfix/smtpd[2]: connect from a.example[192.0.2.1]\n",
+    );
+    let opts = InputOptions {
+        year: Some(2026),
+        ..InputOptions::default()
+    };
+    let first = input::open(&SourcePath::File(old), &opts).for_each_line(|_| {});
+    assert_eq!(first.stats.last_time, Some(1_798_761_599)); // 2026-12-31T23:59:59Z
+    let mut times = Vec::new();
+    input::open_after(&SourcePath::File(new.clone()), &opts, first.stats.last_time)
+        .for_each_line(|l: &Line<'_>| times.push(l.time));
+    assert_eq!(times, [1_798_761_600]); // 2027-01-01T00:00:00Z, not 2026-01-01
+    // Read on its own, the file starts in the year given.
+    times.clear();
+    input::open(&SourcePath::File(new), &opts).for_each_line(|l: &Line<'_>| times.push(l.time));
+    assert_eq!(times, [1_767_225_600]); // 2026-01-01T00:00:00Z
+}
+
 /// Every line a real Postfix wrote has an envelope, and the file is detected as Postfix.
 #[test]
 fn live_postfix_log_reads_clean() {

@@ -84,6 +84,38 @@ fn stripping_trace_carries_the_disconnect_line_and_peer() {
     assert!(failed[0].evidence.contains("SSL_accept error"));
 }
 
+/// Deliveries made before the log's first outbound TLS line are held back (to turn plain
+/// when one shows up), at most `MAX_HELD_UNKNOWN`: a log with more and no TLS line at all
+/// counts every one as unknown, with the advice to turn TLS logging on, and a TLS line after
+/// that settles only what comes after it.
+#[test]
+fn deliveries_without_any_tls_line_are_unknown_past_the_hold() {
+    use sigillo_logs::postfix::MAX_HELD_UNKNOWN;
+    let n = MAX_HELD_UNKNOWN + 5;
+    let mut log = String::new();
+    for i in 0..n {
+        log.push_str(&format!(
+            "Mar 11 08:{:02}:{:02} mx postfix/smtp[7101]: 9E{i:08X}: to=<a@plain.example>, relay=mx.plain.example[198.51.100.60]:25, delay=0.4, delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 Ok)\n",
+            (i / 60) % 60,
+            i % 60
+        ));
+    }
+    let (records, parser) = support::run(&log);
+    let got = support::summary(&records, &parser);
+    assert_eq!(got.get("out.msg.unknown"), Some(&(n as u64)), "{got:?}");
+    assert_eq!(got.get("out.msg.plain"), None);
+    assert_eq!(got.get("advice"), Some(&1));
+    // The same log followed by a TLS line and one more delivery: that one is plain.
+    log.push_str("Mar 11 09:00:00 mx postfix/smtp[7102]: Trusted TLS connection established to mx.tls.example[203.0.113.80]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n");
+    log.push_str("Mar 11 09:00:01 mx postfix/smtp[7102]: 9F00000001: to=<b@tls.example>, relay=mx.tls.example[203.0.113.80]:25, delay=0.4, delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 Ok)\n");
+    log.push_str("Mar 11 09:00:02 mx postfix/smtp[7103]: 9F00000002: to=<c@plain.example>, relay=mx.plain.example[198.51.100.60]:25, delay=0.4, delays=0.1/0/0.2/0.1, dsn=2.0.0, status=sent (250 Ok)\n");
+    let (records, parser) = support::run(&log);
+    let got = support::summary(&records, &parser);
+    assert_eq!(got.get("out.msg.unknown"), Some(&(n as u64)), "{got:?}");
+    assert_eq!(got.get("out.msg.tls"), Some(&1));
+    assert_eq!(got.get("out.msg.plain"), Some(&1));
+}
+
 /// Feeds every prefix of every fixture line (whole line, and message only with the envelope
 /// intact), and some manglings, into one parser: it must neither panic nor grow unbounded.
 #[test]

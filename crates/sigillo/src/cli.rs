@@ -190,8 +190,8 @@ pub struct LogArgs {
     /// The log format for every input, instead of detecting it per file.
     #[arg(long, value_parser = parse_format)]
     pub format: Option<sigillo_logs::input::Format>,
-    /// The year (1970-9999) of syslog lines without one (default: from each file's
-    /// modification time).
+    /// The year (1970-9999) of the first syslog line without one; later lines and files go
+    /// on from it across new year (default: from each file's modification time).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1970..=9999))]
     pub year: Option<i32>,
     /// Only mail at or after this time (`2026-11-01`, `2026-11-01T08:00:00`,

@@ -203,6 +203,11 @@ impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
             .collect()
     }
 
+    /// Every value, in no particular order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.map.values_mut().map(|(_, v)| v)
+    }
+
     /// Every entry, oldest first.
     pub fn drain_ordered(&mut self) -> Vec<(K, V)> {
         let mut out = Vec::with_capacity(self.map.len());
