@@ -410,6 +410,102 @@ async fn dane_comes_before_mta_sts_and_skips_the_fetch() {
     );
 }
 
+/// TLSA records that are all unusable ask for TLS without authentication; a cached
+/// `enforce` policy asks for more, so it is fetched and answered. A TLSA lookup that failed
+/// for every MX host defers, and is never answered from MTA-STS or a pin.
+#[tokio::test]
+async fn unusable_tlsa_yields_to_enforce_and_failed_tlsa_lookups_defer() {
+    let src = Scripted::new(true);
+    src.record("unusable.example", "id1");
+    src.policy("unusable.example", "enforce", 86_400);
+    src.record("failing.example", "id1");
+    src.policy("failing.example", "enforce", 86_400);
+    for (domain, state) in [
+        ("unusable.example", DaneState::AllUnusable),
+        ("failing.example", DaneState::TlsaLookupFailed),
+    ] {
+        src.dane_answers.lock().unwrap().insert(
+            domain.into(),
+            DaneLookup {
+                state,
+                ttl: Some(120),
+                detail: "scripted".into(),
+            },
+        );
+    }
+    let engine = engine(&src);
+    assert_eq!(
+        ask(&engine, "unusable.example").await,
+        "OK secure match=.unusable.example servername=hostname"
+    );
+    let failing = engine.explain("failing.example").await;
+    assert!(failing.reply.starts_with("TEMP "), "{}", failing.reply);
+    assert_eq!(failing.decision.source, Source::Dane);
+    // One fetch, for the unusable domain; none for the failing one.
+    assert_eq!(src.counts().1, 1);
+}
+
+/// A valid cached `testing` policy applies while the TXT lookup fails (RFC 8461 §3.3): mail
+/// is delivered as without a policy, not deferred.
+#[tokio::test]
+async fn a_txt_failure_with_a_cached_testing_policy_is_not_temp() {
+    let src = Scripted::new(false);
+    src.record("t.example", "id1");
+    src.policy("t.example", "testing", 86_400);
+    let engine = engine(&src);
+    assert_eq!(ask(&engine, "t.example").await, "NOTFOUND ");
+    src.txt(
+        "t.example",
+        TxtLookup::Failed {
+            message: "SERVFAIL".into(),
+        },
+    );
+    src.advance(3600);
+    engine.refresh_due().await;
+    assert_eq!(ask(&engine, "t.example").await, "NOTFOUND ");
+}
+
+/// In the proactive-refresh window, a TXT record that is gone is looked up again after its
+/// negative TTL, not on every lookup.
+#[tokio::test]
+async fn a_withdrawn_txt_record_is_not_looked_up_on_every_hit_before_expiry() {
+    let src = Scripted::new(false);
+    src.record("sts.example", "id1");
+    src.policy("sts.example", "enforce", 86_400);
+    let engine = engine(&src);
+    assert_eq!(ask(&engine, "sts.example").await, SECURE);
+    assert_eq!(src.counts(), (1, 1, 0));
+    src.txt(
+        "sts.example",
+        TxtLookup::NoRecord {
+            negative_ttl: Some(3600),
+            note: None,
+        },
+    );
+    // Into the last quarter of the policy's life (the proactive window).
+    src.advance(86_400 - 21_600 + 10);
+    for _ in 0..20 {
+        let mut out = Vec::new();
+        assert!(engine.answer_cached("sts.example", &mut out));
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (txt, fetches, _) = src.counts();
+    assert_eq!(
+        (txt, fetches),
+        (2, 1),
+        "one TXT lookup for the window, no fetch"
+    );
+    // The cached policy still answers until it expires.
+    assert_eq!(ask(&engine, "sts.example").await, SECURE);
+    // After the negative TTL, one more lookup.
+    src.advance(3600);
+    engine.refresh_due().await;
+    assert_eq!(src.counts().0, 3);
+}
+
 #[tokio::test]
 async fn overrides_and_pins() {
     let src = Scripted::new(false);

@@ -74,6 +74,17 @@ fn lab() -> Lab {
         // A TLSA record with no data is there but unusable, not absent.
         .mx("empty-tlsa.lab.test", 10, "mx.empty-tlsa.lab.test")
         .tlsa("_25._tcp.mx.empty-tlsa.lab.test", 3, 1, 1, &[])
+        // TLSA lookups that fail (SERVFAIL) for one MX host beside a usable one, beside one
+        // with no TLSA, and for the only MX host.
+        .mx("halfdane.lab.test", 10, "mx1.halfdane.lab.test")
+        .mx("halfdane.lab.test", 20, "mx2.halfdane.lab.test")
+        .tlsa("_25._tcp.mx1.halfdane.lab.test", 3, 1, 1, &[0x44; 32])
+        .servfail("_25._tcp.mx2.halfdane.lab.test")
+        .mx("halffail.lab.test", 10, "mx1.halffail.lab.test")
+        .mx("halffail.lab.test", 20, "mx2.halffail.lab.test")
+        .servfail("_25._tcp.mx2.halffail.lab.test")
+        .mx("allfail.lab.test", 10, "mx.allfail.lab.test")
+        .servfail("_25._tcp.mx.allfail.lab.test")
         // A domain whose _mta-sts lookup fails.
         .mx("servfail.lab.test", 10, "mx.servfail.lab.test")
         .servfail("_mta-sts.servfail.lab.test")
@@ -199,6 +210,9 @@ async fn answers_from_dns_and_policy_hosts() {
         ("both.lab.test", "OK dane-only".into(), Source::Dane),
         ("unusable.lab.test", "OK dane".into(), Source::Dane),
         ("empty-tlsa.lab.test", "OK dane".into(), Source::Dane),
+        // A failed TLSA lookup rules out its host only (Postfix skips it under `dane`).
+        ("halfdane.lab.test", "OK dane-only".into(), Source::Dane),
+        ("halffail.lab.test", "OK dane".into(), Source::Dane),
         // No policy can be had: no policy applies (RFC 8461 §5.1), NOTFOUND.
         ("redirect.lab.test", "NOTFOUND ".into(), Source::None),
         ("big.lab.test", "NOTFOUND ".into(), Source::None),
@@ -219,8 +233,9 @@ async fn answers_from_dns_and_policy_hosts() {
             "{key}: {e:#?}"
         );
     }
-    // DNS failures are TEMP: SERVFAIL on the TXT record, a bogus TLSA RRset.
-    for key in ["servfail.lab.test", "bogus.lab.test"] {
+    // DNS failures are TEMP: SERVFAIL on the TXT record, a bogus TLSA RRset, SERVFAIL on the
+    // TLSA RRset of the only MX host.
+    for key in ["servfail.lab.test", "bogus.lab.test", "allfail.lab.test"] {
         let e = engine.explain(key).await;
         assert!(e.reply.starts_with("TEMP "), "{key}: {e:#?}");
     }
@@ -327,6 +342,9 @@ async fn dns_answers_seen_by_the_daemon() {
         ("unusable.lab.test", DaneState::AllUnusable),
         ("empty-tlsa.lab.test", DaneState::AllUnusable),
         ("bogus.lab.test", DaneState::Bogus),
+        ("halfdane.lab.test", DaneState::Usable),
+        ("halffail.lab.test", DaneState::TlsaPartlyFailed),
+        ("allfail.lab.test", DaneState::TlsaLookupFailed),
         ("sts.lab.test", DaneState::NoTlsa),
         ("plain.lab.test", DaneState::NoTlsa),
         ("nowhere.lab.test", DaneState::NoTlsa),

@@ -8,7 +8,12 @@
 //!    - usable records → `dane-only` by default ([`DaneAnswer`]): the MTA must authenticate
 //!      with DANE and never falls back to plaintext, and MTA-STS never overrides DANE;
 //!    - only unusable records → `dane`, with which Postfix applies RFC 7672 §2.2 itself
-//!      (mandatory but unauthenticated TLS);
+//!      (mandatory but unauthenticated TLS), or the MTA-STS answer when an `enforce` policy
+//!      is cached (authenticated TLS, which satisfies both);
+//!    - TLSA lookups that failed for some MX hosts (and no usable records elsewhere) →
+//!      `dane`, so that Postfix skips those hosts itself; failed for every host → `TEMP`.
+//!      A failed TLSA lookup never falls through to MTA-STS or a pin, which an attacker who
+//!      drops TLSA queries could otherwise turn into unauthenticated TLS;
 //!    - a DNSSEC-bogus answer → `TEMP`: RFC 7672 §2.1.1 forbids delivery to such a host, and
 //!      falling through to weaker sources would hand an attacker who can break DNSSEC a
 //!      downgrade;
@@ -41,10 +46,17 @@ pub enum DaneState {
     Usable,
     /// DNSSEC-validated TLSA records, none usable.
     AllUnusable,
-    /// DNSSEC validation failed (bogus MX or TLSA answer).
+    /// DNSSEC validation failed: a bogus MX answer, or bogus TLSA answers for every MX host.
     Bogus,
-    /// A lookup failed (SERVFAIL, timeout): DANE may or may not apply.
+    /// The MX lookup failed (SERVFAIL, timeout): DANE may or may not apply.
     LookupFailed,
+    /// The TLSA lookup failed (or was DNSSEC-bogus) for every MX host looked at: none of them
+    /// may be used (RFC 7672 §2.2), so nothing weaker may be answered either.
+    TlsaLookupFailed,
+    /// The TLSA lookup failed (or was bogus) for some MX hosts, and the others have no usable
+    /// TLSA records: `dane`, so that Postfix looks TLSA up itself and skips the hosts whose
+    /// lookup fails (RFC 7672 §2.2).
+    TlsaPartlyFailed,
 }
 
 /// The MTA-STS side of the inputs.
@@ -213,10 +225,35 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
             );
         }
         DaneState::AllUnusable => {
+            // RFC 7672 §2.2 asks for TLS, unauthenticated; an enforced MTA-STS policy asks for
+            // authenticated TLS (RFC 8461 §4.2), which satisfies both.
+            if let Some(cached) = inputs.sts.cached
+                && cached.is_valid_at(now)
+                && cached.policy.mode == Mode::Enforce
+            {
+                let mut d = sts_decision(domain, cached, config);
+                d.reason
+                    .push_str(" (TLSA records, none usable: the stricter of the two)");
+                return d;
+            }
             return Decision::new(
                 Answer::Policy(TlsPolicy::Dane.into()),
                 Source::Dane,
                 "DNSSEC-validated TLSA records, none usable: mandatory unauthenticated TLS",
+            );
+        }
+        DaneState::TlsaPartlyFailed => {
+            return Decision::new(
+                Answer::Policy(TlsPolicy::Dane.into()),
+                Source::Dane,
+                "TLSA lookups failed for some MX hosts: Postfix's own DANE lookups skip those hosts (RFC 7672 §2.2)",
+            );
+        }
+        DaneState::TlsaLookupFailed => {
+            return Decision::new(
+                Answer::Temp(format!("TLSA lookups failed for every MX host of {domain}")),
+                Source::Dane,
+                "TLSA lookups failed for every MX host: none may be used (RFC 7672 §2.2)",
             );
         }
         DaneState::Bogus => {
@@ -226,11 +263,14 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
                 "DNSSEC-bogus answer for the MX or TLSA records",
             );
         }
-        DaneState::LookupFailed => dns_failure = Some("DANE (MX/TLSA)"),
+        DaneState::LookupFailed => dns_failure = Some("DANE (MX)"),
         DaneState::NoTlsa | DaneState::NotChecked => {}
     }
 
     let mut sts_note = None;
+    // A valid cached policy applies while the TXT lookup fails (RFC 8461 §3.3), whatever its
+    // mode: `testing` and `none` then mean deliver as without a policy, not defer.
+    let cached_valid = inputs.sts.cached.is_some_and(|c| c.is_valid_at(now));
     if let Some(cached) = inputs.sts.cached {
         if !cached.is_valid_at(now) {
             sts_note = Some("cached MTA-STS policy expired");
@@ -244,7 +284,7 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
             });
         }
     }
-    if inputs.sts.lookup_failed && dns_failure.is_none() {
+    if inputs.sts.lookup_failed && dns_failure.is_none() && !cached_valid {
         dns_failure = Some("MTA-STS TXT");
     }
 

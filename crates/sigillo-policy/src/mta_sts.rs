@@ -279,9 +279,21 @@ impl Policy {
     /// - a field other than `mx` that appears again is ignored after its first occurrence;
     /// - unknown fields are kept in [`Policy::extensions`] and otherwise ignored.
     pub fn parse(body: &[u8]) -> Result<Self, PolicyError> {
-        if body.len() > MAX_POLICY_BYTES {
+        Self::parse_within(body, MAX_POLICY_BYTES)
+    }
+
+    /// [`Policy::parse`] for the text [`Policy::to_text`] made of a policy fetched before:
+    /// the canonical form adds a space and a CR to lines written tightly (`mx:a\n` becomes
+    /// `mx: a\r\n`), so a body just under [`MAX_POLICY_BYTES`] may come back larger. Up to
+    /// twice the limit is read.
+    pub fn parse_stored(text: &str) -> Result<Self, PolicyError> {
+        Self::parse_within(text.as_bytes(), 2 * MAX_POLICY_BYTES)
+    }
+
+    fn parse_within(body: &[u8], limit: usize) -> Result<Self, PolicyError> {
+        if body.len() > limit {
             return Err(PolicyError::TooLarge {
-                limit: MAX_POLICY_BYTES,
+                limit,
                 got: body.len(),
             });
         }
@@ -395,8 +407,8 @@ impl Policy {
         lines
     }
 
-    /// The policy as a file body (CRLF lines); [`Policy::parse`] reads it back as an equal
-    /// value, so it is a storage format too.
+    /// The policy as a file body (CRLF lines); [`Policy::parse_stored`] reads it back as an
+    /// equal value, so it is a storage format too.
     pub fn to_text(&self) -> String {
         let mut text = String::new();
         for line in self.lines() {
@@ -430,6 +442,30 @@ fn parse_max_age(value: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tightest lines a policy can have grow the most in canonical form (`mx:a\n`, 5
+    /// bytes, becomes `mx: a\r\n`, 7): a body just under the fetch limit still reads back
+    /// from the store, equal.
+    #[test]
+    fn the_stored_form_of_a_policy_at_the_limit_reads_back() {
+        let mut body = String::from("version:STSv1\nmode:enforce\nmax_age:86400\n");
+        let mut i = 0u32;
+        while body.len() < MAX_POLICY_BYTES - 16 {
+            body.push_str(&format!("mx:m{i}.e\n"));
+            i += 1;
+        }
+        let policy = Policy::parse(body.as_bytes()).unwrap();
+        let text = policy.to_text();
+        assert!(text.len() > MAX_POLICY_BYTES, "{}", text.len());
+        assert!(Policy::parse(text.as_bytes()).is_err());
+        assert_eq!(Policy::parse_stored(&text).unwrap(), policy);
+        let mut tightest = String::from("version:STSv1\nmode:enforce\nmax_age:1\n");
+        while tightest.len() + 5 <= MAX_POLICY_BYTES {
+            tightest.push_str("mx:a\n");
+        }
+        let policy = Policy::parse(tightest.as_bytes()).unwrap();
+        assert_eq!(Policy::parse_stored(&policy.to_text()).unwrap(), policy);
+    }
 
     #[test]
     fn wildcard_matching() {

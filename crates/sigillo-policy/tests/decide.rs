@@ -116,13 +116,44 @@ fn decision_table() {
             Source::Dane,
         ),
         (
-            "dane all unusable",
+            "dane all unusable, a pin: dane",
+            Case {
+                over: false,
+                dane: Some(DaneState::AllUnusable),
+                sts: None,
+                ..all
+            },
+            "OK dane",
+            Source::Dane,
+        ),
+        (
+            "dane all unusable, sts enforce: the stricter secure",
             Case {
                 over: false,
                 dane: Some(DaneState::AllUnusable),
                 ..all
             },
+            SECURE,
+            Source::MtaSts,
+        ),
+        (
+            "tlsa lookup failed for some hosts: dane, never sts or a pin",
+            Case {
+                over: false,
+                dane: Some(DaneState::TlsaPartlyFailed),
+                ..all
+            },
             "OK dane",
+            Source::Dane,
+        ),
+        (
+            "tlsa lookup failed for every host: defer, never sts or a pin",
+            Case {
+                over: false,
+                dane: Some(DaneState::TlsaLookupFailed),
+                ..all
+            },
+            "TEMP TLSA lookups failed for every MX host of example.com",
             Source::Dane,
         ),
         (
@@ -161,7 +192,7 @@ fn decision_table() {
                 dane: Some(DaneState::LookupFailed),
                 ..base
             },
-            "TEMP DANE (MX/TLSA) lookup failed for example.com",
+            "TEMP DANE (MX) lookup failed for example.com",
             Source::None,
         ),
         // 3. MTA-STS.
@@ -185,6 +216,16 @@ fn decision_table() {
             },
             SECURE,
             Source::MtaSts,
+        ),
+        (
+            "sts testing cached, TXT lookup failing: the cached policy applies, not TEMP",
+            Case {
+                sts: Some((TESTING, 10)),
+                sts_failed: true,
+                ..base
+            },
+            "NOTFOUND ",
+            Source::None,
         ),
         (
             "sts expired, TXT lookup failing",

@@ -287,6 +287,10 @@ impl PolicyDns {
     ) -> DaneLookup {
         let mut ttl = mx_ttl;
         let (mut usable, mut unusable, mut without) = (Vec::new(), Vec::new(), Vec::new());
+        // Hosts whose TLSA lookup failed or was DNSSEC-bogus: each is ruled out on its own
+        // (RFC 7672 §2.1.1, §2.2), the others still count.
+        let (mut failed, mut bogus) = (Vec::new(), Vec::new());
+        let mut first_failure = None;
         for host in hosts.iter().take(self.max_mx_hosts) {
             match validated_tlsa(resolver, host).await {
                 Validated::Records {
@@ -298,11 +302,8 @@ impl PolicyDns {
                     match status {
                         DnssecStatus::Secure => {}
                         DnssecStatus::Bogus => {
-                            return DaneLookup::new(
-                                DaneState::Bogus,
-                                ttl,
-                                format!("TLSA of {host} is DNSSEC-bogus"),
-                            );
+                            bogus.push(host.as_str());
+                            continue;
                         }
                         _ => {
                             without.push(host.as_str());
@@ -317,19 +318,10 @@ impl PolicyDns {
                         (false, false) => without.push(host.as_str()),
                     }
                 }
-                Validated::Bogus => {
-                    return DaneLookup::new(
-                        DaneState::Bogus,
-                        ttl,
-                        format!("TLSA lookup of {host}: DNSSEC-bogus"),
-                    );
-                }
+                Validated::Bogus => bogus.push(host.as_str()),
                 Validated::Failed { message } => {
-                    return DaneLookup::new(
-                        DaneState::LookupFailed,
-                        ttl,
-                        format!("TLSA lookup of {host} failed: {message}"),
-                    );
+                    first_failure.get_or_insert_with(|| format!("{host}: {message}"));
+                    failed.push(host.as_str());
                 }
                 Validated::NoRecords {
                     ttl: negative_ttl, ..
@@ -340,12 +332,36 @@ impl PolicyDns {
             }
         }
         let list = |hosts: &[&str]| hosts.join(", ");
+        let ruled_out = || {
+            let mut parts = Vec::new();
+            if !failed.is_empty() {
+                parts.push(format!(
+                    "TLSA lookup failed for {} ({})",
+                    list(&failed),
+                    first_failure.as_deref().unwrap_or("")
+                ));
+            }
+            if !bogus.is_empty() {
+                parts.push(format!("TLSA of {} is DNSSEC-bogus", list(&bogus)));
+            }
+            parts.join("; ")
+        };
+        let broken = !failed.is_empty() || !bogus.is_empty();
         if !usable.is_empty() {
-            DaneLookup::new(
-                DaneState::Usable,
-                ttl,
-                format!("usable DNSSEC-validated TLSA for {}", list(&usable)),
-            )
+            let mut reason = format!("usable DNSSEC-validated TLSA for {}", list(&usable));
+            if broken {
+                reason.push_str(&format!("; {}", ruled_out()));
+            }
+            DaneLookup::new(DaneState::Usable, ttl, reason)
+        } else if broken && unusable.is_empty() && without.is_empty() {
+            let state = if failed.is_empty() {
+                DaneState::Bogus
+            } else {
+                DaneState::TlsaLookupFailed
+            };
+            DaneLookup::new(state, ttl, ruled_out())
+        } else if broken {
+            DaneLookup::new(DaneState::TlsaPartlyFailed, ttl, ruled_out())
         } else if !unusable.is_empty() {
             DaneLookup::new(
                 DaneState::AllUnusable,

@@ -220,6 +220,19 @@ struct StsEntry {
     fetch_next: Timestamp,
 }
 
+impl StsEntry {
+    /// When the TXT record was last found missing or failing: not before `txt_next` (its
+    /// negative TTL, or the failure backoff). A cached policy's proactive refresh waits for
+    /// it too, so a removed record or a DNS outage costs one query per TTL, not one per
+    /// lookup. `MIN` when the record was found.
+    fn txt_backoff(&self) -> Timestamp {
+        match self.txt {
+            TxtStatus::Absent { .. } | TxtStatus::Failed { .. } => self.txt_next,
+            _ => Timestamp::MIN,
+        }
+    }
+}
+
 impl Default for StsEntry {
     fn default() -> Self {
         Self {
@@ -299,7 +312,10 @@ fn add(ts: Timestamp, d: Duration) -> Timestamp {
 fn dane_decides(state: DaneState) -> bool {
     matches!(
         state,
-        DaneState::Usable | DaneState::AllUnusable | DaneState::Bogus
+        DaneState::Usable
+            | DaneState::Bogus
+            | DaneState::TlsaLookupFailed
+            | DaneState::TlsaPartlyFailed
     )
 }
 
@@ -600,7 +616,8 @@ impl<S: PolicySources> PolicyEngine<S> {
             Some(cached) => {
                 let proactive = cached
                     .proactive_refresh_at(&self.config.rules)
-                    .max(sts.fetch_next);
+                    .max(sts.fetch_next)
+                    .max(sts.txt_backoff());
                 (cached.expires_at(), sts.txt_next.min(proactive))
             }
             None => (sts.txt_next, Timestamp::MAX),
@@ -656,7 +673,8 @@ impl<S: PolicySources> PolicyEngine<S> {
             .as_ref()
             .filter(|c| c.is_valid_at(now))
             .is_some_and(|c| now >= c.proactive_refresh_at(&rules))
-            && snapshot.sts.fetch_next <= now;
+            && snapshot.sts.fetch_next <= now
+            && snapshot.sts.txt_backoff() <= now;
         let need_txt = snapshot.sts.txt_next <= now || proactive_due;
         let (dane, txt) = futures::join!(
             async {
@@ -731,7 +749,9 @@ impl<S: PolicySources> PolicyEngine<S> {
 
     fn dane_entry(&self, lookup: DaneLookup, now: Timestamp) -> DaneEntry {
         let ttl = match lookup.state {
-            DaneState::LookupFailed => self.config.dns_failure_ttl,
+            DaneState::LookupFailed | DaneState::TlsaLookupFailed | DaneState::TlsaPartlyFailed => {
+                self.config.dns_failure_ttl
+            }
             _ => lookup
                 .ttl
                 .map(|s| Duration::from_secs(u64::from(s)))

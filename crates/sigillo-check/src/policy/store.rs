@@ -348,7 +348,7 @@ fn load(conn: &mut Connection, now: Timestamp, delete_stale: bool) -> rusqlite::
             let cached = (|| {
                 Some(CachedPolicy {
                     id,
-                    policy: Policy::parse(text.as_bytes()).ok()?,
+                    policy: Policy::parse_stored(&text).ok()?,
                     fetched_at: Timestamp::from_second(fetched_at).ok()?,
                     checked_at: Timestamp::from_second(checked_at).ok()?,
                 })
