@@ -58,6 +58,8 @@ struct PlannedHost {
     /// The name the certificate must be valid for (none for address targets).
     check_name: Option<String>,
     addresses: Vec<IpAddr>,
+    /// An address family whose lookup failed while the other gave addresses.
+    lookup_error: Option<String>,
 }
 
 impl PlannedHost {
@@ -72,7 +74,31 @@ impl PlannedHost {
             preference,
             check_name: check_name.map(str::to_owned),
             addresses,
+            lookup_error: None,
         }
+    }
+
+    /// From an address lookup that found `addresses` and failed for the families in `errors`.
+    fn looked_up(
+        mx: &str,
+        preference: Option<u16>,
+        check_name: Option<&str>,
+        (addresses, errors): (Vec<IpAddr>, Vec<crate::dns::DnsError>),
+    ) -> Result<Self, String> {
+        if addresses.is_empty()
+            && let Some(e) = errors.first()
+        {
+            return Err(e.to_string());
+        }
+        let mut host = Self::new(mx, preference, check_name, addresses);
+        host.lookup_error = (!errors.is_empty()).then(|| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        Ok(host)
     }
 }
 
@@ -83,7 +109,9 @@ pub struct Checker {
     anchors: TrustAnchors,
     tls: Arc<rustls::ClientConfig>,
     permits: Arc<Semaphore>,
-    probes: Mutex<HashMap<SocketAddr, SharedProbe>>,
+    /// Probes made or under way, by address and whether SNI is sent: an address target
+    /// (no SNI) never reuses a domain target's probe, nor the other way round.
+    probes: Mutex<HashMap<(SocketAddr, bool), SharedProbe>>,
     discovery: Option<PolicyDiscovery>,
 }
 
@@ -119,7 +147,7 @@ impl Checker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         probes
-            .entry(address)
+            .entry((address, sni.is_some()))
             .or_insert_with(|| {
                 let this = Arc::clone(self);
                 async move {
@@ -148,10 +176,13 @@ impl Checker {
             TargetSpec::Address(ip) => {
                 plan.push(PlannedHost::new(&ip.to_string(), None, None, vec![*ip]))
             }
-            TargetSpec::Host(name) => match self.dns.addresses(name, families).await {
-                Ok(addrs) => plan.push(PlannedHost::new(name, None, Some(name), addrs)),
-                Err(e) => report.error = Some(e.to_string()),
-            },
+            TargetSpec::Host(name) => {
+                let found = self.dns.addresses_and_errors(name, families).await;
+                match PlannedHost::looked_up(name, None, Some(name), found) {
+                    Ok(host) => plan.push(host),
+                    Err(e) => report.error = Some(e),
+                }
+            }
             TargetSpec::Domain(domain) => match self.dns.mx(domain).await {
                 Ok(MxAnswer::NullMx) => {
                     report.null_mx = true;
@@ -161,8 +192,9 @@ impl Checker {
                 }
                 Ok(MxAnswer::NoMx) => {
                     report.implicit_mx = true;
-                    match self.dns.addresses(domain, families).await {
-                        Ok(addrs) => plan.push(PlannedHost::new(domain, None, Some(domain), addrs)),
+                    let found = self.dns.addresses_and_errors(domain, families).await;
+                    match PlannedHost::looked_up(domain, None, Some(domain), found) {
+                        Ok(host) => plan.push(host),
                         Err(e) => {
                             report.error =
                                 Some(format!("no MX, and its address lookup failed: {e}"))
@@ -172,21 +204,22 @@ impl Checker {
                 Ok(MxAnswer::Records(records)) => {
                     let lookups = records
                         .iter()
-                        .map(|mx| self.dns.addresses(&mx.host, families));
+                        .map(|mx| self.dns.addresses_and_errors(&mx.host, families));
                     let results = futures::future::join_all(lookups).await;
-                    for (mx, result) in records.into_iter().zip(results) {
-                        match result {
-                            Ok(addrs) => plan.push(PlannedHost::new(
-                                &mx.host,
-                                Some(mx.preference),
-                                Some(&mx.host),
-                                addrs,
-                            )),
+                    for (mx, found) in records.into_iter().zip(results) {
+                        let looked_up = PlannedHost::looked_up(
+                            &mx.host,
+                            Some(mx.preference),
+                            Some(&mx.host),
+                            found,
+                        );
+                        match looked_up {
+                            Ok(host) => plan.push(host),
                             Err(e) => report.mx.push(MxReport {
                                 host: mx.host,
                                 preference: Some(mx.preference),
                                 addresses: Vec::new(),
-                                error: Some(e.to_string()),
+                                error: Some(e),
                             }),
                         }
                     }
@@ -199,7 +232,10 @@ impl Checker {
                 host: host.mx.clone(),
                 preference: host.preference,
                 addresses: host.addresses.iter().map(IpAddr::to_string).collect(),
-                error: host.addresses.is_empty().then(|| "no addresses".to_owned()),
+                error: host
+                    .lookup_error
+                    .clone()
+                    .or_else(|| host.addresses.is_empty().then(|| "no addresses".to_owned())),
             });
         }
         report.mx.sort_by_key(|m| m.preference);
@@ -240,7 +276,6 @@ impl Checker {
         };
         let probes = async {
             let plan = self.plan(target, &mut report).await;
-            let planned = !plan.is_empty();
             let jobs: Vec<_> = plan
                 .into_iter()
                 .flat_map(|host| {
@@ -253,9 +288,9 @@ impl Checker {
                     })
                 })
                 .collect();
-            (futures::future::join_all(jobs).await, planned)
+            futures::future::join_all(jobs).await
         };
-        let ((results, planned), discovered) = tokio::join!(probes, discovery);
+        let (results, discovered) = tokio::join!(probes, discovery);
         let now = UnixTime::now();
         for (host, result) in &results {
             let (host_report, findings) = report::analyze_host(
@@ -269,15 +304,29 @@ impl Checker {
             report.hosts.push(host_report);
             report.findings.extend(findings);
         }
-        for mx in report.mx.iter().filter(|m| m.error.is_some() && planned) {
+        for mx in report.mx.iter().filter(|m| m.error.is_some()) {
+            let (kind, message) = if mx.addresses.is_empty() {
+                (
+                    "mx-unresolvable",
+                    format!("MX {} has no usable address", mx.host),
+                )
+            } else {
+                (
+                    "address-lookup-failed",
+                    format!(
+                        "MX {}: an address lookup failed; only its other addresses were probed",
+                        mx.host
+                    ),
+                )
+            };
             report.findings.push(report::Finding {
                 id: "inconclusive",
-                kind: "mx-unresolvable",
+                kind,
                 severity: report::Severity::Low,
                 mx: Some(mx.host.clone()),
                 address: None,
                 port: None,
-                message: format!("MX {} has no usable address", mx.host),
+                message,
                 evidence: mx.error.iter().cloned().collect(),
             });
         }
@@ -295,7 +344,16 @@ impl Checker {
         report.verdict = if report.error.is_some() && report.hosts.is_empty() {
             Verdict::Error
         } else if report.hosts.is_empty() {
-            report.error = Some("no address to probe".to_owned());
+            let why: Vec<String> = report
+                .mx
+                .iter()
+                .filter_map(|m| Some(format!("{}: {}", m.host, m.error.as_ref()?)))
+                .collect();
+            report.error = Some(if why.is_empty() {
+                "no address to probe".to_owned()
+            } else {
+                format!("no address to probe ({})", why.join("; "))
+            });
             Verdict::Error
         } else {
             report::aggregate(report.hosts.iter().map(|h| h.status))

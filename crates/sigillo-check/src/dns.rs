@@ -164,9 +164,26 @@ impl Dns {
     }
 
     /// The A then AAAA addresses of a host, for the families asked. A family with no
-    /// records is not an error; the name not existing is.
+    /// records is not an error; the name not existing is. A lookup that fails for one family
+    /// fails the whole only when the other gave no address: see
+    /// [`Dns::addresses_and_errors`].
     pub async fn addresses(&self, host: &str, families: Families) -> Result<Vec<IpAddr>, DnsError> {
+        let (addresses, mut errors) = self.addresses_and_errors(host, families).await;
+        if addresses.is_empty() && !errors.is_empty() {
+            return Err(errors.swap_remove(0));
+        }
+        Ok(addresses)
+    }
+
+    /// The A then AAAA addresses of a host, and the errors of the families whose lookup
+    /// failed: a SERVFAIL on AAAA does not throw away the A records.
+    pub async fn addresses_and_errors(
+        &self,
+        host: &str,
+        families: Families,
+    ) -> (Vec<IpAddr>, Vec<DnsError>) {
         let mut out = Vec::new();
+        let mut errors = Vec::new();
         for (wanted, rtype, label) in [
             (families.ipv4, RecordType::A, "A"),
             (families.ipv6, RecordType::AAAA, "AAAA"),
@@ -174,17 +191,28 @@ impl Dns {
             if !wanted {
                 continue;
             }
-            match self.resolver()?.lookup(fqdn(host), rtype).await {
+            let resolver = match self.resolver() {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    break;
+                }
+            };
+            match resolver.lookup(fqdn(host), rtype).await {
                 Ok(lookup) => out.extend(lookup.answers().iter().filter_map(|r| match &r.data {
                     RData::A(a) => Some(IpAddr::V4(a.0)),
                     RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                     _ => None,
                 })),
-                Err(e) => no_records(host, label, e)?,
+                Err(e) => {
+                    if let Err(e) = no_records(host, label, e) {
+                        errors.push(e);
+                    }
+                }
             }
         }
         out.dedup();
-        Ok(out)
+        (out, errors)
     }
 }
 

@@ -6,6 +6,7 @@ use crate::probe::{HandshakeFailure, ProbeFailure, ProbeResult, phase_name};
 use crate::tls::{self, CertificateInfo, TrustAnchors};
 use rustls::pki_types::UnixTime;
 use serde::Serialize;
+use sigillo_smtp::dialogue::Phase;
 use sigillo_smtp::tamper::{self, Sign};
 
 /// The overall answer for a target or a host.
@@ -267,12 +268,16 @@ pub fn analyze_host(
     let masked_banner = signs
         .iter()
         .find(|s| matches!(s, Sign::MaskedBanner { .. }));
-    let strip_sign = signs.iter().find(|s| {
-        matches!(
-            s,
-            Sign::MaskedCapability { .. } | Sign::StartTlsRejected { .. }
-        )
+    // A masked keyword hides STARTTLS only when STARTTLS itself is not listed: beside it, it
+    // is another extension the middlebox does not allow (an inspecting ASA with `allow-tls`).
+    let strip_sign = signs.iter().find(|s| match s {
+        Sign::MaskedCapability { .. } => !offered,
+        Sign::StartTlsRejected { .. } => true,
+        _ => false,
     });
+    let masked_other = signs
+        .iter()
+        .find(|s| matches!(s, Sign::MaskedCapability { .. }) && offered);
     let starttls_lines = || -> Vec<String> {
         let mut lines: Vec<String> = ehlo
             .iter()
@@ -283,7 +288,9 @@ pub fn analyze_host(
                     .map(|x| format!("S: {}", x.line))
             })
             .collect();
-        lines.push("C: STARTTLS".to_owned());
+        if t.starttls.is_some() {
+            lines.push("C: STARTTLS".to_owned());
+        }
         lines.extend(
             t.starttls
                 .iter()
@@ -323,7 +330,7 @@ pub fn analyze_host(
             evidence,
         ));
         Verdict::Stripped
-    } else if let Some(failure) = &result.failure
+    } else if let Some(failure) = result.failure.as_ref().filter(|f| !at_quit(f))
         && result.tls.is_none()
     {
         match failure {
@@ -342,6 +349,20 @@ pub fn analyze_host(
                     evidence,
                 ));
                 Verdict::Stripped
+            }
+            ProbeFailure::Handshake {
+                failure: HandshakeFailure::NotTls,
+                message,
+            } if t.starttls.is_none() => {
+                // Implicit TLS (port 465, --implicit-tls): the first bytes were not TLS.
+                findings.push(finding(
+                    "inconclusive",
+                    "not-tls",
+                    Severity::Low,
+                    format!("{mx}: the server did not answer in TLS on connect ({message}): it may speak plaintext SMTP on this port (try without --implicit-tls)"),
+                    vec![format!("TLS: {message}")],
+                ));
+                Verdict::Inconclusive
             }
             ProbeFailure::Handshake { failure, message } => {
                 let mut evidence = starttls_lines();
@@ -402,6 +423,60 @@ pub fn analyze_host(
         Verdict::Inconclusive
     } else if result.tls.is_some() {
         Verdict::Encrypted
+    } else if let Some(reply) = t.starttls.as_ref().filter(|r| r.code != 220) {
+        // Offered, then refused with a code that is no sign of a rewrite (those are above).
+        let evidence = starttls_lines();
+        if reply.code == 421 || reply.is_transient() {
+            findings.push(finding(
+                "inconclusive",
+                "starttls-deferred",
+                Severity::Low,
+                format!(
+                    "{mx}: STARTTLS is offered but answered {} (a temporary refusal): try again later",
+                    reply.code
+                ),
+                evidence,
+            ));
+            Verdict::Inconclusive
+        } else {
+            findings.push(finding(
+                "starttls-not-supported",
+                "starttls-refused",
+                Severity::High,
+                format!(
+                    "{mx} offers STARTTLS but refuses the command with {}: senders fall back to plaintext",
+                    reply.code
+                ),
+                evidence,
+            ));
+            Verdict::Plaintext
+        }
+    } else if let Some((ehlo_reply, helo)) = t
+        .ehlo
+        .as_ref()
+        .filter(|r| r.code >= 500)
+        .map(|r| (r, t.helo.as_ref()))
+        .filter(|(_, helo)| !helo.is_some_and(|h| (200..300).contains(&h.code)))
+    {
+        // EHLO refused, and HELO refused too or not tried: the server refused the session,
+        // which says nothing about STARTTLS (RFC 5321 §4.1.1.1).
+        let mut evidence: Vec<String> =
+            ehlo_reply.lines.iter().map(|l| format!("S: {l}")).collect();
+        if let Some(helo) = helo {
+            evidence.extend(helo.lines.iter().map(|l| format!("S: {l}")));
+        }
+        let helo_text = helo.map_or(String::new(), |h| format!(", HELO {}", h.code));
+        findings.push(finding(
+            "inconclusive",
+            "ehlo-refused",
+            Severity::Low,
+            format!(
+                "{mx}: EHLO answered {}{helo_text}: the server refused the session, STARTTLS support unknown (a full domain name as --ehlo may help)",
+                ehlo_reply.code
+            ),
+            evidence,
+        ));
+        Verdict::Inconclusive
     } else if let Some(reply) = t
         .ehlo
         .as_ref()
@@ -452,8 +527,40 @@ pub fn analyze_host(
         Verdict::Plaintext
     };
 
+    if let Some(sign) = masked_other {
+        findings.push(finding(
+            "smtp-inspection",
+            "masked-capability",
+            Severity::Low,
+            "EHLO keywords are masked beside STARTTLS: a middlebox inspects SMTP (Cisco PIX/ASA inspect esmtp) and hides extensions it does not allow, though it lets STARTTLS through".to_owned(),
+            sign.evidence().to_vec(),
+        ));
+    }
+    if result.bytes_before_handshake > 0 {
+        findings.push(finding(
+            "smtp-inspection",
+            "data-before-handshake",
+            Severity::Low,
+            format!(
+                "{mx}: {} bytes arrived after the 220 reply to STARTTLS and before the TLS handshake (discarded, RFC 3207 §4.2): a broken server, or a middlebox injecting data",
+                result.bytes_before_handshake
+            ),
+            starttls_lines(),
+        ));
+    }
+    if let Some(failure) = result.failure.as_ref().filter(|f| at_quit(f))
+        && status != Verdict::Encrypted
+    {
+        findings.push(finding(
+            "inconclusive",
+            "after-quit",
+            Severity::Low,
+            format!("{mx}: at the end of the session: {failure}"),
+            vec![format!("error: {failure}")],
+        ));
+    }
     if let Some(banner) = masked_banner
-        && status == Verdict::Encrypted
+        && !matches!(status, Verdict::Stripped)
     {
         findings.push(finding(
             "smtp-inspection",
@@ -511,6 +618,23 @@ pub fn analyze_host(
         transcript,
     };
     (report, findings)
+}
+
+/// A failure while waiting for the reply to QUIT: the session already showed what it had to.
+fn at_quit(failure: &ProbeFailure) -> bool {
+    matches!(
+        failure,
+        ProbeFailure::ReplyTimeout { phase: Phase::Quit }
+            | ProbeFailure::Closed { phase: Phase::Quit }
+            | ProbeFailure::Malformed {
+                phase: Phase::Quit,
+                ..
+            }
+            | ProbeFailure::Io {
+                phase: Phase::Quit,
+                ..
+            }
+    )
 }
 
 /// The worst host status decides: stripped, then plaintext, then inconclusive, then
@@ -638,6 +762,235 @@ impl TargetReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::TlsFacts;
+    use sigillo_smtp::dialogue::{ClientDialogue, DialogueConfig, Step};
+    use sigillo_smtp::reply::{ReplyLimits, parse_reply};
+
+    /// A probe result from the server's replies in order (the TLS handshake, when STARTTLS
+    /// gets 220, succeeds when `tls` is true), the failure that ended it, and the bytes seen
+    /// before the handshake.
+    fn probe(
+        replies: &[&str],
+        tls: bool,
+        failure: Option<ProbeFailure>,
+        early: usize,
+    ) -> ProbeResult {
+        let mut d = ClientDialogue::new(DialogueConfig {
+            ehlo_name: "probe.test".into(),
+            starttls: true,
+            implicit_tls: false,
+        });
+        let mut handshook = false;
+        for raw in replies {
+            let (reply, _) = parse_reply(raw.as_bytes(), &ReplyLimits::default())
+                .unwrap()
+                .unwrap();
+            if let Ok(Step::StartTls) = d.on_reply(reply)
+                && tls
+            {
+                d.on_tls_established();
+                handshook = true;
+            }
+        }
+        ProbeResult {
+            address: "192.0.2.1:25".parse().unwrap(),
+            sni: Some("mx.example".into()),
+            connect_ms: Some(1.0),
+            greeting_ms: Some(1.0),
+            total_ms: 2.0,
+            transcript: d.into_transcript(),
+            tls: handshook.then(|| TlsFacts {
+                version: "TLSv1.3".into(),
+                cipher: "TLS_AES_128_GCM_SHA256".into(),
+                key_exchange: Some("X25519".into()),
+                handshake_ms: 1.0,
+                chain: Vec::new(),
+            }),
+            failure,
+            bytes_before_handshake: early,
+        }
+    }
+
+    /// Verdicts and the findings that carry them, for sessions that refuse or cut short in
+    /// ways that say nothing of STARTTLS, and for middlebox signs beside a working STARTTLS.
+    #[test]
+    fn verdict_table() {
+        const BANNER: &str = "220 mx.example ESMTP\r\n";
+        const EHLO_TLS: &str = "250-mx.example\r\n250 STARTTLS\r\n";
+        const EHLO_PLAIN: &str = "250-mx.example\r\n250 8BITMIME\r\n";
+        let quit_closed = || Some(ProbeFailure::Closed { phase: Phase::Quit });
+        type Case = (
+            &'static str,
+            Vec<&'static str>,
+            bool,
+            Option<ProbeFailure>,
+            usize,
+        );
+        let cases: Vec<(Case, Verdict, &str)> = vec![
+            (
+                (
+                    "EHLO 554, no HELO",
+                    vec![BANNER, "554 5.7.1 blocked\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Inconclusive,
+                "ehlo-refused",
+            ),
+            (
+                (
+                    "EHLO 550, HELO 550",
+                    vec![BANNER, "550 go away\r\n", "550 go away\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Inconclusive,
+                "ehlo-refused",
+            ),
+            (
+                (
+                    "EHLO 500, HELO 421",
+                    vec![BANNER, "500 what\r\n", "421 bye\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Inconclusive,
+                "ehlo-refused",
+            ),
+            (
+                (
+                    "EHLO 502, HELO 250: no ESMTP",
+                    vec![BANNER, "502 no\r\n", "250 mx.example\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Plaintext,
+                "not-offered",
+            ),
+            (
+                (
+                    "STARTTLS 421",
+                    vec![BANNER, EHLO_TLS, "421 busy\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Inconclusive,
+                "starttls-deferred",
+            ),
+            (
+                (
+                    "STARTTLS 451",
+                    vec![BANNER, EHLO_TLS, "451 later\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Inconclusive,
+                "starttls-deferred",
+            ),
+            (
+                (
+                    "STARTTLS 530",
+                    vec![BANNER, EHLO_TLS, "530 no\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Plaintext,
+                "starttls-refused",
+            ),
+            (
+                (
+                    "STARTTLS 502: rewritten",
+                    vec![BANNER, EHLO_TLS, "502 unknown\r\n"],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Stripped,
+                "starttls-rejected",
+            ),
+            (
+                (
+                    "masked keyword beside STARTTLS, TLS works",
+                    vec![
+                        BANNER,
+                        "250-mx.example\r\n250-XXXXA\r\n250 STARTTLS\r\n",
+                        "220 go\r\n",
+                    ],
+                    true,
+                    None,
+                    0,
+                ),
+                Verdict::Encrypted,
+                "masked-capability",
+            ),
+            (
+                (
+                    "STARTTLS masked",
+                    vec![
+                        BANNER,
+                        "250-mx.example\r\n250 XXXXXXXA\r\n",
+                        "500 unknown\r\n",
+                    ],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Stripped,
+                "masked-capability",
+            ),
+            (
+                (
+                    "closed at QUIT, no STARTTLS",
+                    vec![BANNER, EHLO_PLAIN],
+                    false,
+                    quit_closed(),
+                    0,
+                ),
+                Verdict::Plaintext,
+                "after-quit",
+            ),
+            (
+                (
+                    "data before the handshake",
+                    vec![BANNER, EHLO_TLS, "220 go\r\n"],
+                    true,
+                    None,
+                    14,
+                ),
+                Verdict::Encrypted,
+                "data-before-handshake",
+            ),
+        ];
+        for ((name, replies, tls, failure, early), verdict, kind) in cases {
+            let result = probe(&replies, tls, failure, early);
+            let (host, findings) = analyze_host(
+                &result,
+                "mx.example",
+                Some(10),
+                Some("mx.example"),
+                &TrustAnchors::mozilla(),
+                UnixTime::now(),
+            );
+            assert_eq!(host.status, verdict, "{name}: {findings:#?}");
+            assert!(
+                findings.iter().any(|f| f.kind == kind),
+                "{name}: no {kind} in {findings:#?}"
+            );
+            if verdict != Verdict::Plaintext || kind == "starttls-refused" {
+                assert!(
+                    !findings.iter().any(|f| f.kind == "not-offered"),
+                    "{name}: {findings:#?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn aggregation_order() {

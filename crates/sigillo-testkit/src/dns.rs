@@ -71,6 +71,7 @@ pub struct ZoneBuilder {
     ttl: u32,
     records: Vec<Record>,
     servfail: HashSet<Name>,
+    servfail_types: HashSet<(Name, RecordType)>,
     silent: HashSet<Name>,
     error: Option<String>,
     /// The zone key (PKCS#8 DER) when the zone is signed.
@@ -101,6 +102,7 @@ impl ZoneBuilder {
             ttl: 60,
             records: Vec::new(),
             servfail: HashSet::new(),
+            servfail_types: HashSet::new(),
             silent: HashSet::new(),
             error,
             signing_key: None,
@@ -215,6 +217,17 @@ impl ZoneBuilder {
     /// Every query for `name` (any type) gets SERVFAIL.
     pub fn servfail(self, name: &str) -> Self {
         self.mark(name, |zone| &mut zone.servfail)
+    }
+
+    /// Queries for `name` of type `rtype` get SERVFAIL (e.g. AAAA only).
+    pub fn servfail_type(mut self, name: &str, rtype: RecordType) -> Self {
+        match fqdn(name) {
+            Ok(n) => {
+                self.servfail_types.insert((n, rtype));
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+        self
     }
 
     /// Queries for `name` are never answered (the client times out).
@@ -566,6 +579,7 @@ struct Zone {
     parent: Authority,
     children: Vec<Authority>,
     servfail: HashSet<Name>,
+    servfail_types: HashSet<(Name, RecordType)>,
     silent: HashSet<Name>,
 }
 
@@ -620,6 +634,7 @@ impl Zone {
                 parent,
                 children,
                 servfail: zone.servfail,
+                servfail_types: zone.servfail_types,
                 silent: zone.silent,
             },
             anchor,
@@ -651,11 +666,11 @@ impl Zone {
         if self.silent.contains(&name) {
             return None;
         }
-        if self.servfail.contains(&name) {
+        let qtype = q.query_type();
+        if self.servfail.contains(&name) || self.servfail_types.contains(&(name.clone(), qtype)) {
             resp.metadata.response_code = ResponseCode::ServFail;
             return Some(resp);
         }
-        let qtype = q.query_type();
         // A child answers for its names, except DS at its apex: that is the parent's.
         let authority = self
             .children

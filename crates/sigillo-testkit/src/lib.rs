@@ -57,6 +57,8 @@ mod util;
 pub use ca::{CertPair, TestCa, self_signed};
 pub use dns::{DnsServer, ZoneBuilder};
 pub use exim::{Exim, EximOptions};
+/// Record types, for [`ZoneBuilder::servfail_type`].
+pub use hickory_proto::rr::RecordType;
 pub use https::{HttpRequest, HttpResponse, HttpsServer};
 pub use netns::{NETNS_ENV, NetNs};
 pub use postfix::{POSTFIX_310_ROOT, Postfix, PostfixOptions};

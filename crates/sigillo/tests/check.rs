@@ -7,8 +7,8 @@ mod run;
 use run::sigillo;
 use serde_json::Value;
 use sigillo_testkit::{
-    DnsServer, Exim, Postfix, PostfixOptions, Script, ScriptedServer, SilentServer, StripProxy,
-    TestCa, ZoneBuilder, require_tools, self_signed,
+    DnsServer, Exim, Postfix, PostfixOptions, RecordType, Script, ScriptedServer, SilentServer,
+    StripProxy, TestCa, ZoneBuilder, require_tools, self_signed,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -427,7 +427,12 @@ fn mx_resolution_through_local_dns_probes_each_address_once() {
             .aaaa("mx2.lab.test", Ipv6Addr::LOCALHOST)
             .a("nomx.lab.test", Ipv4Addr::LOCALHOST)
             .null_mx("null.lab.test")
-            .a("null.lab.test", Ipv4Addr::LOCALHOST),
+            .a("null.lab.test", Ipv4Addr::LOCALHOST)
+            .mx("sfmx.lab.test", 10, "sf.lab.test")
+            .servfail("sf.lab.test")
+            .mx("half.lab.test", 10, "v4.lab.test")
+            .a("v4.lab.test", Ipv4Addr::LOCALHOST)
+            .servfail_type("v4.lab.test", RecordType::AAAA),
     )
     .unwrap();
     let resolver = dns.addr().to_string();
@@ -518,6 +523,50 @@ fn mx_resolution_through_local_dns_probes_each_address_once() {
         docs[2]
     );
     assert_eq!(code, 2, "a DNS failure is an operational error");
+
+    // The only MX does not resolve: the error says which and why, with a finding.
+    let (_, docs, _) = check(&["--resolver", &resolver, "--port", &port, "sfmx.lab.test"]);
+    let error = docs[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("sf.lab.test") && error.contains("Server Failure"),
+        "{error}"
+    );
+    assert!(findings(&docs[0]).contains(&("inconclusive".into(), "mx-unresolvable".into())));
+
+    // SERVFAIL on AAAA only: the A address is still probed, and the failure is a finding.
+    let (_, docs, _) = check(&["--resolver", &resolver, "--port", &port, "half.lab.test"]);
+    assert_eq!(docs[0]["verdict"], "encrypted", "{:#}", docs[0]);
+    assert_eq!(docs[0]["mx"][0]["addresses"][0], "127.0.0.1");
+    assert!(
+        findings(&docs[0]).contains(&("inconclusive".into(), "address-lookup-failed".into())),
+        "{:#}",
+        docs[0]
+    );
+
+    // An address target and a name for the same address: each its own probe, the address
+    // without SNI, the name with its own (never the other's).
+    let (_, docs, _) = check(&[
+        "--resolver",
+        &resolver,
+        "--port",
+        &port,
+        "--ca-file",
+        &ca_file,
+        "[127.0.0.1]",
+        "[mx1.lab.test]",
+    ]);
+    assert_eq!(
+        docs[0]["hosts"][0]["tls"]["sni"],
+        Value::Null,
+        "{:#}",
+        docs[0]
+    );
+    assert_eq!(docs[1]["hosts"][0]["tls"]["sni"], "mx1.lab.test");
+    assert_eq!(
+        docs[1]["hosts"][0]["tls"]["certificate"]["verified"], true,
+        "{:#}",
+        docs[1]
+    );
 }
 
 #[test]
