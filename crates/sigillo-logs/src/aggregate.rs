@@ -734,18 +734,19 @@ struct ReorderBuffer {
 }
 
 impl ReorderBuffer {
-    fn push(&mut self, step: PeerStep) {
+    /// Holds `step`; true when some steps are now due ([`ReorderBuffer::release`]).
+    fn push(&mut self, step: PeerStep) -> bool {
         let bucket = step.time.div_euclid(REORDER_BUCKET_SECS);
         if self.buckets.is_empty() {
             self.first_bucket = bucket;
         }
         if bucket < self.first_bucket {
             self.late.push(step);
-            return;
+            return true;
         }
         let Some(index) = usize::try_from(bucket - self.first_bucket).ok() else {
             self.late.push(step);
-            return;
+            return true;
         };
         // A jump far ahead in time: the buckets it leaves behind the lag are released by
         // `release` before the next push; here only the ones it needs are made, at most the
@@ -757,20 +758,23 @@ impl ReorderBuffer {
             self.first_bucket = bucket;
             self.buckets.push_back(vec![step]);
             self.held = 1;
-            return;
+            return true;
         }
         while self.buckets.len() <= index {
             self.buckets.push_back(Vec::new());
         }
         if let Some(b) = self.buckets.get_mut(index) {
-            b.push(step);
+            // Kept in time order as it grows (equal times in arrival order): steps come
+            // mostly in order, so this moves few if any.
+            let at = b.partition_point(|s| s.time <= step.time);
+            b.insert(at, step);
             self.held += 1;
         }
+        self.buckets.len() > lag_buckets + 1 || self.held > REORDER_MAX_HELD
     }
 
     fn drain_all_into_late(&mut self) {
         while let Some(mut b) = self.buckets.pop_front() {
-            b.sort_by_key(|s| s.time);
             self.late.append(&mut b);
         }
         self.held = 0;
@@ -787,8 +791,6 @@ impl ReorderBuffer {
                 break;
             };
             self.held -= front.len();
-            // Mostly in order already: the sort is close to one pass.
-            front.sort_by_key(|s| s.time);
             out.append(front);
             self.buckets.pop_front();
             self.first_bucket += 1;
@@ -986,13 +988,15 @@ impl Aggregator {
                 return;
             }
         };
-        self.in_order.push(PeerStep {
+        let due = self.in_order.push(PeerStep {
             time: m.time,
             peer: u32::try_from(position).unwrap_or(u32::MAX),
             tls,
             id: m.id.clone(),
         });
-        self.apply_due_steps(false);
+        if due {
+            self.apply_due_steps(false);
+        }
     }
 
     /// Applies, in time order, the peer steps the reorder buffer releases (all of them at

@@ -280,6 +280,9 @@ pub struct PostfixParser {
     held_unknown: Vec<Record>,
     /// [`PostfixParser::held_unknown`] overflowed: no more are held.
     held_overflowed: bool,
+    /// Nothing is or will be held: the inbound half, or an outbound TLS line was seen and
+    /// what was held went out.
+    settled: bool,
 }
 
 /// Outbound records of unknown transport held while no outbound TLS line has been seen.
@@ -604,6 +607,7 @@ impl PostfixParser {
             advise_smtp_unknown: false,
             held_unknown: Vec::new(),
             held_overflowed: false,
+            settled: false,
         }
     }
 
@@ -1320,11 +1324,20 @@ impl PostfixParser {
     /// [`PostfixParser::client_transport`]) made since `start` while no outbound TLS line has
     /// been seen are held back; when the first one turns up, TLS logging is on and they all
     /// go out as plaintext, before the records of that line.
-    #[inline]
+    #[inline(always)]
     fn settle_unknown_outbound(&mut self, start: usize, out: &mut Vec<Record>) {
+        if !self.settled {
+            self.settle_unknown_outbound_now(start, out);
+        }
+    }
+
+    /// [`PostfixParser::settle_unknown_outbound`] while there is something to settle.
+    #[inline(never)]
+    fn settle_unknown_outbound_now(&mut self, start: usize, out: &mut Vec<Record>) {
         if self.options.role == PostfixRole::Inbound
             || (self.seen_smtp_tls && self.held_unknown.is_empty())
         {
+            self.settled = true;
             return;
         }
         if self.seen_smtp_tls {

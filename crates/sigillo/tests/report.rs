@@ -392,8 +392,10 @@ fn rotated_files_named_newest_first_are_read_oldest_first() {
     assert_eq!(named["inputs"][0]["first"], "2026-11-21T10:00:00Z");
     assert_eq!(named["inputs"][1]["last"], "2026-11-22T10:00:01Z");
 
-    // Names that do not sort by age, newest first: everything is counted, the downgrade is
-    // missed, and a note says why.
+    // Names that do not sort by age, newest first: everything is counted, and a note says
+    // the files are out of order. The downgrade is still found here, since the newer file's
+    // last messages are held back (two hours of log time) when the older file's arrive; over
+    // a longer file it would be found only from those last messages on.
     std::fs::rename(dir.path().join("mail.log"), dir.path().join("today.log")).unwrap();
     std::fs::rename(
         dir.path().join("mail.log.1"),
@@ -411,7 +413,7 @@ fn rotated_files_named_newest_first_are_read_oldest_first() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(unsorted["inbound"], from_dir["inbound"]);
-    assert_eq!(unsorted["downgrades"], serde_json::json!([]));
+    assert_eq!(unsorted["downgrades"], from_dir["downgrades"]);
     let note = format!(
         "{}: starts at 2026-11-21T10:00:00Z, before {} ends (2026-11-22T10:00:01Z)",
         yesterday.display(),
