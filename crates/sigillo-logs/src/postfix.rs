@@ -830,8 +830,11 @@ impl PostfixParser {
                 out.push(Failure::new(&line.line(), s.peer.clone()).record(Direction::Inbound));
             }
         }
+        // A client that saw STARTTLS offered greeted first: an HTTP probe's `GET /` (no
+        // `ehlo=`) is no trace of a rewritten STARTTLS.
         if c.unknown > 0
             && c.starttls_ok.is_none()
+            && c.greeted
             && !had_tls
             && let Some(line) = line
         {

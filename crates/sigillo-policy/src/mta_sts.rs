@@ -171,9 +171,10 @@ impl MxPattern {
                 .is_some_and(|d| d.eq_ignore_ascii_case(domain))
     }
 
-    /// The pattern in Postfix's `match=` syntax: `*.example.net` becomes `.example.net`
-    /// (which Postfix matches against any subdomain, a superset of the single label; with
-    /// the `mx_host_pattern` TLSRPT attributes Postfix 3.10 enforces the exact rule).
+    /// The pattern in Postfix's `match=` syntax: `*.example.net` becomes `.example.net`,
+    /// which Postfix matches against names at any depth below it: a superset of the single
+    /// label RFC 8461 allows, since `match=` has no single-label form. (The
+    /// `mx_host_pattern` TLSRPT attributes carry the exact patterns, for reports.)
     pub fn postfix_match(&self) -> String {
         if self.wildcard {
             format!(".{}", self.domain)

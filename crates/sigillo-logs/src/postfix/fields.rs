@@ -381,6 +381,8 @@ pub(crate) struct Counters {
     pub starttls_ok: Option<u64>,
     /// `unknown=N/M`: M (or N without a slash): unrecognised commands sent.
     pub unknown: u64,
+    /// `ehlo=N` or `helo=N` with N ≥ 1: the client greeted (an HTTP probe does not).
+    pub greeted: bool,
 }
 
 /// Parses `name=N[/M] …` after the peer of a disconnect line, in one pass over its tokens
@@ -395,11 +397,19 @@ pub(crate) fn counters(s: &str) -> Counters {
         // only until one shows there are counters (`name=N` or `name=N/M`).
         let starttls = tok.strip_prefix(b"starttls=").and_then(counter_value);
         let unknown = || tok.strip_prefix(b"unknown=").and_then(counter_value);
+        let greeting = || {
+            tok.strip_prefix(b"ehlo=")
+                .or_else(|| tok.strip_prefix(b"helo="))
+                .and_then(counter_value)
+        };
         if let Some((ok, _)) = starttls {
             c.starttls_ok = Some(ok);
             c.any = true;
         } else if let Some((_, total)) = unknown() {
             c.unknown = c.unknown.saturating_add(total);
+            c.any = true;
+        } else if let Some((ok, _)) = greeting() {
+            c.greeted |= ok > 0;
             c.any = true;
         } else if !c.any && counter(tok).is_some() {
             c.any = true;
