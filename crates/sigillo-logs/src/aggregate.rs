@@ -510,13 +510,6 @@ impl PeerKey {
         }
     }
 
-    fn peer(&self) -> Peer {
-        Peer {
-            hostname: self.hostname.clone(),
-            ip: self.ip,
-        }
-    }
-
     /// Whether this is the key of `peer` in `direction`.
     fn is(&self, direction: Direction, peer: &Peer) -> bool {
         self.direction == direction && self.ip == peer.ip && self.hostname == peer.hostname
@@ -638,8 +631,24 @@ struct PeerState {
     versions: Tally,
     first: UnixTime,
     last: UnixTime,
-    last_tls: Option<(UnixTime, Text)>,
-    /// Boxed: few peers have one, and every peer has this field.
+    /// Its [`DowngradeState`] in [`Aggregator::downgrade_states`].
+    downgrade_slot: u32,
+}
+
+/// Who a downgrade window is about: the address, whatever name reverse DNS gave it (Postfix
+/// logs `unknown[IP]` when the lookup fails), or the name when no address is logged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum DowngradeKey {
+    Ip(Direction, IpAddr),
+    Name(Direction, Text),
+}
+
+/// The downgrade window of one [`DowngradeKey`] while records come in.
+#[derive(Debug, Clone, Default)]
+struct DowngradeState {
+    /// The last TLS message so far, and the position of its peer in [`Aggregator::peers`].
+    last_tls: Option<(UnixTime, Text, u32)>,
+    /// Boxed: few peers have one.
     window: Option<Box<Window>>,
 }
 
@@ -697,6 +706,9 @@ struct Window {
     first: (UnixTime, Text),
     last: (UnixTime, Text),
     count: u64,
+    /// The peers (positions in [`Aggregator::peers`]) of the last TLS and the first
+    /// plaintext message: the downgrade shows a name from them.
+    peers: (u32, u32),
 }
 
 /// How far back in log time a message may arrive and still be put in its place for the
@@ -715,6 +727,8 @@ struct PeerStep {
     time: UnixTime,
     /// Position of the peer in [`Aggregator::peers`].
     peer: u32,
+    /// Its downgrade window's position in [`Aggregator::downgrade_states`].
+    slot: u32,
     tls: bool,
     id: Text,
 }
@@ -821,6 +835,9 @@ pub struct Aggregator {
     next_hops_omitted: NextHopsOmitted,
     /// Peer steps waiting to be applied in time order (downgrade windows).
     in_order: ReorderBuffer,
+    /// Downgrade windows, one per address (or name without one) and direction.
+    downgrade_states: Vec<DowngradeState>,
+    downgrade_slots: HashMap<DowngradeKey, u32>,
     /// The steps [`ReorderBuffer::release`] hands over, kept to reuse its allocation.
     due_scratch: Vec<PeerStep>,
 }
@@ -847,6 +864,8 @@ impl Aggregator {
             next_hops_omitted: NextHopsOmitted::default(),
             in_order: ReorderBuffer::default(),
             due_scratch: Vec::new(),
+            downgrade_states: Vec::new(),
+            downgrade_slots: HashMap::new(),
         }
     }
 
@@ -962,14 +981,26 @@ impl Aggregator {
                     versions: Tally::default(),
                     first: m.time,
                     last: m.time,
-                    last_tls: None,
-                    window: None,
+                    downgrade_slot: u32::MAX,
                 })
             },
         );
         let Some((position, peer)) = peer else {
             return; // Not reached: every new peer is added.
         };
+        if peer.downgrade_slot == u32::MAX {
+            let key = match (m.peer.ip, &m.peer.hostname) {
+                (Some(ip), _) => DowngradeKey::Ip(m.direction, ip),
+                (None, Some(name)) => DowngradeKey::Name(m.direction, Text::clone(name)),
+                (None, None) => DowngradeKey::Name(m.direction, Text::from("")),
+            };
+            let next = u32::try_from(self.downgrade_states.len()).unwrap_or(u32::MAX);
+            peer.downgrade_slot = *self.downgrade_slots.entry(key).or_insert_with(|| {
+                self.downgrade_states.push(DowngradeState::default());
+                next
+            });
+        }
+        let slot = peer.downgrade_slot;
         peer.messages += 1;
         peer.first = peer.first.min(m.time);
         peer.last = peer.last.max(m.time);
@@ -991,6 +1022,7 @@ impl Aggregator {
         let due = self.in_order.push(PeerStep {
             time: m.time,
             peer: u32::try_from(position).unwrap_or(u32::MAX),
+            slot,
             tls,
             id: m.id.clone(),
         });
@@ -1006,33 +1038,35 @@ impl Aggregator {
         let mut due = std::mem::take(&mut self.due_scratch);
         self.in_order.release(all, &mut due);
         for step in due.drain(..) {
-            let Some((key, peer)) = usize::try_from(step.peer)
+            let Some(state) = usize::try_from(step.slot)
                 .ok()
-                .and_then(|p| self.peers.entries.get_mut(p))
+                .and_then(|p| self.downgrade_states.get_mut(p))
             else {
                 continue;
             };
             if step.tls {
-                if let Some(window) = peer.window.take() {
+                if let Some(window) = state.window.take() {
+                    let peers = &self.peers.entries;
                     push_capped(
                         &mut self.downgrades,
-                        || downgrade(key.direction, &key.peer(), *window, true),
+                        || downgrade(peers, *window, true),
                         &mut self.omitted.downgrades,
                     );
                 }
-                peer.last_tls = Some((step.time, step.id));
-            } else if let Some(last_tls) = &peer.last_tls {
-                match &mut peer.window {
+                state.last_tls = Some((step.time, step.id, step.peer));
+            } else if let Some((time, id, tls_peer)) = &state.last_tls {
+                match &mut state.window {
                     Some(w) => {
                         w.last = (step.time, step.id);
                         w.count += 1;
                     }
                     None => {
-                        peer.window = Some(Box::new(Window {
-                            last_tls: last_tls.clone(),
+                        state.window = Some(Box::new(Window {
+                            last_tls: (*time, id.clone()),
                             first: (step.time, step.id.clone()),
                             last: (step.time, step.id),
                             count: 1,
+                            peers: (*tls_peer, step.peer),
                         }));
                     }
                 }
@@ -1120,15 +1154,18 @@ impl Aggregator {
     /// The figures, with open downgrade windows closed as "still plaintext".
     pub fn finish(mut self) -> Figures {
         self.apply_due_steps(true);
-        let mut peers = Vec::with_capacity(self.peers.entries.len());
-        for (key, state) in &mut self.peers.entries {
+        for state in &mut self.downgrade_states {
             if let Some(window) = state.window.take() {
+                let peers = &self.peers.entries;
                 push_capped(
                     &mut self.downgrades,
-                    || downgrade(key.direction, &key.peer(), *window, false),
+                    || downgrade(peers, *window, false),
                     &mut self.omitted.downgrades,
                 );
             }
+        }
+        let mut peers = Vec::with_capacity(self.peers.entries.len());
+        for (key, state) in &mut self.peers.entries {
             peers.push(PeerFigures {
                 direction: key.direction,
                 hostname: key.hostname.as_deref().map(str::to_owned),
@@ -1280,7 +1317,26 @@ fn push_capped(list: &mut Vec<Downgrade>, item: impl FnOnce() -> Downgrade, omit
     }
 }
 
-fn downgrade(direction: Direction, peer: &Peer, w: Window, tls_resumed: bool) -> Downgrade {
+/// The downgrade of window `w`, shown with the peer of its first plaintext message, or the
+/// name its last TLS message came with when that one has none (`unknown[IP]`).
+fn downgrade(peers: &[(PeerKey, PeerState)], w: Window, tls_resumed: bool) -> Downgrade {
+    let key = |p: u32| {
+        usize::try_from(p)
+            .ok()
+            .and_then(|p| peers.get(p))
+            .map(|(k, _)| k)
+    };
+    let (tls_peer, plain_peer) = (key(w.peers.0), key(w.peers.1));
+    let direction = plain_peer.map_or(Direction::Inbound, |k| k.direction);
+    let peer = Peer {
+        hostname: plain_peer
+            .and_then(|k| k.hostname.clone())
+            .or_else(|| tls_peer.and_then(|k| k.hostname.clone())),
+        ip: plain_peer
+            .and_then(|k| k.ip)
+            .or_else(|| tls_peer.and_then(|k| k.ip)),
+    };
+    let peer = &peer;
     Downgrade {
         direction,
         hostname: peer.hostname.as_deref().map(str::to_owned),
@@ -1478,6 +1534,46 @@ mod tests {
         }
     }
 
+    /// Downgrade windows follow the address: Postfix logs `unknown[IP]` when reverse DNS
+    /// fails, and such plaintext mail after TLS from the named host is a downgrade of the
+    /// same peer, shown with its name.
+    #[test]
+    fn downgrade_windows_follow_the_address_not_the_name() {
+        let day = 20_414 * 86_400;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        agg.add(&msg(
+            day + 10,
+            Direction::Inbound,
+            "mail.asa.example",
+            "198.51.100.90",
+            true,
+            "T1",
+        ));
+        let mut unknown = msg(
+            day + 20,
+            Direction::Inbound,
+            "x",
+            "198.51.100.90",
+            false,
+            "P1",
+        );
+        if let Record::Message(m) = &mut unknown {
+            m.peer.hostname = None;
+        }
+        agg.add(&unknown);
+        let f = agg.finish();
+        assert_eq!(f.downgrades.len(), 1, "{:#?}", f.downgrades);
+        let d = &f.downgrades[0];
+        assert_eq!(d.hostname.as_deref(), Some("mail.asa.example"));
+        assert_eq!(d.ip.as_deref(), Some("198.51.100.90"));
+        assert_eq!(
+            (d.last_tls_id.as_str(), d.first_plain_id.as_str()),
+            ("T1", "P1")
+        );
+        // The peers table still lists the two names apart.
+        assert_eq!(f.peers.len(), 2);
+    }
+
     fn leak(s: &str) -> &'static str {
         Box::leak(s.to_owned().into_boxed_str())
     }
@@ -1661,15 +1757,9 @@ mod tests {
         let mut agg = Aggregator::new(AggregateOptions::default());
         for i in 0..MAX_LISTED + 2 {
             let host = format!("mx{i}.example");
+            let ip = format!("10.0.{}.{}", i / 256, i % 256);
             for (time, tls) in [(10, true), (20, false), (30, true)] {
-                agg.add(&msg(
-                    time,
-                    Direction::Inbound,
-                    &host,
-                    "192.0.2.1",
-                    tls,
-                    "id",
-                ));
+                agg.add(&msg(time, Direction::Inbound, &host, &ip, tls, "id"));
             }
         }
         let f = agg.finish();
