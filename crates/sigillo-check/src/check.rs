@@ -314,7 +314,7 @@ impl Checker {
                 (
                     "address-lookup-failed",
                     format!(
-                        "MX {}: an address lookup failed; only its other addresses were probed",
+                        "{}: an address lookup failed; only its other addresses were probed",
                         mx.host
                     ),
                 )

@@ -204,11 +204,15 @@ impl Dns {
                     RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                     _ => None,
                 })),
-                Err(e) => {
-                    if let Err(e) = no_records(host, label, e) {
+                Err(e) => match no_records(host, label, e) {
+                    // The name does not exist: no other family will find it either.
+                    Err(e @ DnsError::NxDomain { .. }) => {
                         errors.push(e);
+                        break;
                     }
-                }
+                    Err(e) => errors.push(e),
+                    Ok(()) => {}
+                },
             }
         }
         out.dedup();

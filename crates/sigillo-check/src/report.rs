@@ -527,7 +527,7 @@ pub fn analyze_host(
         Verdict::Plaintext
     };
 
-    if let Some(sign) = masked_other {
+    if let Some(sign) = masked_other.filter(|_| status != Verdict::Stripped) {
         findings.push(finding(
             "smtp-inspection",
             "masked-capability",
@@ -958,6 +958,21 @@ mod tests {
             ),
             (
                 (
+                    "masked keyword beside STARTTLS, the command rewritten",
+                    vec![
+                        BANNER,
+                        "250-mx.example\r\n250-XXXXA\r\n250 STARTTLS\r\n",
+                        "502 unknown\r\n",
+                    ],
+                    false,
+                    None,
+                    0,
+                ),
+                Verdict::Stripped,
+                "starttls-rejected",
+            ),
+            (
+                (
                     "data before the handshake",
                     vec![BANNER, EHLO_TLS, "220 go\r\n"],
                     true,
@@ -983,6 +998,12 @@ mod tests {
                 findings.iter().any(|f| f.kind == kind),
                 "{name}: no {kind} in {findings:#?}"
             );
+            if verdict == Verdict::Stripped {
+                assert!(
+                    !findings.iter().any(|f| f.id == "smtp-inspection"),
+                    "{name}: a stripped host has no 'lets STARTTLS through' note: {findings:#?}"
+                );
+            }
             if verdict != Verdict::Plaintext || kind == "starttls-refused" {
                 assert!(
                     !findings.iter().any(|f| f.kind == "not-offered"),

@@ -718,6 +718,8 @@ struct Window {
 pub const REORDER_LAG_SECS: i64 = 2 * 3600;
 /// The time span of one bucket of the reorder buffer.
 const REORDER_BUCKET_SECS: i64 = 60;
+/// The lag in buckets.
+const REORDER_LAG_BUCKETS: usize = (REORDER_LAG_SECS / REORDER_BUCKET_SECS) as usize;
 /// At most this many steps are held back; past it the oldest buckets are applied early.
 const REORDER_MAX_HELD: usize = 500_000;
 
@@ -765,8 +767,7 @@ impl ReorderBuffer {
         // A jump far ahead in time: the buckets it leaves behind the lag are released by
         // `release` before the next push; here only the ones it needs are made, at most the
         // lag's worth beyond what is already held.
-        let lag_buckets = usize::try_from(REORDER_LAG_SECS / REORDER_BUCKET_SECS).unwrap_or(0);
-        if index > self.buckets.len() + lag_buckets {
+        if index > self.buckets.len() + REORDER_LAG_BUCKETS {
             // Everything held is older than the lag behind this step.
             self.drain_all_into_late();
             self.first_bucket = bucket;
@@ -784,7 +785,7 @@ impl ReorderBuffer {
             b.insert(at, step);
             self.held += 1;
         }
-        self.buckets.len() > lag_buckets + 1 || self.held > REORDER_MAX_HELD
+        self.buckets.len() > REORDER_LAG_BUCKETS + 1 || self.held > REORDER_MAX_HELD
     }
 
     fn drain_all_into_late(&mut self) {
@@ -798,9 +799,9 @@ impl ReorderBuffer {
     /// the newest bucket (or past the cap), or all of them.
     fn release(&mut self, all: bool, out: &mut Vec<PeerStep>) {
         out.append(&mut self.late);
-        let lag_buckets = usize::try_from(REORDER_LAG_SECS / REORDER_BUCKET_SECS).unwrap_or(0);
         while !self.buckets.is_empty() {
-            let due = all || self.buckets.len() > lag_buckets + 1 || self.held > REORDER_MAX_HELD;
+            let due =
+                all || self.buckets.len() > REORDER_LAG_BUCKETS + 1 || self.held > REORDER_MAX_HELD;
             let Some(front) = self.buckets.front_mut().filter(|_| due) else {
                 break;
             };

@@ -297,10 +297,17 @@ fn read_all(
     tx: &mpsc::SyncSender<ReaderMsg>,
     spare: &mpsc::Receiver<LineBlock>,
 ) {
-    // The time of the last good line read so far: with `--year`, the next file goes on from it.
-    let mut last_time = None;
+    // The rotation family (directory and base name) of the last file read and the time of its
+    // last good line: with `--year`, the next file of the same log goes on from it; another
+    // log starts again from the year given.
+    let mut last: Option<(input::LogFamily, UnixTime)> = None;
     for path in paths {
-        let open = input::open_after(path, options, last_time);
+        let family = input::log_family(path);
+        let previous = last
+            .as_ref()
+            .filter(|(f, _)| family.as_ref() == Some(f))
+            .map(|&(_, t)| t);
+        let open = input::open_after(path, options, previous);
         let mut gone = false;
         let mut other_mtas = OtherMtaLines::default();
         let source = match open.format() {
@@ -355,7 +362,16 @@ fn read_all(
                 }
             }),
         };
-        last_time = source.stats.last_time.or(last_time);
+        if let Some(family) = family {
+            match (source.stats.last_time, &last) {
+                (Some(t), _) => last = Some((family, t)),
+                // A file with no good line keeps the family's year going only if it is the same.
+                (None, Some((f, _))) if *f == family => {}
+                (None, _) => last = None,
+            }
+        } else {
+            last = None;
+        }
         if gone
             || tx
                 .send(ReaderMsg::Done(Box::new(source), other_mtas))

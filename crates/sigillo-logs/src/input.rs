@@ -511,6 +511,19 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<SourcePath>, errors: &mut Vec<In
     }
 }
 
+/// One log's rotated files: their directory and base name (`/var/log`, `mail.log`).
+pub type LogFamily = (PathBuf, String);
+
+/// The [`LogFamily`] of a file (`None` for stdin): `mail.log.2.gz`, `mail.log.1` and
+/// `mail.log` in one directory are one log, `hostA/mail.log` and `hostB/mail.log` two.
+pub fn log_family(path: &SourcePath) -> Option<LogFamily> {
+    let SourcePath::File(p) = path else {
+        return None;
+    };
+    let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+    Some((dir, rotation_key(p).0))
+}
+
 /// What [`rotation_key`] returns: (base name, class, order, name).
 pub type RotationKey = (String, u8, i64, String);
 
@@ -582,9 +595,10 @@ pub fn open(path: &SourcePath, options: &InputOptions) -> OpenSource {
     open_after(path, options, None)
 }
 
-/// [`open`] for a source read after others whose last good line was at `previous_last`: with
-/// `--year` ([`InputOptions::year`]) the year goes on from that line instead of starting
-/// again, so rotated files that span a new year are dated right.
+/// [`open`] for a source read after an older file of the same log ([`log_family`]) whose last
+/// good line was at `previous_last`: with `--year` ([`InputOptions::year`]) the year goes on
+/// from that line instead of starting again, so rotated files that span a new year are dated
+/// right.
 pub fn open_after(
     path: &SourcePath,
     options: &InputOptions,

@@ -1344,16 +1344,14 @@ impl PostfixParser {
             return;
         }
         if self.seen_smtp_tls {
-            let this_line = out.split_off(start.min(out.len()));
-            for mut record in self.held_unknown.drain(..) {
-                match &mut record {
+            for record in &mut self.held_unknown {
+                match record {
                     Record::Message(m) => m.transport = Transport::Plain,
                     Record::Connection(c) => c.transport = Transport::Plain,
                     _ => {}
                 }
-                out.push(record);
             }
-            out.extend(this_line);
+            insert_at(out, start, &mut self.held_unknown);
             return;
         }
         if self.held_overflowed {
@@ -1376,9 +1374,7 @@ impl PostfixParser {
                 // unknown, before this line's records; the rest of them stay as they are.
                 self.held_overflowed = true;
                 self.advise_smtp_unknown = true;
-                let this_line = out.split_off(start.min(out.len()));
-                out.append(&mut self.held_unknown);
-                out.extend(this_line);
+                insert_at(out, start, &mut self.held_unknown);
                 return;
             }
         }
@@ -1434,6 +1430,13 @@ impl PostfixParser {
     }
 }
 
+/// Moves `records` into `out` at `at` (before the records from there on), in order.
+fn insert_at(out: &mut Vec<Record>, at: usize, records: &mut Vec<Record>) {
+    let after = out.split_off(at.min(out.len()));
+    out.append(records);
+    out.extend(after);
+}
+
 /// An outbound record whose transport is unknown only because no outbound TLS line has been
 /// seen yet ([`HINT_SMTP`]).
 fn is_unknown_outbound(record: &Record) -> bool {
@@ -1453,9 +1456,14 @@ fn no_connection_scope(d: Daemon, reason: &str) -> Scope {
     if d == (Daemon::Client { lmtp: true }) {
         return Scope::Internal;
     }
-    let local = reason
-        .find("connect to ")
-        .and_then(|at| reason.get(at..))
+    // Only Postfix's own words: the reason starts with them (qmgr puts its own in front); a
+    // remote server's reply quoted later never decides.
+    let reason = reason.strip_prefix('(').unwrap_or(reason);
+    let own = reason
+        .strip_prefix("delivery temporarily suspended: ")
+        .unwrap_or(reason);
+    let local = own
+        .strip_prefix("connect to ")
         .and_then(|r| r.get(r.find('[')? + 1..))
         .and_then(|r| r.get(..r.find(']')?))
         .is_some_and(|addr| {
@@ -1522,9 +1530,7 @@ impl MtaParser for PostfixParser {
         {
             self.advise_smtp_unknown = true;
         }
-        let flushed = out.split_off(start.min(out.len()));
-        out.append(&mut self.held_unknown);
-        out.extend(flushed);
+        insert_at(out, start, &mut self.held_unknown);
         self.relays.drain_ordered();
         self.plain_relay = None;
     }
@@ -1553,7 +1559,11 @@ impl MtaParser for PostfixParser {
                 "Sessions on an implicit-TLS service (smtps/submissions, port 465) logged no TLS line; they are counted as TLS with version and cipher unknown: {HINT_SMTPD}"
             ));
         }
-        if self.advise_smtp_unknown {
+        if self.advise_smtp_unknown && self.seen_smtp_tls {
+            v.push(format!(
+                "Postfix logged outbound TLS lines only after {MAX_HELD_UNKNOWN} deliveries without any (TLS logging turned on part-way?): those count as unknown; {HINT_SMTP}"
+            ));
+        } else if self.advise_smtp_unknown {
             v.push(format!(
                 "Postfix logged no outbound TLS lines, so the transport of outbound deliveries is unknown: {HINT_SMTP}"
             ));

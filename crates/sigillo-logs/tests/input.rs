@@ -782,6 +782,55 @@ fn forced_year_goes_on_across_files_read_in_turn() {
     assert_eq!(times, [1_767_225_600]); // 2026-01-01T00:00:00Z
 }
 
+/// The year goes on only within one log's rotated files: another directory's `mail.log` (a
+/// second host's) starts again from the year given, whatever the first one ended with.
+#[test]
+fn forced_year_starts_again_for_another_log() {
+    let dir = tempfile::tempdir().unwrap();
+    for (host, line) in [
+        (
+            "hostA",
+            "Dec 31 23:59:59 mx postfix/smtpd[1]: connect from a.example[192.0.2.1]\n",
+        ),
+        (
+            "hostB",
+            "Jan  1 00:00:00 mx postfix/smtpd[2]: connect from a.example[192.0.2.1]\n",
+        ),
+    ] {
+        std::fs::create_dir(dir.path().join(host)).unwrap();
+        write(&dir.path().join(host), "mail.log", line.as_bytes());
+    }
+    let opts = InputOptions {
+        year: Some(2024),
+        ..InputOptions::default()
+    };
+    let a = dir.path().join("hostA/mail.log");
+    let b = dir.path().join("hostB/mail.log");
+    let analysis = sigillo_logs::analysis::analyze(
+        &[&a, &b],
+        &opts,
+        sigillo_logs::aggregate::AggregateOptions::default(),
+    );
+    let firsts: Vec<Option<&str>> = analysis.inputs.iter().map(|i| i.first.as_deref()).collect();
+    assert_eq!(
+        firsts,
+        [Some("2024-12-31T23:59:59Z"), Some("2024-01-01T00:00:00Z")]
+    );
+    // The same two lines as one log's rotated files: the year goes on.
+    write(dir.path(), "mail.log.1", &std::fs::read(&a).unwrap());
+    write(dir.path(), "mail.log", &std::fs::read(&b).unwrap());
+    let analysis = sigillo_logs::analysis::analyze(
+        &[dir.path().join("mail.log.1"), dir.path().join("mail.log")],
+        &opts,
+        sigillo_logs::aggregate::AggregateOptions::default(),
+    );
+    let firsts: Vec<Option<&str>> = analysis.inputs.iter().map(|i| i.first.as_deref()).collect();
+    assert_eq!(
+        firsts,
+        [Some("2024-12-31T23:59:59Z"), Some("2025-01-01T00:00:00Z")]
+    );
+}
+
 /// Every line a real Postfix wrote has an envelope, and the file is detected as Postfix.
 #[test]
 fn live_postfix_log_reads_clean() {

@@ -11,7 +11,9 @@
 //!      (mandatory but unauthenticated TLS), or the MTA-STS answer when an `enforce` policy
 //!      is cached (authenticated TLS, which satisfies both);
 //!    - TLSA lookups that failed for some MX hosts (and no usable records elsewhere) →
-//!      `dane`, so that Postfix skips those hosts itself; failed for every host → `TEMP`.
+//!      `dane`, so that Postfix skips those hosts itself, or the MTA-STS answer when an
+//!      `enforce` policy is cached (it authenticates the other hosts); failed for every
+//!      host → `TEMP`.
 //!      A failed TLSA lookup never falls through to MTA-STS or a pin, which an attacker who
 //!      drops TLSA queries could otherwise turn into unauthenticated TLS;
 //!    - a DNSSEC-bogus answer → `TEMP`: RFC 7672 §2.1.1 forbids delivery to such a host, and
@@ -243,6 +245,18 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
             );
         }
         DaneState::TlsaPartlyFailed => {
+            // The hosts whose lookup failed are skipped (RFC 7672 §2.2); the others have no
+            // usable TLSA, so a cached `enforce` policy still authenticates them, which `dane`
+            // (opportunistic for hosts without TLSA) would not.
+            if let Some(cached) = inputs.sts.cached
+                && cached.is_valid_at(now)
+                && cached.policy.mode == Mode::Enforce
+            {
+                let mut d = sts_decision(domain, cached, config);
+                d.reason
+                    .push_str(" (TLSA lookups failed for some MX hosts, which it does not skip)");
+                return d;
+            }
             return Decision::new(
                 Answer::Policy(TlsPolicy::Dane.into()),
                 Source::Dane,

@@ -137,14 +137,25 @@ fn decision_table() {
             Source::MtaSts,
         ),
         (
-            "tlsa lookup failed for some hosts: dane, never sts or a pin",
+            "tlsa lookup failed for some hosts, a pin: dane, never the pin",
+            Case {
+                over: false,
+                dane: Some(DaneState::TlsaPartlyFailed),
+                sts: None,
+                ..all
+            },
+            "OK dane",
+            Source::Dane,
+        ),
+        (
+            "tlsa lookup failed for some hosts, sts enforce: secure, never weaker",
             Case {
                 over: false,
                 dane: Some(DaneState::TlsaPartlyFailed),
                 ..all
             },
-            "OK dane",
-            Source::Dane,
+            SECURE,
+            Source::MtaSts,
         ),
         (
             "tlsa lookup failed for every host: defer, never sts or a pin",

@@ -312,10 +312,7 @@ fn add(ts: Timestamp, d: Duration) -> Timestamp {
 fn dane_decides(state: DaneState) -> bool {
     matches!(
         state,
-        DaneState::Usable
-            | DaneState::Bogus
-            | DaneState::TlsaLookupFailed
-            | DaneState::TlsaPartlyFailed
+        DaneState::Usable | DaneState::Bogus | DaneState::TlsaLookupFailed
     )
 }
 
