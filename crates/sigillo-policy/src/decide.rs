@@ -226,41 +226,32 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
                 "DNSSEC-validated usable TLSA records",
             );
         }
-        DaneState::AllUnusable => {
-            // RFC 7672 §2.2 asks for TLS, unauthenticated; an enforced MTA-STS policy asks for
-            // authenticated TLS (RFC 8461 §4.2), which satisfies both.
+        state @ (DaneState::AllUnusable | DaneState::TlsaPartlyFailed) => {
+            // Unusable records: RFC 7672 §2.2 asks for TLS, unauthenticated. Failed lookups:
+            // Postfix skips those hosts, and the others have no usable records. Either way a
+            // cached `enforce` policy asks for authenticated TLS (RFC 8461 §4.2) on every host,
+            // which satisfies both and is never weaker than `dane`.
+            let all_unusable = state == DaneState::AllUnusable;
             if let Some(cached) = inputs.sts.cached
                 && cached.is_valid_at(now)
                 && cached.policy.mode == Mode::Enforce
             {
                 let mut d = sts_decision(domain, cached, config);
-                d.reason
-                    .push_str(" (TLSA records, none usable: the stricter of the two)");
+                d.reason.push_str(if all_unusable {
+                    " (TLSA records, none usable: the stricter of the two)"
+                } else {
+                    " (TLSA lookups failed for some MX hosts: the stricter answer)"
+                });
                 return d;
             }
             return Decision::new(
                 Answer::Policy(TlsPolicy::Dane.into()),
                 Source::Dane,
-                "DNSSEC-validated TLSA records, none usable: mandatory unauthenticated TLS",
-            );
-        }
-        DaneState::TlsaPartlyFailed => {
-            // The hosts whose lookup failed are skipped (RFC 7672 §2.2); the others have no
-            // usable TLSA, so a cached `enforce` policy still authenticates them, which `dane`
-            // (opportunistic for hosts without TLSA) would not.
-            if let Some(cached) = inputs.sts.cached
-                && cached.is_valid_at(now)
-                && cached.policy.mode == Mode::Enforce
-            {
-                let mut d = sts_decision(domain, cached, config);
-                d.reason
-                    .push_str(" (TLSA lookups failed for some MX hosts, which it does not skip)");
-                return d;
-            }
-            return Decision::new(
-                Answer::Policy(TlsPolicy::Dane.into()),
-                Source::Dane,
-                "TLSA lookups failed for some MX hosts: Postfix's own DANE lookups skip those hosts (RFC 7672 §2.2)",
+                if all_unusable {
+                    "DNSSEC-validated TLSA records, none usable: mandatory unauthenticated TLS"
+                } else {
+                    "TLSA lookups failed for some MX hosts: Postfix's own DANE lookups skip those hosts (RFC 7672 §2.2)"
+                },
             );
         }
         DaneState::TlsaLookupFailed => {
