@@ -329,9 +329,13 @@ pub fn verify_dane(
         DaneOutcome::AllUnusable { .. } | DaneOutcome::NoRecords => {
             return DaneVerdict::AllUnusable;
         }
-        DaneOutcome::NoMatch { .. } => return DaneVerdict::NoMatch { problems: vec![] },
+        DaneOutcome::NoMatch { .. } => Vec::new(),
     };
     let mut problems = Vec::new();
+    if matches.is_empty() {
+        return omitted_trust_anchor(records, chain, names, now, &mut problems)
+            .unwrap_or(DaneVerdict::NoMatch { problems });
+    }
     for m in matches {
         let shown = records
             .get(m.record)
@@ -360,7 +364,48 @@ pub fn verify_dane(
             cert_index: m.cert_index,
         };
     }
-    DaneVerdict::NoMatch { problems }
+    omitted_trust_anchor(records, chain, names, now, &mut problems)
+        .unwrap_or(DaneVerdict::NoMatch { problems })
+}
+
+/// A `2 0 0` record carries the whole trust-anchor certificate, so the server may leave it
+/// out of its chain (RFC 7671 §5.2.2): the chain is then checked up to the record's
+/// certificate, as if the server had sent it last (`cert_index` is then the chain's length).
+fn omitted_trust_anchor(
+    records: &[Tlsa],
+    chain: &[CertificateDer<'static>],
+    names: &[&str],
+    now: UnixTime,
+    problems: &mut Vec<String>,
+) -> Option<DaneVerdict> {
+    for (index, r) in records.iter().enumerate() {
+        if !(r.usage == 2 && r.selector == 0 && r.matching_type == 0) || chain.is_empty() {
+            continue;
+        }
+        let mut extended = chain.to_vec();
+        extended.push(CertificateDer::from(r.data.clone()));
+        let at = chain.len();
+        if let Err(e) = tls::verify_chain_to(&extended, at, now) {
+            problems.push(format!(
+                "{r}: the chain does not lead to the certificate it carries: {}",
+                e.message
+            ));
+            continue;
+        }
+        if !names.iter().any(|n| tls::verify_name(chain, n).is_ok()) {
+            problems.push(format!(
+                "{r}: the chain leads to the certificate it carries, but the leaf is not valid for {}",
+                names.join(" or ")
+            ));
+            continue;
+        }
+        return Some(DaneVerdict::Matched {
+            record: index,
+            usage: CertUsage::DaneTa,
+            cert_index: at,
+        });
+    }
+    None
 }
 
 /// The canonical text of an `_mta-sts` record.
@@ -1186,6 +1231,7 @@ mod tests {
         let expired = der_chain(&ca.issue_expired(&["mx.example.test"]).unwrap());
         let other_ca = TestCa::new().unwrap();
         let foreign = der_chain(&other_ca.issue(&["mx.example.test"]).unwrap());
+        let other_ca_cert = foreign[1].to_vec();
         // A leaf from another CA presented with our CA: the TA matches, the chain does not.
         let spliced = vec![foreign[0].clone(), good[1].clone()];
         let self_signed_chain = der_chain(&self_signed(&["mx.example.test"]).unwrap());
@@ -1200,7 +1246,30 @@ mod tests {
             &'a [&'a str],
             Want,
         );
+        // The leaf alone: the trust anchor left out of the chain (RFC 7671 §5.2.2).
+        let leaf_only = vec![leaf.clone()];
         let cases: Vec<Case> = vec![
+            (
+                "2 0 0, the CA left out of the chain",
+                vec![tlsa(2, 0, 0, ca_cert.to_vec())],
+                &leaf_only,
+                &names,
+                Want::Matched(CertUsage::DaneTa, 1),
+            ),
+            (
+                "2 0 0 of another CA, the CA left out",
+                vec![tlsa(2, 0, 0, other_ca_cert.clone())],
+                &leaf_only,
+                &names,
+                Want::NoMatch("does not lead to the certificate it carries"),
+            ),
+            (
+                "2 0 0, the CA left out, other names",
+                vec![tlsa(2, 0, 0, ca_cert.to_vec())],
+                &leaf_only,
+                &["mx.elsewhere.test"],
+                Want::NoMatch("leaf is not valid for mx.elsewhere.test"),
+            ),
             (
                 "3 1 1",
                 vec![tlsa(3, 1, 1, sha256(&spki(leaf)))],
