@@ -201,7 +201,26 @@ impl Checker {
                         }
                     }
                 }
-                Ok(MxAnswer::Records(records)) => {
+                Ok(answer @ (MxAnswer::Records(_) | MxAnswer::RecordsBesideNullMx(_))) => {
+                    let records = match answer {
+                        MxAnswer::RecordsBesideNullMx(records) => {
+                            report.findings.push(report::Finding {
+                                id: "inconclusive",
+                                kind: "null-mx-beside-others",
+                                severity: report::Severity::Low,
+                                mx: None,
+                                address: None,
+                                port: None,
+                                message: format!(
+                                    "{domain} publishes a null MX (`MX 0 .`) beside other MX records, which RFC 7505 §3 forbids: some senders may take the domain to accept no mail; the other MX hosts were checked"
+                                ),
+                                evidence: vec!["MX 0 .".to_owned()],
+                            });
+                            records
+                        }
+                        MxAnswer::Records(records) => records,
+                        _ => Vec::new(),
+                    };
                     let lookups = records
                         .iter()
                         .map(|mx| self.dns.addresses_and_errors(&mx.host, families));

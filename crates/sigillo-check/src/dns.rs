@@ -25,6 +25,8 @@ pub struct Mx {
 pub enum MxAnswer {
     /// MX records, sorted by preference then name.
     Records(Vec<Mx>),
+    /// MX records beside a null MX, which RFC 7505 §3 forbids: the null one is left out.
+    RecordsBesideNullMx(Vec<Mx>),
     /// A single `MX 0 .`: the domain accepts no mail (RFC 7505).
     NullMx,
     /// The name exists but has no MX: fall back to its A/AAAA (RFC 5321 §5.1).
@@ -157,10 +159,16 @@ impl Dns {
             return Ok(MxAnswer::NullMx);
         }
         // RFC 7505 §3: a null MX mixed with others is a misconfiguration; ignore the null one.
+        let before = records.len();
         records.retain(|mx| !mx.host.is_empty());
+        let null_beside = records.len() < before;
         records.sort_by(|a, b| (a.preference, &a.host).cmp(&(b.preference, &b.host)));
         records.dedup();
-        Ok(MxAnswer::Records(records))
+        Ok(if null_beside {
+            MxAnswer::RecordsBesideNullMx(records)
+        } else {
+            MxAnswer::Records(records)
+        })
     }
 
     /// The A then AAAA addresses of a host, for the families asked. A family with no

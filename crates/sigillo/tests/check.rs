@@ -432,7 +432,9 @@ fn mx_resolution_through_local_dns_probes_each_address_once() {
             .servfail("sf.lab.test")
             .mx("half.lab.test", 10, "v4.lab.test")
             .a("v4.lab.test", Ipv4Addr::LOCALHOST)
-            .servfail_type("v4.lab.test", RecordType::AAAA),
+            .servfail_type("v4.lab.test", RecordType::AAAA)
+            .null_mx("mixed.lab.test")
+            .mx("mixed.lab.test", 10, "v4.lab.test"),
     )
     .unwrap();
     let resolver = dns.addr().to_string();
@@ -539,6 +541,17 @@ fn mx_resolution_through_local_dns_probes_each_address_once() {
     assert_eq!(docs[0]["mx"][0]["addresses"][0], "127.0.0.1");
     assert!(
         findings(&docs[0]).contains(&("inconclusive".into(), "address-lookup-failed".into())),
+        "{:#}",
+        docs[0]
+    );
+
+    // A null MX beside another MX (RFC 7505 §3 forbids it): the other is checked, and the
+    // mix is a finding.
+    let (_, docs, _) = check(&["--resolver", &resolver, "--port", &port, "mixed.lab.test"]);
+    assert_eq!(docs[0]["null_mx"], false, "{:#}", docs[0]);
+    assert_eq!(docs[0]["mx"][0]["host"], "v4.lab.test");
+    assert!(
+        findings(&docs[0]).contains(&("inconclusive".into(), "null-mx-beside-others".into())),
         "{:#}",
         docs[0]
     );
