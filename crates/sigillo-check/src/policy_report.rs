@@ -379,7 +379,11 @@ fn omitted_trust_anchor(
     problems: &mut Vec<String>,
 ) -> Option<DaneVerdict> {
     for (index, r) in records.iter().enumerate() {
-        if !(r.usage == 2 && r.selector == 0 && r.matching_type == 0) || chain.is_empty() {
+        // Only for a certificate the server did not send (one it sent was matched above).
+        if !(r.usage == 2 && r.selector == 0 && r.matching_type == 0)
+            || chain.is_empty()
+            || chain.iter().any(|c| c.as_ref() == r.data.as_slice())
+        {
             continue;
         }
         let mut extended = chain.to_vec();
