@@ -1045,6 +1045,15 @@ impl Aggregator {
             else {
                 continue;
             };
+            // A step placed late (older than the reorder buffer) never makes a window that
+            // contradicts itself: plaintext before the last TLS message opens none, and TLS
+            // before a window's first plaintext message does not close it.
+            let last_tls_time = state.last_tls.as_ref().map(|t| t.0);
+            if last_tls_time.is_some_and(|t| step.time < t) {
+                if !step.tls || state.window.as_ref().is_some_and(|w| step.time < w.first.0) {
+                    continue;
+                }
+            }
             if step.tls {
                 if let Some(window) = state.window.take() {
                     let peers = &self.peers.entries;
@@ -1501,8 +1510,9 @@ mod tests {
                     (3 * REORDER_LAG_SECS + 20_000, true, "T3"),
                     (200, false, "P1"),
                 ],
-                // T3 is still held (the newest), so TLS resumes after the window.
-                vec![("T2", "P1", "P1", 1, true)],
+                // Placed when it arrives, after T2: a plaintext message older than the last
+                // TLS one opens no window (it would start before the TLS it follows).
+                vec![],
             ),
         ];
         for (name, arrivals, expected) in cases {

@@ -523,7 +523,11 @@ impl EximParser {
             recipient::merge(&mut r.recipient_domain, domain.as_ref());
             return;
         }
-        self.flush_delivery(id, out);
+        // A new successful delivery starts a new record. A `**` or `==` between a `=>` and its
+        // `->` lines (an address refused at RCPT in the same transaction) leaves it open.
+        if matches!(kind, b"=>" | b">>") {
+            self.flush_delivery(id, out);
+        }
         let f = parse_fields(rest);
         if f.host_bad {
             self.unparsed += 1;
@@ -661,7 +665,15 @@ impl EximParser {
             self.unparsed += 1;
             return;
         };
-        let tail = rest.get(used..).unwrap_or("").trim_start();
+        let mut tail = rest.get(used..).unwrap_or("").trim_start();
+        // `+incoming_interface` puts `I=[ip]:port` before the rest.
+        if let Some(after) = tail.strip_prefix("I=") {
+            tail = after
+                .find(' ')
+                .and_then(|sp| after.get(sp..))
+                .unwrap_or("")
+                .trim_start();
+        }
         if tail.starts_with("(TCP/IP connection count") {
             self.saw_connection_lines = true;
             let s = Session {
