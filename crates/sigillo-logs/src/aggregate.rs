@@ -1049,10 +1049,10 @@ impl Aggregator {
             // contradicts itself: plaintext before the last TLS message opens none, and TLS
             // before a window's first plaintext message does not close it.
             let last_tls_time = state.last_tls.as_ref().map(|t| t.0);
-            if last_tls_time.is_some_and(|t| step.time < t) {
-                if !step.tls || state.window.as_ref().is_some_and(|w| step.time < w.first.0) {
-                    continue;
-                }
+            if last_tls_time.is_some_and(|t| step.time < t)
+                && (!step.tls || state.window.as_ref().is_some_and(|w| step.time < w.first.0))
+            {
+                continue;
             }
             if step.tls {
                 if let Some(window) = state.window.take() {

@@ -271,6 +271,9 @@ pub struct SendmailParser {
     failure_listed: Bounded<(u32, bool), UnixTime, FxBuild>,
     unparsed: u64,
     evicted: u64,
+    /// A delivery whose `to=` list ended in `[more]` (Sendmail splits a long list over
+    /// several lines): the next `to=` line of the same message, relay and status adds to it.
+    more: Option<MessageRecord>,
     domains: DomainTexts,
     /// Log time of the next sweep of sessions without a line for [`MAX_AGE`].
     next_sweep: UnixTime,
@@ -293,6 +296,7 @@ impl SendmailParser {
             tls_failed: Bounded::new(MAX_PENDING_TRACES),
             failure_listed: Bounded::new(MAX_PENDING_TRACES),
             unparsed: 0,
+            more: None,
             evicted: 0,
             domains: DomainTexts::default(),
             next_sweep: 0,
@@ -577,7 +581,12 @@ impl SendmailParser {
         };
         let mut recipients = 0usize;
         let mut domain = None;
+        let mut continued = false;
         for address in to.split(',').filter(|a| !a.trim().is_empty()) {
+            if address.trim() == "[more]" {
+                continued = true;
+                continue;
+            }
             let d = self.domains.of_address(address);
             if recipients == 0 {
                 domain = d;
@@ -626,7 +635,27 @@ impl SendmailParser {
         } else {
             record
         };
-        out.push(Record::Message(record));
+        let record = match self.more.take() {
+            Some(mut held)
+                if held.id == record.id
+                    && held.peer == record.peer
+                    && held.status == record.status =>
+            {
+                held.recipients = held.recipients.saturating_add(record.recipients);
+                recipient::merge(&mut held.recipient_domain, record.recipient_domain.as_ref());
+                held
+            }
+            Some(held) => {
+                out.push(Record::Message(held));
+                record
+            }
+            None => record,
+        };
+        if continued {
+            self.more = Some(record);
+        } else {
+            out.push(Record::Message(record));
+        }
     }
 
     /// An SMTP delivery (`to=… mailer=esmtp…`): its transport is the connection of this
@@ -853,8 +882,12 @@ impl MtaParser for SendmailParser {
     }
 
     fn finish(&mut self, out: &mut Vec<Record>) {
-        // Messages are emitted on their own lines; what is left is open connections, traces
-        // that never learnt their peer, and join context.
+        // Messages are emitted on their own lines (but a list that said `[more]` at the end);
+        // what is left is open connections, traces that never learnt their peer, and join
+        // context.
+        if let Some(held) = self.more.take() {
+            out.push(Record::Message(held));
+        }
         for ((_, name), c) in self.client.drain_ordered() {
             close_client(name, c, out);
         }
