@@ -9,7 +9,8 @@
 //!
 //! It works on lines (ended by LF, CR kept), buffers a partial line until its end arrives, and
 //! gives up on a line longer than [`AsaConfig::max_line`] (those bytes pass through unchanged).
-//! Message content after `DATA` + `354` passes untouched until the `CRLF.CRLF` that ends it. When
+//! Message content after `DATA` + `354` passes untouched until the `CRLF.CRLF` that ends it,
+//! and so do the bytes of a `BDAT <size>` chunk (CHUNKING), counted. When
 //! STARTTLS is allowed and the server accepted it with 220, the rewriter becomes transparent for
 //! good (the rest is TLS).
 
@@ -74,6 +75,8 @@ pub struct AsaRewriter {
     in_body: bool,
     /// How many bytes of `CRLF.CRLF` matched so far in the message body.
     body_match: usize,
+    /// Bytes of a `BDAT` chunk from the client still to pass through untouched.
+    bdat_remaining: u64,
     transparent: bool,
 }
 
@@ -96,6 +99,7 @@ impl AsaRewriter {
             tls_pending: false,
             in_body: false,
             body_match: 0,
+            bdat_remaining: 0,
             transparent: false,
         }
     }
@@ -166,6 +170,15 @@ impl AsaRewriter {
             if self.transparent {
                 out.extend_from_slice(rest);
                 break;
+            }
+            if self.bdat_remaining > 0 {
+                let n = usize::try_from(self.bdat_remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(rest.len());
+                out.extend_from_slice(&rest[..n]);
+                self.bdat_remaining -= n as u64;
+                rest = &rest[n..];
+                continue;
             }
             if self.in_body {
                 let n = self.scan_body(rest);
@@ -270,12 +283,34 @@ impl AsaRewriter {
         } else if cmd.eq_ignore_ascii_case(b"DATA") {
             self.data_pending = true;
             self.tls_pending = false;
+        } else if let Some(size) = bdat_size(cmd) {
+            // RFC 3030: the chunk's bytes follow the command line at once, with no reply
+            // awaited; they are message content, never commands.
+            self.bdat_remaining = size;
+            self.data_pending = false;
+            self.tls_pending = false;
         } else {
             // DATA and STARTTLS end a pipelined group: another command means their reply came.
             self.data_pending = false;
             self.tls_pending = false;
         }
     }
+}
+
+/// The chunk size of a `BDAT <size> [LAST]` command (RFC 3030), any case.
+fn bdat_size(cmd: &[u8]) -> Option<u64> {
+    let verb = cmd.get(..5)?;
+    if !verb.eq_ignore_ascii_case(b"BDAT ") {
+        return None;
+    }
+    let size = cmd
+        .get(5..)?
+        .split(|b| *b == b' ')
+        .find(|w| !w.is_empty())?;
+    if size.is_empty() || size.len() > 19 || !size.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(size).ok()?.parse().ok()
 }
 
 /// Take the next complete line from `dir`'s buffer plus `bytes`. Returns the line (if one is
@@ -464,6 +499,21 @@ mod tests {
                         "250-mx\r\n250 starttls\r\n",
                         "250-mx\r\n250 XXXXXXXA\r\n",
                     ),
+                ],
+            ),
+            (
+                "BDAT chunks pass untouched, counted, a last line without LF too",
+                DEFAULTS,
+                &[
+                    (S2C, "220 x\r\n", "220 *\r\n"),
+                    (
+                        C2S,
+                        "BDAT 14\r\nSTARTTLS\r\nab\r\n",
+                        "BDAT 14\r\nSTARTTLS\r\nab\r\n",
+                    ),
+                    (C2S, "bdat 5 LAST\r\nhe", "bdat 5 LAST\r\nhe"),
+                    (C2S, "llo", "llo"),
+                    (C2S, "STARTTLS\r\n", "XXXXXXXA\r\n"),
                 ],
             ),
             (
