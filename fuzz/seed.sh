@@ -23,6 +23,19 @@ for f in "$src"/*.txt; do
 done
 echo "seeded $n files into $here/corpus/{reply,dialogue}"
 
+# asa_rewriter: each dialogue's server bytes as 63-byte server-to-client reads (header 0xbf),
+# under every mode; fuzz_targets/asa_rewriter.rs reads the layout.
+mkdir -p "$here/corpus/asa_rewriter"
+for f in "$here"/corpus/reply/*; do
+    name=$(basename "$f")
+    for mode in 00 01 02 03; do
+        {
+            printf "\\$(printf %03o "0x$mode")"
+            split -b 63 --filter='printf "\\277"; cat' "$f"
+        } > "$here/corpus/asa_rewriter/$name-$mode"
+    done
+done
+
 # log_lines: every log fixture of crates/sigillo-logs/testdata as it is.
 mkdir -p "$here/corpus/log_lines"
 m=0
