@@ -45,8 +45,16 @@ fuzz_target!(|data: &[u8]| {
     let c2s_rest = asa.take_pending_client();
     s2c_seen.extend_from_slice(&s2c_rest);
     c2s_seen.extend_from_slice(&c2s_rest);
-    assert_eq!(s2c_out + s2c_rest.len(), s2c_in, "server to client changed length");
-    assert_eq!(c2s_out + c2s_rest.len(), c2s_in, "client to server changed length");
+    assert_eq!(
+        s2c_out + s2c_rest.len(),
+        s2c_in,
+        "server to client changed length"
+    );
+    assert_eq!(
+        c2s_out + c2s_rest.len(),
+        c2s_in,
+        "client to server changed length"
+    );
     if !config.mask_banner && !config.strip_starttls {
         assert_eq!(s2c_seen, s2c_all);
         assert_eq!(c2s_seen, c2s_all);
