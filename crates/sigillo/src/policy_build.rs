@@ -224,14 +224,14 @@ pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) ->
             continue;
         };
         run.pinned_domains_seen += 1;
-        run.messages_to_pinned += hop.messages;
+        run.messages_to_pinned = run.messages_to_pinned.saturating_add(hop.messages);
         let untrusted = match pin.level {
             PinLevel::Verify => hop.tls_messages.saturating_sub(hop.trusted_tls_messages),
             PinLevel::Encrypt => 0,
         };
-        let deferred = hop.plain_messages + untrusted;
-        run.deferred_messages += deferred;
-        run.unknown_messages += hop.unknown_messages;
+        let deferred = hop.plain_messages.saturating_add(untrusted);
+        run.deferred_messages = run.deferred_messages.saturating_add(deferred);
+        run.unknown_messages = run.unknown_messages.saturating_add(hop.unknown_messages);
         if deferred == 0 && hop.unknown_messages == 0 {
             continue;
         }
@@ -588,21 +588,63 @@ fn read_report(path: &Path) -> anyhow::Result<ReportFigures> {
                 path.display()
             )
         })?;
-    if figures.next_hops.is_none() {
+    let Some(hops) = &figures.next_hops else {
         bail!(
             "--from-report {}: the report has no next_hops (written by an older sigillo?); run sigillo report --json again",
             path.display()
         );
-    }
+    };
+    check_next_hops(hops).with_context(|| format!("--from-report {}", path.display()))?;
     Ok(figures)
 }
 
+/// Figures `report` can write: each domain once (compared as Postfix looks them up: lower
+/// case, no final dot), and counts that add up. A hand-edited report that breaks this would
+/// pin from figures no log gave.
+fn check_next_hops(hops: &[NextHopFigures]) -> anyhow::Result<()> {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for h in hops {
+        let key = h.domain.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(first) = seen.insert(key, &h.domain) {
+            bail!(
+                "next_hops lists one domain twice, as {first:?} and {:?}",
+                h.domain
+            );
+        }
+        let parts = [h.tls_messages, h.plain_messages, h.unknown_messages];
+        let sum = parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+        if sum != Some(h.messages) || h.trusted_tls_messages > h.tls_messages {
+            bail!(
+                "next_hops {:?}: the counts do not add up (messages {}, TLS {}, plaintext {}, unknown {}, trusted TLS {})",
+                h.domain,
+                h.messages,
+                h.tls_messages,
+                h.plain_messages,
+                h.unknown_messages,
+                h.trusted_tls_messages
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` (`-`: standard output) whole or not at all: into a new file beside
+/// it, then renamed over it, so an MTA reading the map meanwhile never sees it half written.
 fn write_output(path: &Path, text: &str, option: &str) -> anyhow::Result<()> {
     if path == Path::new("-") {
         emit(text)?;
         return Ok(());
     }
-    std::fs::write(path, text).with_context(|| format!("{option} {}", path.display()))
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.sigillo-{}", std::process::id()));
+    let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.with_context(|| format!("{option} {}", path.display()))
 }
 
 /// Comment lines that open a written pin file: the window and the rule.
@@ -663,7 +705,7 @@ fn exim_notes(out: &mut String, path: &Path, pins: usize) {
 
 fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
     let mut out = String::new();
-    let messages: u64 = hops.iter().map(|h| h.messages).sum();
+    let messages: u64 = hops.iter().fold(0u64, |a, h| a.saturating_add(h.messages));
     let _ = writeln!(
         out,
         "Next-hop domains with delivered mail: {} ({messages} messages), from {} to {}",
@@ -704,7 +746,10 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
             .iter()
             .filter(|p| p.level == PinLevel::Verify)
             .count();
-        let pinned_messages: u64 = o.pins.iter().map(|p| p.evidence.messages).sum();
+        let pinned_messages: u64 = o
+            .pins
+            .iter()
+            .fold(0u64, |a, p| a.saturating_add(p.evidence.messages));
         let _ = writeln!(
             out,
             "Pinned: {} domain(s) ({} encrypt, {verify} verify), {pinned_messages} messages",
@@ -825,6 +870,32 @@ mod tests {
             plain: sample(&(1..=plain.min(5) as u32).collect::<Vec<_>>()),
             untrusted_tls: sample(&(5..5 + (tls - trusted).min(4) as u32).collect::<Vec<_>>()),
         }
+    }
+
+    /// A hand-edited report is checked before anything is pinned from it.
+    #[test]
+    fn figures_no_log_gave_are_refused() {
+        assert!(
+            check_next_hops(&[hop("a.example", 10, 8, 8, 2), hop("b.example", 3, 3, 0, 0)]).is_ok()
+        );
+        let twice = check_next_hops(&[
+            hop("Example.com", 10, 10, 10, 0),
+            hop("example.com.", 5, 0, 0, 5),
+        ]);
+        assert!(format!("{:#}", twice.unwrap_err()).contains("twice"));
+        let mut more_tls = hop("big.example", 10, 10, 10, 0);
+        more_tls.tls_messages = 25;
+        let err = check_next_hops(&[more_tls]).unwrap_err();
+        assert!(format!("{err:#}").contains("do not add up"), "{err:#}");
+        let mut trusted = hop("t.example", 10, 10, 10, 0);
+        trusted.trusted_tls_messages = 11;
+        assert!(check_next_hops(&[trusted]).is_err());
+        let mut huge = hop("h.example", 0, 0, 0, 0);
+        (huge.messages, huge.tls_messages, huge.plain_messages) = (u64::MAX, u64::MAX, 1);
+        assert!(
+            check_next_hops(&[huge]).is_err(),
+            "an overflowing sum does not add up"
+        );
     }
 
     #[test]
