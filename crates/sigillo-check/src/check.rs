@@ -177,7 +177,7 @@ impl Checker {
                 plan.push(PlannedHost::new(&ip.to_string(), None, None, vec![*ip]))
             }
             TargetSpec::Host(name) => {
-                let found = self.dns.addresses_and_errors(name, families).await;
+                let found = self.dns.addresses(name, families).await;
                 match PlannedHost::looked_up(name, None, Some(name), found) {
                     Ok(host) => plan.push(host),
                     Err(e) => report.error = Some(e),
@@ -192,7 +192,7 @@ impl Checker {
                 }
                 Ok(MxAnswer::NoMx) => {
                     report.implicit_mx = true;
-                    let found = self.dns.addresses_and_errors(domain, families).await;
+                    let found = self.dns.addresses(domain, families).await;
                     match PlannedHost::looked_up(domain, None, Some(domain), found) {
                         Ok(host) => plan.push(host),
                         Err(e) => {
@@ -201,29 +201,27 @@ impl Checker {
                         }
                     }
                 }
-                Ok(answer @ (MxAnswer::Records(_) | MxAnswer::RecordsBesideNullMx(_))) => {
-                    let records = match answer {
-                        MxAnswer::RecordsBesideNullMx(records) => {
-                            report.findings.push(report::Finding {
-                                id: "inconclusive",
-                                kind: "null-mx-beside-others",
-                                severity: report::Severity::Low,
-                                mx: None,
-                                address: None,
-                                port: None,
-                                message: format!(
-                                    "{domain} publishes a null MX (`MX 0 .`) beside other MX records, which RFC 7505 §3 forbids: some senders may take the domain to accept no mail; the other MX hosts were checked"
-                                ),
-                                evidence: vec!["MX 0 .".to_owned()],
-                            });
-                            records
-                        }
-                        MxAnswer::Records(records) => records,
-                        _ => Vec::new(),
-                    };
+                Ok(MxAnswer::Records {
+                    records,
+                    null_beside,
+                }) => {
+                    if null_beside {
+                        report.findings.push(report::Finding {
+                            id: "inconclusive",
+                            kind: "null-mx-beside-others",
+                            severity: report::Severity::Low,
+                            mx: None,
+                            address: None,
+                            port: None,
+                            message: format!(
+                                "{domain} publishes a null MX (`MX 0 .`) beside other MX records, which RFC 7505 §3 forbids: some senders may take the domain to accept no mail; the other MX hosts were checked"
+                            ),
+                            evidence: vec!["MX 0 .".to_owned()],
+                        });
+                    }
                     let lookups = records
                         .iter()
-                        .map(|mx| self.dns.addresses_and_errors(&mx.host, families));
+                        .map(|mx| self.dns.addresses(&mx.host, families));
                     let results = futures::future::join_all(lookups).await;
                     for (mx, found) in records.into_iter().zip(results) {
                         let looked_up = PlannedHost::looked_up(

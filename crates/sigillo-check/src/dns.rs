@@ -23,10 +23,9 @@ pub struct Mx {
 /// What the MX lookup of a domain found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MxAnswer {
-    /// MX records, sorted by preference then name.
-    Records(Vec<Mx>),
-    /// MX records beside a null MX, which RFC 7505 §3 forbids: the null one is left out.
-    RecordsBesideNullMx(Vec<Mx>),
+    /// MX records, sorted by preference then name; `null_beside`: a null MX was published
+    /// beside them, which RFC 7505 §3 forbids (it is left out).
+    Records { records: Vec<Mx>, null_beside: bool },
     /// A single `MX 0 .`: the domain accepts no mail (RFC 7505).
     NullMx,
     /// The name exists but has no MX: fall back to its A/AAAA (RFC 5321 §5.1).
@@ -164,32 +163,16 @@ impl Dns {
         let null_beside = records.len() < before;
         records.sort_by(|a, b| (a.preference, &a.host).cmp(&(b.preference, &b.host)));
         records.dedup();
-        Ok(if null_beside {
-            MxAnswer::RecordsBesideNullMx(records)
-        } else {
-            MxAnswer::Records(records)
+        Ok(MxAnswer::Records {
+            records,
+            null_beside,
         })
     }
 
-    /// The A then AAAA addresses of a host, for the families asked. A family with no
-    /// records is not an error; the name not existing is. A lookup that fails for one family
-    /// fails the whole only when the other gave no address: see
-    /// [`Dns::addresses_and_errors`].
-    pub async fn addresses(&self, host: &str, families: Families) -> Result<Vec<IpAddr>, DnsError> {
-        let (addresses, mut errors) = self.addresses_and_errors(host, families).await;
-        if addresses.is_empty() && !errors.is_empty() {
-            return Err(errors.swap_remove(0));
-        }
-        Ok(addresses)
-    }
-
-    /// The A then AAAA addresses of a host, and the errors of the families whose lookup
-    /// failed: a SERVFAIL on AAAA does not throw away the A records.
-    pub async fn addresses_and_errors(
-        &self,
-        host: &str,
-        families: Families,
-    ) -> (Vec<IpAddr>, Vec<DnsError>) {
+    /// The A then AAAA addresses of a host, for the families asked, and the errors of the
+    /// families whose lookup failed: a SERVFAIL on AAAA does not throw away the A records. A
+    /// family with no records is not an error; the name not existing is.
+    pub async fn addresses(&self, host: &str, families: Families) -> (Vec<IpAddr>, Vec<DnsError>) {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (wanted, rtype, label) in [

@@ -270,14 +270,15 @@ pub fn analyze_host(
         .find(|s| matches!(s, Sign::MaskedBanner { .. }));
     // A masked keyword hides STARTTLS only when STARTTLS itself is not listed: beside it, it
     // is another extension the middlebox does not allow (an inspecting ASA with `allow-tls`).
-    let strip_sign = signs.iter().find(|s| match s {
-        Sign::MaskedCapability { .. } => !offered,
-        Sign::StartTlsRejected { .. } => true,
-        _ => false,
-    });
-    let masked_other = signs
+    let masked_capability = signs
         .iter()
-        .find(|s| matches!(s, Sign::MaskedCapability { .. }) && offered);
+        .find(|s| matches!(s, Sign::MaskedCapability { .. }));
+    let strip_sign = masked_capability.filter(|_| !offered).or_else(|| {
+        signs
+            .iter()
+            .find(|s| matches!(s, Sign::StartTlsRejected { .. }))
+    });
+    let masked_other = masked_capability.filter(|_| offered);
     let starttls_lines = || -> Vec<String> {
         let mut lines: Vec<String> = ehlo
             .iter()

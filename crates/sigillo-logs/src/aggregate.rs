@@ -269,7 +269,8 @@ impl DirectionFigures {
     }
 }
 
-fn share(part: u64, whole: u64) -> f64 {
+/// `part / whole` rounded to 4 places (0 for nothing): every share in the figures.
+pub fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -729,8 +730,6 @@ struct PeerStep {
     time: UnixTime,
     /// Position of the peer in [`Aggregator::peers`].
     peer: u32,
-    /// Its downgrade window's position in [`Aggregator::downgrade_states`].
-    slot: u32,
     tls: bool,
     id: Text,
 }
@@ -764,11 +763,9 @@ impl ReorderBuffer {
             self.late.push(step);
             return true;
         };
-        // A jump far ahead in time: the buckets it leaves behind the lag are released by
-        // `release` before the next push; here only the ones it needs are made, at most the
-        // lag's worth beyond what is already held.
+        // A jump far ahead in time: everything held is older than the lag behind this step
+        // (and no run of empty buckets is made up to it).
         if index > self.buckets.len() + REORDER_LAG_BUCKETS {
-            // Everything held is older than the lag behind this step.
             self.drain_all_into_late();
             self.first_bucket = bucket;
             self.buckets.push_back(vec![step]);
@@ -799,15 +796,12 @@ impl ReorderBuffer {
     /// the newest bucket (or past the cap), or all of them.
     fn release(&mut self, all: bool, out: &mut Vec<PeerStep>) {
         out.append(&mut self.late);
-        while !self.buckets.is_empty() {
-            let due =
-                all || self.buckets.len() > REORDER_LAG_BUCKETS + 1 || self.held > REORDER_MAX_HELD;
-            let Some(front) = self.buckets.front_mut().filter(|_| due) else {
+        while all || self.buckets.len() > REORDER_LAG_BUCKETS + 1 || self.held > REORDER_MAX_HELD {
+            let Some(mut front) = self.buckets.pop_front() else {
                 break;
             };
             self.held -= front.len();
-            out.append(front);
-            self.buckets.pop_front();
+            out.append(&mut front);
             self.first_bucket += 1;
         }
     }
@@ -1001,7 +995,6 @@ impl Aggregator {
                 next
             });
         }
-        let slot = peer.downgrade_slot;
         peer.messages += 1;
         peer.first = peer.first.min(m.time);
         peer.last = peer.last.max(m.time);
@@ -1023,7 +1016,6 @@ impl Aggregator {
         let due = self.in_order.push(PeerStep {
             time: m.time,
             peer: u32::try_from(position).unwrap_or(u32::MAX),
-            slot,
             tls,
             id: m.id.clone(),
         });
@@ -1039,9 +1031,13 @@ impl Aggregator {
         let mut due = std::mem::take(&mut self.due_scratch);
         self.in_order.release(all, &mut due);
         for step in due.drain(..) {
-            let Some(state) = usize::try_from(step.slot)
+            let slot = usize::try_from(step.peer)
                 .ok()
-                .and_then(|p| self.downgrade_states.get_mut(p))
+                .and_then(|p| self.peers.entries.get(p))
+                .map(|(_, p)| p.downgrade_slot);
+            let Some(state) = slot
+                .and_then(|s| usize::try_from(s).ok())
+                .and_then(|s| self.downgrade_states.get_mut(s))
             else {
                 continue;
             };
@@ -1338,20 +1334,17 @@ fn downgrade(peers: &[(PeerKey, PeerState)], w: Window, tls_resumed: bool) -> Do
     };
     let (tls_peer, plain_peer) = (key(w.peers.0), key(w.peers.1));
     let direction = plain_peer.map_or(Direction::Inbound, |k| k.direction);
-    let peer = Peer {
-        hostname: plain_peer
-            .and_then(|k| k.hostname.clone())
-            .or_else(|| tls_peer.and_then(|k| k.hostname.clone())),
-        ip: plain_peer
-            .and_then(|k| k.ip)
-            .or_else(|| tls_peer.and_then(|k| k.ip)),
-    };
-    let peer = &peer;
+    let hostname = plain_peer
+        .and_then(|k| k.hostname.as_deref())
+        .or_else(|| tls_peer.and_then(|k| k.hostname.as_deref()));
+    let ip = plain_peer
+        .and_then(|k| k.ip)
+        .or_else(|| tls_peer.and_then(|k| k.ip));
     Downgrade {
         direction,
-        hostname: peer.hostname.as_deref().map(str::to_owned),
-        ip: peer.ip.map(ip_text),
-        domain: registered_domain(peer.hostname.as_deref(), peer.ip),
+        hostname: hostname.map(str::to_owned),
+        ip: ip.map(ip_text),
+        domain: registered_domain(hostname, ip),
         last_tls: time_text(w.last_tls.0),
         last_tls_id: String::from(&*w.last_tls.1),
         first_plain: time_text(w.first.0),

@@ -188,12 +188,11 @@ impl YearGuess {
     /// `--year` for a file read after another: the year goes on from the time of that file's
     /// last line, so a line of January after one of December is in the next year.
     pub fn continuing(last_time: UnixTime) -> Self {
-        let (y, m, _) = civil_from_days(last_time.div_euclid(86_400));
-        let year = y.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        let at = YearGuess::from_unix_mtime(last_time);
         YearGuess {
-            start_year: year,
+            start_year: at.start_year,
             ref_month: 0,
-            last: Some((year, m as u8)),
+            last: Some((at.start_year, at.ref_month)),
         }
     }
 

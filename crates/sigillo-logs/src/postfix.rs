@@ -980,11 +980,13 @@ impl PostfixParser {
                 // TLS logging is on: deliveries still open that were made without a TLS line
                 // are plaintext (those already made are settled after this line), unless so
                 // many came before that they already went out as unknown.
-                for pr in self.procs.values_mut().filter(|_| !self.held_overflowed) {
-                    if let Some(open) = &mut pr.open
-                        && matches!(open.record.transport, Transport::Unknown { hint } if hint == HINT_SMTP)
-                    {
-                        open.record.transport = Transport::Plain;
+                if !self.held_overflowed {
+                    for pr in self.procs.values_mut() {
+                        if let Some(open) = &mut pr.open
+                            && matches!(open.record.transport, Transport::Unknown { hint } if hint == HINT_SMTP)
+                        {
+                            open.record.transport = Transport::Plain;
+                        }
                     }
                 }
             }

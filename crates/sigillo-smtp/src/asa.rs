@@ -307,9 +307,10 @@ fn bdat_size(cmd: &[u8]) -> Option<u64> {
         .get(5..)?
         .split(|b| *b == b' ')
         .find(|w| !w.is_empty())?;
-    if size.is_empty() || size.len() > 19 || !size.iter().all(u8::is_ascii_digit) {
+    if !size.iter().all(u8::is_ascii_digit) {
         return None;
     }
+    // Digits only, so no sign; too many for a u64 fails the parse.
     std::str::from_utf8(size).ok()?.parse().ok()
 }
 

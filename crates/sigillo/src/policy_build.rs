@@ -149,8 +149,8 @@ pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
         }
     }
     pins.sort_by(|a, b| a.domain.cmp(&b.domain));
-    // Two spellings of one domain (`Example.com` from one MTA, `example.com` from another)
-    // are one pin: keep the first.
+    // Spellings of one domain are merged before ([`merge_spellings`]); a caller that did not
+    // still gets one pin each.
     pins.dedup_by(|b, a| a.domain == b.domain);
     Selection { pins, not_pinned }
 }
@@ -262,6 +262,51 @@ pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) ->
     run
 }
 
+/// The next hops with the figures of spellings of one domain (`Example.com` from one MTA,
+/// `example.com.` from another: [`domain::normalize`]) added up, in first-seen order, so
+/// that the rule and the dry run judge each domain on all its mail.
+fn merge_spellings(hops: &[NextHopFigures]) -> Vec<NextHopFigures> {
+    let mut merged: Vec<NextHopFigures> = Vec::with_capacity(hops.len());
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(hops.len());
+    for hop in hops {
+        let key = domain::normalize(&hop.domain).unwrap_or_else(|_| hop.domain.clone());
+        let Some(m) = at.get(&key).and_then(|&i| merged.get_mut(i)) else {
+            at.insert(key, merged.len());
+            merged.push(hop.clone());
+            continue;
+        };
+        m.messages = m.messages.saturating_add(hop.messages);
+        m.tls_messages = m.tls_messages.saturating_add(hop.tls_messages);
+        m.trusted_tls_messages = m
+            .trusted_tls_messages
+            .saturating_add(hop.trusted_tls_messages);
+        m.plain_messages = m.plain_messages.saturating_add(hop.plain_messages);
+        m.unknown_messages = m.unknown_messages.saturating_add(hop.unknown_messages);
+        m.tls_share = sigillo_logs::aggregate::share(m.tls_messages, m.messages);
+        m.first_seen = m.first_seen.clone().min(hop.first_seen.clone());
+        m.last_seen = m.last_seen.clone().max(hop.last_seen.clone());
+        for (mine, theirs) in [
+            (&mut m.plain, &hop.plain),
+            (&mut m.untrusted_tls, &hop.untrusted_tls),
+        ] {
+            if let Some(theirs) = theirs {
+                *mine = Some(match mine.take() {
+                    Some(ours) => {
+                        let (first, last, sample) = merge_samples(&[&ours, theirs]);
+                        MessageSample {
+                            first: first.unwrap_or(ours.first),
+                            last: last.unwrap_or(ours.last),
+                            sample,
+                        }
+                    }
+                    None => theirs.clone(),
+                });
+            }
+        }
+    }
+    merged
+}
+
 type Merged = (Option<MessageRef>, Option<MessageRef>, Vec<MessageRef>);
 
 /// The earliest first, the latest last, and the earliest few of several samples.
@@ -337,7 +382,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    let hops = figures.next_hops.as_deref().unwrap_or_default();
+    let merged = merge_spellings(figures.next_hops.as_deref().unwrap_or_default());
+    let hops = merged.as_slice();
     let rule = PinRule {
         min_messages: args.min_messages,
         min_tls_share: args.min_tls_share,
@@ -598,19 +644,10 @@ fn read_report(path: &Path) -> anyhow::Result<ReportFigures> {
     Ok(figures)
 }
 
-/// Figures `report` can write: each domain once (compared as Postfix looks them up: lower
-/// case, no final dot), and counts that add up. A hand-edited report that breaks this would
-/// pin from figures no log gave.
+/// Counts `report` can write: they add up. A hand-edited report that breaks this would pin
+/// from figures no log gave.
 fn check_next_hops(hops: &[NextHopFigures]) -> anyhow::Result<()> {
-    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     for h in hops {
-        let key = h.domain.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(first) = seen.insert(key, &h.domain) {
-            bail!(
-                "next_hops lists one domain twice, as {first:?} and {:?}",
-                h.domain
-            );
-        }
         let parts = [h.tls_messages, h.plain_messages, h.unknown_messages];
         let sum = parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
         if sum != Some(h.messages) || h.trusted_tls_messages > h.tls_messages {
@@ -872,17 +909,42 @@ mod tests {
         }
     }
 
-    /// A hand-edited report is checked before anything is pinned from it.
+    /// A hand-edited report is checked before anything is pinned from it, and spellings of
+    /// one domain are judged together.
     #[test]
-    fn figures_no_log_gave_are_refused() {
+    fn figures_no_log_gave_are_refused_and_spellings_merged() {
         assert!(
             check_next_hops(&[hop("a.example", 10, 8, 8, 2), hop("b.example", 3, 3, 0, 0)]).is_ok()
         );
-        let twice = check_next_hops(&[
+        // Two spellings of one domain are one domain, judged on all its mail.
+        let merged = merge_spellings(&[
             hop("Example.com", 10, 10, 10, 0),
+            hop("other.example", 1, 1, 1, 0),
             hop("example.com.", 5, 0, 0, 5),
         ]);
-        assert!(format!("{:#}", twice.unwrap_err()).contains("twice"));
+        let figures: Vec<(&str, u64, u64, u64)> = merged
+            .iter()
+            .map(|h| {
+                (
+                    h.domain.as_str(),
+                    h.messages,
+                    h.tls_messages,
+                    h.plain_messages,
+                )
+            })
+            .collect();
+        assert_eq!(
+            figures,
+            [("Example.com", 15, 10, 5), ("other.example", 1, 1, 0)]
+        );
+        assert!(merged[0].plain.is_some());
+        let rule = PinRule {
+            min_messages: 1,
+            min_tls_share: 1.0,
+            verify: false,
+        };
+        let pins = select_pins(&merged, &rule).pins;
+        assert_eq!(pins.len(), 1, "example.com had plaintext mail: not pinned");
         let mut more_tls = hop("big.example", 10, 10, 10, 0);
         more_tls.tls_messages = 25;
         let err = check_next_hops(&[more_tls]).unwrap_err();
