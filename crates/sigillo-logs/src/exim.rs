@@ -23,10 +23,23 @@
 //!   (unrouteable, retry time not reached, local defer): no record, but the recipient still
 //!   counts for the received message.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
-//!   connection count…)` opens, `… closed by QUIT`/`lost` closes, keyed by IP (and port with
-//!   `+incoming_port`). A session without mail gets its transport from the `no MAIL in SMTP
-//!   connection from … X=…` line (`+smtp_no_mail`), which Exim writes *after* the close line;
-//!   a `no MAIL` line alone also counts as a connection.
+//!   connection count…)` opens, `… closed by QUIT`/`lost` closes. A session without mail gets
+//!   its transport from the `no MAIL in SMTP connection from … X=…` line (`+smtp_no_mail`),
+//!   which Exim writes *after* the close line; a `no MAIL` line alone also counts as a
+//!   connection. Each message takes its transport from its own `<=` line, never from the
+//!   session. One peer often holds several connections at once; they are told apart by:
+//!   - the remote port, with `+incoming_port` (`[ip]:port` on every line of the session);
+//!   - the pid, with `+pid` (`[pid]` after the time) or in syslog lines (`exim[pid]:`): the
+//!     daemon writes the opening line *before* it forks the process that serves the
+//!     connection, so that line carries the daemon's pid; every later line of the session
+//!     (`<=`, close, `no MAIL`) carries the child's. An opened session waits, unclaimed, for
+//!     the first line of a process from its address (and port), which claims the oldest
+//!     waiting one; the process's later lines go to that session.
+//!
+//!   With neither, nothing in the log tells two sessions from one address apart: they are
+//!   kept as one (a second opening line replaces the open session of that address, whose
+//!   messages and close then count for the newer one), which undercounts connections from a
+//!   peer that opens parallel ones. `+incoming_port` or `+pid` makes the count exact.
 //! - **Outbound connections.** Exim logs no outbound connect or close, but every delivery line
 //!   over SMTP (`=>`, `>>`, `**`, and `==` with `H=`) marks a delivery down a connection
 //!   opened for an earlier message with a `*` after the address (`H=mx [ip]*`,
@@ -301,6 +314,9 @@ fn recipient_of(rest: &str) -> &str {
 // The parser.
 
 type ConnKey = (IpAddr, u16);
+/// An inbound session: peer address, remote port (0 without `+incoming_port`) and the pid of
+/// the Exim process serving it (0 when lines carry no pid).
+type SessionKey = (IpAddr, u16, u32);
 /// An outbound connection as Exim can reuse it: transport (hashed name), peer IP, port (0
 /// without `+outgoing_port`).
 type OutKey = (u64, IpAddr, u16);
@@ -308,6 +324,9 @@ type OutKey = (u64, IpAddr, u16);
 const MAX_OPEN_MESSAGES: usize = 65_536;
 const MAX_PENDING_DELIVERIES: usize = 4_096;
 const MAX_SESSIONS: usize = 65_536;
+/// Sessions of one address (and port) opened and not yet claimed by their process: Exim's
+/// `smtp_accept_max` defaults to 20 connections at once.
+const MAX_UNCLAIMED_PER_PEER: usize = 256;
 const MAX_CLOSED_NO_MAIL: usize = 1_024;
 const MAX_RCPT_HASHES: usize = 1_000;
 const MAX_OUTBOUND: usize = 4_096;
@@ -377,8 +396,11 @@ pub struct EximParser {
     received: Bounded<String, OpenMessage, FxBuild>,
     deliveries: Bounded<String, MessageRecord, FxBuild>,
     // Keyed by peer addresses, which the other side chooses: SipHash.
-    sessions: Bounded<ConnKey, Session>,
-    closed_no_mail: Bounded<ConnKey, Session>,
+    sessions: Bounded<SessionKey, Session>,
+    /// Sessions opened by a daemon that logs pids, oldest first, not yet claimed by the
+    /// process serving them.
+    unclaimed: Bounded<ConnKey, Vec<Session>>,
+    closed_no_mail: Bounded<SessionKey, Session>,
     outbound: Bounded<OutKey, OutboundConn>,
     unparsed: u64,
     evicted: u64,
@@ -386,6 +408,9 @@ pub struct EximParser {
     tls_without_cv: bool,
     saw_connection_lines: bool,
     saw_received: bool,
+    /// A session was opened while another of the same address was open, and the log has
+    /// neither ports nor pids to tell them apart.
+    merged_sessions: bool,
     domains: DomainTexts,
 }
 
@@ -401,6 +426,7 @@ impl EximParser {
             received: Bounded::new(MAX_OPEN_MESSAGES),
             deliveries: Bounded::new(MAX_PENDING_DELIVERIES),
             sessions: Bounded::new(MAX_SESSIONS),
+            unclaimed: Bounded::new(MAX_SESSIONS),
             closed_no_mail: Bounded::new(MAX_CLOSED_NO_MAIL),
             outbound: Bounded::new(MAX_OUTBOUND),
             unparsed: 0,
@@ -409,6 +435,7 @@ impl EximParser {
             tls_without_cv: false,
             saw_connection_lines: false,
             saw_received: false,
+            merged_sessions: false,
             domains: DomainTexts::default(),
         }
     }
@@ -465,7 +492,8 @@ impl EximParser {
         };
         if !internal
             && let Some(key) = host.key()
-            && let Some(s) = self.sessions.get_mut(&key)
+            && let Some(sk) = self.session_of(key, line.pid)
+            && let Some(s) = self.sessions.get_mut(&sk)
         {
             s.messages += 1;
             s.transport = Some(record.transport.clone());
@@ -682,16 +710,69 @@ impl EximParser {
                 messages: 0,
                 transport: None,
             };
-            if self.sessions.insert(key, s).is_some() {
-                self.evicted += 1;
+            if line.pid.is_some() {
+                // The daemon's pid: the session's own process shows on its next line.
+                self.add_unclaimed(key, s);
+            } else {
+                // Without pids a second session of the same address (and port) replaces the
+                // first: see the module documentation.
+                let sk = (key.0, key.1, 0);
+                self.merged_sessions |= self.sessions.get(&sk).is_some();
+                if self.sessions.insert(sk, s).is_some() {
+                    self.evicted += 1;
+                }
             }
         } else if tail.starts_with("closed") || tail.starts_with("lost") {
-            self.close_session(key, &host, out);
+            self.close_session(key, line.pid, &host, out);
         }
     }
 
-    fn close_session(&mut self, key: ConnKey, host: &HostField<'_>, out: &mut Vec<Record>) {
-        let Some(mut s) = self.sessions.remove(&key) else {
+    /// Queues a session opened by a daemon that logs pids until its process claims it.
+    fn add_unclaimed(&mut self, key: ConnKey, s: Session) {
+        if self.unclaimed.get(&key).is_none()
+            && self.unclaimed.len() >= MAX_SESSIONS
+            && let Some((_, old)) = self.unclaimed.pop_oldest()
+        {
+            self.evicted += old.len() as u64;
+        }
+        let (list, _) = self.unclaimed.get_or_insert_with(key, Vec::new);
+        if list.len() >= MAX_UNCLAIMED_PER_PEER {
+            list.remove(0);
+            self.evicted += 1;
+        }
+        list.push(s);
+    }
+
+    /// The session a line of process `pid` about peer `key` belongs to: the one that process
+    /// claimed, else the oldest unclaimed session of that address (and port), now claimed by
+    /// it. `None` for a session opened before the log begins.
+    fn session_of(&mut self, key: ConnKey, pid: Option<u32>) -> Option<SessionKey> {
+        let sk = (key.0, key.1, pid.unwrap_or(0));
+        if self.sessions.get(&sk).is_some() {
+            return Some(sk);
+        }
+        let list = self.unclaimed.get_mut(&key)?;
+        let s = (!list.is_empty()).then(|| list.remove(0));
+        if list.is_empty() {
+            self.unclaimed.remove(&key);
+        }
+        if self.sessions.insert(sk, s?).is_some() {
+            self.evicted += 1;
+        }
+        Some(sk)
+    }
+
+    fn close_session(
+        &mut self,
+        key: ConnKey,
+        pid: Option<u32>,
+        host: &HostField<'_>,
+        out: &mut Vec<Record>,
+    ) {
+        let Some(sk) = self.session_of(key, pid) else {
+            return;
+        };
+        let Some(mut s) = self.sessions.remove(&sk) else {
             return;
         };
         if s.peer.hostname.is_none() {
@@ -699,7 +780,7 @@ impl EximParser {
         }
         if s.messages > 0 {
             out.push(Record::Connection(connection(s, None)));
-        } else if let Some((_, old)) = self.closed_no_mail.insert(key, s) {
+        } else if let Some((_, old)) = self.closed_no_mail.insert(sk, s) {
             out.push(Record::Connection(connection(old, None)));
         }
     }
@@ -715,16 +796,19 @@ impl EximParser {
             Some(tls) => Transport::Tls(tls),
             None => Transport::Plain,
         };
-        let s = self
-            .closed_no_mail
-            .remove(&key)
-            .or_else(|| self.sessions.remove(&key))
-            .unwrap_or(Session {
-                time: line.time,
-                peer: host.peer(),
-                messages: 0,
-                transport: None,
-            });
+        let closed = (key.0, key.1, line.pid.unwrap_or(0));
+        let s = match self.closed_no_mail.remove(&closed) {
+            Some(s) => Some(s),
+            None => self
+                .session_of(key, line.pid)
+                .and_then(|sk| self.sessions.remove(&sk)),
+        };
+        let s = s.unwrap_or(Session {
+            time: line.time,
+            peer: host.peer(),
+            messages: 0,
+            transport: None,
+        });
         out.push(Record::Connection(connection(s, Some(transport))));
     }
 }
@@ -832,14 +916,14 @@ impl MtaParser for EximParser {
             // from …`: the session ends there.
             let (host, _) = parse_host(m.get(i + 20..).unwrap_or(""));
             if let Some(key) = host.key() {
-                self.close_session(key, &host, out);
+                self.close_session(key, line.pid, &host, out);
             }
         } else if let Some(rest) =
             m.strip_prefix("unexpected disconnection while reading SMTP command from ")
         {
             let (host, _) = parse_host(rest);
             if let Some(key) = host.key() {
-                self.close_session(key, &host, out);
+                self.close_session(key, line.pid, &host, out);
             }
         }
     }
@@ -856,6 +940,11 @@ impl MtaParser for EximParser {
         }
         for (_, s) in self.sessions.drain_ordered() {
             out.push(Record::Connection(connection(s, None)));
+        }
+        for (_, list) in self.unclaimed.drain_ordered() {
+            for s in list {
+                out.push(Record::Connection(connection(s, None)));
+            }
         }
         for (_, c) in self.outbound.drain_ordered() {
             out.push(Record::Connection(c.record));
@@ -878,6 +967,12 @@ impl MtaParser for EximParser {
         if self.tls_without_cv {
             v.push(
                 "Exim log_selector +tls_certificate_verified (CV=) tells whether the peer's certificate was verified"
+                    .to_string(),
+            );
+        }
+        if self.merged_sessions {
+            v.push(
+                "Exim log_selector +incoming_port (or +pid) tells parallel connections from one address apart"
                     .to_string(),
             );
         }
