@@ -23,11 +23,13 @@
 //!   (unrouteable, retry time not reached, local defer): no record, but the recipient still
 //!   counts for the received message.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
-//!   connection count…)` opens, `… closed by QUIT`/`lost` closes. A session without mail gets
-//!   its transport from the `no MAIL in SMTP connection from … X=…` line (`+smtp_no_mail`),
-//!   which Exim writes *after* the close line; a `no MAIL` line alone also counts as a
-//!   connection. Each message takes its transport from its own `<=` line, never from the
-//!   session. One peer often holds several connections at once; they are told apart by:
+//!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
+//!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
+//!   on that line) close. A session without mail gets its transport from the `no MAIL in
+//!   SMTP connection from … X=…` line (`+smtp_no_mail`), which Exim writes *after* the close
+//!   line; a `no MAIL` line alone also counts as a connection. Each message takes its
+//!   transport from its own `<=` line, never from the session. One peer often holds several
+//!   connections at once; they are told apart by:
 //!   - the remote port, with `+incoming_port` (`[ip]:port` on every line of the session);
 //!   - the pid, with `+pid` (`[pid]` after the time) or in syslog lines (`exim[pid]:`): the
 //!     daemon writes the opening line *before* it forks the process that serves the
@@ -723,7 +725,7 @@ impl EximParser {
                 }
             }
         } else if tail.starts_with("closed") || tail.starts_with("lost") {
-            self.close_session(key, line.pid, &host, out);
+            self.close_session(key, line.pid, &host, None, out);
         }
     }
 
@@ -762,13 +764,23 @@ impl EximParser {
         Some(sk)
     }
 
+    /// Ends the session of process `pid` with peer `key`. `transport`: what the closing line
+    /// itself tells (a connect-ACL rejection), else the session's messages or a later
+    /// `no MAIL` line tell.
     fn close_session(
         &mut self,
         key: ConnKey,
         pid: Option<u32>,
         host: &HostField<'_>,
+        transport: Option<Transport>,
         out: &mut Vec<Record>,
     ) {
+        let own = (key.0, key.1, pid.unwrap_or(0));
+        if self.sessions.get(&own).is_none() && self.closed_no_mail.get(&own).is_some() {
+            // Closed already by an earlier line of the same process (a connect-ACL rejection,
+            // then `closed by DROP in ACL`): this line must not claim another session.
+            return;
+        }
         let Some(sk) = self.session_of(key, pid) else {
             return;
         };
@@ -777,6 +789,9 @@ impl EximParser {
         };
         if s.peer.hostname.is_none() {
             s.peer.hostname = host.name.map(Into::into);
+        }
+        if transport.is_some() {
+            s.transport = transport;
         }
         if s.messages > 0 {
             out.push(Record::Connection(connection(s, None)));
@@ -916,14 +931,31 @@ impl MtaParser for EximParser {
             // from …`: the session ends there.
             let (host, _) = parse_host(m.get(i + 20..).unwrap_or(""));
             if let Some(key) = host.key() {
-                self.close_session(key, line.pid, &host, out);
+                self.close_session(key, line.pid, &host, None, out);
             }
-        } else if let Some(rest) =
-            m.strip_prefix("unexpected disconnection while reading SMTP command from ")
+        } else if let Some(rest) = m
+            .strip_prefix("unexpected disconnection while reading SMTP command from ")
+            .or_else(|| m.strip_prefix("SMTP call from "))
         {
+            // `SMTP call from HOST dropped: too many syntax or protocol errors …` (or too many
+            // unrecognized or nonmail commands): Exim ends the session without a close line.
             let (host, _) = parse_host(rest);
             if let Some(key) = host.key() {
-                self.close_session(key, line.pid, &host, out);
+                self.close_session(key, line.pid, &host, None, out);
+            }
+        } else if let Some(rest) = m.strip_prefix("H=")
+            && let Some(at) = rest.find(" rejected connection in \"connect\" ACL")
+        {
+            // `H=… [X=…] [temporarily ]rejected connection in "connect" ACL…`: the session ends
+            // before its greeting, without a close line, in TLS only on a TLS-on-connect port.
+            let (host, used) = parse_host(rest);
+            let f = parse_fields(rest.get(used..at).unwrap_or(""));
+            let transport = match self.tls_from(f.x, f.cv) {
+                Some(tls) => Transport::Tls(tls),
+                None => Transport::Plain,
+            };
+            if let Some(key) = host.key() {
+                self.close_session(key, line.pid, &host, Some(transport), out);
             }
         }
     }

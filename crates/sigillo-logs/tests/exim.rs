@@ -23,62 +23,87 @@ fn every_truncation_of_every_line_is_safe() {
 }
 
 /// Concurrent sessions from one address: each inbound connection record, in emission order,
-/// as (peer address, TLS?, messages), and whether the parser advises `+incoming_port`. Told
-/// apart by pid (+pid, syslog) or remote port (+incoming_port); a merged session would carry
-/// the other's messages or transport. With neither, they are merged (the documented limit),
-/// and the advice says so.
+/// as (time of day, peer address, transport, messages), and whether the parser advises
+/// `+incoming_port`. Told apart by pid (+pid, syslog) or remote port (+incoming_port); a
+/// merged session would carry the other's messages, transport or opening time. With neither,
+/// they are merged (the documented limit), and the advice says so.
 #[test]
 fn concurrent_sessions_from_one_address_stay_apart() {
     use exim_support::{log_lines, run, testdata};
     use sigillo_logs::model::{Direction, Record, Transport};
 
-    type Conn = (&'static str, bool, u32);
+    type Conn = (&'static str, &'static str, &'static str, u32);
     let cases: &[(&str, &[Conn], bool)] = &[
         (
             "concurrent-sessions.log",
             &[
                 // Part 1 (+pid): the plain session closes first.
-                ("192.0.2.1", false, 1),
-                ("192.0.2.1", true, 2),
+                ("10:00:00", "192.0.2.1", "plain", 1),
+                ("10:00:00", "192.0.2.1", "tls", 2),
                 // Part 2 (+pid): the plain session is emitted at its close, the TLS one
                 // without mail at its `no MAIL` line.
-                ("192.0.2.1", false, 1),
-                ("192.0.2.1", true, 0),
+                ("10:10:00", "192.0.2.1", "plain", 1),
+                ("10:10:00", "192.0.2.1", "tls", 0),
                 // Part 3 (+incoming_port).
-                ("192.0.2.2", true, 1),
-                ("192.0.2.2", false, 1),
+                ("10:20:00", "192.0.2.2", "tls", 1),
+                ("10:20:00", "192.0.2.2", "plain", 1),
             ],
             false,
         ),
         (
             "concurrent-sessions-syslog.log",
-            &[("192.0.2.1", true, 1), ("192.0.2.1", false, 1)],
+            &[
+                ("10:00:00", "192.0.2.1", "tls", 1),
+                ("10:00:00", "192.0.2.1", "plain", 1),
+            ],
             false,
         ),
         (
             "concurrent-sessions-merged.log",
-            &[("192.0.2.1", true, 2)],
+            &[("10:00:00", "192.0.2.1", "tls", 2)],
             true,
+        ),
+        // Sessions ended by a connect-ACL rejection or a drop keep their own opening line;
+        // those without mail are emitted at the end of input.
+        (
+            "session-endings.log",
+            &[
+                ("10:30:01", "192.0.2.3", "tls", 1),
+                ("10:40:01", "192.0.2.3", "plain", 1),
+                ("10:50:01", "192.0.2.3", "tls", 1),
+                ("10:30:00", "192.0.2.3", "plain", 0),
+                ("10:40:00", "192.0.2.3", "plain", 0),
+                ("10:50:00", "192.0.2.3", "unknown", 0),
+            ],
+            false,
         ),
     ];
     for (file, want, advised) in cases {
         let text = std::fs::read_to_string(testdata("exim").join(file)).expect("fixture");
         let mut parser = EximParser::new();
         let records = run(&mut parser, &log_lines(&text));
-        let got: Vec<(String, bool, u32)> = records
+        let got: Vec<(String, String, &str, u32)> = records
             .iter()
             .filter_map(|r| match r {
-                Record::Connection(c) if c.direction == Direction::Inbound => Some((
-                    c.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    matches!(c.transport, Transport::Tls(_)),
-                    c.messages,
-                )),
+                Record::Connection(c) if c.direction == Direction::Inbound => {
+                    let t = c.time % 86_400;
+                    Some((
+                        format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60),
+                        c.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                        match c.transport {
+                            Transport::Tls(_) => "tls",
+                            Transport::Plain => "plain",
+                            Transport::Unknown { .. } => "unknown",
+                        },
+                        c.messages,
+                    ))
+                }
                 _ => None,
             })
             .collect();
-        let want: Vec<(String, bool, u32)> = want
+        let want: Vec<(String, String, &str, u32)> = want
             .iter()
-            .map(|(ip, tls, n)| (ip.to_string(), *tls, *n))
+            .map(|(t, ip, kind, n)| (t.to_string(), ip.to_string(), *kind, *n))
             .collect();
         assert_eq!(got, want, "{file}");
         assert_eq!(parser.evicted(), 0, "{file}: nothing evicted");
