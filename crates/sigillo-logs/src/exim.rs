@@ -22,6 +22,11 @@
 //!   versions wrote no `X=` on `**` lines either. Without `H=` no relay was contacted
 //!   (unrouteable, retry time not reached, local defer): no record, but the recipient still
 //!   counts for the received message.
+//! - **STARTTLS failures.** `TLS error on connection from|to … (FUNCTION): …` when FUNCTION
+//!   is a handshake's (not `recv`/`send`…: a peer that closed without close_notify); a `**`
+//!   or `==` line with `H=` whose error is a `TLS session`; and an outbound handshake failure
+//!   that Exim retries in clear, `ID TLS session: …: delivering unencrypted to H=mx [ip] (not
+//!   in hosts_require_tls)` (the plaintext `=>` that follows counts as such).
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
@@ -828,6 +833,23 @@ impl EximParser {
     }
 }
 
+/// The host of a failed outbound STARTTLS that Exim's smtp transport retries in clear
+/// (`tls_tempfail_tryclear`, the default, and the host not in `hosts_require_tls`):
+/// `ID TLS session: (SSL_connect): …: delivering unencrypted to H=mx [ip] (not in
+/// hosts_require_tls)`. Older versions write `ID TLS session failure: delivering unencrypted
+/// to mx [ip] (…)` after their own `ID TLS error on connection to mx [ip] (SSL_connect): …`
+/// line, which is not counted again (it carries the message id of the delivery process). The
+/// delivery that follows (`=>` without `X=`) is plaintext, over a new connection.
+fn unencrypted_fallback(rest: &str) -> Option<HostField<'_>> {
+    let at = rest.rfind(" unencrypted to ")?;
+    if !rest.get(..at)?.ends_with("delivering") {
+        return None;
+    }
+    let host = rest.get(at + " unencrypted to ".len()..)?;
+    let (h, _) = parse_host(host.strip_prefix("H=").unwrap_or(host));
+    (h.ip.is_some() || h.name.is_some()).then_some(h)
+}
+
 fn emit_open(open: OpenMessage, out: &mut Vec<Record>) {
     let n = open.recipients(true);
     let mut r = open.record;
@@ -880,6 +902,13 @@ impl MtaParser for EximParser {
                 }
             } else if rest == "Completed" || rest.starts_with("Completed ") {
                 self.on_completed(id, out);
+            } else if let Some(host) = unencrypted_fallback(rest) {
+                out.push(anomaly(
+                    line,
+                    Direction::Outbound,
+                    host.peer(),
+                    AnomalyKind::StartTlsFailed,
+                ));
             }
             return;
         }
@@ -1039,6 +1068,8 @@ mod tests {
         Option<&'static str>,
         Option<&'static str>,
     );
+    /// the line after the message id, and the host it names: name, address
+    type FallbackCase = (&'static str, Option<(&'static str, Option<IpAddr>)>);
     /// X= value, version, cipher, bits, key exchange
     type CipherCase = (
         &'static str,
@@ -1291,6 +1322,43 @@ mod tests {
         ];
         for (m, want) in cases {
             assert_eq!(split_message_id(m), want, "{m}");
+        }
+    }
+
+    #[test]
+    fn unencrypted_fallbacks() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let cases: &[FallbackCase] = &[
+            (
+                "TLS session: (SSL_connect): error:0A000086:SSL routines::certificate verify failed: delivering unencrypted to H=mx.example.com [192.0.2.1] (not in hosts_require_tls)",
+                Some(("mx.example.com", ip("192.0.2.1"))),
+            ),
+            (
+                "TLS session: (gnutls_handshake): A TLS fatal alert has been received.: delivering unencrypted to H=mx6.example.com [2001:db8::25] (not in hosts_require_tls)",
+                Some(("mx6.example.com", ip("2001:db8::25"))),
+            ),
+            (
+                "TLS session failure: delivering unencrypted to mx.old.example [192.0.2.3] (not in hosts_require_tls)",
+                Some(("mx.old.example", ip("192.0.2.3"))),
+            ),
+            // Truncated after the name: still the host.
+            (
+                "TLS session: (x): delivering unencrypted to H=mx.example.com",
+                Some(("mx.example.com", None)),
+            ),
+            ("TLS session: (x): delivering unencrypted to ", None),
+            ("TLS session: (x): delivering unencrypted to H=", None),
+            // A verification callout, not a delivery: not this line.
+            (
+                "TLS session: (SSL_connect): x: callout unencrypted to mx.example.com [192.0.2.1] (not in hosts_require_tls)",
+                None,
+            ),
+            ("=> bob@example.com R=r T=t H=mx [192.0.2.1]", None),
+            ("", None),
+        ];
+        for (rest, want) in cases {
+            let got = unencrypted_fallback(rest).map(|h| (h.name.unwrap_or(""), h.ip));
+            assert_eq!(got, *want, "{rest}");
         }
     }
 

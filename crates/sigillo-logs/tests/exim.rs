@@ -115,3 +115,66 @@ fn concurrent_sessions_from_one_address_stay_apart() {
         );
     }
 }
+
+/// A STARTTLS failure Exim retries in clear is listed once per host, outbound, with the
+/// host's name and address and the `delivering unencrypted` line as evidence; the delivery
+/// after it is plaintext.
+#[test]
+fn tls_fallback_to_clear_is_a_starttls_failure() {
+    use exim_support::{log_lines, run, testdata};
+    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+
+    let text = std::fs::read_to_string(testdata("exim").join("tls-fallback-to-clear.log"))
+        .expect("fixture");
+    let mut parser = EximParser::new();
+    let records = run(&mut parser, &log_lines(&text));
+    // (host name, address, evidence substring)
+    let want: &[(&str, &str, &str)] = &[
+        (
+            "mx.example.com",
+            "192.0.2.1",
+            "certificate verify failed: delivering unencrypted to H=mx.example.com",
+        ),
+        (
+            "smtp.relay.example",
+            "192.0.2.2",
+            "certificate invalid: delivering unencrypted to H=smtp.relay.example",
+        ),
+        (
+            "mx.old.example",
+            "192.0.2.3",
+            "TLS session failure: delivering unencrypted to mx.old.example",
+        ),
+    ];
+    let failures: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Anomaly(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), want.len(), "{failures:#?}");
+    for (a, (name, ip, evidence)) in failures.iter().zip(want) {
+        assert_eq!(a.kind, AnomalyKind::StartTlsFailed);
+        assert_eq!(a.direction, Direction::Outbound);
+        assert_eq!(a.peer.hostname.as_deref(), Some(*name));
+        assert_eq!(a.peer.ip, Some(ip.parse().expect("ip")));
+        assert!(a.evidence.contains(evidence), "{}", a.evidence);
+        // The delivery to that host after the failure went in clear.
+        let delivery = records.iter().find_map(|r| match r {
+            Record::Message(m)
+                if m.direction == Direction::Outbound
+                    && m.peer.ip == a.peer.ip
+                    && m.time >= a.time =>
+            {
+                Some(m)
+            }
+            _ => None,
+        });
+        assert_eq!(
+            delivery.map(|m| &m.transport),
+            Some(&Transport::Plain),
+            "{ip}"
+        );
+    }
+}
