@@ -7,8 +7,9 @@
 //!   SMTP session, to every later `QID: from=…` of that pid whose `relay=` has the same IP
 //!   (a reused pid from another peer does not inherit TLS), within an hour. Outbound,
 //!   `STARTTLS=client, relay=NAME` is joined to `QID: to=…, relay=NAME [ip]` lines of the same
-//!   pid with the same relay name (trailing dot and case ignored): one queue runner delivers
-//!   to many hosts, and a cached connection logs its STARTTLS once.
+//!   pid with the same relay name (trailing dot and case ignored) while that connection can
+//!   still be in Sendmail's connection cache: one queue runner delivers to many hosts, and a
+//!   cached connection logs its STARTTLS once.
 //! - **Transport.** Inbound: the joined STARTTLS line; else `proto=ESMTPS`/`ESMTPSA` ⇒ TLS of
 //!   unknown version; else plain. `from=` with `nrcpts=0` (nothing accepted) is no message;
 //!   `relay=user@localhost` (no `[ip]`) is a local submission: internal. Outbound: `mailer=`
@@ -47,9 +48,12 @@
 //! - **Outbound connections**, per process (pid) and relay host: a `STARTTLS=client` line is
 //!   one new TLS connection (exact: one per handshake). Plaintext connections leave no line:
 //!   the first delivery of a process to a relay without a `STARTTLS=client` line counts one,
-//!   and later deliveries of that process to that relay within an hour reuse it (Sendmail's
-//!   connection cache), so a process that closes and reopens a plaintext connection to the
-//!   same host is counted once. A deferral that reached no session (`Connection refused`,
+//!   and later deliveries of that process to that relay reuse it (Sendmail's connection
+//!   cache) while it has not been idle longer than `ConnectionCacheTimeout` (5 minutes by
+//!   default, plus a minute of grace), so a process that closes and reopens a plaintext
+//!   connection to the same host within that time is counted once. A delivery after a longer
+//!   pause went over a new connection, in clear unless a new `STARTTLS=client` line says
+//!   otherwise. A deferral that reached no session (`Connection refused`,
 //!   `timed out`, no `[ip]`, …) counts none. `messages` are the queue ids delivered over it.
 
 use crate::envelope::Line;
@@ -68,8 +72,17 @@ const MAX_CLIENT_SESSIONS: usize = 16_384;
 const MAX_TLS_PEERS: usize = 65_536;
 /// Sessions with a `<-- XXXXXXXA` line waiting for a line that names the peer.
 const MAX_PENDING_TRACES: usize = 4_096;
-/// A STARTTLS line older than this is not joined to a later line of the same pid.
+/// Inbound: a line of a daemon child more than this after the last line of its session is
+/// another session (Sendmail's SMTP server timeouts are at most an hour), and a pending trace
+/// or failed handshake of the pid this old is not joined to it.
 const MAX_AGE: UnixTime = 3600;
+/// Outbound: how long after its last use a connection of a process to a relay is still
+/// reused. Sendmail's connection cache closes a connection idle for `ConnectionCacheTimeout`
+/// (option `K`; conf.c: `MciCacheTimeout = 5 MINUTES`), counted from its last activity. One
+/// minute of grace on top: a delivery's `to=` line is written when its transaction ends, not
+/// when the cached connection was taken up (and log times are whole seconds). A delivery
+/// later than this, without a new `STARTTLS=client` line, went over a new connection.
+const CONNECTION_CACHE_TIMEOUT: UnixTime = 5 * 60 + 60;
 const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
 
@@ -663,7 +676,7 @@ impl SendmailParser {
     /// otherwise), and the first delivery over a connection counts it. Sendmail writes no line
     /// for a plaintext connection: the first delivery of a process to a relay without a
     /// `STARTTLS=client` line opens one, and later deliveries of that process to that relay
-    /// within [`MAX_AGE`] reuse it (the connection cache).
+    /// within [`CONNECTION_CACHE_TIMEOUT`] of its last use reuse it (the connection cache).
     fn outbound_delivery(
         &mut self,
         key: (u32, String),
@@ -685,7 +698,7 @@ impl SendmailParser {
         let fresh = self
             .client
             .get(&key)
-            .is_some_and(|c| line.time.saturating_sub(c.time) <= MAX_AGE);
+            .is_some_and(|c| line.time.saturating_sub(c.time) <= CONNECTION_CACHE_TIMEOUT);
         if !fresh && let Some(stale) = self.client.remove(&key) {
             close_client(key.1.clone(), stale, out);
         }
