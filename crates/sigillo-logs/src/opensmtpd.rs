@@ -22,7 +22,7 @@
 //! - **Anomalies**: a refused `XXXXXXXA` command (STARTTLS as a PIX/ASA-style middlebox
 //!   rewrites it) ⇒ StrippingTrace, in each form smtp_session.c's `smtp_reply()` has logged
 //!   it: `smtp failed-command command="XXXXXXXA" result="500 5.5.1 Invalid command: Command
-//!   unrecognized"` (6.4+), `smtp event=failed-command …` (6.0), `smtp-in: Failed command on
+//!   unrecognized"` (6.4+), `smtp event=failed-command …` (6.0–6.3), `smtp-in: Failed command on
 //!   session ID: "XXXXXXXA" => 500 …` (5.x, no peer known); a refused `STARTTLS`,
 //!   `smtp disconnected reason=tls-…` (or an io-error naming TLS/SSL or a failed handshake),
 //!   `mta closing reason=tls-…`, `mta error` naming TLS (`TLS required but not supported by
@@ -30,8 +30,23 @@
 //!   TLS failed, downgrading to plain` (or `… after N messages sent: …` naming TLS) ⇒
 //!   StartTlsFailed. After a failed attempt mta_session.c connects again under the same
 //!   session id (in plaintext after the downgrade): the earlier connection ends there.
-//! - 6.0–6.3 sessions (`smtp event=connected`, `event=starttls`, `event=message`) are not
-//!   read; their lines count as unparsed, so a report of such a log says so.
+//! - **6.0–6.3** (`smtp_session.c` of 2016–2018, `mta_session.c`/`mta.c` of the same years)
+//!   wrote the same events as `<session id> smtp event=<name> …` and `… mta event=<name> …`;
+//!   each is read as its 6.4 counterpart: `event=connected`, `event=starttls` (⇒ `tls`; its
+//!   `ciphers="…"` is quoted and, from 6.3, follows `address=` and `host=`),
+//!   `event=client-cert-check`, `event=failed-command`, `event=closed` (⇒ `disconnected`),
+//!   and outbound `event=connecting`, `event=starttls`, `event=server-cert-check` (⇒
+//!   `cert-check`, `result="success"` ⇒ Verified, `"failure"` ⇒ Untrusted), `event=delivery`,
+//!   `event=error`, `event=closed`. Inbound 6.0–6.3 logs one `event=message msgid=… from=<…>
+//!   to=<…> size=… ndest=…` line per recipient once the message is committed, all together:
+//!   lines of one session and msgid make one message with that many recipients. The message
+//!   is held with its session until a line with another msgid, another line of that session,
+//!   its end, its eviction or the end of input (one message of a session begun before the log
+//!   is held alone, likewise). The inbound formats are those of `smtp_session.c` (verified,
+//!   revisions 1.281 of 2016 and a 6.3 one); the outbound `event=delivery` line is verified
+//!   from a published 6.x log excerpt; the other outbound `event=` names are inferred from
+//!   6.4's renames (the 6.0–6.3 `mta_session.c` could not be consulted).
+//!   `event=authentication` and `event=bad-input` carry nothing about TLS: ignored.
 
 use crate::envelope::Line;
 use crate::fields::{normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
@@ -119,10 +134,47 @@ fn parse_ciphers(v: &str) -> Option<TlsInfo> {
     parse_colon_cipher(v)
 }
 
-/// The value of `ciphers=`: the rest of the line (the older form has spaces in it).
+/// The value of `ciphers=`, wherever it sits among the arguments (a word of its own, so not
+/// inside another value): quoted up to its closing quote (6.0–6.3 `ciphers="version=TLSv1.2,
+/// cipher=…, bits=256"`, after `address=` and `host=` from 6.3), else the rest of the line
+/// (6.4+ writes it alone and unquoted, and the older text form has spaces in it).
 fn ciphers_arg(args: &str) -> Option<&str> {
-    let v = args.strip_prefix("ciphers=")?;
-    Some(v.trim_matches('"'))
+    const KEY: &str = "ciphers=";
+    let mut from = 0;
+    loop {
+        let at = from + args.get(from..)?.find(KEY)?;
+        let word_start = at == 0 || args.get(..at).is_some_and(|b| b.ends_with(' '));
+        let value = args.get(at + KEY.len()..)?;
+        if word_start {
+            return Some(match value.strip_prefix('"') {
+                Some(q) => q.split('"').next().unwrap_or(q),
+                None => value.trim_matches('"'),
+            });
+        }
+        from = at + KEY.len();
+    }
+}
+
+/// The 6.4 name of an inbound OpenSMTPD 6.0–6.3 `event=` name (smtp_session.c renamed these
+/// two; the others kept their names).
+fn smtp_verb_of_event(event: &str) -> &str {
+    match event {
+        "starttls" => "tls",
+        "closed" => "disconnected",
+        other => other,
+    }
+}
+
+/// The 6.4 name of an outbound OpenSMTPD 6.0–6.3 `event=` name. Inferred by analogy with
+/// the inbound renames and 6.4's `mta` lines: mta_session.c of 6.0–6.3 was not available
+/// to check (`event=delivery`, which keeps its name, is verified from a published log).
+fn mta_verb_of_event(event: &str) -> &str {
+    match event {
+        "starttls" => "tls",
+        "server-cert-check" => "cert-check",
+        "closed" => "disconnected",
+        other => other,
+    }
 }
 
 /// `smtp://192.0.2.2:25`, `smtp+tls://[2001:db8::1]:25`, `192.0.2.2`.
@@ -185,6 +237,8 @@ struct SmtpSession {
     tls: Option<TlsInfo>,
     trust: Option<Trust>,
     messages: u32,
+    /// A 6.0–6.3 message whose per-recipient `event=message` lines may still be coming.
+    legacy: Option<MessageRecord>,
 }
 
 impl SmtpSession {
@@ -229,6 +283,9 @@ pub struct OpensmtpdParser {
     unparsed: u64,
     evicted: u64,
     domains: DomainTexts,
+    /// A 6.0–6.3 message of a session not seen to begin (its `event=message` lines may still
+    /// be coming), with that session's id: one at most.
+    orphan: Option<(u64, MessageRecord)>,
 }
 
 impl Default for OpensmtpdParser {
@@ -245,11 +302,22 @@ impl OpensmtpdParser {
             unparsed: 0,
             evicted: 0,
             domains: DomainTexts::default(),
+            orphan: None,
         }
     }
 
     fn on_smtp(&mut self, id: u64, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
         let (verb, args) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (verb, legacy) = match verb.strip_prefix("event=") {
+            Some(event) => (smtp_verb_of_event(event), true),
+            None => (verb, false),
+        };
+        if legacy && verb == "message" {
+            self.on_legacy_message(id, args, line, out);
+            return;
+        }
+        // Any other line of the session: a 6.0–6.3 message held for it is complete.
+        self.flush_legacy(id, out);
         match verb {
             "connected" => {
                 let (address, host) = address_and_host(args);
@@ -268,10 +336,11 @@ impl OpensmtpdParser {
                     tls: None,
                     trust: None,
                     messages: 0,
+                    legacy: None,
                 };
                 if let Some((_, old)) = self.smtp.insert(id, s) {
                     self.evicted += 1;
-                    out.push(Record::Connection(smtp_connection(old)));
+                    smtp_close(old, out);
                 }
             }
             "tls" => {
@@ -282,7 +351,7 @@ impl OpensmtpdParser {
                     (Some(_), None) => {}
                 }
             }
-            "cert-check" | "client-cert-check" | "event=client-cert-check" => {
+            "cert-check" | "client-cert-check" => {
                 let result = kv(args).find(|(k, _)| *k == "result").map(|(_, v)| v);
                 let trust = match result {
                     Some("verified" | "success") => Some(Trust::Verified),
@@ -307,46 +376,16 @@ impl OpensmtpdParser {
                     }
                 }
                 let msgid = kv(args).find(|(k, _)| *k == "msgid").map_or("", |(_, v)| v);
-                let (peer, scope, transport) = match self.smtp.get_mut(&id) {
-                    Some(s) => {
-                        s.messages += 1;
-                        let scope = if s.internal {
-                            Scope::Internal
-                        } else {
-                            Scope::Internet
-                        };
-                        (s.peer.clone(), scope, s.transport())
-                    }
-                    None => (
-                        Peer {
-                            hostname: None,
-                            ip: None,
-                        },
-                        Scope::Internet,
-                        Transport::Unknown {
-                            hint: HINT_MID_SESSION,
-                        },
-                    ),
-                };
-                out.push(Record::Message(MessageRecord {
-                    mta: Mta::Opensmtpd,
-                    time: line.time,
-                    direction: Direction::Inbound,
-                    scope,
-                    peer,
-                    transport,
-                    recipients: nrcpt
-                        .and_then(|n| u32::try_from(n).ok())
-                        .unwrap_or(1)
-                        .max(1),
-                    size,
-                    id: msgid.into(),
-                    status: None,
-                    recipient_domain: None,
-                }));
+                let recipients = nrcpt
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(1)
+                    .max(1);
+                let record = self.inbound_message(id, line, msgid, size, recipients);
+                out.push(Record::Message(record));
             }
-            // 6.4+ `failed-command`, 6.0 `event=failed-command`.
-            "failed-command" | "event=failed-command" => {
+            // 6.4+ `failed-command`, 6.0 `event=failed-command` (6.3 with `address=` and
+            // `host=` before `command=`).
+            "failed-command" => {
                 let cmd = kv(args)
                     .find(|(k, _)| *k == "command")
                     .map_or("", |(_, v)| v);
@@ -366,14 +405,114 @@ impl OpensmtpdParser {
                     ));
                 }
                 if let Some(s) = self.smtp.remove(&id) {
-                    out.push(Record::Connection(smtp_connection(s)));
+                    smtp_close(s, out);
                 }
             }
-            // OpenSMTPD 6.0–6.3 sessions (`smtp event=connected`, `event=starttls`,
-            // `event=message`, `event=closed`) are not read: counted as not understood, so
-            // the report says so instead of showing such a log as empty.
-            verb if verb.starts_with("event=") => self.unparsed += 1,
+            // `auth`/`event=authentication`, `event=bad-input`, `envelope`, …: nothing about
+            // the transport.
             _ => {}
+        }
+    }
+
+    /// An inbound message of session `id` (its peer and transport are the session's; a
+    /// session not seen to begin leaves them unknown), counted in the session's messages.
+    fn inbound_message(
+        &mut self,
+        id: u64,
+        line: &Line<'_>,
+        msgid: &str,
+        size: Option<u64>,
+        recipients: u32,
+    ) -> MessageRecord {
+        let (peer, scope, transport) = match self.smtp.get_mut(&id) {
+            Some(s) => {
+                s.messages = s.messages.saturating_add(1);
+                let scope = if s.internal {
+                    Scope::Internal
+                } else {
+                    Scope::Internet
+                };
+                (s.peer.clone(), scope, s.transport())
+            }
+            None => (
+                Peer {
+                    hostname: None,
+                    ip: None,
+                },
+                Scope::Internet,
+                Transport::Unknown {
+                    hint: HINT_MID_SESSION,
+                },
+            ),
+        };
+        MessageRecord {
+            mta: Mta::Opensmtpd,
+            time: line.time,
+            direction: Direction::Inbound,
+            scope,
+            peer,
+            transport,
+            recipients,
+            size,
+            id: msgid.into(),
+            status: None,
+            recipient_domain: None,
+        }
+    }
+
+    /// OpenSMTPD 6.0–6.3's `event=message msgid=… from=<…> to=<…> size=… ndest=…`, one line
+    /// per recipient of a committed message, all written together by one loop of
+    /// smtp_session.c: a line of the held message (same session, same msgid) adds a
+    /// recipient; another msgid completes the held message and holds a new one.
+    fn on_legacy_message(&mut self, id: u64, args: &str, line: &Line<'_>, out: &mut Vec<Record>) {
+        let (mut msgid, mut size) = (None, None);
+        for (k, v) in kv(args) {
+            match k {
+                "msgid" if msgid.is_none() => msgid = Some(v),
+                "size" => size = parse_u64(v),
+                _ => {}
+            }
+        }
+        let Some(msgid) = msgid.filter(|m| !m.is_empty()) else {
+            self.unparsed += 1;
+            return;
+        };
+        let same = |m: &MessageRecord| m.id.as_ref() == msgid;
+        if let Some(s) = self.smtp.get_mut(&id) {
+            if let Some(held) = s.legacy.as_mut().filter(|m| same(m)) {
+                held.recipients = held.recipients.saturating_add(1);
+                return;
+            }
+            if let Some(done) = s.legacy.take() {
+                out.push(Record::Message(done));
+            }
+            let record = self.inbound_message(id, line, msgid, size, 1);
+            if let Some(s) = self.smtp.get_mut(&id) {
+                s.legacy = Some(record);
+            }
+            return;
+        }
+        if let Some((_, held)) = self.orphan.as_mut().filter(|(o, m)| *o == id && same(m)) {
+            held.recipients = held.recipients.saturating_add(1);
+            return;
+        }
+        let record = self.inbound_message(id, line, msgid, size, 1);
+        if let Some((_, done)) = self.orphan.replace((id, record)) {
+            out.push(Record::Message(done));
+        }
+    }
+
+    /// Emits the 6.0–6.3 message held for session `id`, if any: its recipient lines are over.
+    fn flush_legacy(&mut self, id: u64, out: &mut Vec<Record>) {
+        if let Some(s) = self.smtp.get_mut(&id)
+            && let Some(done) = s.legacy.take()
+        {
+            out.push(Record::Message(done));
+        }
+        if self.orphan.as_ref().is_some_and(|(o, _)| *o == id)
+            && let Some((_, done)) = self.orphan.take()
+        {
+            out.push(Record::Message(done));
         }
     }
 
@@ -405,6 +544,7 @@ impl OpensmtpdParser {
 
     fn on_mta(&mut self, id: u64, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
         let (verb, args) = rest.split_once(' ').unwrap_or((rest, ""));
+        let verb = verb.strip_prefix("event=").map_or(verb, mta_verb_of_event);
         match verb {
             "connecting" => {
                 let (address, host) = address_and_host(args);
@@ -441,8 +581,10 @@ impl OpensmtpdParser {
             }
             "cert-check" => {
                 let trust = match kv(args).find(|(k, _)| *k == "result").map(|(_, v)| v) {
-                    Some("valid") => Some(Trust::Verified),
-                    Some("unverified") => Some(Trust::Untrusted),
+                    // 6.4+ `valid`/`unverified`; `success`/`failure` as 6.0–6.3 wrote the
+                    // client's check (inferred for the server's).
+                    Some("valid" | "success") => Some(Trust::Verified),
+                    Some("unverified" | "failure") => Some(Trust::Untrusted),
                     Some("no certificate presented") => Some(Trust::Anonymous),
                     _ => None,
                 };
@@ -616,6 +758,14 @@ fn mentions_tls(reason: &str) -> bool {
         || r.windows(9).any(|w| w.eq_ignore_ascii_case(b"handshake"))
 }
 
+/// The end of an inbound session: the 6.0–6.3 message held for it, then the connection.
+fn smtp_close(mut s: SmtpSession, out: &mut Vec<Record>) {
+    if let Some(done) = s.legacy.take() {
+        out.push(Record::Message(done));
+    }
+    out.push(Record::Connection(smtp_connection(s)));
+}
+
 fn smtp_connection(s: SmtpSession) -> ConnectionRecord {
     ConnectionRecord {
         mta: Mta::Opensmtpd,
@@ -703,11 +853,14 @@ impl MtaParser for OpensmtpdParser {
     }
 
     fn finish(&mut self, out: &mut Vec<Record>) {
+        if let Some((_, done)) = self.orphan.take() {
+            out.push(Record::Message(done));
+        }
         for (_, s) in self.mta.drain_ordered() {
             mta_close(s, out);
         }
         for (_, s) in self.smtp.drain_ordered() {
-            out.push(Record::Connection(smtp_connection(s)));
+            smtp_close(s, out);
         }
     }
 
@@ -799,5 +952,133 @@ mod tests {
             ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384", Some(256))
         );
         assert!(parse_ciphers("version=TLSv1.2").is_none());
+    }
+
+    #[test]
+    fn ciphers_wherever_they_sit() {
+        let old = "version=TLSv1.2, cipher=ECDHE-RSA-AES256-GCM-SHA384, bits=256";
+        // 6.4+: first and unquoted, the rest of the line (with spaces in the older form).
+        assert_eq!(ciphers_arg(&format!("ciphers={old}")), Some(old));
+        assert_eq!(
+            ciphers_arg("ciphers=TLSv1.3:TLS_AES_256_GCM_SHA384:256"),
+            Some("TLSv1.3:TLS_AES_256_GCM_SHA384:256")
+        );
+        // 6.0: quoted.
+        assert_eq!(ciphers_arg(&format!("ciphers=\"{old}\"")), Some(old));
+        // 6.3: quoted, after address= and host=; what follows the closing quote is not in it.
+        assert_eq!(
+            ciphers_arg(&format!(
+                "address=192.0.2.1 host=mx.example ciphers=\"{old}\" extra=1"
+            )),
+            Some(old)
+        );
+        // Only a word of its own: not inside another key or value.
+        assert_eq!(
+            ciphers_arg("host=xciphers=bad ciphers=\"TLSv1.2:X:1\""),
+            Some("TLSv1.2:X:1")
+        );
+        assert_eq!(ciphers_arg("host=xciphers=bad"), None);
+        assert_eq!(ciphers_arg("address=192.0.2.1"), None);
+        assert_eq!(ciphers_arg("ciphers=\"unclosed"), Some("unclosed"));
+        assert_eq!(ciphers_arg(""), None);
+    }
+
+    fn line(message: &str) -> Line<'_> {
+        Line {
+            time: 1_772_700_000,
+            host: "mx",
+            program: "smtpd",
+            pid: Some(1),
+            message,
+            raw: message,
+        }
+    }
+
+    fn messages(out: &[Record]) -> Vec<(&str, u32)> {
+        out.iter()
+            .filter_map(|r| match r {
+                Record::Message(m) => Some((m.id.as_ref(), m.recipients)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// 6.0–6.3 per-recipient lines of two sessions interleaved (two hosts' logs merged) make
+    /// one message each; each held message is emitted once, when its session's next line or
+    /// the end of input comes.
+    #[test]
+    fn legacy_recipient_lines_merge_per_session_and_msgid() {
+        let mut p = OpensmtpdParser::new();
+        let mut out = Vec::new();
+        for m in [
+            "00000000000000a1 smtp event=connected address=192.0.2.1 host=a.example",
+            "00000000000000b2 smtp event=connected address=192.0.2.2 host=b.example",
+            "00000000000000a1 smtp event=message msgid=aaaa0001 from=<x@a> to=<1@c> size=10 ndest=1 proto=ESMTP",
+            "00000000000000b2 smtp event=message msgid=bbbb0001 from=<x@b> to=<1@c> size=20 ndest=1 proto=ESMTP",
+            "00000000000000a1 smtp event=message msgid=aaaa0001 from=<x@a> to=<2@c> size=10 ndest=1 proto=ESMTP",
+            "00000000000000b2 smtp event=message msgid=bbbb0001 from=<x@b> to=<2@c> size=20 ndest=1 proto=ESMTP",
+            "00000000000000b2 smtp event=message msgid=bbbb0001 from=<x@b> to=<3@c> size=20 ndest=1 proto=ESMTP",
+        ] {
+            p.feed(&line(m), &mut out);
+        }
+        assert!(messages(&out).is_empty(), "held until complete: {out:?}");
+        // Another msgid of session a1 completes aaaa0001.
+        p.feed(
+            &line("00000000000000a1 smtp event=message msgid=aaaa0002 from=<x@a> to=<9@c> size=5 ndest=1 proto=ESMTP"),
+            &mut out,
+        );
+        assert_eq!(messages(&out), [("aaaa0001", 2)]);
+        // Another line of session b2 completes bbbb0001.
+        p.feed(
+            &line("00000000000000b2 smtp event=closed reason=quit"),
+            &mut out,
+        );
+        assert_eq!(messages(&out), [("aaaa0001", 2), ("bbbb0001", 3)]);
+        p.finish(&mut out);
+        assert_eq!(
+            messages(&out),
+            [("aaaa0001", 2), ("bbbb0001", 3), ("aaaa0002", 1)]
+        );
+        let conns: Vec<u32> = out
+            .iter()
+            .filter_map(|r| match r {
+                Record::Connection(c) => Some(c.messages),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            conns,
+            [1, 2],
+            "b2 closed with 1 message, a1 at the end with 2"
+        );
+        assert_eq!(p.unparsed(), 0);
+    }
+
+    /// A held message whose session is evicted is emitted with it, not lost.
+    #[test]
+    fn legacy_message_held_by_an_evicted_session_is_emitted() {
+        let mut p = OpensmtpdParser::new();
+        p.smtp = Bounded::new(1);
+        let mut out = Vec::new();
+        p.feed(
+            &line("00000000000000a1 smtp event=connected address=192.0.2.1 host=a.example"),
+            &mut out,
+        );
+        p.feed(
+            &line("00000000000000a1 smtp event=message msgid=aaaa0001 from=<x@a> to=<1@c> size=10 ndest=1 proto=ESMTP"),
+            &mut out,
+        );
+        p.feed(
+            &line("00000000000000b2 smtp event=connected address=192.0.2.2 host=b.example"),
+            &mut out,
+        );
+        assert_eq!(messages(&out), [("aaaa0001", 1)]);
+        assert_eq!(p.evicted(), 1);
+        // A message line without a msgid is not understood.
+        p.feed(
+            &line("00000000000000b2 smtp event=message from=<x@b> to=<1@c>"),
+            &mut out,
+        );
+        assert_eq!(p.unparsed(), 1);
     }
 }
