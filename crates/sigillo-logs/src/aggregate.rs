@@ -8,6 +8,7 @@ use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Peer, Record, Scope,
     Text, Transport, Trust, UnixTime,
 };
+use crate::next_hop_relays::{RelayFigures, RelayTally};
 use crate::postfix::bounded::{Fx, FxBuild};
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
@@ -422,6 +423,10 @@ pub struct NextHopFigures {
     /// The messages over TLS without a checked certificate, when there are any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub untrusted_tls: Option<MessageSample>,
+    /// The relay hosts the messages went to; `None` in a report written before they were
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relays: Option<RelayFigures>,
 }
 
 /// Some messages of a kind: the first and last by time, and the first few in log order.
@@ -665,6 +670,7 @@ struct NextHopState {
     last: UnixTime,
     plain_sample: Sampler,
     untrusted_sample: Sampler,
+    relays: RelayTally,
 }
 
 /// A [`MessageSample`] while records come in.
@@ -1102,6 +1108,7 @@ impl Aggregator {
                     last: m.time,
                     plain_sample: Sampler::default(),
                     untrusted_sample: Sampler::default(),
+                    relays: RelayTally::default(),
                 })
             },
         );
@@ -1110,6 +1117,7 @@ impl Aggregator {
             return;
         };
         hop.messages += 1;
+        hop.relays.add(&m.peer);
         hop.first = hop.first.min(m.time);
         hop.last = hop.last.max(m.time);
         match &m.transport {
@@ -1146,6 +1154,7 @@ impl Aggregator {
                 last_seen: time_text(h.last),
                 plain: h.plain_sample.figures(),
                 untrusted_tls: h.untrusted_sample.figures(),
+                relays: Some(h.relays.figures()),
             })
             .collect();
         // Domains are distinct: an unstable sort gives the same order, with fewer steps.

@@ -22,6 +22,7 @@ pub mod exim;
 mod fields;
 pub mod input;
 pub mod model;
+pub mod next_hop_relays;
 pub mod opensmtpd;
 pub mod postfix;
 mod recipient;
