@@ -515,10 +515,12 @@ async fn overrides_and_pins() {
         StaticOverrides::parse("sts.example  encrypt\n.example  may\n[relay.example]:587 verify\n")
             .unwrap();
     let pin = PinnedPeer::new("pinned.example", PinLevel::Verify, Evidence::default()).unwrap();
+    let relay =
+        PinnedPeer::relay("smarthost.example", PinLevel::Encrypt, Evidence::default()).unwrap();
     let engine = Arc::new(
         PolicyEngine::new(Src(src.clone()), EngineConfig::default())
             .with_overrides(overrides)
-            .with_pins(vec![pin]),
+            .with_pins(vec![pin, relay]),
     );
     let cases = [
         ("sts.example", "OK encrypt"),
@@ -528,11 +530,17 @@ async fn overrides_and_pins() {
         ("pinned.example", "OK verify"),
         ("Pinned.Example.", "OK verify"),
         ("nothing.example", "NOTFOUND "),
+        // A relay pin answers Postfix's key for `relayhost = [smarthost.example]`, and only
+        // that key: not the domain, nor the relay on another port.
+        ("[smarthost.example]", "OK encrypt"),
+        ("[SmartHost.example]", "OK encrypt"),
+        ("[smarthost.example]:587", "NOTFOUND "),
     ];
     for (key, want) in cases {
         assert_eq!(ask(&engine, key).await, want, "{key}");
     }
-    // Overrides need no lookup; the pinned and the unknown domain were looked up once each.
+    // Overrides and relay keys need no lookup; the pinned and the unknown domain were looked
+    // up once each.
     assert_eq!(src.counts(), (2, 0, 0));
     let mut out = Vec::new();
     assert!(!engine.answer_cached("Pinned.Example.", &mut out));

@@ -26,7 +26,9 @@
 //!
 //! Otherwise the answer is `NOTFOUND` (Postfix uses its default level), or `TEMP` when a
 //! DNS lookup failed, since then a policy may exist that could not be seen.
-//! Keys other than plain domains (`.parent`, `[host]:port`) get only static overrides.
+//! Keys other than plain domains (`.parent`, `[host]:port`) get only static overrides, and a
+//! relay key (`[host]`, a bracketed next hop such as `relayhost = [smtp.isp.example]`) also a
+//! pin made for that relay (`sigillo policy build`): DANE and MTA-STS are domain policies.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -206,6 +208,12 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
         );
     }
     let NextHop::Domain(domain) = inputs.next_hop else {
+        if let (NextHop::Other(key), Some(pin)) = (inputs.next_hop, inputs.pinned)
+            && pin.is_relay()
+            && pin.domain == *key
+        {
+            return pinned(pin);
+        }
         return Decision::new(
             Answer::NotFound,
             Source::None,
@@ -294,14 +302,7 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
     }
 
     if let Some(pin) = inputs.pinned {
-        return Decision::new(
-            Answer::Policy(pin.level.policy().into()),
-            Source::Pinned,
-            format!(
-                "pinned from history: {} of {} messages over TLS",
-                pin.evidence.tls, pin.evidence.messages
-            ),
-        );
+        return pinned(pin);
     }
     if let Some(what) = dns_failure {
         return Decision::new(
@@ -314,6 +315,18 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
         Answer::NotFound,
         Source::None,
         sts_note.unwrap_or("no policy from any source"),
+    )
+}
+
+/// The answer of a pin from history.
+fn pinned(pin: &PinnedPeer) -> Decision {
+    Decision::new(
+        Answer::Policy(pin.level.policy().into()),
+        Source::Pinned,
+        format!(
+            "pinned from history: {} of {} messages over TLS",
+            pin.evidence.tls, pin.evidence.messages
+        ),
     )
 }
 

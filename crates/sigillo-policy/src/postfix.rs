@@ -489,10 +489,12 @@ pub struct Evidence {
     pub verified: u64,
 }
 
-/// A domain pinned from history: deliveries to it must use TLS from now on.
+/// A next hop pinned from history: deliveries to it must use TLS from now on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedPeer {
-    /// The next-hop domain (canonical form: use [`PinnedPeer::new`]).
+    /// The `smtp_tls_policy_maps` key: a next-hop domain, or a relay host in brackets
+    /// (`[smtp.isp.example]`, what Postfix looks up for `relayhost = [smtp.isp.example]`), in
+    /// canonical form: use [`PinnedPeer::new`] or [`PinnedPeer::relay`].
     pub domain: String,
     /// How strict the pin is.
     pub level: PinLevel,
@@ -508,6 +510,39 @@ impl PinnedPeer {
             level,
             evidence,
         })
+    }
+
+    /// A pin for the relay `host` (a host name or an IPv4 address), keyed `[host]` as Postfix
+    /// looks up a bracketed next hop (`relayhost = [host]`, a transport's `smtp:[host]`).
+    pub fn relay(host: &str, level: PinLevel, evidence: Evidence) -> Result<Self, DomainError> {
+        Ok(Self {
+            domain: format!("[{}]", domain::normalize(host)?),
+            level,
+            evidence,
+        })
+    }
+
+    /// A pin for a key as a pin file holds it: `[host]` for a relay, else a domain.
+    pub fn from_key(key: &str, level: PinLevel, evidence: Evidence) -> Result<Self, DomainError> {
+        Ok(Self {
+            domain: pin_key(key)?,
+            level,
+            evidence,
+        })
+    }
+
+    /// Whether the key is a relay (`[host]`), not a domain.
+    pub fn is_relay(&self) -> bool {
+        self.domain.starts_with('[')
+    }
+}
+
+/// The canonical form of a pin key: `[host]` with the host checked as a domain name (an IPv4
+/// address passes), or a domain.
+fn pin_key(key: &str) -> Result<String, DomainError> {
+    match key.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {
+        Some(host) => Ok(format!("[{}]", domain::normalize(host)?)),
+        None => domain::normalize(key),
     }
 }
 
@@ -551,7 +586,7 @@ fn bad_domain_context(line: &Option<usize>) -> String {
 fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFileError> {
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
-        let d = domain::normalize(&p.domain).map_err(|source| PinFileError::BadDomain {
+        let d = pin_key(&p.domain).map_err(|source| PinFileError::BadDomain {
             line: None,
             domain: excerpt(&p.domain),
             source,
@@ -593,7 +628,8 @@ pub fn policy_map_file(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
 }
 
 /// Reads back a pin file in the format [`policy_map_file`] writes: one `domain  level` line
-/// per pin (`encrypt` or `verify`, nothing after it), `#` comments and blank lines. A comment
+/// per pin (`encrypt` or `verify`, nothing after it; the key may be a relay, `[host]`), `#`
+/// comments and blank lines. A comment
 /// of the form `# N messages, N over TLS, N verified` right before a pin is its evidence;
 /// without one the evidence is zero. Domains are put in canonical form; a domain given twice
 /// is an error.
@@ -625,7 +661,7 @@ pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError>
             "verify" => PinLevel::Verify,
             _ => return Err(bad("level encrypt or verify after the domain")),
         };
-        let peer = PinnedPeer::new(name, level, evidence.take().unwrap_or_default()).map_err(
+        let peer = PinnedPeer::from_key(name, level, evidence.take().unwrap_or_default()).map_err(
             |source| PinFileError::BadDomain {
                 line: Some(line),
                 domain: excerpt(name),
@@ -670,9 +706,11 @@ fn parse_evidence(comment: &str) -> Option<Evidence> {
 /// ```
 ///
 /// Exim's `hosts_require_tls` only makes TLS mandatory: `verify` pins are listed the same as
-/// `encrypt` ones (their evidence comment says which they are).
+/// `encrypt` ones (their evidence comment says which they are). Relay pins (`[host]`) are not
+/// domains and are left out: in Exim, name the relay in `hosts_require_tls` itself.
 pub fn exim_domain_list(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
-    let pins = sorted_pins(peers)?;
+    let domains: Vec<PinnedPeer> = peers.iter().filter(|p| !p.is_relay()).cloned().collect();
+    let pins = sorted_pins(&domains)?;
     let mut out = String::from(
         "# Exim domain list for hosts_require_tls: peers pinned by sigillo policy build.\n\
          # Generated file; edit the inputs and build it again.\n",
@@ -977,6 +1015,22 @@ mod tests {
              zeta.example\n"
         );
         assert_eq!(policy_map_file(&[]).unwrap().lines().count(), 2);
+
+        // A relay is keyed `[host]` in the map, as Postfix looks up `relayhost = [host]`, and
+        // left out of the Exim domain list.
+        let relay =
+            PinnedPeer::relay("SMTP.isp.example.", PinLevel::Encrypt, Evidence::default()).unwrap();
+        assert!(relay.is_relay() && !pins[0].is_relay());
+        let with_relay = [pins[0].clone(), relay];
+        assert!(
+            policy_map_file(&with_relay)
+                .unwrap()
+                .contains("\n[smtp.isp.example]  encrypt\n"),
+            "{:?}",
+            policy_map_file(&with_relay)
+        );
+        assert!(!exim_domain_list(&with_relay).unwrap().contains("isp"));
+        assert!(PinnedPeer::relay("[x]", PinLevel::Encrypt, Evidence::default()).is_err());
     }
 
     #[test]
@@ -990,7 +1044,8 @@ mod tests {
         assert_eq!(read, pins);
 
         let text = "# hand-written\nA.Example.  encrypt\n\n# 5 messages, 4 over TLS, 1 verified\n\
-                    b.example verify\n# 9 messages\nc.example encrypt\n";
+                    b.example verify\n# 9 messages\nc.example encrypt\n\
+                    [Relay.Example.]  encrypt\n[192.0.2.1] verify\n";
         let read = read_policy_map_file(text).unwrap();
         let got: Vec<(&str, PinLevel, Evidence)> = read
             .iter()
@@ -1007,8 +1062,11 @@ mod tests {
                 ("a.example", PinLevel::Encrypt, Evidence::default()),
                 ("b.example", PinLevel::Verify, counts(5, 4, 1)),
                 ("c.example", PinLevel::Encrypt, Evidence::default()),
+                ("[relay.example]", PinLevel::Encrypt, Evidence::default()),
+                ("[192.0.2.1]", PinLevel::Verify, Evidence::default()),
             ]
         );
+        assert!(read[3].is_relay());
     }
 
     #[test]
@@ -1049,25 +1107,36 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(read_policy_map_file(text), Err(want), "{text:?}");
         }
-        assert!(matches!(
-            read_policy_map_file("[relay.example]:587 encrypt\n"),
-            Err(PinFileError::BadDomain { .. })
-        ));
+        // A port, an empty or a bad relay name: not a key a pin can hold.
+        for text in [
+            "[relay.example]:587 encrypt\n",
+            "[] encrypt\n",
+            "[2001:db8::1] encrypt\n",
+            "[relay.example encrypt\n",
+        ] {
+            assert!(
+                matches!(
+                    read_policy_map_file(text),
+                    Err(PinFileError::BadDomain { .. })
+                ),
+                "{text:?}"
+            );
+        }
     }
 
     use crate::test_support::chain;
 
     #[test]
     fn bad_domain_errors_say_each_fact_once() {
-        // A bracketed next hop (as in an override) is not a domain a pin can hold.
-        let err = read_policy_map_file("a.example  encrypt\n[1.2.3.4]  encrypt\n").unwrap_err();
+        // A next hop with a port (as in an override) is not a key a pin can hold.
+        let err = read_policy_map_file("a.example  encrypt\n[1.2.3.4]:25  encrypt\n").unwrap_err();
         assert_eq!(
             err,
             PinFileError::BadDomain {
                 line: Some(2),
-                domain: "[1.2.3.4]".into(),
+                domain: "[1.2.3.4]:25".into(),
                 source: DomainError::BadChar {
-                    name: "[1.2.3.4]".into(),
+                    name: "[1.2.3.4]:25".into(),
                     ch: '[',
                 },
             }
@@ -1077,9 +1146,9 @@ mod tests {
         assert_eq!(
             text,
             "pin file line 2: not a valid domain name: invalid character '[' in domain name \
-             \"[1.2.3.4]\": expected letters, digits, '-', '.'"
+             \"[1.2.3.4]:25\": expected letters, digits, '-', '.'"
         );
-        assert_eq!(text.matches("[1.2.3.4]").count(), 1, "{text}");
+        assert_eq!(text.matches("[1.2.3.4]:25").count(), 1, "{text}");
         assert_eq!(text.matches("invalid character").count(), 1, "{text}");
 
         // Pins being written have no line.

@@ -444,3 +444,31 @@ fn values_cross_threads() {
     send_sync::<sigillo_policy::socketmap::Request>();
     send_sync::<sigillo_policy::dane::DaneOutcome>();
 }
+
+#[test]
+fn a_relay_pin_answers_its_bracketed_key_only() {
+    let pin =
+        PinnedPeer::relay("smtp.isp.example", PinLevel::Encrypt, Evidence::default()).unwrap();
+    let domain_pin =
+        PinnedPeer::new("isp.example", PinLevel::Encrypt, Evidence::default()).unwrap();
+    // (key, pin given) → reply
+    let cases = [
+        ("[smtp.isp.example]", &pin, "OK encrypt", Source::Pinned),
+        ("[other.example]", &pin, "NOTFOUND ", Source::None),
+        ("[smtp.isp.example]:587", &pin, "NOTFOUND ", Source::None),
+        (".isp.example", &pin, "NOTFOUND ", Source::None),
+        // A domain pin never answers a relay key.
+        ("[isp.example]", &domain_pin, "NOTFOUND ", Source::None),
+    ];
+    for (key, pin, want, source) in cases {
+        let next_hop = NextHop::parse(key);
+        let mut inputs = Inputs::new(&next_hop);
+        inputs.pinned = Some(pin);
+        let d = decide(&inputs, now(), &DecideConfig::default());
+        assert_eq!(
+            (d.reply().to_string(), d.source),
+            (want.to_owned(), source),
+            "{key}"
+        );
+    }
+}

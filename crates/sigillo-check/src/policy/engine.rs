@@ -478,10 +478,16 @@ impl<S: PolicySources> PolicyEngine<S> {
         let domain = match &next_hop {
             NextHop::Domain(d) if self.overrides.lookup(&next_hop).is_none() => d.clone(),
             _ => {
-                // Overrides and keys that are not plain domains need no lookup.
+                // Overrides and keys that are not plain domains need no lookup; a relay key
+                // (`[host]`) may have a pin.
+                let pinned = match &next_hop {
+                    NextHop::Other(key) => self.pins.get(key),
+                    _ => None,
+                };
                 let decision = decide(
                     &Inputs {
                         static_override: self.overrides.lookup(&next_hop),
+                        pinned,
                         ..Inputs::new(&next_hop)
                     },
                     self.sources.now(),
