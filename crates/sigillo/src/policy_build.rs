@@ -17,6 +17,7 @@ use sigillo_check::policy::sigillo_policy::postfix::{
 use sigillo_logs::aggregate::{
     MessageRef, MessageSample, NEXT_HOP_SAMPLE, NextHopFigures, NextHopsOmitted,
 };
+use sigillo_logs::next_hop_relays::RelayFigures;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -106,14 +107,226 @@ pub struct NotPinned {
     pub below_tls_share: u64,
     /// Not a DNS name a policy map can hold (an address literal, a non-ASCII name).
     pub not_a_domain: u64,
+    /// Every message went to a smarthost: Postfix looks up the relay (`[relay]`), not the
+    /// domain, so the relay is judged instead ([`Routes`]).
+    pub via_relay: u64,
+    /// Some messages went to a smarthost and some elsewhere: which next hop Postfix looks up
+    /// cannot be told, so the domain is skipped.
+    pub partly_via_relay: u64,
+    /// Smarthosts whose mail did not meet the rule (too few messages, or below the share).
+    pub relays_below_rule: u64,
 }
 
 /// The pins a rule makes from the figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
-    /// Sorted by domain.
+    /// Sorted by key (relays, `[host]`, first).
     pub pins: Vec<PinnedPeer>,
     pub not_pinned: NotPinned,
+    /// The smarthosts found, with their figures.
+    pub smarthosts: Vec<Smarthost>,
+}
+
+/// A smarthost must have taken the mail of at least this many next-hop domains its name is
+/// not part of ([`Routes::find`]).
+pub const SMARTHOST_MIN_DOMAINS: usize = 3;
+/// … and of at least this share of the next-hop domains whose relays are known.
+pub const SMARTHOST_MIN_SHARE: f64 = 0.5;
+
+/// A relay host judged a smarthost, and the mail that went to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Smarthost {
+    /// As logged (lowercase).
+    pub host: String,
+    /// The `smtp_tls_policy_maps` key of `relayhost = [host]`: `[host]`.
+    pub key: String,
+    /// Next-hop domains with mail to it.
+    pub domains: u64,
+    pub messages: u64,
+    pub tls_messages: u64,
+    pub trusted_tls_messages: u64,
+}
+
+/// How a next-hop domain's mail left, as far as the figures tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The figures name no relay hosts (a report from an older sigillo).
+    Unknown,
+    /// No message went to a smarthost: routed by MX (or by a transport to its own host).
+    Direct,
+    /// Every message went to smarthosts.
+    Smarthost,
+    /// Some did.
+    Partly,
+}
+
+/// The smarthosts among the relay hosts of the next hops.
+///
+/// Postfix keys `smtp_tls_policy_maps` by the next hop: the recipient domain when mail is
+/// routed by MX, the relay (`[smtp.isp.example]`) with a `relayhost` or a transport's
+/// `smtp:[host]`. The log names only the host a delivery went to, so the rule is: a relay
+/// host is a **smarthost** when it took the mail of at least [`SMARTHOST_MIN_DOMAINS`]
+/// next-hop domains that its name is not part of (`mx.example.com` is part of `example.com`,
+/// and of `mail.example.com`'s registered domain) and of at least [`SMARTHOST_MIN_SHARE`] of
+/// all next-hop domains whose relays are known. A relay host takes every domain's mail; an
+/// MX host, even one shared by many domains (a mail provider's), takes only its customers'
+/// mail, which is rarely half the domains a server writes to. The rule errs on a server that
+/// writes almost only to one provider's customers (it takes that MX for a smarthost), and on
+/// a relay host that takes fewer than [`SMARTHOST_MIN_DOMAINS`] domains or only some of them
+/// (a transport for a few domains): those are judged as routed by MX, as before.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routes {
+    /// Whether the figures name relay hosts at all (a report from an older sigillo does not).
+    pub known: bool,
+    /// The smarthosts, sorted.
+    pub smarthosts: Vec<String>,
+}
+
+impl Routes {
+    pub fn find(hops: &[NextHopFigures]) -> Routes {
+        let known: Vec<(&NextHopFigures, &RelayFigures)> = hops
+            .iter()
+            .filter_map(|h| Some((h, h.relays.as_ref()?)))
+            .collect();
+        // Per host: domains, and domains its name is not part of.
+        let mut served: HashMap<&str, (usize, usize)> = HashMap::new();
+        for (hop, relays) in &known {
+            for r in &relays.hosts {
+                let e = served.entry(r.host.as_str()).or_default();
+                e.0 += 1;
+                e.1 += usize::from(!related(&r.host, &hop.domain));
+            }
+        }
+        let mut smarthosts: Vec<String> = served
+            .into_iter()
+            .filter(|&(_, (domains, unrelated))| {
+                unrelated >= SMARTHOST_MIN_DOMAINS
+                    && domains as f64 >= SMARTHOST_MIN_SHARE * known.len() as f64
+            })
+            .map(|(host, _)| host.to_owned())
+            .collect();
+        smarthosts.sort();
+        Routes {
+            known: !known.is_empty(),
+            smarthosts,
+        }
+    }
+
+    fn is_smarthost(&self, host: &str) -> bool {
+        self.smarthosts
+            .binary_search_by(|h| h.as_str().cmp(host))
+            .is_ok()
+    }
+
+    fn route(&self, hop: &NextHopFigures) -> Route {
+        let Some(relays) = &hop.relays else {
+            return Route::Unknown;
+        };
+        let via: u64 = relays
+            .hosts
+            .iter()
+            .filter(|r| self.is_smarthost(&r.host))
+            .fold(0u64, |a, r| a.saturating_add(r.messages));
+        match via {
+            0 => Route::Direct,
+            v if v >= hop.messages => Route::Smarthost,
+            _ => Route::Partly,
+        }
+    }
+}
+
+/// Whether the relay `host` is part of `domain`: the domain itself, a name under it, or a name
+/// with the same registered domain (Public Suffix List).
+fn related(host: &str, domain: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if host == domain || host.ends_with(&format!(".{domain}")) {
+        return true;
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    let registered = |name: &str| sigillo_logs::aggregate::registered_domain(Some(name), None);
+    registered(&host) == registered(&domain)
+}
+
+/// The figures of the mail that went to the relay `host`, keyed `[host]`, or `None` when none
+/// did. A domain whose every message went to it adds all its figures; a domain that split its
+/// mail between it and other hosts adds its messages to it as TLS when all its mail went over
+/// TLS (trusted when all of it was), else as of unknown transport.
+fn relay_figures(hops: &[NextHopFigures], host: &str) -> Option<NextHopFigures> {
+    let mut out: Option<NextHopFigures> = None;
+    for hop in hops {
+        let Some(n) = hop
+            .relays
+            .as_ref()
+            .and_then(|r| r.hosts.iter().find(|r| r.host == host))
+            .map(|r| r.messages)
+        else {
+            continue;
+        };
+        let part = if n >= hop.messages {
+            let mut whole = hop.clone();
+            whole.relays = None;
+            whole
+        } else {
+            let all_tls = hop.tls_messages == hop.messages;
+            let trusted = all_tls && hop.trusted_tls_messages == hop.tls_messages;
+            NextHopFigures {
+                messages: n,
+                tls_messages: if all_tls { n } else { 0 },
+                trusted_tls_messages: if trusted { n } else { 0 },
+                plain_messages: 0,
+                unknown_messages: if all_tls { 0 } else { n },
+                plain: None,
+                untrusted_tls: None,
+                relays: None,
+                ..hop.clone()
+            }
+        };
+        match &mut out {
+            None => {
+                out = Some(NextHopFigures {
+                    domain: format!("[{host}]"),
+                    ..part
+                })
+            }
+            Some(sum) => add_figures(sum, &part),
+        }
+    }
+    out
+}
+
+/// Adds `hop`'s figures to `m`'s (counts, times, samples; not relays).
+fn add_figures(m: &mut NextHopFigures, hop: &NextHopFigures) {
+    m.messages = m.messages.saturating_add(hop.messages);
+    m.tls_messages = m.tls_messages.saturating_add(hop.tls_messages);
+    m.trusted_tls_messages = m
+        .trusted_tls_messages
+        .saturating_add(hop.trusted_tls_messages);
+    m.plain_messages = m.plain_messages.saturating_add(hop.plain_messages);
+    m.unknown_messages = m.unknown_messages.saturating_add(hop.unknown_messages);
+    m.tls_share = sigillo_logs::aggregate::share(m.tls_messages, m.messages);
+    m.first_seen = m.first_seen.clone().min(hop.first_seen.clone());
+    m.last_seen = m.last_seen.clone().max(hop.last_seen.clone());
+    for (mine, theirs) in [
+        (&mut m.plain, &hop.plain),
+        (&mut m.untrusted_tls, &hop.untrusted_tls),
+    ] {
+        if let Some(theirs) = theirs {
+            *mine = Some(match mine.take() {
+                Some(ours) => {
+                    let (first, last, sample) = merge_samples(&[&ours, theirs]);
+                    MessageSample {
+                        first: first.unwrap_or(ours.first),
+                        last: last.unwrap_or(ours.last),
+                        sample,
+                    }
+                }
+                None => theirs.clone(),
+            });
+        }
+    }
 }
 
 /// `part` is at least `share` of `whole` (and `whole` is not 0).
@@ -122,37 +335,97 @@ fn reaches(part: u64, whole: u64, share: f64) -> bool {
     whole > 0 && part as f64 / whole as f64 >= share - 1e-9
 }
 
-/// Pins every domain with at least `min_messages` delivered messages of which at least
-/// `min_tls_share` went over TLS: `verify` when `rule.verify` and that share also had a
-/// trusted certificate, else `encrypt`.
+/// Why figures were not pinned.
+enum Short {
+    FewMessages,
+    BelowTlsShare,
+}
+
+/// The level `rule` pins `hop` at: it needs at least `min_messages` delivered messages of
+/// which at least `min_tls_share` went over TLS; `verify` when `rule.verify` and that share
+/// also had a trusted certificate, else `encrypt`.
+fn judge(hop: &NextHopFigures, rule: &PinRule) -> Result<PinLevel, Short> {
+    if hop.messages < rule.min_messages {
+        return Err(Short::FewMessages);
+    }
+    if !reaches(hop.tls_messages, hop.messages, rule.min_tls_share) {
+        return Err(Short::BelowTlsShare);
+    }
+    Ok(
+        if rule.verify && reaches(hop.trusted_tls_messages, hop.messages, rule.min_tls_share) {
+            PinLevel::Verify
+        } else {
+            PinLevel::Encrypt
+        },
+    )
+}
+
+/// Pins every domain the rule passes ([`judge`]), except those whose mail went to a smarthost
+/// ([`Routes`]), for which the smarthost is judged, on the mail that went to it, and pinned
+/// as `[host]`.
 pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
+    let routes = Routes::find(hops);
     let mut pins = Vec::new();
     let mut not_pinned = NotPinned::default();
     for hop in hops {
-        if hop.messages < rule.min_messages {
-            not_pinned.few_messages += 1;
+        match routes.route(hop) {
+            Route::Smarthost => {
+                not_pinned.via_relay += 1;
+                continue;
+            }
+            Route::Partly => {
+                not_pinned.partly_via_relay += 1;
+                continue;
+            }
+            Route::Unknown | Route::Direct => {}
+        }
+        match judge(hop, rule) {
+            Err(Short::FewMessages) => not_pinned.few_messages += 1,
+            Err(Short::BelowTlsShare) => not_pinned.below_tls_share += 1,
+            Ok(level) => match PinnedPeer::new(&hop.domain, level, evidence(hop)) {
+                Ok(pin) => pins.push(pin),
+                Err(_) => not_pinned.not_a_domain += 1,
+            },
+        }
+    }
+    let mut smarthosts = Vec::with_capacity(routes.smarthosts.len());
+    for host in &routes.smarthosts {
+        let Some(figures) = relay_figures(hops, host) else {
             continue;
+        };
+        let domains = hops
+            .iter()
+            .filter(|h| {
+                h.relays
+                    .as_ref()
+                    .is_some_and(|r| r.hosts.iter().any(|r| r.host == *host))
+            })
+            .count() as u64;
+        let pin = judge(&figures, rule)
+            .ok()
+            .and_then(|level| PinnedPeer::relay(host, level, evidence(&figures)).ok());
+        match pin {
+            Some(pin) => pins.push(pin),
+            None => not_pinned.relays_below_rule += 1,
         }
-        if !reaches(hop.tls_messages, hop.messages, rule.min_tls_share) {
-            not_pinned.below_tls_share += 1;
-            continue;
-        }
-        let level =
-            if rule.verify && reaches(hop.trusted_tls_messages, hop.messages, rule.min_tls_share) {
-                PinLevel::Verify
-            } else {
-                PinLevel::Encrypt
-            };
-        match PinnedPeer::new(&hop.domain, level, evidence(hop)) {
-            Ok(pin) => pins.push(pin),
-            Err(_) => not_pinned.not_a_domain += 1,
-        }
+        smarthosts.push(Smarthost {
+            host: host.clone(),
+            key: figures.domain.clone(),
+            domains,
+            messages: figures.messages,
+            tls_messages: figures.tls_messages,
+            trusted_tls_messages: figures.trusted_tls_messages,
+        });
     }
     pins.sort_by(|a, b| a.domain.cmp(&b.domain));
     // Spellings of one domain are merged before ([`merge_spellings`]); a caller that did not
     // still gets one pin each.
     pins.dedup_by(|b, a| a.domain == b.domain);
-    Selection { pins, not_pinned }
+    Selection {
+        pins,
+        not_pinned,
+        smarthosts,
+    }
 }
 
 fn evidence(hop: &NextHopFigures) -> Evidence {
@@ -169,8 +442,11 @@ pub struct DryRun {
     /// `rule`, or the pin file given with `--pins`.
     pub pins_from: String,
     pub pinned_domains: usize,
-    /// Pinned domains with delivered mail in the window.
+    /// Pinned domains with delivered mail in the window (a relay pin: with mail to it).
     pub pinned_domains_seen: usize,
+    /// Pinned domains whose every message went to a smarthost ([`Routes`]): Postfix looks up
+    /// the relay, not the domain, so the pin would not have applied (not counted as seen).
+    pub pins_via_relay: usize,
     /// Messages delivered to pinned domains.
     pub messages_to_pinned: u64,
     /// Of those, the ones the pins would have deferred: sent in clear (and, under `verify`,
@@ -202,8 +478,11 @@ pub struct DeferredDomain {
 
 /// The messages `pins` would have deferred, from the per-domain figures. A `verify` pin
 /// counts `Trusted` TLS as passing: the log does not say whether the certificate also
-/// matched the MX host name, which `verify` checks.
+/// matched the MX host name, which `verify` checks. A relay pin (`[host]`) is checked against
+/// the mail that went to that host ([`relay_figures`]); a domain pin whose domain's mail all
+/// went to a smarthost would not have applied.
 pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) -> DryRun {
+    let routes = Routes::find(hops);
     let mut by_domain: HashMap<String, &NextHopFigures> = HashMap::with_capacity(hops.len());
     for hop in hops {
         if let Ok(d) = domain::normalize(&hop.domain) {
@@ -214,15 +493,32 @@ pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) ->
         pins_from: pins_from.to_owned(),
         pinned_domains: pins.len(),
         pinned_domains_seen: 0,
+        pins_via_relay: 0,
         messages_to_pinned: 0,
         deferred_messages: 0,
         unknown_messages: 0,
         domains: Vec::new(),
     };
     for pin in pins {
-        let Some(hop) = by_domain.get(&pin.domain) else {
+        let relayed;
+        let hop = match pin
+            .domain
+            .strip_prefix('[')
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            Some(host) => {
+                relayed = relay_figures(hops, host);
+                relayed.as_ref()
+            }
+            None => by_domain.get(&pin.domain).copied(),
+        };
+        let Some(hop) = hop else {
             continue;
         };
+        if !pin.is_relay() && routes.route(hop) == Route::Smarthost {
+            run.pins_via_relay += 1;
+            continue;
+        }
         run.pinned_domains_seen += 1;
         run.messages_to_pinned = run.messages_to_pinned.saturating_add(hop.messages);
         let untrusted = match pin.level {
@@ -275,34 +571,21 @@ fn merge_spellings(hops: &[NextHopFigures]) -> Vec<NextHopFigures> {
             merged.push(hop.clone());
             continue;
         };
-        m.messages = m.messages.saturating_add(hop.messages);
-        m.tls_messages = m.tls_messages.saturating_add(hop.tls_messages);
-        m.trusted_tls_messages = m
-            .trusted_tls_messages
-            .saturating_add(hop.trusted_tls_messages);
-        m.plain_messages = m.plain_messages.saturating_add(hop.plain_messages);
-        m.unknown_messages = m.unknown_messages.saturating_add(hop.unknown_messages);
-        m.tls_share = sigillo_logs::aggregate::share(m.tls_messages, m.messages);
-        m.first_seen = m.first_seen.clone().min(hop.first_seen.clone());
-        m.last_seen = m.last_seen.clone().max(hop.last_seen.clone());
-        for (mine, theirs) in [
-            (&mut m.plain, &hop.plain),
-            (&mut m.untrusted_tls, &hop.untrusted_tls),
-        ] {
-            if let Some(theirs) = theirs {
-                *mine = Some(match mine.take() {
-                    Some(ours) => {
-                        let (first, last, sample) = merge_samples(&[&ours, theirs]);
-                        MessageSample {
-                            first: first.unwrap_or(ours.first),
-                            last: last.unwrap_or(ours.last),
-                            sample,
-                        }
+        add_figures(m, hop);
+        // Relays are known for the merged domain only when known for every spelling.
+        m.relays = match (m.relays.take(), &hop.relays) {
+            (Some(mut ours), Some(theirs)) => {
+                for r in &theirs.hosts {
+                    match ours.hosts.iter_mut().find(|o| o.host == r.host) {
+                        Some(o) => o.messages = o.messages.saturating_add(r.messages),
+                        None => ours.hosts.push(r.clone()),
                     }
-                    None => theirs.clone(),
-                });
+                }
+                ours.other_messages = ours.other_messages.saturating_add(theirs.other_messages);
+                Some(ours)
             }
-        }
+            _ => None,
+        };
     }
     merged
 }
@@ -348,6 +631,11 @@ struct BuildOutput<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     not_pinned: Option<NotPinned>,
     pins: &'a [PinnedPeer],
+    /// Whether the figures name the relay hosts of each next hop (a report written by an
+    /// older sigillo does not: then no smarthost can be found).
+    relays_known: bool,
+    /// Relay hosts judged smarthosts ([`Routes`]).
+    smarthosts: &'a [Smarthost],
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<&'a DryRun>,
 }
@@ -389,6 +677,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
         min_tls_share: args.min_tls_share,
         verify: args.verify,
     };
+    let selection = select_pins(hops, &rule);
+    let smarthosts = selection.smarthosts;
     let (pins, rule, not_pinned, pins_from) = match &args.pins {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -397,10 +687,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
                 .with_context(|| format!("--pins {}", path.display()))?;
             (pins, None, None, path.display().to_string())
         }
-        None => {
-            let s = select_pins(hops, &rule);
-            (s.pins, Some(rule), Some(s.not_pinned), "rule".to_owned())
-        }
+        None => (
+            selection.pins,
+            Some(rule),
+            Some(selection.not_pinned),
+            "rule".to_owned(),
+        ),
     };
     let window = (figures.first.as_deref(), figures.last.as_deref());
     let header = rule.map(|r| file_header(&r, window)).unwrap_or_default();
@@ -413,7 +705,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
     if let Some(path) = &args.exim {
         let text = header.clone() + &exim_domain_list(&pins)?;
         write_output(path, &text, "--exim")?;
-        exim_notes(&mut notes, path, pins.len());
+        exim_notes(&mut notes, path, &pins);
     }
     let dry = args.dry_run.then(|| dry_run(hops, &pins, &pins_from));
     let output = BuildOutput {
@@ -424,6 +716,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
         rule,
         not_pinned,
         pins: &pins,
+        relays_known: Routes::find(hops).known || hops.is_empty(),
+        smarthosts: &smarthosts,
         dry_run: dry.as_ref(),
     };
     if args.json {
@@ -661,6 +955,15 @@ fn check_next_hops(hops: &[NextHopFigures]) -> anyhow::Result<()> {
                 h.trusted_tls_messages
             );
         }
+        if let Some(relays) = &h.relays
+            && relays.messages() != Some(h.messages)
+        {
+            bail!(
+                "next_hops {:?}: the messages per relay host do not add up to its {} messages",
+                h.domain,
+                h.messages
+            );
+        }
     }
     Ok(())
 }
@@ -731,13 +1034,29 @@ fn postfix_notes(out: &mut String, path: &Path, pins: usize) {
     usage_notes(out, path, &format!("{pins} pin(s) for Postfix"), &usage);
 }
 
-fn exim_notes(out: &mut String, path: &Path, pins: usize) {
+fn exim_notes(out: &mut String, path: &Path, pins: &[PinnedPeer]) {
+    // Relays are not domains: Exim's hosts_require_tls names them as hosts.
+    let relays: Vec<&str> = pins
+        .iter()
+        .filter_map(|p| p.domain.strip_prefix('[')?.strip_suffix(']'))
+        .collect();
+    let domains = pins.len() - relays.len();
     let usage = [
         format!("domainlist tls_pinned = {}", path.display()),
         "in the smtp transport: multi_domain = false".to_owned(),
-        "hosts_require_tls = ${if match_domain{$domain}{+tls_pinned}{*}{}}".to_owned(),
+        format!(
+            "hosts_require_tls = ${{if match_domain{{$domain}}{{+tls_pinned}}{{*}}{{{}}}}}",
+            relays.join(" : ")
+        ),
     ];
-    usage_notes(out, path, &format!("{pins} domain(s) for Exim"), &usage);
+    usage_notes(out, path, &format!("{domains} domain(s) for Exim"), &usage);
+    if !relays.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (the relay host(s) {} are required to use TLS for every domain)",
+            relays.join(", ")
+        );
+    }
 }
 
 fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
@@ -757,6 +1076,25 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
             "Note: {} outbound messages named no single recipient domain: if a relay host takes \
              your mail, Postfix keys its TLS policy by [relay], and pins by domain do not apply.",
             omitted.no_domain_messages
+        );
+    }
+    if !o.relays_known {
+        let _ = writeln!(
+            out,
+            "Note: the report names no relay hosts per next hop (written by an older sigillo), \
+             so a smarthost cannot be told from MX hosts: every domain is judged as routed by \
+             MX, as before. If a relayhost takes your mail, pins by domain do not apply: run \
+             sigillo report --json again."
+        );
+    }
+    for h in o.smarthosts {
+        let _ = writeln!(
+            out,
+            "Smarthost {} took the mail of {} next-hop domain(s) ({} messages, {} over TLS): \
+             Postfix looks their TLS policy up as {} (relayhost = {}), not by domain, so the \
+             relay is judged instead of them.\n  (A relayhost on another port is keyed {}:PORT; \
+             one without brackets, by its name as written in main.cf.)",
+            h.host, h.domains, h.messages, h.tls_messages, h.key, h.key, h.key
         );
     }
     if omitted.over_cap_messages > 0 {
@@ -787,17 +1125,41 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
             .pins
             .iter()
             .fold(0u64, |a, p| a.saturating_add(p.evidence.messages));
+        let relays = o.pins.iter().filter(|p| p.is_relay()).count();
         let _ = writeln!(
             out,
-            "Pinned: {} domain(s) ({} encrypt, {verify} verify), {pinned_messages} messages",
-            o.pins.len(),
+            "Pinned: {} domain(s){} ({} encrypt, {verify} verify), {pinned_messages} messages",
+            o.pins.len() - relays,
+            if relays > 0 {
+                format!(" and {relays} smarthost(s)")
+            } else {
+                String::new()
+            },
             o.pins.len() - verify,
         );
-        let _ = writeln!(
-            out,
+        let mut why = format!(
             "Not pinned: {} with fewer messages, {} below the TLS share, {} not a domain name",
             np.few_messages, np.below_tls_share, np.not_a_domain
         );
+        if np.via_relay > 0 {
+            let _ = write!(why, ", {} sent through a smarthost", np.via_relay);
+        }
+        if np.partly_via_relay > 0 {
+            let _ = write!(
+                why,
+                ", {} partly through a smarthost (skipped: which next hop Postfix looks up \
+                 cannot be told)",
+                np.partly_via_relay
+            );
+        }
+        if np.relays_below_rule > 0 {
+            let _ = write!(
+                why,
+                "; {} smarthost(s) below the rule",
+                np.relays_below_rule
+            );
+        }
+        let _ = writeln!(out, "{why}");
     }
     if let Some(d) = o.dry_run {
         dry_run_text(&mut out, d);
@@ -827,11 +1189,22 @@ fn dry_run_text(out: &mut String, d: &DryRun) {
             String::new()
         }
     );
-    if d.pinned_domains > d.pinned_domains_seen {
+    if d.pins_via_relay > 0 {
         let _ = writeln!(
             out,
-            "{} pinned domain(s) had no delivered mail in the window.",
-            d.pinned_domains - d.pinned_domains_seen
+            "{} pinned domain(s) sent all their mail through a smarthost: Postfix looks up the \
+             relay for them, so those pins would not have applied.",
+            d.pins_via_relay
+        );
+    }
+    let unseen = d
+        .pinned_domains
+        .saturating_sub(d.pinned_domains_seen)
+        .saturating_sub(d.pins_via_relay);
+    if unseen > 0 {
+        let _ = writeln!(
+            out,
+            "{unseen} pinned domain(s) had no delivered mail in the window."
         );
     }
     if d.domains.is_empty() {
@@ -906,7 +1279,26 @@ mod tests {
             last_seen: "2026-11-08T00:00:00Z".into(),
             plain: sample(&(1..=plain.min(5) as u32).collect::<Vec<_>>()),
             untrusted_tls: sample(&(5..5 + (tls - trusted).min(4) as u32).collect::<Vec<_>>()),
+            relays: None,
         }
+    }
+
+    /// `hop` whose messages went to `relays` (host, messages).
+    fn via(mut h: NextHopFigures, relays: &[(&str, u64)]) -> NextHopFigures {
+        let hosts = relays
+            .iter()
+            .map(
+                |&(host, messages)| sigillo_logs::next_hop_relays::RelayCount {
+                    host: host.to_owned(),
+                    messages,
+                },
+            )
+            .collect();
+        h.relays = Some(RelayFigures {
+            hosts,
+            other_messages: 0,
+        });
+        h
     }
 
     /// A hand-edited report is checked before anything is pinned from it, and spellings of
@@ -1041,7 +1433,8 @@ mod tests {
                 NotPinned {
                     few_messages: *few,
                     below_tls_share: *below,
-                    not_a_domain: *bad
+                    not_a_domain: *bad,
+                    ..NotPinned::default()
                 },
                 "{rule:?}"
             );
@@ -1120,6 +1513,184 @@ mod tests {
         assert_eq!((d.deferred_messages, d.domains[0].untrusted_tls), (4, 2));
         assert_eq!(ids(&d.domains[0]), ["Q1", "Q2", "Q5", "Q6"]);
         assert_eq!(d.domains[0].last, Some(at(6)));
+    }
+
+    const RULE: PinRule = PinRule {
+        min_messages: 10,
+        min_tls_share: 1.0,
+        verify: false,
+    };
+
+    fn keys(pins: &[PinnedPeer]) -> Vec<String> {
+        pins.iter()
+            .map(|p| format!("{} {}", p.domain, p.level.policy()))
+            .collect()
+    }
+
+    /// `relayhost = [smtp.isp.example]`: the relay takes every domain's mail, so Postfix
+    /// looks up `[smtp.isp.example]`, and that is what is pinned, on all the relay's mail.
+    #[test]
+    fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
+        let relay = "smtp.isp.example";
+        let hops = [
+            via(hop("a.example", 12, 12, 12, 0), &[(relay, 12)]),
+            via(hop("b.example", 5, 5, 5, 0), &[(relay, 5)]),
+            via(hop("c.example", 3, 3, 3, 0), &[(relay, 3)]),
+            // Its own domain's mail too; still a smarthost.
+            via(hop("isp.example", 10, 10, 10, 0), &[(relay, 10)]),
+            // A transport to the partner's own host: routed past the relay.
+            via(
+                hop("partner.example", 10, 10, 10, 0),
+                &[("mx.partner.example", 10)],
+            ),
+            // Split between the relay and its own MX: skipped.
+            via(
+                hop("split.example", 10, 10, 10, 0),
+                &[(relay, 4), ("mx.split.example", 6)],
+            ),
+        ];
+        let routes = Routes::find(&hops);
+        assert!(routes.known);
+        assert_eq!(routes.smarthosts, [relay]);
+        let s = select_pins(&hops, &RULE);
+        assert_eq!(
+            keys(&s.pins),
+            ["[smtp.isp.example] encrypt", "partner.example encrypt"]
+        );
+        // The relay's evidence: the four domains' mail, and split.example's 4 messages
+        // (all its mail went over TLS, so these did).
+        assert_eq!(
+            s.pins[0].evidence,
+            Evidence {
+                messages: 34,
+                tls: 34,
+                verified: 34
+            }
+        );
+        assert_eq!(
+            s.not_pinned,
+            NotPinned {
+                via_relay: 4,
+                partly_via_relay: 1,
+                ..NotPinned::default()
+            }
+        );
+        assert_eq!(
+            s.smarthosts,
+            [Smarthost {
+                host: relay.into(),
+                key: "[smtp.isp.example]".into(),
+                domains: 5,
+                messages: 34,
+                tls_messages: 34,
+                trusted_tls_messages: 34
+            }]
+        );
+
+        // One plaintext message through the relay: the relay is not pinned, nor the domains.
+        let mut plain = hops.clone();
+        plain[1] = via(hop("b.example", 5, 4, 4, 1), &[(relay, 5)]);
+        let s = select_pins(&plain, &RULE);
+        assert_eq!(keys(&s.pins), ["partner.example encrypt"]);
+        assert_eq!(s.not_pinned.relays_below_rule, 1);
+        // split.example had no plaintext mail, but hops with it: unknown through the relay.
+        let mut unknown = hops.clone();
+        unknown[5] = via(
+            hop("split.example", 10, 9, 9, 0),
+            &[(relay, 4), ("mx.split.example", 6)],
+        );
+        let s = select_pins(&unknown, &RULE);
+        assert_eq!(s.smarthosts[0].tls_messages, 30);
+        assert_eq!(s.not_pinned.relays_below_rule, 1);
+
+        // A dry run of domain pins: those behind the relay would not have applied; the relay
+        // pin is checked against the relay's mail (b.example's plaintext message).
+        let pin = |d: &str| PinnedPeer::from_key(d, PinLevel::Encrypt, Evidence::default());
+        let pins = [
+            pin("a.example"),
+            pin("partner.example"),
+            pin("[smtp.isp.example]"),
+        ]
+        .map(Result::unwrap);
+        let d = dry_run(&plain, &pins, "pins.cf");
+        assert_eq!(
+            (
+                d.pinned_domains,
+                d.pinned_domains_seen,
+                d.pins_via_relay,
+                d.messages_to_pinned,
+                d.deferred_messages
+            ),
+            (3, 2, 1, 44, 1)
+        );
+        assert_eq!(d.domains[0].domain, "[smtp.isp.example]");
+        assert_eq!(d.domains[0].sample, [at(1)]);
+    }
+
+    /// MX hosts are not smarthosts: a provider's MX shared by a few of the domains, a relay
+    /// that serves too few domains, and figures without relays (an older report).
+    #[test]
+    fn mx_hosts_and_unknown_relays_are_not_smarthosts() {
+        let google = "aspmx.l.google.com";
+        let mut hops = vec![
+            via(hop("one.example", 10, 10, 10, 0), &[(google, 10)]),
+            via(hop("two.example", 10, 10, 10, 0), &[(google, 10)]),
+            via(hop("three.example", 10, 10, 10, 0), &[(google, 10)]),
+            via(
+                hop("gmail.com", 10, 10, 10, 0),
+                &[("gmail-smtp-in.l.google.com", 10)],
+            ),
+            via(
+                hop("own.example", 10, 10, 10, 0),
+                &[("mail.own.example", 10)],
+            ),
+            via(
+                hop("sub.other.example", 10, 10, 10, 0),
+                &[("mx.other.example", 10)],
+            ),
+            via(
+                hop("four.example", 10, 10, 10, 0),
+                &[("mx.four.example", 10)],
+            ),
+        ];
+        // Three of seven domains: below half.
+        assert_eq!(Routes::find(&hops).smarthosts, Vec::<String>::new());
+        assert_eq!(select_pins(&hops, &RULE).pins.len(), 7);
+        // A fourth of seven: over half, so it is taken for a smarthost (the rule's known
+        // error: a server writing almost only to one provider's customers).
+        hops[6] = via(hop("four.example", 10, 10, 10, 0), &[(google, 10)]);
+        assert_eq!(Routes::find(&hops).smarthosts, [google]);
+        // Related names do not count: mail.own.example for own.example and its subdomains.
+        let own = "mail.own.example";
+        let related_hops = [
+            via(hop("own.example", 10, 10, 10, 0), &[(own, 10)]),
+            via(hop("lists.own.example", 10, 10, 10, 0), &[(own, 10)]),
+            via(hop("OWN.example.", 10, 10, 10, 0), &[(own, 10)]),
+        ];
+        assert!(Routes::find(&related_hops).smarthosts.is_empty());
+        // An address as relay (relayhost = [192.0.2.25]) is related to no domain.
+        let ip = "192.0.2.25";
+        let by_ip = [
+            via(hop("a.example", 10, 10, 10, 0), &[(ip, 10)]),
+            via(hop("b.example", 10, 10, 10, 0), &[(ip, 10)]),
+            via(hop("c.example", 10, 10, 10, 0), &[(ip, 10)]),
+        ];
+        assert_eq!(
+            keys(&select_pins(&by_ip, &RULE).pins),
+            ["[192.0.2.25] encrypt"]
+        );
+        // No relays (an older report): every domain judged as before.
+        let unknown: Vec<NextHopFigures> = by_ip
+            .iter()
+            .cloned()
+            .map(|mut h| {
+                h.relays = None;
+                h
+            })
+            .collect();
+        let routes = Routes::find(&unknown);
+        assert!(!routes.known && routes.smarthosts.is_empty());
+        assert_eq!(select_pins(&unknown, &RULE).pins.len(), 3);
     }
 
     #[test]

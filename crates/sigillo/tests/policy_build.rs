@@ -121,8 +121,13 @@ fn json_lists_pins_and_why_others_were_not() {
     );
     assert_eq!(
         doc["not_pinned"],
-        json!({"few_messages": 1, "below_tls_share": 3, "not_a_domain": 1})
+        json!({"few_messages": 1, "below_tls_share": 3, "not_a_domain": 1,
+               "via_relay": 0, "partly_via_relay": 0, "relays_below_rule": 0})
     );
+    // Every domain went to its own MX hosts (relay.isp.example took one transaction for two
+    // domains, which names no single domain): no smarthost.
+    assert_eq!(doc["relays_known"], true);
+    assert_eq!(doc["smarthosts"], json!([]));
     assert_eq!(
         doc["pins"][1],
         json!({"domain": "tls.example", "level": "encrypt",
@@ -157,6 +162,7 @@ fn dry_run_counts_the_messages_a_policy_would_have_deferred() {
             "pins_from": "rule",
             "pinned_domains": 4,
             "pinned_domains_seen": 4,
+            "pins_via_relay": 0,
             "messages_to_pinned": 52,
             "deferred_messages": 1,
             "unknown_messages": 0,
@@ -301,6 +307,161 @@ fn from_report_gives_what_the_logs_give() {
         .collect();
     // Without exim.log, tls.example has 9 messages and exim.example none.
     assert_eq!(pins, ["verified.example"]);
+}
+
+/// `relayhost.log`: a relay host took the mail of a, b and c.example, and a transport sent
+/// partner.example to its own host. Postfix looks up `[smtp.isp.example]` for the first three,
+/// so that, not their domains, is pinned.
+fn build_relayhost(extra: &[&str]) -> Run {
+    let log = testdata().join("relayhost.log");
+    let mut args = vec!["policy", "build", log.to_str().unwrap()];
+    args.extend(extra);
+    sigillo(&args, None)
+}
+
+#[test]
+fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let postfix = dir.path().join("tls_pins");
+    let exim = dir.path().join("tls_pinned");
+    let run = build_relayhost(&[
+        "--postfix",
+        postfix.to_str().unwrap(),
+        "--exim",
+        exim.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        read(&postfix),
+        read(&testdata().join("expected/relayhost.postfix"))
+    );
+    for want in [
+        "Smarthost smtp.isp.example took the mail of 3 next-hop domain(s) (25 messages, 25 over \
+         TLS): Postfix looks their TLS policy up as [smtp.isp.example]",
+        "Pinned: 1 domain(s) and 1 smarthost(s) (2 encrypt, 0 verify), 35 messages",
+        "3 sent through a smarthost",
+        "hosts_require_tls = ${if match_domain{$domain}{+tls_pinned}{*}{smtp.isp.example}}",
+    ] {
+        assert!(run.stdout.contains(want), "{want}\n{}", run.stdout);
+    }
+    // The Exim list holds domains only.
+    let list = read(&exim);
+    assert!(list.contains("\npartner.example\n"), "{list}");
+    assert!(!list.contains("isp"), "{list}");
+
+    let doc = build_relayhost(&["--json"]).json();
+    assert_eq!(
+        doc["smarthosts"],
+        json!([{"host": "smtp.isp.example", "key": "[smtp.isp.example]", "domains": 3,
+                "messages": 25, "tls_messages": 25, "trusted_tls_messages": 25}])
+    );
+    assert_eq!(doc["not_pinned"]["via_relay"], 3);
+    assert_eq!(doc["pins"][0]["domain"], "[smtp.isp.example]");
+
+    // The map reads back, relay key and all, for a dry run (and for policy serve --pins).
+    let run = build_relayhost(&["--dry-run", "--pins", postfix.to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let d = &run.json()["dry_run"];
+    assert_eq!(
+        (&d["pinned_domains_seen"], &d["messages_to_pinned"]),
+        (&json!(2), &json!(35))
+    );
+    // Pins on the domains behind the relay would never have applied.
+    let old_pins = dir.path().join("old_pins");
+    std::fs::write(&old_pins, "a.example encrypt\nb.example encrypt\n").unwrap();
+    let run = build_relayhost(&["--dry-run", "--pins", old_pins.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "2 pinned domain(s) sent all their mail through a smarthost: Postfix looks up the \
+             relay for them, so those pins would not have applied."
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn report_json_names_the_relay_hosts_per_next_hop() {
+    let log = testdata().join("relayhost.log");
+    let report = sigillo(&["report", "--json", log.to_str().unwrap()], None);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let doc = report.json();
+    let relays: Vec<(String, Value)> = doc["next_hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["domain"].as_str().unwrap().to_owned(),
+                h["relays"].clone(),
+            )
+        })
+        .collect();
+    let isp = |n: u64| json!({"hosts": [{"host": "smtp.isp.example", "messages": n}], "other_messages": 0});
+    assert_eq!(
+        relays,
+        [
+            ("a.example".to_owned(), isp(12)),
+            ("b.example".to_owned(), isp(10)),
+            (
+                "partner.example".to_owned(),
+                json!({"hosts": [{"host": "mx.partner.example", "messages": 10}], "other_messages": 0})
+            ),
+            ("c.example".to_owned(), isp(3)),
+        ]
+    );
+}
+
+/// A report written before relay hosts were recorded: read as before (every domain judged as
+/// routed by MX), and the summary says that a smarthost could not be looked for.
+#[test]
+fn an_older_report_without_relays_is_read_as_before_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = testdata().join("relayhost.log");
+    let report = sigillo(&["report", "--json", log.to_str().unwrap()], None);
+    let mut doc = report.json();
+    for hop in doc["next_hops"].as_array_mut().unwrap() {
+        hop.as_object_mut().unwrap().remove("relays");
+    }
+    let path = dir.path().join("old.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let from = |extra: &[&str]| {
+        let mut args = vec!["policy", "build", "--from-report", path.to_str().unwrap()];
+        args.extend(extra);
+        sigillo(&args, None)
+    };
+    let run = from(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "Note: the report names no relay hosts per next hop (written by an older sigillo)"
+        ),
+        "{}",
+        run.stdout
+    );
+    let out = from(&["--json"]).json();
+    assert_eq!(out["relays_known"], false);
+    let pins: Vec<&str> = out["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(pins, ["a.example", "b.example", "partner.example"]);
+
+    // A hand-edited report whose relay counts do not add up is refused.
+    let mut doc = report.json();
+    doc["next_hops"][0]["relays"]["other_messages"] = json!(1);
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let run = from(&[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the messages per relay host do not add up"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -518,6 +679,19 @@ fn postmap_reads_the_built_map() {
     let hashed = format!("hash:{}", map.display());
     let (code, _, err) = postmap(&[&hashed]);
     assert_eq!(code, 0, "postmap {hashed}: {err}");
+    // A relay pin is found under the key Postfix uses for `relayhost = [smtp.isp.example]`.
+    let relay_map = dir.path().join("relay_pins");
+    let run = build_relayhost(&["--postfix", relay_map.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let relay_table = format!("texthash:{}", relay_map.display());
+    for (key, want_code, want) in [
+        ("[smtp.isp.example]", 0, "encrypt"),
+        ("a.example", 1, ""),
+        ("partner.example", 0, "encrypt"),
+    ] {
+        let (code, out, err) = postmap(&["-q", key, &relay_table]);
+        assert_eq!((code, out.as_str()), (want_code, want), "{key}: {err}");
+    }
     let texthash = format!("texthash:{}", map.display());
     for table in [&hashed, &texthash] {
         // (key, exit code, answer): postmap -q exits 1 for a key not in the table.
