@@ -1024,8 +1024,42 @@ fn usage_notes(out: &mut String, path: &Path, written: &str, usage: &[String]) {
     }
 }
 
+/// The path of the written file `path` to name in an MTA's configuration, and a note when it
+/// is not certain. Exim takes a list item that does not start with `/` as a domain, not a
+/// file, and Postfix resolves a relative table path against its own working directory, so a
+/// relative `--exim`/`--postfix` path must not be pasted as given: the file's canonical path
+/// (symlinks resolved), else `path` made absolute against the current directory, said so.
+fn config_path(path: &Path) -> (PathBuf, Option<String>) {
+    match path.canonicalize() {
+        Ok(canonical) => (canonical, None),
+        Err(e) => match std::path::absolute(path) {
+            Ok(absolute) => {
+                let note = format!(
+                    "Note: cannot resolve {} ({e}); the lines below name {}, the current \
+                     directory joined with it: check that it is the file written.",
+                    path.display(),
+                    absolute.display()
+                );
+                (absolute, Some(note))
+            }
+            Err(e) => {
+                let note = format!(
+                    "Note: cannot make {} absolute ({e}); the lines below name it as given: \
+                     use its absolute path in the MTA's configuration.",
+                    path.display()
+                );
+                (path.to_path_buf(), Some(note))
+            }
+        },
+    }
+}
+
 fn postfix_notes(out: &mut String, path: &Path, pins: usize) {
-    let p = path.display();
+    let (config, note) = config_path(path);
+    if let Some(note) = note {
+        let _ = writeln!(out, "\n{note}");
+    }
+    let p = config.display();
     let usage = [
         format!("postmap hash:{p}"),
         format!("main.cf: smtp_tls_policy_maps = hash:{p}   (or texthash:{p}, without postmap)"),
@@ -1041,8 +1075,12 @@ fn exim_notes(out: &mut String, path: &Path, pins: &[PinnedPeer]) {
         .filter_map(|p| p.domain.strip_prefix('[')?.strip_suffix(']'))
         .collect();
     let domains = pins.len() - relays.len();
+    let (config, note) = config_path(path);
+    if let Some(note) = note {
+        let _ = writeln!(out, "\n{note}");
+    }
     let usage = [
-        format!("domainlist tls_pinned = {}", path.display()),
+        format!("domainlist tls_pinned = {}", config.display()),
         "in the smtp transport: multi_domain = false".to_owned(),
         format!(
             "hosts_require_tls = ${{if match_domain{{$domain}}{{+tls_pinned}}{{*}}{{{}}}}}",
@@ -1691,6 +1729,38 @@ mod tests {
         let routes = Routes::find(&unknown);
         assert!(!routes.known && routes.smarthosts.is_empty());
         assert_eq!(select_pins(&unknown, &RULE).pins.len(), 3);
+    }
+
+    /// The path pasted into an MTA's configuration is absolute: canonical when the file
+    /// exists, else made absolute with a note saying so.
+    #[test]
+    fn configuration_paths_are_absolute() {
+        let dir = std::env::temp_dir().canonicalize().unwrap();
+        let (p, note) = config_path(&dir);
+        assert_eq!((p, note), (dir.clone(), None));
+        let missing = Path::new("no-such-dir-sigillo/tls_pinned");
+        let (p, note) = config_path(missing);
+        assert!(p.is_absolute(), "{}", p.display());
+        assert!(p.ends_with(missing), "{}", p.display());
+        let note = note.expect("a path that cannot be resolved is said so");
+        assert!(
+            note.starts_with("Note: cannot resolve no-such-dir-sigillo/tls_pinned ("),
+            "{note}"
+        );
+        // Both usage texts use it.
+        let mut out = String::new();
+        exim_notes(&mut out, missing, &[]);
+        assert!(
+            out.contains(&format!("  domainlist tls_pinned = {}\n", p.display())),
+            "{out}"
+        );
+        assert!(out.contains("Note: cannot resolve"), "{out}");
+        let mut out = String::new();
+        postfix_notes(&mut out, missing, 0);
+        assert!(
+            out.contains(&format!("  postmap hash:{}\n", p.display())),
+            "{out}"
+        );
     }
 
     #[test]

@@ -105,6 +105,41 @@ fn writes_exact_pin_files() {
     assert!(run.stderr.contains("Pinned: 3 domain(s)"), "{}", run.stderr);
 }
 
+/// A relative `--exim`/`--postfix` path is printed absolute in the lines to paste: Exim takes
+/// a list item without a leading `/` for a domain, and Postfix resolves table paths against
+/// its own directory.
+#[test]
+fn usage_lines_name_the_written_files_by_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigillo"))
+        .current_dir(dir.path())
+        .args(["policy", "build"])
+        .args(logs())
+        .args(["--exim", "tls_pinned", "--postfix", "./tls_pins"])
+        .output()
+        .expect("run sigillo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = dir.path().canonicalize().unwrap();
+    let exim = base.join("tls_pinned");
+    let postfix = base.join("tls_pins");
+    assert!(exim.is_file() && postfix.is_file());
+    for want in [
+        "Wrote 3 domain(s) for Exim to tls_pinned.".to_owned(),
+        format!("  domainlist tls_pinned = {}\n", exim.display()),
+        format!("  postmap hash:{}\n", postfix.display()),
+        format!("smtp_tls_policy_maps = hash:{} ", postfix.display()),
+    ] {
+        assert!(stdout.contains(&want), "{want}\n{stdout}");
+    }
+    assert!(!stdout.contains("Note: cannot"), "{stdout}");
+}
+
 #[test]
 fn json_lists_pins_and_why_others_were_not() {
     let run = build(&["--json"]);
