@@ -456,6 +456,86 @@ mod tests {
         listener.local_addr().unwrap()
     }
 
+    /// Reads from `stream` until one of `wants` has arrived (or 10 s pass); returns all read.
+    async fn read_until_any(stream: &mut TcpStream, wants: &[&[u8]]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let read = async {
+            while !wants
+                .iter()
+                .any(|want| got.windows(want.len()).any(|w| w == *want))
+            {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        got
+    }
+
+    async fn read_until(stream: &mut TcpStream, want: &[u8]) -> Vec<u8> {
+        read_until_any(stream, &[want]).await
+    }
+
+    /// Over real sockets: a message ended by a bare-LF `.` line takes the proxy out of body
+    /// mode, so the STARTTLS command after it reaches the server masked (a proxy stuck in
+    /// body mode would pass it, and everything after it, unchanged).
+    #[tokio::test]
+    async fn a_bare_lf_end_of_data_is_followed() {
+        // How the client ends the message (the standard ending last, as a control).
+        let cases: [&[u8]; 3] = [
+            b"Subject: x\n\nbody\n.\n",
+            b"Subject: x\r\n\r\nbody\r\n.\n",
+            b"Subject: x\r\n\r\nbody\r\n.\r\n",
+        ];
+        for body in cases {
+            let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let upstream_addr = upstream.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut stream, _) = upstream.accept().await.unwrap();
+                stream.write_all(b"220 upstream ESMTP\r\n").await.unwrap();
+                read_until(&mut stream, b"DATA\r\n").await;
+                stream.write_all(b"354 go ahead\r\n").await.unwrap();
+                let got = read_until_any(&mut stream, &[b"XXXXXXXA\r\n", b"STARTTLS\r\n"]).await;
+                stream.write_all(b"221 bye\r\n").await.unwrap();
+                got
+            });
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let proxy = tokio::spawn(async move {
+                let (client, client_addr) = listener.accept().await.unwrap();
+                let (_stop_tx, stop_rx) = watch::channel(false);
+                relay(
+                    client,
+                    client_addr,
+                    upstream_addr,
+                    ProxyOptions::default(),
+                    1,
+                    stop_rx,
+                )
+                .await
+            });
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            read_until(&mut client, b"\r\n").await;
+            client.write_all(b"DATA\r\n").await.unwrap();
+            read_until(&mut client, b"354").await;
+            client.write_all(body).await.unwrap();
+            client.write_all(b"STARTTLS\r\n").await.unwrap();
+            read_until(&mut client, b"221").await;
+            drop(client);
+            let after_body = server.await.unwrap();
+            let report = proxy.await.unwrap();
+            // The body unchanged, then the command masked.
+            assert_eq!(
+                String::from_utf8_lossy(&after_body),
+                String::from_utf8_lossy(&[body, b"XXXXXXXA\r\n"].concat()),
+            );
+            assert_eq!(report.rewrites.commands_masked, 1, "{report:?}");
+        }
+    }
+
     #[tokio::test]
     async fn an_unreachable_upstream_is_not_counted_as_relayed() {
         let upstream = refusing_addr().await;

@@ -9,8 +9,9 @@
 //!
 //! It works on lines (ended by LF, CR kept), buffers a partial line until its end arrives, and
 //! gives up on a line longer than [`AsaConfig::max_line`] (those bytes pass through unchanged).
-//! Message content after `DATA` + `354` passes untouched until the `CRLF.CRLF` that ends it,
-//! and so do the bytes of a `BDAT <size>` chunk (CHUNKING), counted. When
+//! Message content after `DATA` + `354` passes untouched until the line `.` that ends it (bare
+//! LF line ends count: see `BodyEnd`), and so do the bytes of a `BDAT <size>` chunk
+//! (CHUNKING), counted. When
 //! STARTTLS is allowed and the server accepted it with 220, the rewriter becomes transparent for
 //! good (the rest is TLS).
 
@@ -41,7 +42,35 @@ impl Default for AsaConfig {
 /// The masked form of `STARTTLS`, as the ASA writes it (same length).
 pub const MASKED_STARTTLS: &[u8; 8] = b"XXXXXXXA";
 
-const BODY_END: &[u8; 5] = b"\r\n.\r\n";
+/// Where the scan of message content stands, to find the line `.` that ends it.
+///
+/// Which endings count: a line that is only `.`, ended by LF with or without a CR before it,
+/// after a line ended the same way. So `CRLF.CRLF`, and also `LF.LF`, `CRLF.LF` and `LF.CRLF`;
+/// not a bare CR (`CR.CR`), nor `.` followed by anything else (`..` is dot-stuffed content).
+///
+/// The proxy must leave body mode wherever the server may have left it, or it stops
+/// rewriting commands and its state no longer follows the session. Postfix before 3.9 (and
+/// 3.9+ for clients in `smtpd_forbid_bare_newline_exclusions`, by default `$mynetworks`), with
+/// `smtpd_forbid_bare_newline = no`, reads every line up to LF, drops one CR before it and
+/// ends DATA on a line `.`: exactly the endings above. With `normalize` (the 3.9 default) or
+/// `reject` it ends DATA only on `CRLF.CRLF` (the SMTP smuggling fix). The wider of the two
+/// is followed: after a bare-LF ending that a strict server did not take as the end, the
+/// proxy inspects the rest of the message as commands, which at worst masks a content line
+/// that reads `STARTTLS` (same length), and it is back in step at the server's reply to the
+/// real end; staying in body mode instead would stop all rewriting for the rest of the
+/// session on a lenient server. Cisco does not document which endings the PIX/ASA
+/// `inspect esmtp` engine takes as the end of data, so this imitation follows the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// At the start of a line (after LF, or right after the 354: an empty body is `.` alone).
+    LineStart,
+    /// The line so far is `.`.
+    Dot,
+    /// The line so far is `.` and a CR.
+    DotCr,
+    /// Anywhere else in a line.
+    InLine,
+}
 
 /// Line buffer of one direction.
 #[derive(Debug, Clone, Default)]
@@ -73,8 +102,8 @@ pub struct AsaRewriter {
     data_pending: bool,
     tls_pending: bool,
     in_body: bool,
-    /// How many bytes of `CRLF.CRLF` matched so far in the message body.
-    body_match: usize,
+    /// Where the message body scan stands ([`BodyEnd`]).
+    body_end: BodyEnd,
     /// Bytes of a `BDAT` chunk from the client still to pass through untouched.
     bdat_remaining: u64,
     transparent: bool,
@@ -98,7 +127,7 @@ impl AsaRewriter {
             data_pending: false,
             tls_pending: false,
             in_body: false,
-            body_match: 0,
+            body_end: BodyEnd::LineStart,
             bdat_remaining: 0,
             transparent: false,
         }
@@ -208,21 +237,20 @@ impl AsaRewriter {
     }
 
     /// Scan message content; returns how many bytes of `bytes` belong to the body (up to and
-    /// including the final `CRLF.CRLF`), leaving body mode when the end is found.
+    /// including the line `.` that ends it, see [`BodyEnd`]), leaving body mode at the end.
     fn scan_body(&mut self, bytes: &[u8]) -> usize {
         for (i, &b) in bytes.iter().enumerate() {
-            self.body_match = if b == BODY_END[self.body_match] {
-                self.body_match + 1
-            } else if b == b'\r' {
-                1
-            } else {
-                0
+            self.body_end = match (self.body_end, b) {
+                (BodyEnd::Dot | BodyEnd::DotCr, b'\n') => {
+                    self.in_body = false;
+                    self.body_end = BodyEnd::LineStart;
+                    return i + 1;
+                }
+                (_, b'\n') => BodyEnd::LineStart,
+                (BodyEnd::LineStart, b'.') => BodyEnd::Dot,
+                (BodyEnd::Dot, b'\r') => BodyEnd::DotCr,
+                _ => BodyEnd::InLine,
             };
-            if self.body_match == BODY_END.len() {
-                self.in_body = false;
-                self.body_match = 0;
-                return i + 1;
-            }
         }
         bytes.len()
     }
@@ -254,8 +282,8 @@ impl AsaRewriter {
             if self.data_pending && code == 354 {
                 self.data_pending = false;
                 self.in_body = true;
-                // The CRLF ending the DATA command counts: a lone "." line ends an empty body.
-                self.body_match = 2;
+                // The line end of the DATA command counts: a lone "." line ends an empty body.
+                self.body_end = BodyEnd::LineStart;
             }
             if self.tls_pending && code == 220 {
                 self.tls_pending = false;
@@ -703,6 +731,73 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert_eq!(got.len(), server.len());
+    }
+
+    /// The endings of message content that leave body mode, and look-alikes that do not.
+    /// After the body, a `STARTTLS` line is masked only if body mode was left.
+    #[test]
+    fn body_endings() {
+        // (body after the 354, whether it ended)
+        let cases: &[(&str, bool)] = &[
+            ("a\r\n.\r\n", true),
+            ("a\n.\n", true),
+            ("a\r\n.\n", true),
+            ("a\n.\r\n", true),
+            (".\n", true),
+            (".\r\n", true),
+            ("a\n\n.\n", true),
+            ("a\r\n..\r\n", false),
+            ("a\n..\n", false),
+            ("a\n. \n", false),
+            ("a\n.x\n", false),
+            ("a\n.\r\r\n", false),
+            ("a\r.\r", false),
+            ("a\r.\r\n", false),
+            ("a.\n", false),
+        ];
+        for &(body, ended) in cases {
+            let mut rw = AsaRewriter::default();
+            rw.server_to_client(b"220 x\r\n");
+            rw.client_to_server(b"DATA\r\n");
+            rw.server_to_client(b"354 go\r\n");
+            assert!(rw.in_body(), "{body:?}");
+            let input = format!("{body}STARTTLS\r\n");
+            let want = if ended {
+                format!("{body}XXXXXXXA\r\n")
+            } else {
+                input.clone()
+            };
+            // Whole, and a byte at a time.
+            let got = rw.clone().client_to_server(input.as_bytes());
+            assert_eq!(String::from_utf8_lossy(&got), want, "{body:?}");
+            let got: Vec<u8> = input
+                .bytes()
+                .flat_map(|b| rw.client_to_server(&[b]))
+                .collect();
+            assert_eq!(String::from_utf8_lossy(&got), want, "{body:?} by bytes");
+            assert_eq!(rw.in_body(), !ended, "{body:?}");
+        }
+    }
+
+    /// After a bare-LF ending the state machine follows the next transaction: a second DATA
+    /// enters body mode again, and its body passes untouched.
+    #[test]
+    fn a_bare_lf_ending_keeps_the_session_in_step() {
+        run(
+            DEFAULTS,
+            &[
+                (S2C, "220 x\r\n", "220 *\r\n"),
+                (C2S, "DATA\n", "DATA\n"),
+                (S2C, "354 go\n", "354 go\n"),
+                (C2S, "STARTTLS\n.\n", "STARTTLS\n.\n"),
+                (S2C, "250 ok\n", "250 ok\n"),
+                (C2S, "DATA\r\n", "DATA\r\n"),
+                (S2C, "354 go\r\n", "354 go\r\n"),
+                (C2S, "STARTTLS\r\n.\n", "STARTTLS\r\n.\n"),
+                (S2C, "250 ok\r\n", "250 ok\r\n"),
+                (C2S, "STARTTLS\r\n", "XXXXXXXA\r\n"),
+            ],
+        );
     }
 
     #[test]
