@@ -547,6 +547,7 @@ pub fn apply(
     if mta_sts.policy.as_ref().is_none_or(|p| p.mode == Mode::None) {
         soften_under_dane_ee(&mut report.findings, &dane);
     }
+    tlsrpt_missing(discovered, &mta_sts, &dane, &mut acc);
     // An MX none of whose addresses could be reached from here leaves the policy unjudged:
     // say so, rather than leave an `unknown` status unexplained.
     let applies = dane.applies
@@ -879,6 +880,51 @@ fn tlsrpt(d: &Discovered, acc: &mut Assessment) -> TlsRptReport {
         }
     }
     out
+}
+
+/// A domain that publishes MTA-STS (a valid `_mta-sts` record) or DANE (validated TLSA
+/// records for its secure MX hosts) but no `_smtp._tls` record at all: senders that fail to
+/// deliver under its policy have nowhere to report it. RFC 8460 makes the record optional and
+/// defines no result type for its absence, so this is an informational (low) finding that
+/// leaves the policy's status as it is. Not raised for an invalid record (`tlsrpt-invalid`)
+/// or a failed lookup, nor for a domain with neither policy, where reports would say little.
+fn tlsrpt_missing(d: &Discovered, mta_sts: &MtaStsReport, dane: &DaneReport, acc: &mut Assessment) {
+    if !matches!(d.tlsrpt, TxtLookup::NoRecord { note: None, .. }) {
+        return;
+    }
+    let mut evidence = vec![format!("_smtp._tls.{}: no TXT record", d.domain)];
+    let mut published = Vec::new();
+    if let Some(record) = &mta_sts.record {
+        published.push("MTA-STS");
+        evidence.push(format!("_mta-sts.{}: {record}", d.domain));
+    }
+    if dane.applies {
+        published.push("DANE");
+        for host in dane.hosts.iter().filter(|h| !h.tlsa.is_empty()) {
+            evidence.push(format!(
+                "_25._tcp.{}: {} TLSA record(s), DNSSEC-validated",
+                host.mx,
+                host.tlsa.len()
+            ));
+        }
+    }
+    if published.is_empty() {
+        return;
+    }
+    acc.findings.push(finding(
+        "tlsrpt-missing",
+        "no-record",
+        Severity::Low,
+        None,
+        format!(
+            "{} publishes {} but no TLS-RPT record (_smtp._tls.{}): senders that cannot \
+             deliver under its policy cannot report it (RFC 8460)",
+            d.domain,
+            published.join(" and "),
+            d.domain
+        ),
+        evidence,
+    ));
 }
 
 /// How `record_error` and `tlsrpt.error` start when the TXT lookup itself failed (rather
@@ -1549,10 +1595,11 @@ mod tests {
             sts_policy: sts,
             sts_policy_without_content_type: false,
             dnssec_unavailable: None,
-            tlsrpt: TxtLookup::NoRecord {
-                negative_ttl: None,
-                note: None,
-            },
+            // A TLS-RPT record, so that only `tlsrpt_missing_only_beside_a_policy` sees
+            // `tlsrpt-missing`.
+            tlsrpt: TxtLookup::Record(
+                TlsRptRecord::parse("v=TLSRPTv1; rua=mailto:tlsrpt@example.test").unwrap(),
+            ),
             mx: Some(Validated::Records {
                 status: DnssecStatus::Insecure,
                 records: vec![Mx {
@@ -1589,6 +1636,114 @@ mod tests {
                 .map(|f| (f.id, f.kind, f.severity))
                 .collect(),
         )
+    }
+
+    /// `tlsrpt-missing`: no `_smtp._tls` record beside MTA-STS or DANE; not beside neither,
+    /// nor when the record is invalid or its lookup failed (other findings say so).
+    #[test]
+    fn tlsrpt_missing_only_beside_a_policy() {
+        let none = || TxtLookup::NoRecord {
+            negative_ttl: Some(60),
+            note: None,
+        };
+        let invalid = || TxtLookup::NoRecord {
+            negative_ttl: None,
+            note: Some("invalid _smtp._tls record: …".to_owned()),
+        };
+        let failed = || TxtLookup::Failed {
+            message: "SERVFAIL".to_owned(),
+        };
+        let sts = || Some(Ok(policy(Mode::Enforce, &["mx.example.test"])));
+        let ok = || vec![host("mx.example.test", Verdict::Encrypted, Some(true))];
+        // (case, MTA-STS, DANE-EE on the MX, TLS-RPT lookup, the tlsrpt-* findings)
+        type Case = (
+            &'static str,
+            Option<Result<Policy, FetchError>>,
+            bool,
+            TxtLookup<TlsRptRecord>,
+            &'static [(&'static str, &'static str)],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "MTA-STS",
+                sts(),
+                false,
+                none(),
+                &[("tlsrpt-missing", "no-record")],
+            ),
+            (
+                "DANE",
+                None,
+                true,
+                none(),
+                &[("tlsrpt-missing", "no-record")],
+            ),
+            (
+                "both",
+                sts(),
+                true,
+                none(),
+                &[("tlsrpt-missing", "no-record")],
+            ),
+            ("neither", None, false, none(), &[]),
+            (
+                "invalid record",
+                sts(),
+                false,
+                invalid(),
+                &[("tlsrpt-invalid", "record")],
+            ),
+            (
+                "failed lookup",
+                sts(),
+                false,
+                failed(),
+                &[("inconclusive", "tlsrpt-lookup-failed")],
+            ),
+        ];
+        let ca = TestCa::new().unwrap();
+        let issued = der_chain(&ca.issue(&["mx.example.test"]).unwrap());
+        for (name, sts, dane, lookup, want) in cases {
+            let mut d = discovered(sts);
+            d.tlsrpt = lookup;
+            let mut chain: &[CertificateDer<'static>] = &[];
+            if dane {
+                chain = &issued;
+                d.mx = Some(Validated::Records {
+                    status: DnssecStatus::Secure,
+                    records: vec![Mx {
+                        preference: 10,
+                        host: "mx.example.test".to_owned(),
+                    }],
+                    ttl: Some(60),
+                });
+                d.tlsa = vec![(
+                    "mx.example.test".to_owned(),
+                    Validated::Records {
+                        status: DnssecStatus::Secure,
+                        records: vec![tlsa(3, 0, 0, issued[0].to_vec())],
+                        ttl: Some(60),
+                    },
+                )];
+            }
+            let mut report = target(ok());
+            apply(&mut report, &d, &[chain], UnixTime::now());
+            let got: Vec<(&str, &str)> = report
+                .findings
+                .iter()
+                .filter(|f| f.kind.starts_with("tlsrpt") || f.id.starts_with("tlsrpt"))
+                .map(|f| (f.id, f.kind))
+                .collect();
+            assert_eq!(got, want, "{name}");
+            let policy = report.policy.unwrap();
+            assert_eq!(policy.dane.applies, dane, "{name}");
+            if let Some(f) = report.findings.iter().find(|f| f.id == "tlsrpt-missing") {
+                assert_eq!(f.severity, Severity::Low, "{name}");
+                assert_eq!(f.evidence[0], "_smtp._tls.example.test: no TXT record");
+                // Informational: the policy's status is not changed by it.
+                assert_eq!(policy.status, PolicyStatus::Enforced, "{name}");
+            }
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub struct Finding {
     /// `validation-failure`, `sts-policy-fetch-error`, `sts-policy-invalid`,
     /// `sts-webpki-invalid`, `tlsa-invalid`, `dnssec-invalid`, `dane-required`), else ours
     /// (`starttls-stripped`, `starttls-inconsistent`, `smtp-inspection`, `tlsrpt-invalid`,
-    /// `inconclusive`).
+    /// `tlsrpt-missing`, `inconclusive`).
     pub id: &'static str,
     /// A finer classification (`masked-capability`, `starttls-rejected`, `timeout`, …).
     pub kind: &'static str,

@@ -315,9 +315,22 @@ fn good_mta_sts_dane_and_tlsrpt_give_no_findings() {
     assert_eq!(address["certificate"], 0);
     assert_eq!(lab.https.requests_for(POLICY_PATH), 1);
 
-    // DANE-TA 2 0 1 of the CA Postfix presents after its leaf, with the name checked.
+    // DANE-TA 2 0 1 of the CA Postfix presents after its leaf, with the name checked. The
+    // domain publishes DANE but no _smtp._tls record: an informational finding, which leaves
+    // the policy enforced.
     let ta = &docs[1];
-    assert_eq!(findings(ta), [], "{ta:#}");
+    assert_eq!(
+        findings(ta),
+        [f("tlsrpt-missing", "no-record", "low", "-")],
+        "{ta:#}"
+    );
+    assert_eq!(
+        evidence(ta, "tlsrpt-missing"),
+        [
+            "_smtp._tls.ta.lab.test: no TXT record",
+            "_25._tcp.mxta.lab.test: 1 TLSA record(s), DNSSEC-validated"
+        ]
+    );
     assert_eq!(ta["policy"]["status"], "enforced");
     assert_eq!(ta["policy"]["enforced_by"], serde_json::json!(["dane"]));
     assert_eq!(ta["policy"]["mta_sts"]["record"], Value::Null);
@@ -326,7 +339,8 @@ fn good_mta_sts_dane_and_tlsrpt_give_no_findings() {
     assert_eq!(address["result"], "matched", "{ta:#}");
     assert_eq!(address["usage"], "dane-ta");
     assert_eq!(address["certificate"], 1);
-    assert_eq!(code, 0);
+    // The low finding fails the default --fail-on low.
+    assert_eq!(code, 1);
 
     // The terminal report's policy section.
     let (code, out, err) = lab.check(&["good.lab.test"]);
@@ -384,7 +398,10 @@ fn broken_mta_sts_policies_are_reported() {
     let broken = &docs[0];
     assert_eq!(
         findings(broken),
-        [f("sts-policy-invalid", "policy-syntax", "medium", "-")]
+        [
+            f("sts-policy-invalid", "policy-syntax", "medium", "-"),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ]
     );
     assert_eq!(
         fetch(broken),
@@ -399,14 +416,28 @@ fn broken_mta_sts_policies_are_reported() {
     let missing = &docs[1];
     assert_eq!(
         findings(missing),
-        [f("sts-policy-fetch-error", "http-status", "medium", "-")]
+        [
+            f("sts-policy-fetch-error", "http-status", "medium", "-"),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ]
+    );
+    // An MTA-STS record without a TLS-RPT record: failures are not reported to the domain.
+    assert_eq!(
+        evidence(missing, "tlsrpt-missing"),
+        [
+            "_smtp._tls.missing.lab.test: no TXT record",
+            "_mta-sts.missing.lab.test: v=STSv1; id=20240101;"
+        ]
     );
     assert!(evidence(missing, "sts-policy-fetch-error")[0].contains("expected HTTP 200, got 404"));
 
     let slow = &docs[2];
     assert_eq!(
         findings(slow),
-        [f("sts-policy-fetch-error", "timeout", "medium", "-")],
+        [
+            f("sts-policy-fetch-error", "timeout", "medium", "-"),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ],
         "{slow:#}"
     );
     assert_eq!(
@@ -417,12 +448,15 @@ fn broken_mta_sts_policies_are_reported() {
     let misnamed = &docs[3];
     assert_eq!(
         findings(misnamed),
-        [f(
-            "sts-webpki-invalid",
-            "certificate-host-mismatch",
-            "medium",
-            "-"
-        )],
+        [
+            f(
+                "sts-webpki-invalid",
+                "certificate-host-mismatch",
+                "medium",
+                "-"
+            ),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ],
         "{misnamed:#}"
     );
 
@@ -430,12 +464,15 @@ fn broken_mta_sts_policies_are_reported() {
     let othermx = &docs[4];
     assert_eq!(
         findings(othermx),
-        [f(
-            "validation-failure",
-            "sts-mx-mismatch",
-            "high",
-            "mx2.lab.test"
-        )]
+        [
+            f(
+                "validation-failure",
+                "sts-mx-mismatch",
+                "high",
+                "mx2.lab.test"
+            ),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ]
     );
     assert_eq!(
         evidence(othermx, "validation-failure"),
@@ -452,12 +489,15 @@ fn broken_mta_sts_policies_are_reported() {
     let badcert = &docs[5];
     assert_eq!(
         findings(badcert),
-        [f(
-            "certificate-host-mismatch",
-            "name",
-            "high",
-            "mxbad.lab.test"
-        )],
+        [
+            f(
+                "certificate-host-mismatch",
+                "name",
+                "high",
+                "mxbad.lab.test"
+            ),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ],
         "{badcert:#}"
     );
     assert_eq!(
@@ -490,7 +530,10 @@ fn dane_and_dnssec_failures_are_reported() {
     let wrong = &docs[0];
     assert_eq!(
         findings(wrong),
-        [f("tlsa-invalid", "tlsa-mismatch", "high", "mx3.lab.test")],
+        [
+            f("tlsa-invalid", "tlsa-mismatch", "high", "mx3.lab.test"),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ],
         "{wrong:#}"
     );
     let lines = evidence(wrong, "tlsa-invalid");
@@ -515,12 +558,10 @@ fn dane_and_dnssec_failures_are_reported() {
     let partial = &docs[1];
     assert_eq!(
         findings(partial),
-        [f(
-            "dane-required",
-            "mx-without-tlsa",
-            "medium",
-            "mx2.lab.test"
-        )],
+        [
+            f("dane-required", "mx-without-tlsa", "medium", "mx2.lab.test"),
+            f("tlsrpt-missing", "no-record", "low", "-")
+        ],
         "{partial:#}"
     );
     let hosts: Vec<(&str, &str, &str)> = partial["policy"]["dane"]["hosts"]
@@ -552,7 +593,9 @@ fn dane_and_dnssec_failures_are_reported() {
     assert_eq!(bogus["policy"]["dnssec"]["mx"], "bogus");
     assert_eq!(bogus["verdict"], "encrypted");
 
-    // An unsigned delegation: insecure, so DANE does not apply and nothing is wrong.
+    // An unsigned delegation: insecure, so DANE does not apply and nothing is wrong (not even
+    // the missing _smtp._tls record, which matters only beside MTA-STS or DANE; the same for
+    // the bogus MX RRset above).
     let plain = &docs[3];
     assert_eq!(findings(plain), [], "{plain:#}");
     assert_eq!(plain["policy"]["dnssec"]["mx"], "insecure", "{plain:#}");
