@@ -8,7 +8,7 @@
 //! | `period` | `2026-11-22` (daily) or `2026-11-22T13` (hourly), log time |
 //! | `inbound_messages` | messages received from Internet peers |
 //! | `inbound_tls` | of those, over TLS |
-//! | `inbound_share` | `inbound_tls / inbound_messages`, a fraction with 4 decimals (`0` when none) |
+//! | `inbound_share` | `inbound_tls / inbound_messages`, a fraction with 4 decimals (`0.0000` when none) |
 //! | `outbound_messages` | delivery transactions to Internet peers (sent) |
 //! | `outbound_tls` | of those, over TLS |
 //! | `outbound_share` | `outbound_tls / outbound_messages`, as above |
@@ -23,7 +23,7 @@
 //! | `domain` | registered domain of the host name, else the IP |
 //! | `messages`, `tls_messages`, `plain_messages`, `unknown_messages` | counts (`unknown`: the log does not tell) |
 //! | `tls_share` | `tls_messages / messages`, a fraction with 4 decimals |
-//! | `versions` | TLS messages per version, `TLSv1.3=12;TLSv1.2=3` |
+//! | `versions` | TLS messages per version, sorted by name: `TLSv1.2=3;TLSv1.3=12` |
 //! | `first_seen`, `last_seen` | RFC 3339 UTC |
 //!
 //! Columns of [`next_hops`] (one row per recipient domain of delivered outbound Internet
