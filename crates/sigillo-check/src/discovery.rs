@@ -41,14 +41,15 @@ pub struct DiscoveryConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
-    /// The resolvers (or the trust anchor file) could not be set up.
-    #[error("policy discovery: {source}")]
+    /// The resolvers (or the trust anchor file) could not be set up. The message leaves the
+    /// cause to the error chain (`{:#}` with anyhow), so it is not printed twice.
+    #[error("policy discovery")]
     Dns {
         #[from]
         source: DnsError,
     },
     /// The HTTPS client could not be built.
-    #[error("policy discovery: {source}")]
+    #[error("policy discovery")]
     Fetch {
         #[from]
         source: FetchError,

@@ -99,11 +99,9 @@ pub struct TrustAnchors {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaFileError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// Not an error `source`: the message holds it, and a chain would print it twice.
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: no PEM certificate found")]
     Empty { path: String },
     #[error("{path}: certificate {index} is not a usable trust anchor: {message}")]
@@ -132,9 +130,9 @@ impl TrustAnchors {
     /// Adds the certificates of a PEM file.
     pub fn add_pem_file(&mut self, path: &Path) -> Result<usize, CaFileError> {
         let display = path.display().to_string();
-        let data = std::fs::read(path).map_err(|source| CaFileError::Read {
+        let data = std::fs::read(path).map_err(|error| CaFileError::Read {
             path: display.clone(),
-            source,
+            error,
         })?;
         self.add_pem(&data, &display)
     }

@@ -675,6 +675,20 @@ fn bad_arguments_exit_2_with_a_clear_message() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent.pem"), "{err}");
+    // The cause is printed once, not once per link of the error chain.
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+    let (code, _, err) = sigillo(
+        &[
+            "check",
+            "--trust-anchor",
+            "/nonexistent.keys",
+            "example.com",
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent.keys"), "{err}");
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 }
 
 #[test]
