@@ -47,9 +47,33 @@ pub fn sigillo<S: AsRef<std::ffi::OsStr>>(
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if shown.first().is_some_and(|c| c == "check") && shown.iter().any(|a| a == "--json") {
+        findings_are_documented(&stdout);
+    }
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Every finding id and kind in `check --json` output is named in docs/check-json.md (the
+/// finding table is checked row by row against the code in sigillo-check's `finding_docs`
+/// test; this catches kinds the code picks at run time).
+fn findings_are_documented(stdout: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/check-json.md");
+    let docs = std::fs::read_to_string(path).unwrap();
+    for line in stdout.lines().filter(|l| l.starts_with('{')) {
+        let doc: serde_json::Value = serde_json::from_str(line).unwrap();
+        for f in doc["findings"].as_array().into_iter().flatten() {
+            for field in ["id", "kind"] {
+                let name = f[field].as_str().unwrap_or_default();
+                assert!(
+                    docs.contains(&format!("`{name}`")),
+                    "finding {field} {name:?} is not in docs/check-json.md: {f}"
+                );
+            }
+        }
+    }
 }
