@@ -22,11 +22,18 @@
 //!   versions wrote no `X=` on `**` lines either. Without `H=` no relay was contacted
 //!   (unrouteable, retry time not reached, local defer): no record, but the recipient still
 //!   counts for the received message.
-//! - **STARTTLS failures.** `TLS error on connection from|to … (FUNCTION): …` when FUNCTION
-//!   is a handshake's (not `recv`/`send`…: a peer that closed without close_notify); a `**`
-//!   or `==` line with `H=` whose error is a `TLS session`; and an outbound handshake failure
-//!   that Exim retries in clear, `ID TLS session: …: delivering unencrypted to H=mx [ip] (not
-//!   in hosts_require_tls)` (the plaintext `=>` that follows counts as such).
+//! - **STARTTLS failures.** `TLS error on connection from|to … (FUNCTION): …` and (older
+//!   versions, outbound) `H=mx [ip] TLS error on connection (FUNCTION): …`, with or without
+//!   a message id, when FUNCTION is a handshake's (not `recv`/`send`…: a peer that closed
+//!   without close_notify); a `**` or `==` line with `H=` whose error is a `TLS session`
+//!   (`failure while setting up TLS session` in older versions); an outbound handshake
+//!   failure that Exim retries in clear, `ID TLS session: …: delivering unencrypted to H=mx
+//!   [ip] (not in hosts_require_tls)` (older: `ID TLS session failure: delivering unencrypted
+//!   to mx [ip] …`; the plaintext `=>` that follows counts as such); and a recipient-
+//!   verification callout's, `TLS session: …: callout unencrypted to mx [ip] …`. Older
+//!   versions log one failure twice, the `TLS error` line then the fallback or `==` line:
+//!   outbound lines of the same message (without one, the same process) and host at most a
+//!   second apart count once.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
@@ -327,6 +334,10 @@ type SessionKey = (IpAddr, u16, u32);
 /// An outbound connection as Exim can reuse it: transport (hashed name), peer IP, port (0
 /// without `+outgoing_port`).
 type OutKey = (u64, IpAddr, u16);
+/// One outbound STARTTLS attempt as its log lines name it: the message id (hashed; `0` for
+/// a callout, which has none) or else the pid (`0` without `+pid`), and the host: its address,
+/// or its name (hashed) when no address was logged.
+type FailKey = (u64, u32, Option<IpAddr>, u64);
 
 const MAX_OPEN_MESSAGES: usize = 65_536;
 const MAX_PENDING_DELIVERIES: usize = 4_096;
@@ -337,6 +348,9 @@ const MAX_UNCLAIMED_PER_PEER: usize = 256;
 const MAX_CLOSED_NO_MAIL: usize = 1_024;
 const MAX_RCPT_HASHES: usize = 1_000;
 const MAX_OUTBOUND: usize = 4_096;
+/// Outbound STARTTLS failures remembered to count each attempt once: only lines a second
+/// apart are compared, so this needs to hold no more than a second's worth.
+const MAX_TLS_FAILURES: usize = 1_024;
 /// Lines of one message to one host this close together (seconds) are one SMTP transaction
 /// (`**` and `=>` of the same delivery), not a new connection.
 const SAME_TRANSACTION_SECS: u64 = 1;
@@ -418,6 +432,9 @@ pub struct EximParser {
     /// A session was opened while another of the same address was open, and the log has
     /// neither ports nor pids to tell them apart.
     merged_sessions: bool,
+    /// Outbound STARTTLS failures listed lately, by attempt: one failure is often logged on
+    /// two lines (see [`EximParser::outbound_tls_failure`]).
+    tls_failures: Bounded<FailKey, UnixTime, FxBuild>,
     domains: DomainTexts,
 }
 
@@ -443,6 +460,7 @@ impl EximParser {
             saw_connection_lines: false,
             saw_received: false,
             merged_sessions: false,
+            tls_failures: Bounded::new(MAX_TLS_FAILURES),
             domains: DomainTexts::default(),
         }
     }
@@ -586,12 +604,7 @@ impl EximParser {
             Transport::Unknown { hint: HINT_DEFER }
         };
         if remote && status != DeliveryStatus::Sent && rest.contains("TLS session") {
-            out.push(anomaly(
-                line,
-                Direction::Outbound,
-                host.peer(),
-                AnomalyKind::StartTlsFailed,
-            ));
+            self.outbound_tls_failure(line, id, &host, out);
         }
         let size = self.received.get(id).and_then(|o| o.record.size);
         let record = MessageRecord {
@@ -681,6 +694,61 @@ impl EximParser {
         };
         if let Some((_, old)) = self.outbound.insert(key, conn) {
             out.push(Record::Connection(old.record));
+        }
+    }
+
+    /// Lists a failed outbound STARTTLS with `host`, once per attempt. Older Exim logs the
+    /// handshake error itself (`ID TLS error on connection to mx [ip] (SSL_connect): …`,
+    /// or `ID H=mx [ip] TLS error on connection (…): …`) and then, for the same attempt, either
+    /// `ID TLS session failure: delivering unencrypted to mx [ip] (…)` (retried in clear) or
+    /// a `==`/`**` line whose error is `failure while setting up TLS session`; a callout
+    /// logs the error, then `… unencrypted to mx [ip]`, without a message id. A line naming
+    /// the same message (or, without one, the same process) and host as one listed at most
+    /// [`SAME_TRANSACTION_SECS`] before is that same attempt: not listed again.
+    fn outbound_tls_failure(
+        &mut self,
+        line: &Line<'_>,
+        id: &str,
+        host: &HostField<'_>,
+        out: &mut Vec<Record>,
+    ) {
+        let (id_hash, pid) = if id.is_empty() {
+            (0, line.pid.unwrap_or(0))
+        } else {
+            (hash_str(id), 0)
+        };
+        let name_hash = match host.ip {
+            Some(_) => 0,
+            None => hash_str(host.name.unwrap_or("")),
+        };
+        let key = (id_hash, pid, host.ip, name_hash);
+        if let Some(&seen) = self.tls_failures.get(&key)
+            && line.time.abs_diff(seen) <= SAME_TRANSACTION_SECS
+        {
+            return;
+        }
+        // A full table drops its oldest entry, long out of the window.
+        let _ = self.tls_failures.insert(key, line.time);
+        out.push(anomaly(
+            line,
+            Direction::Outbound,
+            host.peer(),
+            AnomalyKind::StartTlsFailed,
+        ));
+    }
+
+    /// A handshake's `TLS error on connection …` line (`id` empty when the line has none).
+    fn tls_error(
+        &mut self,
+        line: &Line<'_>,
+        id: &str,
+        dir: Direction,
+        host: &HostField<'_>,
+        out: &mut Vec<Record>,
+    ) {
+        match dir {
+            Direction::Outbound => self.outbound_tls_failure(line, id, host, out),
+            _ => out.push(anomaly(line, dir, host.peer(), AnomalyKind::StartTlsFailed)),
         }
     }
 
@@ -833,16 +901,62 @@ impl EximParser {
     }
 }
 
+/// A `TLS error on connection …` line: its direction, the host, and whether the failing
+/// function is a handshake's (`SSL_connect`, `SSL_accept`, `gnutls_handshake`, `certificate
+/// verification failed`…) rather than a read or write in an established session
+/// ([`AFTER_HANDSHAKE`]). Exim's wordings, after the message id if any:
+/// - `TLS error on connection from HOST (FUNCTION): …`: a server-side error, every version;
+/// - `TLS error on connection to mx [ip] (FUNCTION): …`: a client-side one, in the older
+///   4.x versions (`tls_error()` of tls-openssl.c and tls-gnu.c);
+/// - `H=mx [ip] TLS error on connection (FUNCTION): …`: the same in later 4.8x versions,
+///   and in current ones for read and write errors only (tls-gnu.c `record_io_error()`).
+///
+/// Since `tls_error()` returns its text instead of logging it, a client's handshake error
+/// shows only on the lines that use it: a `**`/`==` line's `TLS session: …`, or
+/// `TLS session: …: delivering|callout unencrypted to …`.
+fn tls_error_line(rest: &str) -> Option<(Direction, HostField<'_>, bool)> {
+    let (dir, host, after_host) = if let Some(r) = rest.strip_prefix("TLS error on connection ") {
+        let (dir, h) = if let Some(h) = r.strip_prefix("from ") {
+            (Direction::Inbound, h)
+        } else {
+            (Direction::Outbound, r.strip_prefix("to ")?)
+        };
+        let (host, _) = parse_host(h);
+        // `… [ip] (FUNCTION): …` (a `from` host may carry a `:port`).
+        let after_ip = h.find(']').and_then(|i| h.get(i + 1..)).unwrap_or("");
+        (dir, host, after_ip)
+    } else {
+        let h = rest.strip_prefix("H=")?;
+        let (host, used) = parse_host(h);
+        let after = h.get(used..)?.strip_prefix(" TLS error on connection")?;
+        (Direction::Outbound, host, after)
+    };
+    let function = after_host
+        .split_once(" (")
+        .and_then(|(_, f)| f.split_once(')'))
+        .map(|(f, _)| f);
+    let handshake = !function.is_some_and(|f| AFTER_HANDSHAKE.contains(&f));
+    Some((dir, host, handshake))
+}
+
 /// The host of a failed outbound STARTTLS that Exim's smtp transport retries in clear
 /// (`tls_tempfail_tryclear`, the default, and the host not in `hosts_require_tls`):
 /// `ID TLS session: (SSL_connect): …: delivering unencrypted to H=mx [ip] (not in
 /// hosts_require_tls)`. Older versions write `ID TLS session failure: delivering unencrypted
 /// to mx [ip] (…)` after their own `ID TLS error on connection to mx [ip] (SSL_connect): …`
-/// line, which is not counted again (it carries the message id of the delivery process). The
-/// delivery that follows (`=>` without `X=`) is plaintext, over a new connection.
+/// line (the two are one failure: [`EximParser::outbound_tls_failure`]). The delivery that
+/// follows (`=>` without `X=`) is plaintext, over a new connection.
+///
+/// A recipient-verification callout whose STARTTLS failed, retried in clear, is logged
+/// (usually without a message id: callouts run at RCPT time) by verify.c as `TLS session:
+/// (SSL_connect): …: callout unencrypted to mx [ip] (not in hosts_require_tls)` since
+/// callouts share the transport's connection setup, and as `TLS session failure: delivering
+/// unencrypted to mx [ip] (…)` in the 4.8x verify.c before that: the remote MX's STARTTLS
+/// failed all the same, so both name such a host too.
 fn unencrypted_fallback(rest: &str) -> Option<HostField<'_>> {
     let at = rest.rfind(" unencrypted to ")?;
-    if !rest.get(..at)?.ends_with("delivering") {
+    let before = rest.get(..at)?;
+    if !before.ends_with("delivering") && !before.ends_with("callout") {
         return None;
     }
     let host = rest.get(at + " unencrypted to ".len()..)?;
@@ -902,13 +1016,13 @@ impl MtaParser for EximParser {
                 }
             } else if rest == "Completed" || rest.starts_with("Completed ") {
                 self.on_completed(id, out);
+            } else if let Some((dir, host, handshake)) = tls_error_line(rest) {
+                // Older Exim logs a delivery's failed handshake with the message id.
+                if handshake {
+                    self.tls_error(line, id, dir, &host, out);
+                }
             } else if let Some(host) = unencrypted_fallback(rest) {
-                out.push(anomaly(
-                    line,
-                    Direction::Outbound,
-                    host.peer(),
-                    AnomalyKind::StartTlsFailed,
-                ));
+                self.outbound_tls_failure(line, id, &host, out);
             }
             return;
         }
@@ -932,27 +1046,20 @@ impl MtaParser for EximParser {
                     AnomalyKind::StrippingTrace,
                 ));
             }
-        } else if let Some(rest) = m.strip_prefix("TLS error on connection ") {
-            let (dir, host) = if let Some(h) = rest.strip_prefix("from ") {
-                (Direction::Inbound, h)
-            } else if let Some(h) = rest.strip_prefix("to ") {
-                (Direction::Outbound, h)
-            } else {
-                self.unparsed += 1;
-                return;
-            };
-            // `… [ip] (FUNCTION): …`: an error in reading or writing an established session
-            // (`recv`, `send`: a client that drops without close_notify) is no failed
-            // STARTTLS; the handshake's own functions (`SSL_accept`, `gnutls_handshake`…) are.
-            let function = (host.find(']').and_then(|i| host.get(i..)))
-                .and_then(|after_ip| after_ip.split_once(" ("))
-                .and_then(|(_, f)| f.split_once(')'))
-                .map(|(f, _)| f);
-            if function.is_some_and(|f| AFTER_HANDSHAKE.contains(&f)) {
-                return;
+        } else if let Some((dir, host, handshake)) = tls_error_line(m) {
+            // `… (recv): …`, `… (send): …`: an error in reading or writing an established
+            // session (a client that drops without close_notify) is no failed STARTTLS; the
+            // handshake's own functions (`SSL_accept`, `gnutls_handshake`…) are.
+            if handshake {
+                self.tls_error(line, "", dir, &host, out);
             }
-            let peer = parse_host(host).0.peer();
-            out.push(anomaly(line, dir, peer, AnomalyKind::StartTlsFailed));
+        } else if m.starts_with("TLS error on connection ") {
+            self.unparsed += 1;
+        } else if m.starts_with("TLS session")
+            && let Some(host) = unencrypted_fallback(m)
+        {
+            // A callout's STARTTLS failed and was retried in clear.
+            self.outbound_tls_failure(line, "", &host, out);
         } else if m.starts_with("SMTP ")
             && let Some(i) = m.find(" on connection from ")
         {
@@ -1348,9 +1455,14 @@ mod tests {
             ),
             ("TLS session: (x): delivering unencrypted to ", None),
             ("TLS session: (x): delivering unencrypted to H=", None),
-            // A verification callout, not a delivery: not this line.
+            // A verification callout (current verify.c): the MX's STARTTLS failed too.
             (
                 "TLS session: (SSL_connect): x: callout unencrypted to mx.example.com [192.0.2.1] (not in hosts_require_tls)",
+                Some(("mx.example.com", ip("192.0.2.1"))),
+            ),
+            ("TLS session: (x): callout unencrypted to ", None),
+            (
+                "TLS session: (x): something unencrypted to mx [192.0.2.1]",
                 None,
             ),
             ("=> bob@example.com R=r T=t H=mx [192.0.2.1]", None),
@@ -1360,6 +1472,206 @@ mod tests {
             let got = unencrypted_fallback(rest).map(|h| (h.name.unwrap_or(""), h.ip));
             assert_eq!(got, *want, "{rest}");
         }
+    }
+
+    /// A line (after the message id, if any), and what it says: direction, host name,
+    /// address, whether the function is a handshake's.
+    type TlsErrorCase = (
+        &'static str,
+        Option<(Direction, Option<&'static str>, Option<IpAddr>, bool)>,
+    );
+
+    #[test]
+    fn tls_error_lines() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let (i, o) = (Direction::Inbound, Direction::Outbound);
+        let cases: &[TlsErrorCase] = &[
+            // Older tls-openssl.c.
+            (
+                "TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): error:14090086:SSL routines:ssl3_get_server_certificate:certificate verify failed",
+                Some((o, Some("mx.example.net"), ip("192.0.2.1"), true)),
+            ),
+            // Older tls-gnu.c.
+            (
+                "TLS error on connection to mx.example.net [2001:db8::1] (gnutls_handshake): A TLS fatal alert has been received.",
+                Some((o, Some("mx.example.net"), ip("2001:db8::1"), true)),
+            ),
+            // Later 4.8x.
+            (
+                "H=mx.example.net [192.0.2.1] TLS error on connection (certificate verification failed): certificate invalid",
+                Some((o, Some("mx.example.net"), ip("192.0.2.1"), true)),
+            ),
+            // tls-gnu.c record_io_error(): a read error, not the handshake.
+            (
+                "H=mx.example.net [192.0.2.1] TLS error on connection (gnutls_record_recv): The TLS connection was non-properly terminated.",
+                Some((o, Some("mx.example.net"), ip("192.0.2.1"), false)),
+            ),
+            (
+                "TLS error on connection to mx.example.net [192.0.2.1] (SSL_read): x",
+                Some((o, Some("mx.example.net"), ip("192.0.2.1"), false)),
+            ),
+            (
+                "TLS error on connection from (helo) [192.0.2.9]:4444 (SSL_accept): x",
+                Some((i, None, ip("192.0.2.9"), true)),
+            ),
+            (
+                "TLS error on connection from (helo) [192.0.2.9] (recv): x",
+                Some((i, None, ip("192.0.2.9"), false)),
+            ),
+            // Truncated: still the host, counted as a handshake's.
+            (
+                "TLS error on connection to mx.example.net",
+                Some((o, Some("mx.example.net"), None, true)),
+            ),
+            ("TLS error on connection by x", None),
+            (
+                "H=mx.example.net [192.0.2.1] rejected connection in \"connect\" ACL",
+                None,
+            ),
+            ("H=mx.example.net [192.0.2.1] TLS error", None),
+            ("H=", None),
+            ("", None),
+        ];
+        for (rest, want) in cases {
+            let got = tls_error_line(rest).map(|(d, h, hs)| (d, h.name, h.ip, hs));
+            assert_eq!(got, *want, "{rest}");
+        }
+    }
+
+    /// Log lines (program `exim`, no pid), and the outbound STARTTLS failures they list, as
+    /// (time, host address).
+    type OneFailureCase = (&'static [&'static str], &'static [(i64, &'static str)]);
+
+    #[test]
+    fn one_failure_is_listed_once() {
+        let cases: &[OneFailureCase] = &[
+            // Older versions, retried in clear: the error and the fallback line.
+            (
+                &[
+                    "1abcde-000000-AB TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): error:x",
+                    "1abcde-000000-AB TLS session failure: delivering unencrypted to mx.example.net [192.0.2.1] (not in hosts_require_tls)",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // Later 4.8x, not retried: the error and the `==` line.
+            (
+                &[
+                    "1abcde-000000-AB H=mx.example.net [192.0.2.1] TLS error on connection (SSL_connect): error:x",
+                    "1abcde-000000-AB == bob@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: failure while setting up TLS session",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // Only the error: the delivery moved on to the next host (hosts_require_tls).
+            (
+                &[
+                    "1abcde-000000-AB TLS error on connection to mx1.example.net [192.0.2.1] (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // Two hosts of one message: two failures.
+            (
+                &[
+                    "1abcde-000000-AB TLS error on connection to mx1.example.net [192.0.2.1] (SSL_connect): error:x",
+                    "1abcde-000000-AB TLS error on connection to mx2.example.net [192.0.2.2] (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1"), (0, "192.0.2.2")],
+            ),
+            // Two messages to one host: two failures.
+            (
+                &[
+                    "1abcde-000000-AB TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): error:x",
+                    "1abcdf-000000-AB TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1"), (0, "192.0.2.1")],
+            ),
+            // A 4.8x callout (no message id): error, then the fallback.
+            (
+                &[
+                    "H=mx.example.net [192.0.2.1] TLS error on connection (SSL_connect): error:x",
+                    "TLS session failure: delivering unencrypted to mx.example.net [192.0.2.1] (not in hosts_require_tls)",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // A callout in current versions.
+            (
+                &[
+                    "TLS session: (SSL_connect): error:x: callout unencrypted to mx.example.net [192.0.2.1] (not in hosts_require_tls)",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // A read error after the handshake: none.
+            (
+                &[
+                    "1abcde-000000-AB H=mx.example.net [192.0.2.1] TLS error on connection (SSL_read): x",
+                ],
+                &[],
+            ),
+        ];
+        for (lines, want) in cases {
+            let mut p = EximParser::new();
+            let mut out = Vec::new();
+            for m in *lines {
+                let line = Line {
+                    time: 0,
+                    host: "",
+                    program: "exim",
+                    pid: None,
+                    message: m,
+                    raw: m,
+                };
+                p.feed(&line, &mut out);
+            }
+            p.finish(&mut out);
+            let got: Vec<(i64, String)> = out
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Anomaly(a)
+                        if a.kind == AnomalyKind::StartTlsFailed
+                            && a.direction == Direction::Outbound =>
+                    {
+                        Some((a.time, a.peer.ip.map(|i| i.to_string()).unwrap_or_default()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let want: Vec<(i64, String)> = want.iter().map(|(t, a)| (*t, a.to_string())).collect();
+            assert_eq!(got, want, "{lines:?}");
+        }
+    }
+
+    /// The same attempt's lines a second apart are one failure; further apart, or with
+    /// another pid when there is no message id, two.
+    #[test]
+    fn failures_apart_in_time_or_process() {
+        let count = |lines: &[(i64, Option<u32>, &str)]| {
+            let mut p = EximParser::new();
+            let mut out = Vec::new();
+            for (time, pid, m) in lines {
+                let line = Line {
+                    time: *time,
+                    host: "",
+                    program: "exim",
+                    pid: *pid,
+                    message: m,
+                    raw: m,
+                };
+                p.feed(&line, &mut out);
+            }
+            out.iter()
+                .filter(
+                    |r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StartTlsFailed),
+                )
+                .count()
+        };
+        let err = "1abcde-000000-AB TLS error on connection to mx [192.0.2.1] (SSL_connect): x";
+        let fallback = "1abcde-000000-AB TLS session failure: delivering unencrypted to mx [192.0.2.1] (not in hosts_require_tls)";
+        assert_eq!(count(&[(10, None, err), (11, None, fallback)]), 1);
+        assert_eq!(count(&[(10, None, err), (12, None, fallback)]), 2);
+        // A delivery's lines come from the transport process and the delivery process.
+        assert_eq!(count(&[(10, Some(1), err), (10, Some(2), fallback)]), 1);
+        let callout = "TLS session: (SSL_connect): x: callout unencrypted to mx [192.0.2.1] (not in hosts_require_tls)";
+        assert_eq!(count(&[(10, Some(1), callout), (10, Some(2), callout)]), 2);
+        assert_eq!(count(&[(10, None, callout), (10, None, callout)]), 1);
     }
 
     #[test]

@@ -117,8 +117,9 @@ fn concurrent_sessions_from_one_address_stay_apart() {
 }
 
 /// A STARTTLS failure Exim retries in clear is listed once per host, outbound, with the
-/// host's name and address and the `delivering unencrypted` line as evidence; the delivery
-/// after it is plaintext.
+/// host's name and address and the first line that tells it as evidence (the `delivering
+/// unencrypted` line, or an older Exim's `TLS error on connection to` line before it, which
+/// names the cause); the delivery after it is plaintext.
 #[test]
 fn tls_fallback_to_clear_is_a_starttls_failure() {
     use exim_support::{log_lines, run, testdata};
@@ -143,7 +144,7 @@ fn tls_fallback_to_clear_is_a_starttls_failure() {
         (
             "mx.old.example",
             "192.0.2.3",
-            "TLS session failure: delivering unencrypted to mx.old.example",
+            "TLS error on connection to mx.old.example [192.0.2.3] (SSL_connect)",
         ),
     ];
     let failures: Vec<_> = records
@@ -176,5 +177,51 @@ fn tls_fallback_to_clear_is_a_starttls_failure() {
             Some(&Transport::Plain),
             "{ip}"
         );
+    }
+}
+
+/// Older Exim logs a failed outbound handshake itself (`TLS error on connection to …`, or
+/// `H=… TLS error on connection (…)`) and then again on the next line; callouts log theirs
+/// without a message id. Each attempt is listed once, outbound, in log order, with the
+/// first line that tells it as evidence.
+#[test]
+fn older_tls_errors_and_callouts_are_listed_once() {
+    use exim_support::{log_lines, run, testdata};
+    use sigillo_logs::model::{AnomalyKind, Direction, Record};
+
+    let text = std::fs::read_to_string(testdata("exim").join("tls-error-older-versions.log"))
+        .expect("fixture");
+    let mut parser = EximParser::new();
+    let records = run(&mut parser, &log_lines(&text));
+    // (address, evidence substring)
+    let want: &[(&str, &str)] = &[
+        ("192.0.2.1", "TLS error on connection to mx.example.net"),
+        ("192.0.2.2", "TLS error on connection to mx1.example.com"),
+        (
+            "192.0.2.4",
+            "H=mx.example.edu [192.0.2.4] TLS error on connection",
+        ),
+        ("192.0.2.5", "10:30:01 1abcdh-000000-AB H=mx.example.info"),
+        ("192.0.2.5", "10:31:01 1abcdi-000000-AB H=mx.example.info"),
+        ("192.0.2.6", "callout unencrypted to mx.example.biz"),
+        (
+            "192.0.2.7",
+            "H=mx.example.mobi [192.0.2.7] TLS error on connection",
+        ),
+    ];
+    let mut failures: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Anomaly(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    failures.sort_by_key(|a| a.time);
+    assert_eq!(failures.len(), want.len(), "{failures:#?}");
+    for (a, (ip, evidence)) in failures.iter().zip(want) {
+        assert_eq!(a.kind, AnomalyKind::StartTlsFailed);
+        assert_eq!(a.direction, Direction::Outbound);
+        assert_eq!(a.peer.ip, Some(ip.parse().expect("ip")));
+        assert!(a.evidence.contains(evidence), "{}", a.evidence);
     }
 }
