@@ -54,12 +54,16 @@ pub const MASKED_STARTTLS: &[u8; 8] = b"XXXXXXXA";
 /// `smtpd_forbid_bare_newline = no`, reads every line up to LF, drops one CR before it and
 /// ends DATA on a line `.`: exactly the endings above. With `normalize` (the 3.9 default) or
 /// `reject` it ends DATA only on `CRLF.CRLF` (the SMTP smuggling fix). The wider of the two
-/// is followed: after a bare-LF ending that a strict server did not take as the end, the
-/// proxy inspects the rest of the message as commands, which at worst masks a content line
-/// that reads `STARTTLS` (same length), and it is back in step at the server's reply to the
-/// real end; staying in body mode instead would stop all rewriting for the rest of the
-/// session on a lenient server. Cisco does not document which endings the PIX/ASA
-/// `inspect esmtp` engine takes as the end of data, so this imitation follows the servers.
+/// is followed. Its cost, with a strict server and a client that mixes line endings: the
+/// proxy reads the rest of the message as commands. A content line `STARTTLS` is then masked
+/// (same length); a content line `DATA` or `BDAT n` puts the proxy back in body mode, or
+/// passes the next `n` bytes as a chunk, so it can stay out of step with the server for the
+/// rest of the session and let a later `STARTTLS` through unmasked. Staying in body mode
+/// instead would stop all rewriting for the rest of the session on a lenient server, for any
+/// client that ends its data with a bare LF. The proxy is a test tool for the admin's own MTA,
+/// whose client writes CRLF throughout and meets neither case; a client crafted to
+/// desynchronise it can. Cisco does not document which endings the PIX/ASA `inspect esmtp`
+/// engine takes as the end of data, so this imitation follows the servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyEnd {
     /// At the start of a line (after LF, or right after the 354: an empty body is `.` alone).
