@@ -358,3 +358,43 @@ fn serves_postmap_and_keeps_policies_across_a_restart() {
     assert_eq!(std::fs::read(&store).unwrap(), before);
     std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// With a file descriptor limit below `--max-connections`, idle connections still make room
+/// for a new client (as at the connection limit), instead of locking it out until their idle
+/// timeout while `accept` fails with "Too many open files".
+#[test]
+fn idle_connections_make_room_when_file_descriptors_run_out() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = dir.path().join("overrides.conf");
+    std::fs::write(&overrides, "fd.lab.test  encrypt\n").unwrap();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_sigillo"))
+        .args(["policy", "serve", "--listen", "127.0.0.1:0", "--no-dane"])
+        .args(["--resolver", "127.0.0.1:9", "--overrides"])
+        .arg(&overrides);
+    let mut process = Sigillo::spawn_command(command, "sigillo policy serve".into());
+    let addr = process.listening_addr();
+    // More idle clients than descriptors: the daemon's accepts start failing.
+    let idle: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(b"15:sts fd.lab.test,").unwrap();
+    let mut reply = [0u8; 64];
+    let n = client.read(&mut reply).unwrap_or(0);
+    assert_eq!(
+        &reply[..n],
+        b"10:OK encrypt,",
+        "{}",
+        process.lines().join("\n")
+    );
+    drop(idle);
+    process.terminate(Duration::from_secs(15));
+}

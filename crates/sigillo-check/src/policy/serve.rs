@@ -17,7 +17,8 @@
 //! and asks again each [`EVICT_IDLE_AFTER`] until a slot is free for it. Postfix's socketmap
 //! client (`dict_sockmap`, through `auto_clnt`) reconnects by itself when it finds the server
 //! has closed the connection (end of file) and sends the lookup again, so this costs it a
-//! reconnect, not a failed lookup.
+//! reconnect, not a failed lookup. The same happens when `accept` fails for want of a file
+//! descriptor (the process's limit is below [`ServeOptions::max_connections`]).
 //!
 //! On shutdown, [`serve_until`] stops accepting, lets every connection answer the requests it
 //! has read, closes them (waiting at most [`ServeOptions::shutdown_grace`]), and returns.
@@ -432,6 +433,12 @@ async fn serve_here<S: PolicySources>(
                         });
                     }
                     Err(e) => {
+                        if out_of_descriptors(&e) {
+                            // The file descriptor limit is below `max_connections`: make
+                            // room as when every slot is taken, or idle connections would
+                            // lock new clients out until their idle timeout.
+                            make_room(&control_tx);
+                        }
                         record(ServeEvent::AcceptFailed { message: e.to_string() }, &mut summary);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -486,15 +493,26 @@ async fn wait_for_slot<F: Future<Output = ()>>(
     let acquire = permits.clone().acquire_owned();
     tokio::pin!(acquire);
     loop {
-        if let Some(since) = Instant::now().checked_sub(EVICT_IDLE_AFTER) {
-            control.send_modify(|control| control.evict_idle_since = Some(since));
-        }
+        make_room(control);
         tokio::select! {
             permit = &mut acquire => return permit.ok(),
             () = &mut shutdown => return None,
             () = tokio::time::sleep(EVICT_IDLE_AFTER) => {}
         }
     }
+}
+
+/// Asks every connection idle for [`EVICT_IDLE_AFTER`] to close.
+fn make_room(control: &watch::Sender<Control>) {
+    if let Some(since) = Instant::now().checked_sub(EVICT_IDLE_AFTER) {
+        control.send_modify(|control| control.evict_idle_since = Some(since));
+    }
+}
+
+/// `accept` failed for want of a file descriptor (`EMFILE`: this process's limit, `ENFILE`:
+/// the system's), which closing connections frees.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 /// Waits until the accept loop changes its [`Control`] (or is gone: then `false`), and hands
