@@ -60,6 +60,9 @@ fn lab() -> Lab {
         "missing.lab.test",
         "html.lab.test",
         "both.lab.test",
+        "trickle.lab.test",
+        "endless.lab.test",
+        "bighead.lab.test",
     ] {
         zone = sts_domain(zone, domain);
     }
@@ -107,6 +110,9 @@ fn lab() -> Lab {
         "mta-sts.html.lab.test",
         "mta-sts.both.lab.test",
         "mta-sts.plain.lab.test",
+        "mta-sts.trickle.lab.test",
+        "mta-sts.endless.lab.test",
+        "mta-sts.bighead.lab.test",
     ];
     let cert = ca.issue(&names).expect("cert");
     let https = HttpsServer::start(&cert).expect("https");
@@ -150,6 +156,19 @@ fn lab() -> Lab {
         "mta-sts.html.lab.test",
         HttpResponse::ok(policy_text("mx.html.lab.test", 86_400))
             .header("Content-Type", "text/html"),
+    );
+    // Policy hosts that never finish: a body trickled a byte per 100 ms (over the fetch
+    // limit), a chunked body that never ends, a response head of 2 MB.
+    route(
+        "mta-sts.trickle.lab.test",
+        HttpResponse::ok(policy_text("mx.trickle.lab.test", 86_400))
+            .trickle(Duration::from_millis(100)),
+    );
+    route("mta-sts.endless.lab.test", HttpResponse::endless());
+    route(
+        "mta-sts.bighead.lab.test",
+        HttpResponse::ok(policy_text("mx.bighead.lab.test", 86_400))
+            .header("X-Filler", &"x".repeat(2 << 20)),
     );
     // mta-sts.missing.lab.test: the server's default 404.
     Lab {
@@ -297,6 +316,35 @@ async fn answers_from_dns_and_policy_hosts() {
         assert!(error.contains(text), "{domain}: {error}");
         let err: FetchError = fetcher.fetch(domain).await.unwrap_err();
         assert_eq!(err.result_type(), result_type, "{domain}: {err}");
+    }
+}
+
+/// A policy host that trickles its body, sends an endless body or an oversized head is given
+/// up on within the fetch limit (2 s here), with a clear error and bounded memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_and_trickled_policy_answers_are_cut_off() {
+    let lab = lab();
+    let fetcher = lab.fetcher(lab.policy_dns());
+    for (domain, text) in [
+        ("trickle.lab.test", "no complete answer within 2 s"),
+        ("endless.lab.test", "policy larger than 65536 bytes"),
+        ("bighead.lab.test", "mta-sts.bighead.lab.test"),
+    ] {
+        let started = std::time::Instant::now();
+        let fetched = tokio::time::timeout(Duration::from_secs(10), fetcher.fetch(domain)).await;
+        let err = fetched.expect("gave up in time").unwrap_err();
+        assert!(err.to_string().contains(text), "{domain}: {err}");
+        assert_eq!(
+            err.result_type(),
+            ResultType::StsPolicyFetchError,
+            "{domain}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{domain}: {:?}",
+            started.elapsed()
+        );
+        eprintln!("{domain}: {err} after {:?}", started.elapsed());
     }
 }
 
