@@ -344,7 +344,10 @@ const MAX_PENDING_DELIVERIES: usize = 4_096;
 const MAX_SESSIONS: usize = 65_536;
 /// Sessions of one address (and port) opened and not yet claimed by their process: Exim's
 /// `smtp_accept_max` defaults to 20 connections at once.
-const MAX_UNCLAIMED_PER_PEER: usize = 256;
+const MAX_UNCLAIMED_PER_PEER: usize = 64;
+/// Sessions opened and not yet claimed, over all addresses: memory stays bounded by this
+/// many sessions however they spread over addresses.
+const MAX_UNCLAIMED: usize = 65_536;
 const MAX_CLOSED_NO_MAIL: usize = 1_024;
 const MAX_RCPT_HASHES: usize = 1_000;
 const MAX_OUTBOUND: usize = 4_096;
@@ -421,7 +424,11 @@ pub struct EximParser {
     /// Sessions opened by a daemon that logs pids, oldest first, not yet claimed by the
     /// process serving them.
     unclaimed: Bounded<ConnKey, Vec<Session>>,
-    closed_no_mail: Bounded<SessionKey, Session>,
+    /// How many sessions `unclaimed` holds over all addresses (at most [`MAX_UNCLAIMED`]).
+    unclaimed_count: usize,
+    /// Sessions closed without mail, waiting for a `no MAIL` line, with the time of the
+    /// closing line.
+    closed_no_mail: Bounded<SessionKey, (Session, UnixTime)>,
     outbound: Bounded<OutKey, OutboundConn>,
     unparsed: u64,
     evicted: u64,
@@ -450,7 +457,8 @@ impl EximParser {
             received: Bounded::new(MAX_OPEN_MESSAGES),
             deliveries: Bounded::new(MAX_PENDING_DELIVERIES),
             sessions: Bounded::new(MAX_SESSIONS),
-            unclaimed: Bounded::new(MAX_SESSIONS),
+            unclaimed: Bounded::new(MAX_UNCLAIMED),
+            unclaimed_count: 0,
             closed_no_mail: Bounded::new(MAX_CLOSED_NO_MAIL),
             outbound: Bounded::new(MAX_OUTBOUND),
             unparsed: 0,
@@ -798,24 +806,39 @@ impl EximParser {
                 }
             }
         } else if tail.starts_with("closed") || tail.starts_with("lost") {
-            self.close_session(key, line.pid, &host, None, out);
+            self.close_session(key, line.pid, line.time, &host, None, out);
         }
     }
 
     /// Queues a session opened by a daemon that logs pids until its process claims it.
+    /// At most [`MAX_UNCLAIMED_PER_PEER`] wait per address and [`MAX_UNCLAIMED`] in all: past
+    /// those, the address's oldest session, or the sessions of the address that has waited
+    /// longest, are dropped (counted in `evicted`).
     fn add_unclaimed(&mut self, key: ConnKey, s: Session) {
-        if self.unclaimed.get(&key).is_none()
-            && self.unclaimed.len() >= MAX_SESSIONS
-            && let Some((_, old)) = self.unclaimed.pop_oldest()
+        if let Some(list) = self.unclaimed.get_mut(&key)
+            && list.len() >= MAX_UNCLAIMED_PER_PEER
         {
-            self.evicted += old.len() as u64;
-        }
-        let (list, _) = self.unclaimed.get_or_insert_with(key, Vec::new);
-        if list.len() >= MAX_UNCLAIMED_PER_PEER {
             list.remove(0);
+            self.unclaimed_count -= 1;
             self.evicted += 1;
         }
+        while self.unclaimed_count >= MAX_UNCLAIMED {
+            let Some((_, old)) = self.unclaimed.pop_oldest() else {
+                break;
+            };
+            self.unclaimed_count -= old.len();
+            self.evicted += old.len() as u64;
+        }
+        let (list, dropped) = self.unclaimed.get_or_insert_with(key, Vec::new);
+        // Never: there are fewer addresses than sessions, and the count is capped above.
+        debug_assert!(!dropped);
         list.push(s);
+        self.unclaimed_count += 1;
+    }
+
+    /// How many opened sessions wait for their process, over all addresses.
+    pub fn unclaimed_sessions(&self) -> usize {
+        self.unclaimed_count
     }
 
     /// The session a line of process `pid` about peer `key` belongs to: the one that process
@@ -828,8 +851,12 @@ impl EximParser {
         }
         let list = self.unclaimed.get_mut(&key)?;
         let s = (!list.is_empty()).then(|| list.remove(0));
+        self.unclaimed_count -= usize::from(s.is_some());
         if list.is_empty() {
             self.unclaimed.remove(&key);
+        } else if list.capacity() > 4 * list.len() {
+            // Memory follows the sessions held, not the most an address ever had waiting.
+            list.shrink_to(2 * list.len());
         }
         if self.sessions.insert(sk, s?).is_some() {
             self.evicted += 1;
@@ -837,19 +864,23 @@ impl EximParser {
         Some(sk)
     }
 
-    /// Ends the session of process `pid` with peer `key`. `transport`: what the closing line
-    /// itself tells (a connect-ACL rejection), else the session's messages or a later
-    /// `no MAIL` line tell.
+    /// Ends the session of process `pid` with peer `key`, by a line at `time`. `transport`:
+    /// what the closing line itself tells (a connect-ACL rejection), else the session's
+    /// messages or a later `no MAIL` line tell.
     fn close_session(
         &mut self,
         key: ConnKey,
         pid: Option<u32>,
+        time: UnixTime,
         host: &HostField<'_>,
         transport: Option<Transport>,
         out: &mut Vec<Record>,
     ) {
         let own = (key.0, key.1, pid.unwrap_or(0));
-        if self.sessions.get(&own).is_none() && self.closed_no_mail.get(&own).is_some() {
+        if self.sessions.get(&own).is_none()
+            && let Some((_, closed_at)) = self.closed_no_mail.get(&own)
+            && self.same_process_closed(key, *closed_at, time)
+        {
             // Closed already by an earlier line of the same process (a connect-ACL rejection,
             // then `closed by DROP in ACL`): this line must not claim another session.
             return;
@@ -868,9 +899,29 @@ impl EximParser {
         }
         if s.messages > 0 {
             out.push(Record::Connection(connection(s, None)));
-        } else if let Some((_, old)) = self.closed_no_mail.insert(sk, s) {
+            return;
+        }
+        // An earlier session of the same key (a reused pid, or no pid) that no `no MAIL` line
+        // ended: it is complete, and must not be overwritten.
+        if let Some((old, _)) = self.closed_no_mail.remove(&sk) {
             out.push(Record::Connection(connection(old, None)));
         }
+        if let Some((_, (old, _))) = self.closed_no_mail.insert(sk, (s, time)) {
+            out.push(Record::Connection(connection(old, None)));
+        }
+    }
+
+    /// Whether a closing line at `time` of a process whose session with `key` was closed
+    /// without mail at `closed_at` is a further line of that same process (a connect-ACL
+    /// rejection, then `closed by DROP in ACL`) rather than the close of a later session
+    /// served by a process with the same (reused) pid: it is, when it follows within a
+    /// second, or when no session of that address opened since is waiting.
+    fn same_process_closed(&self, key: ConnKey, closed_at: UnixTime, time: UnixTime) -> bool {
+        time.saturating_sub(closed_at) <= SAME_TRANSACTION_SECS as UnixTime
+            || !self
+                .unclaimed
+                .get(&key)
+                .is_some_and(|list| list.iter().any(|s| s.time >= closed_at))
     }
 
     fn on_no_mail(&mut self, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
@@ -886,7 +937,7 @@ impl EximParser {
         };
         let closed = (key.0, key.1, line.pid.unwrap_or(0));
         let s = match self.closed_no_mail.remove(&closed) {
-            Some(s) => Some(s),
+            Some((s, _)) => Some(s),
             None => self
                 .session_of(key, line.pid)
                 .and_then(|sk| self.sessions.remove(&sk)),
@@ -1067,7 +1118,7 @@ impl MtaParser for EximParser {
             // from …`: the session ends there.
             let (host, _) = parse_host(m.get(i + 20..).unwrap_or(""));
             if let Some(key) = host.key() {
-                self.close_session(key, line.pid, &host, None, out);
+                self.close_session(key, line.pid, line.time, &host, None, out);
             }
         } else if let Some(rest) = m
             .strip_prefix("unexpected disconnection while reading SMTP command from ")
@@ -1077,7 +1128,7 @@ impl MtaParser for EximParser {
             // unrecognized or nonmail commands): Exim ends the session without a close line.
             let (host, _) = parse_host(rest);
             if let Some(key) = host.key() {
-                self.close_session(key, line.pid, &host, None, out);
+                self.close_session(key, line.pid, line.time, &host, None, out);
             }
         } else if let Some(rest) = m.strip_prefix("H=")
             && let Some(at) = rest.find(" rejected connection in \"connect\" ACL")
@@ -1091,7 +1142,7 @@ impl MtaParser for EximParser {
                 None => Transport::Plain,
             };
             if let Some(key) = host.key() {
-                self.close_session(key, line.pid, &host, Some(transport), out);
+                self.close_session(key, line.pid, line.time, &host, Some(transport), out);
             }
         }
     }
@@ -1103,12 +1154,13 @@ impl MtaParser for EximParser {
         for (_, open) in self.received.drain_ordered() {
             emit_open(open, out);
         }
-        for (_, s) in self.closed_no_mail.drain_ordered() {
+        for (_, (s, _)) in self.closed_no_mail.drain_ordered() {
             out.push(Record::Connection(connection(s, None)));
         }
         for (_, s) in self.sessions.drain_ordered() {
             out.push(Record::Connection(connection(s, None)));
         }
+        self.unclaimed_count = 0;
         for (_, list) in self.unclaimed.drain_ordered() {
             for s in list {
                 out.push(Record::Connection(connection(s, None)));
@@ -1690,5 +1742,57 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(classify_proto(p), want, "{p}");
         }
+    }
+
+    /// Sessions opened by a daemon that logs pids and never claimed (no line of their
+    /// process follows), spread over many addresses: the parser holds no more than
+    /// [`MAX_UNCLAIMED`] of them in all, nor [`MAX_UNCLAIMED_PER_PEER`] of one address, and
+    /// counts every one it drops as evicted.
+    #[test]
+    fn unclaimed_sessions_are_capped_in_all() {
+        const ADDRESSES: u32 = 2_048;
+        const ROUNDS: u32 = 80;
+        let mut p = EximParser::new();
+        let mut out = Vec::new();
+        let mut fed = 0u64;
+        let mut most = 0;
+        for round in 0..ROUNDS {
+            for a in 0..ADDRESSES {
+                let m = format!(
+                    "SMTP connection from [10.0.{}.{}] (TCP/IP connection count = 1)",
+                    a / 256,
+                    a % 256
+                );
+                let line = Line {
+                    time: i64::from(round),
+                    host: "",
+                    program: "exim",
+                    pid: Some(1000),
+                    message: &m,
+                    raw: &m,
+                };
+                p.feed(&line, &mut out);
+                fed += 1;
+                most = most.max(p.unclaimed_sessions());
+            }
+        }
+        assert!(out.is_empty(), "{out:?}");
+        assert!(most <= MAX_UNCLAIMED, "held {most}");
+        assert!(
+            p.unclaimed
+                .values_mut()
+                .all(|l| l.len() <= MAX_UNCLAIMED_PER_PEER),
+            "an address holds more than its cap"
+        );
+        let held = p.unclaimed_sessions() as u64;
+        assert!(p.evicted() > 0);
+        p.finish(&mut out);
+        assert_eq!(
+            out.len() as u64,
+            held,
+            "every session held is emitted at the end"
+        );
+        assert_eq!(held + p.evicted(), fed, "every session dropped is counted");
+        assert_eq!(p.unclaimed_sessions(), 0);
     }
 }

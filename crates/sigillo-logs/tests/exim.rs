@@ -77,6 +77,18 @@ fn concurrent_sessions_from_one_address_stay_apart() {
             ],
             false,
         ),
+        // A pid reused for a later session of the same address (+pid without +smtp_no_mail):
+        // each close without mail ends its own session; the earlier one of that pid is
+        // emitted when the later one closes, the later one at the end of input.
+        (
+            "pid-reuse.log",
+            &[
+                ("10:00:00", "192.0.2.4", "unknown", 0),
+                ("10:10:00", "192.0.2.4", "tls", 1),
+                ("10:05:00", "192.0.2.4", "unknown", 0),
+            ],
+            false,
+        ),
     ];
     for (file, want, advised) in cases {
         let text = std::fs::read_to_string(testdata("exim").join(file)).expect("fixture");
