@@ -50,7 +50,9 @@
 //!   the first delivery of a process to a relay without a `STARTTLS=client` line counts one,
 //!   and later deliveries of that process to that relay reuse it (Sendmail's connection
 //!   cache) while it has not been idle longer than `ConnectionCacheTimeout` (5 minutes by
-//!   default, plus a minute of grace), so a process that closes and reopens a plaintext
+//!   default, plus a minute of grace; idle from the previous use's line to the start of this
+//!   delivery's transaction, its line's time minus its `xdelay=`, so a slow transfer over a
+//!   cached connection does not look idle), so a process that closes and reopens a plaintext
 //!   connection to the same host within that time is counted once. A delivery after a longer
 //!   pause went over a new connection, in clear unless a new `STARTTLS=client` line says
 //!   otherwise. A deferral that reached no session (`Connection refused`,
@@ -78,10 +80,14 @@ const MAX_PENDING_TRACES: usize = 4_096;
 const MAX_AGE: UnixTime = 3600;
 /// Outbound: how long after its last use a connection of a process to a relay is still
 /// reused. Sendmail's connection cache closes a connection idle for `ConnectionCacheTimeout`
-/// (option `K`; conf.c: `MciCacheTimeout = 5 MINUTES`), counted from its last activity. One
-/// minute of grace on top: a delivery's `to=` line is written when its transaction ends, not
-/// when the cached connection was taken up (and log times are whole seconds). A delivery
-/// later than this, without a new `STARTTLS=client` line, went over a new connection.
+/// (option `K`; conf.c: `MciCacheTimeout = 5 MINUTES`), counted from its last activity. The
+/// idle time runs from the end of the previous use (the time of its `to=` line, written when
+/// its transaction ended, or of the `STARTTLS=client` line) to the start of this delivery's
+/// transaction: its `to=` line's time minus its `xdelay=` (the time the transaction took),
+/// or the line's time when `xdelay=` is absent or unparsable. One minute of grace on top
+/// (log times are whole seconds, and without `xdelay=` the transaction's own time is not
+/// known). A delivery later than this, without a new `STARTTLS=client` line, went over a new
+/// connection.
 const CONNECTION_CACHE_TIMEOUT: UnixTime = 5 * 60 + 60;
 const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
@@ -144,6 +150,31 @@ fn parse_relay(v: &str) -> Relay<'_> {
     let name = name.trim_end_matches('.');
     let name = (!name.is_empty() && !name.starts_with('[')).then_some(name);
     Relay { name, ip }
+}
+
+/// An interval as Sendmail logs it in `delay=` and `xdelay=` (`pintvl()` in brief form:
+/// `HH:MM:SS`, with a `D+` prefix for whole days), in seconds; `None` when it is not one
+/// (or would overflow).
+fn parse_interval(v: &str) -> Option<UnixTime> {
+    let (days, hms) = match v.split_once('+') {
+        Some((d, rest)) => (parse_u64(d)?, rest),
+        None => (0, v),
+    };
+    let mut parts = hms.split(':');
+    let (Some(h), Some(m), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let (h, m, s) = (parse_u64(h)?, parse_u64(m)?, parse_u64(s)?);
+    if m >= 60 || s >= 60 {
+        return None;
+    }
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(h.checked_mul(3600)?)?
+        .checked_add(m * 60 + s)?;
+    UnixTime::try_from(secs).ok()
 }
 
 /// The name a `STARTTLS=client, relay=` and a `to=…, relay=` line share.
@@ -578,9 +609,11 @@ impl SendmailParser {
 
     fn on_to(&mut self, qid: &str, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
         let (mut to, mut mailer, mut relay, mut dsn, mut stat) = (None, None, None, None, None);
+        let mut xdelay = None;
         for (k, v) in fields(rest) {
             match k {
                 "to" => to = Some(v),
+                "xdelay" => xdelay = parse_interval(v),
                 "mailer" => mailer = Some(v),
                 "relay" => relay = Some(v),
                 "dsn" => dsn = Some(v),
@@ -644,7 +677,9 @@ impl SendmailParser {
                 line.pid.unwrap_or(0),
                 relay.map(relay_key).unwrap_or_default(),
             );
-            self.outbound_delivery(key, record, session, line, out)
+            // The transaction began `xdelay` before its line was written.
+            let start = xdelay.map_or(line.time, |x| line.time.saturating_sub(x));
+            self.outbound_delivery(key, record, session, start, line, out)
         } else {
             record
         };
@@ -677,11 +712,14 @@ impl SendmailParser {
     /// for a plaintext connection: the first delivery of a process to a relay without a
     /// `STARTTLS=client` line opens one, and later deliveries of that process to that relay
     /// within [`CONNECTION_CACHE_TIMEOUT`] of its last use reuse it (the connection cache).
+    /// `start` is when this delivery's transaction began (its line's time minus `xdelay=`):
+    /// the connection's idle time is from its last use to then.
     fn outbound_delivery(
         &mut self,
         key: (u32, String),
         mut record: MessageRecord,
         session: bool,
+        start: UnixTime,
         line: &Line<'_>,
         out: &mut Vec<Record>,
     ) -> MessageRecord {
@@ -698,7 +736,7 @@ impl SendmailParser {
         let fresh = self
             .client
             .get(&key)
-            .is_some_and(|c| line.time.saturating_sub(c.time) <= CONNECTION_CACHE_TIMEOUT);
+            .is_some_and(|c| start.saturating_sub(c.time) <= CONNECTION_CACHE_TIMEOUT);
         if !fresh && let Some(stale) = self.client.remove(&key) {
             close_client(key.1.clone(), stale, out);
         }
@@ -1022,6 +1060,33 @@ mod tests {
         ];
         for (w, t) in cases {
             assert_eq!(trust_of(w), t, "{w}");
+        }
+    }
+
+    #[test]
+    fn intervals() {
+        let cases = [
+            ("00:00:01", Some(1)),
+            ("00:02:00", Some(120)),
+            ("01:02:03", Some(3723)),
+            ("23:59:59", Some(86_399)),
+            ("1+00:00:00", Some(86_400)),
+            ("2+03:04:05", Some(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)),
+            ("", None),
+            ("00:00", None),
+            ("00:00:00:00", None),
+            ("00:60:00", None),
+            ("00:00:60", None),
+            ("-1:00:00", None),
+            ("+00:00:01", None),
+            ("1+", None),
+            ("x+00:00:01", None),
+            ("00:0a:01", None),
+            ("9999999999999999999+00:00:00", None),
+            ("00:00:01 (x)", None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(parse_interval(v), want, "{v}");
         }
     }
 
