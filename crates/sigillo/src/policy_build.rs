@@ -130,8 +130,9 @@ pub struct Selection {
 /// A smarthost must have taken the mail of at least this many next-hop domains its name is
 /// not part of ([`Routes::find`]).
 pub const SMARTHOST_MIN_DOMAINS: usize = 3;
-/// … and of at least this share of the next-hop domains whose relays are known.
-pub const SMARTHOST_MIN_SHARE: f64 = 0.5;
+/// … and of at least this share (90 %) of the next-hop domains whose relays are known: a
+/// `relayhost` takes essentially all of them, a provider's shared MX only its customers'.
+pub const SMARTHOST_MIN_SHARE: f64 = 0.9;
 
 /// A relay host judged a smarthost, and the mail that went to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -167,13 +168,17 @@ enum Route {
 /// `smtp:[host]`. The log names only the host a delivery went to, so the rule is: a relay
 /// host is a **smarthost** when it took the mail of at least [`SMARTHOST_MIN_DOMAINS`]
 /// next-hop domains that its name is not part of (`mx.example.com` is part of `example.com`,
-/// and of `mail.example.com`'s registered domain) and of at least [`SMARTHOST_MIN_SHARE`] of
-/// all next-hop domains whose relays are known. A relay host takes every domain's mail; an
-/// MX host, even one shared by many domains (a mail provider's), takes only its customers'
-/// mail, which is rarely half the domains a server writes to. The rule errs on a server that
-/// writes almost only to one provider's customers (it takes that MX for a smarthost), and on
-/// a relay host that takes fewer than [`SMARTHOST_MIN_DOMAINS`] domains or only some of them
-/// (a transport for a few domains): those are judged as routed by MX, as before.
+/// and of `mail.example.com`'s registered domain) and of at least [`SMARTHOST_MIN_SHARE`]
+/// (90 %) of all next-hop domains whose relays are known. With a `relayhost` essentially every
+/// Internet next hop goes through it, a few `transport_maps` exceptions aside; an MX host,
+/// even one shared by many domains (a mail provider's, `aspmx.l.google.com`), takes only its
+/// customers' mail, which may well be a third or half of the domains a server writes to, but
+/// not nine in ten. The rule errs only on a server that writes almost only to one
+/// provider's customers (at least 90 % of its next-hop domains, and 3 or more of them): it
+/// takes that MX for a smarthost, and pins `[host]`, which Postfix never looks up for mail
+/// routed by MX. It also errs on a relay host that takes fewer than
+/// [`SMARTHOST_MIN_DOMAINS`] domains or under 90 % of them (a transport for some domains):
+/// those are judged as routed by MX, as before.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Routes {
     /// Whether the figures name relay hosts at all (a report from an older sigillo does not).
@@ -1013,12 +1018,31 @@ fn share_words(share: f64) -> String {
     }
 }
 
-/// After writing `path` (not stdout): what was written and the lines that use it.
-fn usage_notes(out: &mut String, path: &Path, written: &str, usage: &[String]) {
+/// Stands for the file in the usage lines when the output went to stdout (`-`).
+const STDOUT_FILE: &str = "FILE";
+
+/// The file name to put in the usage lines for the output `path`, and the line that says
+/// what was written where (with a note first when the path is not certain). For stdout the
+/// usage lines name [`STDOUT_FILE`], and no path is resolved: there is no file to name.
+fn written_to(out: &mut String, path: &Path, written: &str) -> String {
     if path == Path::new("-") {
-        return;
+        let _ = writeln!(
+            out,
+            "\nWrote {written} to standard output. Once saved to a file, use it as below \
+             ({STDOUT_FILE}: the file's absolute path):"
+        );
+        return STDOUT_FILE.to_owned();
+    }
+    let (config, note) = config_path(path);
+    if let Some(note) = note {
+        let _ = writeln!(out, "\n{note}");
     }
     let _ = writeln!(out, "\nWrote {written} to {}.", path.display());
+    config.display().to_string()
+}
+
+/// The lines that use a written file, after [`written_to`].
+fn usage_lines(out: &mut String, usage: &[String]) {
     for line in usage {
         let _ = writeln!(out, "  {line}");
     }
@@ -1055,17 +1079,13 @@ fn config_path(path: &Path) -> (PathBuf, Option<String>) {
 }
 
 fn postfix_notes(out: &mut String, path: &Path, pins: usize) {
-    let (config, note) = config_path(path);
-    if let Some(note) = note {
-        let _ = writeln!(out, "\n{note}");
-    }
-    let p = config.display();
+    let p = written_to(out, path, &format!("{pins} pin(s) for Postfix"));
     let usage = [
         format!("postmap hash:{p}"),
         format!("main.cf: smtp_tls_policy_maps = hash:{p}   (or texthash:{p}, without postmap)"),
         format!("or serve them after DANE and MTA-STS: sigillo policy serve --pins {p}"),
     ];
-    usage_notes(out, path, &format!("{pins} pin(s) for Postfix"), &usage);
+    usage_lines(out, &usage);
 }
 
 fn exim_notes(out: &mut String, path: &Path, pins: &[PinnedPeer]) {
@@ -1075,19 +1095,16 @@ fn exim_notes(out: &mut String, path: &Path, pins: &[PinnedPeer]) {
         .filter_map(|p| p.domain.strip_prefix('[')?.strip_suffix(']'))
         .collect();
     let domains = pins.len() - relays.len();
-    let (config, note) = config_path(path);
-    if let Some(note) = note {
-        let _ = writeln!(out, "\n{note}");
-    }
+    let config = written_to(out, path, &format!("{domains} domain(s) for Exim"));
     let usage = [
-        format!("domainlist tls_pinned = {}", config.display()),
+        format!("domainlist tls_pinned = {config}"),
         "in the smtp transport: multi_domain = false".to_owned(),
         format!(
             "hosts_require_tls = ${{if match_domain{{$domain}}{{+tls_pinned}}{{*}}{{{}}}}}",
             relays.join(" : ")
         ),
     ];
-    usage_notes(out, path, &format!("{domains} domain(s) for Exim"), &usage);
+    usage_lines(out, &usage);
     if !relays.is_empty() {
         let _ = writeln!(
             out,
@@ -1586,6 +1603,11 @@ mod tests {
                 hop("split.example", 10, 10, 10, 0),
                 &[(relay, 4), ("mx.split.example", 6)],
             ),
+            // Four domains with one message each: the relay takes 9 of the 10 domains (90 %).
+            via(hop("d.example", 1, 1, 1, 0), &[(relay, 1)]),
+            via(hop("e.example", 1, 1, 1, 0), &[(relay, 1)]),
+            via(hop("f.example", 1, 1, 1, 0), &[(relay, 1)]),
+            via(hop("g.example", 1, 1, 1, 0), &[(relay, 1)]),
         ];
         let routes = Routes::find(&hops);
         assert!(routes.known);
@@ -1595,20 +1617,20 @@ mod tests {
             keys(&s.pins),
             ["[smtp.isp.example] encrypt", "partner.example encrypt"]
         );
-        // The relay's evidence: the four domains' mail, and split.example's 4 messages
+        // The relay's evidence: the eight domains' mail, and split.example's 4 messages
         // (all its mail went over TLS, so these did).
         assert_eq!(
             s.pins[0].evidence,
             Evidence {
-                messages: 34,
-                tls: 34,
-                verified: 34
+                messages: 38,
+                tls: 38,
+                verified: 38
             }
         );
         assert_eq!(
             s.not_pinned,
             NotPinned {
-                via_relay: 4,
+                via_relay: 8,
                 partly_via_relay: 1,
                 ..NotPinned::default()
             }
@@ -1618,10 +1640,10 @@ mod tests {
             [Smarthost {
                 host: relay.into(),
                 key: "[smtp.isp.example]".into(),
-                domains: 5,
-                messages: 34,
-                tls_messages: 34,
-                trusted_tls_messages: 34
+                domains: 9,
+                messages: 38,
+                tls_messages: 38,
+                trusted_tls_messages: 38
             }]
         );
 
@@ -1638,7 +1660,7 @@ mod tests {
             &[(relay, 4), ("mx.split.example", 6)],
         );
         let s = select_pins(&unknown, &RULE);
-        assert_eq!(s.smarthosts[0].tls_messages, 30);
+        assert_eq!(s.smarthosts[0].tls_messages, 34);
         assert_eq!(s.not_pinned.relays_below_rule, 1);
 
         // A dry run of domain pins: those behind the relay would not have applied; the relay
@@ -1659,7 +1681,7 @@ mod tests {
                 d.messages_to_pinned,
                 d.deferred_messages
             ),
-            (3, 2, 1, 44, 1)
+            (3, 2, 1, 48, 1)
         );
         assert_eq!(d.domains[0].domain, "[smtp.isp.example]");
         assert_eq!(d.domains[0].sample, [at(1)]);
@@ -1691,12 +1713,22 @@ mod tests {
                 &[("mx.four.example", 10)],
             ),
         ];
-        // Three of seven domains: below half.
+        // Three of seven domains: below 90 %.
         assert_eq!(Routes::find(&hops).smarthosts, Vec::<String>::new());
         assert_eq!(select_pins(&hops, &RULE).pins.len(), 7);
-        // A fourth of seven: over half, so it is taken for a smarthost (the rule's known
-        // error: a server writing almost only to one provider's customers).
+        // Four of seven, over half: still an MX, not a smarthost.
         hops[6] = via(hop("four.example", 10, 10, 10, 0), &[(google, 10)]);
+        assert_eq!(Routes::find(&hops).smarthosts, Vec::<String>::new());
+        assert_eq!(select_pins(&hops, &RULE).pins.len(), 7);
+        // Six of seven (86 %): still not.
+        hops[3] = via(hop("five.example", 10, 10, 10, 0), &[(google, 10)]);
+        hops[4] = via(hop("six.example", 10, 10, 10, 0), &[(google, 10)]);
+        assert_eq!(Routes::find(&hops).smarthosts, Vec::<String>::new());
+        // Nine of ten (90 %): taken for a smarthost, the rule's known error (a server that
+        // writes almost only to one provider's customers).
+        for d in ["seven.example", "eight.example", "nine.example"] {
+            hops.push(via(hop(d, 10, 10, 10, 0), &[(google, 10)]));
+        }
         assert_eq!(Routes::find(&hops).smarthosts, [google]);
         // Related names do not count: mail.own.example for own.example and its subdomains.
         let own = "mail.own.example";
@@ -1761,6 +1793,17 @@ mod tests {
             out.contains(&format!("  postmap hash:{}\n", p.display())),
             "{out}"
         );
+        // Stdout is no file: nothing resolved, and the lines name FILE.
+        for notes in [
+            |o: &mut String| exim_notes(o, Path::new("-"), &[]),
+            |o: &mut String| postfix_notes(o, Path::new("-"), 0),
+        ] {
+            let mut out = String::new();
+            notes(&mut out);
+            assert!(!out.contains("Note:") && !out.contains("/-"), "{out}");
+            assert!(out.contains("to standard output."), "{out}");
+            assert!(out.contains(" FILE\n") || out.contains(":FILE\n"), "{out}");
+        }
     }
 
     #[test]

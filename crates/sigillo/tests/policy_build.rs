@@ -344,9 +344,9 @@ fn from_report_gives_what_the_logs_give() {
     assert_eq!(pins, ["verified.example"]);
 }
 
-/// `relayhost.log`: a relay host took the mail of a, b and c.example, and a transport sent
-/// partner.example to its own host. Postfix looks up `[smtp.isp.example]` for the first three,
-/// so that, not their domains, is pinned.
+/// `relayhost.log`: a relay host took the mail of a to i.example (9 of the 10 next-hop
+/// domains), and a transport sent partner.example to its own host. Postfix looks up
+/// `[smtp.isp.example]` for the nine, so that, not their domains, is pinned.
 fn build_relayhost(extra: &[&str]) -> Run {
     let log = testdata().join("relayhost.log");
     let mut args = vec!["policy", "build", log.to_str().unwrap()];
@@ -371,10 +371,10 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
         read(&testdata().join("expected/relayhost.postfix"))
     );
     for want in [
-        "Smarthost smtp.isp.example took the mail of 3 next-hop domain(s) (25 messages, 25 over \
+        "Smarthost smtp.isp.example took the mail of 9 next-hop domain(s) (31 messages, 31 over \
          TLS): Postfix looks their TLS policy up as [smtp.isp.example]",
-        "Pinned: 1 domain(s) and 1 smarthost(s) (2 encrypt, 0 verify), 35 messages",
-        "3 sent through a smarthost",
+        "Pinned: 1 domain(s) and 1 smarthost(s) (2 encrypt, 0 verify), 41 messages",
+        "9 sent through a smarthost",
         "hosts_require_tls = ${if match_domain{$domain}{+tls_pinned}{*}{smtp.isp.example}}",
     ] {
         assert!(run.stdout.contains(want), "{want}\n{}", run.stdout);
@@ -387,10 +387,10 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
     let doc = build_relayhost(&["--json"]).json();
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "key": "[smtp.isp.example]", "domains": 3,
-                "messages": 25, "tls_messages": 25, "trusted_tls_messages": 25}])
+        json!([{"host": "smtp.isp.example", "key": "[smtp.isp.example]", "domains": 9,
+                "messages": 31, "tls_messages": 31, "trusted_tls_messages": 31}])
     );
-    assert_eq!(doc["not_pinned"]["via_relay"], 3);
+    assert_eq!(doc["not_pinned"]["via_relay"], 9);
     assert_eq!(doc["pins"][0]["domain"], "[smtp.isp.example]");
 
     // The map reads back, relay key and all, for a dry run (and for policy serve --pins).
@@ -399,7 +399,7 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
     let d = &run.json()["dry_run"];
     assert_eq!(
         (&d["pinned_domains_seen"], &d["messages_to_pinned"]),
-        (&json!(2), &json!(35))
+        (&json!(2), &json!(41))
     );
     // Pins on the domains behind the relay would never have applied.
     let old_pins = dir.path().join("old_pins");
@@ -414,6 +414,106 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
         "{}",
         run.stdout
     );
+}
+
+/// `shared-mx.log`: three of six domains go to a provider's shared MX
+/// (`aspmx.l.google.com`), the others to their own. Postfix looks those three up by domain
+/// (routed by MX), so they stay pinned, and no `[aspmx.l.google.com]` key is written: a
+/// shared MX is no smarthost unless it takes 90 % of the next-hop domains.
+#[test]
+fn a_shared_provider_mx_is_not_a_smarthost() {
+    let log = testdata().join("shared-mx.log");
+    let log = log.to_str().unwrap();
+    let want = [
+        "acme.example",
+        "bank.example",
+        "gov.example",
+        "shop.example",
+        "uni.example",
+        "widgets.example",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let run = sigillo(&["report", "--json", log], None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    std::fs::write(&report, &run.stdout).unwrap();
+    for input in [vec![log], vec!["--from-report", report.to_str().unwrap()]] {
+        let mut args = vec!["policy", "build"];
+        args.extend(&input);
+        let mut json = args.clone();
+        json.push("--json");
+        let doc = sigillo(&json, None).json();
+        assert_eq!(doc["smarthosts"], json!([]), "{input:?}");
+        assert_eq!(doc["not_pinned"]["via_relay"], 0, "{input:?}");
+        let pins: Vec<&str> = doc["pins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["domain"].as_str().unwrap())
+            .collect();
+        assert_eq!(pins, want, "{input:?}");
+
+        args.extend(["--postfix", "-"]);
+        let run = sigillo(&args, None);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(!run.stdout.contains("aspmx"), "{}", run.stdout);
+        let keys: Vec<Vec<&str>> = run
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let want_keys: Vec<Vec<&str>> = want.iter().map(|d| vec![*d, "encrypt"]).collect();
+        assert_eq!(keys, want_keys, "{}", run.stdout);
+    }
+}
+
+/// `--postfix -` and `--exim -` write the map alone to stdout; the notes on stderr resolve no
+/// path (there is none) and show the usage lines with FILE for the file it is saved to.
+#[test]
+fn a_map_written_to_stdout_gets_usage_lines_for_a_file_and_no_path_note() {
+    let run = build_relayhost(&["--postfix", "-"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        read(&testdata().join("expected/relayhost.postfix"))
+    );
+    let run = build_relayhost(&["--exim", "-"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.ends_with("\npartner.example\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("Wrote"), "{}", run.stdout);
+    for (option, want) in [
+        (
+            "--postfix",
+            &[
+                "\nWrote 2 pin(s) for Postfix to standard output. Once saved to a file, use it as \
+                 below (FILE: the file's absolute path):\n",
+                "\n  postmap hash:FILE\n",
+                "\n  main.cf: smtp_tls_policy_maps = hash:FILE ",
+            ][..],
+        ),
+        (
+            "--exim",
+            &[
+                "\nWrote 1 domain(s) for Exim to standard output. Once saved to a file, use it as \
+                 below (FILE: the file's absolute path):\n  domainlist tls_pinned = FILE\n",
+                "\n  hosts_require_tls = ${if match_domain{$domain}{+tls_pinned}{*}{smtp.isp.example}}\n  \
+                 (the relay host(s) smtp.isp.example are required to use TLS for every domain)\n",
+            ][..],
+        ),
+    ] {
+        let run = build_relayhost(&[option, "-"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(!run.stderr.contains("cannot resolve"), "{}", run.stderr);
+        assert!(!run.stderr.contains("/-"), "{}", run.stderr);
+        for w in want {
+            assert!(run.stderr.contains(w), "{option}: {w}\n{}", run.stderr);
+        }
+    }
 }
 
 #[test]
@@ -444,6 +544,12 @@ fn report_json_names_the_relay_hosts_per_next_hop() {
                 json!({"hosts": [{"host": "mx.partner.example", "messages": 10}], "other_messages": 0})
             ),
             ("c.example".to_owned(), isp(3)),
+            ("d.example".to_owned(), isp(1)),
+            ("e.example".to_owned(), isp(1)),
+            ("f.example".to_owned(), isp(1)),
+            ("g.example".to_owned(), isp(1)),
+            ("h.example".to_owned(), isp(1)),
+            ("i.example".to_owned(), isp(1)),
         ]
     );
 }
