@@ -32,8 +32,9 @@
 //!   to mx [ip] …`; the plaintext `=>` that follows counts as such); and a recipient-
 //!   verification callout's, `TLS session: …: callout unencrypted to mx [ip] …`. Older
 //!   versions log one failure twice, the `TLS error` line then the fallback or `==` line:
-//!   outbound lines of the same message (without one, the same process) and host at most a
-//!   second apart count once.
+//!   an error line and the next line of the other kind for the same message (without one,
+//!   the same process) and host at most a second apart count once. Two lines of one kind are
+//!   two attempts (newer versions write one line an attempt).
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
@@ -339,6 +340,24 @@ type OutKey = (u64, IpAddr, u16);
 /// or its name (hashed) when no address was logged.
 type FailKey = (u64, u32, Option<IpAddr>, u64);
 
+/// Which line of a failed outbound STARTTLS an older Exim wrote: the handshake error itself
+/// (`TLS error on connection to …`, `H=… TLS error on connection (…)`), or what followed it
+/// (`… delivering unencrypted to …`, a `==`/`**` line naming the TLS session, a callout's
+/// `… unencrypted to …`). Newer versions write only the second kind, one line an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailLine {
+    HandshakeError,
+    Outcome,
+}
+
+/// A listed failure line: when, which kind, and whether its other line has come.
+#[derive(Debug, Clone, Copy)]
+struct FailSeen {
+    time: UnixTime,
+    line: FailLine,
+    paired: bool,
+}
+
 const MAX_OPEN_MESSAGES: usize = 65_536;
 const MAX_PENDING_DELIVERIES: usize = 4_096;
 const MAX_SESSIONS: usize = 65_536;
@@ -441,7 +460,9 @@ pub struct EximParser {
     merged_sessions: bool,
     /// Outbound STARTTLS failures listed lately, by attempt: one failure is often logged on
     /// two lines (see [`EximParser::outbound_tls_failure`]).
-    tls_failures: Bounded<FailKey, UnixTime, FxBuild>,
+    /// The last failed outbound STARTTLS line of each attempt key: its time, whether it was
+    /// the handshake error itself, and whether it has been paired with its other line.
+    tls_failures: Bounded<FailKey, FailSeen, FxBuild>,
     domains: DomainTexts,
 }
 
@@ -612,7 +633,7 @@ impl EximParser {
             Transport::Unknown { hint: HINT_DEFER }
         };
         if remote && status != DeliveryStatus::Sent && rest.contains("TLS session") {
-            self.outbound_tls_failure(line, id, &host, out);
+            self.outbound_tls_failure(line, id, &host, FailLine::Outcome, out);
         }
         let size = self.received.get(id).and_then(|o| o.record.size);
         let record = MessageRecord {
@@ -710,14 +731,18 @@ impl EximParser {
     /// or `ID H=mx [ip] TLS error on connection (…): …`) and then, for the same attempt, either
     /// `ID TLS session failure: delivering unencrypted to mx [ip] (…)` (retried in clear) or
     /// a `==`/`**` line whose error is `failure while setting up TLS session`; a callout
-    /// logs the error, then `… unencrypted to mx [ip]`, without a message id. A line naming
-    /// the same message (or, without one, the same process) and host as one listed at most
-    /// [`SAME_TRANSACTION_SECS`] before is that same attempt: not listed again.
+    /// logs the error, then `… unencrypted to mx [ip]`, without a message id. So a line of
+    /// the other kind ([`FailLine`]) naming the same message (or, without one, the same
+    /// process) and host at most [`SAME_TRANSACTION_SECS`] after an unpaired one is that same
+    /// attempt: not listed again. Two lines of one kind are two attempts (newer Exim writes one
+    /// outcome line an attempt, and one message can meet one host twice in a second, over two
+    /// connections of two transport runs).
     fn outbound_tls_failure(
         &mut self,
         line: &Line<'_>,
         id: &str,
         host: &HostField<'_>,
+        kind: FailLine,
         out: &mut Vec<Record>,
     ) {
         let (id_hash, pid) = if id.is_empty() {
@@ -730,13 +755,21 @@ impl EximParser {
             None => hash_str(host.name.unwrap_or("")),
         };
         let key = (id_hash, pid, host.ip, name_hash);
-        if let Some(&seen) = self.tls_failures.get(&key)
-            && line.time.abs_diff(seen) <= SAME_TRANSACTION_SECS
+        if let Some(seen) = self.tls_failures.get_mut(&key)
+            && line.time.abs_diff(seen.time) <= SAME_TRANSACTION_SECS
+            && seen.line != kind
+            && !seen.paired
         {
+            seen.paired = true;
             return;
         }
+        let seen = FailSeen {
+            time: line.time,
+            line: kind,
+            paired: false,
+        };
         // A full table drops its oldest entry, long out of the window.
-        let _ = self.tls_failures.insert(key, line.time);
+        let _ = self.tls_failures.insert(key, seen);
         out.push(anomaly(
             line,
             Direction::Outbound,
@@ -755,7 +788,9 @@ impl EximParser {
         out: &mut Vec<Record>,
     ) {
         match dir {
-            Direction::Outbound => self.outbound_tls_failure(line, id, host, out),
+            Direction::Outbound => {
+                self.outbound_tls_failure(line, id, host, FailLine::HandshakeError, out)
+            }
             _ => out.push(anomaly(line, dir, host.peer(), AnomalyKind::StartTlsFailed)),
         }
     }
@@ -1073,7 +1108,7 @@ impl MtaParser for EximParser {
                     self.tls_error(line, id, dir, &host, out);
                 }
             } else if let Some(host) = unencrypted_fallback(rest) {
-                self.outbound_tls_failure(line, id, &host, out);
+                self.outbound_tls_failure(line, id, &host, FailLine::Outcome, out);
             }
             return;
         }
@@ -1110,7 +1145,7 @@ impl MtaParser for EximParser {
             && let Some(host) = unencrypted_fallback(m)
         {
             // A callout's STARTTLS failed and was retried in clear.
-            self.outbound_tls_failure(line, "", &host, out);
+            self.outbound_tls_failure(line, "", &host, FailLine::Outcome, out);
         } else if m.starts_with("SMTP ")
             && let Some(i) = m.find(" on connection from ")
         {
@@ -1723,7 +1758,18 @@ mod tests {
         assert_eq!(count(&[(10, Some(1), err), (10, Some(2), fallback)]), 1);
         let callout = "TLS session: (SSL_connect): x: callout unencrypted to mx [192.0.2.1] (not in hosts_require_tls)";
         assert_eq!(count(&[(10, Some(1), callout), (10, Some(2), callout)]), 2);
-        assert_eq!(count(&[(10, None, callout), (10, None, callout)]), 1);
+        // Two outcome lines are two attempts, even in one second and without pids.
+        assert_eq!(count(&[(10, None, callout), (10, None, callout)]), 2);
+        // Newer Exim, one message meeting one host in two transport runs within a second
+        // (`multi_domain = false`): one line an attempt, so two failures.
+        let newer = "1abcde-000000-AB TLS session: (SSL_connect): error:x: delivering unencrypted to H=mx.example.net [192.0.2.1] (not in hosts_require_tls)";
+        assert_eq!(count(&[(10, Some(1), newer), (10, Some(2), newer)]), 2);
+        assert_eq!(count(&[(10, None, newer), (10, None, newer)]), 2);
+        // An error line pairs with one outcome line only: a second outcome is another attempt.
+        assert_eq!(
+            count(&[(10, None, err), (10, None, fallback), (11, None, fallback)]),
+            2
+        );
     }
 
     #[test]
