@@ -198,6 +198,8 @@ struct Rule {
     prefix: String,
     reply: Vec<u8>,
     then: Then,
+    /// Pause between the reply's lines (zero: the reply in one write).
+    pace: Duration,
 }
 
 /// What a [`ScriptedServer`] says. Raw bytes are written as given (no CRLF added), so a script
@@ -268,6 +270,22 @@ impl Script {
         self.rule(prefix, reply, Then::Hold)
     }
 
+    /// Like [`Script::reply`], but write the reply a line at a time with `pace` between lines
+    /// (a server that trickles a multi-line reply, each line well within any per-reply
+    /// limit, the whole reply slowly).
+    pub fn reply_trickled(
+        mut self,
+        prefix: &str,
+        reply: impl Into<Vec<u8>>,
+        pace: Duration,
+    ) -> Self {
+        self = self.rule(prefix, reply, Then::Continue);
+        if let Some(rule) = self.rules.last_mut() {
+            rule.pace = pace;
+        }
+        self
+    }
+
     /// The reply to commands no rule matches (default `502 …`).
     pub fn unknown(mut self, reply: impl Into<Vec<u8>>) -> Self {
         self.unknown = reply.into();
@@ -279,6 +297,7 @@ impl Script {
             prefix: prefix.to_string(),
             reply: reply.into(),
             then,
+            pace: Duration::ZERO,
         });
         self
     }
@@ -393,11 +412,23 @@ fn play(script: &Script, conn: &mut Conn, received: &Mutex<Vec<String>>) -> std:
                 text.len() >= r.prefix.len()
                     && text.as_bytes()[..r.prefix.len()].eq_ignore_ascii_case(r.prefix.as_bytes())
             });
-            let (reply, then) = match rule {
-                Some(r) => (&r.reply, r.then),
-                None => (&script.unknown, Then::Continue),
+            let (reply, then, pace) = match rule {
+                Some(r) => (&r.reply, r.then, r.pace),
+                None => (&script.unknown, Then::Continue, Duration::ZERO),
             };
-            conn.stream.write_all(reply)?;
+            if pace.is_zero() {
+                conn.stream.write_all(reply)?;
+            } else {
+                for (n, line) in reply.split_inclusive(|&b| b == b'\n').enumerate() {
+                    if n > 0 {
+                        std::thread::sleep(pace);
+                    }
+                    if conn.stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    conn.stream.write_all(line)?;
+                }
+            }
             match then {
                 Then::Continue => {}
                 Then::Close => return conn.stream.shutdown(std::net::Shutdown::Both),

@@ -78,3 +78,34 @@ fn scripted_server_malformed_greeting_and_close() {
     s.read_to_end(&mut all).unwrap();
     assert_eq!(all, b"22O bad\r\n");
 }
+
+#[test]
+fn scripted_server_trickles_a_reply_a_line_at_a_time() {
+    let srv = ScriptedServer::start(
+        Script::new("220 mx\r\n")
+            .reply_trickled(
+                "EHLO",
+                "250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+                Duration::from_millis(300),
+            )
+            .reply_then_close("QUIT", "221 bye\r\n"),
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(srv.addr()).unwrap();
+    assert_eq!(read_reply(&mut s, T).unwrap(), "220 mx\r\n");
+    s.write_all(b"EHLO me\r\n").unwrap();
+    // Read as the bytes come: the reply arrives whole, but not in one piece.
+    s.set_read_timeout(Some(T)).unwrap();
+    let (mut got, mut reads) = (Vec::new(), 0);
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"250 STARTTLS\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {got:?}");
+        got.extend_from_slice(&buf[..n]);
+        reads += 1;
+    }
+    assert_eq!(got, b"250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+    assert!(reads >= 2, "the three lines came in {reads} read");
+    s.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(read_reply(&mut s, T).unwrap(), "221 bye\r\n");
+}
