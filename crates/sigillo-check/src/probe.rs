@@ -1,7 +1,7 @@
 //! The network side of one probe: connect to one address and port, drive the sans-IO
 //! [`ClientDialogue`] over the socket, perform the TLS handshake after `220` to STARTTLS
-//! (or first, for implicit TLS), and record what happened. Every phase has a timeout and
-//! every buffer a hard cap.
+//! (or first, for implicit TLS), and record what happened. Every phase has a timeout, the
+//! whole session a deadline ([`Timeouts::session`]), and every buffer a hard cap.
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// Time limits per phase.
+/// Time limits per phase, and for the whole session with one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP connect.
@@ -27,6 +27,18 @@ pub struct Timeouts {
     pub command: Duration,
     /// The TLS handshake.
     pub handshake: Duration,
+    /// The whole probe of one address, from the start of the TCP connect to the reply to
+    /// QUIT (connect, greeting, EHLO or HELO, STARTTLS, handshake, EHLO in TLS, QUIT). The
+    /// per-phase limits still apply inside it; whichever ends first stops the probe. Time
+    /// spent waiting for a concurrency slot and DNS lookups are not part of it.
+    ///
+    /// The default, 60 s, cuts the worst case of the per-phase limits (10 + 30 + 4 × 30 + 20
+    /// = 180 s with the defaults above: connect, greeting, four command replies, handshake,
+    /// each answered just before its limit) to a third, yet never cuts short a tarpit that
+    /// holds its greeting for the whole 30 s greeting limit: that still leaves 30 s for the
+    /// connect, the handshake and four round trips, which a healthy server does in well
+    /// under a second.
+    pub session: Duration,
 }
 
 impl Default for Timeouts {
@@ -36,6 +48,7 @@ impl Default for Timeouts {
             greeting: Duration::from_secs(30),
             command: Duration::from_secs(30),
             handshake: Duration::from_secs(20),
+            session: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +105,66 @@ pub enum ProbeFailure {
     },
     /// Another I/O error.
     Io { phase: Phase, message: String },
+    /// The whole session took longer than [`Timeouts::session`], though no single phase hit
+    /// its own limit: stopped in `phase`.
+    SessionTimeout {
+        /// The step under way when time ran out.
+        phase: ProbeStep,
+        /// The limit that passed, in milliseconds.
+        limit_ms: u64,
+    },
+}
+
+/// A step of the probe, for [`ProbeFailure::SessionTimeout`]: the dialogue's [`Phase`]s
+/// (the reply awaited), the TCP connect before them, and the TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProbeStep {
+    /// The TCP connect.
+    Connect,
+    /// Waiting for the greeting.
+    Greeting,
+    /// Waiting for the reply to EHLO.
+    Ehlo,
+    /// Waiting for the reply to HELO.
+    Helo,
+    /// Waiting for the reply to STARTTLS.
+    StartTls,
+    /// The TLS handshake (after STARTTLS, or on connect with implicit TLS).
+    Handshake,
+    /// Waiting for the reply to EHLO inside TLS.
+    TlsEhlo,
+    /// Waiting for the reply to QUIT, or closing the connection after it.
+    Quit,
+}
+
+impl ProbeStep {
+    fn from_phase(phase: Phase) -> Self {
+        match phase {
+            Phase::Greeting => Self::Greeting,
+            Phase::Ehlo => Self::Ehlo,
+            Phase::Helo => Self::Helo,
+            Phase::StartTls => Self::StartTls,
+            Phase::Handshake => Self::Handshake,
+            Phase::TlsEhlo => Self::TlsEhlo,
+            Phase::Quit | Phase::Done => Self::Quit,
+        }
+    }
+
+    /// Words for messages: "the TCP connect", "the EHLO reply", …
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Connect => "the TCP connect",
+            Self::Handshake => "the TLS handshake",
+            Self::Greeting => "the greeting",
+            Self::Ehlo => "the EHLO reply",
+            Self::Helo => "the HELO reply",
+            Self::StartTls => "the STARTTLS reply",
+            Self::TlsEhlo => "the EHLO reply in TLS",
+            Self::Quit => "the QUIT reply",
+        }
+    }
 }
 
 impl std::fmt::Display for ProbeFailure {
@@ -117,6 +190,12 @@ impl std::fmt::Display for ProbeFailure {
             ProbeFailure::Io { phase, message } => {
                 write!(f, "I/O error in {}: {message}", phase_name(*phase))
             }
+            ProbeFailure::SessionTimeout { phase, limit_ms } => write!(
+                f,
+                "session timed out after {} s (the limit for the whole session), during {}",
+                *limit_ms as f64 / 1000.0,
+                phase.describe()
+            ),
         }
     }
 }
@@ -187,12 +266,36 @@ pub async fn probe(address: SocketAddr, sni: Option<&str>, config: &ProbeConfig)
         starttls: !config.implicit_tls,
         implicit_tls: config.implicit_tls,
     });
-    result.failure = run(address, sni, config, &mut dialogue, &mut result, start)
-        .await
-        .err();
+    let session = config.timeouts.session;
+    let outcome = timeout(
+        session,
+        run(address, sni, config, &mut dialogue, &mut result, start),
+    )
+    .await;
+    result.failure = match outcome {
+        Ok(done) => done.err(),
+        // What the dropped `run` learned stays: the transcript so far, the connect and
+        // greeting times, the TLS session. Where it stood tells the step.
+        Err(_) => Some(ProbeFailure::SessionTimeout {
+            phase: step_at_deadline(&result, &dialogue, config.implicit_tls),
+            limit_ms: u64::try_from(session.as_millis()).unwrap_or(u64::MAX),
+        }),
+    };
     result.transcript = dialogue.into_transcript();
     result.total_ms = ms(start);
     result
+}
+
+/// The step a probe stopped by the session deadline was in. `run` sets `connect_ms` right
+/// after the TCP connect and `tls` right after the handshake, with no await in between.
+fn step_at_deadline(result: &ProbeResult, dialogue: &ClientDialogue, implicit: bool) -> ProbeStep {
+    if result.connect_ms.is_none() {
+        ProbeStep::Connect
+    } else if implicit && result.tls.is_none() {
+        ProbeStep::Handshake
+    } else {
+        ProbeStep::from_phase(dialogue.phase())
+    }
 }
 
 async fn run(
@@ -453,4 +556,129 @@ fn handshake_failure(e: &std::io::Error) -> ProbeFailure {
         },
     };
     ProbeFailure::Handshake { failure, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(connected: bool, tls: bool) -> ProbeResult {
+        ProbeResult {
+            address: "192.0.2.1:25".parse().unwrap(),
+            sni: None,
+            connect_ms: connected.then_some(1.0),
+            greeting_ms: None,
+            total_ms: 0.0,
+            transcript: Transcript::default(),
+            tls: tls.then(|| TlsFacts {
+                version: "TLSv1.3".into(),
+                cipher: "TLS_AES_128_GCM_SHA256".into(),
+                key_exchange: None,
+                handshake_ms: 1.0,
+                chain: Vec::new(),
+            }),
+            failure: None,
+            bytes_before_handshake: 0,
+        }
+    }
+
+    fn dialogue(implicit_tls: bool, replies: &[&str]) -> ClientDialogue {
+        let mut d = ClientDialogue::new(DialogueConfig {
+            ehlo_name: "probe.test".into(),
+            starttls: !implicit_tls,
+            implicit_tls,
+        });
+        for raw in replies {
+            let (reply, _) = parse_reply(raw.as_bytes(), &ReplyLimits::default())
+                .unwrap()
+                .unwrap();
+            d.on_reply(reply).unwrap();
+        }
+        d
+    }
+
+    /// The step a session deadline names comes from where the dropped probe stood.
+    #[test]
+    fn step_at_the_deadline() {
+        const BANNER: &str = "220 mx ESMTP\r\n";
+        const EHLO: &str = "250-mx\r\n250 STARTTLS\r\n";
+        let cases = [
+            (
+                "not connected",
+                result(false, false),
+                false,
+                vec![],
+                ProbeStep::Connect,
+            ),
+            (
+                "no greeting",
+                result(true, false),
+                false,
+                vec![],
+                ProbeStep::Greeting,
+            ),
+            (
+                "EHLO",
+                result(true, false),
+                false,
+                vec![BANNER],
+                ProbeStep::Ehlo,
+            ),
+            (
+                "STARTTLS",
+                result(true, false),
+                false,
+                vec![BANNER, EHLO],
+                ProbeStep::StartTls,
+            ),
+            (
+                "handshake after STARTTLS",
+                result(true, false),
+                false,
+                vec![BANNER, EHLO, "220 go\r\n"],
+                ProbeStep::Handshake,
+            ),
+            (
+                "implicit TLS handshake",
+                result(true, false),
+                true,
+                vec![],
+                ProbeStep::Handshake,
+            ),
+            (
+                "implicit TLS greeting",
+                result(true, true),
+                true,
+                vec![],
+                ProbeStep::Greeting,
+            ),
+            (
+                "closing after QUIT",
+                result(true, false),
+                false,
+                vec![BANNER, "250 mx\r\n", "221 bye\r\n"],
+                ProbeStep::Quit,
+            ),
+        ];
+        for (name, result, implicit, replies, step) in cases {
+            let d = dialogue(implicit, &replies);
+            assert_eq!(step_at_deadline(&result, &d, implicit), step, "{name}");
+        }
+    }
+
+    #[test]
+    fn session_timeout_in_words_and_json() {
+        let failure = ProbeFailure::SessionTimeout {
+            phase: ProbeStep::StartTls,
+            limit_ms: 1500,
+        };
+        assert_eq!(
+            failure.to_string(),
+            "session timed out after 1.5 s (the limit for the whole session), during the STARTTLS reply"
+        );
+        assert_eq!(
+            serde_json::to_value(&failure).unwrap(),
+            serde_json::json!({"kind": "session-timeout", "phase": "start-tls", "limit_ms": 1500})
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! functions here only interpret a [`ProbeResult`]; they do no I/O. Field names are stable:
 //! they are the JSON schema documented in `docs/check-json.md`.
 
-use crate::probe::{HandshakeFailure, ProbeFailure, ProbeResult, phase_name};
+use crate::probe::{HandshakeFailure, ProbeFailure, ProbeResult, ProbeStep, phase_name};
 use crate::tls::{self, CertificateInfo, TrustAnchors};
 use rustls::pki_types::UnixTime;
 use serde::Serialize;
@@ -388,7 +388,9 @@ pub fn analyze_host(
             other => {
                 let kind = match other {
                     ProbeFailure::ConnectFailed { .. } => "connect-failed",
-                    ProbeFailure::ConnectTimeout | ProbeFailure::ReplyTimeout { .. } => "timeout",
+                    ProbeFailure::ConnectTimeout
+                    | ProbeFailure::ReplyTimeout { .. }
+                    | ProbeFailure::SessionTimeout { .. } => "timeout",
                     ProbeFailure::Closed { .. } => "connection-closed",
                     ProbeFailure::Malformed { .. } => "protocol-error",
                     _ => "io-error",
@@ -635,6 +637,10 @@ fn at_quit(failure: &ProbeFailure) -> bool {
                 phase: Phase::Quit,
                 ..
             }
+            | ProbeFailure::SessionTimeout {
+                phase: ProbeStep::Quit,
+                ..
+            }
     )
 }
 
@@ -820,6 +826,12 @@ mod tests {
         const EHLO_TLS: &str = "250-mx.example\r\n250 STARTTLS\r\n";
         const EHLO_PLAIN: &str = "250-mx.example\r\n250 8BITMIME\r\n";
         let quit_closed = || Some(ProbeFailure::Closed { phase: Phase::Quit });
+        let session_timeout = |phase| {
+            Some(ProbeFailure::SessionTimeout {
+                phase,
+                limit_ms: 1500,
+            })
+        };
         type Case = (
             &'static str,
             Vec<&'static str>,
@@ -982,6 +994,50 @@ mod tests {
                 ),
                 Verdict::Encrypted,
                 "data-before-handshake",
+            ),
+            (
+                (
+                    "session timeout while the EHLO reply trickles in",
+                    vec![BANNER],
+                    false,
+                    session_timeout(ProbeStep::Ehlo),
+                    0,
+                ),
+                Verdict::Inconclusive,
+                "timeout",
+            ),
+            (
+                (
+                    "session timeout in the handshake",
+                    vec![BANNER, EHLO_TLS, "220 go\r\n"],
+                    false,
+                    session_timeout(ProbeStep::Handshake),
+                    0,
+                ),
+                Verdict::Inconclusive,
+                "timeout",
+            ),
+            (
+                (
+                    "session timeout at QUIT, no STARTTLS",
+                    vec![BANNER, EHLO_PLAIN],
+                    false,
+                    session_timeout(ProbeStep::Quit),
+                    0,
+                ),
+                Verdict::Plaintext,
+                "after-quit",
+            ),
+            (
+                (
+                    "session timeout in the EHLO reply in TLS",
+                    vec![BANNER, EHLO_TLS, "220 go\r\n"],
+                    true,
+                    session_timeout(ProbeStep::TlsEhlo),
+                    0,
+                ),
+                Verdict::Encrypted,
+                "after-tls",
             ),
         ];
         for ((name, replies, tls, failure, early), verdict, kind) in cases {

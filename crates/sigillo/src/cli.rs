@@ -148,6 +148,10 @@ pub struct CheckArgs {
     /// Seconds allowed for the TLS handshake.
     #[arg(long, default_value_t = 20.0, value_name = "SECS")]
     pub handshake_timeout: f64,
+    /// Seconds allowed for the whole session with one address, from connect to QUIT, even
+    /// when each step keeps within its own limit (the default step limits add up to 180 s).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub session_timeout: f64,
     /// Seconds allowed for each DNS query.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub dns_timeout: f64,
@@ -410,6 +414,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         greeting: seconds("greeting-timeout", args.greeting_timeout)?,
         command: seconds("command-timeout", args.command_timeout)?,
         handshake: seconds("handshake-timeout", args.handshake_timeout)?,
+        session: seconds("session-timeout", args.session_timeout)?,
     };
     let dns_timeout = seconds("dns-timeout", args.dns_timeout)?;
     let resolver = args.resolver.as_deref().map(parse_resolver).transpose()?;
@@ -456,6 +461,26 @@ async fn check(args: CheckArgs) -> anyhow::Result<u8> {
         },
         ..CheckConfig::default()
     };
+    // A per-step limit raised above the session limit is cut short by it: say so, once.
+    // Untouched defaults under a short --session-timeout are what the user asked for.
+    let defaults = Timeouts::default();
+    let raised: Vec<String> = [
+        ("connect", timeouts.connect, defaults.connect),
+        ("greeting", timeouts.greeting, defaults.greeting),
+        ("command", timeouts.command, defaults.command),
+        ("handshake", timeouts.handshake, defaults.handshake),
+    ]
+    .into_iter()
+    .filter(|(_, limit, default)| limit != default && *limit > timeouts.session)
+    .map(|(name, limit, _)| format!("--{name}-timeout ({} s)", limit.as_secs_f64()))
+    .collect();
+    if !raised.is_empty() {
+        eprintln!(
+            "sigillo check: note: --session-timeout ({} s) ends a probe before {} can",
+            timeouts.session.as_secs_f64(),
+            raised.join(", ")
+        );
+    }
     let color = match args.color {
         Color::Always => true,
         Color::Never => false,

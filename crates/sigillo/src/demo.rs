@@ -44,6 +44,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             greeting: Duration::from_secs(5),
             command: Duration::from_secs(5),
             handshake: Duration::from_secs(5),
+            session: Duration::from_secs(10),
         },
         ..CheckConfig::default()
     };

@@ -355,6 +355,59 @@ fn silent_server_is_inconclusive_within_the_timeout() {
 }
 
 #[test]
+fn a_trickled_ehlo_reply_ends_at_the_session_timeout_with_the_step() {
+    // 40 lines, one every 300 ms: each far within --command-timeout, the whole 12 s.
+    let mut ehlo: String = (1..40).map(|n| format!("250-X-TRICKLE-{n}\r\n")).collect();
+    ehlo.push_str("250 STARTTLS\r\n");
+    let server = ScriptedServer::start(
+        Script::new("220 mx.sigillo.test ESMTP trickle\r\n")
+            .reply_trickled("EHLO", ehlo, Duration::from_millis(300))
+            .reply_then_close("QUIT", "221 bye\r\n"),
+    )
+    .unwrap();
+    let (code, docs, err) = check(&["--session-timeout", "1.5", &bracket(server.addr())]);
+    let doc = &docs[0];
+    assert_eq!(doc["verdict"], "inconclusive", "{doc:#}");
+    assert_eq!(code, 1, "a low finding: {err}");
+    let host = &doc["hosts"][0];
+    assert_eq!(
+        host["failure"],
+        serde_json::json!({"kind": "session-timeout", "phase": "ehlo", "limit_ms": 1500}),
+        "{host:#}"
+    );
+    assert_eq!(
+        host["error"],
+        "session timed out after 1.5 s (the limit for the whole session), during the EHLO reply"
+    );
+    assert_eq!(host["banner"], "220 mx.sigillo.test ESMTP trickle");
+    assert_eq!(findings(doc), [("inconclusive".into(), "timeout".into())]);
+    // FAST's per-step limits were raised from the defaults above the session limit: a note.
+    assert!(
+        err.contains(
+            "note: --session-timeout (1.5 s) ends a probe before --connect-timeout (5 s), \
+             --greeting-timeout (10 s), --command-timeout (10 s), --handshake-timeout (10 s) can"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn session_timeout_must_be_sane() {
+    for value in ["0", "-1", "nan", "inf", "3601", "1e9"] {
+        let flag = format!("--session-timeout={value}");
+        let (code, out, err) = sigillo(&["check", &flag, "[127.0.0.1]:9"], None);
+        assert_eq!(code, 2, "{value}: {out}{err}");
+        assert!(
+            err.contains("--session-timeout must be more than 0 and at most 3600 seconds"),
+            "{value}: {err}"
+        );
+    }
+    let (_, out, _) = sigillo(&["check", "--help"], None);
+    assert!(out.contains("--session-timeout <SECS>"), "{out}");
+    assert!(out.contains("[default: 60]"), "{out}");
+}
+
+#[test]
 fn rate_limited_greeting_is_inconclusive() {
     let server = ScriptedServer::start(
         Script::new("421 4.7.0 mx.sigillo.test Too many connections\r\n").close_after_greeting(),
