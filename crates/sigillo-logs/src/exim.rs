@@ -30,11 +30,21 @@
 //!   failure that Exim retries in clear, `ID TLS session: …: delivering unencrypted to H=mx
 //!   [ip] (not in hosts_require_tls)` (older: `ID TLS session failure: delivering unencrypted
 //!   to mx [ip] …`; the plaintext `=>` that follows counts as such); and a recipient-
-//!   verification callout's, `TLS session: …: callout unencrypted to mx [ip] …`. Older
-//!   versions log one failure twice, the `TLS error` line then the fallback or `==` line:
-//!   an error line and the next line of the other kind for the same message (without one,
-//!   the same process) and host at most a second apart count once. Two lines of one kind are
-//!   two attempts (newer versions write one line an attempt).
+//!   verification callout's, `TLS session: …: callout unencrypted to mx [ip] …`. A callout
+//!   that is not retried in clear (the host in `hosts_require_tls`, DANE, or
+//!   `tls_tempfail_tryclear = false`) is named only on the line that rejects the command:
+//!   `… temporarily rejected RCPT <…>: Could not complete recipient verify callout: mx [ip] :
+//!   TLS session: …` (or `… : a TLS session is required, but …`), or `… sender verify defer
+//!   for <…>: Could not complete sender verify callout: mx [ip] : …`, when the domain has a
+//!   single host (with several, Exim logs the bare `Could not complete … callout`); older
+//!   versions logged `a TLS session is required for mx [ip], but …` or `H=mx [ip]: a TLS
+//!   session is required for this host, but …` themselves. A DANE host's failed handshake is logged as
+//!   `DANE attempt failed; TLS connection to mx [ip]: …` before the outcome line (a callout's
+//!   rejection, a delivery's `==`). Older versions log one failure twice, the `TLS error` (or
+//!   `DANE attempt failed`) line then the fallback, `==` or rejection line: an error line and
+//!   the next line of the other kind for the same message (without one, the same process) and
+//!   host at most a second apart count once. Two lines of one kind are two attempts (newer
+//!   versions write one line an attempt).
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
@@ -1050,6 +1060,71 @@ fn unencrypted_fallback(rest: &str) -> Option<HostField<'_>> {
     (h.ip.is_some() || h.name.is_some()).then_some(h)
 }
 
+/// The host of a failed outbound STARTTLS that Exim does not retry in clear, as a
+/// recipient-verification (or sender-verification) callout or the DANE check logs it, and
+/// which line of the attempt it is ([`FailLine`]). The forms, read in Exim's source
+/// (Exim/exim: src/src/verify.c, transports/smtp.c, smtp_in.c, acl.c):
+///
+/// - `DANE attempt failed; TLS connection to mx [ip]: (SSL_connect): …`: transports/smtp.c
+///   `smtp_setup_conn()`, at `TLS_CONN_FAILED` when the host has usable TLSA records, for a
+///   delivery (with its message id) and for a callout (without), before the outcome line:
+///   a handshake error ([`FailLine::HandshakeError`]). DANE sets `tls_tempfail_tryclear`
+///   false ("force TLS"), so no clear retry follows.
+/// - `… rejected RCPT <…>: Could not complete recipient verify callout: mx [ip] : TLS
+///   session: (SSL_connect): …`, and `… sender verify defer for <…>: Could not complete sender
+///   verify callout: mx [ip] : …`: in the verify.c whose callouts set up their connection
+///   with the transport's `smtp_setup_conn()` (the one that logs `callout unencrypted to`),
+///   a failed handshake leaves the address the message `TLS session: …`, and STARTTLS
+///   refused or not offered by a host that requires TLS (`hosts_require_tls`, DANE) leaves
+///   `a TLS session is required, but …`. `do_callout()` retries in clear only a host not in
+///   `hosts_require_tls` with `tls_tempfail_tryclear` set ([`unencrypted_fallback`]); else it
+///   prefixes the message with `mx [ip] : ` and, when the domain has a single host, with
+///   `Could not complete recipient|sender verify callout: ` (with several, the message is
+///   that bare text, naming no host). acl.c `acl_verify()` hands a recipient's message to
+///   smtp_in.c `smtp_handle_acl_fail()`, which logs it on the rejection line, and a sender's
+///   on its `sender verify defer for <…>` line. The outcome ([`FailLine::Outcome`]).
+/// - `a TLS session is required for mx [ip], but an attempt to start TLS failed|the server
+///   did not offer TLS support` and, later, `H=mx [ip]: a TLS session is required for this
+///   host, but …`: older verify.c, which ran its own SMTP dialogue, logged these itself when
+///   a host in `hosts_require_tls` set up no TLS session without a handshake error (a failed
+///   handshake left only `tls_error()`'s `TLS error on connection …` line,
+///   [`tls_error_line`]). An outcome line.
+fn unretried_tls_failure(rest: &str) -> Option<(HostField<'_>, FailLine)> {
+    let named = |h: HostField<'_>| h.ip.is_some() || h.name.is_some();
+    if let Some(h) = rest.strip_prefix("DANE attempt failed; TLS connection to ") {
+        let (host, used) = parse_host(h);
+        return (named(host) && h.get(used..)?.starts_with(':'))
+            .then_some((host, FailLine::HandshakeError));
+    }
+    if let Some(h) = rest.strip_prefix("a TLS session is required for ") {
+        let (host, used) = parse_host(h);
+        return (named(host) && h.get(used..)?.starts_with(", but "))
+            .then_some((host, FailLine::Outcome));
+    }
+    if let Some(h) = rest.strip_prefix("H=") {
+        let (host, used) = parse_host(h);
+        if h.get(used..)?
+            .starts_with(": a TLS session is required for this host, but ")
+        {
+            return named(host).then_some((host, FailLine::Outcome));
+        }
+    }
+    const CALLOUT: &str = " verify callout: ";
+    let at = memchr::memmem::find(rest.as_bytes(), CALLOUT.as_bytes())?;
+    let before = rest.get(..at)?;
+    if !before.ends_with("Could not complete recipient")
+        && !before.ends_with("Could not complete sender")
+    {
+        return None;
+    }
+    let h = rest.get(at + CALLOUT.len()..)?;
+    let (host, used) = parse_host(h);
+    let error = h.get(used..)?.strip_prefix(" : ")?;
+    (host.ip.is_some()
+        && (error.starts_with("TLS session: ") || error.starts_with("a TLS session is required")))
+    .then_some((host, FailLine::Outcome))
+}
+
 fn emit_open(open: OpenMessage, out: &mut Vec<Record>) {
     let n = open.recipients(true);
     let mut r = open.record;
@@ -1109,6 +1184,9 @@ impl MtaParser for EximParser {
                 }
             } else if let Some(host) = unencrypted_fallback(rest) {
                 self.outbound_tls_failure(line, id, &host, FailLine::Outcome, out);
+            } else if let Some((host, kind)) = unretried_tls_failure(rest) {
+                // A delivery's `DANE attempt failed; …` (its `==` line follows).
+                self.outbound_tls_failure(line, id, &host, kind, out);
             }
             return;
         }
@@ -1179,6 +1257,9 @@ impl MtaParser for EximParser {
             if let Some(key) = host.key() {
                 self.close_session(key, line.pid, line.time, &host, Some(transport), out);
             }
+        } else if let Some((host, kind)) = unretried_tls_failure(m) {
+            // A callout's STARTTLS failed and was not retried in clear.
+            self.outbound_tls_failure(line, "", &host, kind, out);
         }
     }
 
@@ -1561,6 +1642,97 @@ mod tests {
         }
     }
 
+    /// A line (after the message id, if any), and the host and line kind it names.
+    type UnretriedCase = (
+        &'static str,
+        Option<(Option<&'static str>, Option<IpAddr>, FailLine)>,
+    );
+
+    #[test]
+    fn unretried_tls_failures() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let (err, outcome) = (FailLine::HandshakeError, FailLine::Outcome);
+        let cases: &[UnretriedCase] = &[
+            (
+                "DANE attempt failed; TLS connection to mx.example.se [192.0.2.13]: (SSL_connect): error:x",
+                Some((Some("mx.example.se"), ip("192.0.2.13"), err)),
+            ),
+            (
+                "DANE attempt failed; TLS connection to mx.example.se [2001:db8::25]: (gnutls_handshake): x",
+                Some((Some("mx.example.se"), ip("2001:db8::25"), err)),
+            ),
+            ("DANE attempt failed; TLS connection to ", None),
+            (
+                "DANE attempt failed; TLS connection to mx [192.0.2.1]",
+                None,
+            ),
+            (
+                "H=c.example [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx.example.net [192.0.2.11] : TLS session: (SSL_connect): error:x",
+                Some((Some("mx.example.net"), ip("192.0.2.11"), outcome)),
+            ),
+            (
+                "H=(helo) [198.51.100.7]:4711 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx.example.net [192.0.2.11] : a TLS session is required, but an attempt to start TLS failed",
+                Some((Some("mx.example.net"), ip("192.0.2.11"), outcome)),
+            ),
+            (
+                "H=c.example [198.51.100.7] sender verify defer for <c@example.com>: Could not complete sender verify callout: mx.example.com [192.0.2.12] : a TLS session is required, but the server did not offer TLS support",
+                Some((Some("mx.example.com"), ip("192.0.2.12"), outcome)),
+            ),
+            // Several hosts: no detail. Other errors: no failed STARTTLS.
+            (
+                "H=c.example [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout",
+                None,
+            ),
+            (
+                "H=c.example [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx.example.net [192.0.2.11] : Connection refused",
+                None,
+            ),
+            (
+                "H=c.example [198.51.100.7] F=<carol@example.com> temporarily rejected RCPT <d@example.org>: Could not complete sender verify callout",
+                None,
+            ),
+            // No address: no host to name.
+            (
+                "H=c.example [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx.example.net : TLS session: x",
+                None,
+            ),
+            (
+                "H=c.example [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: ",
+                None,
+            ),
+            // Not the callout's text.
+            (
+                "H=c.example [198.51.100.7] F=<a@example.org> rejected RCPT <b@example.net>: x verify callout: mx [192.0.2.1] : TLS session: x",
+                None,
+            ),
+            // Older verify.c.
+            (
+                "a TLS session is required for mx.example.fi [192.0.2.17], but the server did not offer TLS support",
+                Some((Some("mx.example.fi"), ip("192.0.2.17"), outcome)),
+            ),
+            (
+                "H=mx.example.is [192.0.2.18]: a TLS session is required for this host, but an attempt to start TLS failed",
+                Some((Some("mx.example.is"), ip("192.0.2.18"), outcome)),
+            ),
+            ("a TLS session is required for ", None),
+            ("a TLS session is required for mx [192.0.2.17]", None),
+            (
+                "H=mx.example.is [192.0.2.18]: a TLS session is required",
+                None,
+            ),
+            (
+                "H=mx.example.net [192.0.2.1] rejected connection in \"connect\" ACL",
+                None,
+            ),
+            ("H=", None),
+            ("", None),
+        ];
+        for (rest, want) in cases {
+            let got = unretried_tls_failure(rest).map(|(h, k)| (h.name, h.ip, k));
+            assert_eq!(got, *want, "{rest}");
+        }
+    }
+
     /// A line (after the message id, if any), and what it says: direction, host name,
     /// address, whether the function is a handshake's.
     type TlsErrorCase = (
@@ -1693,6 +1865,29 @@ mod tests {
                 ],
                 &[],
             ),
+            // A callout not retried in clear (hosts_require_tls): the RCPT rejection.
+            (
+                &[
+                    "H=c.example [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx.example.net [192.0.2.1] : TLS session: (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // A DANE callout: the DANE line and the rejection are one attempt.
+            (
+                &[
+                    "DANE attempt failed; TLS connection to mx.example.net [192.0.2.1]: (SSL_connect): error:x",
+                    "H=c.example [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx.example.net [192.0.2.1] : TLS session: (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // A DANE delivery: the DANE line and the `==` line are one attempt.
+            (
+                &[
+                    "1abcde-000000-AB DANE attempt failed; TLS connection to mx.example.net [192.0.2.1]: (SSL_connect): error:x",
+                    "1abcde-000000-AB == bob@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: TLS session: (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
         ];
         for (lines, want) in cases {
             let mut p = EximParser::new();
@@ -1768,6 +1963,23 @@ mod tests {
         // An error line pairs with one outcome line only: a second outcome is another attempt.
         assert_eq!(
             count(&[(10, None, err), (10, None, fallback), (11, None, fallback)]),
+            2
+        );
+        // A DANE callout's two lines: one attempt in one process within a second; two in two
+        // processes, or further apart. Two rejections are two callouts.
+        let dane = "DANE attempt failed; TLS connection to mx [192.0.2.1]: (SSL_connect): x";
+        let rejected = "H=c [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx [192.0.2.1] : TLS session: (SSL_connect): x";
+        assert_eq!(count(&[(10, Some(1), dane), (10, Some(1), rejected)]), 1);
+        assert_eq!(count(&[(10, Some(1), dane), (10, Some(2), rejected)]), 2);
+        assert_eq!(count(&[(10, None, dane), (12, None, rejected)]), 2);
+        assert_eq!(count(&[(10, None, rejected), (10, None, rejected)]), 2);
+        assert_eq!(
+            count(&[
+                (10, None, dane),
+                (10, None, rejected),
+                (10, None, dane),
+                (10, None, rejected)
+            ]),
             2
         );
     }
