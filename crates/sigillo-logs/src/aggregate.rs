@@ -448,7 +448,8 @@ pub struct MessageRef {
 /// Outbound Internet messages that are not in [`Figures::next_hops`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextHopsOmitted {
-    /// The log named no single recipient domain (several in one transaction: a relay host).
+    /// The log named no recipient domain (a local user). A transaction whose recipients span
+    /// several domains counts for each of them ([`MessageRecord::spanned_domains`]).
     pub no_domain_messages: u64,
     /// Their domain came after [`MAX_NEXT_HOPS`] others.
     pub over_cap_messages: u64,
@@ -1087,12 +1088,25 @@ impl Aggregator {
         self.due_scratch = due;
     }
 
-    /// Counts a delivered outbound Internet message for its recipient domain.
+    /// Counts a delivered outbound Internet message for its recipient domain, or, when its
+    /// recipients span several domains (a relay host took them in one transaction), for each
+    /// of them: each domain's mail went to that relay.
     fn add_next_hop(&mut self, m: &MessageRecord) {
-        let Some(domain) = &m.recipient_domain else {
-            self.next_hops_omitted.no_domain_messages += 1;
-            return;
-        };
+        match &m.recipient_domain {
+            Some(domain) => self.add_next_hop_domain(domain, m),
+            None => match m.spanned_domains.as_deref() {
+                None | Some([]) => self.next_hops_omitted.no_domain_messages += 1,
+                Some(domains) => {
+                    for domain in domains {
+                        self.add_next_hop_domain(domain, m);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Counts a delivered outbound Internet message for `domain`.
+    fn add_next_hop_domain(&mut self, domain: &Text, m: &MessageRecord) {
         let hop = self.next_hops.get_or_add(
             fast_hash(|h| h.write(domain.as_bytes())),
             |key| key == domain,
@@ -1617,6 +1631,7 @@ mod tests {
             id: id.into(),
             status: None,
             recipient_domain: None,
+            spanned_domains: None,
         })
     }
 
@@ -2004,6 +2019,89 @@ mod tests {
         // The per-domain messages and the omitted ones add up to the outbound figures.
         let listed: u64 = f.next_hops.iter().map(|h| h.messages).sum();
         assert_eq!(listed + 1, f.outbound.messages);
+    }
+
+    /// A transaction whose recipients span several domains (to a relay host) counts once for
+    /// each of them, with the relay among each one's relays; only one that names no domain
+    /// at all is omitted.
+    #[test]
+    fn a_transaction_spanning_domains_counts_for_each() {
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        let spanning = |time, domains: &[&str], transport, id| {
+            let Record::Message(mut m) = delivery(time, None, transport, Sent, "192.0.2.25", id)
+            else {
+                unreachable!("delivery makes message records")
+            };
+            m.peer.hostname = Some("smtp.isp.example".into());
+            m.spanned_domains = Some(domains.iter().map(|d| Text::from(*d)).collect());
+            Record::Message(m)
+        };
+        agg.add(&delivery(
+            1000,
+            Some("a.example"),
+            "trusted",
+            Sent,
+            "192.0.2.1",
+            "A1",
+        ));
+        agg.add(&spanning(
+            1010,
+            &["a.example", "b.example"],
+            "trusted",
+            "S1",
+        ));
+        agg.add(&spanning(1020, &["b.example", "c.example"], "plain", "S2"));
+        agg.add(&delivery(1030, None, "plain", Sent, "192.0.2.1", "N1"));
+        let f = agg.finish();
+        let relays = |h: &NextHopFigures| {
+            h.relays
+                .as_ref()
+                .map(|r| {
+                    r.hosts
+                        .iter()
+                        .map(|c| (c.host.clone(), c.messages))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let got: Vec<_> = f
+            .next_hops
+            .iter()
+            .map(|h| {
+                (
+                    h.domain.as_str(),
+                    h.messages,
+                    h.tls_messages,
+                    h.plain_messages,
+                    relays(h),
+                )
+            })
+            .collect();
+        let isp = |n| ("smtp.isp.example".to_string(), n);
+        assert_eq!(
+            got,
+            [
+                (
+                    "a.example",
+                    2,
+                    2,
+                    0,
+                    vec![("mx.example".to_string(), 1), isp(1)]
+                ),
+                ("b.example", 2, 1, 1, vec![isp(2)]),
+                ("c.example", 1, 0, 1, vec![isp(1)]),
+            ]
+        );
+        for h in &f.next_hops {
+            let r = h.relays.as_ref().expect("relays recorded");
+            assert_eq!(r.messages(), Some(h.messages), "{}", h.domain);
+        }
+        let c = &f.next_hops[2];
+        let plain = c.plain.as_ref().expect("S2 was plaintext");
+        assert_eq!(plain.first.id, "S2");
+        assert_eq!(f.next_hops_omitted.no_domain_messages, 1);
+        assert_eq!(f.outbound.messages, 4);
     }
 
     #[test]

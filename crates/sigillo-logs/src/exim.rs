@@ -15,7 +15,8 @@
 //! - **Deliveries.** `=>` (or cutthrough `>>`) starts one record, each following `->` of
 //!   that message adds a recipient. With `H=`: Internet, TLS iff `X=`; without: internal.
 //!   The record's recipient domain is that of the address delivered to (the first after the
-//!   flag, not the `<original>`), none once a `->` of another domain joins it.
+//!   flag, not the `<original>`), none once a `->` of another domain joins it (the domains
+//!   it then spans are listed in `spanned_domains`).
 //!   `==` (deferred) and `**` (bounced) with `H=` are one record per line. A `**` line
 //!   carries `X=` when the session used TLS (4.96 writes it, followed by `CV=no:` and the
 //!   error); `==` lines never do: without `X=` their transport is unknown, since older
@@ -553,6 +554,7 @@ impl EximParser {
             id: id.into(),
             status: None,
             recipient_domain: None,
+            spanned_domains: None,
         };
         if !internal
             && let Some(key) = host.key()
@@ -612,7 +614,11 @@ impl EximParser {
             && let Some(r) = self.deliveries.get_mut(id)
         {
             r.recipients = r.recipients.saturating_add(1);
-            recipient::merge(&mut r.recipient_domain, domain.as_ref());
+            recipient::merge(
+                &mut r.recipient_domain,
+                &mut r.spanned_domains,
+                domain.as_ref(),
+            );
             return;
         }
         // A new successful delivery starts a new record. A `**` or `==` between a `=>` and its
@@ -662,6 +668,7 @@ impl EximParser {
             id: id.into(),
             status: Some(status),
             recipient_domain: domain,
+            spanned_domains: None,
         };
         if remote
             && kind != b"->"

@@ -143,6 +143,12 @@ pub struct MessageRecord {
     /// transaction's recipients span several domains (the next hop was then a relay host or
     /// a transport's nexthop, which is also what the policy is keyed by then).
     pub recipient_domain: Option<Text>,
+    /// Outbound only: when the transaction's recipients do not all share one domain (so
+    /// `recipient_domain` is `None`), the distinct domains they have, in the order met, at
+    /// most 100 (Exim's `max_rcpt` default; a recipient without a domain adds none); `None`
+    /// otherwise, not an empty list, so that a record carries and drops one null pointer.
+    /// Each of these domains' mail went to `peer` in this transaction.
+    pub spanned_domains: Option<Box<[Text]>>,
 }
 
 /// One SMTP connection (session), whether or not it carried mail.

@@ -457,6 +457,7 @@ impl OpensmtpdParser {
             id: msgid.into(),
             status: None,
             recipient_domain: None,
+            spanned_domains: None,
         }
     }
 
@@ -682,6 +683,7 @@ impl OpensmtpdParser {
             status: Some(status),
             // `to=` is the address delivered to (`rcpt=` the one given in RCPT TO).
             recipient_domain: to.and_then(|a| self.domains.of_address(a)),
+            spanned_domains: None,
         };
         let Some(s) = session else {
             out.push(Record::Message(record));
@@ -692,7 +694,11 @@ impl OpensmtpdParser {
             && p.status == Some(status)
         {
             p.recipients = p.recipients.saturating_add(1);
-            recipient::merge(&mut p.recipient_domain, record.recipient_domain.as_ref());
+            recipient::merge(
+                &mut p.recipient_domain,
+                &mut p.spanned_domains,
+                record.recipient_domain.as_ref(),
+            );
             return;
         }
         let same_message = s.pending.as_ref().is_some_and(|(m, _)| *m == msgid);
@@ -736,6 +742,7 @@ impl OpensmtpdParser {
             id: evpid.get(..8).unwrap_or(evpid).into(),
             status: Some(status_of(result)),
             recipient_domain: None,
+            spanned_domains: None,
         }));
     }
 }

@@ -15,8 +15,11 @@
 //!   `orig_to=`) when they all share one. Postfix groups the recipients of a transaction by
 //!   next hop, which is the recipient domain when mail is routed by MX: a run spanning
 //!   several domains means a `relayhost` or a transport's nexthop was the next hop, and gets
-//!   none. With a relay host every delivery goes to `[relay]`, which is then also what
-//!   `smtp_tls_policy_maps` is keyed by: pins keyed by recipient domain would not apply.
+//!   none: it lists those domains in `spanned_domains` instead, so each of them is counted
+//!   with that relay (off the per-recipient path: recipients of one domain cost the one
+//!   comparison they always did). With a relay host every delivery goes to `[relay]`, which
+//!   is then also what `smtp_tls_policy_maps` is keyed by: pins keyed by recipient domain
+//!   would not apply.
 //! - **Anomalies**: failed STARTTLS (`SSL_accept error`, `SSL_connect error`,
 //!   `TLS library problem`, `Cannot start TLS`, `TLS is required, but …`), one per session or
 //!   delivery; stripping traces (a session with `unknown=…` commands and neither a
@@ -1145,7 +1148,11 @@ impl PostfixParser {
             && open.record.status == Some(t.status)
         {
             open.record.recipients = open.record.recipients.saturating_add(1);
-            recipient::merge(&mut open.record.recipient_domain, domain.as_ref());
+            recipient::merge(
+                &mut open.record.recipient_domain,
+                &mut open.record.spanned_domains,
+                domain.as_ref(),
+            );
             return;
         }
         let same_connection = pr.open.as_ref().is_some_and(|open| {
@@ -1167,6 +1174,7 @@ impl PostfixParser {
                 id: id.into(),
                 status: Some(t.status),
                 recipient_domain: domain,
+                spanned_domains: None,
             },
         };
         if let Some(prev) = pr.open.replace(next) {
@@ -1274,6 +1282,7 @@ fn emit_inbound(id: Text, p: Pending, out: &mut Vec<Record>) {
         id,
         status: None,
         recipient_domain: None,
+        spanned_domains: None,
     }));
 }
 

@@ -185,15 +185,66 @@ impl DomainTexts {
     }
 }
 
-/// Adds a recipient's domain to a transaction's: the transaction keeps a domain only while
-/// all its recipients share it (`None` once they differ, or once one has none).
-pub(crate) fn merge(transaction: &mut Option<Text>, recipient: Option<&Text>) {
-    let same = match (&*transaction, recipient) {
-        (Some(a), Some(b)) => Text::ptr_eq(a, b) || a == b,
-        _ => false,
-    };
-    if !same {
-        *transaction = None;
+/// Most distinct recipient domains kept for one transaction whose recipients span several
+/// ([`MessageRecord::spanned_domains`]): Exim's `max_rcpt` default (Postfix sends at most
+/// `smtp_destination_recipient_limit`, 50 by default, in one transaction).
+///
+/// [`MessageRecord::spanned_domains`]: crate::model::MessageRecord::spanned_domains
+pub const MAX_SPANNED_DOMAINS: usize = 100;
+
+/// Adds a recipient's domain to a transaction's: `transaction` keeps a domain only while all
+/// its recipients share it (`None` once they differ, or once one has none); from then on
+/// `spanned` holds the distinct domains of its recipients ([`MAX_SPANNED_DOMAINS`] at most).
+/// Recipients of one domain (nearly always) cost one comparison, as before.
+#[inline]
+pub(crate) fn merge(
+    transaction: &mut Option<Text>,
+    spanned: &mut Option<Box<[Text]>>,
+    recipient: Option<&Text>,
+) {
+    if let (Some(a), Some(b)) = (&*transaction, recipient)
+        && (Text::ptr_eq(a, b) || a == b)
+    {
+        return;
+    }
+    span(transaction, spanned, recipient);
+}
+
+/// Adds the recipients of another part of a transaction (its domain, or the domains it
+/// spans) to the transaction's, as [`merge`] does one recipient's.
+pub(crate) fn merge_part(
+    transaction: &mut Option<Text>,
+    spanned: &mut Option<Box<[Text]>>,
+    part: Option<&Text>,
+    part_spanned: &[Text],
+) {
+    if part_spanned.is_empty() {
+        merge(transaction, spanned, part);
+        return;
+    }
+    span(transaction, spanned, None);
+    for d in part_spanned {
+        span(transaction, spanned, Some(d));
+    }
+}
+
+/// [`merge`] once the recipients differ: the transaction's domain so far and the recipient's
+/// go into `spanned`, each once.
+#[cold]
+fn span(
+    transaction: &mut Option<Text>,
+    spanned: &mut Option<Box<[Text]>>,
+    recipient: Option<&Text>,
+) {
+    let first = transaction.take();
+    for d in first.as_ref().into_iter().chain(recipient) {
+        let list = spanned.as_deref().unwrap_or_default();
+        if list.len() < MAX_SPANNED_DOMAINS && !list.iter().any(|s| Text::ptr_eq(s, d) || s == d) {
+            // Rebuilt a domain at a time: rare, and at most `MAX_SPANNED_DOMAINS` long.
+            let mut grown = spanned.take().map(Vec::from).unwrap_or_default();
+            grown.push(Text::clone(d));
+            *spanned = Some(grown.into_boxed_slice());
+        }
     }
 }
 
@@ -308,8 +359,95 @@ mod tests {
         ];
         for (start, recipient, want) in cases {
             let mut t = start.cloned();
-            merge(&mut t, recipient);
+            let mut spanned = None;
+            merge(&mut t, &mut spanned, recipient);
             assert_eq!(t.as_deref(), want, "{start:?} + {recipient:?}");
         }
+    }
+
+    /// The recipients' domains in turn (`None`: a recipient without a domain), and what the
+    /// transaction then names: its one domain, or the domains it spans.
+    type SpanCase = (
+        &'static [Option<&'static str>],
+        Option<&'static str>,
+        &'static [&'static str],
+    );
+
+    #[test]
+    fn spanned_domains() {
+        let cases: &[SpanCase] = &[
+            (
+                &[Some("a.example"), Some("a.example")],
+                Some("a.example"),
+                &[],
+            ),
+            (
+                &[Some("a.example"), Some("b.example"), Some("a.example")],
+                None,
+                &["a.example", "b.example"],
+            ),
+            (
+                &[
+                    Some("a.example"),
+                    Some("a.example"),
+                    Some("b.example"),
+                    Some("c.example"),
+                ],
+                None,
+                &["a.example", "b.example", "c.example"],
+            ),
+            // A recipient without a domain ends the one domain and adds none.
+            (&[Some("a.example"), None], None, &["a.example"]),
+            (
+                &[None, Some("b.example"), Some("b.example")],
+                None,
+                &["b.example"],
+            ),
+            (&[None, None], None, &[]),
+        ];
+        for (recipients, want, want_spanned) in cases {
+            let texts: Vec<Option<Text>> = recipients.iter().map(|d| d.map(Text::from)).collect();
+            let mut t = texts[0].clone();
+            let mut spanned = None;
+            for r in &texts[1..] {
+                merge(&mut t, &mut spanned, r.as_ref());
+            }
+            let got: Vec<&str> = spanned.iter().flatten().map(|d| &**d).collect();
+            assert_eq!(
+                (t.as_deref(), got.as_slice()),
+                (*want, *want_spanned),
+                "{recipients:?}"
+            );
+        }
+        // Capped.
+        let mut t = None;
+        let mut spanned = None;
+        for i in 0..MAX_SPANNED_DOMAINS + 10 {
+            merge(
+                &mut t,
+                &mut spanned,
+                Some(&Text::from(format!("d{i}.example"))),
+            );
+        }
+        assert_eq!(spanned.map_or(0, |s| s.len()), MAX_SPANNED_DOMAINS);
+        // Parts of one transaction: one domain each, or spanning several.
+        let (a, b, c): (Text, Text, Text) =
+            ("a.example".into(), "b.example".into(), "c.example".into());
+        let mut t = Some(Text::clone(&a));
+        let mut spanned = None;
+        merge_part(&mut t, &mut spanned, Some(&a), &[]);
+        assert_eq!((t.as_deref(), spanned.is_none()), (Some("a.example"), true));
+        merge_part(
+            &mut t,
+            &mut spanned,
+            None,
+            &[Text::clone(&b), Text::clone(&a)],
+        );
+        merge_part(&mut t, &mut spanned, Some(&c), &[]);
+        let got: Vec<&str> = spanned.iter().flatten().map(|d| &**d).collect();
+        assert_eq!(
+            (t.as_deref(), got.as_slice()),
+            (None, &["a.example", "b.example", "c.example"][..])
+        );
     }
 }

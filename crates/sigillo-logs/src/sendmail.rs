@@ -604,6 +604,7 @@ impl SendmailParser {
             id: qid.into(),
             status: None,
             recipient_domain: None,
+            spanned_domains: None,
         }));
     }
 
@@ -627,6 +628,7 @@ impl SendmailParser {
         };
         let mut recipients = 0usize;
         let mut domain = None;
+        let mut spanned = None;
         let mut continued = false;
         for address in to.split(',').filter(|a| !a.trim().is_empty()) {
             if address.trim() == "[more]" {
@@ -637,7 +639,7 @@ impl SendmailParser {
             if recipients == 0 {
                 domain = d;
             } else {
-                recipient::merge(&mut domain, d.as_ref());
+                recipient::merge(&mut domain, &mut spanned, d.as_ref());
             }
             recipients += 1;
         }
@@ -670,6 +672,7 @@ impl SendmailParser {
             id: qid.into(),
             status: Some(status),
             recipient_domain: domain,
+            spanned_domains: spanned,
         };
         let record = if smtp {
             let session = !NO_SESSION.iter().any(|w| stat.contains(w));
@@ -690,7 +693,12 @@ impl SendmailParser {
                     && held.status == record.status =>
             {
                 held.recipients = held.recipients.saturating_add(record.recipients);
-                recipient::merge(&mut held.recipient_domain, record.recipient_domain.as_ref());
+                recipient::merge_part(
+                    &mut held.recipient_domain,
+                    &mut held.spanned_domains,
+                    record.recipient_domain.as_ref(),
+                    record.spanned_domains.as_deref().unwrap_or_default(),
+                );
                 held
             }
             Some(held) => {

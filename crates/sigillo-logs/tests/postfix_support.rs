@@ -111,6 +111,9 @@ pub fn summary(records: &[Record], parser: &PostfixParser) -> BTreeMap<String, u
                 if msg.direction == Direction::Outbound {
                     let domain = msg.recipient_domain.as_deref().unwrap_or("none");
                     add(format!("{d}.domain.{domain}.{t}"), 1);
+                    for spanned in msg.spanned_domains.iter().flatten() {
+                        add(format!("{d}.spanned.{spanned}.{t}"), 1);
+                    }
                 }
                 if let Transport::Tls(info) = &msg.transport {
                     add(format!("{d}.version.{}", info.version), 1);

@@ -1128,8 +1128,10 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
     if omitted.no_domain_messages > messages {
         let _ = writeln!(
             out,
-            "Note: {} outbound messages named no single recipient domain: if a relay host takes \
-             your mail, Postfix keys its TLS policy by [relay], and pins by domain do not apply.",
+            "Note: {} outbound messages named no recipient domain, so pins by domain do not \
+             apply to them (a report from an older sigillo counts there the transactions that \
+             carried several domains, as through a relay host, which Postfix looks up as \
+             [relay]).",
             omitted.no_domain_messages
         );
     }

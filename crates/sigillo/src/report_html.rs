@@ -1623,6 +1623,7 @@ pub(crate) mod sample {
             // Three recipient domains for outbound mail, so the next-hop table has rows.
             recipient_domain: (direction == Direction::Outbound)
                 .then(|| format!("rcpt{}.example", time % 3).into()),
+            spanned_domains: None,
         })
     }
 

@@ -145,10 +145,12 @@ fn json_lists_pins_and_why_others_were_not() {
     let run = build(&["--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let doc = run.json();
-    assert_eq!(doc["next_hops"], 8);
+    // The eight domains of the README, and one.example and two.example, which one relay
+    // transaction carried together: one message each.
+    assert_eq!(doc["next_hops"], 10);
     assert_eq!(
         doc["next_hops_omitted"],
-        json!({"no_domain_messages": 1, "over_cap_messages": 0})
+        json!({"no_domain_messages": 0, "over_cap_messages": 0})
     );
     assert_eq!(
         doc["rule"],
@@ -156,11 +158,12 @@ fn json_lists_pins_and_why_others_were_not() {
     );
     assert_eq!(
         doc["not_pinned"],
-        json!({"few_messages": 1, "below_tls_share": 3, "not_a_domain": 1,
+        json!({"few_messages": 3, "below_tls_share": 3, "not_a_domain": 1,
                "via_relay": 0, "partly_via_relay": 0, "relays_below_rule": 0})
     );
-    // Every domain went to its own MX hosts (relay.isp.example took one transaction for two
-    // domains, which names no single domain): no smarthost.
+    // Every domain went to its own MX hosts, but for one.example and two.example, which
+    // relay.isp.example took in one transaction: two domains, too few for a smarthost (it is
+    // judged as their MX, and they have too few messages to pin): no smarthost.
     assert_eq!(doc["relays_known"], true);
     assert_eq!(doc["smarthosts"], json!([]));
     assert_eq!(
@@ -414,6 +417,30 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
         "{}",
         run.stdout
     );
+}
+
+/// `../report/relayhost-multi-domain.log`: a relay host takes transactions that carry several
+/// domains; b.example, c.example and d.example never have one of their own. Each counts with
+/// the relay, which therefore takes 5 of 5 domains: a smarthost, judged on its own (9
+/// per-domain messages, two in clear: below the rule), and no domain behind it is pinned.
+#[test]
+fn domains_sent_only_with_others_show_the_smarthost() {
+    let log = testdata().join("../report/relayhost-multi-domain.log");
+    let run = sigillo(&["policy", "build", log.to_str().unwrap(), "--json"], None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["next_hops"], 5);
+    assert_eq!(
+        doc["smarthosts"],
+        json!([{"host": "smtp.isp.example", "key": "[smtp.isp.example]", "domains": 5,
+                "messages": 9, "tls_messages": 7, "trusted_tls_messages": 7}])
+    );
+    assert_eq!(
+        doc["not_pinned"],
+        json!({"few_messages": 0, "below_tls_share": 0, "not_a_domain": 0,
+               "via_relay": 5, "partly_via_relay": 0, "relays_below_rule": 1})
+    );
+    assert_eq!(doc["pins"], json!([]));
 }
 
 /// `shared-mx.log`: three of six domains go to a provider's shared MX

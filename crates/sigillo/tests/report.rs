@@ -588,3 +588,35 @@ fn a_log_written_by_two_mtas_is_read_whole() {
         );
     }
 }
+
+/// `tests/testdata/report/relayhost-multi-domain.log` (its README): a relay host takes
+/// transactions that carry several next-hop domains, one `to=` line a recipient. Each domain's
+/// figures count every transaction that delivered to it, with the relay among its relays, and
+/// `next_hops` and `next_hops_omitted` are exactly those of the `.json` beside the log.
+#[test]
+fn a_transaction_of_several_domains_counts_for_each_with_its_relay() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/report");
+    let log = dir.join("relayhost-multi-domain.log");
+    let (code, doc, stderr) = report(&["--json", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("relayhost-multi-domain.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        doc["next_hops"], want["next_hops"],
+        "{:#}",
+        doc["next_hops"]
+    );
+    assert_eq!(doc["next_hops_omitted"], want["next_hops_omitted"]);
+    // Five delivered transactions (and one deferred attempt); nine per-domain messages.
+    assert_eq!(doc["outbound"]["messages"], 5);
+    assert_eq!(doc["outbound"]["deferred"], 1);
+    let per_domain: u64 = doc["next_hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_domain, 9);
+}

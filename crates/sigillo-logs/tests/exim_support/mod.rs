@@ -79,6 +79,9 @@ pub fn summarize(records: &[Record], parser: &dyn MtaParser) -> BTreeMap<String,
                 if msg.direction == Direction::Outbound {
                     let domain = msg.recipient_domain.as_deref().unwrap_or("none");
                     bump(&mut m, format!("{d}.domain.{domain}"), 1);
+                    for spanned in msg.spanned_domains.iter().flatten() {
+                        bump(&mut m, format!("{d}.spanned.{spanned}"), 1);
+                    }
                 }
                 if let Some(h) = &msg.peer.hostname {
                     bump(&mut m, format!("peer.{peer}.{d}.name.{h}"), 1);
