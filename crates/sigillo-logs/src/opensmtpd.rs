@@ -16,9 +16,11 @@
 //!   the delivery's `relay="IP (name)"` (also `name [IP]`), else the session's `mta connecting
 //!   address=`. Trust: `mta cert-check result="valid"` ⇒ Verified, `"unverified"` ⇒
 //!   Untrusted, `smtp cert-check result="no certificate presented"` (written with the mta
-//!   session's id) ⇒ Anonymous. Result `Ok` ⇒ sent, `TempFail` ⇒ deferred, else bounced; a
-//!   failed delivery in a session without TLS has an unknown transport. `mta disconnected`
-//!   emits the outbound connection. `mda delivery` lines are internal deliveries.
+//!   session's id) ⇒ Anonymous; before `mta cert-check` (6.0–6.4), `smtp-out: Server
+//!   certificate verification succeeded|failed on session ID` ⇒ Verified / Untrusted. Result
+//!   `Ok` ⇒ sent, `TempFail` ⇒ deferred, else bounced; a failed delivery in a session without
+//!   TLS has an unknown transport. `mta disconnected` emits the outbound connection. `mda
+//!   delivery` lines are internal deliveries.
 //! - **Anomalies**: a refused `XXXXXXXA` command (STARTTLS as a PIX/ASA-style middlebox
 //!   rewrites it) ⇒ StrippingTrace, in each form smtp_session.c's `smtp_reply()` has logged
 //!   it: `smtp failed-command command="XXXXXXXA" result="500 5.5.1 Invalid command: Command
@@ -27,26 +29,42 @@
 //!   `smtp disconnected reason=tls-…` (or an io-error naming TLS/SSL or a failed handshake),
 //!   `mta closing reason=tls-…`, `mta error` naming TLS (`TLS required but not supported by
 //!   remote host`, `STARTTLS rejected: …`) and `smtp-out: Error on session ID: opportunistic
-//!   TLS failed, downgrading to plain` (or `… after N messages sent: …` naming TLS) ⇒
+//!   TLS failed, downgrading to plain` (or `… after N messages sent: …` naming TLS; 6.0–6.4
+//!   also `smtp-out: TLS Error on session ID: TLS failed, downgrading to plain`) ⇒
 //!   StartTlsFailed. After a failed attempt mta_session.c connects again under the same
 //!   session id (in plaintext after the downgrade): the earlier connection ends there.
 //! - **6.0–6.3** (`smtp_session.c` of 2016–2018, `mta_session.c`/`mta.c` of the same years)
 //!   wrote the same events as `<session id> smtp event=<name> …` and `… mta event=<name> …`;
 //!   each is read as its 6.4 counterpart: `event=connected`, `event=starttls` (⇒ `tls`; its
 //!   `ciphers="…"` is quoted and, from 6.3, follows `address=` and `host=`),
-//!   `event=client-cert-check`, `event=failed-command`, `event=closed` (⇒ `disconnected`),
-//!   and outbound `event=connecting`, `event=starttls`, `event=server-cert-check` (⇒
-//!   `cert-check`, `result="success"` ⇒ Verified, `"failure"` ⇒ Untrusted), `event=delivery`,
-//!   `event=error`, `event=closed`. Inbound 6.0–6.3 logs one `event=message msgid=… from=<…>
-//!   to=<…> size=… ndest=…` line per recipient once the message is committed, all together:
-//!   lines of one session and msgid make one message with that many recipients. The message
-//!   is held with its session until a line with another msgid, another line of that session,
-//!   its end, its eviction or the end of input (one message of a session begun before the log
-//!   is held alone, likewise). The inbound formats are those of `smtp_session.c` (verified,
-//!   revisions 1.281 of 2016 and a 6.3 one); the outbound `event=delivery` line is verified
-//!   from a published 6.x log excerpt; the other outbound `event=` names are inferred from
-//!   6.4's renames (the 6.0–6.3 `mta_session.c` could not be consulted).
-//!   `event=authentication` and `event=bad-input` carry nothing about TLS: ignored.
+//!   `event=client-cert-check`, `event=failed-command`, `event=closed` (⇒ `disconnected`).
+//!   Inbound 6.0–6.3 logs one `event=message msgid=… from=<…> to=<…> size=… ndest=…` line per
+//!   recipient once the message is committed, all together: lines of one session and msgid
+//!   make one message with that many recipients. The message is held with its session until
+//!   a line with another msgid, another line of that session, its end, its eviction or the end
+//!   of input (one message of a session begun before the log is held alone, likewise). The
+//!   inbound formats are those of `smtp_session.c` (verified, revisions 1.281 of 2016 and a
+//!   6.3 one). `event=authentication` and `event=bad-input` carry nothing about TLS: ignored.
+//! - **Outbound `event=` lines**, as OpenBSD's `mta_session.c` 1.82 (2015-12-12) and `mta.c`
+//!   1.200 (2016-01-14) write them (NCommander/openbsd-src-with-branches,
+//!   `usr.sbin/smtpd/mta_session.c` and `usr.sbin/smtpd/mta.c` at commit
+//!   610363d6565f8b67f5a19f229bb5497bd9595aa0; 6.4's `mta_session.c` 1.113 of 2018-10-31,
+//!   catern/OpenSMTPD `smtpd/mta_session.c` at 09a014a2c785eb626c3fb867577a527dfaec47d9, has
+//!   the same calls with `event=` dropped, `closed` renamed `disconnected` and `starttls`
+//!   `tls`): `mta event=connecting address=<schema>IP:port host=<PTR name>` (schema
+//!   `smtp+tls://`, `tls://`, `smtps://`, `lmtp://` or `smtp://`; a host without a PTR name is
+//!   `(null)`), `mta event=connected`, `mta event=starttls ciphers=version=…, cipher=…,
+//!   bits=…` (unquoted: `ssl_to_text()` to the end of the line), `mta event=delivery
+//!   evpid=… from=<…> to=<…> rcpt=<…> source=… relay=IP (name) delay=… result=… stat=…`
+//!   (unquoted in mta.c 1.200; a published 6.x excerpt quotes `source`, `relay`, `result`
+//!   and `stat`: both are read), `mta event=error reason=…` (the rest of the line; a session
+//!   that has sent mail logs `smtp-out: Error on session ID after N messages sent: …`
+//!   instead), `mta event=closing reason=ca-failure` and `mta event=closed reason=quit
+//!   messages=N`. The server certificate's check is not an `event=` line: `smtp-out: Server
+//!   certificate verification succeeded|failed on session ID` (⇒ Verified / Untrusted; 6.4
+//!   still writes it; `mta cert-check` is later), and a failed handshake with opportunistic
+//!   TLS is `smtp-out: TLS Error on session ID: TLS failed, downgrading to plain` (⇒
+//!   StartTlsFailed; the session then connects again under its id).
 
 use crate::envelope::Line;
 use crate::fields::{normalize_tls_version, parse_colon_cipher, parse_ip, parse_u64};
@@ -155,6 +173,39 @@ fn ciphers_arg(args: &str) -> Option<&str> {
     }
 }
 
+/// The value of `reason=` (a word of its own): quoted up to its closing quote, else the rest
+/// of the line (mta_session.c's `mta_error()` writes `reason=%s` last and unquoted, e.g.
+/// `reason=IO Error: error:…:SSL routines:…`).
+fn reason_arg(args: &str) -> Option<&str> {
+    let value = word_value(args, "reason=")?;
+    Some(match value.strip_prefix('"') {
+        Some(q) => q.split('"').next().unwrap_or(q),
+        None => value,
+    })
+}
+
+/// An unquoted `relay=` of mta.c 1.200's delivery line: `IP (name)`, up to ` delay=` (which
+/// follows it); `None` when it is quoted or not there.
+fn unquoted_relay(args: &str) -> Option<&str> {
+    let value = word_value(args, "relay=")?;
+    if value.starts_with('"') {
+        return None;
+    }
+    value.split_once(" delay=").map(|(relay, _)| relay)
+}
+
+/// What follows `key` (which ends in `=`) where it starts a word of `args`.
+fn word_value<'a>(args: &'a str, key: &str) -> Option<&'a str> {
+    let mut from = 0;
+    loop {
+        let at = from + args.get(from..)?.find(key)?;
+        if at == 0 || args.get(..at).is_some_and(|b| b.ends_with(' ')) {
+            return args.get(at + key.len()..);
+        }
+        from = at + key.len();
+    }
+}
+
 /// The 6.4 name of an inbound OpenSMTPD 6.0–6.3 `event=` name (smtp_session.c renamed these
 /// two; the others kept their names).
 fn smtp_verb_of_event(event: &str) -> &str {
@@ -165,13 +216,13 @@ fn smtp_verb_of_event(event: &str) -> &str {
     }
 }
 
-/// The 6.4 name of an outbound OpenSMTPD 6.0–6.3 `event=` name. Inferred by analogy with
-/// the inbound renames and 6.4's `mta` lines: mta_session.c of 6.0–6.3 was not available
-/// to check (`event=delivery`, which keeps its name, is verified from a published log).
+/// The 6.4 name of an outbound OpenSMTPD 6.0–6.3 `event=` name: mta_session.c 1.82 writes
+/// `event=starttls` and `event=closed` where 1.113 (6.4) writes `tls` and `disconnected`; its
+/// other events (`connecting`, `connected`, `error`, `closing`) and mta.c's `delivery` keep
+/// their names. The server certificate's check is no `event=` line (see `feed`).
 fn mta_verb_of_event(event: &str) -> &str {
     match event {
         "starttls" => "tls",
-        "server-cert-check" => "cert-check",
         "closed" => "disconnected",
         other => other,
     }
@@ -208,7 +259,13 @@ fn parse_relay(v: &str) -> Peer {
 
 fn host_name(host: Option<&str>, address: Option<&str>) -> Option<Text> {
     let h = host?;
-    if h.is_empty() || h == "<unknown>" || Some(h) == address || parse_ip(h).is_some() {
+    // `(null)`: mta_session.c 1.82 prints a missing PTR name with `%s` (OpenBSD's printf).
+    if h.is_empty()
+        || h == "<unknown>"
+        || h == "(null)"
+        || Some(h) == address
+        || parse_ip(h).is_some()
+    {
         return None;
     }
     Some(h.into())
@@ -582,10 +639,11 @@ impl OpensmtpdParser {
             }
             "cert-check" => {
                 let trust = match kv(args).find(|(k, _)| *k == "result").map(|(_, v)| v) {
-                    // 6.4+ `valid`/`unverified`; `success`/`failure` as 6.0–6.3 wrote the
-                    // client's check (inferred for the server's).
-                    Some("valid" | "success") => Some(Trust::Verified),
-                    Some("unverified" | "failure") => Some(Trust::Untrusted),
+                    // Later versions' `valid`/`unverified` (mta_session.c's
+                    // `mta_tls_started()`); before them, `smtp-out: Server certificate
+                    // verification …` (see `feed`).
+                    Some("valid") => Some(Trust::Verified),
+                    Some("unverified") => Some(Trust::Untrusted),
                     Some("no certificate presented") => Some(Trust::Anonymous),
                     _ => None,
                 };
@@ -595,9 +653,7 @@ impl OpensmtpdParser {
             }
             "delivery" => self.on_mta_delivery(id, args, line, out),
             "disconnected" | "closing" | "error" => {
-                let reason = kv(args)
-                    .find(|(k, _)| *k == "reason")
-                    .map_or(args, |(_, v)| v);
+                let reason = reason_arg(args).unwrap_or(args);
                 self.mta_error(id, reason, line, out);
                 if verb != "error"
                     && let Some(s) = self.mta.remove(&id)
@@ -633,10 +689,13 @@ impl OpensmtpdParser {
         let (mut evpid, mut relay, mut result, mut to) = (None, None, None, None);
         for (k, v) in kv(args) {
             match k {
-                "evpid" => evpid = Some(v),
-                "relay" => relay = Some(v),
-                "to" => to = Some(v),
-                "result" => result = Some(v),
+                "evpid" if evpid.is_none() => evpid = Some(v),
+                "relay" if relay.is_none() => relay = Some(unquoted_relay(args).unwrap_or(v)),
+                "to" if to.is_none() => to = Some(v),
+                "result" if result.is_none() => result = Some(v),
+                // The server's reply, last and free text (unquoted in mta.c 1.200): nothing
+                // in it is a field.
+                "stat" => break,
                 _ => {}
             }
         }
@@ -829,11 +888,34 @@ impl MtaParser for OpensmtpdParser {
             // to plaintext when opportunistic TLS fails: `smtp-out: Error on session
             // 0123456789abcdef after 2 messages sent: …`, `smtp-out: Error on session
             // 0123456789abcdef: opportunistic TLS failed, downgrading to plain`.
-            if let Some(r) = line.message.strip_prefix("smtp-out: Error on session ")
+            // 6.0–6.4 (mta_session.c 1.82–1.113): a TLS handshake failure with opportunistic
+            // TLS, `smtp-out: TLS Error on session 0123456789abcdef: TLS failed, downgrading to
+            // plain`, read likewise.
+            if let Some(r) = (line.message.strip_prefix("smtp-out: Error on session "))
+                .or_else(|| line.message.strip_prefix("smtp-out: TLS Error on session "))
                 && let Some((n, rest)) = session_id(r)
                 && let Some((_, reason)) = rest.split_once(": ")
             {
                 self.mta_error(n, reason, line, out);
+                return;
+            }
+            // 6.0–6.4 (mta_session.c 1.82–1.113, `IO_TLSVERIFIED`): the server certificate's
+            // check, logged when the server presented one: `smtp-out: Server certificate
+            // verification succeeded on session 0123456789abcdef` (or `failed`).
+            if let Some(r) = line
+                .message
+                .strip_prefix("smtp-out: Server certificate verification ")
+                && let Some((result, r)) = r.split_once(" on session ")
+                && let Some((n, "")) = session_id(r)
+            {
+                let trust = match result {
+                    "succeeded" => Trust::Verified,
+                    "failed" => Trust::Untrusted,
+                    _ => return,
+                };
+                if let Some(s) = self.mta.get_mut(&n) {
+                    s.trust = Some(trust);
+                }
                 return;
             }
             // OpenSMTPD 5.x: `smtp-in: Failed command on session 0123456789abcdef: "XXXXXXXA"
@@ -988,6 +1070,67 @@ mod tests {
         assert_eq!(ciphers_arg("address=192.0.2.1"), None);
         assert_eq!(ciphers_arg("ciphers=\"unclosed"), Some("unclosed"));
         assert_eq!(ciphers_arg(""), None);
+    }
+
+    #[test]
+    fn reasons_and_unquoted_relays() {
+        // mta_error(): `reason=%s` last and unquoted, spaces and all.
+        assert_eq!(
+            reason_arg("reason=IO Error: error:1:SSL routines:x"),
+            Some("IO Error: error:1:SSL routines:x")
+        );
+        assert_eq!(
+            reason_arg("reason=quit messages=2"),
+            Some("quit messages=2")
+        );
+        assert_eq!(
+            reason_arg(r#"reason="io-error: TLS" other=1"#),
+            Some("io-error: TLS")
+        );
+        // Only a word of its own.
+        assert_eq!(reason_arg("xreason=a"), None);
+        assert_eq!(reason_arg("xreason=a reason=b"), Some("b"));
+        assert_eq!(reason_arg(""), None);
+        // mta.c 1.200: `relay=IP (name) delay=…`; the quoted form is kv()'s.
+        let d = "evpid=1 source=192.0.2.1 relay=203.0.113.5 (mx.example) delay=2s result=Ok";
+        assert_eq!(unquoted_relay(d), Some("203.0.113.5 (mx.example)"));
+        assert_eq!(
+            unquoted_relay(r#"relay="203.0.113.5 (mx.example)" delay=2s"#),
+            None
+        );
+        assert_eq!(unquoted_relay("relay=203.0.113.5"), None);
+        assert_eq!(unquoted_relay("delay=2s"), None);
+    }
+
+    /// The server certificate's check of 6.0–6.4 names its session last; a delivery line's
+    /// reply text is not read for fields.
+    #[test]
+    fn legacy_server_certificate_lines() {
+        let mut p = OpensmtpdParser::new();
+        let mut out = Vec::new();
+        for m in [
+            "00000000000000c3 mta event=connecting address=smtp+tls://192.0.2.9:25 host=(null)",
+            "00000000000000c3 mta event=starttls ciphers=version=TLSv1.2, cipher=X, bits=128",
+            "smtp-out: Server certificate verification failed on session 00000000000000c3",
+            // Not a session of this parser, or not a session id: nothing.
+            "smtp-out: Server certificate verification succeeded on session 00000000000000d4",
+            "smtp-out: Server certificate verification succeeded on session 00c3",
+            "smtp-out: Server certificate verification maybe on session 00000000000000c3",
+            "00000000000000c3 mta event=delivery evpid=cccc000100000001 to=<a@b.example> relay=192.0.2.9 delay=1s result=Ok stat=250 result=PermFail relay=x",
+        ] {
+            p.feed(&line(m), &mut out);
+        }
+        p.finish(&mut out);
+        let Some(Record::Message(m)) = out.first() else {
+            panic!("no message first: {out:?}");
+        };
+        assert_eq!(m.status, Some(DeliveryStatus::Sent));
+        assert_eq!(m.peer.ip, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(m.peer.hostname, None, "(null) is no name");
+        match &m.transport {
+            Transport::Tls(t) => assert_eq!(t.trust, Some(Trust::Untrusted)),
+            t => panic!("{t:?}"),
+        }
     }
 
     fn line(message: &str) -> Line<'_> {
