@@ -50,13 +50,14 @@
 //!   the first delivery of a process to a relay without a `STARTTLS=client` line counts one,
 //!   and later deliveries of that process to that relay reuse it (Sendmail's connection
 //!   cache) while it has not been idle longer than `ConnectionCacheTimeout` (5 minutes by
-//!   default, plus a minute of grace; idle from the previous use's line to the start of this
-//!   delivery's transaction, its line's time minus its `xdelay=`, so a slow transfer over a
-//!   cached connection does not look idle), so a process that closes and reopens a plaintext
-//!   connection to the same host within that time is counted once. A delivery after a longer
-//!   pause went over a new connection, in clear unless a new `STARTTLS=client` line says
-//!   otherwise. A deferral that reached no session (`Connection refused`,
-//!   `timed out`, no `[ip]`, …) counts none. `messages` are the queue ids delivered over it.
+//!   default; idle from the previous use's line to the start of this delivery's transaction,
+//!   its line's time minus its `xdelay=`, so a slow transfer over a cached connection does not
+//!   look idle; without `xdelay=`, its line's time and a minute of grace), so a process that
+//!   closes and reopens a plaintext connection to the same host within that time is counted
+//!   once. A delivery after a longer pause went over a new connection, in clear unless a new
+//!   `STARTTLS=client` line says otherwise. A deferral that reached no session (`Connection
+//!   refused`, `timed out`, no `[ip]`, …) counts none. `messages` are the queue ids delivered
+//!   over it.
 
 use crate::envelope::Line;
 use crate::fields::{normalize_tls_version, parse_ip, parse_u64};
@@ -79,16 +80,20 @@ const MAX_PENDING_TRACES: usize = 4_096;
 /// or failed handshake of the pid this old is not joined to it.
 const MAX_AGE: UnixTime = 3600;
 /// Outbound: how long after its last use a connection of a process to a relay is still
-/// reused. Sendmail's connection cache closes a connection idle for `ConnectionCacheTimeout`
-/// (option `K`; conf.c: `MciCacheTimeout = 5 MINUTES`), counted from its last activity. The
-/// idle time runs from the end of the previous use (the time of its `to=` line, written when
-/// its transaction ended, or of the `STARTTLS=client` line) to the start of this delivery's
-/// transaction: its `to=` line's time minus its `xdelay=` (the time the transaction took),
-/// or the line's time when `xdelay=` is absent or unparsable. One minute of grace on top
-/// (log times are whole seconds, and without `xdelay=` the transaction's own time is not
-/// known). A delivery later than this, without a new `STARTTLS=client` line, went over a new
-/// connection.
-const CONNECTION_CACHE_TIMEOUT: UnixTime = 5 * 60 + 60;
+/// cached. Sendmail's `ConnectionCacheTimeout` (option `K`; conf.c `setdefaults()`:
+/// `MciCacheTimeout = 5 MINUTES`, cf/m4/proto.m4 `5m`). mci.c's `mci_scan()` closes a cached
+/// connection when `mci_lastuse + MciCacheTimeout <= now`; `mci_lastuse` is the time of the
+/// last SMTP reply read on it (usersmtp.c `reply()`), so of its last delivery's `to=` line,
+/// written right after the reply to the message; `now` is when the next delivery looks for a
+/// connection (`mci_get()`, which scans first), after deliver.c's `xstart = curtime()` that
+/// `xdelay=` counts from (`xdelay=` is `curtime() - xstart` when the line is written). So with
+/// `xdelay=`, the idle time from the previous use's line to this line's time minus `xdelay=`
+/// is at least the cache's idle time less one second of the log clock: above this, the
+/// connection was closed; at or below it, it may still have been cached.
+const MCI_CACHE_TIMEOUT: UnixTime = 5 * 60;
+/// Without `xdelay=` (or with one that does not parse) the transaction's own time is not
+/// known: the line's time is taken as its start and a minute of grace is added.
+const NO_XDELAY_GRACE: UnixTime = 60;
 const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
 
@@ -680,9 +685,13 @@ impl SendmailParser {
                 line.pid.unwrap_or(0),
                 relay.map(relay_key).unwrap_or_default(),
             );
-            // The transaction began `xdelay` before its line was written.
-            let start = xdelay.map_or(line.time, |x| line.time.saturating_sub(x));
-            self.outbound_delivery(key, record, session, start, line, out)
+            // The transaction began `xdelay` before its line was written; without it, the
+            // line's time and a minute of grace.
+            let (start, idle_limit) = match xdelay {
+                Some(x) => (line.time.saturating_sub(x), MCI_CACHE_TIMEOUT),
+                None => (line.time, MCI_CACHE_TIMEOUT + NO_XDELAY_GRACE),
+            };
+            self.outbound_delivery(key, record, session, (start, idle_limit), line, out)
         } else {
             record
         };
@@ -719,15 +728,15 @@ impl SendmailParser {
     /// otherwise), and the first delivery over a connection counts it. Sendmail writes no line
     /// for a plaintext connection: the first delivery of a process to a relay without a
     /// `STARTTLS=client` line opens one, and later deliveries of that process to that relay
-    /// within [`CONNECTION_CACHE_TIMEOUT`] of its last use reuse it (the connection cache).
-    /// `start` is when this delivery's transaction began (its line's time minus `xdelay=`):
-    /// the connection's idle time is from its last use to then.
+    /// idle at most `idle_limit` from its last use reuse it (the connection cache). `start` is
+    /// when this delivery's transaction began (its line's time minus `xdelay=`): the
+    /// connection's idle time is from its last use to then.
     fn outbound_delivery(
         &mut self,
         key: (u32, String),
         mut record: MessageRecord,
         session: bool,
-        start: UnixTime,
+        (start, idle_limit): (UnixTime, UnixTime),
         line: &Line<'_>,
         out: &mut Vec<Record>,
     ) -> MessageRecord {
@@ -744,7 +753,7 @@ impl SendmailParser {
         let fresh = self
             .client
             .get(&key)
-            .is_some_and(|c| start.saturating_sub(c.time) <= CONNECTION_CACHE_TIMEOUT);
+            .is_some_and(|c| start.saturating_sub(c.time) <= idle_limit);
         if !fresh && let Some(stale) = self.client.remove(&key) {
             close_client(key.1.clone(), stale, out);
         }
