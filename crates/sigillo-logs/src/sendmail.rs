@@ -48,16 +48,20 @@
 //! - **Outbound connections**, per process (pid) and relay host: a `STARTTLS=client` line is
 //!   one new TLS connection (exact: one per handshake). Plaintext connections leave no line:
 //!   the first delivery of a process to a relay without a `STARTTLS=client` line counts one,
-//!   and later deliveries of that process to that relay reuse it (Sendmail's connection
-//!   cache) while it has not been idle longer than `ConnectionCacheTimeout` (5 minutes by
-//!   default; idle from the previous use's line to the start of this delivery's transaction,
-//!   its line's time minus its `xdelay=`, so a slow transfer over a cached connection does not
-//!   look idle; without `xdelay=`, its line's time and a minute of grace), so a process that
-//!   closes and reopens a plaintext connection to the same host within that time is counted
-//!   once. A delivery after a longer pause went over a new connection, in clear unless a new
-//!   `STARTTLS=client` line says otherwise. A deferral that reached no session (`Connection
-//!   refused`, `timed out`, no `[ip]`, …) counts none. `messages` are the queue ids delivered
-//!   over it.
+//!   and later deliveries of that process to that relay reuse it while that process's
+//!   connection cache still holds it (Sendmail's cache is per process, mci.c's `MciCache`;
+//!   another process to the same relay has its own connection): not idle longer than
+//!   `ConnectionCacheTimeout` (5 minutes by default) from the previous use's line to the start
+//!   of this delivery's transaction (its line's time minus its `xdelay=`; without `xdelay=`,
+//!   its line's time and a minute of grace), and not closed for other relays: a process
+//!   caches `ConnectionCacheSize` connections (2 in cf/m4-built configurations) and closes
+//!   the least recently used for a new one, so a connection with that many other relays used
+//!   by the process since is gone. The size is taken as 2 until a TLS connection is seen used
+//!   again, without a new `STARTTLS=client` line, after more relays than that: the cache
+//!   holds at least that many. A delivery over a connection the cache has closed went over a
+//!   new one, in clear unless a new `STARTTLS=client` line says otherwise. A deferral that
+//!   reached no session (`Connection refused`, `timed out`, no `[ip]`, …) counts none.
+//!   `messages` are the queue ids delivered over it.
 
 use crate::envelope::Line;
 use crate::fields::{normalize_tls_version, parse_ip, parse_u64};
@@ -67,6 +71,7 @@ use crate::model::{
 };
 use crate::postfix::bounded::{Bounded, FxBuild};
 use crate::recipient::{self, DomainTexts};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 const MAX_SERVER_SESSIONS: usize = 65_536;
@@ -94,6 +99,21 @@ const MCI_CACHE_TIMEOUT: UnixTime = 5 * 60;
 /// Without `xdelay=` (or with one that does not parse) the transaction's own time is not
 /// known: the line's time is taken as its start and a minute of grace is added.
 const NO_XDELAY_GRACE: UnixTime = 60;
+/// Outbound: how many connections one process caches. Sendmail's connection cache is a
+/// static array of each process (mci.c: `static MCI **MciCache`, `MaxMciCache` slots, option
+/// `k` / `ConnectionCacheSize`): a queue runner or delivery process opening a connection when
+/// every slot holds a live one closes the least recently used (`mci_cache()` takes the slot
+/// `mci_scan()` returns, the oldest `mci_lastuse`, and `mci_uncache()`s it). conf.c's default
+/// is 1, but configurations built with cf/m4 set 2 (`confMCI_CACHE_SIZE`, proto.m4
+/// `_OPTION(ConnectionCacheSize, confMCI_CACHE_SIZE, 2)`), which this assumes until the log
+/// shows a bigger cache: a TLS connection used again, without a new `STARTTLS=client` line,
+/// after more other relays than that.
+const DEFAULT_CACHE_SIZE: usize = 2;
+/// Relays remembered per process in order of use (most recent last), and the largest cache
+/// size learnt: a connection with this many other relays used after it is taken as closed.
+const MAX_CACHE_TRACKED: usize = 32;
+/// Processes whose order of relays is remembered.
+const MAX_CACHE_PROCESSES: usize = 4_096;
 const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
 
@@ -326,6 +346,12 @@ pub struct SendmailParser {
     domains: DomainTexts,
     /// Log time of the next sweep of sessions without a line for [`MAX_AGE`].
     next_sweep: UnixTime,
+    /// Per process, the relays it used over a connection, least recently used first: the
+    /// order of its connection cache.
+    cache_order: Bounded<u32, VecDeque<String>, FxBuild>,
+    /// Sendmail's `ConnectionCacheSize` as far as the log shows: [`DEFAULT_CACHE_SIZE`],
+    /// raised by a TLS connection seen reused behind more relays.
+    cache_size: usize,
 }
 
 impl Default for SendmailParser {
@@ -349,6 +375,8 @@ impl SendmailParser {
             evicted: 0,
             domains: DomainTexts::default(),
             next_sweep: 0,
+            cache_order: Bounded::new(MAX_CACHE_PROCESSES),
+            cache_size: DEFAULT_CACHE_SIZE,
         }
     }
 
@@ -473,6 +501,7 @@ impl SendmailParser {
             // A new TLS connection of this process to this relay.
             let key = (pid, relay_key(relay));
             self.tls_relays.insert(key.1.clone(), ());
+            self.touch_cache(pid, &key.1);
             if let Some(old) = self.client.remove(&key) {
                 close_client(key.1.clone(), old, out);
             }
@@ -728,9 +757,10 @@ impl SendmailParser {
     /// otherwise), and the first delivery over a connection counts it. Sendmail writes no line
     /// for a plaintext connection: the first delivery of a process to a relay without a
     /// `STARTTLS=client` line opens one, and later deliveries of that process to that relay
-    /// idle at most `idle_limit` from its last use reuse it (the connection cache). `start` is
-    /// when this delivery's transaction began (its line's time minus `xdelay=`): the
-    /// connection's idle time is from its last use to then.
+    /// reuse it while the process's connection cache still holds it: idle at most
+    /// `idle_limit` from its last use to `start` (when this delivery's transaction began, its
+    /// line's time minus `xdelay=`), and not pushed out by [`Self::cache_size`] other relays
+    /// used since.
     fn outbound_delivery(
         &mut self,
         key: (u32, String),
@@ -750,12 +780,15 @@ impl SendmailParser {
                 }
             }
         };
-        let fresh = self
-            .client
-            .get(&key)
-            .is_some_and(|c| start.saturating_sub(c.time) <= idle_limit);
-        if !fresh && let Some(stale) = self.client.remove(&key) {
-            close_client(key.1.clone(), stale, out);
+        let cached = match self.client.get(&key) {
+            Some(c) if start.saturating_sub(c.time) <= idle_limit => {
+                let tls = c.tls.is_some();
+                self.still_cached(key.0, &key.1, tls)
+            }
+            _ => false,
+        };
+        if !cached && let Some(closed) = self.client.remove(&key) {
+            close_client(key.1.clone(), closed, out);
         }
         if let Some(c) = self.client.get_mut(&key) {
             c.time = line.time;
@@ -768,6 +801,7 @@ impl SendmailParser {
                 None => c.record = Some(connection_of(&record)),
             }
             c.last_qid = Text::clone(&record.id);
+            self.touch_cache(key.0, &key.1);
             return record;
         }
         record.transport = untold(sent);
@@ -783,6 +817,7 @@ impl SendmailParser {
             };
             out.push(trace(p, Direction::Outbound, record.peer.clone(), None));
         }
+        self.touch_cache(key.0, &key.1);
         let conn = ClientConn {
             time: line.time,
             tls: None,
@@ -794,6 +829,48 @@ impl SendmailParser {
             close_client(name, old, out);
         }
         record
+    }
+
+    /// Whether the connection of process `pid` to `relay`, not idle too long, is still in
+    /// its cache: fewer than [`Self::cache_size`] other relays used by the process since its
+    /// last use (each of them took a slot, and the cache closes its least recently used
+    /// connection for a new one). A TLS connection used again without a new `STARTTLS=client`
+    /// line after more relays than that shows a bigger cache: the size learnt grows to hold
+    /// it. A process whose order of relays is not known (pushed out) keeps its connection.
+    fn still_cached(&mut self, pid: u32, relay: &str, tls: bool) -> bool {
+        let Some(order) = self.cache_order.get(&pid) else {
+            return true;
+        };
+        // Relays used after this one; one that fell off the tracked order had at least as
+        // many as are tracked.
+        let since = order
+            .iter()
+            .rposition(|r| r == relay)
+            .map_or(MAX_CACHE_TRACKED, |i| order.len() - 1 - i);
+        if since < self.cache_size {
+            return true;
+        }
+        if tls {
+            self.cache_size = (since + 1).min(MAX_CACHE_TRACKED);
+            return since < MAX_CACHE_TRACKED;
+        }
+        false
+    }
+
+    /// Notes a use of a connection of process `pid` to `relay`: its most recently used.
+    fn touch_cache(&mut self, pid: u32, relay: &str) {
+        // An order pushed out by the cap is lost: that process keeps its connections.
+        let (order, _) = self.cache_order.get_or_insert_with(pid, VecDeque::new);
+        if let Some(i) = order.iter().rposition(|r| r == relay) {
+            if let Some(r) = order.remove(i) {
+                order.push_back(r);
+            }
+            return;
+        }
+        if order.len() >= MAX_CACHE_TRACKED {
+            order.pop_front();
+        }
+        order.push_back(relay.to_owned());
     }
 
     /// Whether a STARTTLS failure of this process and side was listed within the last
@@ -967,6 +1044,7 @@ impl MtaParser for SendmailParser {
         }
         self.tls_peers.drain_ordered();
         self.tls_relays.drain_ordered();
+        self.cache_order.drain_ordered();
     }
 
     fn unparsed(&self) -> u64 {

@@ -158,3 +158,55 @@ fn inbound_sessions_follow_the_daemon_child() {
         "closing an ended session loses nothing"
     );
 }
+
+/// Every outbound connection of connection-cache-processes.log: Sendmail's connection cache
+/// is per process (two processes to one relay, one in TLS, have a connection each), holds
+/// ConnectionCacheSize connections (2 until the log shows more) and closes the least recently
+/// used for a new one.
+#[test]
+fn connection_cache_is_per_process_and_bounded() {
+    use exim_support::{log_lines, run, testdata};
+    use sigillo_logs::model::{Direction, Record, Transport};
+
+    let path = testdata("sendmail").join("connection-cache-processes.log");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let mut parser = SendmailParser::new();
+    let records = run(&mut parser, &log_lines(&text));
+    let mut got: Vec<(String, bool, u32)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Connection(c) if c.direction == Direction::Outbound => Some((
+                c.peer.hostname.as_deref().unwrap_or("").to_owned(),
+                matches!(c.transport, Transport::Tls(_)),
+                c.messages,
+            )),
+            _ => None,
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, bool, u32)> = [
+        // 9001 and 9002: one connection each to the shared relay.
+        ("mx.shared.example", true, 2),
+        ("mx.shared.example", false, 2),
+        // 9003, a cache of 2: mx.a and mx.b closed for others, opened again.
+        ("mx.a.example", false, 1),
+        ("mx.a.example", false, 1),
+        ("mx.b.example", false, 1),
+        ("mx.b.example", false, 1),
+        ("mx.c.example", false, 2),
+        // 9004: mx.d's TLS connection used again behind two relays (a cache of 3).
+        ("mx.d.example", true, 2),
+        ("mx.e.example", true, 1),
+        ("mx.f.example", true, 1),
+        // 9005, with that cache of 3: mx.g kept behind two relays.
+        ("mx.g.example", false, 2),
+        ("mx.h.example", false, 1),
+        ("mx.i.example", false, 1),
+    ]
+    .into_iter()
+    .map(|(n, t, m)| (n.to_owned(), t, m))
+    .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(parser.evicted(), 0);
+}
