@@ -4,6 +4,7 @@
 //! verdicts; and the I/O of `sigillo policy serve` ([`policy`]).
 #![forbid(unsafe_code)]
 
+pub mod accept_log;
 pub mod check;
 pub mod discovery;
 pub mod dns;

@@ -7,6 +7,7 @@
 //! [`ProxyOptions::max_connections`] are relayed at once (more are accepted and closed at
 //! once). [`serve_until`] stops on a shutdown signal and reports every connection as it ends.
 
+use crate::accept_log::{AcceptLog, AcceptReport};
 use sigillo_smtp::asa::AsaRewriter;
 pub use sigillo_smtp::asa::{AsaConfig, AsaStats, DEFAULT_MAX_LINE};
 use std::future::Future;
@@ -110,8 +111,9 @@ pub enum ProxyEvent {
     Closed(ConnectionReport),
     /// A client was turned away because `open` connections were already being relayed.
     Refused { client: SocketAddr, open: usize },
-    /// `accept` failed (e.g. out of file descriptors); the loop pauses briefly and goes on.
-    AcceptFailed { message: String },
+    /// `accept` failed (e.g. out of file descriptors; the loop pauses briefly and goes on),
+    /// is still failing, or works again: rate-limited by [`AcceptLog`].
+    Accept(AcceptReport),
 }
 
 /// Counts over a whole run of [`serve_until`]: each connection it reports is in exactly one
@@ -171,6 +173,7 @@ pub async fn serve_until(
     // Connections handed to a relay so far, which numbers them. Each is counted in
     // `summary` when it ends, as relayed or upstream unreachable.
     let mut started: u64 = 0;
+    let mut accept_log = AcceptLog::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -183,6 +186,9 @@ pub async fn serve_until(
             }
             accepted = listener.accept() => match accepted {
                 Ok((client, client_addr)) => {
+                    if let Some(report) = accept_log.accepted(Instant::now()) {
+                        on_event(ProxyEvent::Accept(report));
+                    }
                     if relays.len() >= options.max_connections {
                         summary.refused += 1;
                         drop(client);
@@ -200,13 +206,18 @@ pub async fn serve_until(
                     });
                 }
                 Err(e) => {
-                    on_event(ProxyEvent::AcceptFailed { message: e.to_string() });
+                    if let Some(report) = accept_log.failed(Instant::now(), e.to_string()) {
+                        on_event(ProxyEvent::Accept(report));
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
         }
     }
     drop(listener);
+    if let Some(report) = accept_log.finish() {
+        on_event(ProxyEvent::Accept(report));
+    }
     let _ = stop_tx.send(true);
     while let Some(done) = relays.join_next().await {
         if let Ok(report) = done {

@@ -398,7 +398,7 @@ fn serve_line(event: &ServeEvent) -> Option<String> {
             };
             Some(format!("connection #{id} from {peer} closed: {why}"))
         }
-        ServeEvent::AcceptFailed { message } => Some(format!("accept failed: {message}")),
+        ServeEvent::Accept(report) => Some(report.to_string()),
         other => Some(format!("{other:?}")),
     }
 }

@@ -148,7 +148,7 @@ fn event_line(event: &ProxyEvent) -> String {
         ProxyEvent::Refused { client, open } => {
             format!("{client}: refused, {open} connections already open (--max-connections)")
         }
-        ProxyEvent::AcceptFailed { message } => format!("accept failed: {message}"),
+        ProxyEvent::Accept(report) => report.to_string(),
         other => format!("{other:?}"),
     }
 }

@@ -53,6 +53,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::engine::{PolicyEngine, PolicySources};
+use crate::accept_log::{AcceptLog, AcceptReport};
 
 /// Where to listen: `127.0.0.1:8461`, `[::1]:8461`, or `unix:/path/to/socket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,8 +276,9 @@ pub enum ServeEvent {
         /// Why it ended.
         end: ConnectionEnd,
     },
-    /// `accept` failed (e.g. out of file descriptors); the loop pauses briefly.
-    AcceptFailed { message: String },
+    /// `accept` failed (e.g. out of file descriptors; the loop pauses briefly and tries
+    /// again), is still failing, or works again: rate-limited by [`AcceptLog`].
+    Accept(AcceptReport),
 }
 
 /// Counts over a run of [`serve_until`].
@@ -332,9 +334,9 @@ pub async fn serve_until<S: PolicySources>(
                             .await
                     }
                     Err(e) => {
-                        on_event(ServeEvent::AcceptFailed {
+                        on_event(ServeEvent::Accept(AcceptReport::Failed {
                             message: format!("cannot serve the listener on its thread: {e}"),
-                        });
+                        }));
                         ServeSummary::default()
                     }
                 }
@@ -388,6 +390,7 @@ async fn serve_here<S: PolicySources>(
     let (control_tx, control_rx) = watch::channel(Control::default());
     let mut connections: JoinSet<ServeEvent> = JoinSet::new();
     let mut summary = ServeSummary::default();
+    let mut accept_log = AcceptLog::default();
     let mut record = |event: ServeEvent, summary: &mut ServeSummary| {
         if let ServeEvent::Closed { requests, .. } = &event {
             summary.requests += requests;
@@ -406,6 +409,9 @@ async fn serve_here<S: PolicySources>(
             accepted = listener.accept() => {
                 match accepted {
                     Ok((connection, peer)) => {
+                        if let Some(report) = accept_log.accepted(std::time::Instant::now()) {
+                            record(ServeEvent::Accept(report), &mut summary);
+                        }
                         let permit = match permits.clone().try_acquire_owned() {
                             Ok(permit) => permit,
                             Err(_) => {
@@ -439,7 +445,10 @@ async fn serve_here<S: PolicySources>(
                             // lock new clients out until their idle timeout.
                             make_room(&control_tx);
                         }
-                        record(ServeEvent::AcceptFailed { message: e.to_string() }, &mut summary);
+                        let failed = accept_log.failed(std::time::Instant::now(), e.to_string());
+                        if let Some(report) = failed {
+                            record(ServeEvent::Accept(report), &mut summary);
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -447,6 +456,9 @@ async fn serve_here<S: PolicySources>(
         }
     }
     drop(listener);
+    if let Some(report) = accept_log.finish() {
+        record(ServeEvent::Accept(report), &mut summary);
+    }
     control_tx.send_modify(|control| control.stopping = true);
     let deadline = Instant::now() + options.shutdown_grace;
     loop {

@@ -1,0 +1,306 @@
+//! What a server says about failing `accept` calls, rate-limited. While the process is out of
+//! file descriptors, `accept` fails each time the accept loop tries again (every 100 ms in
+//! `policy serve` and `strip-proxy`), for as long as that lasts: one line per failure would
+//! be ten lines a second. [`AcceptLog`] turns the failures into a few reports: the first
+//! failure, then at most one report per interval counting the failures since the last one
+//! (with the last error), and one when `accept` works again. It does no I/O and reads no
+//! clock: the caller passes the time of each call.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// While `accept` keeps failing, at most one report per this interval (after the first).
+pub const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Something to report about `accept`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AcceptReport {
+    /// `accept` failed, the first time since it last worked (or since the server started).
+    Failed { message: String },
+    /// `accept` is still failing: `failures` more times since the last report, the last of
+    /// them with `message`.
+    StillFailing { failures: u64, message: String },
+    /// `accept` worked again after failing `failures` times in a row over `lasted` (from the
+    /// first failure to the first success); `unreported` of them came after the last report.
+    Recovered {
+        failures: u64,
+        unreported: u64,
+        lasted: Duration,
+    },
+}
+
+impl fmt::Display for AcceptReport {
+    /// The log line: `accept failed: Too many open files (os error 24)`, `accept still
+    /// failing: 600 more failures since the last line, the last: …`, `accept works again
+    /// after 612 failures in 61.2 s (11 since the last line)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcceptReport::Failed { message } => write!(f, "accept failed: {message}"),
+            AcceptReport::StillFailing { failures, message } => write!(
+                f,
+                "accept still failing: {failures} more failure{} since the last line, the \
+                 last: {message}",
+                plural(*failures)
+            ),
+            AcceptReport::Recovered {
+                failures,
+                unreported,
+                lasted,
+            } => {
+                write!(
+                    f,
+                    "accept works again after {failures} failure{} in {:.1} s",
+                    plural(*failures),
+                    lasted.as_secs_f64()
+                )?;
+                if *unreported > 0 {
+                    write!(f, " ({unreported} since the last line)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A run of failed accepts.
+#[derive(Debug, Clone)]
+struct Episode {
+    first: Instant,
+    failures: u64,
+    last_report: Instant,
+    /// Failures after the last report.
+    unreported: u64,
+    last_message: String,
+}
+
+/// Turns `accept` results into rate-limited [`AcceptReport`]s (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AcceptLog {
+    interval: Duration,
+    failing: Option<Episode>,
+}
+
+impl Default for AcceptLog {
+    fn default() -> Self {
+        Self::new(ACCEPT_REPORT_INTERVAL)
+    }
+}
+
+impl AcceptLog {
+    /// Reports at most once per `interval` while `accept` keeps failing.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            failing: None,
+        }
+    }
+
+    /// `accept` failed at `now` with `message`: what to report, if anything.
+    pub fn failed(&mut self, now: Instant, message: String) -> Option<AcceptReport> {
+        let Some(e) = &mut self.failing else {
+            self.failing = Some(Episode {
+                first: now,
+                failures: 1,
+                last_report: now,
+                unreported: 0,
+                last_message: String::new(),
+            });
+            return Some(AcceptReport::Failed { message });
+        };
+        e.failures = e.failures.saturating_add(1);
+        e.unreported = e.unreported.saturating_add(1);
+        e.last_message = message;
+        if now.saturating_duration_since(e.last_report) < self.interval {
+            return None;
+        }
+        e.last_report = now;
+        let failures = std::mem::take(&mut e.unreported);
+        Some(AcceptReport::StillFailing {
+            failures,
+            message: std::mem::take(&mut e.last_message),
+        })
+    }
+
+    /// `accept` worked at `now`: a report when it had been failing.
+    pub fn accepted(&mut self, now: Instant) -> Option<AcceptReport> {
+        let e = self.failing.take()?;
+        Some(AcceptReport::Recovered {
+            failures: e.failures,
+            unreported: e.unreported,
+            lasted: now.saturating_duration_since(e.first),
+        })
+    }
+
+    /// The server stops: the failures not reported yet, if `accept` was failing.
+    pub fn finish(&mut self) -> Option<AcceptReport> {
+        let e = self.failing.take()?;
+        (e.unreported > 0).then_some(AcceptReport::StillFailing {
+            failures: e.unreported,
+            message: e.last_message,
+        })
+    }
+
+    /// Whether `accept` failed last.
+    pub fn is_failing(&self) -> bool {
+        self.failing.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMFILE: &str = "Too many open files (os error 24)";
+
+    #[test]
+    fn a_long_run_of_failures_gives_a_line_a_minute() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut log = AcceptLog::new(Duration::from_secs(60));
+        assert_eq!(
+            log.accepted(at(0)),
+            None,
+            "nothing to say while accept works"
+        );
+        let mut reports = Vec::new();
+        // A failure every 100 ms for 130 s (1300 failures), then accept works again.
+        for k in 0..1300 {
+            if let Some(r) = log.failed(at(1000 + k * 100), EMFILE.to_owned()) {
+                reports.push((k, r));
+            }
+        }
+        assert!(log.is_failing());
+        let recovered = log.accepted(at(1000 + 1300 * 100)).unwrap();
+        assert!(!log.is_failing());
+        let still = |failures| AcceptReport::StillFailing {
+            failures,
+            message: EMFILE.to_owned(),
+        };
+        assert_eq!(
+            reports,
+            [
+                (
+                    0,
+                    AcceptReport::Failed {
+                        message: EMFILE.to_owned()
+                    }
+                ),
+                // 60 s after the first line, counting the 600 failures since it.
+                (600, still(600)),
+                (1200, still(600)),
+            ]
+        );
+        assert_eq!(
+            recovered,
+            AcceptReport::Recovered {
+                failures: 1300,
+                unreported: 99,
+                lasted: Duration::from_secs(130),
+            }
+        );
+        // Every failure is counted once: the first, those in the lines, the rest at the end.
+        assert_eq!(1 + 600 + 600 + 99, 1300);
+        assert_eq!(log.accepted(at(200_000)), None, "said once");
+    }
+
+    #[test]
+    fn each_run_of_failures_starts_with_its_first_error() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut log = AcceptLog::new(Duration::from_secs(10));
+        assert!(matches!(
+            log.failed(at(0), "one".into()),
+            Some(AcceptReport::Failed { .. })
+        ));
+        assert_eq!(log.failed(at(1), "two".into()), None);
+        assert_eq!(
+            log.accepted(at(2)),
+            Some(AcceptReport::Recovered {
+                failures: 2,
+                unreported: 1,
+                lasted: Duration::from_secs(2),
+            })
+        );
+        // A new run, close behind: its first failure is reported at once.
+        assert_eq!(
+            log.failed(at(3), "three".into()),
+            Some(AcceptReport::Failed {
+                message: "three".into()
+            })
+        );
+        // The line after the interval names the last error.
+        assert_eq!(log.failed(at(5), "four".into()), None);
+        assert_eq!(
+            log.failed(at(13), "five".into()),
+            Some(AcceptReport::StillFailing {
+                failures: 2,
+                message: "five".into()
+            })
+        );
+        // Stopping while failing reports what no line counted yet, once.
+        assert_eq!(log.failed(at(14), "six".into()), None);
+        assert_eq!(
+            log.finish(),
+            Some(AcceptReport::StillFailing {
+                failures: 1,
+                message: "six".into()
+            })
+        );
+        assert_eq!(log.finish(), None);
+        // Nothing left unreported: nothing to say on stopping.
+        log.failed(at(20), "seven".into());
+        assert_eq!(log.finish(), None);
+    }
+
+    #[test]
+    fn lines() {
+        let cases = [
+            (
+                AcceptReport::Failed {
+                    message: EMFILE.into(),
+                },
+                "accept failed: Too many open files (os error 24)",
+            ),
+            (
+                AcceptReport::StillFailing {
+                    failures: 598,
+                    message: EMFILE.into(),
+                },
+                "accept still failing: 598 more failures since the last line, the last: Too \
+                 many open files (os error 24)",
+            ),
+            (
+                AcceptReport::Recovered {
+                    failures: 612,
+                    unreported: 13,
+                    lasted: Duration::from_millis(61_340),
+                },
+                "accept works again after 612 failures in 61.3 s (13 since the last line)",
+            ),
+            (
+                AcceptReport::Recovered {
+                    failures: 1,
+                    unreported: 0,
+                    lasted: Duration::ZERO,
+                },
+                "accept works again after 1 failure in 0.0 s",
+            ),
+            (
+                AcceptReport::Recovered {
+                    failures: 11,
+                    unreported: 10,
+                    lasted: Duration::from_millis(1_050),
+                },
+                "accept works again after 11 failures in 1.1 s (10 since the last line)",
+            ),
+        ];
+        for (report, want) in cases {
+            assert_eq!(report.to_string(), want);
+        }
+    }
+}
