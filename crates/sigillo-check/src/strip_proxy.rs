@@ -6,6 +6,13 @@
 //! byte in either direction for [`ProxyOptions::idle_timeout`] is closed, and at most
 //! [`ProxyOptions::max_connections`] are relayed at once (more are accepted and closed at
 //! once). [`serve_until`] stops on a shutdown signal and reports every connection as it ends.
+//!
+//! A side that closes (end of file) is half-closed on the other side, so a client that sends
+//! `QUIT` and shuts down its writing half still gets the reply. Once the client has closed
+//! its side, the server has [`ProxyOptions::client_gone_grace`] (from the last byte either
+//! way) to finish and close; a server that stays silent and open is then closed with the
+//! client, so a client that has gone does not hold its connection slot until the idle
+//! timeout.
 
 use crate::accept_log::{AcceptLog, AcceptReport};
 use sigillo_smtp::asa::AsaRewriter;
@@ -13,11 +20,11 @@ pub use sigillo_smtp::asa::{AsaConfig, AsaStats, DEFAULT_MAX_LINE};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 /// Limits and rewriting policy of a proxy.
@@ -31,6 +38,10 @@ pub struct ProxyOptions {
     pub idle_timeout: Duration,
     /// Most connections relayed at once; more are accepted and closed at once.
     pub max_connections: usize,
+    /// Once the client has closed its side, a server that sends nothing for this long (e.g.
+    /// after its reply to `QUIT`) and does not close is closed with the client
+    /// ([`ConnectionEnd::ClientGone`]). At most `idle_timeout`.
+    pub client_gone_grace: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -41,6 +52,7 @@ impl Default for ProxyOptions {
             // Postfix and Exim wait 300 s for a command or reply by default.
             idle_timeout: Duration::from_secs(300),
             max_connections: 256,
+            client_gone_grace: Duration::from_secs(5),
         }
     }
 }
@@ -78,6 +90,9 @@ pub enum ConnectionEnd {
     UpstreamUnreachable { message: String },
     /// Reading from or writing to one side failed (e.g. a reset).
     Failed { side: Side, message: String },
+    /// The client closed its side, and then the server sent nothing for `grace`
+    /// ([`ProxyOptions::client_gone_grace`]) and did not close: the proxy closed both.
+    ClientGone { grace: Duration },
 }
 
 /// What happened on one relayed connection, reported when it ends.
@@ -241,54 +256,61 @@ pub async fn relay(
     let started = Instant::now();
     let rewriter = Mutex::new(AsaRewriter::new(options.asa));
     let traffic = Traffic::default();
-    let end = match tokio::time::timeout(options.connect_timeout, TcpStream::connect(upstream))
-        .await
-    {
-        Err(_) => ConnectionEnd::UpstreamUnreachable {
-            message: format!(
-                "connect timed out after {} s",
-                options.connect_timeout.as_secs_f64()
-            ),
-        },
-        Ok(Err(e)) => ConnectionEnd::UpstreamUnreachable {
-            message: e.to_string(),
-        },
-        Ok(Ok(server)) => {
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            let down = pump(
-                server_read,
-                client_write,
-                Side::Server,
-                &rewriter,
-                &traffic,
-                started,
-            );
-            let up = pump(
-                client_read,
-                server_write,
-                Side::Client,
-                &rewriter,
-                &traffic,
-                started,
-            );
-            tokio::select! {
-                both = async { tokio::try_join!(down, up) } => match both {
-                    Ok(_) => ConnectionEnd::Closed {
-                        first: traffic.first_closed().unwrap_or(Side::Client),
+    let end =
+        match tokio::time::timeout(options.connect_timeout, TcpStream::connect(upstream)).await {
+            Err(_) => ConnectionEnd::UpstreamUnreachable {
+                message: format!(
+                    "connect timed out after {} s",
+                    options.connect_timeout.as_secs_f64()
+                ),
+            },
+            Ok(Err(e)) => ConnectionEnd::UpstreamUnreachable {
+                message: e.to_string(),
+            },
+            Ok(Ok(server)) => {
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let down = pump(
+                    server_read,
+                    client_write,
+                    Side::Server,
+                    &rewriter,
+                    &traffic,
+                    started,
+                );
+                let up = async {
+                    let pumped = pump(
+                        client_read,
+                        server_write,
+                        Side::Client,
+                        &rewriter,
+                        &traffic,
+                        started,
+                    )
+                    .await;
+                    if pumped.is_ok() {
+                        // All the client sent reached the server, which was half-closed.
+                        traffic.client_finished(started);
+                    }
+                    pumped
+                };
+                tokio::select! {
+                    both = async { tokio::try_join!(down, up) } => match both {
+                        Ok(_) => ConnectionEnd::Closed {
+                            first: traffic.first_closed().unwrap_or(Side::Client),
+                        },
+                        Err((side, e)) => ConnectionEnd::Failed {
+                            side,
+                            message: e.to_string(),
+                        },
                     },
-                    Err((side, e)) => ConnectionEnd::Failed {
-                        side,
-                        message: e.to_string(),
-                    },
-                },
-                () = idle(&traffic, started, options.idle_timeout) => ConnectionEnd::IdleTimeout,
-                _ = stop.wait_for(|stopping| *stopping) => ConnectionEnd::Shutdown,
+                    end = idle(&traffic, started, &options) => end,
+                    _ = stop.wait_for(|stopping| *stopping) => ConnectionEnd::Shutdown,
+                }
             }
-        }
-    };
+        };
     let (rewrites, tls_started) = {
         let rw = lock(&rewriter);
         (rw.stats(), rw.is_transparent())
@@ -309,6 +331,10 @@ pub async fn relay(
 /// Byte counts and activity of one connection, shared by its two directions.
 #[derive(Debug, Default)]
 struct Traffic {
+    /// The client closed its side and everything it sent was forwarded.
+    client_done: AtomicBool,
+    /// Wakes [`idle`] when `client_done` is set.
+    client_gone: Notify,
     from_client: AtomicU64,
     from_server: AtomicU64,
     /// Milliseconds from the connection's start to the last byte read in either direction.
@@ -338,6 +364,15 @@ impl Traffic {
             .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
     }
 
+    /// The client closed its side and all it sent was forwarded: the server's grace starts
+    /// now ([`idle`]).
+    fn client_finished(&self, started: Instant) {
+        self.last_activity_ms
+            .store(millis_since(started), Ordering::Relaxed);
+        self.client_done.store(true, Ordering::Relaxed);
+        self.client_gone.notify_one();
+    }
+
     fn first_closed(&self) -> Option<Side> {
         match self.first_closed.load(Ordering::Relaxed) {
             1 => Some(Side::Client),
@@ -351,15 +386,30 @@ fn millis_since(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Completes once no byte has moved for `limit`.
-async fn idle(traffic: &Traffic, started: Instant, limit: Duration) {
+/// Completes once no byte has moved for the idle timeout ([`ConnectionEnd::IdleTimeout`]),
+/// or, after the client closed its side, for the grace ([`ConnectionEnd::ClientGone`]).
+async fn idle(traffic: &Traffic, started: Instant, options: &ProxyOptions) -> ConnectionEnd {
+    let grace = options.client_gone_grace.min(options.idle_timeout);
     loop {
+        let client_gone = traffic.client_done.load(Ordering::Relaxed);
+        let limit = if client_gone {
+            grace
+        } else {
+            options.idle_timeout
+        };
         let last = Duration::from_millis(traffic.last_activity_ms.load(Ordering::Relaxed));
         let deadline = started + last + limit;
         if Instant::now() >= deadline {
-            return;
+            return if client_gone {
+                ConnectionEnd::ClientGone { grace }
+            } else {
+                ConnectionEnd::IdleTimeout
+            };
         }
-        tokio::time::sleep_until(deadline.into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = traffic.client_gone.notified(), if !client_gone => {}
+        }
     }
 }
 
@@ -545,6 +595,60 @@ mod tests {
             );
             assert_eq!(report.rewrites.commands_masked, 1, "{report:?}");
         }
+    }
+
+    /// A client that sends QUIT and shuts down its writing half still gets the reply, though
+    /// the server sends it only once the client's end of file reached it. The server then
+    /// keeps its side open and silent: the proxy closes both after the grace, not the idle
+    /// timeout, so the client's read ends.
+    #[tokio::test]
+    async fn a_half_closed_client_gets_the_reply_and_a_silent_server_is_closed_after_it() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            stream.write_all(b"220 upstream ESMTP\r\n").await.unwrap();
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            stream.write_all(b"221 bye\r\n").await.unwrap();
+            // The stream is returned, so the server's side stays open.
+            (got, stream)
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ProxyOptions {
+            client_gone_grace: Duration::from_secs(1),
+            ..ProxyOptions::default()
+        };
+        let proxy = tokio::spawn(async move {
+            let (client, client_addr) = listener.accept().await.unwrap();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        read_until(&mut client, b"\r\n").await;
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest));
+        assert!(
+            matches!(read.await, Ok(Ok(_))),
+            "the proxy kept the connection open"
+        );
+        assert_eq!(rest, b"221 bye\r\n");
+        let report = proxy.await.unwrap();
+        assert_eq!(
+            report.end,
+            ConnectionEnd::ClientGone {
+                grace: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            (report.bytes_from_client, report.bytes_from_server),
+            (6, 29)
+        );
+        let (got, _open) = server.await.unwrap();
+        assert_eq!(got, b"QUIT\r\n");
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@ pub async fn run(args: StripProxyArgs) -> anyhow::Result<u8> {
         connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
         idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
         max_connections: args.max_connections as usize,
+        ..ProxyOptions::default()
     };
     let upstream = resolve_upstream(&args.upstream).await?;
     let listener = TcpListener::bind(args.listen)
@@ -166,6 +167,10 @@ pub fn connection_line(report: &ConnectionReport) -> String {
         ConnectionEnd::Failed { side, message } => {
             format!("{} side failed ({message})", side.as_str())
         }
+        ConnectionEnd::ClientGone { grace } => format!(
+            "closed by client; server silent {} s after, closed by the proxy",
+            grace.as_secs_f64()
+        ),
         other => format!("{other:?}"),
     };
     let stats = report.rewrites;

@@ -1,11 +1,11 @@
 //! `sigillo strip-proxy` as a real process in front of real peers on loopback: a private
 //! Postfix with STARTTLS, `sigillo check` and swaks as clients, and fake servers for the
-//! limits (idle timeout, connection cap) and the shutdown on SIGTERM.
+//! limits (idle timeout, connection cap, a client that leaves) and the shutdown on SIGTERM.
 
 mod support;
 
 use serde_json::Value;
-use sigillo_testkit::{Postfix, SilentServer, TestCa, require_tools};
+use sigillo_testkit::{Postfix, Script, ScriptedServer, SilentServer, TestCa, require_tools};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitStatus, Stdio};
@@ -278,6 +278,65 @@ fn idle_connections_are_closed_extra_ones_refused_and_sigterm_stops_cleanly() {
         "{lines:?}"
     );
     read_eof_within(&mut third, Duration::from_secs(5));
+}
+
+/// With `--max-connections 1`, in front of a server that never closes a connection: a client
+/// that leaves (a half-close after `QUIT`, or a plain close) frees the slot a few seconds later
+/// (the grace the server gets to finish), not after the 300 s idle timeout, and the next
+/// client is served, not refused. The half-closing client still gets the reply to its `QUIT`.
+#[test]
+fn a_client_that_leaves_frees_its_slot_though_the_server_stays() {
+    use std::io::Write;
+    let upstream = ScriptedServer::start(
+        Script::new("220 mx.sigillo.test ESMTP\r\n").reply("QUIT", "221 2.0.0 Bye\r\n"),
+    )
+    .unwrap();
+    let mut proxy = Proxy::start(upstream.addr(), &["--max-connections", "1"]);
+    let addr = proxy.addr;
+    let connect = || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut greeting = [0u8; 64];
+        let n = stream.read(&mut greeting).unwrap_or(0);
+        // A refused client gets no greeting: the proxy closes it at once.
+        assert!(
+            greeting[..n].starts_with(b"220 ****"),
+            "not served: {:?}",
+            String::from_utf8_lossy(&greeting[..n])
+        );
+        stream
+    };
+
+    let mut first = connect();
+    first.write_all(b"QUIT\r\n").unwrap();
+    first.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let read = first.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the proxy kept the connection open: {read:?}");
+    assert_eq!(String::from_utf8_lossy(&rest), "221 2.0.0 Bye\r\n");
+    let line = proxy.wait_for_line("#1 ", Duration::from_secs(60));
+    assert!(
+        line.contains(": closed by client; server silent 5 s after, closed by the proxy after "),
+        "{line}"
+    );
+
+    let second = connect();
+    drop(second);
+    proxy.wait_for_line("#2 ", Duration::from_secs(60));
+    let _third = connect();
+    assert!(
+        !proxy.lines().iter().any(|l| l.contains("refused")),
+        "{:?}",
+        proxy.lines()
+    );
+    assert!(proxy.terminate().success());
+    let last = proxy.lines().last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("stopped: 3 connections relayed, 0 refused"),
+        "{last}"
+    );
 }
 
 #[test]
