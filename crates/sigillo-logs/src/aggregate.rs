@@ -1131,7 +1131,7 @@ impl Aggregator {
             return;
         };
         hop.messages += 1;
-        hop.relays.add(&m.peer);
+        hop.relays.add(&m.peer, m.port);
         hop.first = hop.first.min(m.time);
         hop.last = hop.last.max(m.time);
         match &m.transport {
@@ -1632,6 +1632,7 @@ mod tests {
             status: None,
             recipient_domain: None,
             spanned_domains: None,
+            port: None,
         })
     }
 

@@ -555,6 +555,7 @@ impl EximParser {
             status: None,
             recipient_domain: None,
             spanned_domains: None,
+            port: None,
         };
         if !internal
             && let Some(key) = host.key()
@@ -669,6 +670,7 @@ impl EximParser {
             status: Some(status),
             recipient_domain: domain,
             spanned_domains: None,
+            port: host.port,
         };
         if remote
             && kind != b"->"

@@ -149,6 +149,9 @@ pub struct MessageRecord {
     /// otherwise, not an empty list, so that a record carries and drops one null pointer.
     /// Each of these domains' mail went to `peer` in this transaction.
     pub spanned_domains: Option<Box<[Text]>>,
+    /// Outbound only: the server port the delivery went to, when the log gives it (Postfix
+    /// `relay=host[ip]:port`, Exim `H=host [ip]:port` with `+outgoing_port`).
+    pub port: Option<u16>,
 }
 
 /// One SMTP connection (session), whether or not it carried mail.

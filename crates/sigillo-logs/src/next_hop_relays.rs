@@ -1,10 +1,11 @@
 //! The relay hosts each next-hop domain's mail went to (Postfix `relay=host[ip]:port`, Exim
 //! `H=host [ip]`, …): [`crate::aggregate::NextHopFigures::relays`]. `sigillo policy build`
 //! reads them to tell a smarthost (`relayhost = [smtp.isp.example]`), which Postfix keys its
-//! TLS policy by, from MX hosts, which it does not.
+//! TLS policy by, from MX hosts, which it does not; and the port, which is part of that key
+//! when it is not 25 (`relayhost = [smtp.isp.example]:587`).
 //!
-//! Bounded per domain: the first [`NEXT_HOP_RELAYS`] distinct hosts are counted by name; the
-//! messages to any later ones are counted together.
+//! Bounded per domain: the first [`NEXT_HOP_RELAYS`] distinct hosts (a host on two ports is
+//! two) are counted by name; the messages to any later ones are counted together.
 
 use crate::model::{Peer, Text};
 use serde::{Deserialize, Serialize};
@@ -31,11 +32,17 @@ impl RelayFigures {
     }
 }
 
-/// Messages delivered to one relay host.
+/// Messages delivered to one relay host (on one port).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayCount {
-    /// The host name as logged, lowercase; the address when no name was logged.
+    /// The host name as logged, lowercase; the address when no name was logged. For a
+    /// Postfix relay given as an address (`relayhost = [2001:db8::25]`) the name is the
+    /// address as written in main.cf (without an `ipv6:` prefix).
     pub host: String,
+    /// The server port, when the log gives it (Postfix always; Exim with `+outgoing_port`);
+    /// absent when it does not (in JSON too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     pub messages: u64,
 }
 
@@ -74,19 +81,23 @@ impl RelayName {
 /// A [`RelayFigures`] while records come in.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RelayTally {
-    slots: Vec<(RelayName, u64)>,
+    slots: Vec<(RelayName, Option<u16>, u64)>,
     other: u64,
 }
 
 impl RelayTally {
-    /// Counts one message delivered to `peer`.
-    pub(crate) fn add(&mut self, peer: &Peer) {
-        if let Some((_, n)) = self.slots.iter_mut().find(|(r, _)| r.is(peer)) {
+    /// Counts one message delivered to `peer` on `port`.
+    pub(crate) fn add(&mut self, peer: &Peer, port: Option<u16>) {
+        if let Some((.., n)) = self
+            .slots
+            .iter_mut()
+            .find(|(r, p, _)| *p == port && r.is(peer))
+        {
             *n += 1;
             return;
         }
         match RelayName::of(peer) {
-            Some(name) if self.slots.len() < NEXT_HOP_RELAYS => self.slots.push((name, 1)),
+            Some(name) if self.slots.len() < NEXT_HOP_RELAYS => self.slots.push((name, port, 1)),
             _ => self.other += 1,
         }
     }
@@ -94,14 +105,15 @@ impl RelayTally {
     pub(crate) fn figures(&self) -> RelayFigures {
         let mut hosts: Vec<RelayCount> = Vec::with_capacity(self.slots.len());
         let mut other = self.other;
-        for (name, messages) in &self.slots {
+        for (name, port, messages) in &self.slots {
             let host = name.text();
             // `MX.example` and `mx.example.` are one host.
-            match hosts.iter_mut().find(|h| h.host == host) {
+            match hosts.iter_mut().find(|h| h.host == host && h.port == *port) {
                 Some(h) => h.messages += messages,
                 None if host.is_empty() => other += messages,
                 None => hosts.push(RelayCount {
                     host,
+                    port: *port,
                     messages: *messages,
                 }),
             }
@@ -110,6 +122,7 @@ impl RelayTally {
             b.messages
                 .cmp(&a.messages)
                 .then_with(|| a.host.cmp(&b.host))
+                .then_with(|| a.port.cmp(&b.port))
         });
         RelayFigures {
             hosts,
@@ -145,7 +158,7 @@ mod tests {
             peer(Some("mx1.example."), "192.0.2.1"), // another spelling, slots full: other
         ];
         for p in &deliveries {
-            t.add(p);
+            t.add(p, None);
         }
         let f = t.figures();
         let got: Vec<(&str, u64)> = f
@@ -164,5 +177,39 @@ mod tests {
         );
         assert_eq!(f.other_messages, 3);
         assert_eq!(f.messages(), Some(deliveries.len() as u64));
+    }
+
+    #[test]
+    fn a_host_on_two_ports_is_two_relays_and_the_port_is_in_the_json() {
+        let mut t = RelayTally::default();
+        let isp = peer(Some("smtp.isp.example"), "203.0.113.25");
+        for (p, port) in [
+            (&isp, Some(587)),
+            (&isp, Some(587)),
+            (&isp, Some(25)),
+            (&peer(Some("2001:db8::25"), "2001:db8::25"), Some(25)),
+            (&peer(Some("mx.example"), "192.0.2.1"), None),
+        ] {
+            t.add(p, port);
+        }
+        let f = t.figures();
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            serde_json::json!({
+                "hosts": [
+                    {"host": "smtp.isp.example", "port": 587, "messages": 2},
+                    {"host": "2001:db8::25", "port": 25, "messages": 1},
+                    {"host": "mx.example", "messages": 1},
+                    {"host": "smtp.isp.example", "port": 25, "messages": 1},
+                ],
+                "other_messages": 0
+            })
+        );
+        // A report written before ports were recorded reads back without them.
+        let old: RelayFigures = serde_json::from_str(
+            r#"{"hosts": [{"host": "smtp.isp.example", "messages": 3}], "other_messages": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(old.hosts[0].port, None);
     }
 }

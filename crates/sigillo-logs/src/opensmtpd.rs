@@ -515,6 +515,7 @@ impl OpensmtpdParser {
             status: None,
             recipient_domain: None,
             spanned_domains: None,
+            port: None,
         }
     }
 
@@ -743,6 +744,7 @@ impl OpensmtpdParser {
             // `to=` is the address delivered to (`rcpt=` the one given in RCPT TO).
             recipient_domain: to.and_then(|a| self.domains.of_address(a)),
             spanned_domains: None,
+            port: None,
         };
         let Some(s) = session else {
             out.push(Record::Message(record));
@@ -802,6 +804,7 @@ impl OpensmtpdParser {
             status: Some(status_of(result)),
             recipient_domain: None,
             spanned_domains: None,
+            port: None,
         }));
     }
 }

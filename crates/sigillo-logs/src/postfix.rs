@@ -1094,6 +1094,7 @@ impl PostfixParser {
             };
             (peer, Scope::Internal, Transport::Plain)
         };
+        let mut server_port = None;
         let (peer, scope, transport) = match (d, relay) {
             (Daemon::NoHop, _) => (
                 none,
@@ -1108,10 +1109,11 @@ impl PostfixParser {
                 },
             ),
             (_, Some(fields::Relay::Name(name))) => named(name),
-            (Daemon::LocalDelivery, Some(fields::Relay::Hop(_))) => {
+            (Daemon::LocalDelivery, Some(fields::Relay::Hop(..))) => {
                 named(crate::fields::intern(t.relay))
             }
-            (_, Some(fields::Relay::Hop(peer))) => {
+            (_, Some(fields::Relay::Hop(peer, port))) => {
+                server_port = port;
                 let lmtp = d == Daemon::Client { lmtp: true };
                 let scope = if lmtp || fields::is_local_ip(peer.ip) {
                     Scope::Internal
@@ -1175,6 +1177,7 @@ impl PostfixParser {
                 status: Some(t.status),
                 recipient_domain: domain,
                 spanned_domains: None,
+                port: server_port,
             },
         };
         if let Some(prev) = pr.open.replace(next) {
@@ -1283,6 +1286,7 @@ fn emit_inbound(id: Text, p: Pending, out: &mut Vec<Record>) {
         status: None,
         recipient_domain: None,
         spanned_domains: None,
+        port: None,
     }));
 }
 

@@ -639,6 +639,7 @@ impl SendmailParser {
             status: None,
             recipient_domain: None,
             spanned_domains: None,
+            port: None,
         }));
     }
 
@@ -707,6 +708,7 @@ impl SendmailParser {
             status: Some(status),
             recipient_domain: domain,
             spanned_domains: spanned,
+            port: None,
         };
         let record = if smtp {
             let session = !NO_SESSION.iter().any(|w| stat.contains(w));

@@ -52,6 +52,32 @@ fn fixtures_match_their_expected_results() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `relay-ports.log`: each delivery record carries its server port, and the relay's name as
+/// logged (for a relayhost given as an IPv6 address, the address as written in main.cf).
+#[test]
+fn delivery_records_carry_the_server_port() {
+    let text = std::fs::read_to_string(testdata().join("relay-ports.log")).expect("read");
+    let (records, _) = support::run(&text);
+    let got: Vec<(String, String, Option<u16>)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message(m) => Some((
+                m.recipient_domain.as_deref().unwrap_or("none").to_owned(),
+                m.peer.hostname.as_deref().unwrap_or("none").to_owned(),
+                m.port,
+            )),
+            _ => None,
+        })
+        .collect();
+    let want = [
+        ("a.example", "smtp.isp.example", Some(587)),
+        ("b.example", "2001:DB8:0::25", Some(25)),
+        ("c.example", "mx.c.example", Some(25)),
+    ]
+    .map(|(d, h, p)| (d.to_owned(), h.to_owned(), p));
+    assert_eq!(got, want);
+}
+
 #[test]
 fn stripping_trace_carries_the_disconnect_line_and_peer() {
     let text = std::fs::read_to_string(testdata().join("stripped-and-failures.log")).expect("read");

@@ -114,6 +114,9 @@ pub fn summary(records: &[Record], parser: &PostfixParser) -> BTreeMap<String, u
                     for spanned in msg.spanned_domains.iter().flatten() {
                         add(format!("{d}.spanned.{spanned}.{t}"), 1);
                     }
+                    if let Some(port) = msg.port.filter(|p| *p != 25) {
+                        add(format!("{d}.port.{port}.{t}"), 1);
+                    }
                 }
                 if let Transport::Tls(info) = &msg.transport {
                     add(format!("{d}.version.{}", info.version), 1);

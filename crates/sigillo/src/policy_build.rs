@@ -1347,6 +1347,7 @@ mod tests {
             .map(
                 |&(host, messages)| sigillo_logs::next_hop_relays::RelayCount {
                     host: host.to_owned(),
+                    port: None,
                     messages,
                 },
             )

@@ -1624,6 +1624,7 @@ pub(crate) mod sample {
             recipient_domain: (direction == Direction::Outbound)
                 .then(|| format!("rcpt{}.example", time % 3).into()),
             spanned_domains: None,
+            port: None,
         })
     }
 

@@ -560,7 +560,7 @@ fn report_json_names_the_relay_hosts_per_next_hop() {
             )
         })
         .collect();
-    let isp = |n: u64| json!({"hosts": [{"host": "smtp.isp.example", "messages": n}], "other_messages": 0});
+    let isp = |n: u64| json!({"hosts": [{"host": "smtp.isp.example", "port": 25, "messages": n}], "other_messages": 0});
     assert_eq!(
         relays,
         [
@@ -568,7 +568,7 @@ fn report_json_names_the_relay_hosts_per_next_hop() {
             ("b.example".to_owned(), isp(10)),
             (
                 "partner.example".to_owned(),
-                json!({"hosts": [{"host": "mx.partner.example", "messages": 10}], "other_messages": 0})
+                json!({"hosts": [{"host": "mx.partner.example", "port": 25, "messages": 10}], "other_messages": 0})
             ),
             ("c.example".to_owned(), isp(3)),
             ("d.example".to_owned(), isp(1)),

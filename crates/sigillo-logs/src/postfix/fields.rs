@@ -19,6 +19,12 @@ pub(crate) struct PeerRef<'a> {
 }
 
 impl PeerRef<'_> {
+    /// The `:PORT` after `HOST[IP]`, if any.
+    pub fn port(self) -> Option<u16> {
+        let close = self.whole.rfind(']')?;
+        self.whole.get(close + 1..)?.strip_prefix(':')?.parse().ok()
+    }
+
     pub fn to_peer(self) -> Peer {
         Peer {
             hostname: (!self.host.is_empty() && self.host != "unknown").then(|| self.host.into()),
@@ -302,8 +308,8 @@ impl PeerCache {
 /// What a delivery's `relay=` names.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Relay {
-    /// `HOST[IP]` or `HOST[IP]:PORT` and nothing more: a hop, as a record's peer.
-    Hop(Peer),
+    /// `HOST[IP]` or `HOST[IP]:PORT` and nothing more: a hop, as a record's peer, and its port.
+    Hop(Peer, Option<u16>),
     /// Anything else (`local`, `virtual`, `none`, …), interned.
     Name(crate::model::Text),
 }
@@ -323,7 +329,7 @@ impl RelayCache {
 /// What `relay=TEXT` names (see [`Relay`]).
 pub(crate) fn relay(text: &str) -> Relay {
     match peer(text) {
-        Some((p, "")) => Relay::Hop(p.to_peer()),
+        Some((p, "")) => Relay::Hop(p.to_peer(), p.port()),
         _ => Relay::Name(intern(text)),
     }
 }
@@ -813,22 +819,35 @@ mod tests {
 
     #[test]
     fn relays() {
-        let hop = |host: Option<&str>, ip: Option<&str>| {
-            Relay::Hop(Peer {
-                hostname: host.map(Into::into),
-                ip: ip.and_then(|ip| ip.parse().ok()),
-            })
+        let hop = |host: Option<&str>, ip: Option<&str>, port: Option<u16>| {
+            Relay::Hop(
+                Peer {
+                    hostname: host.map(Into::into),
+                    ip: ip.and_then(|ip| ip.parse().ok()),
+                },
+                port,
+            )
         };
         let name = |n: &str| Relay::Name(n.into());
         let table = [
             (
                 "mx.example.org[203.0.113.5]:25",
-                hop(Some("mx.example.org"), Some("203.0.113.5")),
+                hop(Some("mx.example.org"), Some("203.0.113.5"), Some(25)),
             ),
-            ("unknown[192.0.2.1]", hop(None, Some("192.0.2.1"))),
+            (
+                "smtp.isp.example[203.0.113.25]:587",
+                hop(Some("smtp.isp.example"), Some("203.0.113.25"), Some(587)),
+            ),
+            // `relayhost = [IPv6:0:0::1]:2525`: the name as written, the address as Postfix
+            // prints it (Postfix 3.7).
+            (
+                "0:0::1[::1]:2525",
+                hop(Some("0:0::1"), Some("::1"), Some(2525)),
+            ),
+            ("unknown[192.0.2.1]", hop(None, Some("192.0.2.1"), None)),
             (
                 "mail.lab.test[private/dovecot-lmtp]",
-                hop(Some("mail.lab.test"), None),
+                hop(Some("mail.lab.test"), None, None),
             ),
             ("x[1.2.3.4]:25 more", name("x[1.2.3.4]:25 more")),
             ("virtual", name("virtual")),
