@@ -515,12 +515,19 @@ async fn overrides_and_pins() {
         StaticOverrides::parse("sts.example  encrypt\n.example  may\n[relay.example]:587 verify\n")
             .unwrap();
     let pin = PinnedPeer::new("pinned.example", PinLevel::Verify, Evidence::default()).unwrap();
-    let relay =
-        PinnedPeer::relay("smarthost.example", PinLevel::Encrypt, Evidence::default()).unwrap();
+    let relay = |host: &str, port| {
+        PinnedPeer::relay(host, port, PinLevel::Encrypt, Evidence::default()).unwrap()
+    };
+    let pins = vec![
+        pin,
+        relay("smarthost.example", None),
+        relay("submission.example", Some(587)),
+        relay("2001:DB8:0::25", Some(25)),
+    ];
     let engine = Arc::new(
         PolicyEngine::new(Src(src.clone()), EngineConfig::default())
             .with_overrides(overrides)
-            .with_pins(vec![pin, relay]),
+            .with_pins(pins),
     );
     let cases = [
         ("sts.example", "OK encrypt"),
@@ -535,6 +542,14 @@ async fn overrides_and_pins() {
         ("[smarthost.example]", "OK encrypt"),
         ("[SmartHost.example]", "OK encrypt"),
         ("[smarthost.example]:587", "NOTFOUND "),
+        // On another port, the key names it (`relayhost = [submission.example]:587`).
+        ("[submission.example]:587", "OK encrypt"),
+        ("[submission.example]", "NOTFOUND "),
+        // An IPv6 relay, however main.cf spells the address.
+        ("[2001:db8:0::25]", "OK encrypt"),
+        ("[2001:db8::25]", "OK encrypt"),
+        ("[IPv6:2001:db8::25]", "OK encrypt"),
+        ("[2001:db8::25]:587", "NOTFOUND "),
     ];
     for (key, want) in cases {
         assert_eq!(ask(&engine, key).await, want, "{key}");

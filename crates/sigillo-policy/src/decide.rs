@@ -27,15 +27,18 @@
 //! Otherwise the answer is `NOTFOUND` (Postfix uses its default level), or `TEMP` when a
 //! DNS lookup failed, since then a policy may exist that could not be seen.
 //! Keys other than plain domains (`.parent`, `[host]:port`) get only static overrides, and a
-//! relay key (`[host]`, a bracketed next hop such as `relayhost = [smtp.isp.example]`) also a
-//! pin made for that relay (`sigillo policy build`): DANE and MTA-STS are domain policies.
+//! relay key (`[host]` or `[host]:port`, a bracketed next hop such as `relayhost =
+//! [smtp.isp.example]:587`) also a pin made for that relay (`sigillo policy build`), matched
+//! by [`crate::postfix::RelayKey::match_key`]: DANE and MTA-STS are domain policies.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::CachedPolicy;
 use crate::mta_sts::Mode;
-use crate::postfix::{NextHop, PinnedPeer, PolicyAnswer, TlsPolicy, TlsRptAttributes};
+use crate::postfix::{
+    NextHop, PinnedPeer, PolicyAnswer, TlsPolicy, TlsRptAttributes, next_hop_match_key,
+};
 use crate::socketmap::Reply;
 
 /// What DANE lookups found for the domain's MX hosts.
@@ -210,7 +213,7 @@ fn decide_unchecked(inputs: &Inputs<'_>, now: Timestamp, config: &DecideConfig) 
     let NextHop::Domain(domain) = inputs.next_hop else {
         if let (NextHop::Other(key), Some(pin)) = (inputs.next_hop, inputs.pinned)
             && pin.is_relay()
-            && pin.domain == *key
+            && pin.match_key() == next_hop_match_key(key)
         {
             return pinned(pin);
         }

@@ -489,12 +489,175 @@ pub struct Evidence {
     pub verified: u64,
 }
 
+/// SMTP's port: a relay key names its port only when it is another one.
+pub const SMTP_PORT: u16 = 25;
+
+/// Why a pin key is not one a pin can hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinKeyError {
+    /// The domain, or the host of a relay key (`[host]`), is not a valid domain name (nor an
+    /// IPv4 address).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// A relay key whose brackets hold a colon but no IPv6 address (`[2001:db8::x]`).
+    #[error("{got:?} in brackets is not an IPv6 address")]
+    BadAddress { got: String },
+    /// A relay key with something after `]` other than `:PORT`, a port from 1 to 65535
+    /// (a service name such as `:submission` is not taken: write the number).
+    #[error("{got:?} after the brackets: expected nothing or :PORT, a number from 1 to 65535")]
+    BadPort { got: String },
+}
+
+/// A relay next hop as Postfix looks it up in `smtp_tls_policy_maps`: `[host]` or
+/// `[host]:port`. Postfix looks the next hop up as written in main.cf (`relayhost`, a
+/// transport's `smtp:[host]:port`, `smtp_fallback_relay`): brackets, port and an IPv6
+/// address's `ipv6:` prefix included (Postfix's `host_port()` takes `[ipv6:2001:db8::1]` as
+/// well as `[2001:db8::1]`). So two keys for one server may differ (`[host]` and
+/// `[host]:25`, `[ipv6:2001:db8::1]` and `[2001:db8::1]`): [`RelayKey::match_key`] is the same
+/// for both, for a lookup that should find either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayKey {
+    /// The host as written, lowercase: a domain name (canonical form), an IPv4 address, or an
+    /// IPv6 address, with `ipv6:` when written so.
+    host: String,
+    /// The address, for an IPv6 host.
+    ipv6: Option<std::net::Ipv6Addr>,
+    /// The port as written after the brackets, and its value.
+    port: Option<(String, u16)>,
+}
+
+impl RelayKey {
+    /// The key of a relay `host` as logged (a name, an IPv4 or IPv6 address) on `port`:
+    /// `[host]`, or `[host]:port` for a port other than 25.
+    pub fn new(host: &str, port: Option<u16>) -> Result<Self, PinKeyError> {
+        let (host, ipv6) = relay_host(host)?;
+        let port = match port {
+            Some(0) => return Err(PinKeyError::BadPort { got: ":0".into() }),
+            Some(p) if p != SMTP_PORT => Some((p.to_string(), p)),
+            _ => None,
+        };
+        Ok(Self { host, ipv6, port })
+    }
+
+    /// Parses `[host]` or `[host]:port` (`None` when `key` does not start with `[`).
+    pub fn parse(key: &str) -> Option<Result<Self, PinKeyError>> {
+        let inner = key.strip_prefix('[')?;
+        let Some((host, after)) = inner.split_once(']') else {
+            return Some(Err(PinKeyError::Domain(DomainError::BadChar {
+                name: excerpt(key),
+                ch: '[',
+            })));
+        };
+        Some(Self::parse_parts(host, after))
+    }
+
+    fn parse_parts(host: &str, after: &str) -> Result<Self, PinKeyError> {
+        let (host, ipv6) = relay_host(host)?;
+        let port = match after {
+            "" => None,
+            _ => {
+                let port = after
+                    .strip_prefix(':')
+                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|p| Some((p, p.parse::<u16>().ok()?)))
+                    .filter(|(_, n)| *n > 0);
+                let Some((text, n)) = port else {
+                    return Err(PinKeyError::BadPort {
+                        got: excerpt(after),
+                    });
+                };
+                Some((text.to_owned(), n))
+            }
+        };
+        Ok(Self { host, ipv6, port })
+    }
+
+    /// The host as written, lowercase (an IPv6 address keeps an `ipv6:` prefix).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The host without an `ipv6:` prefix: a name or an address.
+    pub fn name(&self) -> &str {
+        strip_ipv6_prefix(&self.host).unwrap_or(&self.host)
+    }
+
+    /// The IPv6 address, when the host is one.
+    pub fn ipv6(&self) -> Option<std::net::Ipv6Addr> {
+        self.ipv6
+    }
+
+    /// The port: as written, else 25.
+    pub fn port(&self) -> u16 {
+        self.port.as_ref().map_or(SMTP_PORT, |(_, n)| *n)
+    }
+
+    /// The same server, whatever the spelling: `[host]` with an IPv6 address in its
+    /// canonical form (RFC 5952, as Postfix logs it) and no `ipv6:` prefix, and `:port` only
+    /// for a port other than 25.
+    pub fn match_key(&self) -> String {
+        let host = match self.ipv6 {
+            Some(ip) => ip.to_string(),
+            None => self.host.clone(),
+        };
+        match self.port() {
+            SMTP_PORT => format!("[{host}]"),
+            port => format!("[{host}]:{port}"),
+        }
+    }
+}
+
+impl fmt::Display for RelayKey {
+    /// The key as written: `[host]`, `[host]:port`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}]", self.host)?;
+        if let Some((port, _)) = &self.port {
+            write!(f, ":{port}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `host` without Postfix's `ipv6:` prefix (any case), if it has one.
+fn strip_ipv6_prefix(host: &str) -> Option<&str> {
+    host.get(..5)
+        .filter(|p| p.eq_ignore_ascii_case("ipv6:"))
+        .and_then(|_| host.get(5..))
+}
+
+/// The host of a relay key, checked: lowercase, a domain name in canonical form (an IPv4
+/// address passes as one), or an IPv6 address (with `ipv6:` if written so) and its value.
+fn relay_host(host: &str) -> Result<(String, Option<std::net::Ipv6Addr>), PinKeyError> {
+    let (prefixed, address) = match strip_ipv6_prefix(host) {
+        Some(address) => (true, address),
+        None => (false, host),
+    };
+    if prefixed || address.contains(':') {
+        let ip: std::net::Ipv6Addr = address
+            .parse()
+            .map_err(|_| PinKeyError::BadAddress { got: excerpt(host) })?;
+        return Ok((host.to_ascii_lowercase(), Some(ip)));
+    }
+    Ok((domain::normalize(host)?, None))
+}
+
+/// The key `key` is found under among pins ([`PinnedPeer::match_key`]): a relay key's
+/// [`RelayKey::match_key`], else the key itself, lowercase. For a key Postfix asks.
+pub fn next_hop_match_key(key: &str) -> String {
+    match RelayKey::parse(key) {
+        Some(Ok(relay)) => relay.match_key(),
+        _ => key.to_ascii_lowercase(),
+    }
+}
+
 /// A next hop pinned from history: deliveries to it must use TLS from now on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedPeer {
-    /// The `smtp_tls_policy_maps` key: a next-hop domain, or a relay host in brackets
-    /// (`[smtp.isp.example]`, what Postfix looks up for `relayhost = [smtp.isp.example]`), in
-    /// canonical form: use [`PinnedPeer::new`] or [`PinnedPeer::relay`].
+    /// The `smtp_tls_policy_maps` key: a next-hop domain, or a relay ([`RelayKey`]:
+    /// `[smtp.isp.example]`, what Postfix looks up for `relayhost = [smtp.isp.example]`;
+    /// `[smtp.isp.example]:587`, `[2001:db8::25]`), in canonical form: use
+    /// [`PinnedPeer::new`], [`PinnedPeer::relay`] or [`PinnedPeer::from_key`].
     pub domain: String,
     /// How strict the pin is.
     pub level: PinLevel,
@@ -512,18 +675,25 @@ impl PinnedPeer {
         })
     }
 
-    /// A pin for the relay `host` (a host name or an IPv4 address), keyed `[host]` as Postfix
-    /// looks up a bracketed next hop (`relayhost = [host]`, a transport's `smtp:[host]`).
-    pub fn relay(host: &str, level: PinLevel, evidence: Evidence) -> Result<Self, DomainError> {
+    /// A pin for the relay `host` (a host name, an IPv4 or IPv6 address, as logged) on
+    /// `port`, keyed as Postfix looks up a bracketed next hop ([`RelayKey::new`]): `[host]`
+    /// for `relayhost = [host]`, `[host]:587` for `relayhost = [host]:587`.
+    pub fn relay(
+        host: &str,
+        port: Option<u16>,
+        level: PinLevel,
+        evidence: Evidence,
+    ) -> Result<Self, PinKeyError> {
         Ok(Self {
-            domain: format!("[{}]", domain::normalize(host)?),
+            domain: RelayKey::new(host, port)?.to_string(),
             level,
             evidence,
         })
     }
 
-    /// A pin for a key as a pin file holds it: `[host]` for a relay, else a domain.
-    pub fn from_key(key: &str, level: PinLevel, evidence: Evidence) -> Result<Self, DomainError> {
+    /// A pin for a key as a pin file holds it: `[host]` or `[host]:port` for a relay
+    /// ([`RelayKey::parse`]), else a domain.
+    pub fn from_key(key: &str, level: PinLevel, evidence: Evidence) -> Result<Self, PinKeyError> {
         Ok(Self {
             domain: pin_key(key)?,
             level,
@@ -535,14 +705,26 @@ impl PinnedPeer {
     pub fn is_relay(&self) -> bool {
         self.domain.starts_with('[')
     }
+
+    /// The relay key, for a relay pin.
+    pub fn relay_key(&self) -> Option<RelayKey> {
+        RelayKey::parse(&self.domain)?.ok()
+    }
+
+    /// The key this pin answers for ([`next_hop_match_key`] of a key Postfix asks): the
+    /// domain, or a relay's [`RelayKey::match_key`], so that `[ipv6:2001:db8::25]` finds a pin
+    /// for `[2001:db8::25]`, and `[host]:25` one for `[host]`.
+    pub fn match_key(&self) -> String {
+        next_hop_match_key(&self.domain)
+    }
 }
 
-/// The canonical form of a pin key: `[host]` with the host checked as a domain name (an IPv4
-/// address passes), or a domain.
-fn pin_key(key: &str) -> Result<String, DomainError> {
-    match key.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {
-        Some(host) => Ok(format!("[{}]", domain::normalize(host)?)),
-        None => domain::normalize(key),
+/// The canonical form of a pin key: a relay key ([`RelayKey`], written back as given,
+/// lowercase), or a domain.
+fn pin_key(key: &str) -> Result<String, PinKeyError> {
+    match RelayKey::parse(key) {
+        Some(relay) => Ok(relay?.to_string()),
+        None => Ok(domain::normalize(key)?),
     }
 }
 
@@ -561,6 +743,17 @@ pub enum PinFileError {
         domain: String,
         #[source]
         source: DomainError,
+    },
+    /// A relay key whose port or IPv6 address is not valid. The message names the line but
+    /// not the reason, which is the [`source`](std::error::Error::source).
+    #[error("{}", bad_key_context(.line))]
+    BadRelayKey {
+        /// The 1-based line of the pin file, when the pins were read from one.
+        line: Option<usize>,
+        /// The key as given (an excerpt of it, if long).
+        key: String,
+        #[source]
+        source: PinKeyError,
     },
     /// The same domain is pinned twice.
     #[error("domain {domain} is pinned more than once")]
@@ -582,15 +775,37 @@ fn bad_domain_context(line: &Option<usize>) -> String {
     }
 }
 
+/// The message of [`PinFileError::BadRelayKey`], without its source.
+fn bad_key_context(line: &Option<usize>) -> String {
+    match line {
+        Some(line) => format!("pin file line {line}: not a valid relay key"),
+        None => "pinned relay key is not valid".to_owned(),
+    }
+}
+
+impl PinFileError {
+    /// The error for a key that [`PinnedPeer::from_key`] refused.
+    fn bad_key(line: Option<usize>, key: &str, error: PinKeyError) -> Self {
+        match error {
+            PinKeyError::Domain(source) => PinFileError::BadDomain {
+                line,
+                domain: excerpt(key),
+                source,
+            },
+            source => PinFileError::BadRelayKey {
+                line,
+                key: excerpt(key),
+                source,
+            },
+        }
+    }
+}
+
 /// The pins checked and sorted by domain.
 fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFileError> {
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
-        let d = pin_key(&p.domain).map_err(|source| PinFileError::BadDomain {
-            line: None,
-            domain: excerpt(&p.domain),
-            source,
-        })?;
+        let d = pin_key(&p.domain).map_err(|e| PinFileError::bad_key(None, &p.domain, e))?;
         out.push((d, p));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -628,8 +843,9 @@ pub fn policy_map_file(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
 }
 
 /// Reads back a pin file in the format [`policy_map_file`] writes: one `domain  level` line
-/// per pin (`encrypt` or `verify`, nothing after it; the key may be a relay, `[host]`), `#`
-/// comments and blank lines. A comment
+/// per pin (`encrypt` or `verify`, nothing after it; the key may be a relay, `[host]` or
+/// `[host]:port`, the host a name or an IPv4 or IPv6 address: [`RelayKey`]), `#` comments and
+/// blank lines. A comment
 /// of the form `# N messages, N over TLS, N verified` right before a pin is its evidence;
 /// without one the evidence is zero. Domains are put in canonical form; a domain given twice
 /// is an error.
@@ -661,13 +877,8 @@ pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError>
             "verify" => PinLevel::Verify,
             _ => return Err(bad("level encrypt or verify after the domain")),
         };
-        let peer = PinnedPeer::from_key(name, level, evidence.take().unwrap_or_default()).map_err(
-            |source| PinFileError::BadDomain {
-                line: Some(line),
-                domain: excerpt(name),
-                source,
-            },
-        )?;
+        let peer = PinnedPeer::from_key(name, level, evidence.take().unwrap_or_default())
+            .map_err(|e| PinFileError::bad_key(Some(line), name, e))?;
         if pins.iter().any(|p| p.domain == peer.domain) {
             return Err(PinFileError::Duplicate {
                 domain: peer.domain,
@@ -1018,8 +1229,13 @@ mod tests {
 
         // A relay is keyed `[host]` in the map, as Postfix looks up `relayhost = [host]`, and
         // left out of the Exim domain list.
-        let relay =
-            PinnedPeer::relay("SMTP.isp.example.", PinLevel::Encrypt, Evidence::default()).unwrap();
+        let relay = PinnedPeer::relay(
+            "SMTP.isp.example.",
+            Some(25),
+            PinLevel::Encrypt,
+            Evidence::default(),
+        )
+        .unwrap();
         assert!(relay.is_relay() && !pins[0].is_relay());
         let with_relay = [pins[0].clone(), relay];
         assert!(
@@ -1030,7 +1246,65 @@ mod tests {
             policy_map_file(&with_relay)
         );
         assert!(!exim_domain_list(&with_relay).unwrap().contains("isp"));
-        assert!(PinnedPeer::relay("[x]", PinLevel::Encrypt, Evidence::default()).is_err());
+        assert!(PinnedPeer::relay("[x]", None, PinLevel::Encrypt, Evidence::default()).is_err());
+    }
+
+    /// The key Postfix looks up for a relayhost is the next hop as written in main.cf: a port
+    /// other than 25 is part of it, and an IPv6 address is written in brackets (Postfix 3.7
+    /// asks `[::1]:2525` for `relayhost = [::1]:2525`, `[IPv6:0:0::1]:2525` for
+    /// `relayhost = [IPv6:0:0::1]:2525`, and logs both as `relay=…[::1]:2525`).
+    #[test]
+    fn relay_keys_name_the_port_and_ipv6_addresses() {
+        let key = |host: &str, port| {
+            PinnedPeer::relay(host, port, PinLevel::Encrypt, Evidence::default()).map(|p| p.domain)
+        };
+        assert_eq!(key("Smtp.ISP.example", None).unwrap(), "[smtp.isp.example]");
+        assert_eq!(
+            key("smtp.isp.example", Some(25)).unwrap(),
+            "[smtp.isp.example]"
+        );
+        assert_eq!(
+            key("smtp.isp.example", Some(587)).unwrap(),
+            "[smtp.isp.example]:587"
+        );
+        assert_eq!(
+            key("203.0.113.25", Some(2525)).unwrap(),
+            "[203.0.113.25]:2525"
+        );
+        // An IPv6 relay as Postfix logs its name: the address as written in main.cf.
+        assert_eq!(key("2001:DB8:0::25", Some(25)).unwrap(), "[2001:db8:0::25]");
+        assert_eq!(key("::1", Some(2525)).unwrap(), "[::1]:2525");
+        for (host, port) in [
+            ("2001:db8::x", None),
+            ("mx_1.example", None),
+            ("mx", Some(0)),
+        ] {
+            assert!(key(host, port).is_err(), "{host} {port:?}");
+        }
+
+        // Match keys: one server, whatever the spelling.
+        let cases = [
+            ("[smtp.isp.example]", "[smtp.isp.example]"),
+            ("[SMTP.isp.example.]:25", "[smtp.isp.example]"),
+            ("[smtp.isp.example]:0587", "[smtp.isp.example]:587"),
+            ("[2001:DB8:0::25]", "[2001:db8::25]"),
+            ("[IPv6:2001:db8::25]:25", "[2001:db8::25]"),
+            ("[ipv6:0:0::1]:2525", "[::1]:2525"),
+            ("[192.0.2.1]", "[192.0.2.1]"),
+            ("Example.COM", "example.com"),
+            ("[bad", "[bad"),
+        ];
+        for (key, want) in cases {
+            assert_eq!(next_hop_match_key(key), want, "{key}");
+        }
+        let relay = RelayKey::parse("[IPv6:2001:DB8::25]:587").unwrap().unwrap();
+        assert_eq!(relay.to_string(), "[ipv6:2001:db8::25]:587");
+        assert_eq!(
+            (relay.host(), relay.name(), relay.port()),
+            ("ipv6:2001:db8::25", "2001:db8::25", 587)
+        );
+        assert_eq!(relay.ipv6(), Some("2001:db8::25".parse().unwrap()));
+        assert!(RelayKey::parse("smtp.isp.example").is_none());
     }
 
     #[test]
@@ -1045,7 +1319,8 @@ mod tests {
 
         let text = "# hand-written\nA.Example.  encrypt\n\n# 5 messages, 4 over TLS, 1 verified\n\
                     b.example verify\n# 9 messages\nc.example encrypt\n\
-                    [Relay.Example.]  encrypt\n[192.0.2.1] verify\n";
+                    [Relay.Example.]  encrypt\n[192.0.2.1] verify\n[relay.example]:587 encrypt\n\
+                    [2001:DB8::25] encrypt\n[IPv6:2001:db8::26]:2525 verify\n";
         let read = read_policy_map_file(text).unwrap();
         let got: Vec<(&str, PinLevel, Evidence)> = read
             .iter()
@@ -1064,9 +1339,28 @@ mod tests {
                 ("c.example", PinLevel::Encrypt, Evidence::default()),
                 ("[relay.example]", PinLevel::Encrypt, Evidence::default()),
                 ("[192.0.2.1]", PinLevel::Verify, Evidence::default()),
+                (
+                    "[relay.example]:587",
+                    PinLevel::Encrypt,
+                    Evidence::default()
+                ),
+                ("[2001:db8::25]", PinLevel::Encrypt, Evidence::default()),
+                (
+                    "[ipv6:2001:db8::26]:2525",
+                    PinLevel::Verify,
+                    Evidence::default()
+                ),
             ]
         );
         assert!(read[3].is_relay());
+        // Written back as read, each key after its evidence line.
+        let map = policy_map_file(&read).unwrap();
+        for key in [
+            "\n[relay.example]:587  ",
+            "\n[ipv6:2001:db8::26]:2525  verify\n",
+        ] {
+            assert!(map.contains(key), "{key:?} in {map}");
+        }
     }
 
     #[test]
@@ -1107,11 +1401,10 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(read_policy_map_file(text), Err(want), "{text:?}");
         }
-        // A port, an empty or a bad relay name: not a key a pin can hold.
+        // An empty or a bad relay name: not a key a pin can hold.
         for text in [
-            "[relay.example]:587 encrypt\n",
             "[] encrypt\n",
-            "[2001:db8::1] encrypt\n",
+            "[relay_1.example] encrypt\n",
             "[relay.example encrypt\n",
         ] {
             assert!(
@@ -1122,22 +1415,46 @@ mod tests {
                 "{text:?}"
             );
         }
+        // Nor a bad port (a service name included) or IPv6 address.
+        for (text, got) in [
+            ("[relay.example]:0 encrypt\n", ":0"),
+            ("[relay.example]:65536 encrypt\n", ":65536"),
+            ("[relay.example]: encrypt\n", ":"),
+            ("[relay.example]:submission encrypt\n", ":submission"),
+            ("[relay.example]587 encrypt\n", "587"),
+        ] {
+            assert_eq!(
+                read_policy_map_file(text),
+                Err(PinFileError::BadRelayKey {
+                    line: Some(1),
+                    key: text.split(' ').next().unwrap().into(),
+                    source: PinKeyError::BadPort { got: got.into() },
+                }),
+                "{text:?}"
+            );
+        }
+        let err = read_policy_map_file("# c\n[ipv6:relay.example] encrypt\n").unwrap_err();
+        assert_eq!(
+            chain(&err),
+            "pin file line 2: not a valid relay key: \"ipv6:relay.example\" in brackets is not \
+             an IPv6 address"
+        );
+        assert!(read_policy_map_file("[2001:db8::x] encrypt\n").is_err());
     }
 
     use crate::test_support::chain;
 
     #[test]
     fn bad_domain_errors_say_each_fact_once() {
-        // A next hop with a port (as in an override) is not a key a pin can hold.
-        let err = read_policy_map_file("a.example  encrypt\n[1.2.3.4]:25  encrypt\n").unwrap_err();
+        // A parent-domain key (as in an override) is not a key a pin can hold.
+        let err = read_policy_map_file("a.example  encrypt\n.b.example  encrypt\n").unwrap_err();
         assert_eq!(
             err,
             PinFileError::BadDomain {
                 line: Some(2),
-                domain: "[1.2.3.4]:25".into(),
-                source: DomainError::BadChar {
-                    name: "[1.2.3.4]:25".into(),
-                    ch: '[',
+                domain: ".b.example".into(),
+                source: DomainError::EmptyLabel {
+                    name: ".b.example".into(),
                 },
             }
         );
@@ -1145,11 +1462,10 @@ mod tests {
         let text = chain(&err);
         assert_eq!(
             text,
-            "pin file line 2: not a valid domain name: invalid character '[' in domain name \
-             \"[1.2.3.4]:25\": expected letters, digits, '-', '.'"
+            "pin file line 2: not a valid domain name: empty label in domain name \".b.example\""
         );
-        assert_eq!(text.matches("[1.2.3.4]:25").count(), 1, "{text}");
-        assert_eq!(text.matches("invalid character").count(), 1, "{text}");
+        assert_eq!(text.matches(".b.example").count(), 1, "{text}");
+        assert_eq!(text.matches("empty label").count(), 1, "{text}");
 
         // Pins being written have no line.
         let bad = PinnedPeer {

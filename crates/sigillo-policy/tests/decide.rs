@@ -447,15 +447,32 @@ fn values_cross_threads() {
 
 #[test]
 fn a_relay_pin_answers_its_bracketed_key_only() {
-    let pin =
-        PinnedPeer::relay("smtp.isp.example", PinLevel::Encrypt, Evidence::default()).unwrap();
+    let relay = |host: &str, port| {
+        PinnedPeer::relay(host, port, PinLevel::Encrypt, Evidence::default()).unwrap()
+    };
+    let pin = relay("smtp.isp.example", None);
+    let submission = relay("smtp.isp.example", Some(587));
+    let v6 = relay("2001:db8::25", Some(25));
     let domain_pin =
         PinnedPeer::new("isp.example", PinLevel::Encrypt, Evidence::default()).unwrap();
     // (key, pin given) → reply
     let cases = [
         ("[smtp.isp.example]", &pin, "OK encrypt", Source::Pinned),
+        ("[smtp.isp.example]:25", &pin, "OK encrypt", Source::Pinned),
         ("[other.example]", &pin, "NOTFOUND ", Source::None),
         ("[smtp.isp.example]:587", &pin, "NOTFOUND ", Source::None),
+        (
+            "[smtp.isp.example]:587",
+            &submission,
+            "OK encrypt",
+            Source::Pinned,
+        ),
+        ("[smtp.isp.example]", &submission, "NOTFOUND ", Source::None),
+        // An IPv6 relay, however main.cf spells it.
+        ("[2001:db8::25]", &v6, "OK encrypt", Source::Pinned),
+        ("[ipv6:2001:DB8:0::25]", &v6, "OK encrypt", Source::Pinned),
+        ("[2001:db8::26]", &v6, "NOTFOUND ", Source::None),
+        ("[2001:db8::25]:587", &v6, "NOTFOUND ", Source::None),
         (".isp.example", &pin, "NOTFOUND ", Source::None),
         // A domain pin never answers a relay key.
         ("[isp.example]", &domain_pin, "NOTFOUND ", Source::None),

@@ -408,7 +408,7 @@ pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
             .count() as u64;
         let pin = judge(&figures, rule)
             .ok()
-            .and_then(|level| PinnedPeer::relay(host, level, evidence(&figures)).ok());
+            .and_then(|level| PinnedPeer::relay(host, None, level, evidence(&figures)).ok());
         match pin {
             Some(pin) => pins.push(pin),
             None => not_pinned.relays_below_rule += 1,

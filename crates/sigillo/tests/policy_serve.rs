@@ -49,7 +49,8 @@ fn lab() -> Lab {
     .unwrap();
     std::fs::write(
         dir.path().join("pins.cf"),
-        "# 12 messages, 12 over TLS, 12 verified\npinned.lab.test  verify\n",
+        "# 12 messages, 12 over TLS, 12 verified\npinned.lab.test  verify\n\
+         [smtp.lab.test]:587  encrypt\n[2001:db8::25]  encrypt\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("main.cf"), "").unwrap();
@@ -203,6 +204,13 @@ fn check_prints_the_answer_and_why() {
         ("legacy.lab.test", "OK may", "override"),
         ("[relay.lab.test]:587", "OK encrypt", "override"),
         ("other.lab.test", "NOTFOUND ", "none"),
+        // Relay pins: Postfix's key for `relayhost = [smtp.lab.test]:587`, and for an IPv6
+        // relayhost however main.cf spells it.
+        ("[smtp.lab.test]:587", "OK encrypt", "pinned"),
+        ("[smtp.lab.test]", "NOTFOUND ", "none"),
+        ("[2001:db8::25]", "OK encrypt", "pinned"),
+        ("[IPv6:2001:DB8:0::25]:25", "OK encrypt", "pinned"),
+        ("[2001:db8::25]:587", "NOTFOUND ", "none"),
     ];
     for (key, reply, source) in cases {
         let (code, out, err) = check(&lab, key, &["--json"]);
@@ -260,6 +268,13 @@ fn serves_postmap_and_keeps_policies_across_a_restart() {
         (0, "verify".into())
     );
     assert_eq!(postmap(&config, "legacy.lab.test", addr), (0, "may".into()));
+    for key in [
+        "[smtp.lab.test]:587",
+        "[2001:db8::25]",
+        "[ipv6:2001:db8::25]",
+    ] {
+        assert_eq!(postmap(&config, key, addr), (0, "encrypt".into()), "{key}");
+    }
     // NOTFOUND: no output, exit 1, no error; TEMP: a temporary error with its reason.
     let (code, out, err) = postmap_full(&config, "other.lab.test", addr);
     assert_eq!((code, out.as_str()), (1, ""), "{err}");

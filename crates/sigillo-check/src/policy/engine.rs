@@ -31,7 +31,7 @@ use sigillo_policy::cache::{
 use sigillo_policy::decide::{DaneState, DecideConfig, Decision, Inputs, decide};
 use sigillo_policy::mta_sts::Policy;
 use sigillo_policy::overrides::StaticOverrides;
-use sigillo_policy::postfix::{NextHop, PinnedPeer};
+use sigillo_policy::postfix::{NextHop, PinnedPeer, next_hop_match_key};
 use sigillo_policy::socketmap::Reply;
 use tokio::runtime::Handle;
 
@@ -339,9 +339,11 @@ impl<S: PolicySources> PolicyEngine<S> {
         self
     }
 
-    /// Pins from history (a later pin for the same domain replaces an earlier one).
+    /// Pins from history (a later pin for the same domain replaces an earlier one), found by
+    /// [`PinnedPeer::match_key`]: a relay pin answers its key however Postfix spells it
+    /// (`[ipv6:2001:db8::25]` for `[2001:db8::25]`, `[host]:25` for `[host]`).
     pub fn with_pins(mut self, pins: Vec<PinnedPeer>) -> Self {
-        self.pins = pins.into_iter().map(|p| (p.domain.clone(), p)).collect();
+        self.pins = pins.into_iter().map(|p| (p.match_key(), p)).collect();
         self
     }
 
@@ -479,9 +481,9 @@ impl<S: PolicySources> PolicyEngine<S> {
             NextHop::Domain(d) if self.overrides.lookup(&next_hop).is_none() => d.clone(),
             _ => {
                 // Overrides and keys that are not plain domains need no lookup; a relay key
-                // (`[host]`) may have a pin.
+                // (`[host]`, `[host]:port`) may have a pin.
                 let pinned = match &next_hop {
-                    NextHop::Other(key) => self.pins.get(key),
+                    NextHop::Other(key) => self.pins.get(&next_hop_match_key(key)),
                     _ => None,
                 };
                 let decision = decide(
