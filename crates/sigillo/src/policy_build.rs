@@ -12,12 +12,13 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use sigillo_check::policy::sigillo_policy::domain;
 use sigillo_check::policy::sigillo_policy::postfix::{
-    Evidence, PinLevel, PinnedPeer, exim_domain_list, policy_map_file, read_policy_map_file,
+    Evidence, PinLevel, PinnedPeer, RelayKey, SMTP_PORT, exim_domain_list, policy_map_file,
+    read_policy_map_file,
 };
 use sigillo_logs::aggregate::{
     MessageRef, MessageSample, NEXT_HOP_SAMPLE, NextHopFigures, NextHopsOmitted,
 };
-use sigillo_logs::next_hop_relays::RelayFigures;
+use sigillo_logs::next_hop_relays::{RelayCount, RelayFigures};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -105,7 +106,8 @@ pub struct NotPinned {
     pub few_messages: u64,
     /// Enough messages, but too few over TLS (in clear, or of unknown transport).
     pub below_tls_share: u64,
-    /// Not a DNS name a policy map can hold (an address literal, a non-ASCII name).
+    /// Not a DNS name a policy map can hold (an address literal, a non-ASCII name); also a
+    /// smarthost whose logged name cannot be a relay key.
     pub not_a_domain: u64,
     /// Every message went to a smarthost: Postfix looks up the relay (`[relay]`), not the
     /// domain, so the relay is judged instead ([`Routes`]).
@@ -137,15 +139,50 @@ pub const SMARTHOST_MIN_SHARE: f64 = 0.9;
 /// A relay host judged a smarthost, and the mail that went to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Smarthost {
-    /// As logged (lowercase).
+    /// As logged (lowercase; an IPv6 relayhost given as an address: the address as written
+    /// in main.cf).
     pub host: String,
-    /// The `smtp_tls_policy_maps` key of `relayhost = [host]`: `[host]`.
+    /// The port, when it is not 25 (`None`: 25, or the log does not say).
+    pub port: Option<u16>,
+    /// The `smtp_tls_policy_maps` key of `relayhost = [host]` or `[host]:port`
+    /// ([`RelayKey::new`]): `[host]`, `[host]:587`, `[2001:db8::25]`.
     pub key: String,
     /// Next-hop domains with mail to it.
     pub domains: u64,
     pub messages: u64,
     pub tls_messages: u64,
     pub trusted_tls_messages: u64,
+}
+
+/// A relay as the figures name it: the host as logged and the port, `None` for 25 (or not
+/// logged), so that a relay is one whether or not its log gives the port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Relay {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Relay {
+    fn of(r: &RelayCount) -> Relay {
+        Relay {
+            host: r.host.clone(),
+            port: r.port.filter(|p| *p != SMTP_PORT),
+        }
+    }
+
+    fn is(&self, r: &RelayCount) -> bool {
+        self.host == r.host && self.port == r.port.filter(|p| *p != SMTP_PORT)
+    }
+}
+
+/// Whether the relay `r` of the figures is the one `key` names: the same host (an IPv6
+/// address in any spelling) on the same port (25 when not logged).
+fn relay_matches(key: &RelayKey, r: &RelayCount) -> bool {
+    let host = match key.ipv6() {
+        Some(ip) => r.host.parse::<std::net::Ipv6Addr>().is_ok_and(|h| h == ip),
+        None => r.host == key.name(),
+    };
+    host && r.port.unwrap_or(SMTP_PORT) == key.port()
 }
 
 /// How a next-hop domain's mail left, as far as the figures tell.
@@ -179,12 +216,15 @@ enum Route {
 /// routed by MX. It also errs on a relay host that takes fewer than
 /// [`SMARTHOST_MIN_DOMAINS`] domains or under 90 % of them (a transport for some domains):
 /// those are judged as routed by MX, as before.
+///
+/// A relay is a host on a port ([`Relay`]): `relayhost = [smtp.isp.example]:587` is keyed
+/// `[smtp.isp.example]:587`, and the same host on port 25 is another next hop.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Routes {
     /// Whether the figures name relay hosts at all (a report from an older sigillo does not).
     pub known: bool,
     /// The smarthosts, sorted.
-    pub smarthosts: Vec<String>,
+    pub smarthosts: Vec<Relay>,
 }
 
 impl Routes {
@@ -193,22 +233,28 @@ impl Routes {
             .iter()
             .filter_map(|h| Some((h, h.relays.as_ref()?)))
             .collect();
-        // Per host: domains, and domains its name is not part of.
-        let mut served: HashMap<&str, (usize, usize)> = HashMap::new();
+        // Per relay: domains, and domains its name is not part of.
+        let mut served: HashMap<Relay, (usize, usize)> = HashMap::new();
         for (hop, relays) in &known {
+            let mut seen: Vec<Relay> = Vec::with_capacity(relays.hosts.len());
             for r in &relays.hosts {
-                let e = served.entry(r.host.as_str()).or_default();
+                let relay = Relay::of(r);
+                if seen.contains(&relay) {
+                    continue;
+                }
+                seen.push(relay.clone());
+                let e = served.entry(relay).or_default();
                 e.0 += 1;
                 e.1 += usize::from(!related(&r.host, &hop.domain));
             }
         }
-        let mut smarthosts: Vec<String> = served
+        let mut smarthosts: Vec<Relay> = served
             .into_iter()
             .filter(|&(_, (domains, unrelated))| {
                 unrelated >= SMARTHOST_MIN_DOMAINS
                     && domains as f64 >= SMARTHOST_MIN_SHARE * known.len() as f64
             })
-            .map(|(host, _)| host.to_owned())
+            .map(|(relay, _)| relay)
             .collect();
         smarthosts.sort();
         Routes {
@@ -217,10 +263,8 @@ impl Routes {
         }
     }
 
-    fn is_smarthost(&self, host: &str) -> bool {
-        self.smarthosts
-            .binary_search_by(|h| h.as_str().cmp(host))
-            .is_ok()
+    fn is_smarthost(&self, r: &RelayCount) -> bool {
+        self.smarthosts.binary_search(&Relay::of(r)).is_ok()
     }
 
     fn route(&self, hop: &NextHopFigures) -> Route {
@@ -230,7 +274,7 @@ impl Routes {
         let via: u64 = relays
             .hosts
             .iter()
-            .filter(|r| self.is_smarthost(&r.host))
+            .filter(|r| self.is_smarthost(r))
             .fold(0u64, |a, r| a.saturating_add(r.messages));
         match via {
             0 => Route::Direct,
@@ -255,21 +299,28 @@ fn related(host: &str, domain: &str) -> bool {
     registered(&host) == registered(&domain)
 }
 
-/// The figures of the mail that went to the relay `host`, keyed `[host]`, or `None` when none
-/// did. A domain whose every message went to it adds all its figures; a domain that split its
-/// mail between it and other hosts adds its messages to it as TLS when all its mail went over
-/// TLS (trusted when all of it was), else as of unknown transport.
-fn relay_figures(hops: &[NextHopFigures], host: &str) -> Option<NextHopFigures> {
+/// The figures of the mail that went to the relays `is` picks, named `key`, or `None` when
+/// none did. A domain whose every message went to them adds all its figures; a domain that
+/// split its mail between them and other hosts adds its messages to them as TLS when all its
+/// mail went over TLS (trusted when all of it was), else as of unknown transport.
+fn relay_figures(
+    hops: &[NextHopFigures],
+    key: &str,
+    is: impl Fn(&RelayCount) -> bool,
+) -> Option<NextHopFigures> {
     let mut out: Option<NextHopFigures> = None;
     for hop in hops {
-        let Some(n) = hop
-            .relays
-            .as_ref()
-            .and_then(|r| r.hosts.iter().find(|r| r.host == host))
-            .map(|r| r.messages)
-        else {
+        let Some(relays) = &hop.relays else {
             continue;
         };
+        let n = relays
+            .hosts
+            .iter()
+            .filter(|r| is(r))
+            .fold(0u64, |a, r| a.saturating_add(r.messages));
+        if n == 0 {
+            continue;
+        }
         let part = if n >= hop.messages {
             let mut whole = hop.clone();
             whole.relays = None;
@@ -292,7 +343,7 @@ fn relay_figures(hops: &[NextHopFigures], host: &str) -> Option<NextHopFigures> 
         match &mut out {
             None => {
                 out = Some(NextHopFigures {
-                    domain: format!("[{host}]"),
+                    domain: key.to_owned(),
                     ..part
                 })
             }
@@ -367,7 +418,7 @@ fn judge(hop: &NextHopFigures, rule: &PinRule) -> Result<PinLevel, Short> {
 
 /// Pins every domain the rule passes ([`judge`]), except those whose mail went to a smarthost
 /// ([`Routes`]), for which the smarthost is judged, on the mail that went to it, and pinned
-/// as `[host]`.
+/// as `[host]`, or `[host]:port` on a port other than 25 ([`RelayKey::new`]).
 pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
     let routes = Routes::find(hops);
     let mut pins = Vec::new();
@@ -394,8 +445,13 @@ pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
         }
     }
     let mut smarthosts = Vec::with_capacity(routes.smarthosts.len());
-    for host in &routes.smarthosts {
-        let Some(figures) = relay_figures(hops, host) else {
+    for relay in &routes.smarthosts {
+        let key = RelayKey::new(&relay.host, relay.port);
+        let name = match &key {
+            Ok(key) => key.to_string(),
+            Err(_) => format!("[{}]", relay.host),
+        };
+        let Some(figures) = relay_figures(hops, &name, |r| relay.is(r)) else {
             continue;
         };
         let domains = hops
@@ -403,18 +459,21 @@ pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
             .filter(|h| {
                 h.relays
                     .as_ref()
-                    .is_some_and(|r| r.hosts.iter().any(|r| r.host == *host))
+                    .is_some_and(|r| r.hosts.iter().any(|r| relay.is(r)))
             })
             .count() as u64;
-        let pin = judge(&figures, rule)
-            .ok()
-            .and_then(|level| PinnedPeer::relay(host, None, level, evidence(&figures)).ok());
-        match pin {
-            Some(pin) => pins.push(pin),
-            None => not_pinned.relays_below_rule += 1,
+        match (judge(&figures, rule), &key) {
+            (Err(_), _) => not_pinned.relays_below_rule += 1,
+            (Ok(level), Ok(key)) => pins.push(PinnedPeer {
+                domain: key.to_string(),
+                level,
+                evidence: evidence(&figures),
+            }),
+            (Ok(_), Err(_)) => not_pinned.not_a_domain += 1,
         }
         smarthosts.push(Smarthost {
-            host: host.clone(),
+            host: relay.host.clone(),
+            port: relay.port,
             key: figures.domain.clone(),
             domains,
             messages: figures.messages,
@@ -483,9 +542,9 @@ pub struct DeferredDomain {
 
 /// The messages `pins` would have deferred, from the per-domain figures. A `verify` pin
 /// counts `Trusted` TLS as passing: the log does not say whether the certificate also
-/// matched the MX host name, which `verify` checks. A relay pin (`[host]`) is checked against
-/// the mail that went to that host ([`relay_figures`]); a domain pin whose domain's mail all
-/// went to a smarthost would not have applied.
+/// matched the MX host name, which `verify` checks. A relay pin (`[host]`, `[host]:port`) is
+/// checked against the mail that went to that host on that port ([`relay_figures`]); a domain
+/// pin whose domain's mail all went to a smarthost would not have applied.
 pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) -> DryRun {
     let routes = Routes::find(hops);
     let mut by_domain: HashMap<String, &NextHopFigures> = HashMap::with_capacity(hops.len());
@@ -506,13 +565,9 @@ pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) ->
     };
     for pin in pins {
         let relayed;
-        let hop = match pin
-            .domain
-            .strip_prefix('[')
-            .and_then(|k| k.strip_suffix(']'))
-        {
-            Some(host) => {
-                relayed = relay_figures(hops, host);
+        let hop = match pin.relay_key() {
+            Some(key) => {
+                relayed = relay_figures(hops, &pin.domain, |r| relay_matches(&key, r));
                 relayed.as_ref()
             }
             None => by_domain.get(&pin.domain).copied(),
@@ -581,7 +636,11 @@ fn merge_spellings(hops: &[NextHopFigures]) -> Vec<NextHopFigures> {
         m.relays = match (m.relays.take(), &hop.relays) {
             (Some(mut ours), Some(theirs)) => {
                 for r in &theirs.hosts {
-                    match ours.hosts.iter_mut().find(|o| o.host == r.host) {
+                    match ours
+                        .hosts
+                        .iter_mut()
+                        .find(|o| o.host == r.host && o.port == r.port)
+                    {
                         Some(o) => o.messages = o.messages.saturating_add(r.messages),
                         None => ours.hosts.push(r.clone()),
                     }
@@ -1089,19 +1148,27 @@ fn postfix_notes(out: &mut String, path: &Path, pins: usize) {
 }
 
 fn exim_notes(out: &mut String, path: &Path, pins: &[PinnedPeer]) {
-    // Relays are not domains: Exim's hosts_require_tls names them as hosts.
-    let relays: Vec<&str> = pins
-        .iter()
-        .filter_map(|p| p.domain.strip_prefix('[')?.strip_suffix(']'))
-        .collect();
-    let domains = pins.len() - relays.len();
+    // Relays are not domains: Exim's hosts_require_tls names them as hosts. A host list has
+    // no ports (the relay's port is the transport's), and an IPv6 address holds colons, the
+    // list separator: then the list separator is `;` (`<; ` before the expansion, which
+    // leaves it at the start of the list).
+    let domains = pins.iter().filter(|p| !p.is_relay()).count();
+    let mut relays: Vec<String> = Vec::new();
+    for key in pins.iter().filter_map(PinnedPeer::relay_key) {
+        let host = key.name().to_owned();
+        if !relays.contains(&host) {
+            relays.push(host);
+        }
+    }
+    let ipv6 = relays.iter().any(|h| h.contains(':'));
+    let (list_start, separator) = if ipv6 { ("<; ", " ; ") } else { ("", " : ") };
     let config = written_to(out, path, &format!("{domains} domain(s) for Exim"));
     let usage = [
         format!("domainlist tls_pinned = {config}"),
         "in the smtp transport: multi_domain = false".to_owned(),
         format!(
-            "hosts_require_tls = ${{if match_domain{{$domain}}{{+tls_pinned}}{{*}}{{{}}}}}",
-            relays.join(" : ")
+            "hosts_require_tls = {list_start}${{if match_domain{{$domain}}{{+tls_pinned}}{{*}}{{{}}}}}",
+            relays.join(separator)
         ),
     ];
     usage_lines(out, &usage);
@@ -1145,13 +1212,15 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
         );
     }
     for h in o.smarthosts {
+        let port = h.port.map(|p| format!(" (port {p})")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "Smarthost {} took the mail of {} next-hop domain(s) ({} messages, {} over TLS): \
-             Postfix looks their TLS policy up as {} (relayhost = {}), not by domain, so the \
-             relay is judged instead of them.\n  (A relayhost on another port is keyed {}:PORT; \
-             one without brackets, by its name as written in main.cf.)",
-            h.host, h.domains, h.messages, h.tls_messages, h.key, h.key, h.key
+            "Smarthost {}{port} took the mail of {} next-hop domain(s) ({} messages, {} over \
+             TLS): Postfix looks their TLS policy up as {} (relayhost = {}), not by domain, so \
+             the relay is judged instead of them.\n  (Postfix looks the relayhost up as written \
+             in main.cf: if it is written otherwise, e.g. with :25 or a service name for the \
+             port, an IPv6 address as [ipv6:…], or without brackets, edit the key to match.)",
+            h.host, h.domains, h.messages, h.tls_messages, h.key, h.key
         );
     }
     if omitted.over_cap_messages > 0 {
@@ -1341,16 +1410,21 @@ mod tests {
     }
 
     /// `hop` whose messages went to `relays` (host, messages).
-    fn via(mut h: NextHopFigures, relays: &[(&str, u64)]) -> NextHopFigures {
+    fn via(h: NextHopFigures, relays: &[(&str, u64)]) -> NextHopFigures {
+        let relays: Vec<(&str, Option<u16>, u64)> =
+            relays.iter().map(|&(h, n)| (h, None, n)).collect();
+        via_port(h, &relays)
+    }
+
+    /// `hop` whose messages went to `relays` (host, port, messages).
+    fn via_port(mut h: NextHopFigures, relays: &[(&str, Option<u16>, u64)]) -> NextHopFigures {
         let hosts = relays
             .iter()
-            .map(
-                |&(host, messages)| sigillo_logs::next_hop_relays::RelayCount {
-                    host: host.to_owned(),
-                    port: None,
-                    messages,
-                },
-            )
+            .map(|&(host, port, messages)| RelayCount {
+                host: host.to_owned(),
+                port,
+                messages,
+            })
             .collect();
         h.relays = Some(RelayFigures {
             hosts,
@@ -1579,6 +1653,11 @@ mod tests {
         verify: false,
     };
 
+    /// The smarthosts' hosts.
+    fn hosts(routes: &Routes) -> Vec<&str> {
+        routes.smarthosts.iter().map(|r| r.host.as_str()).collect()
+    }
+
     fn keys(pins: &[PinnedPeer]) -> Vec<String> {
         pins.iter()
             .map(|p| format!("{} {}", p.domain, p.level.policy()))
@@ -1614,7 +1693,7 @@ mod tests {
         ];
         let routes = Routes::find(&hops);
         assert!(routes.known);
-        assert_eq!(routes.smarthosts, [relay]);
+        assert_eq!(hosts(&routes), [relay]);
         let s = select_pins(&hops, &RULE);
         assert_eq!(
             keys(&s.pins),
@@ -1642,6 +1721,7 @@ mod tests {
             s.smarthosts,
             [Smarthost {
                 host: relay.into(),
+                port: None,
                 key: "[smtp.isp.example]".into(),
                 domains: 9,
                 messages: 38,
@@ -1717,22 +1797,22 @@ mod tests {
             ),
         ];
         // Three of seven domains: below 90 %.
-        assert_eq!(Routes::find(&hops).smarthosts, Vec::<String>::new());
+        assert_eq!(hosts(&Routes::find(&hops)), Vec::<&str>::new());
         assert_eq!(select_pins(&hops, &RULE).pins.len(), 7);
         // Four of seven, over half: still an MX, not a smarthost.
         hops[6] = via(hop("four.example", 10, 10, 10, 0), &[(google, 10)]);
-        assert_eq!(Routes::find(&hops).smarthosts, Vec::<String>::new());
+        assert_eq!(hosts(&Routes::find(&hops)), Vec::<&str>::new());
         assert_eq!(select_pins(&hops, &RULE).pins.len(), 7);
         // Six of seven (86 %): still not.
         hops[3] = via(hop("five.example", 10, 10, 10, 0), &[(google, 10)]);
         hops[4] = via(hop("six.example", 10, 10, 10, 0), &[(google, 10)]);
-        assert_eq!(Routes::find(&hops).smarthosts, Vec::<String>::new());
+        assert_eq!(hosts(&Routes::find(&hops)), Vec::<&str>::new());
         // Nine of ten (90 %): taken for a smarthost, the rule's known error (a server that
         // writes almost only to one provider's customers).
         for d in ["seven.example", "eight.example", "nine.example"] {
             hops.push(via(hop(d, 10, 10, 10, 0), &[(google, 10)]));
         }
-        assert_eq!(Routes::find(&hops).smarthosts, [google]);
+        assert_eq!(hosts(&Routes::find(&hops)), [google]);
         // Related names do not count: mail.own.example for own.example and its subdomains.
         let own = "mail.own.example";
         let related_hops = [
@@ -1764,6 +1844,109 @@ mod tests {
         let routes = Routes::find(&unknown);
         assert!(!routes.known && routes.smarthosts.is_empty());
         assert_eq!(select_pins(&unknown, &RULE).pins.len(), 3);
+    }
+
+    /// A smarthost on a port other than 25 is keyed with it (`relayhost =
+    /// [smtp.isp.example]:587` is looked up as `[smtp.isp.example]:587`); the same host on
+    /// port 25 is another next hop. An IPv6 relayhost given as an address is keyed by the
+    /// address as logged, which is as written in main.cf. Dry runs find each relay's mail by
+    /// its key, however the address is spelled.
+    #[test]
+    fn a_smarthost_is_keyed_with_its_port_and_an_ipv6_address() {
+        let isp = "smtp.isp.example";
+        let mut hops: Vec<NextHopFigures> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|d| {
+                via_port(
+                    hop(&format!("{d}.example"), 10, 10, 10, 0),
+                    &[(isp, Some(587), 10)],
+                )
+            })
+            .collect();
+        // Logged on port 25 (a transport to the same host): another next hop.
+        hops.push(via_port(
+            hop("e.example", 10, 10, 10, 0),
+            &[(isp, Some(587), 6), (isp, Some(25), 4)],
+        ));
+        let routes = Routes::find(&hops);
+        assert_eq!(
+            routes.smarthosts,
+            [Relay {
+                host: isp.into(),
+                port: Some(587)
+            }]
+        );
+        let s = select_pins(&hops, &RULE);
+        assert_eq!(keys(&s.pins), ["[smtp.isp.example]:587 encrypt"]);
+        assert_eq!(s.pins[0].evidence.messages, 46);
+        assert_eq!(s.not_pinned.partly_via_relay, 1);
+        assert_eq!(
+            (s.smarthosts[0].port, s.smarthosts[0].key.as_str()),
+            (Some(587), "[smtp.isp.example]:587")
+        );
+        // A pin for the host on port 25 would not have met that mail.
+        let pin =
+            |key: &str| PinnedPeer::from_key(key, PinLevel::Encrypt, Evidence::default()).unwrap();
+        let d = dry_run(&hops, &[pin("[smtp.isp.example]:587")], "pins.cf");
+        assert_eq!((d.pinned_domains_seen, d.messages_to_pinned), (1, 46));
+        let d = dry_run(&hops, &[pin("[smtp.isp.example]")], "pins.cf");
+        assert_eq!((d.pinned_domains_seen, d.messages_to_pinned), (1, 4));
+
+        // An IPv6 relayhost (`relayhost = [2001:DB8:0::25]`, logged on port 25).
+        let v6 = "2001:db8:0::25";
+        let hops: Vec<NextHopFigures> = ["a", "b", "c"]
+            .iter()
+            .map(|d| {
+                via_port(
+                    hop(&format!("{d}.example"), 10, 10, 10, 0),
+                    &[(v6, Some(25), 10)],
+                )
+            })
+            .collect();
+        let s = select_pins(&hops, &RULE);
+        assert_eq!(keys(&s.pins), ["[2001:db8:0::25] encrypt"]);
+        assert_eq!(s.smarthosts[0].port, None);
+        for key in [
+            "[2001:db8:0::25]",
+            "[2001:db8::25]",
+            "[ipv6:2001:db8::25]:25",
+        ] {
+            let d = dry_run(&hops, &[pin(key)], "pins.cf");
+            assert_eq!(
+                (d.pinned_domains_seen, d.messages_to_pinned),
+                (1, 30),
+                "{key}"
+            );
+        }
+        let d = dry_run(&hops, &[pin("[2001:db8::25]:587")], "pins.cf");
+        assert_eq!(d.pinned_domains_seen, 0);
+        // The Exim list names the relay as a host; an IPv6 one with `;` as list separator.
+        let mut out = String::new();
+        exim_notes(&mut out, Path::new("-"), &s.pins);
+        assert!(
+            out.contains(
+                "  hosts_require_tls = <; ${if match_domain{$domain}{+tls_pinned}{*}\
+                 {2001:db8:0::25}}\n"
+            ),
+            "{out}"
+        );
+
+        // A smarthost whose logged name cannot be a key is not pinned, and said so.
+        let hops: Vec<NextHopFigures> = ["a", "b", "c"]
+            .iter()
+            .map(|d| {
+                via(
+                    hop(&format!("{d}.example"), 10, 10, 10, 0),
+                    &[("relay_1.isp", 10)],
+                )
+            })
+            .collect();
+        let s = select_pins(&hops, &RULE);
+        assert!(s.pins.is_empty());
+        assert_eq!(
+            (s.not_pinned.not_a_domain, s.not_pinned.relays_below_rule),
+            (1, 0)
+        );
     }
 
     /// The path pasted into an MTA's configuration is absolute: canonical when the file

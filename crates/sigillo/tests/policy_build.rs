@@ -390,7 +390,7 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
     let doc = build_relayhost(&["--json"]).json();
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "key": "[smtp.isp.example]", "domains": 9,
+        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]", "domains": 9,
                 "messages": 31, "tls_messages": 31, "trusted_tls_messages": 31}])
     );
     assert_eq!(doc["not_pinned"]["via_relay"], 9);
@@ -432,7 +432,7 @@ fn domains_sent_only_with_others_show_the_smarthost() {
     assert_eq!(doc["next_hops"], 5);
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "key": "[smtp.isp.example]", "domains": 5,
+        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]", "domains": 5,
                 "messages": 9, "tls_messages": 7, "trusted_tls_messages": 7}])
     );
     assert_eq!(
@@ -441,6 +441,132 @@ fn domains_sent_only_with_others_show_the_smarthost() {
                "via_relay": 5, "partly_via_relay": 0, "relays_below_rule": 1})
     );
     assert_eq!(doc["pins"], json!([]));
+}
+
+/// `relayhost-port.log` and `relayhost-ipv6.log`: `relayhost.log` with the relay on port 587
+/// (`relayhost = [smtp.isp.example]:587`) and at an IPv6 address (`relayhost =
+/// [2001:db8::25]`). Postfix looks the next hop up as written, port included, so those keys are
+/// pinned; the report names the relay's port, and a dry run finds the relay's mail by the key.
+#[test]
+fn a_smarthost_on_another_port_or_at_an_ipv6_address_is_pinned_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "relayhost-port",
+            "[smtp.isp.example]:587",
+            "smtp.isp.example",
+            587,
+            "Smarthost smtp.isp.example (port 587) took the mail of 9 next-hop domain(s)",
+            "hosts_require_tls = ${if match_domain{$domain}{+tls_pinned}{*}{smtp.isp.example}}",
+        ),
+        (
+            "relayhost-ipv6",
+            "[2001:db8::25]",
+            "2001:db8::25",
+            25,
+            "Smarthost 2001:db8::25 took the mail of 9 next-hop domain(s)",
+            // An IPv6 address holds the host list's separator: the list uses `;`.
+            "hosts_require_tls = <; ${if match_domain{$domain}{+tls_pinned}{*}{2001:db8::25}}",
+        ),
+    ];
+    for (name, key, host, port, smarthost, exim_line) in cases {
+        let log = testdata().join(format!("{name}.log"));
+        let log = log.to_str().unwrap();
+        let postfix = dir.path().join(format!("{name}.pins"));
+        let exim = dir.path().join(format!("{name}.exim"));
+        let run = sigillo(
+            &[
+                "policy",
+                "build",
+                log,
+                "--postfix",
+                postfix.to_str().unwrap(),
+                "--exim",
+                exim.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        assert_eq!(
+            read(&postfix),
+            read(&testdata().join(format!("expected/{name}.postfix"))),
+            "{name}"
+        );
+        for want in [
+            smarthost,
+            &format!("Postfix looks their TLS policy up as {key} (relayhost = {key})"),
+            exim_line,
+        ] {
+            assert!(run.stdout.contains(want), "{name}: {want}\n{}", run.stdout);
+        }
+        assert!(!read(&exim).contains(host), "{name}: domains only");
+
+        let doc = sigillo(&["policy", "build", log, "--json"], None).json();
+        assert_eq!(
+            doc["smarthosts"],
+            json!([{"host": host, "port": (port != 25).then_some(port), "key": key,
+                    "domains": 9, "messages": 31, "tls_messages": 31,
+                    "trusted_tls_messages": 31}]),
+            "{name}"
+        );
+        let report = sigillo(&["report", "--json", log], None).json();
+        assert_eq!(
+            report["next_hops"][0]["relays"],
+            json!({"hosts": [{"host": host, "port": port, "messages": 12}], "other_messages": 0}),
+            "{name}"
+        );
+
+        // The map reads back for a dry run: the relay's mail is found by its key.
+        let pins = postfix.to_str().unwrap();
+        let run = sigillo(
+            &[
+                "policy",
+                "build",
+                log,
+                "--dry-run",
+                "--pins",
+                pins,
+                "--json",
+            ],
+            None,
+        );
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        let d = &run.json()["dry_run"];
+        assert_eq!(
+            (&d["pinned_domains_seen"], &d["messages_to_pinned"]),
+            (&json!(2), &json!(41)),
+            "{name}"
+        );
+    }
+    // A pin spelled as main.cf may spell it (`[ipv6:…]`, another spelling of the address)
+    // finds the same mail; the relay on another port does not.
+    let log = testdata().join("relayhost-ipv6.log");
+    for (pin, seen) in [
+        ("[IPv6:2001:DB8:0::25]", 1),
+        ("[2001:db8::25]:25", 1),
+        ("[2001:db8::25]:587", 0),
+    ] {
+        let pins = dir.path().join("spelled.pins");
+        std::fs::write(&pins, format!("{pin} encrypt\n")).unwrap();
+        let run = sigillo(
+            &[
+                "policy",
+                "build",
+                log.to_str().unwrap(),
+                "--dry-run",
+                "--pins",
+                pins.to_str().unwrap(),
+                "--json",
+            ],
+            None,
+        );
+        assert_eq!(run.code, 0, "{pin}: {}", run.stderr);
+        assert_eq!(
+            run.json()["dry_run"]["pinned_domains_seen"],
+            json!(seen),
+            "{pin}"
+        );
+    }
 }
 
 /// `shared-mx.log`: three of six domains go to a provider's shared MX
@@ -858,6 +984,31 @@ fn postmap_reads_the_built_map() {
         ("partner.example", 0, "encrypt"),
     ] {
         let (code, out, err) = postmap(&["-q", key, &relay_table]);
+        assert_eq!((code, out.as_str()), (want_code, want), "{key}: {err}");
+    }
+    // And under the keys of `relayhost = [smtp.isp.example]:587` and `relayhost =
+    // [2001:db8::25]`. A static map holds one spelling: `[ipv6:2001:db8::25]` (which Postfix
+    // also accepts in main.cf, and then looks up) is not found.
+    for (log, key, want_code, want) in [
+        ("relayhost-port.log", "[smtp.isp.example]:587", 0, "encrypt"),
+        ("relayhost-port.log", "[smtp.isp.example]", 1, ""),
+        ("relayhost-ipv6.log", "[2001:db8::25]", 0, "encrypt"),
+        ("relayhost-ipv6.log", "[ipv6:2001:db8::25]", 1, ""),
+    ] {
+        let map = dir.path().join(format!("{log}.pins"));
+        let run = sigillo(
+            &[
+                "policy",
+                "build",
+                testdata().join(log).to_str().unwrap(),
+                "--postfix",
+                map.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let table = format!("texthash:{}", map.display());
+        let (code, out, err) = postmap(&["-q", key, &table]);
         assert_eq!((code, out.as_str()), (want_code, want), "{key}: {err}");
     }
     let texthash = format!("texthash:{}", map.display());
