@@ -656,7 +656,9 @@ fn merge_spellings(hops: &[NextHopFigures]) -> Vec<NextHopFigures> {
 
 type Merged = (Option<MessageRef>, Option<MessageRef>, Vec<MessageRef>);
 
-/// The earliest first, the latest last, and the earliest few of several samples.
+/// The earliest first, the latest last, and the earliest few of several samples, each message
+/// once: a transaction whose recipients spanned several domains is in the sample of each, so
+/// a relay's figures ([`relay_figures`]) meet it once for every domain it carried.
 fn merge_samples(samples: &[&MessageSample]) -> Merged {
     // RFC 3339 UTC times of one width sort as text.
     let key = |m: &MessageRef| (m.time.clone(), m.id.clone());
@@ -667,6 +669,7 @@ fn merge_samples(samples: &[&MessageSample]) -> Merged {
         .flat_map(|s| s.sample.iter().cloned())
         .collect();
     sample.sort_by_key(key);
+    sample.dedup();
     sample.truncate(NEXT_HOP_SAMPLE);
     (first.cloned(), last.cloned(), sample)
 }
@@ -1645,6 +1648,25 @@ mod tests {
         assert_eq!((d.deferred_messages, d.domains[0].untrusted_tls), (4, 2));
         assert_eq!(ids(&d.domains[0]), ["Q1", "Q2", "Q5", "Q6"]);
         assert_eq!(d.domains[0].last, Some(at(6)));
+    }
+
+    /// A relay pin's dry run meets a transaction that carried several domains in the sample
+    /// of each: it lists its queue id once.
+    #[test]
+    fn a_message_of_several_domains_is_sampled_once() {
+        let relay = "smtp.isp.example";
+        let hops = [
+            via(hop("c.example", 2, 1, 1, 1), &[(relay, 2)]),
+            via(hop("d.example", 2, 1, 1, 1), &[(relay, 2)]),
+        ];
+        let pins = [PinnedPeer::relay(relay, PinLevel::Encrypt, Evidence::default()).unwrap()];
+        let d = dry_run(&hops, &pins, "pins.cf");
+        let ids: Vec<&str> = d.domains[0].sample.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["Q1"]);
+        assert_eq!(
+            (d.domains[0].first.clone(), d.domains[0].last.clone()),
+            (Some(at(1)), Some(at(1)))
+        );
     }
 
     const RULE: PinRule = PinRule {
