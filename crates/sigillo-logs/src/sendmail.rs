@@ -852,9 +852,11 @@ impl SendmailParser {
         if since < self.cache_size {
             return true;
         }
-        if tls {
-            self.cache_size = (since + 1).min(MAX_CACHE_TRACKED);
-            return since < MAX_CACHE_TRACKED;
+        // A connection behind more relays than are tracked is taken as closed: it shows no
+        // cache size, so none is learnt from it.
+        if tls && since < MAX_CACHE_TRACKED {
+            self.cache_size = since + 1;
+            return true;
         }
         false
     }

@@ -210,3 +210,88 @@ fn connection_cache_is_per_process_and_bounded() {
     assert_eq!(got, want);
     assert_eq!(parser.evicted(), 0);
 }
+
+/// A TLS connection taken as closed (more relays used by its process since than are tracked)
+/// teaches no cache size: another process's plaintext connection behind two relays is still
+/// closed by a cache of 2, as without it.
+#[test]
+fn a_connection_taken_as_closed_teaches_no_cache_size() {
+    use exim_support::{log_lines, run};
+    use sigillo_logs::model::{Direction, Record};
+
+    let to = |time: &str, pid: u32, qid: &str, host: &str, ip: &str| {
+        format!(
+            "Mar  4 {time} mx sm-mta[{pid}]: {qid}: to=<u@{host}>, delay=00:00:01, \
+             xdelay=00:00:01, mailer=esmtp, pri=120000, relay={host}. [{ip}], dsn=2.0.0, \
+             stat=Sent (ok)"
+        )
+    };
+    let mut lines = vec![
+        "Mar  4 08:00:00 mx sm-mta[9100]: STARTTLS=client, relay=mx.t.example., \
+         version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256"
+            .to_owned(),
+        to(
+            "08:00:01",
+            9100,
+            "4250B0Aa009100",
+            "mx.t.example",
+            "192.0.2.10",
+        ),
+    ];
+    // 32 other relays, then mx.t again with no STARTTLS=client line.
+    for i in 0..32 {
+        let (time, qid) = (format!("08:00:{:02}", 2 + i), format!("4250B1{i:02}009100"));
+        let (host, ip) = (format!("mx.r{i}.example"), format!("198.51.100.{}", i + 1));
+        lines.push(to(&time, 9100, &qid, &host, &ip));
+    }
+    lines.push(to(
+        "08:00:40",
+        9100,
+        "4250B2Aa009100",
+        "mx.t.example",
+        "192.0.2.10",
+    ));
+    // Process 9200, plaintext: mx.p, mx.q1, mx.q2, mx.p again (closed by a cache of 2).
+    let tail = [
+        to(
+            "09:00:00",
+            9200,
+            "4251C0Aa009200",
+            "mx.p.example",
+            "203.0.113.1",
+        ),
+        to(
+            "09:00:10",
+            9200,
+            "4251C0Ab009200",
+            "mx.q1.example",
+            "203.0.113.2",
+        ),
+        to(
+            "09:00:20",
+            9200,
+            "4251C0Ac009200",
+            "mx.q2.example",
+            "203.0.113.3",
+        ),
+        to(
+            "09:00:30",
+            9200,
+            "4251C0Ad009200",
+            "mx.p.example",
+            "203.0.113.1",
+        ),
+    ];
+    lines.extend(tail.iter().cloned());
+    let connections = |lines: &[String]| {
+        let text = lines.join("\n");
+        let records = run(&mut SendmailParser::new(), &log_lines(&text));
+        records
+            .iter()
+            .filter(|r| matches!(r, Record::Connection(c) if c.direction == Direction::Outbound))
+            .count()
+    };
+    // 9100: mx.t in TLS, 32 relays, mx.t anew in clear; 9200: four connections.
+    assert_eq!(connections(&tail), 4);
+    assert_eq!(connections(&lines), 1 + 32 + 1 + 4);
+}
