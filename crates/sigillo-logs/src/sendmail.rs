@@ -347,8 +347,9 @@ pub struct SendmailParser {
     /// Log time of the next sweep of sessions without a line for [`MAX_AGE`].
     next_sweep: UnixTime,
     /// Per process, the relays it used over a connection, least recently used first: the
-    /// order of its connection cache.
-    cache_order: Bounded<u32, VecDeque<String>, FxBuild>,
+    /// order of its connection cache. Relays are held as hashes of their names
+    /// ([`crate::fields::hash_str`]): 8 bytes each, however long a name the log gives.
+    cache_order: Bounded<u32, VecDeque<u64>, FxBuild>,
     /// Sendmail's `ConnectionCacheSize` as far as the log shows: [`DEFAULT_CACHE_SIZE`],
     /// raised by a TLS connection seen reused behind more relays.
     cache_size: usize,
@@ -843,11 +844,12 @@ impl SendmailParser {
         let Some(order) = self.cache_order.get(&pid) else {
             return true;
         };
+        let relay = crate::fields::hash_str(relay);
         // Relays used after this one; one that fell off the tracked order had at least as
         // many as are tracked.
         let since = order
             .iter()
-            .rposition(|r| r == relay)
+            .rposition(|&r| r == relay)
             .map_or(MAX_CACHE_TRACKED, |i| order.len() - 1 - i);
         if since < self.cache_size {
             return true;
@@ -864,8 +866,9 @@ impl SendmailParser {
     /// Notes a use of a connection of process `pid` to `relay`: its most recently used.
     fn touch_cache(&mut self, pid: u32, relay: &str) {
         // An order pushed out by the cap is lost: that process keeps its connections.
+        let relay = crate::fields::hash_str(relay);
         let (order, _) = self.cache_order.get_or_insert_with(pid, VecDeque::new);
-        if let Some(i) = order.iter().rposition(|r| r == relay) {
+        if let Some(i) = order.iter().rposition(|&r| r == relay) {
             if let Some(r) = order.remove(i) {
                 order.push_back(r);
             }
@@ -874,7 +877,7 @@ impl SendmailParser {
         if order.len() >= MAX_CACHE_TRACKED {
             order.pop_front();
         }
-        order.push_back(relay.to_owned());
+        order.push_back(relay);
     }
 
     /// Whether a STARTTLS failure of this process and side was listed within the last
