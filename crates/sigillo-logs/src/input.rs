@@ -193,8 +193,9 @@ pub enum InputError {
     #[error("{file}: not read again: it is the same file as {first}")]
     SameFile { file: String, first: String },
     /// Found in a directory beside a mail log that holds its mail lines too (Debian's
-    /// `syslog`, `mail.info`, `mail.warn` and `mail.err` beside `mail.log`), so it is not read:
-    /// its messages would be counted twice. Named on the command line, it is read.
+    /// `syslog`, `mail.info`, `mail.warn` and `mail.err` beside `mail.log`; Exim's reject log
+    /// beside its main log), so it is not read: its lines would be counted twice. Named on
+    /// the command line, it is read.
     #[error("{file}: not read: its mail lines are also in {covered_by}; name it to read it")]
     CoveredBy { file: String, covered_by: String },
     /// A source's first line is older than the end of one read before it (files named newest
@@ -348,8 +349,10 @@ const MAX_DEPTH: usize = 16;
 /// `mail.log*`, which the shell expands newest first, is read oldest first too: downgrades are
 /// found by reading each peer's mail in time order.
 /// A file reached twice (same device and inode) is read once; in a directory, Debian's
-/// `syslog`, `mail.info`, `mail.warn` and `mail.err` beside a `mail.log` are not read
-/// ([`InputError::CoveredBy`]). Paths that cannot be read are returned as errors.
+/// `syslog`, `mail.info`, `mail.warn` and `mail.err` beside a `mail.log`, and Exim's reject
+/// log beside its main log (`rejectlog` beside `mainlog`), are not read
+/// ([`InputError::CoveredBy`]).
+/// Paths that cannot be read are returned as errors.
 pub fn discover<P: AsRef<Path>>(inputs: &[P]) -> (Vec<SourcePath>, Vec<InputError>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -438,6 +441,17 @@ fn drop_same_files(paths: Vec<SourcePath>, errors: &mut Vec<InputError>) -> Vec<
 /// facility by level). RHEL's `messages` excludes mail (`mail.none`), so it is not here.
 const COVERED_BY_MAIL_LOG: [&str; 4] = ["syslog", "mail.info", "mail.warn", "mail.err"];
 
+/// The main log that holds the lines of Exim's reject log `name` (a [`RotationKey`]'s base
+/// name): Exim writes each rejection to both ("the first line of each rejection is a copy of
+/// the line that is also written to the main log", then the message's header lines), so a
+/// callout's failed STARTTLS named on a rejection line would count twice. `log_file_path` names the logs by
+/// putting `main`, `reject` or `panic` for its `%s`: Debian's `mainlog`/`rejectlog`, Red
+/// Hat's `main.log`/`reject.log`, cPanel's `exim_mainlog`/`exim_rejectlog`.
+fn exim_main_log_of(name: &str) -> Option<String> {
+    name.contains("reject")
+        .then(|| name.replacen("reject", "main", 1))
+}
+
 fn walk(dir: &Path, depth: usize, out: &mut Vec<SourcePath>, errors: &mut Vec<InputError>) {
     let unreadable = |e: io::Error| InputError::Unreadable {
         file: dir.display().to_string(),
@@ -487,19 +501,21 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<SourcePath>, errors: &mut Vec<In
     let mut files: Vec<(RotationKey, PathBuf)> =
         files.into_iter().map(|p| (rotation_key(&p), p)).collect();
     files.sort();
-    // The live `mail.log` sorts after its rotated files.
-    let mail_log = files
+    // Each log's live file (`mail.log`, `mainlog`), which sorts after its rotated files.
+    let live: std::collections::HashMap<String, PathBuf> = files
         .iter()
-        .rev()
-        .find(|(key, _)| key.0 == "mail.log")
-        .map(|(_, p)| p.clone());
+        .map(|(key, p)| (key.0.clone(), p.clone()))
+        .collect();
     for (key, path) in files {
-        if let Some(mail_log) = &mail_log
-            && COVERED_BY_MAIL_LOG.contains(&key.0.as_str())
-        {
+        let by = if COVERED_BY_MAIL_LOG.contains(&key.0.as_str()) {
+            live.get("mail.log")
+        } else {
+            exim_main_log_of(&key.0).and_then(|main| live.get(&main))
+        };
+        if let Some(by) = by {
             errors.push(InputError::CoveredBy {
                 file: path.display().to_string(),
-                covered_by: mail_log.display().to_string(),
+                covered_by: by.display().to_string(),
             });
             continue;
         }

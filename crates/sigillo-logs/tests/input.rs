@@ -447,6 +447,55 @@ fn a_debian_log_directory_is_not_counted_twice() {
 }
 
 #[test]
+fn an_exim_log_directory_is_not_counted_twice() {
+    // Exim writes each rejection line (one naming a callout's failed STARTTLS) to its main
+    // log and again to its reject log: Debian's mainlog/rejectlog, Red Hat's
+    // main.log/reject.log, cPanel's exim_mainlog/exim_rejectlog.
+    for (main, reject, panic) in [
+        ("mainlog", "rejectlog", "paniclog"),
+        ("main.log", "reject.log", "panic.log"),
+        ("exim_mainlog", "exim_rejectlog", "exim_paniclog"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rotated = format!("{reject}.1");
+        for name in [main, reject, rotated.as_str(), panic] {
+            write(d, name, b"x\n");
+        }
+        let (paths, errors) = discover(&[d.to_path_buf()]);
+        let mut read = names_under(d, &paths);
+        read.sort();
+        let mut want = vec![main.to_owned(), panic.to_owned()];
+        want.sort();
+        assert_eq!(read, want, "{main}");
+        let mut covered: Vec<String> = errors
+            .iter()
+            .map(|e| match e {
+                InputError::CoveredBy { file, covered_by } => {
+                    assert_eq!(covered_by, &d.join(main).display().to_string());
+                    Path::new(file)
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        covered.sort();
+        assert_eq!(covered, [reject.to_owned(), rotated.clone()], "{main}");
+        // Named, it is read; without the main log beside it, a walked reject log is read.
+        let (paths, errors) = discover(&[d.join(reject)]);
+        assert_eq!(names_under(d, &paths), [reject]);
+        assert!(errors.is_empty(), "{errors:?}");
+        std::fs::remove_file(d.join(main)).unwrap();
+        let (paths, errors) = discover(&[d.to_path_buf()]);
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}
+
+#[test]
 fn unreadable_and_unsupported_sources_are_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let (src, got) = read_path(&dir.path().join("missing.log"), &InputOptions::default());
