@@ -157,20 +157,11 @@ fn parse_ciphers(v: &str) -> Option<TlsInfo> {
 /// cipher=…, bits=256"`, after `address=` and `host=` from 6.3), else the rest of the line
 /// (6.4+ writes it alone and unquoted, and the older text form has spaces in it).
 fn ciphers_arg(args: &str) -> Option<&str> {
-    const KEY: &str = "ciphers=";
-    let mut from = 0;
-    loop {
-        let at = from + args.get(from..)?.find(KEY)?;
-        let word_start = at == 0 || args.get(..at).is_some_and(|b| b.ends_with(' '));
-        let value = args.get(at + KEY.len()..)?;
-        if word_start {
-            return Some(match value.strip_prefix('"') {
-                Some(q) => q.split('"').next().unwrap_or(q),
-                None => value.trim_matches('"'),
-            });
-        }
-        from = at + KEY.len();
-    }
+    let value = word_value(args, "ciphers=")?;
+    Some(match value.strip_prefix('"') {
+        Some(q) => q.split('"').next().unwrap_or(q),
+        None => value.trim_matches('"'),
+    })
 }
 
 /// The value of `reason=` (a word of its own): quoted up to its closing quote, else the rest
