@@ -758,6 +758,18 @@ pub enum PinFileError {
     /// The same domain is pinned twice.
     #[error("domain {domain} is pinned more than once")]
     Duplicate { domain: String },
+    /// A pin file pins one relay under two spellings of its key (`[host]` and `[host]:25`,
+    /// `[2001:db8::25]` and `[ipv6:2001:db8::25]`): one relay for `policy serve`
+    /// ([`RelayKey::match_key`]), which could answer only one of the two pins.
+    #[error("pin file line {line}: relay {key} is pinned more than once (also as {first})")]
+    DuplicateRelay {
+        /// The 1-based line of the second spelling.
+        line: usize,
+        /// The key on that line, in canonical form.
+        key: String,
+        /// The key as pinned first, in canonical form.
+        first: String,
+    },
     /// A line of a pin file that is not `domain  encrypt|verify`.
     #[error("pin file line {line}: expected {expected}, got {got:?}")]
     BadLine {
@@ -848,7 +860,8 @@ pub fn policy_map_file(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
 /// blank lines. A comment
 /// of the form `# N messages, N over TLS, N verified` right before a pin is its evidence;
 /// without one the evidence is zero. Domains are put in canonical form; a domain given twice
-/// is an error.
+/// is an error, and so is a relay given twice in two spellings of its key
+/// ([`PinFileError::DuplicateRelay`]).
 pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError> {
     let mut pins: Vec<PinnedPeer> = Vec::new();
     let mut evidence: Option<Evidence> = None;
@@ -883,6 +896,18 @@ pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError>
             return Err(PinFileError::Duplicate {
                 domain: peer.domain,
             });
+        }
+        // Another spelling of a relay already pinned: `policy serve` finds a relay's pin by
+        // its match key, so only one of the two could answer, whichever came last.
+        if peer.is_relay() {
+            let key = peer.match_key();
+            if let Some(first) = pins.iter().find(|p| p.is_relay() && p.match_key() == key) {
+                return Err(PinFileError::DuplicateRelay {
+                    line,
+                    key: peer.domain,
+                    first: first.domain.clone(),
+                });
+            }
         }
         pins.push(peer);
     }
@@ -1395,6 +1420,23 @@ mod tests {
                 "a.example encrypt\nA.EXAMPLE. verify\n",
                 PinFileError::Duplicate {
                     domain: "a.example".into(),
+                },
+            ),
+            // One relay under two spellings: `policy serve` would answer only one of them.
+            (
+                "[relay.example]  verify\n# 3 messages\n[Relay.Example]:25  encrypt\n",
+                PinFileError::DuplicateRelay {
+                    line: 3,
+                    key: "[relay.example]:25".into(),
+                    first: "[relay.example]".into(),
+                },
+            ),
+            (
+                "[2001:db8::25] encrypt\n[IPv6:2001:DB8:0::25] verify\n",
+                PinFileError::DuplicateRelay {
+                    line: 2,
+                    key: "[ipv6:2001:db8:0::25]".into(),
+                    first: "[2001:db8::25]".into(),
                 },
             ),
         ];
