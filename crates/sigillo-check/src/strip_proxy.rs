@@ -9,10 +9,13 @@
 //!
 //! A side that closes (end of file) is half-closed on the other side, so a client that sends
 //! `QUIT` and shuts down its writing half still gets the reply. Once the client has closed
-//! its side, the server has [`ProxyOptions::client_gone_grace`] (from the last byte either
-//! way) to finish and close; a server that stays silent and open is then closed with the
-//! client, so a client that has gone does not hold its connection slot until the idle
-//! timeout.
+//! its side and the server has answered all it sent (the greeting, each command, each
+//! message's end: [`AsaRewriter::replies_owed`]), the server has
+//! [`ProxyOptions::client_gone_grace`] (from the last byte either way) to close; a server
+//! that stays silent and open is then closed with the client, so a client that has gone
+//! does not hold its connection slot until the idle timeout. A server still owing a reply
+//! (a content filter scanning the message) has the idle timeout, as before the client
+//! left; so has a session in TLS, whose commands the proxy cannot see.
 
 use crate::accept_log::{AcceptLog, AcceptReport};
 use sigillo_smtp::asa::AsaRewriter;
@@ -38,9 +41,10 @@ pub struct ProxyOptions {
     pub idle_timeout: Duration,
     /// Most connections relayed at once; more are accepted and closed at once.
     pub max_connections: usize,
-    /// Once the client has closed its side, a server that sends nothing for this long (e.g.
-    /// after its reply to `QUIT`) and does not close is closed with the client
-    /// ([`ConnectionEnd::ClientGone`]). At most `idle_timeout`.
+    /// Once the client has closed its side and the server has answered everything it sent,
+    /// a server that sends nothing for this long (e.g. after its reply to `QUIT`) and does
+    /// not close is closed with the client ([`ConnectionEnd::ClientGone`]). At most
+    /// `idle_timeout`.
     pub client_gone_grace: Duration,
 }
 
@@ -306,7 +310,7 @@ pub async fn relay(
                             message: e.to_string(),
                         },
                     },
-                    end = idle(&traffic, started, &options) => end,
+                    end = idle(&traffic, &rewriter, started, &options) => end,
                     _ = stop.wait_for(|stopping| *stopping) => ConnectionEnd::Shutdown,
                 }
             }
@@ -333,7 +337,8 @@ pub async fn relay(
 struct Traffic {
     /// The client closed its side and everything it sent was forwarded.
     client_done: AtomicBool,
-    /// Wakes [`idle`] when `client_done` is set.
+    /// Wakes [`idle`] when `client_done` is set, and when the server sends something after
+    /// that (it may have answered the last command).
     client_gone: Notify,
     from_client: AtomicU64,
     from_server: AtomicU64,
@@ -387,11 +392,18 @@ fn millis_since(started: Instant) -> u64 {
 }
 
 /// Completes once no byte has moved for the idle timeout ([`ConnectionEnd::IdleTimeout`]),
-/// or, after the client closed its side, for the grace ([`ConnectionEnd::ClientGone`]).
-async fn idle(traffic: &Traffic, started: Instant, options: &ProxyOptions) -> ConnectionEnd {
+/// or, after the client closed its side and the server answered all it sent, for the grace
+/// ([`ConnectionEnd::ClientGone`]).
+async fn idle(
+    traffic: &Traffic,
+    rewriter: &Mutex<AsaRewriter>,
+    started: Instant,
+    options: &ProxyOptions,
+) -> ConnectionEnd {
     let grace = options.client_gone_grace.min(options.idle_timeout);
     loop {
-        let client_gone = traffic.client_done.load(Ordering::Relaxed);
+        let client_gone = traffic.client_done.load(Ordering::Relaxed)
+            && lock(rewriter).replies_owed().is_some_and(|owed| owed == 0);
         let limit = if client_gone {
             grace
         } else {
@@ -457,6 +469,10 @@ async fn pump(
         };
         if !out.is_empty() {
             to.write_all(&out).await.map_err(|e| (other, e))?;
+        }
+        if side == Side::Server && traffic.client_done.load(Ordering::Relaxed) {
+            // The client has gone: this may have been the last reply it was owed.
+            traffic.client_gone.notify_one();
         }
     }
 }
@@ -649,6 +665,59 @@ mod tests {
         );
         let (got, _open) = server.await.unwrap();
         assert_eq!(got, b"QUIT\r\n");
+    }
+
+    /// A pipelining client sends its last commands and half-closes; the server (a content
+    /// filter, a tarpit) answers them only after longer than the grace, then stays open. The
+    /// grace starts when the replies are all in: the client gets them, then the proxy
+    /// closes both.
+    #[tokio::test]
+    async fn a_slow_reply_after_the_clients_half_close_is_not_cut() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            stream.write_all(b"220 upstream ESMTP\r\n").await.unwrap();
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            // Answering takes three times the grace.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stream.write_all(b"250 ok\r\n221 bye\r\n").await.unwrap();
+            (got, stream)
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ProxyOptions {
+            client_gone_grace: Duration::from_secs(1),
+            ..ProxyOptions::default()
+        };
+        let proxy = tokio::spawn(async move {
+            let (client, client_addr) = listener.accept().await.unwrap();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        read_until(&mut client, b"\r\n").await;
+        client.write_all(b"NOOP\r\nQUIT\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest));
+        assert!(matches!(read.await, Ok(Ok(_))), "the proxy kept it open");
+        let report = proxy.await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "250 ok\r\n221 bye\r\n",
+            "{:?}",
+            report.end
+        );
+        assert_eq!(
+            report.end,
+            ConnectionEnd::ClientGone {
+                grace: Duration::from_secs(1)
+            }
+        );
+        let (got, _open) = server.await.unwrap();
+        assert_eq!(got, b"NOOP\r\nQUIT\r\n");
     }
 
     #[tokio::test]

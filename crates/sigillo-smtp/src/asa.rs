@@ -110,6 +110,9 @@ pub struct AsaRewriter {
     body_end: BodyEnd,
     /// Bytes of a `BDAT` chunk from the client still to pass through untouched.
     bdat_remaining: u64,
+    /// Replies the server still owes: the greeting, one a command line, one a message
+    /// body's end, less the replies seen ([`AsaRewriter::replies_owed`]).
+    replies_owed: u32,
     transparent: bool,
 }
 
@@ -133,6 +136,7 @@ impl AsaRewriter {
             in_body: false,
             body_end: BodyEnd::LineStart,
             bdat_remaining: 0,
+            replies_owed: 1,
             transparent: false,
         }
     }
@@ -155,6 +159,15 @@ impl AsaRewriter {
     /// True once an allowed STARTTLS succeeded: everything passes through from then on.
     pub fn is_transparent(&self) -> bool {
         self.transparent
+    }
+
+    /// How many replies the server owes the client so far: the greeting, one for each
+    /// command line and each message body's end the client sent, less the replies (their
+    /// last lines) the server sent. `None` once TLS made the session opaque. A proxy uses it
+    /// to tell a server still working on an answer (a content filter scanning the message)
+    /// from one that has answered everything and merely stays open.
+    pub fn replies_owed(&self) -> Option<u32> {
+        (!self.transparent).then_some(self.replies_owed)
     }
 
     /// Rewrite bytes going from the server to the client; returns what to forward (possibly
@@ -247,6 +260,7 @@ impl AsaRewriter {
             self.body_end = match (self.body_end, b) {
                 (BodyEnd::Dot | BodyEnd::DotCr, b'\n') => {
                     self.in_body = false;
+                    self.replies_owed = self.replies_owed.saturating_add(1);
                     self.body_end = BodyEnd::LineStart;
                     return i + 1;
                 }
@@ -263,6 +277,9 @@ impl AsaRewriter {
         let Some((code, last)) = reply_code(line) else {
             return;
         };
+        if last {
+            self.replies_owed = self.replies_owed.saturating_sub(1);
+        }
         let end = content_end(line);
         if !self.greeting_done {
             if self.config.mask_banner && code == 220 && end > 4 {
@@ -297,6 +314,8 @@ impl AsaRewriter {
     }
 
     fn client_line(&mut self, line: &mut [u8]) {
+        // Every line in command mode gets a reply, if only `500` (a BDAT chunk's too).
+        self.replies_owed = self.replies_owed.saturating_add(1);
         let end = content_end(line);
         let start = line[..end]
             .iter()
@@ -817,5 +836,47 @@ mod tests {
             .collect();
         assert_eq!(got, b"line\r\n\r\r\n.x\r\n.\r\nXXXXXXXA\r\n");
         assert!(!rw.in_body());
+    }
+
+    /// The replies a server owes: the greeting, one a command line (pipelined or not), one a
+    /// body's end and one a BDAT chunk; a multi-line reply pays one. Once TLS is up the
+    /// session is opaque.
+    #[test]
+    fn replies_owed_follow_commands_and_replies() {
+        let mut rw = AsaRewriter::new(AsaConfig {
+            strip_starttls: false,
+            ..AsaConfig::default()
+        });
+        let steps: &[(Dir, &str, Option<u32>)] = &[
+            (S2C, "", Some(1)),
+            (S2C, "220-mx ESMTP\r\n", Some(1)),
+            (S2C, "220 mx\r\n", Some(0)),
+            (C2S, "EHLO c\r\n", Some(1)),
+            (S2C, "250-mx\r\n250-PIPELINING\r\n", Some(1)),
+            (S2C, "250 STARTTLS\r\n", Some(0)),
+            (C2S, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", Some(3)),
+            (S2C, "250 ok\r\n250 ok\r\n354 go\r\n", Some(0)),
+            // Body lines are not commands; the end of the body is owed a reply.
+            (C2S, "Subject: x\r\n\r\nQUIT\r\n", Some(0)),
+            (C2S, ".\r\nBDAT 5 LAST\r\nab\r\n", Some(2)),
+            (S2C, "250 queued\r\n", Some(1)),
+            (S2C, "250 chunk\r\n", Some(0)),
+            // A reply in pieces pays when its last line is whole.
+            (C2S, "NOOP\r\n", Some(1)),
+            (S2C, "250 o", Some(1)),
+            (S2C, "k\r\n", Some(0)),
+            // More replies than commands (a server's 421 at the end) do not go below 0.
+            (S2C, "421 bye\r\n", Some(0)),
+            (C2S, "STARTTLS\r\n", Some(1)),
+            (S2C, "220 go ahead\r\n", None),
+            (C2S, "EHLO c\r\n", None),
+        ];
+        for (i, (dir, bytes, owed)) in steps.iter().enumerate() {
+            match dir {
+                S2C => drop(rw.server_to_client(bytes.as_bytes())),
+                C2S => drop(rw.client_to_server(bytes.as_bytes())),
+            }
+            assert_eq!(rw.replies_owed(), *owed, "step {i}: {bytes:?}");
+        }
     }
 }
