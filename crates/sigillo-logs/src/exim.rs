@@ -89,6 +89,8 @@ use crate::model::{
 };
 use crate::postfix::bounded::{Bounded, FxBuild};
 use crate::recipient::{self, DomainTexts};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 
 // ---------------------------------------------------------------------------------------------
@@ -354,19 +356,43 @@ type FailKey = (u64, u32, Option<IpAddr>, u64);
 /// Which line of a failed outbound STARTTLS an older Exim wrote: the handshake error itself
 /// (`TLS error on connection to …`, `H=… TLS error on connection (…)`), or what followed it
 /// (`… delivering unencrypted to …`, a `==`/`**` line naming the TLS session, a callout's
-/// `… unencrypted to …`). Newer versions write only the second kind, one line an attempt.
+/// `… unencrypted to …`). Newer versions write only the second kind: one line an attempt, or,
+/// when the delivery is not retried in clear, one `==`/`**` line per recipient of the transport
+/// run ([`RecipientLine`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FailLine {
     HandshakeError,
     Outcome,
 }
 
-/// A listed failure line: when, which kind, and whether its other line has come.
+/// What the lines of one outbound STARTTLS attempt key have left to pair: the time of the
+/// last line listed, and how many lines of one kind ([`FailLine`]) wait for a line of the
+/// other (two transport runs can each log their handshake error before either's outcome
+/// line), and the last transport run seen through its per-recipient lines ([`RunSeen`]).
 #[derive(Debug, Clone, Copy)]
 struct FailSeen {
     time: UnixTime,
     line: FailLine,
-    paired: bool,
+    unpaired: u16,
+    run: Option<RunSeen>,
+}
+
+/// A `==`/`**` line naming a failed TLS session, one of the lines Exim writes per recipient
+/// for one transport run: the signature the lines of one run share, and which recipient it
+/// names ([`recipient_line`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecipientLine {
+    signature: u64,
+    recipient: u64,
+}
+
+/// The transport run of the last per-recipient line of an attempt key: the second of its first
+/// line, its signature ([`RecipientLine`]), and the recipient its first line named.
+#[derive(Debug, Clone, Copy)]
+struct RunSeen {
+    time: UnixTime,
+    signature: u64,
+    first_recipient: u64,
 }
 
 const MAX_OPEN_MESSAGES: usize = 65_536;
@@ -381,8 +407,8 @@ const MAX_UNCLAIMED: usize = 65_536;
 const MAX_CLOSED_NO_MAIL: usize = 1_024;
 const MAX_RCPT_HASHES: usize = 1_000;
 const MAX_OUTBOUND: usize = 4_096;
-/// Outbound STARTTLS failures remembered to count each attempt once: only lines a second
-/// apart are compared, so this needs to hold no more than a second's worth.
+/// Outbound STARTTLS failures remembered to count each attempt once: only lines at most a
+/// second apart are compared, so this needs to hold no more than a second's worth.
 const MAX_TLS_FAILURES: usize = 1_024;
 /// Lines of one message to one host this close together (seconds) are one SMTP transaction
 /// (`**` and `=>` of the same delivery), not a new connection.
@@ -469,10 +495,8 @@ pub struct EximParser {
     /// A session was opened while another of the same address was open, and the log has
     /// neither ports nor pids to tell them apart.
     merged_sessions: bool,
-    /// Outbound STARTTLS failures listed lately, by attempt: one failure is often logged on
-    /// two lines (see [`EximParser::outbound_tls_failure`]).
-    /// The last failed outbound STARTTLS line of each attempt key: its time, whether it was
-    /// the handshake error itself, and whether it has been paired with its other line.
+    /// Outbound STARTTLS failures listed lately, by attempt key: one failure is often logged
+    /// on several lines (see [`EximParser::outbound_tls_failure`]).
     tls_failures: Bounded<FailKey, FailSeen, FxBuild>,
     domains: DomainTexts,
 }
@@ -650,7 +674,8 @@ impl EximParser {
             Transport::Unknown { hint: HINT_DEFER }
         };
         if remote && status != DeliveryStatus::Sent && rest.contains("TLS session") {
-            self.outbound_tls_failure(line, id, &host, FailLine::Outcome, out);
+            let recipient = recipient_line(rest, line.pid);
+            self.outbound_tls_failure(line, id, &host, FailLine::Outcome, Some(recipient), out);
         }
         let size = self.received.get(id).and_then(|o| o.record.size);
         let record = MessageRecord {
@@ -750,18 +775,41 @@ impl EximParser {
     /// or `ID H=mx [ip] TLS error on connection (…): …`) and then, for the same attempt, either
     /// `ID TLS session failure: delivering unencrypted to mx [ip] (…)` (retried in clear) or
     /// a `==`/`**` line whose error is `failure while setting up TLS session`; a callout
-    /// logs the error, then `… unencrypted to mx [ip]`, without a message id. So a line of
-    /// the other kind ([`FailLine`]) naming the same message (or, without one, the same
-    /// process) and host at most [`SAME_TRANSACTION_SECS`] after an unpaired one is that same
-    /// attempt: not listed again. Two lines of one kind are two attempts (newer Exim writes one
-    /// outcome line an attempt, and one message can meet one host twice in a second, over two
-    /// connections of two transport runs).
+    /// logs the error, then `… unencrypted to mx [ip]`, without a message id; a DANE host's
+    /// `DANE attempt failed; …` comes before its outcome line. So a line of the other kind
+    /// ([`FailLine`]) naming the same message (or, without one, the same process) and host at
+    /// most [`SAME_TRANSACTION_SECS`] after an unpaired one is that same attempt: not listed
+    /// again. Each line pairs with one line of the other kind; lines of one kind are that many
+    /// attempts (newer Exim writes one outcome line an attempt, and one message can meet one
+    /// host twice in a second, over two connections of two transport runs), each of which a
+    /// later line of the other kind can pair with (two runs in parallel each log their `DANE
+    /// attempt failed` before either's outcome lines).
+    ///
+    /// A delivery not retried in clear ends in one `==` (or `**`) line per recipient of the
+    /// transport run, not one per attempt (`recipient`: [`RecipientLine`]). In Exim's source
+    /// (Exim/exim: src/src/deliver.c, transports/smtp.c): `do_remote_deliveries()` hands one
+    /// transport run (one subprocess) the chain of addresses with the same transport, the
+    /// same host list and, unless the transport sets `multi_domain`, the same domain; on a
+    /// failed handshake, smtp.c `smtp_setup_conn()` logs `DANE attempt failed; …` for a DANE
+    /// host once per connection and jumps to `TLS_FAILED`/`FAILED`, where `set_errno()`
+    /// gives every address of that chain the same errno, message (`TLS session: …`) and host;
+    /// back in the delivery process, `remote_post_process()` calls `post_process_one()` for
+    /// each address of the chain in turn, and its `deferral_log()` (`failure_log()` for `**`)
+    /// writes `== ADDRESS [<parent>] R=router T=transport defer (errno) H=host [ip]: message`
+    /// from those shared values, one line after another with no network wait between them.
+    /// So a `==`/`**` line with the same message, host, process, second, recipient domain and
+    /// text after `R=` (transport, errno, host, error; `R=` itself is per address, and runs
+    /// are not batched by router) as the first line of the last run of its key is another
+    /// recipient of that run: not listed, not paired. A new domain is a new run (a transport
+    /// with `multi_domain = false` runs once per domain), as is the run's first recipient
+    /// named again (a run names each address once): these count as attempts as above.
     fn outbound_tls_failure(
         &mut self,
         line: &Line<'_>,
         id: &str,
         host: &HostField<'_>,
         kind: FailLine,
+        recipient: Option<RecipientLine>,
         out: &mut Vec<Record>,
     ) {
         let (id_hash, pid) = if id.is_empty() {
@@ -774,27 +822,56 @@ impl EximParser {
             None => hash_str(host.name.unwrap_or("")),
         };
         let key = (id_hash, pid, host.ip, name_hash);
-        if let Some(seen) = self.tls_failures.get_mut(&key)
-            && line.time.abs_diff(seen.time) <= SAME_TRANSACTION_SECS
-            && seen.line != kind
-            && !seen.paired
+        let run = recipient.map(|r| RunSeen {
+            time: line.time,
+            signature: r.signature,
+            first_recipient: r.recipient,
+        });
+        let mut seen = match self.tls_failures.get(&key) {
+            Some(seen) => *seen,
+            None => FailSeen {
+                time: line.time,
+                line: kind,
+                unpaired: 0,
+                run: None,
+            },
+        };
+        if let (Some(r), Some(last)) = (recipient, seen.run)
+            && last.time == line.time
+            && last.signature == r.signature
+            && last.first_recipient != r.recipient
         {
-            seen.paired = true;
+            // Another recipient of the run already counted.
             return;
         }
-        let seen = FailSeen {
-            time: line.time,
-            line: kind,
-            paired: false,
+        if run.is_some() {
+            seen.run = run;
+        }
+        if line.time.abs_diff(seen.time) > SAME_TRANSACTION_SECS {
+            seen.unpaired = 0;
+        }
+        let listed = if seen.unpaired > 0 && seen.line != kind {
+            seen.unpaired -= 1;
+            false
+        } else {
+            if seen.line != kind {
+                seen.line = kind;
+                seen.unpaired = 0;
+            }
+            seen.unpaired = seen.unpaired.saturating_add(1);
+            seen.time = line.time;
+            true
         };
         // A full table drops its oldest entry, long out of the window.
         let _ = self.tls_failures.insert(key, seen);
-        out.push(anomaly(
-            line,
-            Direction::Outbound,
-            host.peer(),
-            AnomalyKind::StartTlsFailed,
-        ));
+        if listed {
+            out.push(anomaly(
+                line,
+                Direction::Outbound,
+                host.peer(),
+                AnomalyKind::StartTlsFailed,
+            ));
+        }
     }
 
     /// A handshake's `TLS error on connection …` line (`id` empty when the line has none).
@@ -808,7 +885,7 @@ impl EximParser {
     ) {
         match dir {
             Direction::Outbound => {
-                self.outbound_tls_failure(line, id, host, FailLine::HandshakeError, out)
+                self.outbound_tls_failure(line, id, host, FailLine::HandshakeError, None, out)
             }
             _ => out.push(anomaly(line, dir, host.peer(), AnomalyKind::StartTlsFailed)),
         }
@@ -1134,6 +1211,29 @@ fn unretried_tls_failure(rest: &str) -> Option<(HostField<'_>, FailLine)> {
     .then_some((host, FailLine::Outcome))
 }
 
+/// A `==`/`**` line's place in its transport run ([`EximParser::outbound_tls_failure`]): the
+/// address it names (the first word: the address delivered to, not its `<parent>`, which two
+/// addresses of one run can share), and the run's signature: the process that wrote the line
+/// (`+pid`), that address's domain (lowercase), and all the line says after the router
+/// (`T=transport defer (errno) H=host [ip]: message`, and for `**` the host's other fields),
+/// which Exim writes from values shared by the whole run.
+fn recipient_line(rest: &str, pid: Option<u32>) -> RecipientLine {
+    let address = rest.split(' ').next().unwrap_or("").trim_end_matches(':');
+    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+    let after_router = rest.find(" T=").and_then(|i| rest.get(i..)).unwrap_or("");
+    let mut h = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
+    pid.hash(&mut h);
+    for b in domain.bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.write_u8(0xff);
+    after_router.hash(&mut h);
+    RecipientLine {
+        signature: h.finish(),
+        recipient: hash_str(address),
+    }
+}
+
 fn emit_open(open: OpenMessage, out: &mut Vec<Record>) {
     let n = open.recipients(true);
     let mut r = open.record;
@@ -1192,10 +1292,10 @@ impl MtaParser for EximParser {
                     self.tls_error(line, id, dir, &host, out);
                 }
             } else if let Some(host) = unencrypted_fallback(rest) {
-                self.outbound_tls_failure(line, id, &host, FailLine::Outcome, out);
+                self.outbound_tls_failure(line, id, &host, FailLine::Outcome, None, out);
             } else if let Some((host, kind)) = unretried_tls_failure(rest) {
                 // A delivery's `DANE attempt failed; …` (its `==` line follows).
-                self.outbound_tls_failure(line, id, &host, kind, out);
+                self.outbound_tls_failure(line, id, &host, kind, None, out);
             }
             return;
         }
@@ -1232,7 +1332,7 @@ impl MtaParser for EximParser {
             && let Some(host) = unencrypted_fallback(m)
         {
             // A callout's STARTTLS failed and was retried in clear.
-            self.outbound_tls_failure(line, "", &host, FailLine::Outcome, out);
+            self.outbound_tls_failure(line, "", &host, FailLine::Outcome, None, out);
         } else if m.starts_with("SMTP ")
             && let Some(i) = m.find(" on connection from ")
         {
@@ -1268,7 +1368,7 @@ impl MtaParser for EximParser {
             }
         } else if let Some((host, kind)) = unretried_tls_failure(m) {
             // A callout's STARTTLS failed and was not retried in clear.
-            self.outbound_tls_failure(line, "", &host, kind, out);
+            self.outbound_tls_failure(line, "", &host, kind, None, out);
         }
     }
 
@@ -1897,6 +1997,35 @@ mod tests {
                 ],
                 &[(0, "192.0.2.1")],
             ),
+            // The same with two recipients: Exim writes a `==` line for each recipient of the
+            // transport run; one attempt.
+            (
+                &[
+                    "1abcde-000000-AB DANE attempt failed; TLS connection to mx.example.net [192.0.2.1]: (SSL_connect): error:x",
+                    "1abcde-000000-AB == bob@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: TLS session: (SSL_connect): error:x",
+                    "1abcde-000000-AB == carol@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: TLS session: (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // Three recipients without a DANE line (hosts_require_tls), one of them by way of
+            // an alias and routed by another router of the run: one attempt.
+            (
+                &[
+                    "1abcde-000000-AB == bob@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: TLS session: (SSL_connect): error:x",
+                    "1abcde-000000-AB == carol@example.net <team@example.org> R=aliases T=t defer (-37) H=mx.example.net [192.0.2.1]: TLS session: (SSL_connect): error:x",
+                    "1abcde-000000-AB == dave@Example.NET R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: TLS session: (SSL_connect): error:x",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // Later 4.8x, two recipients: the error and the `==` lines are one attempt.
+            (
+                &[
+                    "1abcde-000000-AB H=mx.example.net [192.0.2.1] TLS error on connection (SSL_connect): error:x",
+                    "1abcde-000000-AB == bob@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: failure while setting up TLS session",
+                    "1abcde-000000-AB == carol@example.net R=r T=t defer (-37) H=mx.example.net [192.0.2.1]: failure while setting up TLS session",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
         ];
         for (lines, want) in cases {
             let mut p = EximParser::new();
@@ -1989,6 +2118,89 @@ mod tests {
                 (10, None, dane),
                 (10, None, rejected)
             ]),
+            2
+        );
+    }
+
+    /// A delivery not retried in clear: one `==` line per recipient of a transport run, one
+    /// failure per run. Runs are told apart by domain, transport, error, process, second, and
+    /// a recipient named again.
+    #[test]
+    fn recipients_of_one_transport_run() {
+        let count = |lines: &[(i64, Option<u32>, &str)]| {
+            let mut p = EximParser::new();
+            let mut out = Vec::new();
+            for (time, pid, m) in lines {
+                let line = Line {
+                    time: *time,
+                    host: "",
+                    program: "exim",
+                    pid: *pid,
+                    message: m,
+                    raw: m,
+                };
+                p.feed(&line, &mut out);
+            }
+            out.iter()
+                .filter(
+                    |r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StartTlsFailed),
+                )
+                .count()
+        };
+        let defer = |rcpt: &str, transport: &str, error: &str| {
+            format!(
+                "1abcde-000000-AB == {rcpt} R=dnslookup T={transport} defer (-37) H=mx.example.net [192.0.2.1]: {error}"
+            )
+        };
+        let tls = "TLS session: (SSL_connect): error:x";
+        let a1 = defer("ann@a.example", "t", tls);
+        let a2 = defer("bob@a.example", "t", tls);
+        let a3 = defer("cat@a.example", "t", tls);
+        let b1 = defer("dan@b.example", "t", tls);
+        let b2 = defer("eve@b.example", "t", tls);
+        let dane = "1abcde-000000-AB DANE attempt failed; TLS connection to mx.example.net [192.0.2.1]: (SSL_connect): error:x";
+        let one = |m: &str| (10, None, m.to_string());
+        let run = |lines: &[(i64, Option<u32>, String)]| {
+            let lines: Vec<_> = lines.iter().map(|(t, p, m)| (*t, *p, m.as_str())).collect();
+            count(&lines)
+        };
+        // One run of two and of three recipients, with and without the DANE line.
+        assert_eq!(run(&[one(&a1), one(&a2)]), 1);
+        assert_eq!(run(&[one(&a1), one(&a2), one(&a3)]), 1);
+        assert_eq!(run(&[one(dane), one(&a1), one(&a2)]), 1);
+        assert_eq!(run(&[one(dane), one(&a1), one(&a2), one(&a3)]), 1);
+        // With +pid: the delivery process writes them all.
+        let pid = |p: u32, m: &str| (10, Some(p), m.to_string());
+        assert_eq!(run(&[pid(7, &a1), pid(7, &a2), pid(7, &a3)]), 1);
+        // Two runs of one message to one host (`multi_domain = false`: one run a domain), with
+        // and without their DANE lines, these before the `==` lines (runs in parallel) or each
+        // before its own: two attempts.
+        assert_eq!(run(&[one(&a1), one(&a2), one(&b1), one(&b2)]), 2);
+        assert_eq!(
+            run(&[one(dane), one(dane), one(&a1), one(&a2), one(&b1), one(&b2)]),
+            2
+        );
+        assert_eq!(
+            run(&[one(dane), one(&a1), one(&a2), one(dane), one(&b1), one(&b2)]),
+            2
+        );
+        // Another transport, another error, another process, another second: another run.
+        let a2_other_transport = defer("bob@a.example", "t2", tls);
+        assert_eq!(run(&[one(&a1), one(&a2_other_transport)]), 2);
+        let a2_other_error = defer("bob@a.example", "t", "TLS session: (SSL_connect): error:y");
+        assert_eq!(run(&[one(&a1), one(&a2_other_error)]), 2);
+        assert_eq!(run(&[pid(7, &a1), pid(8, &a2)]), 2);
+        assert_eq!(run(&[one(&a1), (11, None, a2.clone())]), 2);
+        // The run's first recipient again, in the same second: a second run.
+        assert_eq!(run(&[one(&a1), one(&a2), one(&a1), one(&a2)]), 2);
+        assert_eq!(run(&[one(&a1), one(&a1)]), 2);
+        // A run's lines do not swallow the next message's.
+        let other_message = a2.replace("1abcde-000000-AB", "1abcdf-000000-AB");
+        assert_eq!(run(&[one(&a1), one(&other_message)]), 2);
+        // Nor does a DANE line of a second run, written while the first run's lines are: the
+        // first run's next recipient is still that run, the second run pairs with its line.
+        assert_eq!(
+            run(&[one(dane), one(&a1), one(dane), one(&a2), one(&b1), one(&b2)]),
             2
         );
     }

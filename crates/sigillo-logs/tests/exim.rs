@@ -237,3 +237,70 @@ fn older_tls_errors_and_callouts_are_listed_once() {
         assert!(a.evidence.contains(evidence), "{}", a.evidence);
     }
 }
+
+/// A delivery Exim does not retry in clear ends in one `==` line per recipient of the
+/// transport run: each run is listed once, outbound, in log order, with the first line that
+/// tells it as evidence (its DANE line or older Exim's error line when there is one, else its
+/// first `==` line); two runs of one message to one host (two domains, `multi_domain =
+/// false`) and a second attempt naming the same recipients are listed apart.
+#[test]
+fn deferred_recipients_of_one_run_are_one_failure() {
+    use exim_support::{log_lines, run, testdata};
+    use sigillo_logs::model::{AnomalyKind, Direction, Record};
+
+    let text = std::fs::read_to_string(testdata("exim").join("tls-deferred-recipients.log"))
+        .expect("fixture");
+    let mut parser = EximParser::new();
+    let records = run(&mut parser, &log_lines(&text));
+    // (address, evidence substring)
+    let want: &[(&str, &str)] = &[
+        (
+            "192.0.2.21",
+            "DANE attempt failed; TLS connection to mx.example.fo",
+        ),
+        (
+            "192.0.2.22",
+            "DANE attempt failed; TLS connection to mx.example.se",
+        ),
+        (
+            "192.0.2.23",
+            "10:20:01 1wuB02-0000000HB03-0aac == nina@example.dk",
+        ),
+        (
+            "192.0.2.23",
+            "10:20:02 1wuB02-0000000HB03-0aac == nina@example.dk",
+        ),
+        (
+            "192.0.2.24",
+            "[6101] 1wuB03-0000000HB04-0aad == pia@example.no",
+        ),
+        (
+            "192.0.2.25",
+            "H=mx.example.is [192.0.2.25] TLS error on connection",
+        ),
+        (
+            "192.0.2.26",
+            "[6201] 1wuB05-0000000HB06-0aaf DANE attempt failed",
+        ),
+        (
+            "192.0.2.26",
+            "[6202] 1wuB05-0000000HB06-0aaf DANE attempt failed",
+        ),
+        ("192.0.2.27", "1wuB06-0000000HB07-0aag == vera@one.example"),
+        ("192.0.2.27", "1wuB06-0000000HB07-0aag == xena@two.example"),
+    ];
+    let failures: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Anomaly(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), want.len(), "{failures:#?}");
+    for (a, (ip, evidence)) in failures.iter().zip(want) {
+        assert_eq!(a.kind, AnomalyKind::StartTlsFailed);
+        assert_eq!(a.direction, Direction::Outbound);
+        assert_eq!(a.peer.ip, Some(ip.parse().expect("ip")));
+        assert!(a.evidence.contains(evidence), "{}", a.evidence);
+    }
+}
