@@ -1,14 +1,14 @@
 //! Figures from records: the TLS share of mail per direction, day, hour, peer, TLS version,
 //! trust, cipher and key exchange; the top plaintext peers; downgrades (peers that used TLS,
 //! then sent or received in clear); failed STARTTLS and stripping traces; outbound mail per
-//! next-hop (recipient) domain, what `sigillo policy build` pins peers from. No I/O. Memory
-//! is bounded by distinct peers and hours, not by the number of records.
+//! next-hop (recipient) domain and per relay host, what `sigillo policy build` pins peers
+//! from. No I/O. Memory is bounded by distinct peers and hours, not by the number of records.
 
 use crate::model::{
     AnomalyKind, AnomalyRecord, ConnectionRecord, Direction, MessageRecord, Peer, Record, Scope,
     Text, Transport, Trust, UnixTime,
 };
-use crate::next_hop_relays::{RelayFigures, RelayTally};
+use crate::next_hop_relays::{RelayFigures, RelayName, RelayTally};
 use crate::postfix::bounded::{Fx, FxBuild};
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
@@ -20,8 +20,12 @@ use std::net::IpAddr;
 const MAX_LISTED: usize = 1000;
 /// Most next-hop domains counted (the messages of any beyond are counted together).
 pub const MAX_NEXT_HOPS: usize = 100_000;
-/// Messages sampled per next-hop domain, for plaintext and for untrusted TLS each.
+/// Messages sampled per next-hop domain (and per relay), for plaintext and for untrusted TLS
+/// each.
 pub const NEXT_HOP_SAMPLE: usize = 5;
+/// Most relays (a host on a port) counted in [`Figures::relays`] (the messages to any beyond
+/// are counted together).
+pub const MAX_RELAYS: usize = 100_000;
 
 /// An address range (`--internal 10.0.0.0/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,6 +433,50 @@ pub struct NextHopFigures {
     pub relays: Option<RelayFigures>,
 }
 
+/// Delivered outbound Internet mail to one relay host on one port (as in
+/// [`RelayFigures`]: an MX host, or a smarthost such as a `relayhost`), each delivery
+/// transaction once, however many recipient domains it carried: what `sigillo policy build`
+/// judges a smarthost on. [`NextHopFigures`] count a transaction once for each domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayHostFigures {
+    /// As in [`crate::next_hop_relays::RelayCount::host`]: the name as logged, lowercase; the
+    /// address when no name was logged.
+    pub host: String,
+    /// The server port, when the log gives it (absent in JSON when it does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Delivery transactions.
+    pub messages: u64,
+    pub tls_messages: u64,
+    /// As in [`NextHopFigures::trusted_tls_messages`].
+    pub trusted_tls_messages: u64,
+    pub plain_messages: u64,
+    pub unknown_messages: u64,
+    /// `tls_messages / messages`, rounded to 4 places.
+    pub tls_share: f64,
+    /// Next-hop domains in [`Figures::next_hops`] that name this relay among their
+    /// [`NextHopFigures::relays`].
+    #[serde(default)]
+    pub domains: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The transactions sent in clear, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain: Option<MessageSample>,
+    /// The transactions over TLS without a checked certificate, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrusted_tls: Option<MessageSample>,
+}
+
+/// Outbound Internet messages that are not in [`Figures::relays`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelaysOmitted {
+    /// The delivery named no relay host (neither a name nor an address).
+    pub no_host_messages: u64,
+    /// Their relay came after [`MAX_RELAYS`] others.
+    pub over_cap_messages: u64,
+}
+
 /// Some messages of a kind: the first and last by time, and the first few in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageSample {
@@ -484,6 +532,10 @@ pub struct Figures {
     /// Outbound Internet mail per recipient domain, most messages first.
     pub next_hops: Vec<NextHopFigures>,
     pub next_hops_omitted: NextHopsOmitted,
+    /// Outbound Internet mail per relay host and port, each transaction once, most messages
+    /// first.
+    pub relays: Vec<RelayHostFigures>,
+    pub relays_omitted: RelaysOmitted,
 }
 
 /// How many entries each capped list left out.
@@ -556,9 +608,9 @@ fn hash_peer(
 /// Bits of the fast hash that pick a slot of [`Table::recent`].
 const RECENT_BITS: u32 = 14;
 
-/// Entries by key, in first-seen order: the peers, and the next-hop domains. An entry is
-/// found through `index`, a SipHash map, since host names, addresses and recipient domains
-/// are chosen by others (a flood of crafted colliding keys must not make every lookup
+/// Entries by key, in first-seen order: the peers, the next-hop domains, and the relays. An
+/// entry is found through `index`, a SipHash map, since host names, addresses and recipient
+/// domains are chosen by others (a flood of crafted colliding keys must not make every lookup
 /// slow); but first through `recent`, a direct-mapped cache indexed by FxHash, a fraction of
 /// the cost. Crafted collisions there only make it miss.
 #[derive(Debug)]
@@ -622,6 +674,61 @@ impl<K: Clone + Eq + Hash, V> Table<K, V> {
     }
 }
 
+/// Counts a delivered outbound Internet message for the relay host and port it went to: once,
+/// however many recipient domains the transaction carried. `slot` is the peer's: the relay
+/// is looked up by name only when the peer's last delivery went elsewhere (another port).
+fn add_relay(
+    relays: &mut Table<(RelayName, Option<u16>), MailTally>,
+    omitted: &mut RelaysOmitted,
+    slot: &mut RelaySlot,
+    m: &MessageRecord,
+) {
+    if slot.port == m.port
+        && let Some((_, tally)) = usize::try_from(slot.position)
+            .ok()
+            .and_then(|position| relays.entries.get_mut(position))
+    {
+        tally.add(m);
+        return;
+    }
+    let port = m.port.map_or(u32::MAX, u32::from);
+    let hash = match (&m.peer.hostname, m.peer.ip) {
+        (Some(name), _) => fast_hash(|h| {
+            h.write(name.as_bytes());
+            h.write_u32(port);
+        }),
+        (None, Some(ip)) => fast_hash(|h| {
+            hash_peer(Direction::Outbound, None, Some(ip), h);
+            h.write_u32(port);
+        }),
+        (None, None) => {
+            omitted.no_host_messages += 1;
+            return;
+        }
+    };
+    let relay = relays.get_or_add(
+        hash,
+        |(name, p)| *p == m.port && name.is_exactly(&m.peer),
+        || {
+            // The peer has a name or an address (checked above): the fallback is not used.
+            let name = RelayName::of(&m.peer)
+                .unwrap_or(RelayName::Ip(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
+            (name, m.port)
+        },
+        |count| (count < MAX_RELAYS).then(|| MailTally::new(m.time)),
+    );
+    match relay {
+        Some((position, tally)) => {
+            tally.add(m);
+            *slot = RelaySlot {
+                port: m.port,
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+            };
+        }
+        None => omitted.over_cap_messages += 1,
+    }
+}
+
 /// The FxHash of what `hash` writes.
 fn fast_hash(hash: impl FnOnce(&mut Fx)) -> u64 {
     let mut hasher = FxBuild.build_hasher();
@@ -640,6 +747,24 @@ struct PeerState {
     last: UnixTime,
     /// Its [`DowngradeState`] in [`Aggregator::downgrade_states`].
     downgrade_slot: u32,
+    /// Outbound: the relay its last delivery was counted for.
+    relay: RelaySlot,
+}
+
+/// The relay (in [`Aggregator::relays`]) a peer's last outbound delivery was counted for, and
+/// its port: the peer's next delivery to that port finds it here, without hashing the name.
+#[derive(Debug, Clone, Copy)]
+struct RelaySlot {
+    port: Option<u16>,
+    /// `u32::MAX`: none yet (or the relay came after the cap).
+    position: u32,
+}
+
+impl RelaySlot {
+    const NONE: RelaySlot = RelaySlot {
+        port: None,
+        position: u32::MAX,
+    };
 }
 
 /// Who a downgrade window is about: the address, whatever name reverse DNS gave it (Postfix
@@ -662,6 +787,14 @@ struct DowngradeState {
 /// A [`NextHopFigures`] while records come in.
 #[derive(Debug, Clone)]
 struct NextHopState {
+    mail: MailTally,
+    relays: RelayTally,
+}
+
+/// The delivered messages of a next hop ([`NextHopFigures`]) or a relay
+/// ([`RelayHostFigures`]) while records come in.
+#[derive(Debug, Clone)]
+struct MailTally {
     messages: u64,
     tls: u64,
     trusted: u64,
@@ -671,7 +804,58 @@ struct NextHopState {
     last: UnixTime,
     plain_sample: Sampler,
     untrusted_sample: Sampler,
-    relays: RelayTally,
+}
+
+impl MailTally {
+    fn new(time: UnixTime) -> MailTally {
+        MailTally {
+            messages: 0,
+            tls: 0,
+            trusted: 0,
+            plain: 0,
+            unknown: 0,
+            first: time,
+            last: time,
+            plain_sample: Sampler::default(),
+            untrusted_sample: Sampler::default(),
+        }
+    }
+
+    /// Counts one delivered message.
+    #[inline]
+    fn add(&mut self, m: &MessageRecord) {
+        self.messages += 1;
+        self.first = self.first.min(m.time);
+        self.last = self.last.max(m.time);
+        match &m.transport {
+            Transport::Tls(info) => {
+                self.tls += 1;
+                if matches!(info.trust, Some(Trust::Trusted | Trust::Verified)) {
+                    self.trusted += 1;
+                } else {
+                    self.untrusted_sample.add(m.time, &m.id);
+                }
+            }
+            Transport::Plain => {
+                self.plain += 1;
+                self.plain_sample.add(m.time, &m.id);
+            }
+            Transport::Unknown { .. } => self.unknown += 1,
+        }
+    }
+
+    /// Adds another tally's messages (another spelling of the same relay).
+    fn merge(&mut self, other: &MailTally) {
+        self.messages += other.messages;
+        self.tls += other.tls;
+        self.trusted += other.trusted;
+        self.plain += other.plain;
+        self.unknown += other.unknown;
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        self.plain_sample.merge(&other.plain_sample);
+        self.untrusted_sample.merge(&other.untrusted_sample);
+    }
 }
 
 /// A [`MessageSample`] while records come in.
@@ -693,6 +877,24 @@ impl Sampler {
         if self.sample.len() < NEXT_HOP_SAMPLE {
             self.sample.push((time, Text::clone(id)));
         }
+    }
+
+    /// Adds another sampler's messages: the earlier first, the later last, and the earliest
+    /// few of both samples.
+    fn merge(&mut self, other: &Sampler) {
+        if let Some((time, id)) = &other.first
+            && self.first.as_ref().is_none_or(|(t, _)| time < t)
+        {
+            self.first = Some((*time, Text::clone(id)));
+        }
+        if let Some((time, id)) = &other.last
+            && self.last.as_ref().is_none_or(|(t, _)| time >= t)
+        {
+            self.last = Some((*time, Text::clone(id)));
+        }
+        self.sample.extend(other.sample.iter().cloned());
+        self.sample.sort_by_key(|(time, _)| *time);
+        self.sample.truncate(NEXT_HOP_SAMPLE);
     }
 
     fn figures(&self) -> Option<MessageSample> {
@@ -835,6 +1037,9 @@ pub struct Aggregator {
     /// Recipient domains are chosen by others: see [`Table`].
     next_hops: Table<Text, NextHopState>,
     next_hops_omitted: NextHopsOmitted,
+    /// Per relay host (as named, exactly) and port; spellings are merged at the end.
+    relays: Table<(RelayName, Option<u16>), MailTally>,
+    relays_omitted: RelaysOmitted,
     /// Peer steps waiting to be applied in time order (downgrade windows).
     in_order: ReorderBuffer,
     /// Downgrade windows, one per address (or name without one) and direction.
@@ -864,6 +1069,8 @@ impl Aggregator {
             last: None,
             next_hops: Table::default(),
             next_hops_omitted: NextHopsOmitted::default(),
+            relays: Table::default(),
+            relays_omitted: RelaysOmitted::default(),
             in_order: ReorderBuffer::default(),
             due_scratch: Vec::new(),
             downgrade_states: Vec::new(),
@@ -984,12 +1191,21 @@ impl Aggregator {
                     first: m.time,
                     last: m.time,
                     downgrade_slot: u32::MAX,
+                    relay: RelaySlot::NONE,
                 })
             },
         );
         let Some((position, peer)) = peer else {
             return; // Not reached: every new peer is added.
         };
+        if m.direction == Direction::Outbound {
+            add_relay(
+                &mut self.relays,
+                &mut self.relays_omitted,
+                &mut peer.relay,
+                m,
+            );
+        }
         if peer.downgrade_slot == u32::MAX {
             let key = match (m.peer.ip, &m.peer.hostname) {
                 (Some(ip), _) => DowngradeKey::Ip(m.direction, ip),
@@ -1113,15 +1329,7 @@ impl Aggregator {
             || Text::clone(domain),
             |count| {
                 (count < MAX_NEXT_HOPS).then(|| NextHopState {
-                    messages: 0,
-                    tls: 0,
-                    trusted: 0,
-                    plain: 0,
-                    unknown: 0,
-                    first: m.time,
-                    last: m.time,
-                    plain_sample: Sampler::default(),
-                    untrusted_sample: Sampler::default(),
+                    mail: MailTally::new(m.time),
                     relays: RelayTally::default(),
                 })
             },
@@ -1130,25 +1338,8 @@ impl Aggregator {
             self.next_hops_omitted.over_cap_messages += 1;
             return;
         };
-        hop.messages += 1;
+        hop.mail.add(m);
         hop.relays.add(&m.peer, m.port);
-        hop.first = hop.first.min(m.time);
-        hop.last = hop.last.max(m.time);
-        match &m.transport {
-            Transport::Tls(info) => {
-                hop.tls += 1;
-                if matches!(info.trust, Some(Trust::Trusted | Trust::Verified)) {
-                    hop.trusted += 1;
-                } else {
-                    hop.untrusted_sample.add(m.time, &m.id);
-                }
-            }
-            Transport::Plain => {
-                hop.plain += 1;
-                hop.plain_sample.add(m.time, &m.id);
-            }
-            Transport::Unknown { .. } => hop.unknown += 1,
-        }
     }
 
     fn next_hop_figures(&self) -> Vec<NextHopFigures> {
@@ -1156,8 +1347,72 @@ impl Aggregator {
             .next_hops
             .entries
             .iter()
-            .map(|(domain, h)| NextHopFigures {
-                domain: String::from(&**domain),
+            .map(|(domain, state)| {
+                let h = &state.mail;
+                NextHopFigures {
+                    domain: String::from(&**domain),
+                    messages: h.messages,
+                    tls_messages: h.tls,
+                    trusted_tls_messages: h.trusted,
+                    plain_messages: h.plain,
+                    unknown_messages: h.unknown,
+                    tls_share: share(h.tls, h.messages),
+                    first_seen: time_text(h.first),
+                    last_seen: time_text(h.last),
+                    plain: h.plain_sample.figures(),
+                    untrusted_tls: h.untrusted_sample.figures(),
+                    relays: Some(state.relays.figures()),
+                }
+            })
+            .collect();
+        // Domains are distinct: an unstable sort gives the same order, with fewer steps.
+        hops.sort_unstable_by(|a, b| {
+            b.messages
+                .cmp(&a.messages)
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+        hops
+    }
+
+    /// The relays, spellings of one host on one port (`MX.example`, `mx.example.`) counted
+    /// as one, most messages first, each with the next-hop domains of `hops` that name it.
+    fn relay_figures(&self, hops: &[NextHopFigures]) -> (Vec<RelayHostFigures>, RelaysOmitted) {
+        let mut omitted = self.relays_omitted;
+        let mut merged: Vec<((String, Option<u16>), MailTally)> =
+            Vec::with_capacity(self.relays.entries.len());
+        let mut at: HashMap<(String, Option<u16>), usize> =
+            HashMap::with_capacity(self.relays.entries.len());
+        for ((name, port), tally) in &self.relays.entries {
+            let host = name.text();
+            if host.is_empty() {
+                omitted.no_host_messages += tally.messages;
+                continue;
+            }
+            match at.entry((host, *port)) {
+                Entry::Occupied(e) => {
+                    if let Some((_, ours)) = merged.get_mut(*e.get()) {
+                        ours.merge(tally);
+                    }
+                }
+                Entry::Vacant(e) => {
+                    merged.push((e.key().clone(), tally.clone()));
+                    e.insert(merged.len() - 1);
+                }
+            }
+        }
+        // A domain's relay hosts are distinct (host and port), so each names a relay once.
+        let mut domains: HashMap<(&str, Option<u16>), u64> = HashMap::with_capacity(merged.len());
+        for relays in hops.iter().filter_map(|h| h.relays.as_ref()) {
+            for r in &relays.hosts {
+                *domains.entry((r.host.as_str(), r.port)).or_default() += 1;
+            }
+        }
+        let mut relays: Vec<RelayHostFigures> = merged
+            .into_iter()
+            .map(|((host, port), h)| RelayHostFigures {
+                domains: domains.get(&(host.as_str(), port)).copied().unwrap_or(0),
+                host,
+                port,
                 messages: h.messages,
                 tls_messages: h.tls,
                 trusted_tls_messages: h.trusted,
@@ -1168,16 +1423,16 @@ impl Aggregator {
                 last_seen: time_text(h.last),
                 plain: h.plain_sample.figures(),
                 untrusted_tls: h.untrusted_sample.figures(),
-                relays: Some(h.relays.figures()),
             })
             .collect();
-        // Domains are distinct: an unstable sort gives the same order, with fewer steps.
-        hops.sort_unstable_by(|a, b| {
+        // Host and port are distinct after merging: an unstable sort gives the same order.
+        relays.sort_unstable_by(|a, b| {
             b.messages
                 .cmp(&a.messages)
-                .then_with(|| a.domain.cmp(&b.domain))
+                .then_with(|| a.host.cmp(&b.host))
+                .then_with(|| a.port.cmp(&b.port))
         });
-        hops
+        (relays, omitted)
     }
 
     /// The figures, with open downgrade windows closed as "still plaintext".
@@ -1284,6 +1539,8 @@ impl Aggregator {
                     })
                     .collect()
             };
+        let next_hops = self.next_hop_figures();
+        let (relays, relays_omitted) = self.relay_figures(&next_hops);
         Figures {
             first: self.first.map(time_text),
             last: self.last.map(time_text),
@@ -1300,8 +1557,10 @@ impl Aggregator {
             stripping_traces,
             omitted: self.omitted,
             outside_window: self.outside_window,
-            next_hops: self.next_hop_figures(),
+            next_hops,
             next_hops_omitted: self.next_hops_omitted,
+            relays,
+            relays_omitted,
         }
     }
 
@@ -2163,6 +2422,311 @@ mod tests {
             (plain.first.id.as_str(), plain.last.id.as_str()),
             (last_early.as_str(), "LAST")
         );
+    }
+
+    /// `relays` counts each delivery transaction once for the relay host and port it went
+    /// to, however many domains it carried (`next_hops` counts it for each); spellings of a
+    /// host are one relay, a port another; deliveries without a host, deferred ones and
+    /// internal hops are not in it.
+    #[test]
+    fn relays_count_each_transaction_once() {
+        use crate::model::DeliveryStatus::{Deferred, Sent};
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        // (time, domains, transport, relay host (None: only the address), port, id, status)
+        type Delivery<'a> = (
+            UnixTime,
+            &'a [&'a str],
+            &'a str,
+            Option<&'a str>,
+            Option<u16>,
+            &'a str,
+            crate::model::DeliveryStatus,
+        );
+        let isp = Some("smtp.isp.example");
+        let deliveries: &[Delivery] = &[
+            (
+                1000,
+                &["a.example", "b.example", "c.example"],
+                "trusted",
+                isp,
+                Some(25),
+                "T1",
+                Sent,
+            ),
+            (
+                1010,
+                &["a.example", "b.example", "c.example"],
+                "anonymous",
+                isp,
+                Some(25),
+                "T2",
+                Sent,
+            ),
+            (
+                1020,
+                &["b.example", "c.example"],
+                "plain",
+                isp,
+                Some(25),
+                "P1",
+                Sent,
+            ),
+            // Another spelling of the same host: the same relay.
+            (
+                1030,
+                &["c.example"],
+                "unknown",
+                Some("SMTP.isp.example."),
+                Some(25),
+                "U1",
+                Sent,
+            ),
+            // The same host on another port: another relay.
+            (
+                1040,
+                &["a.example", "d.example"],
+                "trusted",
+                isp,
+                Some(587),
+                "S1",
+                Sent,
+            ),
+            (
+                1050,
+                &["a.example"],
+                "trusted",
+                Some("mx.a.example"),
+                Some(25),
+                "M1",
+                Sent,
+            ),
+            // No name logged: the address.
+            (1060, &["e.example"], "plain", None, Some(25), "N1", Sent),
+            // Not delivered: not counted.
+            (
+                1070,
+                &["a.example", "b.example"],
+                "plain",
+                isp,
+                Some(25),
+                "D1",
+                Deferred,
+            ),
+        ];
+        for &(time, domains, transport, host, port, id, status) in deliveries {
+            let domain = (domains.len() == 1).then(|| domains[0]);
+            let Record::Message(mut m) =
+                delivery(time, domain, transport, status, "192.0.2.25", id)
+            else {
+                unreachable!("delivery makes message records")
+            };
+            m.peer.hostname = host.map(Text::from);
+            m.port = port;
+            if domains.len() > 1 {
+                m.spanned_domains = Some(domains.iter().map(|d| Text::from(*d)).collect());
+            }
+            agg.add(&Record::Message(m));
+        }
+        // Neither a name nor an address: counted apart.
+        let Record::Message(mut m) = delivery(1080, Some("f.example"), "plain", Sent, "", "X1")
+        else {
+            unreachable!("delivery makes message records")
+        };
+        m.peer.hostname = None;
+        agg.add(&Record::Message(m));
+        // An internal hop is no relay.
+        let Record::Message(mut m) =
+            delivery(1090, Some("g.example"), "plain", Sent, "127.0.0.1", "L1")
+        else {
+            unreachable!("delivery makes message records")
+        };
+        m.port = Some(10025);
+        agg.add(&Record::Message(m));
+
+        let f = agg.finish();
+        assert_eq!(f.outbound.messages, 8);
+        let per_domain: u64 = f.next_hops.iter().map(|h| h.messages).sum();
+        assert_eq!(
+            per_domain, 14,
+            "a transaction counts for each of its domains there"
+        );
+        let got: Vec<_> = f
+            .relays
+            .iter()
+            .map(|r| {
+                (
+                    r.host.as_str(),
+                    r.port,
+                    r.messages,
+                    r.tls_messages,
+                    r.trusted_tls_messages,
+                    r.plain_messages,
+                    r.unknown_messages,
+                    r.domains,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("smtp.isp.example", Some(25), 4, 2, 1, 1, 1, 3),
+                ("192.0.2.25", Some(25), 1, 0, 0, 1, 0, 1),
+                ("mx.a.example", Some(25), 1, 1, 1, 0, 0, 1),
+                ("smtp.isp.example", Some(587), 1, 1, 1, 0, 0, 2),
+            ]
+        );
+        assert_eq!(
+            f.relays_omitted,
+            RelaysOmitted {
+                no_host_messages: 1,
+                over_cap_messages: 0
+            }
+        );
+        let listed: u64 = f.relays.iter().map(|r| r.messages).sum();
+        assert_eq!(
+            listed + f.relays_omitted.no_host_messages,
+            f.outbound.messages
+        );
+        let isp = &f.relays[0];
+        assert_eq!(
+            (
+                isp.first_seen.as_str(),
+                isp.last_seen.as_str(),
+                isp.tls_share
+            ),
+            ("1970-01-01T00:16:40Z", "1970-01-01T00:17:10Z", 0.5)
+        );
+        let ids = |s: &Option<MessageSample>| {
+            s.as_ref()
+                .map(|s| s.sample.iter().map(|m| m.id.clone()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(ids(&isp.plain), ["P1"]);
+        assert_eq!(ids(&isp.untrusted_tls), ["T2"]);
+        assert_eq!(ids(&f.relays[2].plain), Vec::<String>::new());
+        assert_eq!(
+            serde_json::to_value(&f.relays[3]).unwrap(),
+            serde_json::json!({
+                "host": "smtp.isp.example", "port": 587, "messages": 1, "tls_messages": 1,
+                "trusted_tls_messages": 1, "plain_messages": 0, "unknown_messages": 0,
+                "tls_share": 1.0, "domains": 2, "first_seen": "1970-01-01T00:17:20Z",
+                "last_seen": "1970-01-01T00:17:20Z"
+            })
+        );
+    }
+
+    /// A peer's deliveries find their relay through the peer (its last relay and port): one
+    /// that changes port, or whose address another name shares, is still counted right.
+    #[test]
+    fn a_peer_that_changes_port_counts_for_each_relay() {
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        for (host, ip, port) in [
+            ("smtp.isp.example", "192.0.2.25", 25),
+            ("smtp.isp.example", "192.0.2.25", 587),
+            ("smtp.isp.example", "192.0.2.25", 25),
+            ("smtp.isp.example", "192.0.2.26", 25),
+            ("other.isp.example", "192.0.2.25", 25),
+            ("smtp.isp.example", "192.0.2.25", 587),
+            ("smtp.isp.example", "192.0.2.25", 587),
+        ] {
+            let Record::Message(mut m) = delivery(100, Some("a.example"), "trusted", Sent, ip, "R")
+            else {
+                unreachable!("delivery makes message records")
+            };
+            m.peer.hostname = Some(host.into());
+            m.port = Some(port);
+            agg.add(&Record::Message(m));
+        }
+        let f = agg.finish();
+        let got: Vec<_> = f
+            .relays
+            .iter()
+            .map(|r| (r.host.as_str(), r.port, r.messages))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("smtp.isp.example", Some(25), 3),
+                ("smtp.isp.example", Some(587), 3),
+                ("other.isp.example", Some(25), 1),
+            ]
+        );
+    }
+
+    /// Spellings of one relay merge their samples: the earliest first, the latest last, and
+    /// the earliest few.
+    #[test]
+    fn relay_spellings_merge_their_samples() {
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        for (i, host) in ["relay.example", "RELAY.example"].into_iter().enumerate() {
+            for j in 0..NEXT_HOP_SAMPLE as i64 {
+                // The second spelling's messages are the earlier ones.
+                let time = 1000 - 100 * i as i64 + j;
+                let Record::Message(mut m) = delivery(
+                    time,
+                    Some("a.example"),
+                    "plain",
+                    Sent,
+                    "192.0.2.25",
+                    &format!("{host}{j}"),
+                ) else {
+                    unreachable!("delivery makes message records")
+                };
+                m.peer.hostname = Some(host.into());
+                agg.add(&Record::Message(m));
+            }
+        }
+        let f = agg.finish();
+        assert_eq!(f.relays.len(), 1);
+        let plain = f.relays[0].plain.as_ref().expect("plaintext sample");
+        let ids: Vec<&str> = plain.sample.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "RELAY.example0",
+                "RELAY.example1",
+                "RELAY.example2",
+                "RELAY.example3",
+                "RELAY.example4"
+            ]
+        );
+        assert_eq!(
+            (plain.first.id.as_str(), plain.last.id.as_str()),
+            ("RELAY.example0", "relay.example4")
+        );
+        assert_eq!(f.relays[0].messages, 2 * NEXT_HOP_SAMPLE as u64);
+    }
+
+    /// At most [`MAX_RELAYS`] relays are counted; a relay already counted still counts, the
+    /// transactions to later ones are counted together.
+    #[test]
+    fn relays_are_capped() {
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        let to = |agg: &mut Aggregator, host: &str| {
+            let Record::Message(mut m) = delivery(100, None, "trusted", Sent, "192.0.2.1", "R")
+            else {
+                unreachable!("delivery makes message records")
+            };
+            m.peer.hostname = Some(host.into());
+            agg.add(&Record::Message(m));
+        };
+        for i in 0..MAX_RELAYS {
+            to(&mut agg, &format!("mx{i}.example"));
+        }
+        to(&mut agg, "mx0.example");
+        to(&mut agg, "new.example");
+        let f = agg.finish();
+        assert_eq!(f.relays.len(), MAX_RELAYS);
+        assert_eq!(
+            (f.relays[0].host.as_str(), f.relays[0].messages),
+            ("mx0.example", 2)
+        );
+        assert_eq!(f.relays_omitted.over_cap_messages, 1);
+        // Without a recipient domain, the transactions name no next hop.
+        assert_eq!(f.relays[0].domains, 0);
     }
 
     #[test]

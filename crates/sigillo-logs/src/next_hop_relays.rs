@@ -47,14 +47,14 @@ pub struct RelayCount {
 }
 
 /// A relay as the record names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RelayName {
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum RelayName {
     Name(Text),
     Ip(IpAddr),
 }
 
 impl RelayName {
-    fn of(peer: &Peer) -> Option<RelayName> {
+    pub(crate) fn of(peer: &Peer) -> Option<RelayName> {
         match (&peer.hostname, peer.ip) {
             (Some(name), _) => Some(RelayName::Name(Text::clone(name))),
             (None, Some(ip)) => Some(RelayName::Ip(ip)),
@@ -70,7 +70,20 @@ impl RelayName {
         }
     }
 
-    fn text(&self) -> String {
+    /// Whether `peer` is named exactly so (the same bytes): what [`RelayName`]'s `Eq` and
+    /// `Hash` agree on, for a table keyed by it. Spellings are merged later, by [`Self::text`].
+    #[inline]
+    pub(crate) fn is_exactly(&self, peer: &Peer) -> bool {
+        match (self, &peer.hostname) {
+            (RelayName::Name(a), Some(b)) => Text::ptr_eq(a, b) || a == b,
+            (RelayName::Ip(a), None) => peer.ip == Some(*a),
+            _ => false,
+        }
+    }
+
+    /// The name as reported: lowercase, without a trailing dot; the address when no name was
+    /// logged.
+    pub(crate) fn text(&self) -> String {
         match self {
             RelayName::Name(n) => n.trim_end_matches('.').to_ascii_lowercase(),
             RelayName::Ip(ip) => ip.to_string(),

@@ -591,8 +591,9 @@ fn a_log_written_by_two_mtas_is_read_whole() {
 
 /// `tests/testdata/report/relayhost-multi-domain.log` (its README): a relay host takes
 /// transactions that carry several next-hop domains, one `to=` line a recipient. Each domain's
-/// figures count every transaction that delivered to it, with the relay among its relays, and
-/// `next_hops` and `next_hops_omitted` are exactly those of the `.json` beside the log.
+/// figures count every transaction that delivered to it, with the relay among its relays;
+/// `relays` counts each transaction once for the relay; and `next_hops`, `next_hops_omitted`,
+/// `relays` and `relays_omitted` are exactly those of the `.json` beside the log.
 #[test]
 fn a_transaction_of_several_domains_counts_for_each_with_its_relay() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/report");
@@ -609,6 +610,17 @@ fn a_transaction_of_several_domains_counts_for_each_with_its_relay() {
         doc["next_hops"]
     );
     assert_eq!(doc["next_hops_omitted"], want["next_hops_omitted"]);
+    assert_eq!(doc["relays"], want["relays"], "{:#}", doc["relays"]);
+    assert_eq!(doc["relays_omitted"], want["relays_omitted"]);
+    // The relay's transactions: the five delivered, each once, one in clear.
+    assert_eq!(
+        (
+            &doc["relays"][0]["messages"],
+            &doc["relays"][0]["plain_messages"],
+            &doc["relays"][0]["domains"]
+        ),
+        (&Value::from(5), &Value::from(1), &Value::from(5))
+    );
     // Five delivered transactions (and one deferred attempt); nine per-domain messages.
     assert_eq!(doc["outbound"]["messages"], 5);
     assert_eq!(doc["outbound"]["deferred"], 1);

@@ -75,6 +75,7 @@ fn every_report_field_and_csv_column_is_documented() {
         "starttls_failures",
         "stripping_traces",
         "next_hops",
+        "relays",
     ] {
         assert!(
             doc[list].as_array().is_some_and(|l| !l.is_empty()),
