@@ -2,9 +2,9 @@
 //! logged window (a Postfix `smtp_tls_policy_maps` file, an Exim domain list), and a dry run
 //! that says which logged messages such a policy would have deferred.
 //!
-//! The figures are `report`'s per-next-hop table ([`NextHopFigures`]), from logs or from a
-//! saved `report --json`; choosing pins ([`select_pins`]) and the dry run ([`dry_run`]) are
-//! pure functions of it.
+//! The figures are `report`'s per-next-hop table ([`NextHopFigures`]) and per-relay table
+//! ([`RelayHostFigures`]), from logs or from a saved `report --json`; choosing pins
+//! ([`select_pins`]) and the dry run ([`dry_run`]) are pure functions of them.
 
 use crate::cli::{LogArgs, emit};
 use anyhow::{Context, bail};
@@ -16,7 +16,7 @@ use sigillo_check::policy::sigillo_policy::postfix::{
     read_policy_map_file,
 };
 use sigillo_logs::aggregate::{
-    MessageRef, MessageSample, NEXT_HOP_SAMPLE, NextHopFigures, NextHopsOmitted,
+    MessageRef, MessageSample, NEXT_HOP_SAMPLE, NextHopFigures, NextHopsOmitted, RelayHostFigures,
 };
 use sigillo_logs::next_hop_relays::{RelayCount, RelayFigures};
 use std::collections::HashMap;
@@ -47,7 +47,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE",
           conflicts_with_all = ["inputs", "format", "year", "since", "until", "internal"])]
     pub from_report: Option<PathBuf>,
-    /// Pin a domain only when this many messages were delivered to it in the window.
+    /// Pin a domain only when this many messages were delivered to it in the window (a
+    /// smarthost: this many delivery transactions went to it).
     #[arg(long, default_value_t = 10, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub min_messages: u64,
@@ -149,9 +150,15 @@ pub struct Smarthost {
     pub key: String,
     /// Next-hop domains with mail to it.
     pub domains: u64,
+    /// Delivery transactions to it, each once however many domains it carried (from the
+    /// report's [`RelayHostFigures`]); see `summed_over_domains`.
     pub messages: u64,
     pub tls_messages: u64,
     pub trusted_tls_messages: u64,
+    /// The report had no figures of this relay's own (written by an older sigillo, or the
+    /// relay came after the report's cap): the figures are the sums of the domains behind
+    /// it, which count a transaction that carried several domains once for each.
+    pub summed_over_domains: bool,
 }
 
 /// A relay as the figures name it: the host as logged and the port, `None` for 25 (or not
@@ -171,18 +178,23 @@ impl Relay {
     }
 
     fn is(&self, r: &RelayCount) -> bool {
-        self.host == r.host && self.port == r.port.filter(|p| *p != SMTP_PORT)
+        self.is_at(&r.host, r.port)
+    }
+
+    /// Whether this is the relay `host` on `port` (as the figures name them).
+    fn is_at(&self, host: &str, port: Option<u16>) -> bool {
+        self.host == host && self.port == port.filter(|p| *p != SMTP_PORT)
     }
 }
 
-/// Whether the relay `r` of the figures is the one `key` names: the same host (an IPv6
-/// address in any spelling) on the same port (25 when not logged).
-fn relay_matches(key: &RelayKey, r: &RelayCount) -> bool {
-    let host = match key.ipv6() {
-        Some(ip) => r.host.parse::<std::net::Ipv6Addr>().is_ok_and(|h| h == ip),
-        None => r.host == key.name(),
+/// Whether the relay `host` on `port` of the figures is the one `key` names: the same host
+/// (an IPv6 address in any spelling) on the same port (25 when not logged).
+fn relay_matches(key: &RelayKey, host: &str, port: Option<u16>) -> bool {
+    let same_host = match key.ipv6() {
+        Some(ip) => host.parse::<std::net::Ipv6Addr>().is_ok_and(|h| h == ip),
+        None => host == key.name(),
     };
-    host && r.port.unwrap_or(SMTP_PORT) == key.port()
+    same_host && port.unwrap_or(SMTP_PORT) == key.port()
 }
 
 /// How a next-hop domain's mail left, as far as the figures tell.
@@ -299,11 +311,57 @@ fn related(host: &str, domain: &str) -> bool {
     registered(&host) == registered(&domain)
 }
 
-/// The figures of the mail that went to the relays `is` picks, named `key`, or `None` when
-/// none did. A domain whose every message went to them adds all its figures; a domain that
-/// split its mail between them and other hosts adds its messages to them as TLS when all its
-/// mail went over TLS (trusted when all of it was), else as of unknown transport.
-fn relay_figures(
+/// The figures of the mail that went to the relay (host on port) that `is` picks, named `key`,
+/// and whether they are sums over the domains behind it; `None` when no mail went to it.
+///
+/// From the report's per-relay figures (`relays`: each delivery transaction once, however
+/// many domains it carried) when they name the relay; else, for a report from an older
+/// sigillo (`relays` is `None`) or a relay past the report's cap, summed over the domains
+/// ([`relay_figures_by_domain`]), which count such a transaction once for each domain.
+fn relay_mail(
+    hops: &[NextHopFigures],
+    relays: Option<&[RelayHostFigures]>,
+    key: &str,
+    is: impl Fn(&str, Option<u16>) -> bool,
+) -> Option<(NextHopFigures, bool)> {
+    let mut out: Option<NextHopFigures> = None;
+    for r in relays.unwrap_or_default() {
+        if !is(&r.host, r.port) {
+            continue;
+        }
+        let part = NextHopFigures {
+            domain: key.to_owned(),
+            messages: r.messages,
+            tls_messages: r.tls_messages,
+            trusted_tls_messages: r.trusted_tls_messages,
+            plain_messages: r.plain_messages,
+            unknown_messages: r.unknown_messages,
+            tls_share: r.tls_share,
+            first_seen: r.first_seen.clone(),
+            last_seen: r.last_seen.clone(),
+            plain: r.plain.clone(),
+            untrusted_tls: r.untrusted_tls.clone(),
+            relays: None,
+        };
+        // A host logged without a port and on port 25 is one relay: two entries.
+        match &mut out {
+            None => out = Some(part),
+            Some(sum) => add_figures(sum, &part),
+        }
+    }
+    match out {
+        Some(figures) => Some((figures, false)),
+        None => relay_figures_by_domain(hops, key, |r| is(&r.host, r.port)).map(|f| (f, true)),
+    }
+}
+
+/// The figures of the mail that went to the relays `is` picks, named `key`, summed over the
+/// next-hop domains (a transaction that carried several domains counts once for each), or
+/// `None` when none did: what a report without per-relay figures allows. A domain whose
+/// every message went to them adds all its figures; a domain that split its mail between them
+/// and other hosts adds its messages to them as TLS when all its mail went over TLS (trusted
+/// when all of it was), else as of unknown transport.
+fn relay_figures_by_domain(
     hops: &[NextHopFigures],
     key: &str,
     is: impl Fn(&RelayCount) -> bool,
@@ -417,9 +475,15 @@ fn judge(hop: &NextHopFigures, rule: &PinRule) -> Result<PinLevel, Short> {
 }
 
 /// Pins every domain the rule passes ([`judge`]), except those whose mail went to a smarthost
-/// ([`Routes`]), for which the smarthost is judged, on the mail that went to it, and pinned
-/// as `[host]`, or `[host]:port` on a port other than 25 ([`RelayKey::new`]).
-pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
+/// ([`Routes`], found from the domains' relays), for which the smarthost is judged, on the
+/// delivery transactions that went to it ([`relay_mail`]: from `relays`, the report's
+/// per-relay figures, when it has them), and pinned as `[host]`, or `[host]:port` on a port
+/// other than 25 ([`RelayKey::new`]).
+pub fn select_pins(
+    hops: &[NextHopFigures],
+    relays: Option<&[RelayHostFigures]>,
+    rule: &PinRule,
+) -> Selection {
     let routes = Routes::find(hops);
     let mut pins = Vec::new();
     let mut not_pinned = NotPinned::default();
@@ -451,7 +515,9 @@ pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
             Ok(key) => key.to_string(),
             Err(_) => format!("[{}]", relay.host),
         };
-        let Some(figures) = relay_figures(hops, &name, |r| relay.is(r)) else {
+        let Some((figures, summed_over_domains)) =
+            relay_mail(hops, relays, &name, |host, port| relay.is_at(host, port))
+        else {
             continue;
         };
         let domains = hops
@@ -479,6 +545,7 @@ pub fn select_pins(hops: &[NextHopFigures], rule: &PinRule) -> Selection {
             messages: figures.messages,
             tls_messages: figures.tls_messages,
             trusted_tls_messages: figures.trusted_tls_messages,
+            summed_over_domains,
         });
     }
     pins.sort_by(|a, b| a.domain.cmp(&b.domain));
@@ -518,6 +585,10 @@ pub struct DryRun {
     pub deferred_messages: u64,
     /// Of those, the ones whose transport the log does not tell: they may have been deferred.
     pub unknown_messages: u64,
+    /// Relay pins checked against the sums of the domains behind the relay, for want of
+    /// figures of the relay's own (a report from an older sigillo): these count a
+    /// transaction that carried several domains once for each.
+    pub relay_pins_summed_over_domains: usize,
     /// The pinned domains with deferred or unknown messages, most deferred first.
     pub domains: Vec<DeferredDomain>,
 }
@@ -543,9 +614,15 @@ pub struct DeferredDomain {
 /// The messages `pins` would have deferred, from the per-domain figures. A `verify` pin
 /// counts `Trusted` TLS as passing: the log does not say whether the certificate also
 /// matched the MX host name, which `verify` checks. A relay pin (`[host]`, `[host]:port`) is
-/// checked against the mail that went to that host on that port ([`relay_figures`]); a domain
-/// pin whose domain's mail all went to a smarthost would not have applied.
-pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) -> DryRun {
+/// checked against the delivery transactions that went to that host on that port
+/// ([`relay_mail`]); a domain pin whose domain's mail all went to a smarthost would not have
+/// applied.
+pub fn dry_run(
+    hops: &[NextHopFigures],
+    relays: Option<&[RelayHostFigures]>,
+    pins: &[PinnedPeer],
+    pins_from: &str,
+) -> DryRun {
     let routes = Routes::find(hops);
     let mut by_domain: HashMap<String, &NextHopFigures> = HashMap::with_capacity(hops.len());
     for hop in hops {
@@ -561,14 +638,20 @@ pub fn dry_run(hops: &[NextHopFigures], pins: &[PinnedPeer], pins_from: &str) ->
         messages_to_pinned: 0,
         deferred_messages: 0,
         unknown_messages: 0,
+        relay_pins_summed_over_domains: 0,
         domains: Vec::new(),
     };
     for pin in pins {
         let relayed;
         let hop = match pin.relay_key() {
             Some(key) => {
-                relayed = relay_figures(hops, &pin.domain, |r| relay_matches(&key, r));
-                relayed.as_ref()
+                relayed = relay_mail(hops, relays, &pin.domain, |host, port| {
+                    relay_matches(&key, host, port)
+                });
+                if let Some((_, true)) = relayed {
+                    run.relay_pins_summed_over_domains += 1;
+                }
+                relayed.as_ref().map(|(figures, _)| figures)
             }
             None => by_domain.get(&pin.domain).copied(),
         };
@@ -658,7 +741,8 @@ type Merged = (Option<MessageRef>, Option<MessageRef>, Vec<MessageRef>);
 
 /// The earliest first, the latest last, and the earliest few of several samples, each message
 /// once: a transaction whose recipients spanned several domains is in the sample of each, so
-/// a relay's figures ([`relay_figures`]) meet it once for every domain it carried.
+/// a relay's figures summed over domains ([`relay_figures_by_domain`]) meet it once for every
+/// domain it carried.
 fn merge_samples(samples: &[&MessageSample]) -> Merged {
     // RFC 3339 UTC times of one width sort as text.
     let key = |m: &MessageRef| (m.time.clone(), m.id.clone());
@@ -682,6 +766,10 @@ struct ReportFigures {
     next_hops: Option<Vec<NextHopFigures>>,
     #[serde(default)]
     next_hops_omitted: NextHopsOmitted,
+    /// Per relay host and port, each delivery transaction once; absent in a report written
+    /// by an older sigillo.
+    #[serde(default)]
+    relays: Option<Vec<RelayHostFigures>>,
 }
 
 /// The `--json` document.
@@ -734,6 +822,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
                 last: f.last,
                 next_hops: Some(f.next_hops),
                 next_hops_omitted: f.next_hops_omitted,
+                relays: Some(f.relays),
             }
         }
     };
@@ -744,7 +833,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
         min_tls_share: args.min_tls_share,
         verify: args.verify,
     };
-    let selection = select_pins(hops, &rule);
+    let relays = figures.relays.as_deref();
+    let selection = select_pins(hops, relays, &rule);
     let smarthosts = selection.smarthosts;
     let (pins, rule, not_pinned, pins_from) = match &args.pins {
         Some(path) => {
@@ -774,7 +864,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<u8> {
         write_output(path, &text, "--exim")?;
         exim_notes(&mut notes, path, &pins);
     }
-    let dry = args.dry_run.then(|| dry_run(hops, &pins, &pins_from));
+    let dry = args
+        .dry_run
+        .then(|| dry_run(hops, relays, &pins, &pins_from));
     let output = BuildOutput {
         first: window.0,
         last: window.1,
@@ -1002,6 +1094,8 @@ fn read_report(path: &Path) -> anyhow::Result<ReportFigures> {
         );
     };
     check_next_hops(hops).with_context(|| format!("--from-report {}", path.display()))?;
+    check_relays(figures.relays.as_deref().unwrap_or_default())
+        .with_context(|| format!("--from-report {}", path.display()))?;
     Ok(figures)
 }
 
@@ -1029,6 +1123,29 @@ fn check_next_hops(hops: &[NextHopFigures]) -> anyhow::Result<()> {
                 "next_hops {:?}: the messages per relay host do not add up to its {} messages",
                 h.domain,
                 h.messages
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Per-relay counts `report` can write: they add up, as [`check_next_hops`] checks the
+/// domains'.
+fn check_relays(relays: &[RelayHostFigures]) -> anyhow::Result<()> {
+    for r in relays {
+        let parts = [r.tls_messages, r.plain_messages, r.unknown_messages];
+        let sum = parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+        if sum != Some(r.messages) || r.trusted_tls_messages > r.tls_messages {
+            bail!(
+                "relays {:?} (port {}): the counts do not add up (messages {}, TLS {}, plaintext {}, unknown {}, trusted TLS {})",
+                r.host,
+                r.port
+                    .map_or_else(|| "not logged".to_owned(), |p| p.to_string()),
+                r.messages,
+                r.tls_messages,
+                r.plain_messages,
+                r.unknown_messages,
+                r.trusted_tls_messages
             );
         }
     }
@@ -1226,6 +1343,23 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
             h.host, h.domains, h.messages, h.tls_messages, h.key, h.key
         );
     }
+    let summed: Vec<&str> = o
+        .smarthosts
+        .iter()
+        .filter(|h| h.summed_over_domains)
+        .map(|h| h.key.as_str())
+        .collect();
+    if !summed.is_empty() {
+        let _ = writeln!(
+            out,
+            "Note: the report has no figures of {} of its own (written by an older sigillo?), \
+             so the figures above are the sums of the domains behind it, which may count a \
+             transaction that carried several domains once for each: --min-messages and the \
+             TLS share are judged on those. Run sigillo report --json again for figures that \
+             count each transaction once.",
+            summed.join(", ")
+        );
+    }
     if omitted.over_cap_messages > 0 {
         let _ = writeln!(
             out,
@@ -1324,6 +1458,16 @@ fn dry_run_text(out: &mut String, d: &DryRun) {
             "{} pinned domain(s) sent all their mail through a smarthost: Postfix looks up the \
              relay for them, so those pins would not have applied.",
             d.pins_via_relay
+        );
+    }
+    if d.relay_pins_summed_over_domains > 0 {
+        let _ = writeln!(
+            out,
+            "Note: {} relay pin(s) were checked against the sums of the domains behind the \
+             relay (the report has no figures of the relay's own: written by an older \
+             sigillo?), which may count a transaction that carried several domains once for \
+             each.",
+            d.relay_pins_summed_over_domains
         );
     }
     let unseen = d
@@ -1470,7 +1614,7 @@ mod tests {
             min_tls_share: 1.0,
             verify: false,
         };
-        let pins = select_pins(&merged, &rule).pins;
+        let pins = select_pins(&merged, None, &rule).pins;
         assert_eq!(pins.len(), 1, "example.com had plaintext mail: not pinned");
         let mut more_tls = hop("big.example", 10, 10, 10, 0);
         more_tls.tls_messages = 25;
@@ -1556,7 +1700,7 @@ mod tests {
                 min_tls_share: *share,
                 verify: *verify,
             };
-            let s = select_pins(&hops, &rule);
+            let s = select_pins(&hops, None, &rule);
             let got: Vec<String> = s
                 .pins
                 .iter()
@@ -1576,6 +1720,7 @@ mod tests {
         }
         let s = select_pins(
             &hops,
+            None,
             &PinRule {
                 min_messages: 10,
                 min_tls_share: 1.0,
@@ -1606,7 +1751,7 @@ mod tests {
             pin("untrusted.example", PinLevel::Verify),
             pin("unseen.example", PinLevel::Encrypt),
         ];
-        let d = dry_run(&hops, &pins, "pins.cf");
+        let d = dry_run(&hops, None, &pins, "pins.cf");
         assert_eq!(
             (
                 d.pinned_domains,
@@ -1644,7 +1789,12 @@ mod tests {
         assert_eq!(d.domains[1].first, Some(at(1)));
         assert_eq!(d.domains[1].last, Some(at(2)));
         // The same domain pinned at verify also defers its untrusted TLS messages.
-        let d = dry_run(&hops, &[pin("mixed.example", PinLevel::Verify)], "rule");
+        let d = dry_run(
+            &hops,
+            None,
+            &[pin("mixed.example", PinLevel::Verify)],
+            "rule",
+        );
         assert_eq!((d.deferred_messages, d.domains[0].untrusted_tls), (4, 2));
         assert_eq!(ids(&d.domains[0]), ["Q1", "Q2", "Q5", "Q6"]);
         assert_eq!(d.domains[0].last, Some(at(6)));
@@ -1659,8 +1809,9 @@ mod tests {
             via(hop("c.example", 2, 1, 1, 1), &[(relay, 2)]),
             via(hop("d.example", 2, 1, 1, 1), &[(relay, 2)]),
         ];
-        let pins = [PinnedPeer::relay(relay, PinLevel::Encrypt, Evidence::default()).unwrap()];
-        let d = dry_run(&hops, &pins, "pins.cf");
+        let pins =
+            [PinnedPeer::relay(relay, None, PinLevel::Encrypt, Evidence::default()).unwrap()];
+        let d = dry_run(&hops, None, &pins, "pins.cf");
         let ids: Vec<&str> = d.domains[0].sample.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["Q1"]);
         assert_eq!(
@@ -1716,7 +1867,7 @@ mod tests {
         let routes = Routes::find(&hops);
         assert!(routes.known);
         assert_eq!(hosts(&routes), [relay]);
-        let s = select_pins(&hops, &RULE);
+        let s = select_pins(&hops, None, &RULE);
         assert_eq!(
             keys(&s.pins),
             ["[smtp.isp.example] encrypt", "partner.example encrypt"]
@@ -1748,14 +1899,15 @@ mod tests {
                 domains: 9,
                 messages: 38,
                 tls_messages: 38,
-                trusted_tls_messages: 38
+                trusted_tls_messages: 38,
+                summed_over_domains: true
             }]
         );
 
         // One plaintext message through the relay: the relay is not pinned, nor the domains.
         let mut plain = hops.clone();
         plain[1] = via(hop("b.example", 5, 4, 4, 1), &[(relay, 5)]);
-        let s = select_pins(&plain, &RULE);
+        let s = select_pins(&plain, None, &RULE);
         assert_eq!(keys(&s.pins), ["partner.example encrypt"]);
         assert_eq!(s.not_pinned.relays_below_rule, 1);
         // split.example had no plaintext mail, but hops with it: unknown through the relay.
@@ -1764,7 +1916,7 @@ mod tests {
             hop("split.example", 10, 9, 9, 0),
             &[(relay, 4), ("mx.split.example", 6)],
         );
-        let s = select_pins(&unknown, &RULE);
+        let s = select_pins(&unknown, None, &RULE);
         assert_eq!(s.smarthosts[0].tls_messages, 34);
         assert_eq!(s.not_pinned.relays_below_rule, 1);
 
@@ -1777,7 +1929,7 @@ mod tests {
             pin("[smtp.isp.example]"),
         ]
         .map(Result::unwrap);
-        let d = dry_run(&plain, &pins, "pins.cf");
+        let d = dry_run(&plain, None, &pins, "pins.cf");
         assert_eq!(
             (
                 d.pinned_domains,
@@ -1790,6 +1942,180 @@ mod tests {
         );
         assert_eq!(d.domains[0].domain, "[smtp.isp.example]");
         assert_eq!(d.domains[0].sample, [at(1)]);
+    }
+
+    /// A relay's own figures (`host`, `port`, messages, tls, trusted, plain; the rest
+    /// unknown), each transaction once; samples as [`hop`]'s, from 11 on.
+    fn relay_mail_of(
+        host: &str,
+        port: Option<u16>,
+        messages: u64,
+        tls: u64,
+        trusted: u64,
+        plain: u64,
+    ) -> RelayHostFigures {
+        RelayHostFigures {
+            host: host.to_owned(),
+            port,
+            messages,
+            tls_messages: tls,
+            trusted_tls_messages: trusted,
+            plain_messages: plain,
+            unknown_messages: messages - tls - plain,
+            tls_share: 0.0,
+            domains: 0,
+            first_seen: "2026-11-01T00:00:00Z".into(),
+            last_seen: "2026-11-08T00:00:00Z".into(),
+            plain: sample(
+                &(1..=plain.min(3) as u32)
+                    .map(|i| i + 10)
+                    .collect::<Vec<_>>(),
+            ),
+            untrusted_tls: sample(
+                &(1..=(tls - trusted).min(3) as u32)
+                    .map(|i| i + 20)
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+
+    /// With the report's per-relay figures, a smarthost is judged on them (each transaction
+    /// once), not on the sums of the domains behind it, which count a transaction of several
+    /// domains for each: `--min-messages`, the TLS share, `verify`, and a relay pin's dry run.
+    /// A relay logged without a port and on port 25 is one relay; a relay the figures do not
+    /// name (past the report's cap) falls back to the sums, and says so.
+    #[test]
+    fn a_smarthost_is_judged_on_its_own_figures() {
+        let isp = "smtp.isp.example";
+        // Four domains, 10 messages each (40), through the relay: 12 transactions.
+        let hops: Vec<NextHopFigures> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|d| via(hop(&format!("{d}.example"), 10, 10, 10, 0), &[(isp, 10)]))
+            .collect();
+        let own = [relay_mail_of(isp, Some(25), 12, 12, 12, 0)];
+        let s = select_pins(&hops, Some(&own), &RULE);
+        assert_eq!(keys(&s.pins), ["[smtp.isp.example] encrypt"]);
+        assert_eq!(
+            s.pins[0].evidence,
+            Evidence {
+                messages: 12,
+                tls: 12,
+                verified: 12
+            }
+        );
+        assert_eq!(
+            (
+                s.smarthosts[0].messages,
+                s.smarthosts[0].summed_over_domains
+            ),
+            (12, false)
+        );
+        let rule = |min_messages, min_tls_share, verify| PinRule {
+            min_messages,
+            min_tls_share,
+            verify,
+        };
+        // 12 transactions: too few for 13, though the domains' sums make 40.
+        let s = select_pins(&hops, Some(&own), &rule(13, 1.0, false));
+        assert!(s.pins.is_empty());
+        assert_eq!(s.not_pinned.relays_below_rule, 1);
+        assert_eq!(
+            select_pins(&hops, None, &rule(13, 1.0, false)).pins.len(),
+            1
+        );
+
+        // Logged without a port (Exim) and on port 25: one relay, 10 + 10 transactions, 18
+        // over TLS (90 %), 15 of them trusted (75 %), 2 in clear.
+        let split = [
+            relay_mail_of(isp, None, 10, 9, 9, 1),
+            relay_mail_of(isp, Some(25), 10, 9, 6, 1),
+        ];
+        let s = select_pins(&hops, Some(&split), &rule(20, 0.9, true));
+        assert_eq!(keys(&s.pins), ["[smtp.isp.example] encrypt"]);
+        assert_eq!(
+            s.pins[0].evidence,
+            Evidence {
+                messages: 20,
+                tls: 18,
+                verified: 15
+            }
+        );
+        assert!(
+            select_pins(&hops, Some(&split), &rule(20, 0.95, false))
+                .pins
+                .is_empty()
+        );
+        let s = select_pins(&hops, Some(&split), &rule(20, 0.75, true));
+        assert_eq!(keys(&s.pins), ["[smtp.isp.example] verify"]);
+        // A dry run of a verify pin: the 2 in clear and the 3 untrusted transactions.
+        let pin = |level| PinnedPeer::relay(isp, None, level, Evidence::default()).unwrap();
+        let d = dry_run(&hops, Some(&split), &[pin(PinLevel::Verify)], "pins.cf");
+        assert_eq!(
+            (
+                d.messages_to_pinned,
+                d.deferred_messages,
+                d.relay_pins_summed_over_domains
+            ),
+            (20, 5, 0)
+        );
+        let ids: Vec<&str> = d.domains[0].sample.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["Q11", "Q21", "Q22", "Q23"]);
+        let d = dry_run(&hops, Some(&split), &[pin(PinLevel::Encrypt)], "pins.cf");
+        assert_eq!((d.messages_to_pinned, d.deferred_messages), (20, 2));
+
+        // The relay on another port only: this one is not in the figures, so the sums.
+        let other = [relay_mail_of(isp, Some(587), 3, 3, 3, 0)];
+        let s = select_pins(&hops, Some(&other), &RULE);
+        assert_eq!(
+            (
+                s.smarthosts[0].messages,
+                s.smarthosts[0].summed_over_domains
+            ),
+            (40, true)
+        );
+        let d = dry_run(&hops, Some(&other), &[pin(PinLevel::Encrypt)], "pins.cf");
+        assert_eq!(
+            (d.messages_to_pinned, d.relay_pins_summed_over_domains),
+            (40, 1)
+        );
+        // An older report: the sums too.
+        let d = dry_run(&hops, None, &[pin(PinLevel::Encrypt)], "pins.cf");
+        assert_eq!(d.relay_pins_summed_over_domains, 1);
+        // A relay pin whose relay took no domain's mail still meets its transactions.
+        let mx = [relay_mail_of("mx.other.example", Some(25), 2, 1, 1, 1)];
+        let mx_pin = PinnedPeer::relay(
+            "mx.other.example",
+            None,
+            PinLevel::Encrypt,
+            Evidence::default(),
+        )
+        .unwrap();
+        let d = dry_run(&hops, Some(&mx), &[mx_pin], "pins.cf");
+        assert_eq!(
+            (
+                d.pinned_domains_seen,
+                d.messages_to_pinned,
+                d.deferred_messages
+            ),
+            (1, 2, 1)
+        );
+    }
+
+    /// Per-relay figures of a hand-edited report are checked as the domains' are.
+    #[test]
+    fn relay_figures_no_log_gave_are_refused() {
+        assert!(check_relays(&[relay_mail_of("r.example", Some(25), 5, 4, 3, 1)]).is_ok());
+        let mut more_tls = relay_mail_of("r.example", Some(25), 5, 4, 3, 1);
+        more_tls.tls_messages = 5;
+        let err = check_relays(&[more_tls]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "relays \"r.example\" (port 25): the counts do not add up (messages 5, TLS 5, \
+             plaintext 1, unknown 0, trusted TLS 3)"
+        );
+        let mut trusted = relay_mail_of("r.example", None, 5, 4, 3, 1);
+        trusted.trusted_tls_messages = 5;
+        assert!(check_relays(&[trusted]).is_err());
     }
 
     /// MX hosts are not smarthosts: a provider's MX shared by a few of the domains, a relay
@@ -1820,11 +2146,11 @@ mod tests {
         ];
         // Three of seven domains: below 90 %.
         assert_eq!(hosts(&Routes::find(&hops)), Vec::<&str>::new());
-        assert_eq!(select_pins(&hops, &RULE).pins.len(), 7);
+        assert_eq!(select_pins(&hops, None, &RULE).pins.len(), 7);
         // Four of seven, over half: still an MX, not a smarthost.
         hops[6] = via(hop("four.example", 10, 10, 10, 0), &[(google, 10)]);
         assert_eq!(hosts(&Routes::find(&hops)), Vec::<&str>::new());
-        assert_eq!(select_pins(&hops, &RULE).pins.len(), 7);
+        assert_eq!(select_pins(&hops, None, &RULE).pins.len(), 7);
         // Six of seven (86 %): still not.
         hops[3] = via(hop("five.example", 10, 10, 10, 0), &[(google, 10)]);
         hops[4] = via(hop("six.example", 10, 10, 10, 0), &[(google, 10)]);
@@ -1851,7 +2177,7 @@ mod tests {
             via(hop("c.example", 10, 10, 10, 0), &[(ip, 10)]),
         ];
         assert_eq!(
-            keys(&select_pins(&by_ip, &RULE).pins),
+            keys(&select_pins(&by_ip, None, &RULE).pins),
             ["[192.0.2.25] encrypt"]
         );
         // No relays (an older report): every domain judged as before.
@@ -1865,7 +2191,7 @@ mod tests {
             .collect();
         let routes = Routes::find(&unknown);
         assert!(!routes.known && routes.smarthosts.is_empty());
-        assert_eq!(select_pins(&unknown, &RULE).pins.len(), 3);
+        assert_eq!(select_pins(&unknown, None, &RULE).pins.len(), 3);
     }
 
     /// A smarthost on a port other than 25 is keyed with it (`relayhost =
@@ -1898,7 +2224,7 @@ mod tests {
                 port: Some(587)
             }]
         );
-        let s = select_pins(&hops, &RULE);
+        let s = select_pins(&hops, None, &RULE);
         assert_eq!(keys(&s.pins), ["[smtp.isp.example]:587 encrypt"]);
         assert_eq!(s.pins[0].evidence.messages, 46);
         assert_eq!(s.not_pinned.partly_via_relay, 1);
@@ -1909,9 +2235,9 @@ mod tests {
         // A pin for the host on port 25 would not have met that mail.
         let pin =
             |key: &str| PinnedPeer::from_key(key, PinLevel::Encrypt, Evidence::default()).unwrap();
-        let d = dry_run(&hops, &[pin("[smtp.isp.example]:587")], "pins.cf");
+        let d = dry_run(&hops, None, &[pin("[smtp.isp.example]:587")], "pins.cf");
         assert_eq!((d.pinned_domains_seen, d.messages_to_pinned), (1, 46));
-        let d = dry_run(&hops, &[pin("[smtp.isp.example]")], "pins.cf");
+        let d = dry_run(&hops, None, &[pin("[smtp.isp.example]")], "pins.cf");
         assert_eq!((d.pinned_domains_seen, d.messages_to_pinned), (1, 4));
 
         // An IPv6 relayhost (`relayhost = [2001:DB8:0::25]`, logged on port 25).
@@ -1925,7 +2251,7 @@ mod tests {
                 )
             })
             .collect();
-        let s = select_pins(&hops, &RULE);
+        let s = select_pins(&hops, None, &RULE);
         assert_eq!(keys(&s.pins), ["[2001:db8:0::25] encrypt"]);
         assert_eq!(s.smarthosts[0].port, None);
         for key in [
@@ -1933,14 +2259,14 @@ mod tests {
             "[2001:db8::25]",
             "[ipv6:2001:db8::25]:25",
         ] {
-            let d = dry_run(&hops, &[pin(key)], "pins.cf");
+            let d = dry_run(&hops, None, &[pin(key)], "pins.cf");
             assert_eq!(
                 (d.pinned_domains_seen, d.messages_to_pinned),
                 (1, 30),
                 "{key}"
             );
         }
-        let d = dry_run(&hops, &[pin("[2001:db8::25]:587")], "pins.cf");
+        let d = dry_run(&hops, None, &[pin("[2001:db8::25]:587")], "pins.cf");
         assert_eq!(d.pinned_domains_seen, 0);
         // The Exim list names the relay as a host; an IPv6 one with `;` as list separator.
         let mut out = String::new();
@@ -1963,7 +2289,7 @@ mod tests {
                 )
             })
             .collect();
-        let s = select_pins(&hops, &RULE);
+        let s = select_pins(&hops, None, &RULE);
         assert!(s.pins.is_empty());
         assert_eq!(
             (s.not_pinned.not_a_domain, s.not_pinned.relays_below_rule),

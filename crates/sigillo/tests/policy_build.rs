@@ -204,6 +204,7 @@ fn dry_run_counts_the_messages_a_policy_would_have_deferred() {
             "messages_to_pinned": 52,
             "deferred_messages": 1,
             "unknown_messages": 0,
+            "relay_pins_summed_over_domains": 0,
             "domains": [{
                 "domain": "mostly.example", "level": "verify", "messages": 20, "deferred": 1,
                 "plain": 1, "untrusted_tls": 0, "unknown": 0,
@@ -391,7 +392,8 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
     assert_eq!(
         doc["smarthosts"],
         json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]", "domains": 9,
-                "messages": 31, "tls_messages": 31, "trusted_tls_messages": 31}])
+                "messages": 31, "tls_messages": 31, "trusted_tls_messages": 31,
+                "summed_over_domains": false}])
     );
     assert_eq!(doc["not_pinned"]["via_relay"], 9);
     assert_eq!(doc["pins"][0]["domain"], "[smtp.isp.example]");
@@ -421,8 +423,9 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
 
 /// `../report/relayhost-multi-domain.log`: a relay host takes transactions that carry several
 /// domains; b.example, c.example and d.example never have one of their own. Each counts with
-/// the relay, which therefore takes 5 of 5 domains: a smarthost, judged on its own (9
-/// per-domain messages, two in clear: below the rule), and no domain behind it is pinned.
+/// the relay, which therefore takes 5 of 5 domains: a smarthost, judged on its own 5
+/// transactions (not the 9 per-domain messages), one in clear (6C00000004, which carried
+/// c.example and d.example): below the default rule, and no domain behind it is pinned.
 #[test]
 fn domains_sent_only_with_others_show_the_smarthost() {
     let log = testdata().join("../report/relayhost-multi-domain.log");
@@ -433,7 +436,8 @@ fn domains_sent_only_with_others_show_the_smarthost() {
     assert_eq!(
         doc["smarthosts"],
         json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]", "domains": 5,
-                "messages": 9, "tls_messages": 7, "trusted_tls_messages": 7}])
+                "messages": 5, "tls_messages": 4, "trusted_tls_messages": 4,
+                "summed_over_domains": false}])
     );
     assert_eq!(
         doc["not_pinned"],
@@ -441,6 +445,253 @@ fn domains_sent_only_with_others_show_the_smarthost() {
                "via_relay": 5, "partly_via_relay": 0, "relays_below_rule": 1})
     );
     assert_eq!(doc["pins"], json!([]));
+}
+
+/// `policy build LOG EXTRA…` for a log of this directory.
+fn build_log(log: &str, extra: &[&str]) -> Run {
+    let log = testdata().join(log);
+    let mut args = vec!["policy", "build", log.to_str().unwrap()];
+    args.extend(extra);
+    sigillo(&args, None)
+}
+
+/// The `pins[]` of a `--json` run, as `key level messages/tls/verified`.
+fn pin_rows(doc: &Value) -> Vec<String> {
+    doc["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let e = &p["evidence"];
+            format!(
+                "{} {} {}/{}/{}",
+                p["domain"].as_str().unwrap(),
+                p["level"].as_str().unwrap(),
+                e["messages"],
+                e["tls"],
+                e["verified"]
+            )
+        })
+        .collect()
+}
+
+/// `relayhost-four-transactions.log`: 4 `Trusted` TLS transactions through the relay, each
+/// to a, b and c.example (12 per-domain messages). The smarthost is judged on its 4
+/// transactions: not pinned at `--min-messages 10` (nor 5), pinned at 4, at `verify` with
+/// `--verify`.
+#[test]
+fn a_smarthost_is_judged_on_its_transactions_not_on_the_sums_of_its_domains() {
+    let log = "relayhost-four-transactions.log";
+    let run = build_log(log, &["--postfix", "-"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains("isp"), "not pinned:\n{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "Smarthost smtp.isp.example took the mail of 3 next-hop domain(s) (4 messages, 4 \
+             over TLS)"
+        ),
+        "{}",
+        run.stderr
+    );
+    let doc = build_log(log, &["--json"]).json();
+    assert_eq!(
+        doc["smarthosts"],
+        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]",
+                "domains": 3, "messages": 4, "tls_messages": 4, "trusted_tls_messages": 4,
+                "summed_over_domains": false}])
+    );
+    assert_eq!(doc["not_pinned"]["relays_below_rule"], 1);
+    assert_eq!(doc["not_pinned"]["via_relay"], 3);
+    assert_eq!(doc["pins"], json!([]));
+    let doc = build_log(log, &["--json", "--min-messages", "5"]).json();
+    assert_eq!(doc["pins"], json!([]));
+    let doc = build_log(log, &["--json", "--min-messages", "4"]).json();
+    assert_eq!(pin_rows(&doc), ["[smtp.isp.example] encrypt 4/4/4"]);
+    let doc = build_log(log, &["--json", "--min-messages", "4", "--verify"]).json();
+    assert_eq!(pin_rows(&doc), ["[smtp.isp.example] verify 4/4/4"]);
+    let run = build_log(log, &["--min-messages", "4", "--postfix", "-"]);
+    assert!(
+        run.stdout
+            .contains("# 4 messages, 4 over TLS, 4 verified\n[smtp.isp.example]  encrypt\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// `relayhost-share.log`: 5 transactions through the relay, 4 over TLS (each to a to
+/// e.example) and 1 in clear (7E00000009, to a.example): 80 % over TLS, though the domains'
+/// sums make 20 of 21 (95.2 %). The smarthost is not pinned at `--min-tls-share 0.95`, is at
+/// 0.8, and the dry run of that pin defers 1 of 5 messages.
+#[test]
+fn a_smarthost_s_tls_share_and_dry_run_count_each_transaction_once() {
+    let log = "relayhost-share.log";
+    // The reproduction: at the default 10 messages, 5 transactions are too few anyway.
+    let run = build_log(log, &["--min-tls-share", "0.95", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("(5 messages, 4 over TLS)")
+            && run.stdout.contains("1 smarthost(s) below the rule")
+            && run.stdout.contains(
+                "Dry run with the rule's pins: 0 of 0 messages to 0 pinned domain(s) seen"
+            ),
+        "{}",
+        run.stdout
+    );
+    let run = build_log(
+        log,
+        &["--min-messages", "5", "--min-tls-share", "0.95", "--json"],
+    );
+    let doc = run.json();
+    assert_eq!(doc["pins"], json!([]));
+    assert_eq!(doc["not_pinned"]["relays_below_rule"], 1);
+    assert_eq!(
+        (
+            &doc["smarthosts"][0]["messages"],
+            &doc["smarthosts"][0]["tls_messages"]
+        ),
+        (&json!(5), &json!(4))
+    );
+    let run = build_log(
+        log,
+        &[
+            "--min-messages",
+            "5",
+            "--min-tls-share",
+            "0.8",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(pin_rows(&doc), ["[smtp.isp.example] encrypt 5/4/4"]);
+    assert_eq!(
+        doc["dry_run"],
+        json!({
+            "pins_from": "rule",
+            "pinned_domains": 1,
+            "pinned_domains_seen": 1,
+            "pins_via_relay": 0,
+            "messages_to_pinned": 5,
+            "deferred_messages": 1,
+            "unknown_messages": 0,
+            "relay_pins_summed_over_domains": 0,
+            "domains": [{
+                "domain": "[smtp.isp.example]", "level": "encrypt", "messages": 5,
+                "deferred": 1, "plain": 1, "untrusted_tls": 0, "unknown": 0,
+                "first": {"time": "2026-12-02T08:20:00Z", "id": "7E00000009"},
+                "last": {"time": "2026-12-02T08:20:00Z", "id": "7E00000009"},
+                "sample": [{"time": "2026-12-02T08:20:00Z", "id": "7E00000009"}]
+            }]
+        })
+    );
+}
+
+/// `../report/relayhost-multi-domain.log` dry-run against `[smtp.isp.example] encrypt`: of its
+/// 5 transactions only 6C00000004 went in clear (it carried c.example and d.example, so the
+/// domains' sums would make it 2 of 9).
+#[test]
+fn a_relay_pin_s_dry_run_counts_each_transaction_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("relay.pins");
+    std::fs::write(&pins, "[smtp.isp.example] encrypt\n").unwrap();
+    let run = build_log(
+        "../report/relayhost-multi-domain.log",
+        &["--dry-run", "--pins", pins.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for want in [
+        format!(
+            "Dry run with the pins in {}: 1 of 5 messages to 1 pinned domain(s) seen would \
+             have been deferred\n",
+            pins.display()
+        ),
+        "  [smtp.isp.example]  encrypt         1        0         5  2026-12-02T08:20:00Z \
+         6C00000004 / 2026-12-02T08:20:00Z 6C00000004\n"
+            .to_owned(),
+        "e.g. 6C00000004\n".to_owned(),
+    ] {
+        assert!(run.stdout.contains(&want), "{want}\n{}", run.stdout);
+    }
+    assert!(!run.stdout.contains("Note:"), "{}", run.stdout);
+    // The rule's pin at 80 % gives the same.
+    let run = build_log(
+        "../report/relayhost-multi-domain.log",
+        &[
+            "--min-messages",
+            "5",
+            "--min-tls-share",
+            "0.8",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let d = &run.json()["dry_run"];
+    assert_eq!(
+        (&d["messages_to_pinned"], &d["deferred_messages"]),
+        (&json!(5), &json!(1))
+    );
+}
+
+/// `relayhost-four-transactions.old-report.json`: `report --json` of
+/// `relayhost-four-transactions.log` written by sigillo before reports had `relays[]`. The
+/// smarthost is judged as before, on the sums of its domains (12 messages: pinned at
+/// `--min-messages 10`), and the summary and the dry run say the figures may count a
+/// transaction once per domain.
+#[test]
+fn an_older_report_without_relay_figures_sums_the_domains_and_says_so() {
+    let report = testdata().join("relayhost-four-transactions.old-report.json");
+    let from = |extra: &[&str]| {
+        let mut args = vec!["policy", "build", "--from-report", report.to_str().unwrap()];
+        args.extend(extra);
+        sigillo(&args, None)
+    };
+    let doc = from(&["--json"]).json();
+    assert_eq!(doc["relays_known"], true);
+    assert_eq!(
+        doc["smarthosts"],
+        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]",
+                "domains": 3, "messages": 12, "tls_messages": 12, "trusted_tls_messages": 12,
+                "summed_over_domains": true}])
+    );
+    assert_eq!(pin_rows(&doc), ["[smtp.isp.example] encrypt 12/12/12"]);
+    let run = from(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "Note: the report has no figures of [smtp.isp.example] of its own (written by an \
+             older sigillo?), so the figures above are the sums of the domains behind it, which \
+             may count a transaction that carried several domains once for each"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = from(&["--dry-run", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let d = &run.json()["dry_run"];
+    assert_eq!(
+        (
+            &d["messages_to_pinned"],
+            &d["relay_pins_summed_over_domains"]
+        ),
+        (&json!(12), &json!(1))
+    );
+    let run = from(&["--dry-run"]);
+    assert!(
+        run.stdout.contains(
+            "Note: 1 relay pin(s) were checked against the sums of the domains behind the relay"
+        ),
+        "{}",
+        run.stdout
+    );
+    // The same log read now: 4 transactions, no pin, no note.
+    let run = build_log("relayhost-four-transactions.log", &[]);
+    assert!(
+        run.stdout.contains("(4 messages, 4 over TLS)") && !run.stdout.contains("Note:"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// `relayhost-port.log` and `relayhost-ipv6.log`: `relayhost.log` with the relay on port 587
@@ -506,7 +757,7 @@ fn a_smarthost_on_another_port_or_at_an_ipv6_address_is_pinned_by_its_key() {
             doc["smarthosts"],
             json!([{"host": host, "port": (port != 25).then_some(port), "key": key,
                     "domains": 9, "messages": 31, "tls_messages": 31,
-                    "trusted_tls_messages": 31}]),
+                    "trusted_tls_messages": 31, "summed_over_domains": false}]),
             "{name}"
         );
         let report = sigillo(&["report", "--json", log], None).json();
