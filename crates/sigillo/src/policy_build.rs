@@ -145,6 +145,10 @@ pub struct Smarthost {
     pub host: String,
     /// The port, when it is not 25 (`None`: 25, or the log does not say).
     pub port: Option<u16>,
+    /// Whether the figures give the relay's port: Postfix logs always do; Exim's only with
+    /// `+outgoing_port`, Sendmail's and OpenSMTPD's never, and nor does a report written by
+    /// an older sigillo. When they do not, `key` assumes port 25.
+    pub port_logged: bool,
     /// The `smtp_tls_policy_maps` key of `relayhost = [host]` or `[host]:port`
     /// ([`RelayKey::new`]): `[host]`, `[host]:587`, `[2001:db8::25]`.
     pub key: String,
@@ -511,9 +515,10 @@ pub fn select_pins(
     let mut smarthosts = Vec::with_capacity(routes.smarthosts.len());
     for relay in &routes.smarthosts {
         let key = RelayKey::new(&relay.host, relay.port);
-        let name = match &key {
-            Ok(key) => key.to_string(),
-            Err(_) => format!("[{}]", relay.host),
+        let name = match (&key, relay.port) {
+            (Ok(key), _) => key.to_string(),
+            (Err(_), None) => format!("[{}]", relay.host),
+            (Err(_), Some(port)) => format!("[{}]:{port}", relay.host),
         };
         let Some((figures, summed_over_domains)) =
             relay_mail(hops, relays, &name, |host, port| relay.is_at(host, port))
@@ -528,6 +533,11 @@ pub fn select_pins(
                     .is_some_and(|r| r.hosts.iter().any(|r| relay.is(r)))
             })
             .count() as u64;
+        let port_logged = hops.iter().any(|h| {
+            h.relays
+                .as_ref()
+                .is_some_and(|r| r.hosts.iter().any(|r| r.port.is_some() && relay.is(r)))
+        });
         match (judge(&figures, rule), &key) {
             (Err(_), _) => not_pinned.relays_below_rule += 1,
             (Ok(level), Ok(key)) => pins.push(PinnedPeer {
@@ -540,6 +550,7 @@ pub fn select_pins(
         smarthosts.push(Smarthost {
             host: relay.host.clone(),
             port: relay.port,
+            port_logged,
             key: figures.domain.clone(),
             domains,
             messages: figures.messages,
@@ -1342,6 +1353,16 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
              port, an IPv6 address as [ipv6:…], or without brackets, edit the key to match.)",
             h.host, h.domains, h.messages, h.tls_messages, h.key, h.key
         );
+        if !h.port_logged {
+            let _ = writeln!(
+                out,
+                "  (The log does not give the port this relay was reached on (Exim without \
+                 +outgoing_port in log_selector, Sendmail, OpenSMTPD, or a report from an older \
+                 sigillo), so {} assumes port 25: if the relayhost is on another port, the key \
+                 is {}:PORT.)",
+                h.key, h.key
+            );
+        }
     }
     let summed: Vec<&str> = o
         .smarthosts
@@ -1895,6 +1916,7 @@ mod tests {
             [Smarthost {
                 host: relay.into(),
                 port: None,
+                port_logged: false,
                 key: "[smtp.isp.example]".into(),
                 domains: 9,
                 messages: 38,

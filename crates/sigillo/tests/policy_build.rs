@@ -391,7 +391,7 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
     let doc = build_relayhost(&["--json"]).json();
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]", "domains": 9,
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "domains": 9,
                 "messages": 31, "tls_messages": 31, "trusted_tls_messages": 31,
                 "summed_over_domains": false}])
     );
@@ -435,7 +435,7 @@ fn domains_sent_only_with_others_show_the_smarthost() {
     assert_eq!(doc["next_hops"], 5);
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]", "domains": 5,
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "domains": 5,
                 "messages": 5, "tls_messages": 4, "trusted_tls_messages": 4,
                 "summed_over_domains": false}])
     );
@@ -496,7 +496,7 @@ fn a_smarthost_is_judged_on_its_transactions_not_on_the_sums_of_its_domains() {
     let doc = build_log(log, &["--json"]).json();
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]",
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]",
                 "domains": 3, "messages": 4, "tls_messages": 4, "trusted_tls_messages": 4,
                 "summed_over_domains": false}])
     );
@@ -651,7 +651,7 @@ fn an_older_report_without_relay_figures_sums_the_domains_and_says_so() {
     assert_eq!(doc["relays_known"], true);
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "key": "[smtp.isp.example]",
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]",
                 "domains": 3, "messages": 12, "tls_messages": 12, "trusted_tls_messages": 12,
                 "summed_over_domains": true}])
     );
@@ -755,7 +755,7 @@ fn a_smarthost_on_another_port_or_at_an_ipv6_address_is_pinned_by_its_key() {
         let doc = sigillo(&["policy", "build", log, "--json"], None).json();
         assert_eq!(
             doc["smarthosts"],
-            json!([{"host": host, "port": (port != 25).then_some(port), "key": key,
+            json!([{"host": host, "port": (port != 25).then_some(port), "port_logged": true, "key": key,
                     "domains": 9, "messages": 31, "tls_messages": 31,
                     "trusted_tls_messages": 31, "summed_over_domains": false}]),
             "{name}"
@@ -1281,4 +1281,52 @@ fn postmap_reads_the_built_map() {
             );
         }
     }
+}
+
+/// A report whose relays have no port (Exim without `+outgoing_port`, Sendmail, OpenSMTPD,
+/// an older sigillo): the smarthost's key assumes port 25, and the summary says so, since a
+/// relayhost on 587 would be looked up as `[host]:587` and the pin would never apply.
+#[test]
+fn a_smarthost_without_a_logged_port_is_keyed_for_25_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = testdata().join("relayhost-port.log");
+    let run = sigillo(&["report", "--json", log.to_str().unwrap()], None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut doc = run.json();
+    let strip = |v: &mut serde_json::Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("port");
+        }
+    };
+    for hop in doc["next_hops"].as_array_mut().unwrap() {
+        for h in hop["relays"]["hosts"].as_array_mut().unwrap() {
+            strip(h);
+        }
+    }
+    for r in doc["relays"].as_array_mut().unwrap() {
+        strip(r);
+    }
+    let report = dir.path().join("no-ports.json");
+    std::fs::write(&report, doc.to_string()).unwrap();
+    let report = report.to_str().unwrap();
+    let run = sigillo(&["policy", "build", "--from-report", report], None);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "so [smtp.isp.example] assumes port 25: if the relayhost is on another port, the \
+             key is [smtp.isp.example]:PORT."
+        ),
+        "{}",
+        run.stdout
+    );
+    let doc = sigillo(
+        &["policy", "build", "--from-report", report, "--json"],
+        None,
+    )
+    .json();
+    assert_eq!(doc["smarthosts"][0]["key"], "[smtp.isp.example]");
+    assert_eq!(doc["smarthosts"][0]["port_logged"], false);
+    // With the ports, no such note.
+    let run = sigillo(&["policy", "build", log.to_str().unwrap()], None);
+    assert!(!run.stdout.contains("assumes port 25"), "{}", run.stdout);
 }
