@@ -720,6 +720,58 @@ mod tests {
         assert_eq!(got, b"NOOP\r\nQUIT\r\n");
     }
 
+    /// A command line too long for the rewriter to inspect still gets its reply: after the
+    /// client's half-close, a server that answers the other commands at once and that line
+    /// only after longer than the grace is not cut.
+    #[tokio::test]
+    async fn a_slow_reply_to_an_overlong_line_is_not_cut() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            stream.write_all(b"220 upstream ESMTP\r\n").await.unwrap();
+            read_until(&mut stream, b"NOOP\r\n").await;
+            stream.write_all(b"250 ok\r\n").await.unwrap();
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stream.write_all(b"500 line too long\r\n").await.unwrap();
+            stream
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ProxyOptions {
+            client_gone_grace: Duration::from_secs(1),
+            ..ProxyOptions::default()
+        };
+        let proxy = tokio::spawn(async move {
+            let (client, client_addr) = listener.accept().await.unwrap();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        read_until(&mut client, b"\r\n").await;
+        let mut long = b"NOOP\r\nX".to_vec();
+        long.extend(std::iter::repeat_n(
+            b'X',
+            2 * sigillo_smtp::asa::DEFAULT_MAX_LINE,
+        ));
+        long.extend_from_slice(b"\r\n");
+        client.write_all(&long).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest));
+        assert!(matches!(read.await, Ok(Ok(_))), "the proxy kept it open");
+        let report = proxy.await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "250 ok\r\n500 line too long\r\n",
+            "{:?}",
+            report.end
+        );
+        drop(server.await.unwrap());
+    }
+
     #[tokio::test]
     async fn an_unreachable_upstream_is_not_counted_as_relayed() {
         let upstream = refusing_addr().await;

@@ -185,9 +185,11 @@ impl AsaRewriter {
                 out.extend_from_slice(rest);
                 break;
             }
-            let (line, tail) = take_line(&mut self.s2c, rest, self.config.max_line, &mut out);
+            let (taken, tail) = take_line(&mut self.s2c, rest, self.config.max_line, &mut out);
             rest = tail;
-            if let Some(mut line) = line {
+            // An overlong reply line is not inspected, nor counted as a reply: if it was a
+            // reply's last line, the proxy waits for the idle timeout rather than the grace.
+            if let Taken::Line(mut line) = taken {
                 self.server_line(&mut line);
                 out.extend_from_slice(&line);
             }
@@ -232,11 +234,18 @@ impl AsaRewriter {
                 rest = &rest[n..];
                 continue;
             }
-            let (line, tail) = take_line(&mut self.c2s, rest, self.config.max_line, &mut out);
+            let (taken, tail) = take_line(&mut self.c2s, rest, self.config.max_line, &mut out);
             rest = tail;
-            if let Some(mut line) = line {
-                self.client_line(&mut line);
-                out.extend_from_slice(&line);
+            match taken {
+                Taken::Line(mut line) => {
+                    self.client_line(&mut line);
+                    out.extend_from_slice(&line);
+                }
+                // A command line too long to inspect still gets a reply (`500`).
+                Taken::OverlongEnd => {
+                    self.replies_owed = self.replies_owed.saturating_add(1);
+                }
+                Taken::Partial => {}
             }
         }
         out
@@ -365,25 +374,35 @@ fn bdat_size(cmd: &[u8]) -> Option<u64> {
     std::str::from_utf8(size).ok()?.parse().ok()
 }
 
-/// Take the next complete line from `dir`'s buffer plus `bytes`. Returns the line (if one is
-/// complete) and the unconsumed rest of `bytes`. Overlong data is appended to `out` directly.
+/// What [`take_line`] found.
+enum Taken {
+    /// A complete line, to inspect.
+    Line(Vec<u8>),
+    /// The end (LF) of a line too long to inspect, passed through.
+    OverlongEnd,
+    /// No line end yet.
+    Partial,
+}
+
+/// Take the next complete line from `dir`'s buffer plus `bytes`. Returns what was found and
+/// the unconsumed rest of `bytes`. Overlong data is appended to `out` directly.
 fn take_line<'a>(
     dir: &mut Direction,
     bytes: &'a [u8],
     max_line: usize,
     out: &mut Vec<u8>,
-) -> (Option<Vec<u8>>, &'a [u8]) {
+) -> (Taken, &'a [u8]) {
     let nl = bytes.iter().position(|b| *b == b'\n');
     if dir.overlong {
         return match nl {
             Some(i) => {
                 dir.overlong = false;
                 out.extend_from_slice(&bytes[..=i]);
-                (None, &bytes[i + 1..])
+                (Taken::OverlongEnd, &bytes[i + 1..])
             }
             None => {
                 out.extend_from_slice(bytes);
-                (None, &[])
+                (Taken::Partial, &[])
             }
         };
     }
@@ -391,23 +410,23 @@ fn take_line<'a>(
         Some(i) if dir.buf.len() + i < max_line => {
             let mut line = std::mem::take(&mut dir.buf);
             line.extend_from_slice(&bytes[..=i]);
-            (Some(line), &bytes[i + 1..])
+            (Taken::Line(line), &bytes[i + 1..])
         }
         Some(i) => {
             // The line is too long to inspect: pass it through.
             out.append(&mut dir.buf);
             out.extend_from_slice(&bytes[..=i]);
-            (None, &bytes[i + 1..])
+            (Taken::OverlongEnd, &bytes[i + 1..])
         }
         None if dir.buf.len() + bytes.len() > max_line => {
             out.append(&mut dir.buf);
             out.extend_from_slice(bytes);
             dir.overlong = true;
-            (None, &[])
+            (Taken::Partial, &[])
         }
         None => {
             dir.buf.extend_from_slice(bytes);
-            (None, &[])
+            (Taken::Partial, &[])
         }
     }
 }
@@ -871,6 +890,30 @@ mod tests {
             (S2C, "220 go ahead\r\n", None),
             (C2S, "EHLO c\r\n", None),
         ];
+        check_owed(&mut rw, steps);
+    }
+
+    /// A command line too long to inspect is passed through, and still owed its reply
+    /// (`500`), whether it arrives at once or in pieces.
+    #[test]
+    fn an_overlong_command_line_is_owed_a_reply() {
+        let mut rw = AsaRewriter::new(AsaConfig {
+            max_line: 16,
+            ..AsaConfig::default()
+        });
+        let steps: &[(Dir, &str, Option<u32>)] = &[
+            (S2C, "220 mx\r\n", Some(0)),
+            (C2S, "NOOP\r\n", Some(1)),
+            (C2S, "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n", Some(2)),
+            (C2S, "YYYYYYYYYYYYYYYYYYYY", Some(2)),
+            (C2S, "YYYYYYYYYYYYYYYYYYYY\r\nQUIT\r\n", Some(4)),
+            (S2C, "250 ok\r\n500 too long\r\n", Some(2)),
+            (S2C, "500 too long\r\n221 bye\r\n", Some(0)),
+        ];
+        check_owed(&mut rw, steps);
+    }
+
+    fn check_owed(rw: &mut AsaRewriter, steps: &[(Dir, &str, Option<u32>)]) {
         for (i, (dir, bytes, owed)) in steps.iter().enumerate() {
             match dir {
                 S2C => drop(rw.server_to_client(bytes.as_bytes())),
