@@ -2059,30 +2059,31 @@ mod tests {
         }
     }
 
+    /// How many failed STARTTLS attempts the parser lists for `lines` (time, pid, message).
+    fn starttls_failures(lines: &[(i64, Option<u32>, &str)]) -> usize {
+        let mut p = EximParser::new();
+        let mut out = Vec::new();
+        for (time, pid, m) in lines {
+            let line = Line {
+                time: *time,
+                host: "",
+                program: "exim",
+                pid: *pid,
+                message: m,
+                raw: m,
+            };
+            p.feed(&line, &mut out);
+        }
+        out.iter()
+            .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StartTlsFailed))
+            .count()
+    }
+
     /// The same attempt's lines a second apart are one failure; further apart, or with
     /// another pid when there is no message id, two.
     #[test]
     fn failures_apart_in_time_or_process() {
-        let count = |lines: &[(i64, Option<u32>, &str)]| {
-            let mut p = EximParser::new();
-            let mut out = Vec::new();
-            for (time, pid, m) in lines {
-                let line = Line {
-                    time: *time,
-                    host: "",
-                    program: "exim",
-                    pid: *pid,
-                    message: m,
-                    raw: m,
-                };
-                p.feed(&line, &mut out);
-            }
-            out.iter()
-                .filter(
-                    |r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StartTlsFailed),
-                )
-                .count()
-        };
+        let count = starttls_failures;
         let err = "1abcde-000000-AB TLS error on connection to mx [192.0.2.1] (SSL_connect): x";
         let fallback = "1abcde-000000-AB TLS session failure: delivering unencrypted to mx [192.0.2.1] (not in hosts_require_tls)";
         assert_eq!(count(&[(10, None, err), (11, None, fallback)]), 1);
@@ -2127,26 +2128,7 @@ mod tests {
     /// a recipient named again.
     #[test]
     fn recipients_of_one_transport_run() {
-        let count = |lines: &[(i64, Option<u32>, &str)]| {
-            let mut p = EximParser::new();
-            let mut out = Vec::new();
-            for (time, pid, m) in lines {
-                let line = Line {
-                    time: *time,
-                    host: "",
-                    program: "exim",
-                    pid: *pid,
-                    message: m,
-                    raw: m,
-                };
-                p.feed(&line, &mut out);
-            }
-            out.iter()
-                .filter(
-                    |r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StartTlsFailed),
-                )
-                .count()
-        };
+        let count = starttls_failures;
         let defer = |rcpt: &str, transport: &str, error: &str| {
             format!(
                 "1abcde-000000-AB == {rcpt} R=dnslookup T={transport} defer (-37) H=mx.example.net [192.0.2.1]: {error}"
