@@ -613,6 +613,41 @@ mod tests {
         }
     }
 
+    /// A proxy with a 1 s client-gone grace relaying one connection to `upstream_addr`, and
+    /// that connection's client, with the greeting read.
+    async fn relay_one_after_greeting(
+        upstream_addr: SocketAddr,
+    ) -> (TcpStream, tokio::task::JoinHandle<ConnectionReport>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ProxyOptions {
+            client_gone_grace: Duration::from_secs(1),
+            ..ProxyOptions::default()
+        };
+        let proxy = tokio::spawn(async move {
+            let (client, client_addr) = listener.accept().await.unwrap();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        read_until(&mut client, b"\r\n").await;
+        (client, proxy)
+    }
+
+    /// Sends `bytes`, shuts down the client's writing half and reads until the proxy closes
+    /// the connection (which it must within 30 s).
+    async fn send_half_close_and_read(client: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+        client.write_all(bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest));
+        assert!(
+            matches!(read.await, Ok(Ok(_))),
+            "the proxy kept the connection open"
+        );
+        rest
+    }
+
     /// A client that sends QUIT and shuts down its writing half still gets the reply, though
     /// the server sends it only once the client's end of file reached it. The server then
     /// keeps its side open and silent: the proxy closes both after the grace, not the idle
@@ -630,27 +665,8 @@ mod tests {
             // The stream is returned, so the server's side stays open.
             (got, stream)
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let options = ProxyOptions {
-            client_gone_grace: Duration::from_secs(1),
-            ..ProxyOptions::default()
-        };
-        let proxy = tokio::spawn(async move {
-            let (client, client_addr) = listener.accept().await.unwrap();
-            let (_stop_tx, stop_rx) = watch::channel(false);
-            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
-        });
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        read_until(&mut client, b"\r\n").await;
-        client.write_all(b"QUIT\r\n").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest));
-        assert!(
-            matches!(read.await, Ok(Ok(_))),
-            "the proxy kept the connection open"
-        );
+        let (mut client, proxy) = relay_one_after_greeting(upstream_addr).await;
+        let rest = send_half_close_and_read(&mut client, b"QUIT\r\n").await;
         assert_eq!(rest, b"221 bye\r\n");
         let report = proxy.await.unwrap();
         assert_eq!(
@@ -685,24 +701,8 @@ mod tests {
             stream.write_all(b"250 ok\r\n221 bye\r\n").await.unwrap();
             (got, stream)
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let options = ProxyOptions {
-            client_gone_grace: Duration::from_secs(1),
-            ..ProxyOptions::default()
-        };
-        let proxy = tokio::spawn(async move {
-            let (client, client_addr) = listener.accept().await.unwrap();
-            let (_stop_tx, stop_rx) = watch::channel(false);
-            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
-        });
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        read_until(&mut client, b"\r\n").await;
-        client.write_all(b"NOOP\r\nQUIT\r\n").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest));
-        assert!(matches!(read.await, Ok(Ok(_))), "the proxy kept it open");
+        let (mut client, proxy) = relay_one_after_greeting(upstream_addr).await;
+        let rest = send_half_close_and_read(&mut client, b"NOOP\r\nQUIT\r\n").await;
         let report = proxy.await.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&rest),
@@ -738,30 +738,14 @@ mod tests {
             stream.write_all(b"500 line too long\r\n").await.unwrap();
             stream
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let options = ProxyOptions {
-            client_gone_grace: Duration::from_secs(1),
-            ..ProxyOptions::default()
-        };
-        let proxy = tokio::spawn(async move {
-            let (client, client_addr) = listener.accept().await.unwrap();
-            let (_stop_tx, stop_rx) = watch::channel(false);
-            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
-        });
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        read_until(&mut client, b"\r\n").await;
+        let (mut client, proxy) = relay_one_after_greeting(upstream_addr).await;
         let mut long = b"NOOP\r\nX".to_vec();
         long.extend(std::iter::repeat_n(
             b'X',
             2 * sigillo_smtp::asa::DEFAULT_MAX_LINE,
         ));
         long.extend_from_slice(b"\r\n");
-        client.write_all(&long).await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest));
-        assert!(matches!(read.await, Ok(Ok(_))), "the proxy kept it open");
+        let rest = send_half_close_and_read(&mut client, &long).await;
         let report = proxy.await.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&rest),
