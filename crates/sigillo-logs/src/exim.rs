@@ -44,8 +44,11 @@
 //!   rejection, a delivery's `==`). Older versions log one failure twice, the `TLS error` (or
 //!   `DANE attempt failed`) line then the fallback, `==` or rejection line: an error line and
 //!   the next line of the other kind for the same message (without one, the same process) and
-//!   host at most a second apart count once. Two lines of one kind are two attempts (newer
-//!   versions write one line an attempt).
+//!   host at most a second apart count once (a delivery's DANE line and its `==` line: at
+//!   most 5 seconds apart, the `==` line being written by another process once the transport
+//!   process has ended). Two lines of one kind are two attempts (newer versions write one
+//!   line an attempt), except the `==` lines of one transport run's recipients: one attempt,
+//!   even when they straddle a second boundary.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
@@ -366,14 +369,16 @@ enum FailLine {
 }
 
 /// What the lines of one outbound STARTTLS attempt key have left to pair: the time of the
-/// last line listed, and how many lines of one kind ([`FailLine`]) wait for a line of the
+/// last line listed, how many lines of one kind ([`FailLine`]) wait for a line of the
 /// other (two transport runs can each log their handshake error before either's outcome
-/// line), and the last transport run seen through its per-recipient lines ([`RunSeen`]).
-#[derive(Debug, Clone, Copy)]
+/// line) and for how long after it (`wait`, seconds), and the last transport run seen through
+/// its per-recipient lines ([`RunSeen`]).
+#[derive(Debug, Clone)]
 struct FailSeen {
     time: UnixTime,
     line: FailLine,
     unpaired: u16,
+    wait: u64,
     run: Option<RunSeen>,
 }
 
@@ -386,13 +391,14 @@ struct RecipientLine {
     recipient: u64,
 }
 
-/// The transport run of the last per-recipient line of an attempt key: the second of its first
-/// line, its signature ([`RecipientLine`]), and the recipient its first line named.
-#[derive(Debug, Clone, Copy)]
+/// The transport run of the last per-recipient line of an attempt key: the second of its last
+/// line, its signature ([`RecipientLine`]), and the recipients its lines named, first one
+/// first (at most [`MAX_RUN_RECIPIENTS`]).
+#[derive(Debug, Clone)]
 struct RunSeen {
-    time: UnixTime,
+    last_time: UnixTime,
     signature: u64,
-    first_recipient: u64,
+    recipients: Vec<u64>,
 }
 
 const MAX_OPEN_MESSAGES: usize = 65_536;
@@ -408,11 +414,31 @@ const MAX_CLOSED_NO_MAIL: usize = 1_024;
 const MAX_RCPT_HASHES: usize = 1_000;
 const MAX_OUTBOUND: usize = 4_096;
 /// Outbound STARTTLS failures remembered to count each attempt once: only lines at most a
-/// second apart are compared, so this needs to hold no more than a second's worth.
+/// few seconds apart are compared ([`DANE_OUTCOME_SECS`]), so this needs to hold no more
+/// than that many seconds' worth.
 const MAX_TLS_FAILURES: usize = 1_024;
 /// Lines of one message to one host this close together (seconds) are one SMTP transaction
 /// (`**` and `=>` of the same delivery), not a new connection.
 const SAME_TRANSACTION_SECS: u64 = 1;
+/// The most seconds between two consecutive `==`/`**` lines of one transport run. The
+/// delivery process writes them in one loop with no network wait (deliver.c
+/// `remote_post_process()`), milliseconds apart: in whole-second log times the next line
+/// is in the same second or, across a second boundary, the next one. Two seconds apart means
+/// more than a second with no line of the run, which that loop does not take.
+const RUN_LINE_GAP_SECS: u64 = 1;
+/// Recipients of one transport run remembered to tell its lines from a new run's (which
+/// names an address again); Exim's smtp transport takes 100 at once by default
+/// (`max_rcpt`). Past this a run's further addresses are not remembered; its first always is.
+const MAX_RUN_RECIPIENTS: usize = 256;
+/// How long (seconds) a delivery's `DANE attempt failed; …` line waits for the `==`/`**`
+/// outcome line of its transport run. The transport process logs the DANE line when the
+/// handshake fails; the delivery process writes the outcome once that process has ended and
+/// it has written the outcomes of the runs that ended before, so in parallel runs the
+/// outcome can come more than a second later (two runs' DANE lines in one second, the
+/// second run's `==` lines two seconds later: two attempts, not three). Older versions'
+/// `TLS error on connection` line and its fallback line come from one process, one right
+/// after the other: [`SAME_TRANSACTION_SECS`].
+const DANE_OUTCOME_SECS: u64 = 5;
 
 const HINT_NO_X: &str = "Exim log_selector +tls_cipher (X=) names the TLS version and cipher";
 const HINT_DEFER: &str =
@@ -675,7 +701,15 @@ impl EximParser {
         };
         if remote && status != DeliveryStatus::Sent && rest.contains("TLS session") {
             let recipient = recipient_line(rest, line.pid);
-            self.outbound_tls_failure(line, id, &host, FailLine::Outcome, Some(recipient), out);
+            self.outbound_tls_failure(
+                line,
+                id,
+                &host,
+                FailLine::Outcome,
+                SAME_TRANSACTION_SECS,
+                Some(recipient),
+                out,
+            );
         }
         let size = self.received.get(id).and_then(|o| o.record.size);
         let record = MessageRecord {
@@ -778,7 +812,8 @@ impl EximParser {
     /// logs the error, then `… unencrypted to mx [ip]`, without a message id; a DANE host's
     /// `DANE attempt failed; …` comes before its outcome line. So a line of the other kind
     /// ([`FailLine`]) naming the same message (or, without one, the same process) and host at
-    /// most [`SAME_TRANSACTION_SECS`] after an unpaired one is that same attempt: not listed
+    /// most [`SAME_TRANSACTION_SECS`] (after a delivery's DANE line, [`DANE_OUTCOME_SECS`])
+    /// after an unpaired one is that same attempt: not listed
     /// again. Each line pairs with one line of the other kind; lines of one kind are that many
     /// attempts (newer Exim writes one outcome line an attempt, and one message can meet one
     /// host twice in a second, over two connections of two transport runs), each of which a
@@ -797,18 +832,26 @@ impl EximParser {
     /// each address of the chain in turn, and its `deferral_log()` (`failure_log()` for `**`)
     /// writes `== ADDRESS [<parent>] R=router T=transport defer (errno) H=host [ip]: message`
     /// from those shared values, one line after another with no network wait between them.
-    /// So a `==`/`**` line with the same message, host, process, second, recipient domain and
-    /// text after `R=` (transport, errno, host, error; `R=` itself is per address, and runs
-    /// are not batched by router) as the first line of the last run of its key is another
-    /// recipient of that run: not listed, not paired. A new domain is a new run (a transport
-    /// with `multi_domain = false` runs once per domain), as is the run's first recipient
-    /// named again (a run names each address once): these count as attempts as above.
+    /// So a `==`/`**` line with the same message, host, process, recipient domain and text
+    /// after `R=` (transport, errno, host, error; `R=` itself is per address, and runs are not
+    /// batched by router) as the last run of its key, at most [`RUN_LINE_GAP_SECS`] after that
+    /// run's previous line (the run's lines can straddle a second boundary), naming an address
+    /// the run has not named yet, is another recipient of that run: not listed, not paired. A
+    /// new domain is a new run (a transport with `multi_domain = false` runs once per domain),
+    /// as is an address of the run named again (a run names each address once, so a second
+    /// attempt starts anew): these count as attempts as above.
+    ///
+    /// A delivery's `DANE attempt failed` line waits [`DANE_OUTCOME_SECS`] for its outcome
+    /// line (`wait`), the delivery process writing that after the transport process has
+    /// ended; every other line waits [`SAME_TRANSACTION_SECS`].
+    #[allow(clippy::too_many_arguments)] // the line, and what the caller read from it
     fn outbound_tls_failure(
         &mut self,
         line: &Line<'_>,
         id: &str,
         host: &HostField<'_>,
         kind: FailLine,
+        wait: u64,
         recipient: Option<RecipientLine>,
         out: &mut Vec<Record>,
     ) {
@@ -822,32 +865,38 @@ impl EximParser {
             None => hash_str(host.name.unwrap_or("")),
         };
         let key = (id_hash, pid, host.ip, name_hash);
-        let run = recipient.map(|r| RunSeen {
-            time: line.time,
-            signature: r.signature,
-            first_recipient: r.recipient,
-        });
-        let mut seen = match self.tls_failures.get(&key) {
-            Some(seen) => *seen,
-            None => FailSeen {
-                time: line.time,
-                line: kind,
-                unpaired: 0,
-                run: None,
-            },
-        };
-        if let (Some(r), Some(last)) = (recipient, seen.run)
-            && last.time == line.time
-            && last.signature == r.signature
-            && last.first_recipient != r.recipient
+        if let Some(r) = recipient
+            && let Some(run) = self
+                .tls_failures
+                .get_mut(&key)
+                .and_then(|seen| seen.run.as_mut())
+            && run.signature == r.signature
+            && line.time.abs_diff(run.last_time) <= RUN_LINE_GAP_SECS
+            && !run.recipients.contains(&r.recipient)
         {
-            // Another recipient of the run already counted.
+            // Another recipient of the run already counted, in the same second as the run's
+            // line before it or the next.
+            run.last_time = line.time;
+            if run.recipients.len() < MAX_RUN_RECIPIENTS {
+                run.recipients.push(r.recipient);
+            }
             return;
         }
-        if run.is_some() {
-            seen.run = run;
+        let mut seen = self.tls_failures.remove(&key).unwrap_or(FailSeen {
+            time: line.time,
+            line: kind,
+            unpaired: 0,
+            wait: SAME_TRANSACTION_SECS,
+            run: None,
+        });
+        if let Some(r) = recipient {
+            seen.run = Some(RunSeen {
+                last_time: line.time,
+                signature: r.signature,
+                recipients: vec![r.recipient],
+            });
         }
-        if line.time.abs_diff(seen.time) > SAME_TRANSACTION_SECS {
+        if line.time.abs_diff(seen.time) > seen.wait {
             seen.unpaired = 0;
         }
         let listed = if seen.unpaired > 0 && seen.line != kind {
@@ -860,6 +909,7 @@ impl EximParser {
             }
             seen.unpaired = seen.unpaired.saturating_add(1);
             seen.time = line.time;
+            seen.wait = wait;
             true
         };
         // A full table drops its oldest entry, long out of the window.
@@ -884,9 +934,15 @@ impl EximParser {
         out: &mut Vec<Record>,
     ) {
         match dir {
-            Direction::Outbound => {
-                self.outbound_tls_failure(line, id, host, FailLine::HandshakeError, None, out)
-            }
+            Direction::Outbound => self.outbound_tls_failure(
+                line,
+                id,
+                host,
+                FailLine::HandshakeError,
+                SAME_TRANSACTION_SECS,
+                None,
+                out,
+            ),
             _ => out.push(anomaly(line, dir, host.peer(), AnomalyKind::StartTlsFailed)),
         }
     }
@@ -1292,10 +1348,16 @@ impl MtaParser for EximParser {
                     self.tls_error(line, id, dir, &host, out);
                 }
             } else if let Some(host) = unencrypted_fallback(rest) {
-                self.outbound_tls_failure(line, id, &host, FailLine::Outcome, None, out);
+                let wait = SAME_TRANSACTION_SECS;
+                self.outbound_tls_failure(line, id, &host, FailLine::Outcome, wait, None, out);
             } else if let Some((host, kind)) = unretried_tls_failure(rest) {
-                // A delivery's `DANE attempt failed; …` (its `==` line follows).
-                self.outbound_tls_failure(line, id, &host, kind, None, out);
+                // A delivery's `DANE attempt failed; …` (its `==` line follows, written by
+                // the delivery process once the transport process has ended).
+                let wait = match kind {
+                    FailLine::HandshakeError => DANE_OUTCOME_SECS,
+                    FailLine::Outcome => SAME_TRANSACTION_SECS,
+                };
+                self.outbound_tls_failure(line, id, &host, kind, wait, None, out);
             }
             return;
         }
@@ -1332,7 +1394,8 @@ impl MtaParser for EximParser {
             && let Some(host) = unencrypted_fallback(m)
         {
             // A callout's STARTTLS failed and was retried in clear.
-            self.outbound_tls_failure(line, "", &host, FailLine::Outcome, None, out);
+            let wait = SAME_TRANSACTION_SECS;
+            self.outbound_tls_failure(line, "", &host, FailLine::Outcome, wait, None, out);
         } else if m.starts_with("SMTP ")
             && let Some(i) = m.find(" on connection from ")
         {
@@ -1367,8 +1430,11 @@ impl MtaParser for EximParser {
                 self.close_session(key, line.pid, line.time, &host, Some(transport), out);
             }
         } else if let Some((host, kind)) = unretried_tls_failure(m) {
-            // A callout's STARTTLS failed and was not retried in clear.
-            self.outbound_tls_failure(line, "", &host, kind, None, out);
+            // A callout's STARTTLS failed and was not retried in clear (a DANE line and the
+            // rejection come from the one process serving the SMTP session, one after the
+            // other).
+            let wait = SAME_TRANSACTION_SECS;
+            self.outbound_tls_failure(line, "", &host, kind, wait, None, out);
         }
     }
 
@@ -2124,8 +2190,8 @@ mod tests {
     }
 
     /// A delivery not retried in clear: one `==` line per recipient of a transport run, one
-    /// failure per run. Runs are told apart by domain, transport, error, process, second, and
-    /// a recipient named again.
+    /// failure per run. Runs are told apart by domain, transport, error, process, more than
+    /// a second since the run's previous line, and a recipient named again.
     #[test]
     fn recipients_of_one_transport_run() {
         let count = starttls_failures;
@@ -2140,6 +2206,8 @@ mod tests {
         let a3 = defer("cat@a.example", "t", tls);
         let b1 = defer("dan@b.example", "t", tls);
         let b2 = defer("eve@b.example", "t", tls);
+        let a4 = defer("fay@a.example", "t", tls);
+        let a5 = defer("gus@a.example", "t", tls);
         let dane = "1abcde-000000-AB DANE attempt failed; TLS connection to mx.example.net [192.0.2.1]: (SSL_connect): error:x";
         let one = |m: &str| (10, None, m.to_string());
         let run = |lines: &[(i64, Option<u32>, String)]| {
@@ -2172,10 +2240,40 @@ mod tests {
         let a2_other_error = defer("bob@a.example", "t", "TLS session: (SSL_connect): error:y");
         assert_eq!(run(&[one(&a1), one(&a2_other_error)]), 2);
         assert_eq!(run(&[pid(7, &a1), pid(8, &a2)]), 2);
-        assert_eq!(run(&[one(&a1), (11, None, a2.clone())]), 2);
-        // The run's first recipient again, in the same second: a second run.
+        // A run's lines straddling a second boundary (recipients 1-3 in one second, 4-5 in the
+        // next), or each a second after the one before: one run. Two seconds after the run's
+        // previous line: another run.
+        let at = |t: i64, m: &str| (t, None, m.to_string());
+        assert_eq!(run(&[one(&a1), at(11, &a2)]), 1);
+        assert_eq!(
+            run(&[one(&a1), one(&a2), one(&a3), at(11, &a4), at(11, &a5)]),
+            1
+        );
+        assert_eq!(
+            run(&[
+                one(dane),
+                one(&a1),
+                one(&a2),
+                one(&a3),
+                at(11, &a4),
+                at(11, &a5)
+            ]),
+            1
+        );
+        let pid_at = |t: i64, m: &str| (t, Some(7), m.to_string());
+        assert_eq!(run(&[pid_at(10, &a1), pid_at(10, &a2), pid_at(11, &a3)]), 1);
+        assert_eq!(run(&[one(&a1), at(11, &a2), at(12, &a3)]), 1);
+        assert_eq!(run(&[one(&a1), at(12, &a2)]), 2);
+        assert_eq!(run(&[one(&a1), one(&a2), at(13, &a3)]), 2);
+        // Across the boundary the other tests still hold: another domain, another process.
+        assert_eq!(run(&[one(&a1), one(&a2), at(11, &b1), at(11, &b2)]), 2);
+        assert_eq!(run(&[pid_at(10, &a1), (11, Some(8), a2.clone())]), 2);
+        // An address of the run named again, in the same second or the next: a second run.
         assert_eq!(run(&[one(&a1), one(&a2), one(&a1), one(&a2)]), 2);
         assert_eq!(run(&[one(&a1), one(&a1)]), 2);
+        assert_eq!(run(&[one(&a1), one(&a2), one(&a2)]), 2);
+        assert_eq!(run(&[one(&a1), one(&a2), at(11, &a1), at(11, &a2)]), 2);
+        assert_eq!(run(&[one(&a1), one(&a2), at(11, &a3), at(11, &a2)]), 2);
         // A run's lines do not swallow the next message's.
         let other_message = a2.replace("1abcde-000000-AB", "1abcdf-000000-AB");
         assert_eq!(run(&[one(&a1), one(&other_message)]), 2);
@@ -2183,6 +2281,73 @@ mod tests {
         // first run's next recipient is still that run, the second run pairs with its line.
         assert_eq!(
             run(&[one(dane), one(&a1), one(dane), one(&a2), one(&b1), one(&b2)]),
+            2
+        );
+    }
+
+    /// Two transport runs in parallel log their DANE lines in one second; the delivery process
+    /// writes the second run's `==` lines once that run's process has ended, which can be
+    /// more than a second later: still two attempts, up to [`DANE_OUTCOME_SECS`].
+    #[test]
+    fn dane_lines_wait_for_their_runs() {
+        let count = starttls_failures;
+        let defer = |rcpt: &str| {
+            format!(
+                "1abcde-000000-AB == {rcpt} R=dnslookup T=t defer (-37) H=mx.example.net [192.0.2.1]: TLS session: (SSL_connect): error:x"
+            )
+        };
+        let (a1, a2) = (defer("ann@a.example"), defer("bob@a.example"));
+        let (b1, b2) = (defer("dan@b.example"), defer("eve@b.example"));
+        let dane = "1abcde-000000-AB DANE attempt failed; TLS connection to mx.example.net [192.0.2.1]: (SSL_connect): error:x";
+        let two_runs = |second_run_at: i64| {
+            count(&[
+                (10, None, dane),
+                (10, None, dane),
+                (10, None, &a1),
+                (10, None, &a2),
+                (second_run_at, None, &b1),
+                (second_run_at, None, &b2),
+            ])
+        };
+        assert_eq!(two_runs(11), 2);
+        assert_eq!(two_runs(12), 2);
+        assert_eq!(two_runs(15), 2);
+        // Later than that, the `==` lines are an attempt of their own.
+        assert_eq!(two_runs(16), 3);
+        // The first run's own lines a second or two after the DANE lines.
+        assert_eq!(
+            count(&[
+                (10, None, dane),
+                (10, None, dane),
+                (11, None, &a1),
+                (11, None, &a2),
+                (13, None, &b1),
+                (13, None, &b2),
+            ]),
+            2
+        );
+        // A DANE line pairs with one run only: the other runs are attempts of their own.
+        let c1 = defer("cyd@c.example");
+        assert_eq!(
+            count(&[
+                (10, None, dane),
+                (10, None, &a1),
+                (12, None, &b1),
+                (12, None, &c1),
+            ]),
+            3
+        );
+        // Older versions' error line and its fallback line come from one process, one right
+        // after the other: two seconds apart they are two attempts (as before).
+        let err = "1abcde-000000-AB TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): x";
+        let fallback = "1abcde-000000-AB TLS session failure: delivering unencrypted to mx.example.net [192.0.2.1] (not in hosts_require_tls)";
+        assert_eq!(count(&[(10, None, err), (12, None, fallback)]), 2);
+        // So are a callout's DANE line and its rejection, from the process serving the session.
+        let callout_dane =
+            "DANE attempt failed; TLS connection to mx [192.0.2.1]: (SSL_connect): x";
+        let rejected = "H=c [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx [192.0.2.1] : TLS session: (SSL_connect): x";
+        assert_eq!(
+            count(&[(10, Some(1), callout_dane), (12, Some(1), rejected)]),
             2
         );
     }

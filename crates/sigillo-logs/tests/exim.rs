@@ -242,65 +242,99 @@ fn older_tls_errors_and_callouts_are_listed_once() {
 /// transport run: each run is listed once, outbound, in log order, with the first line that
 /// tells it as evidence (its DANE line or older Exim's error line when there is one, else its
 /// first `==` line); two runs of one message to one host (two domains, `multi_domain =
-/// false`) and a second attempt naming the same recipients are listed apart.
+/// false`) and a second attempt naming the same recipients are listed apart. A run whose
+/// lines straddle a second boundary is one run; a DANE line pairs with its run's `==` lines
+/// written two seconds later.
 #[test]
 fn deferred_recipients_of_one_run_are_one_failure() {
     use exim_support::{log_lines, run, testdata};
     use sigillo_logs::model::{AnomalyKind, Direction, Record};
 
-    let text = std::fs::read_to_string(testdata("exim").join("tls-deferred-recipients.log"))
-        .expect("fixture");
-    let mut parser = EximParser::new();
-    let records = run(&mut parser, &log_lines(&text));
-    // (address, evidence substring)
-    let want: &[(&str, &str)] = &[
+    // (fixture, [(address, evidence substring)])
+    type Case = (&'static str, &'static [(&'static str, &'static str)]);
+    let cases: &[Case] = &[
         (
-            "192.0.2.21",
-            "DANE attempt failed; TLS connection to mx.example.fo",
+            "tls-deferred-recipients.log",
+            &[
+                (
+                    "192.0.2.21",
+                    "DANE attempt failed; TLS connection to mx.example.fo",
+                ),
+                (
+                    "192.0.2.22",
+                    "DANE attempt failed; TLS connection to mx.example.se",
+                ),
+                (
+                    "192.0.2.23",
+                    "10:20:01 1wuB02-0000000HB03-0aac == nina@example.dk",
+                ),
+                (
+                    "192.0.2.23",
+                    "10:20:02 1wuB02-0000000HB03-0aac == nina@example.dk",
+                ),
+                (
+                    "192.0.2.24",
+                    "[6101] 1wuB03-0000000HB04-0aad == pia@example.no",
+                ),
+                (
+                    "192.0.2.25",
+                    "H=mx.example.is [192.0.2.25] TLS error on connection",
+                ),
+                (
+                    "192.0.2.26",
+                    "[6201] 1wuB05-0000000HB06-0aaf DANE attempt failed",
+                ),
+                (
+                    "192.0.2.26",
+                    "[6202] 1wuB05-0000000HB06-0aaf DANE attempt failed",
+                ),
+                ("192.0.2.27", "1wuB06-0000000HB07-0aag == vera@one.example"),
+                ("192.0.2.27", "1wuB06-0000000HB07-0aag == xena@two.example"),
+            ],
         ),
         (
-            "192.0.2.22",
-            "DANE attempt failed; TLS connection to mx.example.se",
+            "tls-deferred-run-timing.log",
+            &[
+                (
+                    "192.0.2.31",
+                    "DANE attempt failed; TLS connection to mx.example.fo",
+                ),
+                (
+                    "192.0.2.32",
+                    "12:10:01 1wuC01-0000000HC02-0aab == nina@example.dk",
+                ),
+                (
+                    "192.0.2.32",
+                    "12:10:03 1wuC01-0000000HC02-0aab == nina@example.dk",
+                ),
+                (
+                    "192.0.2.33",
+                    "[7201] 1wuC02-0000000HC03-0aac DANE attempt failed",
+                ),
+                (
+                    "192.0.2.33",
+                    "[7202] 1wuC02-0000000HC03-0aac DANE attempt failed",
+                ),
+            ],
         ),
-        (
-            "192.0.2.23",
-            "10:20:01 1wuB02-0000000HB03-0aac == nina@example.dk",
-        ),
-        (
-            "192.0.2.23",
-            "10:20:02 1wuB02-0000000HB03-0aac == nina@example.dk",
-        ),
-        (
-            "192.0.2.24",
-            "[6101] 1wuB03-0000000HB04-0aad == pia@example.no",
-        ),
-        (
-            "192.0.2.25",
-            "H=mx.example.is [192.0.2.25] TLS error on connection",
-        ),
-        (
-            "192.0.2.26",
-            "[6201] 1wuB05-0000000HB06-0aaf DANE attempt failed",
-        ),
-        (
-            "192.0.2.26",
-            "[6202] 1wuB05-0000000HB06-0aaf DANE attempt failed",
-        ),
-        ("192.0.2.27", "1wuB06-0000000HB07-0aag == vera@one.example"),
-        ("192.0.2.27", "1wuB06-0000000HB07-0aag == xena@two.example"),
     ];
-    let failures: Vec<_> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Anomaly(a) => Some(a),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(failures.len(), want.len(), "{failures:#?}");
-    for (a, (ip, evidence)) in failures.iter().zip(want) {
-        assert_eq!(a.kind, AnomalyKind::StartTlsFailed);
-        assert_eq!(a.direction, Direction::Outbound);
-        assert_eq!(a.peer.ip, Some(ip.parse().expect("ip")));
-        assert!(a.evidence.contains(evidence), "{}", a.evidence);
+    for (file, want) in cases {
+        let text = std::fs::read_to_string(testdata("exim").join(file)).expect("fixture");
+        let mut parser = EximParser::new();
+        let records = run(&mut parser, &log_lines(&text));
+        let failures: Vec<_> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Anomaly(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failures.len(), want.len(), "{file}: {failures:#?}");
+        for (a, (ip, evidence)) in failures.iter().zip(*want) {
+            assert_eq!(a.kind, AnomalyKind::StartTlsFailed, "{file}");
+            assert_eq!(a.direction, Direction::Outbound, "{file}");
+            assert_eq!(a.peer.ip, Some(ip.parse().expect("ip")), "{file}");
+            assert!(a.evidence.contains(evidence), "{file}: {}", a.evidence);
+        }
     }
 }
