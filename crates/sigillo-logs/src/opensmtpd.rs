@@ -1147,6 +1147,70 @@ mod tests {
             .collect()
     }
 
+    /// An inbound session's close, in each form smtp_session.c has written it (OpenBSD
+    /// `usr.sbin/smtpd/smtp_session.c` of 2016 for 6.0–6.2, the 6.3 one with `address=` and
+    /// `host=`, 6.4+ `smtp disconnected`): the only reason with spaces, `io-error: …`, is
+    /// always quoted; the others are one word (`quit`, `timeout`, `disconnect`,
+    /// `ca-failure`, `tls-accept-failed`, `no-client-cert`, the certificate check's
+    /// `cert-invalid` after two spaces…). A STARTTLS failure iff the whole reason names TLS,
+    /// SSL or a handshake; each form ends the session.
+    #[test]
+    fn inbound_close_reasons() {
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"smtp disconnected reason="io-error: handshake failed: error:0A000126:SSL routines::unexpected eof while reading""#,
+                true,
+            ),
+            // The words after the first are what names TLS here (libtls, OpenSMTPD #1245).
+            (
+                r#"smtp disconnected reason="io-error: handshake failed: No error information""#,
+                true,
+            ),
+            (
+                r#"smtp disconnected reason="io-error: Connection reset by peer""#,
+                false,
+            ),
+            ("smtp disconnected reason=tls-accept-failed", true),
+            ("smtp disconnected  reason=cert-invalid", false),
+            ("smtp disconnected reason=quit", false),
+            ("smtp disconnected reason=timeout", false),
+            (
+                r#"smtp event=closed reason="io-error: error:1408A0C1:SSL routines:ssl3_get_client_hello:no shared cipher""#,
+                true,
+            ),
+            ("smtp event=closed reason=disconnect", false),
+            (
+                r#"smtp event=closed address=192.0.2.9 host=c.example reason="io-error: error:1408F10B:SSL routines:ssl3_get_record:wrong version number""#,
+                true,
+            ),
+            (
+                "smtp event=closed address=192.0.2.9 host=c.example reason=no-client-cert",
+                false,
+            ),
+        ];
+        for (close, tls_failed) in cases {
+            let mut p = OpensmtpdParser::new();
+            let mut out = Vec::new();
+            let open = "00000000000000c3 smtp connected address=192.0.2.9 host=c.example";
+            p.feed(&line(open), &mut out);
+            let close = format!("00000000000000c3 {close}");
+            p.feed(&line(&close), &mut out);
+            let failures = out
+                .iter()
+                .filter(|r| {
+                    matches!(r, Record::Anomaly(a)
+                    if a.kind == AnomalyKind::StartTlsFailed && a.direction == Direction::Inbound)
+                })
+                .count();
+            assert_eq!(failures, usize::from(*tls_failed), "{close}");
+            let closed = out
+                .iter()
+                .filter(|r| matches!(r, Record::Connection(_)))
+                .count();
+            assert_eq!(closed, 1, "{close}");
+        }
+    }
+
     /// 6.0–6.3 per-recipient lines of two sessions interleaved (two hosts' logs merged) make
     /// one message each; each held message is emitted once, when its session's next line or
     /// the end of input comes.
