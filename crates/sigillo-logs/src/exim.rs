@@ -37,7 +37,9 @@
 //!   `… temporarily rejected RCPT <…>: Could not complete recipient verify callout: mx [ip] :
 //!   TLS session: …` (or `… : a TLS session is required, but …`), or `… sender verify defer
 //!   for <…>: Could not complete sender verify callout: mx [ip] : …`, when the domain has a
-//!   single host (with several, Exim logs the bare `Could not complete … callout`); older
+//!   single host (with several, Exim logs the bare `Could not complete … callout`, naming
+//!   neither a host nor the error: not listed, since a refused connection or a timeout reads
+//!   the same; a DANE host's own line still is); older
 //!   versions logged `a TLS session is required for mx [ip], but …` or `H=mx [ip]: a TLS
 //!   session is required for this host, but …` themselves. A DANE host's failed handshake is logged as
 //!   `DANE attempt failed; TLS connection to mx [ip]: …` before the outcome line (a callout's
