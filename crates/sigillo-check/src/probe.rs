@@ -16,8 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// Time limits per phase, and for the whole session with one address.
+/// Time limits per phase, and for the whole session with one address. Build one from
+/// [`Timeouts::default`] and the `with_*` methods (more limits may come).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timeouts {
     /// TCP connect.
     pub connect: Duration,
@@ -51,6 +53,73 @@ impl Default for Timeouts {
             session: Duration::from_secs(60),
         }
     }
+}
+
+impl Timeouts {
+    /// With this TCP connect limit ([`Timeouts::connect`]).
+    #[must_use]
+    pub fn with_connect(mut self, limit: Duration) -> Self {
+        self.connect = limit;
+        self
+    }
+
+    /// With this greeting limit ([`Timeouts::greeting`]).
+    #[must_use]
+    pub fn with_greeting(mut self, limit: Duration) -> Self {
+        self.greeting = limit;
+        self
+    }
+
+    /// With this limit for each other reply ([`Timeouts::command`]).
+    #[must_use]
+    pub fn with_command(mut self, limit: Duration) -> Self {
+        self.command = limit;
+        self
+    }
+
+    /// With this TLS handshake limit ([`Timeouts::handshake`]).
+    #[must_use]
+    pub fn with_handshake(mut self, limit: Duration) -> Self {
+        self.handshake = limit;
+        self
+    }
+
+    /// With this limit for the whole session ([`Timeouts::session`]).
+    #[must_use]
+    pub fn with_session(mut self, limit: Duration) -> Self {
+        self.session = limit;
+        self
+    }
+}
+
+/// The most bytes of a partly received reply kept in a timeout's
+/// [`ProbeFailure::ReplyTimeout`] or [`ProbeFailure::SessionTimeout`] (before escaping).
+pub const PARTIAL_REPLY_MAX: usize = 256;
+
+/// The bytes of a reply that never completed, for display: at most [`PARTIAL_REPLY_MAX`]
+/// of them, printable ASCII as it is, `\\`, `\"`, `\r`, `\n`, `\t`, and `\xNN` for any other
+/// byte, then `…(N more bytes)` for the rest. `None` when nothing arrived.
+pub fn partial_reply(bytes: &[u8]) -> Option<String> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let shown = bytes.get(..PARTIAL_REPLY_MAX).unwrap_or(bytes);
+    let mut text = String::with_capacity(shown.len() + 16);
+    for &b in shown {
+        match b {
+            b'\\' => text.push_str("\\\\"),
+            b'"' => text.push_str("\\\""),
+            b'\r' => text.push_str("\\r"),
+            b'\n' => text.push_str("\\n"),
+            b'\t' => text.push_str("\\t"),
+            0x20..=0x7e => text.push(char::from(b)),
+            _ => text.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if bytes.len() > shown.len() {
+        text.push_str(&format!("…({} more bytes)", bytes.len() - shown.len()));
+    }
+    Some(text)
 }
 
 /// How to probe.
@@ -93,7 +162,14 @@ pub enum ProbeFailure {
     /// TCP connect took longer than the limit.
     ConnectTimeout,
     /// No complete reply within the limit.
-    ReplyTimeout { phase: Phase },
+    ReplyTimeout {
+        phase: Phase,
+        /// What the server had sent of the reply when time ran out (e.g. `220 ****` from a
+        /// middlebox that then went silent), escaped and cut ([`partial_reply`]); absent
+        /// when it had sent nothing.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial_reply: Option<String>,
+    },
     /// The server closed the connection while a reply was awaited.
     Closed { phase: Phase },
     /// The server sent something that is not an SMTP reply.
@@ -112,6 +188,10 @@ pub enum ProbeFailure {
         phase: ProbeStep,
         /// The limit that passed, in milliseconds.
         limit_ms: u64,
+        /// What the server had sent of a reply not complete when time ran out, as in
+        /// [`ProbeFailure::ReplyTimeout`].
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial_reply: Option<String>,
     },
 }
 
@@ -175,8 +255,12 @@ impl std::fmt::Display for ProbeFailure {
                 write!(f, "network unreachable: {message}")
             }
             ProbeFailure::ConnectTimeout => write!(f, "connect timed out"),
-            ProbeFailure::ReplyTimeout { phase } => {
-                write!(f, "timed out waiting for the {} reply", phase_name(*phase))
+            ProbeFailure::ReplyTimeout {
+                phase,
+                partial_reply,
+            } => {
+                write!(f, "timed out waiting for the {} reply", phase_name(*phase))?;
+                write_partial(f, partial_reply.as_deref())
             }
             ProbeFailure::Closed { phase } => write!(
                 f,
@@ -190,13 +274,28 @@ impl std::fmt::Display for ProbeFailure {
             ProbeFailure::Io { phase, message } => {
                 write!(f, "I/O error in {}: {message}", phase_name(*phase))
             }
-            ProbeFailure::SessionTimeout { phase, limit_ms } => write!(
-                f,
-                "session timed out after {} s (the limit for the whole session), during {}",
-                *limit_ms as f64 / 1000.0,
-                phase.describe()
-            ),
+            ProbeFailure::SessionTimeout {
+                phase,
+                limit_ms,
+                partial_reply,
+            } => {
+                write!(
+                    f,
+                    "session timed out after {} s (the limit for the whole session), during {}",
+                    *limit_ms as f64 / 1000.0,
+                    phase.describe()
+                )?;
+                write_partial(f, partial_reply.as_deref())
+            }
         }
+    }
+}
+
+/// `; partial reply received: "220 ****"` after a timeout's words, when bytes had come.
+fn write_partial(f: &mut std::fmt::Formatter<'_>, partial: Option<&str>) -> std::fmt::Result {
+    match partial {
+        Some(text) => write!(f, "; partial reply received: \"{text}\""),
+        None => Ok(()),
     }
 }
 
@@ -267,9 +366,20 @@ pub async fn probe(address: SocketAddr, sni: Option<&str>, config: &ProbeConfig)
         implicit_tls: config.implicit_tls,
     });
     let session = config.timeouts.session;
+    // The bytes read and not yet parsed as a reply; outside `run`, so a session deadline
+    // that drops it can still say what had arrived of the reply awaited.
+    let mut buf = Vec::new();
     let outcome = timeout(
         session,
-        run(address, sni, config, &mut dialogue, &mut result, start),
+        run(
+            address,
+            sni,
+            config,
+            &mut dialogue,
+            &mut result,
+            &mut buf,
+            start,
+        ),
     )
     .await;
     result.failure = match outcome {
@@ -279,6 +389,7 @@ pub async fn probe(address: SocketAddr, sni: Option<&str>, config: &ProbeConfig)
         Err(_) => Some(ProbeFailure::SessionTimeout {
             phase: step_at_deadline(&result, &dialogue, config.implicit_tls),
             limit_ms: u64::try_from(session.as_millis()).unwrap_or(u64::MAX),
+            partial_reply: partial_reply(&buf),
         }),
     };
     result.transcript = dialogue.into_transcript();
@@ -304,6 +415,7 @@ async fn run(
     config: &ProbeConfig,
     dialogue: &mut ClientDialogue,
     result: &mut ProbeResult,
+    buf: &mut Vec<u8>,
     start: Instant,
 ) -> Result<(), ProbeFailure> {
     let tcp = match timeout(config.timeouts.connect, TcpStream::connect(address)).await {
@@ -319,39 +431,24 @@ async fn run(
         let (tls, facts) = handshake(tcp, server_name, config).await?;
         result.tls = Some(facts);
         let mut tls = tls;
-        let mut buf = Vec::new();
-        converse(
-            &mut tls,
-            dialogue,
-            config,
-            &mut buf,
-            Some((result, connected)),
-        )
-        .await?;
+        converse(&mut tls, dialogue, config, buf, Some((result, connected))).await?;
         return Ok(());
     }
     let mut tcp = tcp;
-    let mut buf = Vec::new();
-    let step = converse(
-        &mut tcp,
-        dialogue,
-        config,
-        &mut buf,
-        Some((result, connected)),
-    )
-    .await?;
+    let step = converse(&mut tcp, dialogue, config, buf, Some((result, connected))).await?;
     if step != Step::StartTls {
         return Ok(());
     }
     result.bytes_before_handshake = buf.len();
+    // Those bytes are discarded: what TLS brings is another stream.
+    buf.clear();
     let (mut tls, facts) = handshake(tcp, server_name, config).await?;
     result.tls = Some(facts);
     let Step::Send(command) = dialogue.on_tls_established() else {
         return Ok(());
     };
     write(&mut tls, &command.to_bytes(), dialogue.phase()).await?;
-    let mut buf = Vec::new();
-    converse(&mut tls, dialogue, config, &mut buf, None).await?;
+    converse(&mut tls, dialogue, config, buf, None).await?;
     Ok(())
 }
 
@@ -408,7 +505,12 @@ async fn converse<S: Socket>(
             config.timeouts.command
         };
         let reply = match timeout(limit, read_reply(stream, buf, &config.limits, phase)).await {
-            Err(_) => return Err(ProbeFailure::ReplyTimeout { phase }),
+            Err(_) => {
+                return Err(ProbeFailure::ReplyTimeout {
+                    phase,
+                    partial_reply: partial_reply(buf),
+                });
+            }
             Ok(reply) => reply?,
         };
         if phase == Phase::Greeting
@@ -671,6 +773,7 @@ mod tests {
         let failure = ProbeFailure::SessionTimeout {
             phase: ProbeStep::StartTls,
             limit_ms: 1500,
+            partial_reply: None,
         };
         assert_eq!(
             failure.to_string(),
@@ -680,5 +783,53 @@ mod tests {
             serde_json::to_value(&failure).unwrap(),
             serde_json::json!({"kind": "session-timeout", "phase": "start-tls", "limit_ms": 1500})
         );
+    }
+
+    /// What a timeout keeps of a partial reply: escaped, cut at [`PARTIAL_REPLY_MAX`] bytes.
+    #[test]
+    fn partial_replies_for_display() {
+        let long = vec![b'x'; PARTIAL_REPLY_MAX + 10];
+        let long_want = format!("{}…(10 more bytes)", "x".repeat(PARTIAL_REPLY_MAX));
+        let cases: [(&[u8], Option<&str>); 5] = [
+            (b"", None),
+            (b"220 ****", Some("220 ****")),
+            (
+                b"250-a\r\n250-b\"c\\\t\x00\xff",
+                Some("250-a\\r\\n250-b\\\"c\\\\\\t\\x00\\xff"),
+            ),
+            ("220 é".as_bytes(), Some("220 \\xc3\\xa9")),
+            (&long, Some(&long_want)),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(partial_reply(bytes).as_deref(), want, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn reply_timeout_in_words_and_json() {
+        let cases = [
+            (
+                None,
+                "timed out waiting for the greeting reply",
+                serde_json::json!({"kind": "reply-timeout", "phase": "greeting"}),
+            ),
+            (
+                Some("220 ****"),
+                "timed out waiting for the greeting reply; partial reply received: \"220 ****\"",
+                serde_json::json!({
+                    "kind": "reply-timeout",
+                    "phase": "greeting",
+                    "partial_reply": "220 ****"
+                }),
+            ),
+        ];
+        for (partial, words, json) in cases {
+            let failure = ProbeFailure::ReplyTimeout {
+                phase: Phase::Greeting,
+                partial_reply: partial.map(str::to_owned),
+            };
+            assert_eq!(failure.to_string(), words);
+            assert_eq!(serde_json::to_value(&failure).unwrap(), json);
+        }
     }
 }

@@ -627,8 +627,10 @@ pub fn analyze_host(
 fn at_quit(failure: &ProbeFailure) -> bool {
     matches!(
         failure,
-        ProbeFailure::ReplyTimeout { phase: Phase::Quit }
-            | ProbeFailure::Closed { phase: Phase::Quit }
+        ProbeFailure::ReplyTimeout {
+            phase: Phase::Quit,
+            ..
+        } | ProbeFailure::Closed { phase: Phase::Quit }
             | ProbeFailure::Malformed {
                 phase: Phase::Quit,
                 ..
@@ -830,6 +832,7 @@ mod tests {
             Some(ProbeFailure::SessionTimeout {
                 phase,
                 limit_ms: 1500,
+                partial_reply: None,
             })
         };
         type Case = (

@@ -3,6 +3,8 @@
 //! every 300 ms, a 220 to STARTTLS with no TLS after it, a greeting that never comes. The
 //! per-step limits stay at their defaults (30 s for a reply, 20 s for the handshake), so only
 //! the 1.5 s session limit can end these probes; what the session showed before it is kept.
+//! Then the per-step reply limits against servers that send half a reply and stall: what
+//! they sent is in the failure, the error and the finding.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,18 +15,16 @@ use sigillo_check::{
     CheckConfig, Checker, Dns, HostReport, TargetReport, Timeouts, TrustAnchors, Verdict,
 };
 use sigillo_check::{Finding, Target};
+use sigillo_smtp::dialogue::Phase;
 use sigillo_testkit::{Script, ScriptedServer, SilentServer};
 
 const LIMIT: Duration = Duration::from_millis(1500);
 const BANNER: &str = "220 mx.sigillo.test ESMTP trickle";
 
-fn checker() -> Arc<Checker> {
+fn checker(timeouts: Timeouts) -> Arc<Checker> {
     let config = CheckConfig {
         ehlo_name: "probe.sigillo.test".to_owned(),
-        timeouts: Timeouts {
-            session: LIMIT,
-            ..Timeouts::default()
-        },
+        timeouts,
         ..CheckConfig::default()
     };
     // Address targets need no DNS: the resolver is never asked.
@@ -39,25 +39,31 @@ fn checker() -> Arc<Checker> {
 /// Checks `[addr]` and returns the report; a hang fails the test (the outer limit is far above
 /// the session limit, and above no per-step default that would end these probes either).
 async fn check(addr: SocketAddr) -> TargetReport {
+    check_with(addr, Timeouts::default().with_session(LIMIT)).await
+}
+
+async fn check_with(addr: SocketAddr, timeouts: Timeouts) -> TargetReport {
     let target = Target::parse(&format!("[{}]:{}", addr.ip(), addr.port())).unwrap();
-    tokio::time::timeout(Duration::from_secs(120), checker().check(&target))
+    tokio::time::timeout(Duration::from_secs(120), checker(timeouts).check(&target))
         .await
         .expect("the check ended")
 }
 
 /// The one host of an address target, checked against the common shape of a session cut
-/// short by its limit: inconclusive, the `timeout` finding, never "no STARTTLS".
-fn cut_short(report: &TargetReport, step: ProbeStep) -> &HostReport {
+/// short by its limit: inconclusive, the `timeout` finding, never "no STARTTLS". Returns the
+/// host and the partial reply its failure kept.
+fn cut_short(report: &TargetReport, step: ProbeStep) -> (&HostReport, Option<&str>) {
     assert_eq!(report.hosts.len(), 1, "{report:#?}");
     let host = &report.hosts[0];
-    assert_eq!(
-        host.failure,
-        Some(ProbeFailure::SessionTimeout {
-            phase: step,
-            limit_ms: 1500
-        }),
-        "{host:#?}"
-    );
+    let Some(ProbeFailure::SessionTimeout {
+        phase,
+        limit_ms,
+        partial_reply,
+    }) = &host.failure
+    else {
+        panic!("not a session timeout: {host:#?}");
+    };
+    assert_eq!((*phase, *limit_ms), (step, 1500), "{host:#?}");
     assert_eq!(host.status, Verdict::Inconclusive, "{host:#?}");
     assert_eq!(report.verdict, Verdict::Inconclusive);
     let error = host.error.as_deref().unwrap_or_default();
@@ -87,7 +93,7 @@ fn cut_short(report: &TargetReport, step: ProbeStep) -> &HostReport {
         "a cut-short session is no sign of plaintext or stripping: {:#?}",
         report.findings
     );
-    host
+    (host, partial_reply.as_deref())
 }
 
 #[tokio::test]
@@ -102,7 +108,20 @@ async fn an_ehlo_reply_trickled_a_line_at_a_time_ends_at_the_session_limit() {
     )
     .unwrap();
     let report = check(server.addr()).await;
-    let host = cut_short(&report, ProbeStep::Ehlo);
+    let (host, partial) = cut_short(&report, ProbeStep::Ehlo);
+    // The lines of the reply that had come are kept, escaped, in the failure and the error.
+    let partial = partial.unwrap_or_default();
+    assert!(
+        partial.starts_with("250-X-TRICKLE-1\\r\\n250-X-TRICKLE-2\\r\\n"),
+        "{partial}"
+    );
+    assert!(
+        host.error
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with(&format!("; partial reply received: \"{partial}\"")),
+        "{host:#?}"
+    );
     // What came before the limit is kept: the banner, and the EHLO that was sent.
     assert_eq!(host.banner.as_deref(), Some(BANNER));
     assert!(host.greeting_ms.is_some());
@@ -128,7 +147,8 @@ async fn no_tls_after_220_to_starttls_ends_at_the_session_limit_in_the_handshake
     )
     .unwrap();
     let report = check(server.addr()).await;
-    let host = cut_short(&report, ProbeStep::Handshake);
+    let (host, partial) = cut_short(&report, ProbeStep::Handshake);
+    assert_eq!(partial, None, "no reply was awaited in the handshake");
     assert_eq!(host.extensions, ["STARTTLS"]);
     assert!(host.starttls.offered && host.starttls.attempted);
     assert_eq!(host.starttls.reply.as_deref(), Some("220 2.0.0 go ahead"));
@@ -139,8 +159,65 @@ async fn no_tls_after_220_to_starttls_ends_at_the_session_limit_in_the_handshake
 async fn a_greeting_that_never_comes_ends_at_the_session_limit() {
     let tarpit = SilentServer::start().unwrap();
     let report = check(tarpit.addr()).await;
-    let host = cut_short(&report, ProbeStep::Greeting);
+    let (host, partial) = cut_short(&report, ProbeStep::Greeting);
+    assert_eq!(partial, None);
     assert!(host.connect_ms.is_some());
     assert_eq!(host.banner, None);
     assert!(host.transcript.is_empty());
+}
+
+/// A server (a middlebox masking the banner) that sends part of a reply and stalls: the
+/// reply's own limit ends the probe, and what had come is in the failure (escaped), the
+/// error and the `timeout` finding's evidence, so an admin sees who went silent where.
+#[tokio::test]
+async fn a_reply_timeout_keeps_the_partial_reply() {
+    const STEP: Duration = Duration::from_millis(800);
+    // (name, script, phase, the partial reply as kept)
+    let cases = [
+        (
+            "half a greeting line",
+            Script::new("220 *******").hold_after_greeting(),
+            Phase::Greeting,
+            "220 *******",
+        ),
+        (
+            "the EHLO reply stops mid-line, with a quote and a control byte",
+            Script::new(format!("{BANNER}\r\n"))
+                .reply_then_hold("EHLO", "250-mx.sigillo.test\r\n250-X-\"Q\"\x01"),
+            Phase::Ehlo,
+            "250-mx.sigillo.test\\r\\n250-X-\\\"Q\\\"\\x01",
+        ),
+    ];
+    for (name, script, phase, want) in cases {
+        let server = ScriptedServer::start(script).unwrap();
+        let timeouts = Timeouts::default().with_greeting(STEP).with_command(STEP);
+        let report = check_with(server.addr(), timeouts).await;
+        let host = &report.hosts[0];
+        assert_eq!(
+            host.failure,
+            Some(ProbeFailure::ReplyTimeout {
+                phase,
+                partial_reply: Some(want.to_owned()),
+            }),
+            "{name}: {host:#?}"
+        );
+        assert_eq!(host.status, Verdict::Inconclusive, "{name}");
+        let error = host.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("timed out waiting for the")
+                && error.ends_with(&format!("; partial reply received: \"{want}\"")),
+            "{name}: {error}"
+        );
+        let json = serde_json::to_value(host.failure.as_ref().unwrap()).unwrap();
+        assert_eq!(json["partial_reply"], want, "{name}");
+        let finding = report
+            .findings
+            .iter()
+            .find(|f| f.id == "inconclusive" && f.kind == "timeout")
+            .unwrap_or_else(|| panic!("{name}: {:#?}", report.findings));
+        assert!(
+            finding.evidence.iter().any(|e| e.contains(want)),
+            "{name}: {finding:#?}"
+        );
+    }
 }

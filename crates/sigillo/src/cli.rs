@@ -409,13 +409,12 @@ pub fn local_hostname() -> String {
 
 async fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let targets = read_targets(&args)?;
-    let timeouts = Timeouts {
-        connect: seconds("connect-timeout", args.connect_timeout)?,
-        greeting: seconds("greeting-timeout", args.greeting_timeout)?,
-        command: seconds("command-timeout", args.command_timeout)?,
-        handshake: seconds("handshake-timeout", args.handshake_timeout)?,
-        session: seconds("session-timeout", args.session_timeout)?,
-    };
+    let timeouts = Timeouts::default()
+        .with_connect(seconds("connect-timeout", args.connect_timeout)?)
+        .with_greeting(seconds("greeting-timeout", args.greeting_timeout)?)
+        .with_command(seconds("command-timeout", args.command_timeout)?)
+        .with_handshake(seconds("handshake-timeout", args.handshake_timeout)?)
+        .with_session(seconds("session-timeout", args.session_timeout)?);
     let dns_timeout = seconds("dns-timeout", args.dns_timeout)?;
     let resolver = args.resolver.as_deref().map(parse_resolver).transpose()?;
     let dns = match resolver {

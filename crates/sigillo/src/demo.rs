@@ -39,13 +39,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     anchors.add_pem(CA_PEM, "examples/demo/ca.pem")?;
     let config = CheckConfig {
         ehlo_name: "demo-client.sigillo.test".to_owned(),
-        timeouts: Timeouts {
-            connect: Duration::from_secs(5),
-            greeting: Duration::from_secs(5),
-            command: Duration::from_secs(5),
-            handshake: Duration::from_secs(5),
-            session: Duration::from_secs(10),
-        },
+        timeouts: Timeouts::default()
+            .with_connect(Duration::from_secs(5))
+            .with_greeting(Duration::from_secs(5))
+            .with_command(Duration::from_secs(5))
+            .with_handshake(Duration::from_secs(5))
+            .with_session(Duration::from_secs(10)),
         ..CheckConfig::default()
     };
     // Address targets need no DNS; the resolver is never asked.
