@@ -3,14 +3,22 @@
 //! `policy serve` and `strip-proxy`), for as long as that lasts: one line per failure would
 //! be ten lines a second. [`AcceptLog`] turns the failures into a few reports: the first
 //! failure, then at most one report per interval counting the failures since the last one
-//! (with the last error), and one when `accept` works again. It does no I/O and reads no
-//! clock: the caller passes the time of each call.
+//! (with the last error), and one when `accept` works again: at the next accepted
+//! connection, or, on a server no client is connecting to, once `accept` has not failed for
+//! [`ACCEPT_QUIET`] (the caller's timer calls [`AcceptLog::tick`] at
+//! [`AcceptLog::next_tick`]). It does no I/O and reads no clock: the caller passes the time
+//! of each call.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 /// While `accept` keeps failing, at most one report per this interval (after the first).
 pub const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A run of failures that has seen no failure for this long is over: the accept loop retries
+/// every 100 ms while `accept` fails, so a second without one means `accept` is waiting for
+/// clients, which is `accept` working. Failures further apart than this are separate runs.
+pub const ACCEPT_QUIET: Duration = Duration::from_secs(1);
 
 /// Something to report about `accept`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +30,8 @@ pub enum AcceptReport {
     /// them with `message`.
     StillFailing { failures: u64, message: String },
     /// `accept` worked again after failing `failures` times in a row over `lasted` (from the
-    /// first failure to the first success); `unreported` of them came after the last report.
+    /// first failure to the first success, or to the last failure when it was seen to work
+    /// by [`AcceptLog::tick`]); `unreported` of them came after the last report.
     Recovered {
         failures: u64,
         unreported: u64,
@@ -71,6 +80,7 @@ fn plural(n: u64) -> &'static str {
 #[derive(Debug, Clone)]
 struct Episode {
     first: Instant,
+    last_failure: Instant,
     failures: u64,
     last_report: Instant,
     /// Failures after the last report.
@@ -82,6 +92,7 @@ struct Episode {
 #[derive(Debug, Clone)]
 pub struct AcceptLog {
     interval: Duration,
+    quiet: Duration,
     failing: Option<Episode>,
 }
 
@@ -92,10 +103,12 @@ impl Default for AcceptLog {
 }
 
 impl AcceptLog {
-    /// Reports at most once per `interval` while `accept` keeps failing.
+    /// Reports at most once per `interval` while `accept` keeps failing; a run of failures
+    /// ends after [`ACCEPT_QUIET`] without one.
     pub fn new(interval: Duration) -> Self {
         Self {
             interval,
+            quiet: ACCEPT_QUIET,
             failing: None,
         }
     }
@@ -105,6 +118,7 @@ impl AcceptLog {
         let Some(e) = &mut self.failing else {
             self.failing = Some(Episode {
                 first: now,
+                last_failure: now,
                 failures: 1,
                 last_report: now,
                 unreported: 0,
@@ -114,6 +128,7 @@ impl AcceptLog {
         };
         e.failures = e.failures.saturating_add(1);
         e.unreported = e.unreported.saturating_add(1);
+        e.last_failure = now;
         e.last_message = message;
         if now.saturating_duration_since(e.last_report) < self.interval {
             return None;
@@ -136,6 +151,33 @@ impl AcceptLog {
         })
     }
 
+    /// When to call [`AcceptLog::tick`] next: [`ACCEPT_QUIET`] after the last failure, while
+    /// `accept` is failing; `None` while it works.
+    pub fn next_tick(&self) -> Option<Instant> {
+        let e = self.failing.as_ref()?;
+        Some(
+            e.last_failure
+                .checked_add(self.quiet)
+                .unwrap_or(e.last_failure),
+        )
+    }
+
+    /// The caller's timer at `now` (see [`AcceptLog::next_tick`]): once `accept` has not failed
+    /// for [`ACCEPT_QUIET`], the run of failures is over, and [`AcceptReport::Recovered`] says
+    /// so with the failures not reported yet, without waiting for a client to connect.
+    pub fn tick(&mut self, now: Instant) -> Option<AcceptReport> {
+        let e = self.failing.as_ref()?;
+        if now.saturating_duration_since(e.last_failure) < self.quiet {
+            return None;
+        }
+        let e = self.failing.take()?;
+        Some(AcceptReport::Recovered {
+            failures: e.failures,
+            unreported: e.unreported,
+            lasted: e.last_failure.saturating_duration_since(e.first),
+        })
+    }
+
     /// The server stops: the failures not reported yet, if `accept` was failing.
     pub fn finish(&mut self) -> Option<AcceptReport> {
         let e = self.failing.take()?;
@@ -148,6 +190,15 @@ impl AcceptLog {
     /// Whether `accept` failed last.
     pub fn is_failing(&self) -> bool {
         self.failing.is_some()
+    }
+}
+
+/// The accept loops' timer for [`AcceptLog::tick`]: completes at `deadline`
+/// ([`AcceptLog::next_tick`]), never without one. Outside [`AcceptLog`], which reads no clock.
+pub(crate) async fn timer(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -271,6 +322,91 @@ mod tests {
         // Nothing left unreported: nothing to say on stopping.
         log.failed(at(20), "seven".into());
         assert_eq!(log.finish(), None);
+    }
+
+    /// On a server no client connects to, the end of a run of failures is reported by the
+    /// caller's timer once `accept` has not failed for [`ACCEPT_QUIET`], with the failures no
+    /// line counted yet; a client connecting later adds nothing.
+    #[test]
+    fn the_timer_reports_the_end_of_a_run_without_a_client() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut log = AcceptLog::new(Duration::from_secs(60));
+        assert_eq!(log.next_tick(), None, "no timer while accept works");
+        assert_eq!(log.tick(at(0)), None);
+        // Failures every 100 ms for 2.5 s, a tick after each (none is due yet).
+        let mut reports = Vec::new();
+        for k in 0..25 {
+            let now = at(k * 100);
+            reports.extend(log.failed(now, EMFILE.to_owned()));
+            assert_eq!(log.next_tick(), Some(now + ACCEPT_QUIET));
+            reports.extend(log.tick(now + Duration::from_millis(50)));
+        }
+        assert_eq!(
+            reports,
+            [AcceptReport::Failed {
+                message: EMFILE.to_owned()
+            }]
+        );
+        // The last failure was at 2.4 s: not over at 3.3 s, over at 3.4 s.
+        assert_eq!(log.tick(at(3_399)), None);
+        assert!(log.is_failing());
+        assert_eq!(
+            log.tick(at(3_400)),
+            Some(AcceptReport::Recovered {
+                failures: 25,
+                unreported: 24,
+                lasted: Duration::from_millis(2_400),
+            })
+        );
+        assert!(!log.is_failing());
+        assert_eq!(log.next_tick(), None);
+        assert_eq!(log.tick(at(4_000)), None, "said once");
+        assert_eq!(log.accepted(at(600_000)), None, "said once");
+        assert_eq!(log.finish(), None);
+        // A long run: the minute's line, then the timer's line counts only what came after.
+        let mut reports = Vec::new();
+        for k in 0..700 {
+            reports.extend(log.failed(at(700_000 + k * 100), EMFILE.to_owned()));
+        }
+        reports.extend(log.tick(at(700_000 + 699 * 100 + 1_000)));
+        assert_eq!(
+            reports,
+            [
+                AcceptReport::Failed {
+                    message: EMFILE.to_owned()
+                },
+                AcceptReport::StillFailing {
+                    failures: 600,
+                    message: EMFILE.to_owned()
+                },
+                AcceptReport::Recovered {
+                    failures: 700,
+                    unreported: 99,
+                    lasted: Duration::from_millis(69_900),
+                },
+            ]
+        );
+    }
+
+    /// A client accepted before the timer's tick reports the end of the run; the tick then has
+    /// nothing to add.
+    #[test]
+    fn an_accept_before_the_tick_reports_it_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut log = AcceptLog::new(Duration::from_secs(60));
+        log.failed(at(0), EMFILE.to_owned());
+        log.failed(at(100), EMFILE.to_owned());
+        assert_eq!(
+            log.accepted(at(150)),
+            Some(AcceptReport::Recovered {
+                failures: 2,
+                unreported: 1,
+                lasted: Duration::from_millis(150),
+            })
+        );
+        assert_eq!(log.tick(at(5_000)), None);
     }
 
     #[test]

@@ -195,12 +195,18 @@ pub async fn serve_until(
     let mut accept_log = AcceptLog::default();
     tokio::pin!(shutdown);
     loop {
+        let accept_tick = accept_log.next_tick();
         tokio::select! {
             () = &mut shutdown => break,
             Some(done) = relays.join_next(), if !relays.is_empty() => {
                 if let Ok(report) = done {
                     summary.count(&report);
                     on_event(ProxyEvent::Closed(report));
+                }
+            }
+            () = crate::accept_log::timer(accept_tick) => {
+                if let Some(report) = accept_log.tick(Instant::now()) {
+                    on_event(ProxyEvent::Accept(report));
                 }
             }
             accepted = listener.accept() => match accepted {

@@ -399,11 +399,17 @@ async fn serve_here<S: PolicySources>(
     };
     tokio::pin!(shutdown);
     loop {
+        let accept_tick = accept_log.next_tick();
         tokio::select! {
             () = &mut shutdown => break,
             Some(done) = connections.join_next(), if !connections.is_empty() => {
                 if let Ok(event) = done {
                     record(event, &mut summary);
+                }
+            }
+            () = crate::accept_log::timer(accept_tick) => {
+                if let Some(report) = accept_log.tick(std::time::Instant::now()) {
+                    record(ServeEvent::Accept(report), &mut summary);
                 }
             }
             accepted = listener.accept() => {
