@@ -8,7 +8,8 @@
 //! direction and forward what it returns.
 //!
 //! It works on lines (ended by LF, CR kept), buffers a partial line until its end arrives, and
-//! gives up on a line longer than [`AsaConfig::max_line`] (those bytes pass through unchanged).
+//! gives up on a line longer than [`AsaConfig::max_line`] (those bytes pass through unchanged,
+//! counted in [`AsaStats`]; a reply line's first four bytes still say whether it ends a reply).
 //! Message content after `DATA` + `354` passes untouched until the line `.` that ends it (bare
 //! LF line ends count: see `BodyEnd`), and so do the bytes of a `BDAT <size>` chunk
 //! (CHUNKING), counted. When
@@ -82,6 +83,19 @@ struct Direction {
     buf: Vec<u8>,
     /// Inside a line that was too long: pass bytes through until the next LF.
     overlong: bool,
+    /// The first bytes (up to 4, `250 ` or `250-`) of the overlong line being passed through.
+    overlong_head: Vec<u8>,
+    /// Lines found too long to inspect so far.
+    overlong_lines: u32,
+}
+
+impl Direction {
+    /// The line in `buf`, going on in `bytes`, is too long to inspect: count it, and keep its
+    /// start.
+    fn too_long(&mut self, bytes: &[u8]) {
+        self.overlong_lines = self.overlong_lines.saturating_add(1);
+        self.overlong_head = self.buf.iter().chain(bytes).take(4).copied().collect();
+    }
 }
 
 /// What a rewriter changed so far on its connection.
@@ -93,6 +107,12 @@ pub struct AsaStats {
     pub capabilities_masked: u32,
     /// `STARTTLS` commands that reached the server as `XXXXXXXA` (client to server).
     pub commands_masked: u32,
+    /// Lines from the client longer than [`AsaConfig::max_line`], passed through uninspected
+    /// (a `STARTTLS` in them was not masked). Message content is not lines.
+    pub overlong_command_lines: u32,
+    /// Lines from the server longer than [`AsaConfig::max_line`], passed through uninspected
+    /// (a `STARTTLS` in them was not masked, a banner line not masked).
+    pub overlong_reply_lines: u32,
 }
 
 /// A stateful rewriter for one SMTP connection, fed from both directions.
@@ -146,9 +166,13 @@ impl AsaRewriter {
         self.config
     }
 
-    /// What was rewritten so far.
+    /// What was rewritten so far, and the lines too long to inspect.
     pub fn stats(&self) -> AsaStats {
-        self.stats
+        AsaStats {
+            overlong_command_lines: self.c2s.overlong_lines,
+            overlong_reply_lines: self.s2c.overlong_lines,
+            ..self.stats
+        }
     }
 
     /// True while the client's message content is being passed through (after DATA + 354).
@@ -187,11 +211,20 @@ impl AsaRewriter {
             }
             let (taken, tail) = take_line(&mut self.s2c, rest, self.config.max_line, &mut out);
             rest = tail;
-            // An overlong reply line is not inspected, nor counted as a reply: if it was a
-            // reply's last line, the proxy waits for the idle timeout rather than the grace.
-            if let Taken::Line(mut line) = taken {
-                self.server_line(&mut line);
-                out.extend_from_slice(&line);
+            match taken {
+                Taken::Line(mut line) => {
+                    self.server_line(&mut line);
+                    out.extend_from_slice(&line);
+                }
+                // An overlong reply line is not inspected, but its start (`250 ` or `250-`)
+                // says whether it ends a reply: a reply owed is paid, as by a short line.
+                Taken::OverlongEnd => {
+                    let head = std::mem::take(&mut self.s2c.overlong_head);
+                    if let Some((code, true)) = reply_code(&head) {
+                        self.reply_ended(code);
+                    }
+                }
+                Taken::Partial => {}
             }
         }
         out
@@ -286,21 +319,13 @@ impl AsaRewriter {
         let Some((code, last)) = reply_code(line) else {
             return;
         };
-        if last {
-            self.replies_owed = self.replies_owed.saturating_sub(1);
-        }
         let end = content_end(line);
         if !self.greeting_done {
             if self.config.mask_banner && code == 220 && end > 4 {
                 line[4..end].fill(b'*');
                 self.stats.banner_lines_masked = self.stats.banner_lines_masked.saturating_add(1);
             }
-            if last {
-                self.greeting_done = true;
-            }
-            return;
-        }
-        if self.config.strip_starttls && code == 250 && end > 4 {
+        } else if self.config.strip_starttls && code == 250 && end > 4 {
             let text = &line[4..end];
             let word_len = trim_end_spaces(text).len();
             if text[..word_len].eq_ignore_ascii_case(b"STARTTLS") {
@@ -309,16 +334,26 @@ impl AsaRewriter {
             }
         }
         if last {
-            if self.data_pending && code == 354 {
-                self.data_pending = false;
-                self.in_body = true;
-                // The line end of the DATA command counts: a lone "." line ends an empty body.
-                self.body_end = BodyEnd::LineStart;
-            }
-            if self.tls_pending && code == 220 {
-                self.tls_pending = false;
-                self.transparent = true;
-            }
+            self.reply_ended(code);
+        }
+    }
+
+    /// The last line of a reply with `code` came (whole or too long to inspect).
+    fn reply_ended(&mut self, code: u16) {
+        self.replies_owed = self.replies_owed.saturating_sub(1);
+        if !self.greeting_done {
+            self.greeting_done = true;
+            return;
+        }
+        if self.data_pending && code == 354 {
+            self.data_pending = false;
+            self.in_body = true;
+            // The line end of the DATA command counts: a lone "." line ends an empty body.
+            self.body_end = BodyEnd::LineStart;
+        }
+        if self.tls_pending && code == 220 {
+            self.tls_pending = false;
+            self.transparent = true;
         }
     }
 
@@ -414,11 +449,13 @@ fn take_line<'a>(
         }
         Some(i) => {
             // The line is too long to inspect: pass it through.
+            dir.too_long(bytes);
             out.append(&mut dir.buf);
             out.extend_from_slice(&bytes[..=i]);
             (Taken::OverlongEnd, &bytes[i + 1..])
         }
         None if dir.buf.len() + bytes.len() > max_line => {
+            dir.too_long(bytes);
             out.append(&mut dir.buf);
             out.extend_from_slice(bytes);
             dir.overlong = true;
@@ -724,6 +761,7 @@ mod tests {
                     banner_lines_masked: 2,
                     capabilities_masked: 2,
                     commands_masked: 1,
+                    ..AsaStats::default()
                 },
             ),
             (
@@ -745,6 +783,7 @@ mod tests {
                     banner_lines_masked: 0,
                     capabilities_masked: 2,
                     commands_masked: 1,
+                    ..AsaStats::default()
                 },
             ),
         ];
@@ -911,6 +950,64 @@ mod tests {
             (S2C, "500 too long\r\n221 bye\r\n", Some(0)),
         ];
         check_owed(&mut rw, steps);
+        assert_eq!(
+            rw.stats(),
+            AsaStats {
+                banner_lines_masked: 1,
+                overlong_command_lines: 2,
+                ..AsaStats::default()
+            }
+        );
+    }
+
+    /// A reply line too long to inspect is passed through and counted; its start still says
+    /// whether it ends a reply (`250 ` does, `250-` does not), whole or in pieces, so the
+    /// reply owed is paid, an overlong greeting ends the greeting (the EHLO reply after it is
+    /// still inspected), and an overlong 354 starts the message.
+    #[test]
+    fn an_overlong_reply_line_is_counted_and_can_end_a_reply() {
+        let mut rw = AsaRewriter::new(AsaConfig {
+            max_line: 16,
+            ..AsaConfig::default()
+        });
+        let long = "x".repeat(40);
+        let steps: Vec<(Dir, String, Option<u32>)> = vec![
+            (S2C, format!("220 mx {long}\r\n"), Some(0)),
+            (C2S, "EHLO c\r\n".into(), Some(1)),
+            (S2C, format!("250-mx {long}\r\n"), Some(1)),
+            (S2C, "25".into(), Some(1)),
+            (S2C, format!("0 STARTTLS {long}"), Some(1)),
+            (S2C, "\r\n".into(), Some(0)),
+            (C2S, "EHLO c\r\n".into(), Some(1)),
+            (S2C, "250-mx\r\n250 STARTTLS\r\n".into(), Some(0)),
+            (C2S, "DATA\r\n".into(), Some(1)),
+            (S2C, format!("354 go ahead {long}\r\n"), Some(0)),
+        ];
+        let (mut sent, mut forwarded) = (String::new(), Vec::new());
+        for (i, (dir, bytes, owed)) in steps.iter().enumerate() {
+            match dir {
+                S2C => {
+                    sent.push_str(bytes);
+                    forwarded.extend(rw.server_to_client(bytes.as_bytes()));
+                }
+                C2S => drop(rw.client_to_server(bytes.as_bytes())),
+            }
+            assert_eq!(rw.replies_owed(), *owed, "step {i}: {bytes:?}");
+        }
+        // The overlong lines passed unchanged; only the short STARTTLS line was masked.
+        assert_eq!(
+            String::from_utf8_lossy(&forwarded),
+            sent.replacen("250 STARTTLS\r\n", "250 XXXXXXXA\r\n", 1)
+        );
+        assert!(rw.in_body(), "the overlong 354 started the message");
+        assert_eq!(
+            rw.stats(),
+            AsaStats {
+                capabilities_masked: 1,
+                overlong_reply_lines: 4,
+                ..AsaStats::default()
+            }
+        );
     }
 
     fn check_owed(rw: &mut AsaRewriter, steps: &[(Dir, &str, Option<u32>)]) {
