@@ -16,6 +16,13 @@
 //! does not hold its connection slot until the idle timeout. A server still owing a reply
 //! (a content filter scanning the message) has the idle timeout, as before the client
 //! left; so has a session in TLS, whose commands the proxy cannot see.
+//!
+//! The other way round: once the server has closed its side and all it sent reached the
+//! client, whose side was then half-closed, the client has
+//! [`ProxyOptions::server_gone_grace`] (from the last byte either way) to close; a client
+//! that stays open and silent is then closed with the server
+//! ([`ConnectionEnd::ServerGone`]). Nothing more can come from a server that closed, so
+//! nothing is waited for.
 
 use crate::accept_log::{AcceptLog, AcceptReport};
 use sigillo_smtp::asa::AsaRewriter;
@@ -46,6 +53,10 @@ pub struct ProxyOptions {
     /// not close is closed with the client ([`ConnectionEnd::ClientGone`]). At most
     /// `idle_timeout`.
     pub client_gone_grace: Duration,
+    /// Once the server has closed its side and all it sent reached the client, a client that
+    /// sends nothing for this long and does not close is closed with the server
+    /// ([`ConnectionEnd::ServerGone`]). At most `idle_timeout`.
+    pub server_gone_grace: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -57,6 +68,7 @@ impl Default for ProxyOptions {
             idle_timeout: Duration::from_secs(300),
             max_connections: 256,
             client_gone_grace: Duration::from_secs(5),
+            server_gone_grace: Duration::from_secs(5),
         }
     }
 }
@@ -97,6 +109,10 @@ pub enum ConnectionEnd {
     /// The client closed its side, and then the server sent nothing for `grace`
     /// ([`ProxyOptions::client_gone_grace`]) and did not close: the proxy closed both.
     ClientGone { grace: Duration },
+    /// The server closed its side (passed on to the client as a half-close once all it sent
+    /// was forwarded), and then the client sent nothing for `grace`
+    /// ([`ProxyOptions::server_gone_grace`]) and did not close: the proxy closed both.
+    ServerGone { grace: Duration },
 }
 
 /// What happened on one relayed connection, reported when it ends.
@@ -282,14 +298,22 @@ pub async fn relay(
                 let _ = server.set_nodelay(true);
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                let down = pump(
-                    server_read,
-                    client_write,
-                    Side::Server,
-                    &rewriter,
-                    &traffic,
-                    started,
-                );
+                let down = async {
+                    let pumped = pump(
+                        server_read,
+                        client_write,
+                        Side::Server,
+                        &rewriter,
+                        &traffic,
+                        started,
+                    )
+                    .await;
+                    if pumped.is_ok() {
+                        // All the server sent reached the client, which was half-closed.
+                        traffic.finished(Side::Server, started);
+                    }
+                    pumped
+                };
                 let up = async {
                     let pumped = pump(
                         client_read,
@@ -302,7 +326,7 @@ pub async fn relay(
                     .await;
                     if pumped.is_ok() {
                         // All the client sent reached the server, which was half-closed.
-                        traffic.client_finished(started);
+                        traffic.finished(Side::Client, started);
                     }
                     pumped
                 };
@@ -343,9 +367,11 @@ pub async fn relay(
 struct Traffic {
     /// The client closed its side and everything it sent was forwarded.
     client_done: AtomicBool,
-    /// Wakes [`idle`] when `client_done` is set, and when the server sends something after
-    /// that (it may have answered the last command).
-    client_gone: Notify,
+    /// The server closed its side and everything it sent was forwarded.
+    server_done: AtomicBool,
+    /// Wakes [`idle`] when `client_done` or `server_done` is set, and when the server sends
+    /// something after the client's close (it may have answered the last command).
+    side_gone: Notify,
     from_client: AtomicU64,
     from_server: AtomicU64,
     /// Milliseconds from the connection's start to the last byte read in either direction.
@@ -375,13 +401,17 @@ impl Traffic {
             .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// The client closed its side and all it sent was forwarded: the server's grace starts
-    /// now ([`idle`]).
-    fn client_finished(&self, started: Instant) {
+    /// `side` closed and all it sent was forwarded: the other side's grace may start now
+    /// ([`idle`]).
+    fn finished(&self, side: Side, started: Instant) {
         self.last_activity_ms
             .store(millis_since(started), Ordering::Relaxed);
-        self.client_done.store(true, Ordering::Relaxed);
-        self.client_gone.notify_one();
+        let done = match side {
+            Side::Client => &self.client_done,
+            Side::Server => &self.server_done,
+        };
+        done.store(true, Ordering::Relaxed);
+        self.side_gone.notify_one();
     }
 
     fn first_closed(&self) -> Option<Side> {
@@ -397,36 +427,45 @@ fn millis_since(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Completes once no byte has moved for the idle timeout ([`ConnectionEnd::IdleTimeout`]),
-/// or, after the client closed its side and the server answered all it sent, for the grace
-/// ([`ConnectionEnd::ClientGone`]).
+/// Completes once no byte has moved for the idle timeout ([`ConnectionEnd::IdleTimeout`]);
+/// or, after the client closed its side and the server answered all it sent, for the
+/// client-gone grace ([`ConnectionEnd::ClientGone`]); or, after the server closed its side
+/// and all it sent was forwarded, for the server-gone grace ([`ConnectionEnd::ServerGone`]).
+/// (Once both have closed, the relay ends as [`ConnectionEnd::Closed`] before this.)
 async fn idle(
     traffic: &Traffic,
     rewriter: &Mutex<AsaRewriter>,
     started: Instant,
     options: &ProxyOptions,
 ) -> ConnectionEnd {
-    let grace = options.client_gone_grace.min(options.idle_timeout);
     loop {
-        let client_gone = traffic.client_done.load(Ordering::Relaxed)
-            && lock(rewriter).replies_owed().is_some_and(|owed| owed == 0);
-        let limit = if client_gone {
-            grace
+        let end = if traffic.server_done.load(Ordering::Relaxed) {
+            ConnectionEnd::ServerGone {
+                grace: options.server_gone_grace.min(options.idle_timeout),
+            }
+        } else if traffic.client_done.load(Ordering::Relaxed)
+            && lock(rewriter).replies_owed().is_some_and(|owed| owed == 0)
+        {
+            ConnectionEnd::ClientGone {
+                grace: options.client_gone_grace.min(options.idle_timeout),
+            }
         } else {
-            options.idle_timeout
+            ConnectionEnd::IdleTimeout
+        };
+        let limit = match end {
+            ConnectionEnd::ServerGone { grace } | ConnectionEnd::ClientGone { grace } => grace,
+            _ => options.idle_timeout,
         };
         let last = Duration::from_millis(traffic.last_activity_ms.load(Ordering::Relaxed));
         let deadline = started + last + limit;
         if Instant::now() >= deadline {
-            return if client_gone {
-                ConnectionEnd::ClientGone { grace }
-            } else {
-                ConnectionEnd::IdleTimeout
-            };
+            return end;
         }
+        // A server gone stays gone: nothing is left to wait for but the deadline.
+        let waiting = !matches!(end, ConnectionEnd::ServerGone { .. });
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
-            () = traffic.client_gone.notified(), if !client_gone => {}
+            () = traffic.side_gone.notified(), if waiting => {}
         }
     }
 }
@@ -478,7 +517,7 @@ async fn pump(
         }
         if side == Side::Server && traffic.client_done.load(Ordering::Relaxed) {
             // The client has gone: this may have been the last reply it was owed.
-            traffic.client_gone.notify_one();
+            traffic.side_gone.notify_one();
         }
     }
 }
@@ -619,8 +658,8 @@ mod tests {
         }
     }
 
-    /// A proxy with a 1 s client-gone grace relaying one connection to `upstream_addr`, and
-    /// that connection's client, with the greeting read.
+    /// A proxy with 1 s client-gone and server-gone graces relaying one connection to
+    /// `upstream_addr`, and that connection's client, with the greeting read.
     async fn relay_one_after_greeting(
         upstream_addr: SocketAddr,
     ) -> (TcpStream, tokio::task::JoinHandle<ConnectionReport>) {
@@ -628,6 +667,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let options = ProxyOptions {
             client_gone_grace: Duration::from_secs(1),
+            server_gone_grace: Duration::from_secs(1),
             ..ProxyOptions::default()
         };
         let proxy = tokio::spawn(async move {
@@ -759,7 +799,51 @@ mod tests {
             "{:?}",
             report.end
         );
+        assert_eq!(report.rewrites.overlong_command_lines, 1, "{report:?}");
         drop(server.await.unwrap());
+    }
+
+    /// The server answers QUIT and closes; the client reads the reply and the end of file
+    /// (the close passed on as a half-close) but keeps its side open and silent. The proxy
+    /// closes both after the grace, not the 300 s idle timeout.
+    #[tokio::test]
+    async fn a_lingering_client_is_closed_after_the_server_left() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            stream.write_all(b"220 upstream ESMTP\r\n").await.unwrap();
+            let got = read_until(&mut stream, b"QUIT\r\n").await;
+            stream.write_all(b"221 bye\r\n").await.unwrap();
+            got
+        });
+        let (mut client, proxy) = relay_one_after_greeting(upstream_addr).await;
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest));
+        assert!(
+            matches!(read.await, Ok(Ok(_))),
+            "the server's close was not passed on"
+        );
+        assert_eq!(rest, b"221 bye\r\n");
+        assert_eq!(server.await.unwrap(), b"QUIT\r\n");
+        // The client's side stays open (`client` lives on) and silent.
+        let report = tokio::time::timeout(Duration::from_secs(10), proxy)
+            .await
+            .expect("the proxy waited for the idle timeout")
+            .unwrap();
+        assert_eq!(
+            report.end,
+            ConnectionEnd::ServerGone {
+                grace: Duration::from_secs(1)
+            }
+        );
+        assert!(report.duration < Duration::from_secs(5), "{report:?}");
+        assert_eq!(
+            (report.bytes_from_client, report.bytes_from_server),
+            (6, 29)
+        );
+        drop(client);
     }
 
     #[tokio::test]

@@ -283,8 +283,8 @@ Examples:
   sigillo strip-proxy --listen 127.0.0.1:2526 --upstream mx.example.org --allow-tls
 
 Point an MTA (or `sigillo check '[127.0.0.1]:2525'`, or swaks) at the listen address. \
-One line per connection goes to stderr when it ends: duration, bytes each way, and what \
-was rewritten. Ctrl-C or SIGTERM stops the proxy and closes open connections.")]
+One line per connection goes to stderr when it ends: duration, bytes each way, what was \
+rewritten, and lines too long to inspect. Ctrl-C or SIGTERM stops the proxy and closes open connections.")]
 pub struct StripProxyArgs {
     /// Address to listen on. A non-loopback address also needs --allow-public.
     #[arg(long, default_value = "127.0.0.1:2525", value_name = "IP:PORT")]
@@ -303,7 +303,8 @@ pub struct StripProxyArgs {
     /// replies and in the client's STARTTLS command).
     #[arg(long)]
     pub allow_tls: bool,
-    /// Longest line, in bytes, the rewriter holds back to inspect; longer lines pass unchanged.
+    /// Longest line, in bytes, the rewriter holds back to inspect; longer lines pass unchanged
+    /// (counted in the connection's log line).
     #[arg(long, value_name = "BYTES", default_value_t = sigillo_check::strip_proxy::DEFAULT_MAX_LINE as u32,
           value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub max_line: u32,
@@ -313,6 +314,12 @@ pub struct StripProxyArgs {
     /// Close a connection after this many seconds with no byte either way.
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     pub idle_timeout: f64,
+    /// Once one side has closed (the client, and the server has answered all it sent; or
+    /// the server, and all it sent reached the client), close both if the other side stays
+    /// open and silent this many seconds. More than 0; at most --idle-timeout (a longer value
+    /// acts as --idle-timeout).
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub close_grace: f64,
     /// Most connections relayed at once; more are accepted and closed at once.
     #[arg(long, default_value_t = 256, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=65_536))]

@@ -35,7 +35,10 @@ pub async fn run(args: StripProxyArgs) -> anyhow::Result<u8> {
         connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
         idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
         max_connections: args.max_connections as usize,
-        ..ProxyOptions::default()
+        // One option for both ways: how long a side that stays open after the other left
+        // keeps its slot.
+        client_gone_grace: seconds("close-grace", args.close_grace)?,
+        server_gone_grace: seconds("close-grace", args.close_grace)?,
     };
     let upstream = resolve_upstream(&args.upstream).await?;
     let listener = TcpListener::bind(args.listen)
@@ -171,6 +174,10 @@ pub fn connection_line(report: &ConnectionReport) -> String {
             "closed by client; server silent {} s after, closed by the proxy",
             grace.as_secs_f64()
         ),
+        ConnectionEnd::ServerGone { grace } => format!(
+            "closed by server; client silent {} s after, closed by the proxy",
+            grace.as_secs_f64()
+        ),
         other => format!("{other:?}"),
     };
     let stats = report.rewrites;
@@ -196,13 +203,25 @@ pub fn connection_line(report: &ConnectionReport) -> String {
     } else {
         format!("rewrote: {}", rewrote.join(", "))
     };
+    let overlong = if stats.overlong_command_lines > 0 || stats.overlong_reply_lines > 0 {
+        format!(
+            "; not inspected (over --max-line): {} command line{}, {} reply line{}",
+            stats.overlong_command_lines,
+            plural(stats.overlong_command_lines.into()),
+            stats.overlong_reply_lines,
+            plural(stats.overlong_reply_lines.into())
+        )
+    } else {
+        String::new()
+    };
     let tls = if report.tls_started {
         "; STARTTLS let through, TLS started"
     } else {
         ""
     };
     format!(
-        "#{} {} -> {}: {end} after {:.2} s; {} B from client, {} B from server; {rewrote}{tls}",
+        "#{} {} -> {}: {end} after {:.2} s; {} B from client, {} B from server; \
+         {rewrote}{overlong}{tls}",
         report.id,
         report.client,
         report.upstream,
@@ -227,4 +246,74 @@ fn stopped_line(summary: &ServeSummary) -> String {
 
 fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigillo_check::strip_proxy::AsaStats;
+    use std::time::Duration;
+
+    /// The log line of a connection: how it ended, and the lines too long to inspect.
+    #[test]
+    fn connection_lines() {
+        let report = |end, rewrites| ConnectionReport {
+            id: 7,
+            client: "127.0.0.1:40312".parse().unwrap(),
+            upstream: "127.0.0.1:25".parse().unwrap(),
+            duration: Duration::from_millis(5_410),
+            bytes_from_client: 93,
+            bytes_from_server: 412,
+            rewrites,
+            tls_started: false,
+            end,
+        };
+        let banner = AsaStats {
+            banner_lines_masked: 1,
+            ..AsaStats::default()
+        };
+        let cases = [
+            (
+                report(
+                    ConnectionEnd::ServerGone {
+                        grace: Duration::from_secs(5),
+                    },
+                    banner,
+                ),
+                "#7 127.0.0.1:40312 -> 127.0.0.1:25: closed by server; client silent 5 s after, \
+                 closed by the proxy after 5.41 s; 93 B from client, 412 B from server; rewrote: \
+                 banner (1 line)",
+            ),
+            (
+                report(
+                    ConnectionEnd::Closed {
+                        first: sigillo_check::strip_proxy::Side::Client,
+                    },
+                    AsaStats {
+                        overlong_command_lines: 1,
+                        overlong_reply_lines: 2,
+                        ..banner
+                    },
+                ),
+                "#7 127.0.0.1:40312 -> 127.0.0.1:25: closed by client after 5.41 s; 93 B from \
+                 client, 412 B from server; rewrote: banner (1 line); not inspected (over \
+                 --max-line): 1 command line, 2 reply lines",
+            ),
+            (
+                report(
+                    ConnectionEnd::IdleTimeout,
+                    AsaStats {
+                        overlong_reply_lines: 1,
+                        ..AsaStats::default()
+                    },
+                ),
+                "#7 127.0.0.1:40312 -> 127.0.0.1:25: closed: idle timeout after 5.41 s; 93 B from \
+                 client, 412 B from server; nothing rewritten; not inspected (over --max-line): 0 \
+                 command lines, 1 reply line",
+            ),
+        ];
+        for (report, want) in cases {
+            assert_eq!(connection_line(&report), want);
+        }
+    }
 }

@@ -281,9 +281,10 @@ fn idle_connections_are_closed_extra_ones_refused_and_sigterm_stops_cleanly() {
 }
 
 /// With `--max-connections 1`, in front of a server that never closes a connection: a client
-/// that leaves (a half-close after `QUIT`, or a plain close) frees the slot a few seconds later
-/// (the grace the server gets to finish), not after the 300 s idle timeout, and the next
-/// client is served, not refused. The half-closing client still gets the reply to its `QUIT`.
+/// that leaves (a half-close after `QUIT`, or a plain close) frees the slot a second later
+/// (`--close-grace 1`, the grace the server gets to finish), not after the 300 s idle
+/// timeout, and the next client is served, not refused. The half-closing client still gets
+/// the reply to its `QUIT`.
 #[test]
 fn a_client_that_leaves_frees_its_slot_though_the_server_stays() {
     use std::io::Write;
@@ -291,7 +292,10 @@ fn a_client_that_leaves_frees_its_slot_though_the_server_stays() {
         Script::new("220 mx.sigillo.test ESMTP\r\n").reply("QUIT", "221 2.0.0 Bye\r\n"),
     )
     .unwrap();
-    let mut proxy = Proxy::start(upstream.addr(), &["--max-connections", "1"]);
+    let mut proxy = Proxy::start(
+        upstream.addr(),
+        &["--max-connections", "1", "--close-grace", "1"],
+    );
     let addr = proxy.addr;
     let connect = || {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -318,7 +322,7 @@ fn a_client_that_leaves_frees_its_slot_though_the_server_stays() {
     assert_eq!(String::from_utf8_lossy(&rest), "221 2.0.0 Bye\r\n");
     let line = proxy.wait_for_line("#1 ", Duration::from_secs(60));
     assert!(
-        line.contains(": closed by client; server silent 5 s after, closed by the proxy after "),
+        line.contains(": closed by client; server silent 1 s after, closed by the proxy after "),
         "{line}"
     );
 
@@ -400,6 +404,10 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         (
             &["--upstream", "127.0.0.1:25", "--idle-timeout", "0"],
             &["--idle-timeout must be more than 0 and at most 3600 seconds, got 0"],
+        ),
+        (
+            &["--upstream", "127.0.0.1:25", "--close-grace", "0"],
+            &["--close-grace must be more than 0 and at most 3600 seconds, got 0"],
         ),
     ];
     for (args, wanted) in cases {
