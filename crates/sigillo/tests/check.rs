@@ -344,8 +344,11 @@ fn silent_server_is_inconclusive_within_the_timeout() {
     assert_eq!(doc["verdict"], "inconclusive", "{doc:#}");
     assert_eq!(code, 1);
     let host = &doc["hosts"][0];
-    assert_eq!(host["failure"]["kind"], "reply-timeout");
-    assert_eq!(host["failure"]["phase"], "greeting");
+    assert_eq!(
+        host["failure"],
+        serde_json::json!({"kind": "reply-timeout", "phase": "greeting"}),
+        "nothing came, so no partial_reply: {host:#}"
+    );
     assert!(findings(doc).contains(&("inconclusive".into(), "timeout".into())));
     assert!(
         !findings(doc)
@@ -370,14 +373,30 @@ fn a_trickled_ehlo_reply_ends_at_the_session_timeout_with_the_step() {
     assert_eq!(doc["verdict"], "inconclusive", "{doc:#}");
     assert_eq!(code, 1, "a low finding: {err}");
     let host = &doc["hosts"][0];
+    // The lines of the EHLO reply that had come (escaped) are in the failure and the error.
+    let partial = host["failure"]["partial_reply"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        partial.starts_with("250-X-TRICKLE-1\\r\\n250-X-TRICKLE-2\\r\\n"),
+        "{host:#}"
+    );
     assert_eq!(
         host["failure"],
-        serde_json::json!({"kind": "session-timeout", "phase": "ehlo", "limit_ms": 1500}),
+        serde_json::json!({
+            "kind": "session-timeout",
+            "phase": "ehlo",
+            "limit_ms": 1500,
+            "partial_reply": partial
+        }),
         "{host:#}"
     );
     assert_eq!(
         host["error"],
-        "session timed out after 1.5 s (the limit for the whole session), during the EHLO reply"
+        format!(
+            "session timed out after 1.5 s (the limit for the whole session), during the EHLO \
+             reply; partial reply received: \"{partial}\""
+        )
     );
     assert_eq!(host["banner"], "220 mx.sigillo.test ESMTP trickle");
     assert_eq!(findings(doc), [("inconclusive".into(), "timeout".into())]);
