@@ -56,12 +56,27 @@
 //!   its line's time and a minute of grace), and not closed for other relays: a process
 //!   caches `ConnectionCacheSize` connections (2 in cf/m4-built configurations) and closes
 //!   the least recently used for a new one, so a connection with that many other relays used
-//!   by the process since is gone. The size is taken as 2 until a TLS connection is seen used
-//!   again, without a new `STARTTLS=client` line, after more relays than that: the cache
-//!   holds at least that many. A delivery over a connection the cache has closed went over a
-//!   new one, in clear unless a new `STARTTLS=client` line says otherwise. A deferral that
+//!   by the process since is gone. A delivery over a connection the cache has closed went over
+//!   a new one, in clear unless a new `STARTTLS=client` line says otherwise. A deferral that
 //!   reached no session (`Connection refused`, `timed out`, no `[ip]`, …) counts none.
 //!   `messages` are the queue ids delivered over it.
+//! - **Cache size and downgrades.** Below LogLevel 12 a reuse of a cached TLS connection and a
+//!   new connection in clear (a middlebox that hid STARTTLS) both leave no line, so the size
+//!   is never learnt from a TLS connection seemingly used again behind more relays: that
+//!   delivery is a new plaintext connection (and a stripping trace), never TLS. The size is 2
+//!   per host (the syslog host field) unless that host's log proves more: at LogLevel 12 and
+//!   up daemon.c's `makeconnection()` logs `QID: SMTP outgoing connect on …` for each new
+//!   connection, so in a process that logs them a delivery with a connect line before it is a
+//!   new connection (whatever the model says) and one without is a reuse; a reuse behind `n`
+//!   other relays raises the host's size to `n + 1` (at most 32). A reuse of a connection the
+//!   log did not show opening is of unknown transport. A site with a bigger cache that logs
+//!   below 12 sees its reuses behind 2 relays as new plaintext connections (false traces),
+//!   the price of not hiding a downgrade.
+//! - **Processes.** A process is its host and pid. A pid is a new process, with an empty
+//!   cache, after its host's `starting daemon` line, when it starts an inbound SMTP session
+//!   (a daemon child is forked per connection), under another program name (`sm-mta`,
+//!   `sendmail`, `sm-msp-queue`), or after being idle longer than `ConnectionCacheTimeout`
+//!   (all its connections have expired then anyway).
 
 use crate::envelope::Line;
 use crate::fields::{normalize_tls_version, parse_ip, parse_u64};
@@ -105,15 +120,20 @@ const NO_XDELAY_GRACE: UnixTime = 60;
 /// every slot holds a live one closes the least recently used (`mci_cache()` takes the slot
 /// `mci_scan()` returns, the oldest `mci_lastuse`, and `mci_uncache()`s it). conf.c's default
 /// is 1, but configurations built with cf/m4 set 2 (`confMCI_CACHE_SIZE`, proto.m4
-/// `_OPTION(ConnectionCacheSize, confMCI_CACHE_SIZE, 2)`), which this assumes until the log
-/// shows a bigger cache: a TLS connection used again, without a new `STARTTLS=client` line,
-/// after more other relays than that.
+/// `_OPTION(ConnectionCacheSize, confMCI_CACHE_SIZE, 2)`), which this assumes for each host
+/// until its log proves a bigger cache: a delivery without a connect line (LogLevel 12 and
+/// up) after more other relays than that. A TLS connection seemingly used again without a
+/// new `STARTTLS=client` line proves nothing: a new connection in clear looks the same.
 const DEFAULT_CACHE_SIZE: usize = 2;
 /// Relays remembered per process in order of use (most recent last), and the largest cache
 /// size learnt: a connection with this many other relays used after it is taken as closed.
 const MAX_CACHE_TRACKED: usize = 32;
 /// Processes whose order of relays is remembered.
 const MAX_CACHE_PROCESSES: usize = 4_096;
+/// Hosts (the syslog host field) whose cache size and daemon start are remembered.
+const MAX_HOSTS: usize = 1_024;
+const HINT_CACHED_UNSEEN: &str = "Sendmail reused a cached connection (no SMTP outgoing connect \
+     line before this delivery) opened before the log shows: whether it is TLS is not known";
 const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
 
@@ -301,6 +321,84 @@ struct ClientConn {
     record: Option<ConnectionRecord>,
     /// Queue id of the last delivery: a second `to=` line of it is the same transaction.
     last_qid: Text,
+    /// The [`ClientProcess::epoch`] of the process that opened it: a connection older than
+    /// its process's epoch belonged to an earlier process of that pid, and is closed.
+    epoch: u64,
+}
+
+/// A Sendmail process as the log names it: the hash of its host (the syslog host field, so
+/// that merged logs of several hosts keep their processes apart) and its pid.
+type Proc = (u64, u32);
+
+fn proc_of(line: &Line<'_>) -> Proc {
+    (crate::fields::hash_str(line.host), line.pid.unwrap_or(0))
+}
+
+/// The syslog tags of Sendmail's processes: one pid under another tag is another process.
+fn program_tag(program: &str) -> u8 {
+    match program {
+        "sm-mta" => 0,
+        "sendmail" => 1,
+        "sm-msp-queue" => 2,
+        _ => 3,
+    }
+}
+
+/// What the log of one Sendmail host shows of its connection cache.
+#[derive(Debug, Clone, Copy)]
+struct HostState {
+    /// `ConnectionCacheSize` as far as this host's log proves it: [`DEFAULT_CACHE_SIZE`],
+    /// raised only by a reuse that a process logging its new connections shows
+    /// ([`ClientProcess::logs_connects`]).
+    cache_size: usize,
+    /// The epoch of its last `starting daemon` line (0: none seen): a process of this host
+    /// with an older epoch is from before it, and its pid is another process now.
+    started: u64,
+}
+
+impl Default for HostState {
+    fn default() -> Self {
+        Self {
+            cache_size: DEFAULT_CACHE_SIZE,
+            started: 0,
+        }
+    }
+}
+
+/// The outbound side of one Sendmail process (a queue runner, or a process delivering the
+/// mail it received): its connection cache as far as the log shows.
+#[derive(Debug)]
+struct ClientProcess {
+    /// The relays it used over a connection, least recently used first: the order of its
+    /// connection cache. Held as hashes of their names ([`crate::fields::hash_str`]): 8
+    /// bytes each, however long a name the log gives.
+    order: VecDeque<u64>,
+    /// Given when it is taken for a new process of its pid (from
+    /// [`SendmailParser::epochs`]); its connections carry it.
+    epoch: u64,
+    /// Its last outbound line.
+    last: UnixTime,
+    /// [`program_tag`] of its lines.
+    program: u8,
+    /// It has logged `SMTP outgoing connect on …` (LogLevel 12 and up): each new connection
+    /// of it has such a line, so a delivery without one went over a cached connection.
+    logs_connects: bool,
+    /// A connect line since its last delivery or `STARTTLS=client` line: the next delivery
+    /// went over a new connection.
+    connect_pending: bool,
+}
+
+impl ClientProcess {
+    fn new(epoch: u64, program: u8, time: UnixTime) -> Self {
+        Self {
+            order: VecDeque::new(),
+            epoch,
+            last: time,
+            program,
+            logs_connects: false,
+            connect_pending: false,
+        }
+    }
 }
 
 /// A `<-- XXXXXXXA` line (LogLevel 15 logs every SMTP command) waiting for a line of the same
@@ -327,7 +425,7 @@ pub struct SendmailParser {
     // Pids are the MTA's own: the fast hash. Addresses and relay names come from the other
     // side: SipHash.
     server: Bounded<u32, ServerSession, FxBuild>,
-    client: Bounded<(u32, String), ClientConn>,
+    client: Bounded<(Proc, String), ClientConn>,
     tls_peers: Bounded<IpAddr, ()>,
     tls_relays: Bounded<String, ()>,
     pending_traces: Bounded<u32, PendingTrace, FxBuild>,
@@ -346,13 +444,12 @@ pub struct SendmailParser {
     domains: DomainTexts,
     /// Log time of the next sweep of sessions without a line for [`MAX_AGE`].
     next_sweep: UnixTime,
-    /// Per process, the relays it used over a connection, least recently used first: the
-    /// order of its connection cache. Relays are held as hashes of their names
-    /// ([`crate::fields::hash_str`]): 8 bytes each, however long a name the log gives.
-    cache_order: Bounded<u32, VecDeque<u64>, FxBuild>,
-    /// Sendmail's `ConnectionCacheSize` as far as the log shows: [`DEFAULT_CACHE_SIZE`],
-    /// raised by a TLS connection seen reused behind more relays.
-    cache_size: usize,
+    /// Per process, its connection cache as far as the log shows.
+    processes: Bounded<Proc, ClientProcess, FxBuild>,
+    /// Per host (hash of the syslog host field), its cache size and last daemon start.
+    hosts: Bounded<u64, HostState, FxBuild>,
+    /// The last epoch given out ([`ClientProcess::epoch`], [`HostState::started`]).
+    epochs: u64,
 }
 
 impl Default for SendmailParser {
@@ -376,8 +473,9 @@ impl SendmailParser {
             evicted: 0,
             domains: DomainTexts::default(),
             next_sweep: 0,
-            cache_order: Bounded::new(MAX_CACHE_PROCESSES),
-            cache_size: DEFAULT_CACHE_SIZE,
+            processes: Bounded::new(MAX_CACHE_PROCESSES),
+            hosts: Bounded::new(MAX_HOSTS),
+            epochs: 0,
         }
     }
 
@@ -388,30 +486,37 @@ impl SendmailParser {
         }
     }
 
-    /// Starts the inbound session of `pid` (after [`Self::close_server`]).
-    fn open_server(&mut self, pid: u32, s: ServerSession, out: &mut Vec<Record>) {
+    /// Starts the inbound session of the process that wrote `line` (after
+    /// [`Self::close_server`]). A daemon child is forked for each SMTP connection: the pid's
+    /// earlier process, with any outbound connections it cached, is over.
+    fn open_server(&mut self, line: &Line<'_>, s: ServerSession, out: &mut Vec<Record>) {
+        let pid = line.pid.unwrap_or(0);
         if let Some((_, old)) = self.server.insert(pid, s) {
             self.evicted += 1;
             out.push(old.record());
         }
+        if let Some(p) = self.processes.get_mut(&proc_of(line)) {
+            self.epochs += 1;
+            *p = ClientProcess::new(self.epochs, program_tag(line.program), line.time);
+        }
     }
 
-    /// The session of `pid` that a line at `time` from `relay` belongs to: the open one, or a
-    /// new one (the open one, of an earlier connection, is closed).
+    /// The session of the process that wrote `line` that a line from `relay` belongs to: the
+    /// open one, or a new one (the open one, of an earlier connection, is closed).
     fn server_for(
         &mut self,
-        pid: u32,
-        time: UnixTime,
+        line: &Line<'_>,
         relay: Relay<'_>,
         out: &mut Vec<Record>,
     ) -> Option<&mut ServerSession> {
+        let (pid, time) = (line.pid.unwrap_or(0), line.time);
         let same = self
             .server
             .get(&pid)
             .is_some_and(|s| s.takes(time, relay.ip));
         if !same {
             self.close_server(pid, out);
-            self.open_server(pid, ServerSession::new(time, relay), out);
+            self.open_server(line, ServerSession::new(time, relay), out);
         }
         let s = self.server.get_mut(&pid)?;
         s.last = time;
@@ -441,7 +546,7 @@ impl SendmailParser {
             let relay = raw.map(parse_relay).unwrap_or_default();
             if !server
                 && let Some(raw) = raw
-                && let Some(old) = self.client.remove(&(pid, relay_key(raw)))
+                && let Some(old) = self.client.remove(&(proc_of(line), relay_key(raw)))
             {
                 close_client(relay_key(raw), old, out);
             }
@@ -496,13 +601,18 @@ impl SendmailParser {
             self.close_server(pid, out);
             let mut s = ServerSession::new(line.time, relay);
             s.tls = Some(tls);
-            self.open_server(pid, s, out);
+            self.open_server(line, s, out);
             false
         } else {
-            // A new TLS connection of this process to this relay.
-            let key = (pid, relay_key(relay));
+            // A new TLS connection of this process to this relay: the one a connect line
+            // before it announced.
+            let proc = self.enter_process(line, line.time, MCI_CACHE_TIMEOUT + NO_XDELAY_GRACE);
+            let key = (proc, relay_key(relay));
             self.tls_relays.insert(key.1.clone(), ());
-            self.touch_cache(pid, &key.1);
+            let epoch = self.touch_cache(proc, &key.1, line);
+            if let Some(p) = self.processes.get_mut(&proc) {
+                p.connect_pending = false;
+            }
             if let Some(old) = self.client.remove(&key) {
                 close_client(key.1.clone(), old, out);
             }
@@ -511,6 +621,7 @@ impl SendmailParser {
                 tls: Some(tls),
                 record: None,
                 last_qid: "".into(),
+                epoch,
             };
             match self.client.insert(key, conn) {
                 Some(((_, name), old)) => {
@@ -562,7 +673,7 @@ impl SendmailParser {
         let pid = line.pid.unwrap_or(0);
         // The session ends here; with a STARTTLS line before it, it was a TLS session.
         let session_tls = self
-            .server_for(pid, line.time, relay, out)
+            .server_for(line, relay, out)
             .is_some_and(|s| s.tls.is_some());
         self.close_server(pid, out);
         // The client asked for TLS and the handshake failed (a STARTTLS failure of its own).
@@ -607,7 +718,7 @@ impl SendmailParser {
                 .get_mut(&pid)
                 .filter(|s| s.takes(line.time, None))
         } else {
-            self.server_for(pid, line.time, relay, out)
+            self.server_for(line, relay, out)
         };
         let joined = session.map(|s| {
             s.proto_tls |= proto_tls;
@@ -713,16 +824,14 @@ impl SendmailParser {
         };
         let record = if smtp {
             let session = !NO_SESSION.iter().any(|w| stat.contains(w));
-            let key = (
-                line.pid.unwrap_or(0),
-                relay.map(relay_key).unwrap_or_default(),
-            );
             // The transaction began `xdelay` before its line was written; without it, the
             // line's time and a minute of grace.
             let (start, idle_limit) = match xdelay {
                 Some(x) => (line.time.saturating_sub(x), MCI_CACHE_TIMEOUT),
                 None => (line.time, MCI_CACHE_TIMEOUT + NO_XDELAY_GRACE),
             };
+            let proc = self.enter_process(line, start, idle_limit);
+            let key = (proc, relay.map(relay_key).unwrap_or_default());
             self.outbound_delivery(key, record, session, (start, idle_limit), line, out)
         } else {
             record
@@ -758,15 +867,17 @@ impl SendmailParser {
     /// An SMTP delivery (`to=… mailer=esmtp…`): its transport is the connection of this
     /// process to this relay (a `STARTTLS=client` line ⇒ TLS; none ⇒ plain if sent, unknown
     /// otherwise), and the first delivery over a connection counts it. Sendmail writes no line
-    /// for a plaintext connection: the first delivery of a process to a relay without a
-    /// `STARTTLS=client` line opens one, and later deliveries of that process to that relay
-    /// reuse it while the process's connection cache still holds it: idle at most
-    /// `idle_limit` from its last use to `start` (when this delivery's transaction began, its
-    /// line's time minus `xdelay=`), and not pushed out by [`Self::cache_size`] other relays
-    /// used since.
+    /// for a plaintext connection below LogLevel 12: the first delivery of a process to a
+    /// relay without a `STARTTLS=client` line opens one, and later deliveries of that process
+    /// to that relay reuse it while the process's connection cache still holds it: idle at
+    /// most `idle_limit` from its last use to `start` (when this delivery's transaction
+    /// began, its line's time minus `xdelay=`), and not pushed out by the host's
+    /// `ConnectionCacheSize` other relays used since ([`Self::still_cached`]). A process
+    /// that logs its new connections (`SMTP outgoing connect on …`, LogLevel 12 and up) says
+    /// which: a connect line before the delivery is a new connection, none a cached one.
     fn outbound_delivery(
         &mut self,
-        key: (u32, String),
+        key: (Proc, String),
         mut record: MessageRecord,
         session: bool,
         (start, idle_limit): (UnixTime, UnixTime),
@@ -783,10 +894,26 @@ impl SendmailParser {
                 }
             }
         };
+        // What the process's connect lines tell: a new connection (one since its last
+        // delivery), or a cached one (none, in a process that logs them).
+        let (connected, logs_connects, epoch) = match self.processes.get_mut(&key.0) {
+            Some(p) => (
+                std::mem::take(&mut p.connect_pending),
+                p.logs_connects,
+                p.epoch,
+            ),
+            None => (false, false, 0),
+        };
+        let reused = session && logs_connects && !connected;
         let cached = match self.client.get(&key) {
+            // An earlier process's connection, or a connect line says this one is new.
+            Some(c) if c.epoch < epoch || connected => false,
+            Some(_) if reused => {
+                self.learn_cache_size(key.0, &key.1);
+                true
+            }
             Some(c) if start.saturating_sub(c.time) <= idle_limit => {
-                let tls = c.tls.is_some();
-                self.still_cached(key.0, &key.1, tls)
+                self.still_cached(key.0, &key.1)
             }
             _ => false,
         };
@@ -804,7 +931,16 @@ impl SendmailParser {
                 None => c.record = Some(connection_of(&record)),
             }
             c.last_qid = Text::clone(&record.id);
-            self.touch_cache(key.0, &key.1);
+            self.touch_cache(key.0, &key.1, line);
+            return record;
+        }
+        if reused {
+            // A cached connection the log did not show opening (before the log began, or of
+            // a process taken for over): whether it is TLS is not known.
+            record.transport = Transport::Unknown {
+                hint: HINT_CACHED_UNSEEN,
+            };
+            self.touch_cache(key.0, &key.1, line);
             return record;
         }
         record.transport = untold(sent);
@@ -820,12 +956,13 @@ impl SendmailParser {
             };
             out.push(trace(p, Direction::Outbound, record.peer.clone(), None));
         }
-        self.touch_cache(key.0, &key.1);
+        let epoch = self.touch_cache(key.0, &key.1, line);
         let conn = ClientConn {
             time: line.time,
             tls: None,
             record: Some(connection_of(&record)),
             last_qid: Text::clone(&record.id),
+            epoch,
         };
         if let Some(((_, name), old)) = self.client.insert(key, conn) {
             self.evicted += 1;
@@ -834,50 +971,113 @@ impl SendmailParser {
         record
     }
 
-    /// Whether the connection of process `pid` to `relay`, not idle too long, is still in
-    /// its cache: fewer than [`Self::cache_size`] other relays used by the process since its
-    /// last use (each of them took a slot, and the cache closes its least recently used
-    /// connection for a new one). A TLS connection used again without a new `STARTTLS=client`
-    /// line after more relays than that shows a bigger cache: the size learnt grows to hold
-    /// it. A process whose order of relays is not known (pushed out) keeps its connection.
-    fn still_cached(&mut self, pid: u32, relay: &str, tls: bool) -> bool {
-        let Some(order) = self.cache_order.get(&pid) else {
-            return true;
-        };
-        let relay = crate::fields::hash_str(relay);
-        // Relays used after this one; one that fell off the tracked order had at least as
-        // many as are tracked.
-        let since = order
-            .iter()
-            .rposition(|&r| r == relay)
-            .map_or(MAX_CACHE_TRACKED, |i| order.len() - 1 - i);
-        if since < self.cache_size {
-            return true;
+    /// The process that wrote `line`, with its outbound state: the pid's earlier process
+    /// (with an empty cache) when that one is over: it is from before its host's last
+    /// `starting daemon` line, logged under another program name, or idle longer than
+    /// `idle_limit` before `start` (every connection it cached has expired).
+    fn enter_process(&mut self, line: &Line<'_>, start: UnixTime, idle_limit: UnixTime) -> Proc {
+        let proc = proc_of(line);
+        let started = self.hosts.get(&proc.0).map_or(0, |h| h.started);
+        let program = program_tag(line.program);
+        let (p, _) = self
+            .processes
+            .get_or_insert_with(proc, || ClientProcess::new(started, program, start));
+        if p.epoch < started || p.program != program || start.saturating_sub(p.last) > idle_limit {
+            self.epochs += 1;
+            *p = ClientProcess::new(self.epochs, program, start);
         }
-        // A connection behind more relays than are tracked is taken as closed: it shows no
-        // cache size, so none is learnt from it.
-        if tls && since < MAX_CACHE_TRACKED {
-            self.cache_size = since + 1;
-            return true;
-        }
-        false
+        p.last = p.last.max(line.time);
+        proc
     }
 
-    /// Notes a use of a connection of process `pid` to `relay`: its most recently used.
-    fn touch_cache(&mut self, pid: u32, relay: &str) {
-        // An order pushed out by the cap is lost: that process keeps its connections.
+    /// `starting daemon (…): …`: Sendmail (re)started on this host; its processes from before
+    /// are over, so a pid of them seen again is a new process with an empty cache.
+    fn on_daemon_start(&mut self, line: &Line<'_>) {
+        self.epochs += 1;
+        let epoch = self.epochs;
+        let host = crate::fields::hash_str(line.host);
+        let (h, _) = self.hosts.get_or_insert_with(host, HostState::default);
+        h.started = epoch;
+    }
+
+    /// `QID: SMTP outgoing connect on …` (LogLevel 12 and up, daemon.c `makeconnection()`,
+    /// once a new connection is made): the process's next delivery goes over a new
+    /// connection, and its deliveries without such a line over cached ones.
+    fn on_connect(&mut self, line: &Line<'_>) {
+        let proc = self.enter_process(line, line.time, MCI_CACHE_TIMEOUT + NO_XDELAY_GRACE);
+        if let Some(p) = self.processes.get_mut(&proc) {
+            p.logs_connects = true;
+            p.connect_pending = true;
+        }
+    }
+
+    /// How many other relays process `proc` used since its last use of `relay` (as many as
+    /// are tracked when it fell off the tracked order, or the process's order is not known).
+    fn relays_since(&self, proc: Proc, relay: &str) -> usize {
+        let Some(p) = self.processes.get(&proc) else {
+            return MAX_CACHE_TRACKED;
+        };
         let relay = crate::fields::hash_str(relay);
-        let (order, _) = self.cache_order.get_or_insert_with(pid, VecDeque::new);
+        p.order
+            .iter()
+            .rposition(|&r| r == relay)
+            .map_or(MAX_CACHE_TRACKED, |i| p.order.len() - 1 - i)
+    }
+
+    /// Whether the connection of process `proc` to `relay`, not idle too long, is still in
+    /// its cache: fewer than its host's `ConnectionCacheSize` other relays used by the
+    /// process since its last use (each of them took a slot, and the cache closes its least
+    /// recently used connection for a new one). The size is [`DEFAULT_CACHE_SIZE`] unless
+    /// [`Self::learn_cache_size`] raised it: a TLS connection used again without a new
+    /// `STARTTLS=client` line behind that many relays is not taken for a bigger cache, since
+    /// a new connection in clear (a downgrade) looks the same.
+    fn still_cached(&self, proc: Proc, relay: &str) -> bool {
+        if self.processes.get(&proc).is_none() {
+            // Its order pushed out by the cap: it keeps its connection.
+            return true;
+        }
+        let size = self
+            .hosts
+            .get(&proc.0)
+            .map_or(DEFAULT_CACHE_SIZE, |h| h.cache_size);
+        self.relays_since(proc, relay) < size
+    }
+
+    /// A delivery of process `proc` to `relay` that the log shows went over a cached
+    /// connection (no connect line before it, in a process that logs them): the host's cache
+    /// holds at least one more than the relays used since, up to [`MAX_CACHE_TRACKED`] (a
+    /// connection behind more relays than are tracked shows no size).
+    fn learn_cache_size(&mut self, proc: Proc, relay: &str) {
+        let since = self.relays_since(proc, relay);
+        if since >= MAX_CACHE_TRACKED {
+            return;
+        }
+        let (h, _) = self.hosts.get_or_insert_with(proc.0, HostState::default);
+        h.cache_size = h.cache_size.max(since + 1);
+    }
+
+    /// Notes a use of a connection of process `proc` to `relay`: its most recently used.
+    /// Returns the process's epoch, for a connection it opens.
+    fn touch_cache(&mut self, proc: Proc, relay: &str, line: &Line<'_>) -> u64 {
+        let relay = crate::fields::hash_str(relay);
+        let started = self.hosts.get(&proc.0).map_or(0, |h| h.started);
+        let program = program_tag(line.program);
+        // An order pushed out by the cap is lost: that process keeps its connections.
+        let (p, _) = self
+            .processes
+            .get_or_insert_with(proc, || ClientProcess::new(started, program, line.time));
+        let order = &mut p.order;
         if let Some(i) = order.iter().rposition(|&r| r == relay) {
             if let Some(r) = order.remove(i) {
                 order.push_back(r);
             }
-            return;
+            return p.epoch;
         }
         if order.len() >= MAX_CACHE_TRACKED {
             order.pop_front();
         }
         order.push_back(relay);
+        p.epoch
     }
 
     /// Whether a STARTTLS failure of this process and side was listed within the last
@@ -1029,7 +1229,11 @@ impl MtaParser for SendmailParser {
                 self.on_from(qid, rest, line, out);
             } else if rest.starts_with("to=") {
                 self.on_to(qid, rest, line, out);
+            } else if rest.starts_with("SMTP outgoing connect on ") {
+                self.on_connect(line);
             }
+        } else if rest.starts_with("starting daemon (") {
+            self.on_daemon_start(line);
         }
     }
 
@@ -1051,7 +1255,8 @@ impl MtaParser for SendmailParser {
         }
         self.tls_peers.drain_ordered();
         self.tls_relays.drain_ordered();
-        self.cache_order.drain_ordered();
+        self.processes.drain_ordered();
+        self.hosts.drain_ordered();
     }
 
     fn unparsed(&self) -> u64 {

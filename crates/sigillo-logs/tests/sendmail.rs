@@ -161,8 +161,8 @@ fn inbound_sessions_follow_the_daemon_child() {
 
 /// Every outbound connection of connection-cache-processes.log: Sendmail's connection cache
 /// is per process (two processes to one relay, one in TLS, have a connection each), holds
-/// ConnectionCacheSize connections (2 until the log shows more) and closes the least recently
-/// used for a new one.
+/// ConnectionCacheSize connections (2 until a process logging its new connections shows a
+/// reuse behind more) and closes the least recently used for a new one.
 #[test]
 fn connection_cache_is_per_process_and_bounded() {
     use exim_support::{log_lines, run, testdata};
@@ -194,7 +194,8 @@ fn connection_cache_is_per_process_and_bounded() {
         ("mx.b.example", false, 1),
         ("mx.b.example", false, 1),
         ("mx.c.example", false, 2),
-        // 9004: mx.d's TLS connection used again behind two relays (a cache of 3).
+        // 9004: mx.d's TLS connection used again behind two relays, with no connect line
+        // (a cache of 3).
         ("mx.d.example", true, 2),
         ("mx.e.example", true, 1),
         ("mx.f.example", true, 1),
@@ -294,4 +295,52 @@ fn a_connection_taken_as_closed_teaches_no_cache_size() {
     // 9100: mx.t in TLS, 32 relays, mx.t anew in clear; 9200: four connections.
     assert_eq!(connections(&tail), 4);
     assert_eq!(connections(&lines), 1 + 32 + 1 + 4);
+}
+
+/// connection-cache-downgrade.log in `report`'s figures: each relay that used TLS and was
+/// delivered to again in clear behind the modelled cache (or by a new process of the same
+/// pid) is a downgrade, with the plaintext delivery as its first plaintext message; mx.a2,
+/// whose reuse behind two relays its host's connect lines show, is none.
+#[test]
+fn a_delivery_behind_the_cache_is_a_downgrade_not_tls() {
+    use exim_support::{log_lines, run, testdata};
+    use sigillo_logs::aggregate::{AggregateOptions, Aggregator};
+    use sigillo_logs::model::Direction;
+
+    let path = testdata("sendmail").join("connection-cache-downgrade.log");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let records = run(&mut SendmailParser::new(), &log_lines(&text));
+    let mut agg = Aggregator::new(AggregateOptions::default());
+    for r in &records {
+        agg.add(r);
+    }
+    let f = agg.finish();
+    let mut got: Vec<(String, String)> = f
+        .downgrades
+        .iter()
+        .filter(|d| d.direction == Direction::Outbound)
+        .map(|d| (d.ip.clone().unwrap_or_default(), d.first_plain_id.clone()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("192.0.2.10", "4260A0Ad009101"), // A: behind two relays, no connect lines
+        ("192.0.2.30", "4261B0Ad009102"), // B: host mx's cache is still 2
+        ("192.0.2.40", "4262A0Ab009300"), // C: the same pid on another host
+        ("192.0.2.50", "4263A0Ab009400"), // D: after a daemon start
+        ("192.0.2.60", "4264A0Ab009500"), // E: after an inbound session began
+        ("192.0.2.70", "4265A0Ab009600"), // F: under another program name
+        ("192.0.2.80", "4266A0Ab009202"), // G: a connect line, no STARTTLS line
+    ]
+    .into_iter()
+    .map(|(ip, id)| (ip.to_owned(), id.to_owned()))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (
+            f.outbound.tls_messages,
+            f.outbound.plain_messages,
+            f.outbound.unknown_messages
+        ),
+        (9, 14, 1)
+    );
 }
