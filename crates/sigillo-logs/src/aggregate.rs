@@ -26,6 +26,11 @@ pub const NEXT_HOP_SAMPLE: usize = 5;
 /// Most relays (a host on a port) counted in [`Figures::relays`] (the messages to any beyond
 /// are counted together).
 pub const MAX_RELAYS: usize = 100_000;
+/// Most relays remembered per next-hop domain for [`RelayHostFigures::domains`]: a relay
+/// reached after this many others by a domain does not count that domain. Memory stays at
+/// most this many 4-byte positions per domain (and [`MAX_NEXT_HOPS`] domains), however many
+/// domains reach one relay.
+pub const MAX_RELAYS_PER_NEXT_HOP: usize = 32;
 
 /// An address range (`--internal 10.0.0.0/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,8 +459,9 @@ pub struct RelayHostFigures {
     pub unknown_messages: u64,
     /// `tls_messages / messages`, rounded to 4 places.
     pub tls_share: f64,
-    /// Next-hop domains in [`Figures::next_hops`] that name this relay among their
-    /// [`NextHopFigures::relays`].
+    /// Next-hop domains in [`Figures::next_hops`] whose delivered mail went to this relay
+    /// (each domain's first [`MAX_RELAYS_PER_NEXT_HOP`] relays count it), whether or not it is
+    /// among the hosts [`NextHopFigures::relays`] names.
     #[serde(default)]
     pub domains: u64,
     pub first_seen: String,
@@ -677,19 +683,20 @@ impl<K: Clone + Eq + Hash, V> Table<K, V> {
 /// Counts a delivered outbound Internet message for the relay host and port it went to: once,
 /// however many recipient domains the transaction carried. `slot` is the peer's: the relay
 /// is looked up by name only when the peer's last delivery went elsewhere (another port).
+/// Returns the relay's position in `relays` (`None`: no host, or after the cap).
 fn add_relay(
     relays: &mut Table<(RelayName, Option<u16>), MailTally>,
     omitted: &mut RelaysOmitted,
     slot: &mut RelaySlot,
     m: &MessageRecord,
-) {
+) -> Option<u32> {
     if slot.port == m.port
         && let Some((_, tally)) = usize::try_from(slot.position)
             .ok()
             .and_then(|position| relays.entries.get_mut(position))
     {
         tally.add(m);
-        return;
+        return Some(slot.position);
     }
     let port = m.port.map_or(u32::MAX, u32::from);
     let hash = match (&m.peer.hostname, m.peer.ip) {
@@ -703,7 +710,7 @@ fn add_relay(
         }),
         (None, None) => {
             omitted.no_host_messages += 1;
-            return;
+            return None;
         }
     };
     let relay = relays.get_or_add(
@@ -720,12 +727,71 @@ fn add_relay(
     match relay {
         Some((position, tally)) => {
             tally.add(m);
+            let position = u32::try_from(position).ok()?;
             *slot = RelaySlot {
                 port: m.port,
-                position: u32::try_from(position).unwrap_or(u32::MAX),
+                position,
             };
+            Some(position)
         }
-        None => omitted.over_cap_messages += 1,
+        None => {
+            omitted.over_cap_messages += 1;
+            None
+        }
+    }
+}
+
+/// Counts a delivered outbound Internet message for its recipient domain, or, when its
+/// recipients span several domains (a relay host took them in one transaction), for each of
+/// them: each domain's mail went to that relay (`relay`, its position in
+/// [`Aggregator::relays`], when it has one).
+fn add_next_hop(
+    hops: &mut Table<Text, NextHopState>,
+    omitted: &mut NextHopsOmitted,
+    m: &MessageRecord,
+    relay: Option<u32>,
+) {
+    match &m.recipient_domain {
+        Some(domain) => add_next_hop_domain(hops, omitted, domain, m, relay),
+        None => match m.spanned_domains.as_deref() {
+            None | Some([]) => omitted.no_domain_messages += 1,
+            Some(domains) => {
+                for domain in domains {
+                    add_next_hop_domain(hops, omitted, domain, m, relay);
+                }
+            }
+        },
+    }
+}
+
+/// Counts a delivered outbound Internet message for `domain`.
+fn add_next_hop_domain(
+    hops: &mut Table<Text, NextHopState>,
+    omitted: &mut NextHopsOmitted,
+    domain: &Text,
+    m: &MessageRecord,
+    relay: Option<u32>,
+) {
+    let hop = hops.get_or_add(
+        fast_hash(|h| h.write(domain.as_bytes())),
+        |key| key == domain,
+        || Text::clone(domain),
+        |count| {
+            (count < MAX_NEXT_HOPS).then(|| NextHopState {
+                mail: MailTally::new(m.time),
+                relays: RelayTally::default(),
+                via: Vec::new(),
+            })
+        },
+    );
+    let Some((_, hop)) = hop else {
+        omitted.over_cap_messages += 1;
+        return;
+    };
+    hop.mail.add(m);
+    hop.relays.add(&m.peer, m.port);
+    if let Some(relay) = relay {
+        hop.went_via(relay);
     }
 }
 
@@ -789,6 +855,26 @@ struct DowngradeState {
 struct NextHopState {
     mail: MailTally,
     relays: RelayTally,
+    /// The relays (positions in [`Aggregator::relays`], exact spellings) its mail went to,
+    /// distinct, at most [`MAX_RELAYS_PER_NEXT_HOP`]: for [`RelayHostFigures::domains`].
+    via: Vec<u32>,
+}
+
+impl NextHopState {
+    /// Notes that a message went to the relay at `position`. Searched linearly, most recent
+    /// first: a domain's mail goes to a few relays, and mostly to the one it went to last.
+    #[inline]
+    fn went_via(&mut self, position: u32) {
+        if self.via.last() == Some(&position) || self.via.contains(&position) {
+            return;
+        }
+        if self.via.len() < MAX_RELAYS_PER_NEXT_HOP {
+            if self.via.is_empty() {
+                self.via.reserve_exact(1);
+            }
+            self.via.push(position);
+        }
+    }
 }
 
 /// The delivered messages of a next hop ([`NextHopFigures`]) or a relay
@@ -1155,9 +1241,6 @@ impl Aggregator {
         if internal || !delivered {
             return;
         }
-        if m.direction == Direction::Outbound {
-            self.add_next_hop(m);
-        }
         self.first = Some(self.first.map_or(m.time, |f| f.min(m.time)));
         self.last = Some(self.last.map_or(m.time, |l| l.max(m.time)));
         let tls = m.transport.is_tls();
@@ -1199,12 +1282,13 @@ impl Aggregator {
             return; // Not reached: every new peer is added.
         };
         if m.direction == Direction::Outbound {
-            add_relay(
+            let relay = add_relay(
                 &mut self.relays,
                 &mut self.relays_omitted,
                 &mut peer.relay,
                 m,
             );
+            add_next_hop(&mut self.next_hops, &mut self.next_hops_omitted, m, relay);
         }
         if peer.downgrade_slot == u32::MAX {
             let key = match (m.peer.ip, &m.peer.hostname) {
@@ -1304,44 +1388,6 @@ impl Aggregator {
         self.due_scratch = due;
     }
 
-    /// Counts a delivered outbound Internet message for its recipient domain, or, when its
-    /// recipients span several domains (a relay host took them in one transaction), for each
-    /// of them: each domain's mail went to that relay.
-    fn add_next_hop(&mut self, m: &MessageRecord) {
-        match &m.recipient_domain {
-            Some(domain) => self.add_next_hop_domain(domain, m),
-            None => match m.spanned_domains.as_deref() {
-                None | Some([]) => self.next_hops_omitted.no_domain_messages += 1,
-                Some(domains) => {
-                    for domain in domains {
-                        self.add_next_hop_domain(domain, m);
-                    }
-                }
-            },
-        }
-    }
-
-    /// Counts a delivered outbound Internet message for `domain`.
-    fn add_next_hop_domain(&mut self, domain: &Text, m: &MessageRecord) {
-        let hop = self.next_hops.get_or_add(
-            fast_hash(|h| h.write(domain.as_bytes())),
-            |key| key == domain,
-            || Text::clone(domain),
-            |count| {
-                (count < MAX_NEXT_HOPS).then(|| NextHopState {
-                    mail: MailTally::new(m.time),
-                    relays: RelayTally::default(),
-                })
-            },
-        );
-        let Some((_, hop)) = hop else {
-            self.next_hops_omitted.over_cap_messages += 1;
-            return;
-        };
-        hop.mail.add(m);
-        hop.relays.add(&m.peer, m.port);
-    }
-
     fn next_hop_figures(&self) -> Vec<NextHopFigures> {
         let mut hops: Vec<NextHopFigures> = self
             .next_hops
@@ -1375,17 +1421,20 @@ impl Aggregator {
     }
 
     /// The relays, spellings of one host on one port (`MX.example`, `mx.example.`) counted
-    /// as one, most messages first, each with the next-hop domains of `hops` that name it.
-    fn relay_figures(&self, hops: &[NextHopFigures]) -> (Vec<RelayHostFigures>, RelaysOmitted) {
+    /// as one, most messages first, each with the next-hop domains whose mail went to it.
+    fn relay_figures(&self) -> (Vec<RelayHostFigures>, RelaysOmitted) {
         let mut omitted = self.relays_omitted;
         let mut merged: Vec<((String, Option<u16>), MailTally)> =
             Vec::with_capacity(self.relays.entries.len());
         let mut at: HashMap<(String, Option<u16>), usize> =
             HashMap::with_capacity(self.relays.entries.len());
+        // Per entry of `self.relays`, its place in `merged` (`usize::MAX`: no host).
+        let mut merged_at: Vec<usize> = Vec::with_capacity(self.relays.entries.len());
         for ((name, port), tally) in &self.relays.entries {
             let host = name.text();
             if host.is_empty() {
                 omitted.no_host_messages += tally.messages;
+                merged_at.push(usize::MAX);
                 continue;
             }
             match at.entry((host, *port)) {
@@ -1393,24 +1442,40 @@ impl Aggregator {
                     if let Some((_, ours)) = merged.get_mut(*e.get()) {
                         ours.merge(tally);
                     }
+                    merged_at.push(*e.get());
                 }
                 Entry::Vacant(e) => {
                     merged.push((e.key().clone(), tally.clone()));
                     e.insert(merged.len() - 1);
+                    merged_at.push(merged.len() - 1);
                 }
             }
         }
-        // A domain's relay hosts are distinct (host and port), so each names a relay once.
-        let mut domains: HashMap<(&str, Option<u16>), u64> = HashMap::with_capacity(merged.len());
-        for relays in hops.iter().filter_map(|h| h.relays.as_ref()) {
-            for r in &relays.hosts {
-                *domains.entry((r.host.as_str(), r.port)).or_default() += 1;
+        // Each domain once per relay, however many spellings of it the domain's mail named.
+        let mut domains = vec![0u64; merged.len()];
+        let mut theirs: Vec<usize> = Vec::with_capacity(MAX_RELAYS_PER_NEXT_HOP);
+        for (_, hop) in &self.next_hops.entries {
+            theirs.clear();
+            theirs.extend(hop.via.iter().filter_map(|&position| {
+                let position = usize::try_from(position).ok()?;
+                merged_at
+                    .get(position)
+                    .copied()
+                    .filter(|&m| m != usize::MAX)
+            }));
+            theirs.sort_unstable();
+            theirs.dedup();
+            for &m in &theirs {
+                if let Some(n) = domains.get_mut(m) {
+                    *n += 1;
+                }
             }
         }
         let mut relays: Vec<RelayHostFigures> = merged
             .into_iter()
-            .map(|((host, port), h)| RelayHostFigures {
-                domains: domains.get(&(host.as_str(), port)).copied().unwrap_or(0),
+            .zip(domains)
+            .map(|(((host, port), h), domains)| RelayHostFigures {
+                domains,
                 host,
                 port,
                 messages: h.messages,
@@ -1540,7 +1605,7 @@ impl Aggregator {
                     .collect()
             };
         let next_hops = self.next_hop_figures();
-        let (relays, relays_omitted) = self.relay_figures(&next_hops);
+        let (relays, relays_omitted) = self.relay_figures();
         Figures {
             first: self.first.map(time_text),
             last: self.last.map(time_text),
@@ -2697,6 +2762,72 @@ mod tests {
             ("RELAY.example0", "relay.example4")
         );
         assert_eq!(f.relays[0].messages, 2 * NEXT_HOP_SAMPLE as u64);
+    }
+
+    /// `relays[].domains` counts every next-hop domain whose mail went to the relay, not only
+    /// the domains naming it among their first [`crate::next_hop_relays::NEXT_HOP_RELAYS`]
+    /// hosts; a domain counts once for a relay it reached under two spellings; a domain's
+    /// relays after its first [`MAX_RELAYS_PER_NEXT_HOP`] do not count it.
+    #[test]
+    fn relay_domains_count_every_domain_that_went_there() {
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        let to = |agg: &mut Aggregator, domain: &str, host: &str, ip: &str| {
+            let Record::Message(mut m) = delivery(100, Some(domain), "trusted", Sent, ip, "Q")
+            else {
+                unreachable!("delivery makes message records")
+            };
+            m.peer.hostname = Some(host.into());
+            agg.add(&Record::Message(m));
+        };
+        // big.example: six MX hosts (mx1 twice); next_hops names the first four.
+        for i in 1..=6 {
+            let (host, ip) = (format!("mx{i}.big.example"), format!("192.0.2.{i}"));
+            to(&mut agg, "big.example", &host, &ip);
+        }
+        to(&mut agg, "big.example", "mx1.big.example", "192.0.2.1");
+        // other.example: mx6 under two spellings, and mx5.
+        to(&mut agg, "other.example", "mx6.big.example", "192.0.2.6");
+        to(&mut agg, "other.example", "MX6.big.example.", "192.0.2.6");
+        to(&mut agg, "other.example", "mx5.big.example", "192.0.2.5");
+        // wide.example: one relay more than a domain's relays remembered.
+        for i in 0..=MAX_RELAYS_PER_NEXT_HOP {
+            to(
+                &mut agg,
+                "wide.example",
+                &format!("w{i:02}.wide.example"),
+                "198.51.100.1",
+            );
+        }
+        let f = agg.finish();
+        let big = f.next_hops.iter().find(|h| h.domain == "big.example");
+        let big = big
+            .and_then(|h| h.relays.as_ref())
+            .expect("big.example's relays");
+        assert_eq!((big.hosts.len(), big.other_messages), (4, 2));
+        let domains = |host: &str| {
+            f.relays
+                .iter()
+                .find(|r| r.host == host)
+                .map(|r| (r.messages, r.domains))
+        };
+        let got: Vec<_> = (1..=6)
+            .map(|i| domains(&format!("mx{i}.big.example")))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Some((2, 1)),
+                Some((1, 1)),
+                Some((1, 1)),
+                Some((1, 1)),
+                Some((2, 2)),
+                Some((3, 2)),
+            ]
+        );
+        assert_eq!(domains("w00.wide.example"), Some((1, 1)));
+        let last = format!("w{MAX_RELAYS_PER_NEXT_HOP:02}.wide.example");
+        assert_eq!(domains(&last), Some((1, 0)));
     }
 
     /// At most [`MAX_RELAYS`] relays are counted; a relay already counted still counts, the

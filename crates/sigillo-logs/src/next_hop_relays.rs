@@ -5,7 +5,9 @@
 //! when it is not 25 (`relayhost = [smtp.isp.example]:587`).
 //!
 //! Bounded per domain: the first [`NEXT_HOP_RELAYS`] distinct hosts (a host on two ports is
-//! two) are counted by name; the messages to any later ones are counted together.
+//! two) are counted by name; the messages to any later ones are counted together. Which
+//! domains reached a relay at all is counted apart, past these four
+//! ([`crate::aggregate::RelayHostFigures::domains`]).
 
 use crate::model::{Peer, Text};
 use serde::{Deserialize, Serialize};

@@ -632,3 +632,30 @@ fn a_transaction_of_several_domains_counts_for_each_with_its_relay() {
         .sum();
     assert_eq!(per_domain, 9);
 }
+
+/// `tests/testdata/report/mx-many-hosts.log` (its README): a domain whose mail went to five
+/// MX hosts counts for each of them in `relays[].domains`, the fifth too, which its own
+/// `relays.hosts` (the first 4) leaves out; the figures are exactly those of the `.json`.
+#[test]
+fn a_domain_with_five_relays_counts_for_each_of_them() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/report");
+    let log = dir.join("mx-many-hosts.log");
+    let (code, doc, stderr) = report(&["--json", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("mx-many-hosts.json")).unwrap())
+            .unwrap();
+    for key in ["next_hops", "next_hops_omitted", "relays", "relays_omitted"] {
+        assert_eq!(doc[key], want[key], "{key}: {:#}", doc[key]);
+    }
+    let mx5 = doc["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == "mx5.big.example")
+        .expect("mx5 is a relay");
+    assert_eq!(
+        (&mx5["messages"], &mx5["domains"]),
+        (&Value::from(2), &Value::from(2))
+    );
+}
