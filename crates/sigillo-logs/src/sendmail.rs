@@ -57,21 +57,27 @@
 //!   caches `ConnectionCacheSize` connections (2 in cf/m4-built configurations) and closes
 //!   the least recently used for a new one, so a connection with that many other relays used
 //!   by the process since is gone. A delivery over a connection the cache has closed went over
-//!   a new one, in clear unless a new `STARTTLS=client` line says otherwise. A deferral that
-//!   reached no session (`Connection refused`, `timed out`, no `[ip]`, …) counts none.
-//!   `messages` are the queue ids delivered over it.
+//!   a new one, in clear unless a new `STARTTLS=client` line says otherwise (but see below for
+//!   a TLS connection a larger cache would still hold). A deferral that reached no session
+//!   (`Connection refused`, `timed out`, no `[ip]`, …) counts none. `messages` are the queue
+//!   ids delivered over it.
 //! - **Cache size and downgrades.** Below LogLevel 12 a reuse of a cached TLS connection and a
 //!   new connection in clear (a middlebox that hid STARTTLS) both leave no line, so the size
-//!   is never learnt from a TLS connection seemingly used again behind more relays: that
-//!   delivery is a new plaintext connection (and a stripping trace), never TLS. The size is 2
-//!   per host (the syslog host field) unless that host's log proves more: at LogLevel 12 and
-//!   up daemon.c's `makeconnection()` logs `QID: SMTP outgoing connect on …` for each new
-//!   connection, so in a process that logs them a delivery with a connect line before it is a
-//!   new connection (whatever the model says) and one without is a reuse; a reuse behind `n`
-//!   other relays raises the host's size to `n + 1` (at most 32). A reuse of a connection the
-//!   log did not show opening is of unknown transport. A site with a bigger cache that logs
-//!   below 12 sees its reuses behind 2 relays as new plaintext connections (false traces),
-//!   the price of not hiding a downgrade.
+//!   is never learnt from a TLS connection seemingly used again behind more relays, and such
+//!   a delivery is claimed neither way: to a relay whose TLS connection of the same process
+//!   the modelled cache has closed but a larger one (up to 32) would still hold (idle at most
+//!   `ConnectionCacheTimeout`, fewer than 32 other relays used since), it is of unknown
+//!   transport, with no new connection and no stripping trace, as are the deliveries after it
+//!   over the same connection; `advice` counts them and asks for LogLevel 12. Past the
+//!   timeout or the 32 relays, or with no TLS connection of the process to that relay, the
+//!   log is plain: a new plaintext connection (and a stripping trace to a relay that used
+//!   STARTTLS before). The size is 2 per host (the syslog host field) unless that host's log
+//!   proves more: at LogLevel 12 and up daemon.c's `makeconnection()` logs `QID: SMTP
+//!   outgoing connect on …` for each new connection, so in a process that logs them a
+//!   delivery with a connect line before it is a new connection (whatever the model says)
+//!   and one without is a reuse; a reuse behind `n` other relays raises the host's size to
+//!   `n + 1` (at most 32). A reuse of a connection the log did not show opening is of unknown
+//!   transport.
 //! - **Processes.** A process is its host and pid. A pid is a new process, with an empty
 //!   cache, after its host's `starting daemon` line, when it starts an inbound SMTP session
 //!   (a daemon child is forked per connection), under another program name (`sm-mta`,
@@ -136,6 +142,14 @@ const HINT_CACHED_UNSEEN: &str = "Sendmail reused a cached connection (no SMTP o
      line before this delivery) opened before the log shows: whether it is TLS is not known";
 const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
+const HINT_CACHE_AMBIGUOUS: &str = "Sendmail below LogLevel 12 does not show whether this \
+     delivery reused the process's cached TLS connection to the relay (a ConnectionCacheSize \
+     larger than modelled) or opened a new one in clear";
+/// The setting that tells a reused connection from a new one, for [`SendmailParser::advice`].
+const HINT_LOG_LEVEL: &str = "set LogLevel 12 or higher (`O LogLevel=12` in sendmail.cf, or \
+     define(`confLOG_LEVEL', `12') in the .mc file): Sendmail then logs `SMTP outgoing connect \
+     on …` for each new outgoing connection, which tells a reused TLS connection from a new \
+     connection in clear";
 
 /// `key=value` fields separated by `, `, where a value may itself contain `, ` (e.g.
 /// `ctladdr=root (0/0)`): a split happens only before `, key=`; `stat=` takes the rest.
@@ -324,6 +338,10 @@ struct ClientConn {
     /// The [`ClientProcess::epoch`] of the process that opened it: a connection older than
     /// its process's epoch belonged to an earlier process of that pid, and is closed.
     epoch: u64,
+    /// A delivery went over this TLS connection or over a new one in clear, and the log does
+    /// not say which ([`SendmailParser::ambiguous_reuse`]): the deliveries after it that the
+    /// process's cache would take over the same connection are of unknown transport too.
+    ambiguous: bool,
 }
 
 /// A Sendmail process as the log names it: the hash of its host (the syslog host field, so
@@ -450,6 +468,9 @@ pub struct SendmailParser {
     hosts: Bounded<u64, HostState, FxBuild>,
     /// The last epoch given out ([`ClientProcess::epoch`], [`HostState::started`]).
     epochs: u64,
+    /// Delivery transactions of unknown transport because below LogLevel 12 the log does not
+    /// tell a reused TLS connection from a new one in clear ([`Self::ambiguous_reuse`]).
+    ambiguous_deliveries: u64,
 }
 
 impl Default for SendmailParser {
@@ -476,6 +497,7 @@ impl SendmailParser {
             processes: Bounded::new(MAX_CACHE_PROCESSES),
             hosts: Bounded::new(MAX_HOSTS),
             epochs: 0,
+            ambiguous_deliveries: 0,
         }
     }
 
@@ -622,6 +644,7 @@ impl SendmailParser {
                 record: None,
                 last_qid: "".into(),
                 epoch,
+                ambiguous: false,
             };
             match self.client.insert(key, conn) {
                 Some(((_, name), old)) => {
@@ -874,7 +897,10 @@ impl SendmailParser {
     /// began, its line's time minus `xdelay=`), and not pushed out by the host's
     /// `ConnectionCacheSize` other relays used since ([`Self::still_cached`]). A process
     /// that logs its new connections (`SMTP outgoing connect on …`, LogLevel 12 and up) says
-    /// which: a connect line before the delivery is a new connection, none a cached one.
+    /// which: a connect line before the delivery is a new connection, none a cached one. In a
+    /// process that does not, a TLS connection the model has closed but a larger cache would
+    /// still hold ([`Self::ambiguous_reuse`]) makes the delivery, and those after it over the
+    /// same connection, of unknown transport: no new connection, no trace.
     fn outbound_delivery(
         &mut self,
         key: (Proc, String),
@@ -917,18 +943,39 @@ impl SendmailParser {
             }
             _ => false,
         };
-        if !cached && let Some(closed) = self.client.remove(&key) {
+        // Below LogLevel 12, a TLS connection the model has closed but a bigger cache would
+        // still hold: a reuse and a new connection in clear look the same.
+        let ambiguous = !cached
+            && session
+            && !logs_connects
+            && self.ambiguous_reuse(&key, epoch, (start, idle_limit));
+        if !cached
+            && !ambiguous
+            && let Some(closed) = self.client.remove(&key)
+        {
             close_client(key.1.clone(), closed, out);
         }
         if let Some(c) = self.client.get_mut(&key) {
             c.time = line.time;
-            record.transport = c.tls.clone().map_or_else(|| untold(sent), Transport::Tls);
-            match &mut c.record {
-                Some(conn) if c.last_qid != record.id => {
-                    conn.messages = conn.messages.saturating_add(1);
+            c.ambiguous |= ambiguous;
+            if c.ambiguous {
+                // Over this TLS connection or a new one in clear: neither, and no part of
+                // this connection's figures.
+                record.transport = Transport::Unknown {
+                    hint: HINT_CACHE_AMBIGUOUS,
+                };
+                if c.last_qid != record.id {
+                    self.ambiguous_deliveries = self.ambiguous_deliveries.saturating_add(1);
                 }
-                Some(_) => {}
-                None => c.record = Some(connection_of(&record)),
+            } else {
+                record.transport = c.tls.clone().map_or_else(|| untold(sent), Transport::Tls);
+                match &mut c.record {
+                    Some(conn) if c.last_qid != record.id => {
+                        conn.messages = conn.messages.saturating_add(1);
+                    }
+                    Some(_) => {}
+                    None => c.record = Some(connection_of(&record)),
+                }
             }
             c.last_qid = Text::clone(&record.id);
             self.touch_cache(key.0, &key.1, line);
@@ -963,6 +1010,7 @@ impl SendmailParser {
             record: Some(connection_of(&record)),
             last_qid: Text::clone(&record.id),
             epoch,
+            ambiguous: false,
         };
         if let Some(((_, name), old)) = self.client.insert(key, conn) {
             self.evicted += 1;
@@ -1011,6 +1059,26 @@ impl SendmailParser {
         }
     }
 
+    /// Whether a delivery over `key` (a process and relay) that the modelled cache does not
+    /// hold, by a process that does not log its new connections (below LogLevel 12), and
+    /// with no new `STARTTLS=client` line, may have gone over the process's TLS connection
+    /// to that relay all the same, by a `ConnectionCacheSize` above the one modelled: the
+    /// process has one (not of an earlier process of its pid), idle at most `idle_limit`
+    /// before `start`, and fewer than [`MAX_CACHE_TRACKED`] other relays used since. Such a
+    /// reuse and a new connection in clear (a downgrade) both leave no line, so the delivery
+    /// is neither TLS nor plaintext. Past the timeout or the bound, or with no TLS connection
+    /// of the process to the relay, the log is plain: a new plaintext connection.
+    fn ambiguous_reuse(
+        &self,
+        key: &(Proc, String),
+        epoch: u64,
+        (start, idle_limit): (UnixTime, UnixTime),
+    ) -> bool {
+        self.client.get(key).is_some_and(|c| {
+            c.tls.is_some() && c.epoch >= epoch && start.saturating_sub(c.time) <= idle_limit
+        }) && self.relays_since(key.0, &key.1) < MAX_CACHE_TRACKED
+    }
+
     /// How many other relays process `proc` used since its last use of `relay` (as many as
     /// are tracked when it fell off the tracked order, or the process's order is not known).
     fn relays_since(&self, proc: Proc, relay: &str) -> usize {
@@ -1030,7 +1098,7 @@ impl SendmailParser {
     /// recently used connection for a new one). The size is [`DEFAULT_CACHE_SIZE`] unless
     /// [`Self::learn_cache_size`] raised it: a TLS connection used again without a new
     /// `STARTTLS=client` line behind that many relays is not taken for a bigger cache, since
-    /// a new connection in clear (a downgrade) looks the same.
+    /// a new connection in clear (a downgrade) looks the same ([`Self::ambiguous_reuse`]).
     fn still_cached(&self, proc: Proc, relay: &str) -> bool {
         if self.processes.get(&proc).is_none() {
             // Its order pushed out by the cap: it keeps its connection.
@@ -1268,7 +1336,22 @@ impl MtaParser for SendmailParser {
     }
 
     fn advice(&self) -> Vec<String> {
-        Vec::new()
+        if self.ambiguous_deliveries == 0 {
+            return Vec::new();
+        }
+        let n = self.ambiguous_deliveries;
+        let (deliveries, their) = if n == 1 {
+            ("delivery", "its")
+        } else {
+            ("deliveries", "their")
+        };
+        vec![format!(
+            "Sendmail: {n} outbound {deliveries} went to a relay whose TLS connection the \
+             process may still have cached (with a ConnectionCacheSize larger than modelled) or \
+             replaced with a new connection in clear; below LogLevel 12 the log does not say \
+             which, so {their} transport is unknown (neither TLS nor a downgrade): \
+             {HINT_LOG_LEVEL}"
+        )]
     }
 }
 
