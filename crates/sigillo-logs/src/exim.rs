@@ -46,9 +46,9 @@
 //!   rejection, a delivery's `==`). Older versions log one failure twice, the `TLS error` (or
 //!   `DANE attempt failed`) line then the fallback, `==` or rejection line: an error line and
 //!   the next line of the other kind for the same message (without one, the same process) and
-//!   host at most a second apart count once (a delivery's DANE line and its `==` line: at
-//!   most 5 seconds apart, the `==` line being written by another process once the transport
-//!   process has ended). Two lines of one kind are two attempts (newer versions write one
+//!   host at most a second apart count once (a delivery's DANE line and a `==`/`**` line:
+//!   at most 5 seconds apart, the `==` line being written by another process once the
+//!   transport process has ended). Two lines of one kind are two attempts (newer versions write one
 //!   line an attempt), except the `==` lines of one transport run's recipients: one attempt,
 //!   even when they straddle a second boundary.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
@@ -814,8 +814,8 @@ impl EximParser {
     /// logs the error, then `… unencrypted to mx [ip]`, without a message id; a DANE host's
     /// `DANE attempt failed; …` comes before its outcome line. So a line of the other kind
     /// ([`FailLine`]) naming the same message (or, without one, the same process) and host at
-    /// most [`SAME_TRANSACTION_SECS`] (after a delivery's DANE line, [`DANE_OUTCOME_SECS`])
-    /// after an unpaired one is that same attempt: not listed
+    /// most [`SAME_TRANSACTION_SECS`] (a `==`/`**` line after a delivery's DANE line,
+    /// [`DANE_OUTCOME_SECS`]) after an unpaired one is that same attempt: not listed
     /// again. Each line pairs with one line of the other kind; lines of one kind are that many
     /// attempts (newer Exim writes one outcome line an attempt, and one message can meet one
     /// host twice in a second, over two connections of two transport runs), each of which a
@@ -843,9 +843,10 @@ impl EximParser {
     /// as is an address of the run named again (a run names each address once, so a second
     /// attempt starts anew): these count as attempts as above.
     ///
-    /// A delivery's `DANE attempt failed` line waits [`DANE_OUTCOME_SECS`] for its outcome
-    /// line (`wait`), the delivery process writing that after the transport process has
-    /// ended; every other line waits [`SAME_TRANSACTION_SECS`].
+    /// A delivery's `DANE attempt failed` line waits [`DANE_OUTCOME_SECS`] for a `==`/`**`
+    /// line of its run (`wait`), the delivery process writing that after the transport process
+    /// has ended, and [`SAME_TRANSACTION_SECS`] for any other line (a fallback to clear, which
+    /// DANE never makes); every other line waits [`SAME_TRANSACTION_SECS`].
     #[allow(clippy::too_many_arguments)] // the line, and what the caller read from it
     fn outbound_tls_failure(
         &mut self,
@@ -898,7 +899,15 @@ impl EximParser {
                 recipients: vec![r.recipient],
             });
         }
-        if line.time.abs_diff(seen.time) > seen.wait {
+        // A delivery's DANE line waits longer only for its run's `==`/`**` lines, which the
+        // delivery process writes; a line of the transport process itself (a fallback to
+        // clear, which DANE never makes: smtp.c sets `tls_tempfail_tryclear` false for a DANE
+        // host) is another attempt unless it follows at once.
+        let window = match recipient {
+            Some(_) => seen.wait,
+            None => seen.wait.min(SAME_TRANSACTION_SECS),
+        };
+        if line.time.abs_diff(seen.time) > window {
             seen.unpaired = 0;
         }
         let listed = if seen.unpaired > 0 && seen.line != kind {
@@ -2344,6 +2353,12 @@ mod tests {
         let err = "1abcde-000000-AB TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): x";
         let fallback = "1abcde-000000-AB TLS session failure: delivering unencrypted to mx.example.net [192.0.2.1] (not in hosts_require_tls)";
         assert_eq!(count(&[(10, None, err), (12, None, fallback)]), 2);
+        // Nor does a DANE line wait longer for a fallback to clear, which DANE never makes:
+        // one two seconds later is another run's attempt (a recipient domain whose MX is not
+        // DNSSEC-signed, so not DANE), older versions' form or newer's.
+        let newer_fallback = "1abcde-000000-AB TLS session: (SSL_connect): error:x: delivering unencrypted to H=mx.example.net [192.0.2.1] (not in hosts_require_tls)";
+        assert_eq!(count(&[(10, None, dane), (12, None, newer_fallback)]), 2);
+        assert_eq!(count(&[(10, None, dane), (15, None, fallback)]), 2);
         // So are a callout's DANE line and its rejection, from the process serving the session.
         let callout_dane =
             "DANE attempt failed; TLS connection to mx [192.0.2.1]: (SSL_connect): x";
