@@ -46,11 +46,11 @@
 //!   rejection, a delivery's `==`). Older versions log one failure twice, the `TLS error` (or
 //!   `DANE attempt failed`) line then the fallback, `==` or rejection line: an error line and
 //!   the next line of the other kind for the same message (without one, the same process) and
-//!   host at most a second apart count once (a delivery's DANE line and a `==`/`**` line:
-//!   at most 5 seconds apart, the `==` line being written by another process once the
-//!   transport process has ended). Two lines of one kind are two attempts (newer versions write one
-//!   line an attempt), except the `==` lines of one transport run's recipients: one attempt,
-//!   even when they straddle a second boundary.
+//!   host at most a second apart count once (a delivery's DANE line and a `==`/`**` line
+//!   naming its error, `TLS session: …`: at most 5 seconds apart, the `==` line being written
+//!   by another process once the transport process has ended). Two lines of one kind are two
+//!   attempts (newer versions write one line an attempt), except the `==` lines of one
+//!   transport run's recipients: one attempt, even when they straddle a second boundary.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
@@ -373,15 +373,29 @@ enum FailLine {
 /// What the lines of one outbound STARTTLS attempt key have left to pair: the time of the
 /// last line listed, how many lines of one kind ([`FailLine`]) wait for a line of the
 /// other (two transport runs can each log their handshake error before either's outcome
-/// line) and for how long after it (`wait`, seconds), and the last transport run seen through
-/// its per-recipient lines ([`RunSeen`]).
+/// line) and for which lines how long after it ([`Wait`]), and the last transport run seen
+/// through its per-recipient lines ([`RunSeen`]).
 #[derive(Debug, Clone)]
 struct FailSeen {
     time: UnixTime,
     line: FailLine,
     unpaired: u16,
-    wait: u64,
+    wait: Wait,
     run: Option<RunSeen>,
+}
+
+/// How long a line of a failed outbound STARTTLS waits for the line of the other kind
+/// ([`FailLine`]) that makes one attempt with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// [`SAME_TRANSACTION_SECS`]: one process writes both, one right after the other.
+    Transaction,
+    /// A delivery's `DANE attempt failed; … [ip]: ERROR` line, with ERROR hashed: also up to
+    /// [`DANE_OUTCOME_SECS`] for a `==`/`**` line of its run, which the delivery process
+    /// writes later and which ends in `TLS session: ERROR` (transports/smtp.c logs the DANE
+    /// line with the handshake's error string and sets `TLS session: <that string>` on the
+    /// run's addresses). A line with another error is another attempt's.
+    DaneOutcome(u64),
 }
 
 /// A `==`/`**` line naming a failed TLS session, one of the lines Exim writes per recipient
@@ -391,6 +405,8 @@ struct FailSeen {
 struct RecipientLine {
     signature: u64,
     recipient: u64,
+    /// The text after `TLS session: ` (hashed), to match a DANE line's error ([`Wait`]).
+    error: Option<u64>,
 }
 
 /// The transport run of the last per-recipient line of an attempt key: the second of its last
@@ -433,11 +449,12 @@ const RUN_LINE_GAP_SECS: u64 = 1;
 /// (`max_rcpt`). Past this a run's further addresses are not remembered; its first always is.
 const MAX_RUN_RECIPIENTS: usize = 256;
 /// How long (seconds) a delivery's `DANE attempt failed; …` line waits for the `==`/`**`
-/// outcome line of its transport run. The transport process logs the DANE line when the
-/// handshake fails; the delivery process writes the outcome once that process has ended and
-/// it has written the outcomes of the runs that ended before, so in parallel runs the
-/// outcome can come more than a second later (two runs' DANE lines in one second, the
-/// second run's `==` lines two seconds later: two attempts, not three). Older versions'
+/// outcome line of its transport run ([`Wait::DaneOutcome`]). The transport process logs the
+/// DANE line when the handshake fails; the delivery process writes the outcome once that
+/// process has ended and it has written the outcomes of the runs that ended before, so in
+/// parallel runs the outcome can come more than a second later (two runs' DANE lines in one
+/// second, the second run's `==` lines two seconds later: two attempts, not three). Older
+/// versions'
 /// `TLS error on connection` line and its fallback line come from one process, one right
 /// after the other: [`SAME_TRANSACTION_SECS`].
 const DANE_OUTCOME_SECS: u64 = 5;
@@ -708,7 +725,7 @@ impl EximParser {
                 id,
                 &host,
                 FailLine::Outcome,
-                SAME_TRANSACTION_SECS,
+                Wait::Transaction,
                 Some(recipient),
                 out,
             );
@@ -844,9 +861,10 @@ impl EximParser {
     /// attempt starts anew): these count as attempts as above.
     ///
     /// A delivery's `DANE attempt failed` line waits [`DANE_OUTCOME_SECS`] for a `==`/`**`
-    /// line of its run (`wait`), the delivery process writing that after the transport process
-    /// has ended, and [`SAME_TRANSACTION_SECS`] for any other line (a fallback to clear, which
-    /// DANE never makes); every other line waits [`SAME_TRANSACTION_SECS`].
+    /// line of its run naming its error ([`Wait::DaneOutcome`]), the delivery process writing
+    /// that after the transport process has ended, and [`SAME_TRANSACTION_SECS`] for any other
+    /// line (a fallback to clear, which DANE never makes, or another attempt's `==` line);
+    /// every other line waits [`SAME_TRANSACTION_SECS`].
     #[allow(clippy::too_many_arguments)] // the line, and what the caller read from it
     fn outbound_tls_failure(
         &mut self,
@@ -854,7 +872,7 @@ impl EximParser {
         id: &str,
         host: &HostField<'_>,
         kind: FailLine,
-        wait: u64,
+        wait: Wait,
         recipient: Option<RecipientLine>,
         out: &mut Vec<Record>,
     ) {
@@ -889,7 +907,7 @@ impl EximParser {
             time: line.time,
             line: kind,
             unpaired: 0,
-            wait: SAME_TRANSACTION_SECS,
+            wait: Wait::Transaction,
             run: None,
         });
         if let Some(r) = recipient {
@@ -900,14 +918,15 @@ impl EximParser {
             });
         }
         // A delivery's DANE line waits longer only for its run's `==`/`**` lines, which the
-        // delivery process writes; a line of the transport process itself (a fallback to
-        // clear, which DANE never makes: smtp.c sets `tls_tempfail_tryclear` false for a DANE
-        // host) is another attempt unless it follows at once.
-        let window = match recipient {
-            Some(_) => seen.wait,
-            None => seen.wait.min(SAME_TRANSACTION_SECS),
-        };
-        if line.time.abs_diff(seen.time) > window {
+        // delivery process writes and which name its error; a line of the transport process
+        // itself (a fallback to clear, which DANE never makes: smtp.c sets
+        // `tls_tempfail_tryclear` false for a DANE host), or one with another error, is another
+        // attempt unless it follows at once.
+        let apart = line.time.abs_diff(seen.time);
+        let in_time = apart <= SAME_TRANSACTION_SECS
+            || matches!((seen.wait, recipient), (Wait::DaneOutcome(error), Some(r))
+                if apart <= DANE_OUTCOME_SECS && r.error == Some(error));
+        if !in_time {
             seen.unpaired = 0;
         }
         let listed = if seen.unpaired > 0 && seen.line != kind {
@@ -950,7 +969,7 @@ impl EximParser {
                 id,
                 host,
                 FailLine::HandshakeError,
-                SAME_TRANSACTION_SECS,
+                Wait::Transaction,
                 None,
                 out,
             ),
@@ -1278,6 +1297,14 @@ fn unretried_tls_failure(rest: &str) -> Option<(HostField<'_>, FailLine)> {
     .then_some((host, FailLine::Outcome))
 }
 
+/// The error a `DANE attempt failed; TLS connection to mx [ip]: ERROR` line names (hashed),
+/// as its run's `==`/`**` lines repeat it after `TLS session: ` ([`Wait::DaneOutcome`]).
+fn dane_error(rest: &str) -> Option<u64> {
+    let h = rest.strip_prefix("DANE attempt failed; TLS connection to ")?;
+    let (_, used) = parse_host(h);
+    Some(hash_str(h.get(used..)?.strip_prefix(": ")?))
+}
+
 /// A `==`/`**` line's place in its transport run ([`EximParser::outbound_tls_failure`]): the
 /// address it names (the first word: the address delivered to, not its `<parent>`, which two
 /// addresses of one run can share), and the run's signature: the process that wrote the line
@@ -1295,9 +1322,14 @@ fn recipient_line(rest: &str, pid: Option<u32>) -> RecipientLine {
     }
     h.write_u8(0xff);
     after_router.hash(&mut h);
+    const TLS_SESSION: &str = ": TLS session: ";
+    let error = memchr::memmem::find(rest.as_bytes(), TLS_SESSION.as_bytes())
+        .and_then(|i| rest.get(i + TLS_SESSION.len()..))
+        .map(hash_str);
     RecipientLine {
         signature: h.finish(),
         recipient: hash_str(address),
+        error,
     }
 }
 
@@ -1359,14 +1391,14 @@ impl MtaParser for EximParser {
                     self.tls_error(line, id, dir, &host, out);
                 }
             } else if let Some(host) = unencrypted_fallback(rest) {
-                let wait = SAME_TRANSACTION_SECS;
+                let wait = Wait::Transaction;
                 self.outbound_tls_failure(line, id, &host, FailLine::Outcome, wait, None, out);
             } else if let Some((host, kind)) = unretried_tls_failure(rest) {
                 // A delivery's `DANE attempt failed; …` (its `==` line follows, written by
                 // the delivery process once the transport process has ended).
-                let wait = match kind {
-                    FailLine::HandshakeError => DANE_OUTCOME_SECS,
-                    FailLine::Outcome => SAME_TRANSACTION_SECS,
+                let wait = match (kind, dane_error(rest)) {
+                    (FailLine::HandshakeError, Some(error)) => Wait::DaneOutcome(error),
+                    _ => Wait::Transaction,
                 };
                 self.outbound_tls_failure(line, id, &host, kind, wait, None, out);
             }
@@ -1405,7 +1437,7 @@ impl MtaParser for EximParser {
             && let Some(host) = unencrypted_fallback(m)
         {
             // A callout's STARTTLS failed and was retried in clear.
-            let wait = SAME_TRANSACTION_SECS;
+            let wait = Wait::Transaction;
             self.outbound_tls_failure(line, "", &host, FailLine::Outcome, wait, None, out);
         } else if m.starts_with("SMTP ")
             && let Some(i) = m.find(" on connection from ")
@@ -1444,7 +1476,7 @@ impl MtaParser for EximParser {
             // A callout's STARTTLS failed and was not retried in clear (a DANE line and the
             // rejection come from the one process serving the SMTP session, one after the
             // other).
-            let wait = SAME_TRANSACTION_SECS;
+            let wait = Wait::Transaction;
             self.outbound_tls_failure(line, "", &host, kind, wait, None, out);
         }
     }
@@ -2359,6 +2391,24 @@ mod tests {
         let newer_fallback = "1abcde-000000-AB TLS session: (SSL_connect): error:x: delivering unencrypted to H=mx.example.net [192.0.2.1] (not in hosts_require_tls)";
         assert_eq!(count(&[(10, None, dane), (12, None, newer_fallback)]), 2);
         assert_eq!(count(&[(10, None, dane), (15, None, fallback)]), 2);
+        // A DANE run's `==` lines name the DANE line's error (`TLS session: ERROR`): past a
+        // second, one with another error is another attempt, one that logged no DANE line (a
+        // recipient domain not under DANE, STARTTLS not offered) while the DANE run went on
+        // to another host. With `+outgoing_port` (`H=… [ip]:25: …`) the error still matches.
+        let other = |rcpt: &str, error: &str| {
+            defer(rcpt).replace("TLS session: (SSL_connect): error:x", error)
+        };
+        let other_error = other("zed@z.example", "TLS session: (SSL_connect): error:y");
+        assert_eq!(count(&[(10, None, dane), (14, None, &other_error)]), 2);
+        let not_offered = other(
+            "zed@z.example",
+            "a TLS session is required, but the server did not offer TLS support",
+        );
+        assert_eq!(count(&[(10, None, dane), (13, None, &not_offered)]), 2);
+        let with_port = defer("zed@z.example").replace("[192.0.2.1]:", "[192.0.2.1]:25:");
+        assert_eq!(count(&[(10, None, dane), (14, None, &with_port)]), 1);
+        // Within a second a line of the other kind pairs whatever its error, as before.
+        assert_eq!(count(&[(10, None, dane), (11, None, &other_error)]), 1);
         // So are a callout's DANE line and its rejection, from the process serving the session.
         let callout_dane =
             "DANE attempt failed; TLS connection to mx [192.0.2.1]: (SSL_connect): x";
