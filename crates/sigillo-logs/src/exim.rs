@@ -2317,6 +2317,25 @@ mod tests {
         assert_eq!(run(&[one(&a1), one(&a2), one(&a2)]), 2);
         assert_eq!(run(&[one(&a1), one(&a2), at(11, &a1), at(11, &a2)]), 2);
         assert_eq!(run(&[one(&a1), one(&a2), at(11, &a3), at(11, &a2)]), 2);
+        // A run of 300 recipients (`max_rcpt` raised), over two seconds: one attempt; the
+        // message again in the next second, from its first address: a second. The run
+        // remembers its first MAX_RUN_RECIPIENTS addresses only: a second attempt naming none
+        // of those again, within a second, is taken for more of the run (a documented limit).
+        let many: Vec<String> = (0..300)
+            .map(|i| defer(&format!("u{i}@a.example"), "t", tls))
+            .collect();
+        let spread = |from: i64, addrs: &[String]| -> Vec<(i64, Option<u32>, String)> {
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (from + i64::from(i >= 150), None, m.clone()))
+                .collect()
+        };
+        assert_eq!(run(&spread(10, &many)), 1);
+        let twice = [spread(10, &many), spread(12, &many)].concat();
+        assert_eq!(run(&twice), 2);
+        let past_the_cap = [spread(10, &many), spread(12, &many[260..])].concat();
+        assert_eq!(run(&past_the_cap), 1);
         // A run's lines do not swallow the next message's.
         let other_message = a2.replace("1abcde-000000-AB", "1abcdf-000000-AB");
         assert_eq!(run(&[one(&a1), one(&other_message)]), 2);
