@@ -863,8 +863,8 @@ impl EximParser {
     /// A delivery's `DANE attempt failed` line waits [`DANE_OUTCOME_SECS`] for a `==`/`**`
     /// line of its run naming its error ([`Wait::DaneOutcome`]), the delivery process writing
     /// that after the transport process has ended, and [`SAME_TRANSACTION_SECS`] for any other
-    /// line (a fallback to clear, which DANE never makes, or another attempt's `==` line);
-    /// every other line waits [`SAME_TRANSACTION_SECS`].
+    /// line (a fallback to clear, which DANE never makes, or another attempt's `==` line, which
+    /// is listed and leaves it waiting); every other line waits [`SAME_TRANSACTION_SECS`].
     #[allow(clippy::too_many_arguments)] // the line, and what the caller read from it
     fn outbound_tls_failure(
         &mut self,
@@ -926,21 +926,32 @@ impl EximParser {
         let in_time = apart <= SAME_TRANSACTION_SECS
             || matches!((seen.wait, recipient), (Wait::DaneOutcome(error), Some(r))
                 if apart <= DANE_OUTCOME_SECS && r.error == Some(error));
-        if !in_time {
-            seen.unpaired = 0;
-        }
-        let listed = if seen.unpaired > 0 && seen.line != kind {
-            seen.unpaired -= 1;
-            false
+        // Such a line, while DANE lines still wait for their runs' `==` lines (another run of
+        // the message, not under DANE, can end between them), is listed and leaves them
+        // waiting.
+        let dane_waiting = matches!(seen.wait, Wait::DaneOutcome(_))
+            && seen.unpaired > 0
+            && seen.line != kind
+            && apart <= DANE_OUTCOME_SECS;
+        let listed = if !in_time && dane_waiting {
+            true
         } else {
-            if seen.line != kind {
-                seen.line = kind;
+            if !in_time {
                 seen.unpaired = 0;
             }
-            seen.unpaired = seen.unpaired.saturating_add(1);
-            seen.time = line.time;
-            seen.wait = wait;
-            true
+            if seen.unpaired > 0 && seen.line != kind {
+                seen.unpaired -= 1;
+                false
+            } else {
+                if seen.line != kind {
+                    seen.line = kind;
+                    seen.unpaired = 0;
+                }
+                seen.unpaired = seen.unpaired.saturating_add(1);
+                seen.time = line.time;
+                seen.wait = wait;
+                true
+            }
         };
         // A full table drops its oldest entry, long out of the window.
         let _ = self.tls_failures.insert(key, seen);
@@ -2428,7 +2439,28 @@ mod tests {
         assert_eq!(count(&[(10, None, dane), (14, None, &with_port)]), 1);
         // Within a second a line of the other kind pairs whatever its error, as before.
         assert_eq!(count(&[(10, None, dane), (11, None, &other_error)]), 1);
-        // So are a callout's DANE line and its rejection, from the process serving the session.
+        // Another attempt's line between a DANE line and its run's `==` lines (a run of the
+        // message not under DANE ends first): two attempts, the DANE line still waiting.
+        assert_eq!(
+            count(&[
+                (10, None, dane),
+                (12, None, &other_error),
+                (13, None, &a1),
+                (13, None, &a2),
+            ]),
+            2
+        );
+        assert_eq!(
+            count(&[
+                (10, None, dane),
+                (12, None, newer_fallback),
+                (13, None, &a1),
+                (13, None, &a2),
+            ]),
+            2
+        );
+        // A callout's DANE line and its rejection come from the process serving the session,
+        // one right after the other: two seconds apart they are two attempts too.
         let callout_dane =
             "DANE attempt failed; TLS connection to mx [192.0.2.1]: (SSL_connect): x";
         let rejected = "H=c [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx [192.0.2.1] : TLS session: (SSL_connect): x";
