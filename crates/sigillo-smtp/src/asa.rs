@@ -350,6 +350,12 @@ impl AsaRewriter {
             self.in_body = true;
             // The line end of the DATA command counts: a lone "." line ends an empty body.
             self.body_end = BodyEnd::LineStart;
+            // A line the client began before the 354 is message content, as its bytes still
+            // buffered are (`client_to_server`): one already too long is no command line,
+            // and its end, when it comes, is not the end of one.
+            if std::mem::take(&mut self.c2s.overlong) {
+                self.c2s.overlong_lines = self.c2s.overlong_lines.saturating_sub(1);
+            }
         }
         if self.tls_pending && code == 220 {
             self.tls_pending = false;
@@ -1008,6 +1014,44 @@ mod tests {
                 ..AsaStats::default()
             }
         );
+    }
+
+    /// A client that starts its message before the 354 came (a line too long to inspect,
+    /// with no LF yet): the rest of that line is message content once the 354 comes, not the
+    /// end of an overlong command line, so the first command after the message is still
+    /// inspected (its `STARTTLS` masked) and owed a reply.
+    #[test]
+    fn an_overlong_line_sent_before_the_354_is_message_content() {
+        let small = AsaConfig {
+            max_line: 16,
+            ..AsaConfig::default()
+        };
+        let long = "x".repeat(40);
+        // (how the 354 meets the long line: what the client sent of it before and after)
+        let cases: [(&str, &str); 3] = [
+            (&long, "\r\n.\r\n"),
+            (&long, "yyyy\r\n.\r\n"),
+            ("0123456789", &format!("{long}\r\n.\r\n")),
+        ];
+        for (before, after) in cases {
+            let mut rw = AsaRewriter::new(small);
+            rw.server_to_client(b"220 mx\r\n");
+            rw.client_to_server(b"DATA\r\n");
+            let mut got = rw.client_to_server(before.as_bytes());
+            rw.server_to_client(b"354 go\r\n");
+            assert!(rw.in_body(), "{before:?}");
+            got.extend(rw.client_to_server(after.as_bytes()));
+            assert!(!rw.in_body(), "{before:?} {after:?}");
+            assert_eq!(rw.replies_owed(), Some(1), "{before:?}: the message end");
+            got.extend(rw.client_to_server(b"STARTTLS\r\n"));
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                format!("{before}{after}XXXXXXXA\r\n"),
+                "{before:?} {after:?}"
+            );
+            assert_eq!(rw.replies_owed(), Some(2), "{before:?}");
+            assert_eq!(rw.stats().overlong_command_lines, 0, "{before:?}: content");
+        }
     }
 
     fn check_owed(rw: &mut AsaRewriter, steps: &[(Dir, &str, Option<u32>)]) {
