@@ -83,18 +83,28 @@ struct Direction {
     buf: Vec<u8>,
     /// Inside a line that was too long: pass bytes through until the next LF.
     overlong: bool,
-    /// The first bytes (up to 4, `250 ` or `250-`) of the overlong line being passed through.
+    /// The first bytes of the overlong line being passed through, up to 5: enough for
+    /// [`reply_code`] to judge its start as it judges a whole line (`250 `, `250-`; but
+    /// `250\r` and more is no reply line, while the 4 bytes `250\r` read as `250` ended),
+    /// and all of a line that short (under a limit of a few bytes).
     overlong_head: Vec<u8>,
     /// Lines found too long to inspect so far.
     overlong_lines: u32,
 }
 
 impl Direction {
-    /// The line in `buf`, going on in `bytes`, is too long to inspect: count it, and keep its
-    /// start.
+    /// The line in `buf`, going on in `bytes` (up to its LF, if there), is too long to
+    /// inspect: count it, and keep its start.
     fn too_long(&mut self, bytes: &[u8]) {
         self.overlong_lines = self.overlong_lines.saturating_add(1);
-        self.overlong_head = self.buf.iter().chain(bytes).take(4).copied().collect();
+        self.overlong_head = self.buf.iter().chain(bytes).take(5).copied().collect();
+    }
+
+    /// More of the overlong line (up to its LF, if there): its start, if still shorter than
+    /// kept, goes on.
+    fn more_of_long(&mut self, bytes: &[u8]) {
+        let room = 5usize.saturating_sub(self.overlong_head.len());
+        self.overlong_head.extend(bytes.iter().take(room));
     }
 }
 
@@ -438,10 +448,12 @@ fn take_line<'a>(
         return match nl {
             Some(i) => {
                 dir.overlong = false;
+                dir.more_of_long(&bytes[..=i]);
                 out.extend_from_slice(&bytes[..=i]);
                 (Taken::OverlongEnd, &bytes[i + 1..])
             }
             None => {
+                dir.more_of_long(bytes);
                 out.extend_from_slice(bytes);
                 (Taken::Partial, &[])
             }
@@ -455,7 +467,7 @@ fn take_line<'a>(
         }
         Some(i) => {
             // The line is too long to inspect: pass it through.
-            dir.too_long(bytes);
+            dir.too_long(&bytes[..=i]);
             out.append(&mut dir.buf);
             out.extend_from_slice(&bytes[..=i]);
             (Taken::OverlongEnd, &bytes[i + 1..])
@@ -1014,6 +1026,65 @@ mod tests {
                 ..AsaStats::default()
             }
         );
+    }
+
+    /// Whether a reply line ends the reply owed does not depend on its length: a line too
+    /// long to inspect is judged by its start as a short one is, whole or cut into two reads
+    /// at any byte. `250\r` followed by more is no reply line (the CR is not the line's end).
+    #[test]
+    fn an_overlong_reply_line_ends_a_reply_as_a_short_one_would() {
+        // (the line's start, whether a line starting so ends the reply)
+        let starts: &[(&str, bool)] = &[
+            ("250 ", true),
+            ("250-", false),
+            ("250\r", false),
+            ("250\t", false),
+            ("2500", false),
+            ("25 x", false),
+            ("25-x", false),
+            ("x250", false),
+        ];
+        // (the line, the longest line inspected, whether it ends the reply)
+        let mut cases: Vec<(String, usize, bool)> = Vec::new();
+        for &(start, ends) in starts {
+            // Short, and too long, for a 16-byte limit.
+            for len in [8, 40] {
+                cases.push((format!("{start}{}\r\n", "y".repeat(len)), 16, ends));
+            }
+        }
+        // Whole lines of a few bytes, too long for a 2-byte limit.
+        let tiny: &[(&str, bool)] = &[
+            ("250\r\n", true),
+            ("250\n", true),
+            ("250 \r\n", true),
+            ("250-\n", false),
+            ("25\r\n", false),
+            ("250\rx\n", false),
+        ];
+        cases.extend(tiny.iter().map(|&(line, ends)| (line.to_owned(), 2, ends)));
+        for (line, max_line, ends) in cases {
+            let config = AsaConfig {
+                max_line,
+                ..AsaConfig::default()
+            };
+            let what = if line.len() > max_line {
+                "overlong"
+            } else {
+                "short"
+            };
+            for cut in 0..=line.len() {
+                let mut rw = AsaRewriter::new(config);
+                rw.server_to_client(b"220 mx\r\n");
+                rw.client_to_server(b"NOOP\r\n");
+                assert_eq!(rw.replies_owed(), Some(1), "{what} {line:?}");
+                let (a, b) = line.as_bytes().split_at(cut);
+                let mut got = rw.server_to_client(a);
+                got.extend(rw.server_to_client(b));
+                assert_eq!(got, line.as_bytes(), "{what} {line:?} cut at {cut}");
+                let want = Some(u32::from(!ends));
+                assert_eq!(rw.replies_owed(), want, "{what} {line:?} cut at {cut}");
+            }
+        }
     }
 
     /// A client that starts its message before the 354 came (a line too long to inspect,
