@@ -92,8 +92,8 @@ impl Timeouts {
     }
 }
 
-/// The most bytes of a partly received reply kept in a timeout's
-/// [`ProbeFailure::ReplyTimeout`] or [`ProbeFailure::SessionTimeout`] (before escaping).
+/// The most bytes of a partly received reply kept in a [`ProbeFailure::ReplyTimeout`],
+/// [`ProbeFailure::SessionTimeout`] or [`ProbeFailure::Closed`] (before escaping).
 pub const PARTIAL_REPLY_MAX: usize = 256;
 
 /// The bytes of a reply that never completed, for display: at most [`PARTIAL_REPLY_MAX`]
@@ -171,7 +171,14 @@ pub enum ProbeFailure {
         partial_reply: Option<String>,
     },
     /// The server closed the connection while a reply was awaited.
-    Closed { phase: Phase },
+    Closed {
+        phase: Phase,
+        /// What the server had sent of the reply before it closed (e.g. `220 ****` from a
+        /// middlebox that then hung up), as in [`ProbeFailure::ReplyTimeout`]; absent when
+        /// it had sent nothing of it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial_reply: Option<String>,
+    },
     /// The server sent something that is not an SMTP reply.
     Malformed { phase: Phase, error: String },
     /// The TLS handshake failed.
@@ -262,11 +269,17 @@ impl std::fmt::Display for ProbeFailure {
                 write!(f, "timed out waiting for the {} reply", phase_name(*phase))?;
                 write_partial(f, partial_reply.as_deref())
             }
-            ProbeFailure::Closed { phase } => write!(
-                f,
-                "connection closed while waiting for the {} reply",
-                phase_name(*phase)
-            ),
+            ProbeFailure::Closed {
+                phase,
+                partial_reply,
+            } => {
+                write!(
+                    f,
+                    "connection closed while waiting for the {} reply",
+                    phase_name(*phase)
+                )?;
+                write_partial(f, partial_reply.as_deref())
+            }
             ProbeFailure::Malformed { phase, error } => {
                 write!(f, "malformed SMTP {} reply: {error}", phase_name(*phase))
             }
@@ -291,7 +304,8 @@ impl std::fmt::Display for ProbeFailure {
     }
 }
 
-/// `; partial reply received: "220 ****"` after a timeout's words, when bytes had come.
+/// `; partial reply received: "220 ****"` after a timeout's or a close's words, when bytes
+/// had come.
 fn write_partial(f: &mut std::fmt::Formatter<'_>, partial: Option<&str>) -> std::fmt::Result {
     match partial {
         Some(text) => write!(f, "; partial reply received: \"{text}\""),
@@ -574,7 +588,7 @@ async fn read_reply<S: Socket>(
         }
         stream.before_read();
         let n = match stream.read(&mut chunk).await {
-            Ok(0) => return Err(ProbeFailure::Closed { phase }),
+            Ok(0) => return Err(closed(phase, buf)),
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -582,7 +596,7 @@ async fn read_reply<S: Socket>(
                     std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
                 ) =>
             {
-                return Err(ProbeFailure::Closed { phase });
+                return Err(closed(phase, buf));
             }
             Err(e) => {
                 return Err(ProbeFailure::Io {
@@ -592,6 +606,14 @@ async fn read_reply<S: Socket>(
             }
         };
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The server closed the connection in `phase`, after sending `buf` of the reply awaited.
+fn closed(phase: Phase, buf: &[u8]) -> ProbeFailure {
+    ProbeFailure::Closed {
+        phase,
+        partial_reply: partial_reply(buf),
     }
 }
 
@@ -826,6 +848,35 @@ mod tests {
         for (partial, words, json) in cases {
             let failure = ProbeFailure::ReplyTimeout {
                 phase: Phase::Greeting,
+                partial_reply: partial.map(str::to_owned),
+            };
+            assert_eq!(failure.to_string(), words);
+            assert_eq!(serde_json::to_value(&failure).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn closed_in_words_and_json() {
+        let cases = [
+            (
+                None,
+                "connection closed while waiting for the EHLO reply",
+                serde_json::json!({"kind": "closed", "phase": "ehlo"}),
+            ),
+            (
+                Some("250-mx\\r\\n250-X"),
+                "connection closed while waiting for the EHLO reply; partial reply received: \
+                 \"250-mx\\r\\n250-X\"",
+                serde_json::json!({
+                    "kind": "closed",
+                    "phase": "ehlo",
+                    "partial_reply": "250-mx\\r\\n250-X"
+                }),
+            ),
+        ];
+        for (partial, words, json) in cases {
+            let failure = ProbeFailure::Closed {
+                phase: Phase::Ehlo,
                 partial_reply: partial.map(str::to_owned),
             };
             assert_eq!(failure.to_string(), words);

@@ -630,19 +630,19 @@ fn at_quit(failure: &ProbeFailure) -> bool {
         ProbeFailure::ReplyTimeout {
             phase: Phase::Quit,
             ..
-        } | ProbeFailure::Closed { phase: Phase::Quit }
-            | ProbeFailure::Malformed {
-                phase: Phase::Quit,
-                ..
-            }
-            | ProbeFailure::Io {
-                phase: Phase::Quit,
-                ..
-            }
-            | ProbeFailure::SessionTimeout {
-                phase: ProbeStep::Quit,
-                ..
-            }
+        } | ProbeFailure::Closed {
+            phase: Phase::Quit,
+            ..
+        } | ProbeFailure::Malformed {
+            phase: Phase::Quit,
+            ..
+        } | ProbeFailure::Io {
+            phase: Phase::Quit,
+            ..
+        } | ProbeFailure::SessionTimeout {
+            phase: ProbeStep::Quit,
+            ..
+        }
     )
 }
 
@@ -827,7 +827,12 @@ mod tests {
         const BANNER: &str = "220 mx.example ESMTP\r\n";
         const EHLO_TLS: &str = "250-mx.example\r\n250 STARTTLS\r\n";
         const EHLO_PLAIN: &str = "250-mx.example\r\n250 8BITMIME\r\n";
-        let quit_closed = || Some(ProbeFailure::Closed { phase: Phase::Quit });
+        let quit_closed = || {
+            Some(ProbeFailure::Closed {
+                phase: Phase::Quit,
+                partial_reply: None,
+            })
+        };
         let session_timeout = |phase| {
             Some(ProbeFailure::SessionTimeout {
                 phase,

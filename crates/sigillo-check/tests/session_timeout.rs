@@ -3,8 +3,9 @@
 //! every 300 ms, a 220 to STARTTLS with no TLS after it, a greeting that never comes. The
 //! per-step limits stay at their defaults (30 s for a reply, 20 s for the handshake), so only
 //! the 1.5 s session limit can end these probes; what the session showed before it is kept.
-//! Then the per-step reply limits against servers that send half a reply and stall: what
-//! they sent is in the failure, the error and the finding.
+//! Then the per-step reply limits against servers that send half a reply and stall, and
+//! servers that send half a reply and close: what they sent is in the failure, the error and
+//! the finding.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -217,6 +218,77 @@ async fn a_reply_timeout_keeps_the_partial_reply() {
             .unwrap_or_else(|| panic!("{name}: {:#?}", report.findings));
         assert!(
             finding.evidence.iter().any(|e| e.contains(want)),
+            "{name}: {finding:#?}"
+        );
+    }
+}
+
+/// A server (a middlebox masking the banner) that sends part of a reply and closes: what had
+/// come of the reply awaited is in the `closed` failure (escaped), the error and the
+/// `connection-closed` finding's evidence, as for a timeout; an earlier, complete reply is
+/// not (nothing of the EHLO reply came before the close).
+#[tokio::test]
+async fn a_close_keeps_the_partial_reply() {
+    // (name, script, phase, the partial reply as kept)
+    let cases = [
+        (
+            "half a greeting line",
+            Script::new("220 *******").close_after_greeting(),
+            Phase::Greeting,
+            Some("220 *******"),
+        ),
+        (
+            "the EHLO reply stops mid-line, with a quote and a control byte",
+            Script::new(format!("{BANNER}\r\n"))
+                .reply_then_close("EHLO", "250-mx.sigillo.test\r\n250-X-\"Q\"\x01"),
+            Phase::Ehlo,
+            Some("250-mx.sigillo.test\\r\\n250-X-\\\"Q\\\"\\x01"),
+        ),
+        (
+            "a close before any of the EHLO reply",
+            Script::new(format!("{BANNER}\r\n")).reply_then_close("EHLO", ""),
+            Phase::Ehlo,
+            None,
+        ),
+    ];
+    for (name, script, phase, want) in cases {
+        let server = ScriptedServer::start(script).unwrap();
+        let report = check(server.addr()).await;
+        let host = &report.hosts[0];
+        assert_eq!(
+            host.failure,
+            Some(ProbeFailure::Closed {
+                phase,
+                partial_reply: want.map(str::to_owned),
+            }),
+            "{name}: {host:#?}"
+        );
+        assert_eq!(host.status, Verdict::Inconclusive, "{name}");
+        let error = host.error.as_deref().unwrap_or_default();
+        let tail = want
+            .map(|want| format!("; partial reply received: \"{want}\""))
+            .unwrap_or_default();
+        assert_eq!(
+            error,
+            format!(
+                "connection closed while waiting for the {} reply{tail}",
+                sigillo_check::probe::phase_name(phase)
+            ),
+            "{name}"
+        );
+        let json = serde_json::to_value(host.failure.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            json.get("partial_reply").and_then(|p| p.as_str()),
+            want,
+            "{name}"
+        );
+        let finding = report
+            .findings
+            .iter()
+            .find(|f| f.id == "inconclusive" && f.kind == "connection-closed")
+            .unwrap_or_else(|| panic!("{name}: {:#?}", report.findings));
+        assert!(
+            finding.evidence.iter().any(|e| e.ends_with(error)),
             "{name}: {finding:#?}"
         );
     }
