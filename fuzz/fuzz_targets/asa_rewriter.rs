@@ -3,7 +3,9 @@
 //!
 //! Invariants: never panics; every rewrite keeps lengths (what comes out of a direction, with
 //! what is still buffered, is exactly as long as what went in); with masking and stripping
-//! both off it changes no byte at all.
+//! both off it changes no byte at all; how a direction's bytes are cut into reads changes
+//! nothing: the same conversation with each run of reads one way fed as one read gives the
+//! same bytes out, the same replies owed, stats and body state.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,9 +18,26 @@ fuzz_target!(|data: &[u8]| {
     let config = AsaConfig {
         mask_banner: mode & 1 != 0,
         strip_starttls: mode & 2 != 0,
-        max_line: if mode & 4 != 0 { 16 } else { 8 * 1024 },
+        // Bit 3: a limit of a few bytes, shorter than a reply code and its space.
+        max_line: match (mode & 8 != 0, mode & 4 != 0) {
+            (true, _) => 3,
+            (false, true) => 16,
+            (false, false) => 8 * 1024,
+        },
     };
     let mut asa = AsaRewriter::new(config);
+    // The same conversation, each run of reads in one direction fed as one read.
+    let mut joined = AsaRewriter::new(config);
+    let (mut joined_c2s, mut joined_s2c) = (Vec::new(), Vec::new());
+    let mut run: (bool, Vec<u8>) = (false, Vec::new());
+    let mut feed = |joined: &mut AsaRewriter, (to_client, bytes): &mut (bool, Vec<u8>)| {
+        if *to_client {
+            joined_s2c.extend(joined.server_to_client(bytes));
+        } else {
+            joined_c2s.extend(joined.client_to_server(bytes));
+        }
+        bytes.clear();
+    };
     let (mut c2s_in, mut c2s_out, mut s2c_in, mut s2c_out) = (0usize, 0usize, 0usize, 0usize);
     let (mut c2s_all, mut s2c_all) = (Vec::new(), Vec::new());
     let (mut c2s_seen, mut s2c_seen) = (Vec::new(), Vec::new());
@@ -27,7 +46,13 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(head & 0x3f).min(tail.len());
         let (chunk, after) = tail.split_at(len);
         rest = after;
-        if head & 0x80 != 0 {
+        let to_client = head & 0x80 != 0;
+        if run.0 != to_client {
+            feed(&mut joined, &mut run);
+            run.0 = to_client;
+        }
+        run.1.extend_from_slice(chunk);
+        if to_client {
             let out = asa.server_to_client(chunk);
             s2c_in += chunk.len();
             s2c_out += out.len();
@@ -41,6 +66,9 @@ fuzz_target!(|data: &[u8]| {
             c2s_seen.extend_from_slice(&out);
         }
     }
+    feed(&mut joined, &mut run);
+    joined_s2c.extend(joined.take_pending_server());
+    joined_c2s.extend(joined.take_pending_client());
     let s2c_rest = asa.take_pending_server();
     let c2s_rest = asa.take_pending_client();
     s2c_seen.extend_from_slice(&s2c_rest);
@@ -55,6 +83,17 @@ fuzz_target!(|data: &[u8]| {
         c2s_in,
         "client to server changed length"
     );
+    assert_eq!(
+        joined_s2c, s2c_seen,
+        "server to client depends on the reads"
+    );
+    assert_eq!(
+        joined_c2s, c2s_seen,
+        "client to server depends on the reads"
+    );
+    assert_eq!(joined.replies_owed(), asa.replies_owed(), "replies owed");
+    assert_eq!(joined.stats(), asa.stats(), "stats");
+    assert_eq!(joined.in_body(), asa.in_body(), "body state");
     if !config.mask_banner && !config.strip_starttls {
         assert_eq!(s2c_seen, s2c_all);
         assert_eq!(c2s_seen, c2s_all);
