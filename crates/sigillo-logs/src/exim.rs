@@ -26,8 +26,12 @@
 //! - **STARTTLS failures.** `TLS error on connection from|to … (FUNCTION): …` and (older
 //!   versions, outbound) `H=mx [ip] TLS error on connection (FUNCTION): …`, with or without
 //!   a message id, when FUNCTION is a handshake's (not `recv`/`send`…: a peer that closed
-//!   without close_notify); a `**` or `==` line with `H=` whose error is a `TLS session`
-//!   (`failure while setting up TLS session` in older versions); an outbound handshake
+//!   without close_notify); a `**` or `==` line with `H=` whose error (right after `H=mx
+//!   [ip]: ` or `H=mx [ip]:port: `, on `**` lines after the host's other fields) is one the
+//!   smtp transport sets when its own TLS set-up failed, `TLS session: …` or `a TLS session is
+//!   required, but …` (older: `failure while setting up TLS session`, `a TLS session is
+//!   required for mx [ip], but …`), not a remote's reply that mentions TLS (`SMTP error from
+//!   remote mail server after …: 450 4.7.1 TLS session required`); an outbound handshake
 //!   failure that Exim retries in clear, `ID TLS session: …: delivering unencrypted to H=mx
 //!   [ip] (not in hosts_require_tls)` (older: `ID TLS session failure: delivering unencrypted
 //!   to mx [ip] …`; the plaintext `=>` that follows counts as such); and a recipient-
@@ -405,7 +409,8 @@ enum Wait {
 struct RecipientLine {
     signature: u64,
     recipient: u64,
-    /// The text after `TLS session: ` (hashed), to match a DANE line's error ([`Wait`]).
+    /// The handshake error after `TLS session: ` ([`own_tls_failure`]), hashed, to match a DANE
+    /// line's error ([`Wait`]).
     error: Option<u64>,
 }
 
@@ -718,8 +723,12 @@ impl EximParser {
         } else {
             Transport::Unknown { hint: HINT_DEFER }
         };
-        if remote && status != DeliveryStatus::Sent && rest.contains("TLS session") {
-            let recipient = recipient_line(rest, line.pid);
+        if remote
+            && status != DeliveryStatus::Sent
+            && let Some(failure) = delivery_error(rest).and_then(own_tls_failure)
+        {
+            let mut recipient = recipient_line(rest, line.pid);
+            recipient.error = failure.handshake_error.map(hash_str);
             self.outbound_tls_failure(
                 line,
                 id,
@@ -1316,6 +1325,80 @@ fn dane_error(rest: &str) -> Option<u64> {
     Some(hash_str(h.get(used..)?.strip_prefix(": ")?))
 }
 
+/// The error text of a `==`/`**` line with `H=`: what follows the host and the fields after it.
+/// deliver.c writes `== ADDRESS … defer (errno)[: strerror] H=name [ip][:port][*]: ERROR`
+/// (deferral_log()) and `** ADDRESS … H=name [ip][:port][*][ I=…][ TFO][ X=… CV=… DN="…"]:
+/// ERROR` (failure_log(), d_hostlog(), d_tlslog(); `+dnssec` puts ` DS` before `[ip]`): the
+/// error starts after the first field that ends in `:` (a quoted value kept whole). `None`
+/// when the line has no `H=` or nothing after a colon there.
+fn delivery_error(rest: &str) -> Option<&str> {
+    let at = if rest.starts_with("H=") {
+        0
+    } else {
+        memchr::memmem::find(rest.as_bytes(), b" H=")? + 1
+    };
+    let h = rest.get(at + 2..)?;
+    let (_, used) = parse_host(h);
+    let mut s = h.get(used..)?;
+    loop {
+        if let Some(error) = s.strip_prefix(": ") {
+            return Some(error);
+        }
+        // The next field: ` DS`, ` [ip]`, ` TFO*`, ` X=…`, ` DN="…"`.
+        let t = s.strip_prefix(' ')?;
+        let tb = t.as_bytes();
+        let space = memchr::memchr(b' ', tb).unwrap_or(tb.len());
+        let eq = memchr::memchr(b'=', tb.get(..space).unwrap_or(tb));
+        let end = match eq {
+            Some(e) if tb.get(e + 1) == Some(&b'"') => closing_quote(t, e + 2)? + 1,
+            _ if space > 0 && tb.get(space - 1) == Some(&b':') => space - 1,
+            _ => space,
+        };
+        if end == 0 {
+            return None;
+        }
+        s = t.get(end..)?;
+    }
+}
+
+/// A `==`/`**` line's error that Exim's smtp transport set on the run's addresses because its
+/// own TLS set-up with the host failed ([`own_tls_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OwnTlsFailure<'a> {
+    /// The handshake's error after `TLS session: `, as a DANE line names it.
+    handshake_error: Option<&'a str>,
+}
+
+/// Whether a `==`/`**` line's error ([`delivery_error`]) is one that Exim's smtp transport
+/// sets when its own TLS set-up with the host failed, read in Exim's source (Exim/exim:
+/// src/src/transports/smtp.c `smtp_setup_conn()`, 4.6x to 4.9x; the error starts the text, a
+/// retry timeout may add to its end):
+/// - `TLS session: ERROR`: the handshake failed (`TLS_CONN_FAILED`, ERRNO_TLSFAILURE; ERROR is
+///   `tls_client_start()`'s, e.g. `(SSL_connect): …`, `(certificate verification failed): …`,
+///   GnuTLS's `error on first read`, and that of a DANE host's `DANE attempt failed` line);
+/// - `failure while setting up TLS session`: the same in versions before that;
+/// - `a TLS session is required, but an attempt to start TLS failed` or `… but the server did
+///   not offer TLS support`: a host in `hosts_require_tls`, or a DANE host, whose STARTTLS was
+///   refused or not offered (ERRNO_TLSREQUIRED); `a TLS session is required for mx [ip], but …`
+///   in 4.6x.
+///
+/// Not a remote server's reply, which Exim writes as `SMTP error from remote mail server after
+/// COMMAND: REPLY` (check_response()) whatever the reply says, over a session that may well be
+/// encrypted.
+fn own_tls_failure(error: &str) -> Option<OwnTlsFailure<'_>> {
+    if let Some(handshake) = error.strip_prefix("TLS session: ") {
+        return Some(OwnTlsFailure {
+            handshake_error: Some(handshake),
+        });
+    }
+    (error.starts_with("failure while setting up TLS session")
+        || error.starts_with("a TLS session is required, but ")
+        || error.starts_with("a TLS session is required for "))
+    .then_some(OwnTlsFailure {
+        handshake_error: None,
+    })
+}
+
 /// A `==`/`**` line's place in its transport run ([`EximParser::outbound_tls_failure`]): the
 /// address it names (the first word: the address delivered to, not its `<parent>`, which two
 /// addresses of one run can share), and the run's signature: the process that wrote the line
@@ -1333,14 +1416,10 @@ fn recipient_line(rest: &str, pid: Option<u32>) -> RecipientLine {
     }
     h.write_u8(0xff);
     after_router.hash(&mut h);
-    const TLS_SESSION: &str = ": TLS session: ";
-    let error = memchr::memmem::find(rest.as_bytes(), TLS_SESSION.as_bytes())
-        .and_then(|i| rest.get(i + TLS_SESSION.len()..))
-        .map(hash_str);
     RecipientLine {
         signature: h.finish(),
         recipient: hash_str(address),
-        error,
+        error: None,
     }
 }
 
@@ -2468,6 +2547,94 @@ mod tests {
             count(&[(10, Some(1), callout_dane), (12, Some(1), rejected)]),
             2
         );
+    }
+
+    /// A `==`/`**` line (after the message id) and whether it lists a failed STARTTLS: only
+    /// when its error, right after `H=host [ip]` (`:port`, `*`) and the host's other fields,
+    /// is one that transports/smtp.c sets on the run's addresses when its own TLS set-up with
+    /// the host failed; not a remote server's reply that merely mentions TLS.
+    #[test]
+    fn delivery_lines_name_our_tls_failures_only() {
+        let cases: &[(&str, usize)] = &[
+            // Exim's own: `TLS session: ERROR` (smtp_setup_conn() at TLS_CONN_FAILED).
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-37) H=mx.b.example [192.0.2.7]: TLS session: (SSL_connect): error:0A000086:SSL routines::certificate verify failed",
+                1,
+            ),
+            // `+outgoing_port`, a continued connection.
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-37) H=mx.b.example [192.0.2.7]:25: TLS session: (SSL_connect): error:x",
+                1,
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-37) H=mx.b.example [192.0.2.7]*: TLS session: (SSL_connect): error:x",
+                1,
+            ),
+            // A `**` line (deliver.c failure_log() writes the host's other fields before the
+            // error): GnuTLS's `error on first read` after the handshake, with X=, CV=, DN=.
+            (
+                "** bob@b.example R=dnslookup T=remote_smtp H=mx.b.example [192.0.2.7] X=TLS1.3:ECDHE_X25519__RSA_PSS_RSAE_SHA256__AES_256_GCM:256 CV=no DN=\"CN=mx.b.example: test\": TLS session: error on first read",
+                1,
+            ),
+            (
+                "** bob@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7] TFO: TLS session: (SSL_connect): error:x",
+                1,
+            ),
+            // STARTTLS refused or not offered by a host that must use TLS (hosts_require_tls,
+            // DANE): ERRNO_TLSREQUIRED, and the older forms.
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-38) H=mx.b.example [192.0.2.7]: a TLS session is required, but the server did not offer TLS support",
+                1,
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-38) H=mx.b.example [192.0.2.7]: a TLS session is required, but an attempt to start TLS failed",
+                1,
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-37) H=mx.b.example [192.0.2.7]: failure while setting up TLS session",
+                1,
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-38) H=mx.b.example [192.0.2.7]: a TLS session is required for mx.b.example [192.0.2.7], but the server did not offer TLS support",
+                1,
+            ),
+            // The remote server's own reply, over a session that may well have been
+            // encrypted: not our STARTTLS failing.
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-44) H=mx.b.example [192.0.2.7]: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 450 4.7.1 TLS session required by policy",
+                0,
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-44) H=mx.b.example [192.0.2.7]:25*: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 451 4.7.0 a TLS session is required, but none is active",
+                0,
+            ),
+            (
+                "** bob@b.example R=dnslookup T=remote_smtp H=mx.b.example [192.0.2.7] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes: SMTP error from remote mail server after end of data: 554 5.7.1 TLS session: policy violation",
+                0,
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-46) H=mx.b.example [192.0.2.7]: SMTP error from remote mail server after MAIL FROM:<a@a.example> SIZE=1234: 421 4.7.0 failure while setting up TLS session, try later",
+                0,
+            ),
+            // No error after the host: nothing to read.
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-37) H=mx.b.example [192.0.2.7] TLS session",
+                0,
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-37): TLS session: x H=mx.b.example [192.0.2.7]",
+                0,
+            ),
+        ];
+        let wrong: Vec<(&str, usize)> = cases
+            .iter()
+            .filter_map(|(rest, want)| {
+                let line = format!("1abcde-000000-AB {rest}");
+                let got = starttls_failures(&[(10, None, &line)]);
+                (got != *want).then_some((*rest, got))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "listed otherwise: {wrong:#?}");
     }
 
     #[test]
