@@ -47,12 +47,15 @@
 //!   versions logged `a TLS session is required for mx [ip], but …` or `H=mx [ip]: a TLS
 //!   session is required for this host, but …` themselves. A DANE host's failed handshake is logged as
 //!   `DANE attempt failed; TLS connection to mx [ip]: …` before the outcome line (a callout's
-//!   rejection, a delivery's `==`). Older versions log one failure twice, the `TLS error` (or
-//!   `DANE attempt failed`) line then the fallback, `==` or rejection line: an error line and
-//!   the next line of the other kind for the same message (without one, the same process) and
-//!   host at most a second apart count once (a delivery's DANE line and a `==`/`**` line
-//!   naming its error, `TLS session: …`: at most 5 seconds apart, the `==` line being written
-//!   by another process once the transport process has ended). Two lines of one kind are two
+//!   rejection, a delivery's `==`). Older versions log one failure twice, the `TLS error`
+//!   line then the fallback, `==` or rejection line: an error line and a later line of the
+//!   other kind for the same message (without one, the same process) and host at most a
+//!   second apart count once. A DANE line pairs only with a later outcome line naming its
+//!   error, `TLS session: ERROR` (a callout's rejection within a second; a delivery's
+//!   `==`/`**` line within 5 seconds, written by another process once the transport process
+//!   has ended): smtp.c forces `tls_tempfail_tryclear` false for a DANE host, so a fallback to
+//!   clear, like a line with another error or `a TLS session is required, but …`, is another
+//!   attempt, and leaves the DANE line waiting for its own. Two lines of one kind are two
 //!   attempts (newer versions write one line an attempt), except the `==` lines of one
 //!   transport run's recipients: one attempt, even when they straddle a second boundary.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
@@ -374,32 +377,102 @@ enum FailLine {
     Outcome,
 }
 
-/// What the lines of one outbound STARTTLS attempt key have left to pair: the time of the
-/// last line listed, how many lines of one kind ([`FailLine`]) wait for a line of the
-/// other (two transport runs can each log their handshake error before either's outcome
-/// line) and for which lines how long after it ([`Wait`]), and the last transport run seen
-/// through its per-recipient lines ([`RunSeen`]).
-#[derive(Debug, Clone)]
+/// What the lines of one outbound STARTTLS attempt key have left to pair: the lines listed
+/// lately that still wait for a line of the other kind ([`FailLine`]) to make one attempt
+/// with them, oldest first (two transport runs can each log their handshake error before
+/// either's outcome line; another run's line can come between a DANE line and its run's),
+/// and the last transport run seen through its per-recipient lines ([`RunSeen`]).
+#[derive(Debug, Clone, Default)]
 struct FailSeen {
-    time: UnixTime,
-    line: FailLine,
-    unpaired: u16,
-    wait: Wait,
+    waiting: Vec<Waiting>,
     run: Option<RunSeen>,
 }
 
-/// How long a line of a failed outbound STARTTLS waits for the line of the other kind
-/// ([`FailLine`]) that makes one attempt with it.
+/// A listed line of a failed outbound STARTTLS waiting for the line of the other kind that
+/// makes one attempt with it ([`Waiting::pairs_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiting {
+    time: UnixTime,
+    line: FailLine,
+    wait: Wait,
+}
+
+/// Which line of the other kind ([`FailLine`]) a line of a failed outbound STARTTLS pairs
+/// with, and how long it waits for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    /// [`SAME_TRANSACTION_SECS`]: one process writes both, one right after the other.
+    /// Any, for [`SAME_TRANSACTION_SECS`]: one process writes both, one right after the other
+    /// (older versions' handshake error and its fallback or `==` line).
     Transaction,
-    /// A delivery's `DANE attempt failed; … [ip]: ERROR` line, with ERROR hashed: also up to
-    /// [`DANE_OUTCOME_SECS`] for a `==`/`**` line of its run, which the delivery process
-    /// writes later and which ends in `TLS session: ERROR` (transports/smtp.c logs the DANE
-    /// line with the handshake's error string and sets `TLS session: <that string>` on the
-    /// run's addresses). A line with another error is another attempt's.
-    DaneOutcome(u64),
+    /// A `DANE attempt failed; TLS connection to mx [ip]: ERROR` line, ERROR hashed: only an
+    /// outcome line after it that names ERROR (`TLS session: ERROR`: a `==`/`**` line of its
+    /// run, a callout's rejection), for `secs` ([`DANE_OUTCOME_SECS`] for a delivery's, whose
+    /// `==` lines the delivery process writes once the transport process has ended;
+    /// [`SAME_TRANSACTION_SECS`] for a callout's, whose rejection the same process writes
+    /// next). transports/smtp.c `smtp_setup_conn()` logs the DANE line with the handshake's
+    /// error string and sets `TLS session: <that string>` on the run's addresses, and forces
+    /// `tls_tempfail_tryclear` false for a DANE host, so no fallback to clear follows; a line
+    /// with another error, `a TLS session is required, but …` (STARTTLS refused or not
+    /// offered, which logs no DANE line) or a fallback is another attempt's.
+    Dane { error: u64, secs: u64 },
+}
+
+impl Wait {
+    /// The most seconds a line waiting so pairs with a later one.
+    fn secs(self) -> u64 {
+        match self {
+            Wait::Transaction => SAME_TRANSACTION_SECS,
+            Wait::Dane { secs, .. } => secs,
+        }
+    }
+}
+
+/// What one line of a failed outbound STARTTLS tells [`EximParser::outbound_tls_failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FailNote {
+    kind: FailLine,
+    wait: Wait,
+    /// The handshake error an outcome line names after `TLS session: ` (hashed), to match a
+    /// DANE line's ([`Wait::Dane`]).
+    names: Option<u64>,
+    /// A `==`/`**` line's place in its transport run.
+    recipient: Option<RecipientLine>,
+}
+
+impl FailNote {
+    fn handshake(wait: Wait) -> Self {
+        FailNote {
+            kind: FailLine::HandshakeError,
+            wait,
+            names: None,
+            recipient: None,
+        }
+    }
+    fn outcome(names: Option<&str>, recipient: Option<RecipientLine>) -> Self {
+        FailNote {
+            kind: FailLine::Outcome,
+            wait: Wait::Transaction,
+            names: names.map(hash_str),
+            recipient,
+        }
+    }
+}
+
+impl Waiting {
+    /// Whether `note`'s line, at `time`, is the other line of this one's attempt.
+    fn pairs_with(&self, note: &FailNote, time: UnixTime) -> bool {
+        if self.line == note.kind {
+            return false;
+        }
+        let apart = time.abs_diff(self.time);
+        match self.wait {
+            Wait::Dane { error, secs } => note.names == Some(error) && apart <= secs,
+            // A DANE line pairs with no line before it: its own outcome follows it.
+            Wait::Transaction => {
+                !matches!(note.wait, Wait::Dane { .. }) && apart <= SAME_TRANSACTION_SECS
+            }
+        }
+    }
 }
 
 /// A `==`/`**` line naming a failed TLS session, one of the lines Exim writes per recipient
@@ -409,9 +482,6 @@ enum Wait {
 struct RecipientLine {
     signature: u64,
     recipient: u64,
-    /// The handshake error after `TLS session: ` ([`own_tls_failure`]), hashed, to match a DANE
-    /// line's error ([`Wait`]).
-    error: Option<u64>,
 }
 
 /// The transport run of the last per-recipient line of an attempt key: the second of its last
@@ -453,15 +523,18 @@ const RUN_LINE_GAP_SECS: u64 = 1;
 /// names an address again); Exim's smtp transport takes 100 at once by default
 /// (`max_rcpt`). Past this a run's further addresses are not remembered; its first always is.
 const MAX_RUN_RECIPIENTS: usize = 256;
+/// Lines of one attempt key waiting to pair ([`FailSeen`]); past this the oldest is dropped.
+/// Parallel transport runs of one message to one host are few (`remote_max_parallel`).
+const MAX_WAITING: usize = 16;
 /// How long (seconds) a delivery's `DANE attempt failed; …` line waits for the `==`/`**`
-/// outcome line of its transport run ([`Wait::DaneOutcome`]). The transport process logs the
+/// outcome line of its transport run ([`Wait::Dane`]). The transport process logs the
 /// DANE line when the handshake fails; the delivery process writes the outcome once that
 /// process has ended and it has written the outcomes of the runs that ended before, so in
 /// parallel runs the outcome can come more than a second later (two runs' DANE lines in one
-/// second, the second run's `==` lines two seconds later: two attempts, not three). Older
-/// versions'
-/// `TLS error on connection` line and its fallback line come from one process, one right
-/// after the other: [`SAME_TRANSACTION_SECS`].
+/// second, the second run's `==` lines two seconds later: two attempts, not three). A
+/// callout's DANE line and its rejection, like older versions' `TLS error on connection` line
+/// and its fallback line, come from one process, one right after the other:
+/// [`SAME_TRANSACTION_SECS`].
 const DANE_OUTCOME_SECS: u64 = 5;
 
 const HINT_NO_X: &str = "Exim log_selector +tls_cipher (X=) names the TLS version and cipher";
@@ -727,17 +800,9 @@ impl EximParser {
             && status != DeliveryStatus::Sent
             && let Some(failure) = delivery_error(rest).and_then(own_tls_failure)
         {
-            let mut recipient = recipient_line(rest, line.pid);
-            recipient.error = failure.handshake_error.map(hash_str);
-            self.outbound_tls_failure(
-                line,
-                id,
-                &host,
-                FailLine::Outcome,
-                Wait::Transaction,
-                Some(recipient),
-                out,
-            );
+            let recipient = recipient_line(rest, line.pid);
+            let note = FailNote::outcome(failure.handshake_error, Some(recipient));
+            self.outbound_tls_failure(line, id, &host, note, out);
         }
         let size = self.received.get(id).and_then(|o| o.record.size);
         let record = MessageRecord {
@@ -839,14 +904,16 @@ impl EximParser {
     /// a `==`/`**` line whose error is `failure while setting up TLS session`; a callout
     /// logs the error, then `… unencrypted to mx [ip]`, without a message id; a DANE host's
     /// `DANE attempt failed; …` comes before its outcome line. So a line of the other kind
-    /// ([`FailLine`]) naming the same message (or, without one, the same process) and host at
-    /// most [`SAME_TRANSACTION_SECS`] (a `==`/`**` line after a delivery's DANE line,
-    /// [`DANE_OUTCOME_SECS`]) after an unpaired one is that same attempt: not listed
-    /// again. Each line pairs with one line of the other kind; lines of one kind are that many
-    /// attempts (newer Exim writes one outcome line an attempt, and one message can meet one
-    /// host twice in a second, over two connections of two transport runs), each of which a
-    /// later line of the other kind can pair with (two runs in parallel each log their `DANE
-    /// attempt failed` before either's outcome lines).
+    /// ([`FailLine`]) naming the same message (or, without one, the same process) and host
+    /// that a listed line waits for ([`Wait`], [`Waiting::pairs_with`]) is that same attempt:
+    /// not listed again. Each line pairs with one line of the other kind, the oldest waiting
+    /// that takes it; lines of one kind are that many attempts (newer Exim writes one outcome
+    /// line an attempt, and one message can meet one host twice in a second, over two
+    /// connections of two transport runs), each of which a later line of the other kind can
+    /// pair with (two runs in parallel each log their `DANE attempt failed` before either's
+    /// outcome lines). A line that pairs with none is listed and waits in turn, leaving the
+    /// lines that wait before it waiting (a run of the message not under DANE can end between
+    /// a DANE line and its run's `==` lines).
     ///
     /// A delivery not retried in clear ends in one `==` (or `**`) line per recipient of the
     /// transport run, not one per attempt (`recipient`: [`RecipientLine`]). In Exim's source
@@ -868,21 +935,12 @@ impl EximParser {
     /// new domain is a new run (a transport with `multi_domain = false` runs once per domain),
     /// as is an address of the run named again (a run names each address once, so a second
     /// attempt starts anew): these count as attempts as above.
-    ///
-    /// A delivery's `DANE attempt failed` line waits [`DANE_OUTCOME_SECS`] for a `==`/`**`
-    /// line of its run naming its error ([`Wait::DaneOutcome`]), the delivery process writing
-    /// that after the transport process has ended, and [`SAME_TRANSACTION_SECS`] for any other
-    /// line (a fallback to clear, which DANE never makes, or another attempt's `==` line, which
-    /// is listed and leaves it waiting); every other line waits [`SAME_TRANSACTION_SECS`].
-    #[allow(clippy::too_many_arguments)] // the line, and what the caller read from it
     fn outbound_tls_failure(
         &mut self,
         line: &Line<'_>,
         id: &str,
         host: &HostField<'_>,
-        kind: FailLine,
-        wait: Wait,
-        recipient: Option<RecipientLine>,
+        note: FailNote,
         out: &mut Vec<Record>,
     ) {
         let (id_hash, pid) = if id.is_empty() {
@@ -895,7 +953,7 @@ impl EximParser {
             None => hash_str(host.name.unwrap_or("")),
         };
         let key = (id_hash, pid, host.ip, name_hash);
-        if let Some(r) = recipient
+        if let Some(r) = note.recipient
             && let Some(run) = self
                 .tls_failures
                 .get_mut(&key)
@@ -912,53 +970,31 @@ impl EximParser {
             }
             return;
         }
-        let mut seen = self.tls_failures.remove(&key).unwrap_or(FailSeen {
-            time: line.time,
-            line: kind,
-            unpaired: 0,
-            wait: Wait::Transaction,
-            run: None,
-        });
-        if let Some(r) = recipient {
+        let mut seen = self.tls_failures.remove(&key).unwrap_or_default();
+        if let Some(r) = note.recipient {
             seen.run = Some(RunSeen {
                 last_time: line.time,
                 signature: r.signature,
                 recipients: vec![r.recipient],
             });
         }
-        // A delivery's DANE line waits longer only for its run's `==`/`**` lines, which the
-        // delivery process writes and which name its error; a line of the transport process
-        // itself (a fallback to clear, which DANE never makes: smtp.c sets
-        // `tls_tempfail_tryclear` false for a DANE host), or one with another error, is another
-        // attempt unless it follows at once.
-        let apart = line.time.abs_diff(seen.time);
-        let in_time = apart <= SAME_TRANSACTION_SECS
-            || matches!((seen.wait, recipient), (Wait::DaneOutcome(error), Some(r))
-                if apart <= DANE_OUTCOME_SECS && r.error == Some(error));
-        // Such a line, while DANE lines still wait for their runs' `==` lines (another run of
-        // the message, not under DANE, can end between them), is listed and leaves them
-        // waiting.
-        let dane_waiting = matches!(seen.wait, Wait::DaneOutcome(_))
-            && seen.unpaired > 0
-            && seen.line != kind
-            && apart <= DANE_OUTCOME_SECS;
-        let listed = if !in_time && dane_waiting {
-            true
-        } else {
-            if !in_time {
-                seen.unpaired = 0;
-            }
-            if seen.unpaired > 0 && seen.line != kind {
-                seen.unpaired -= 1;
+        let time = line.time;
+        seen.waiting
+            .retain(|w| time.abs_diff(w.time) <= w.wait.secs());
+        let listed = match seen.waiting.iter().position(|w| w.pairs_with(&note, time)) {
+            Some(i) => {
+                seen.waiting.remove(i);
                 false
-            } else {
-                if seen.line != kind {
-                    seen.line = kind;
-                    seen.unpaired = 0;
+            }
+            None => {
+                if seen.waiting.len() >= MAX_WAITING {
+                    seen.waiting.remove(0);
                 }
-                seen.unpaired = seen.unpaired.saturating_add(1);
-                seen.time = line.time;
-                seen.wait = wait;
+                seen.waiting.push(Waiting {
+                    time,
+                    line: note.kind,
+                    wait: note.wait,
+                });
                 true
             }
         };
@@ -984,15 +1020,10 @@ impl EximParser {
         out: &mut Vec<Record>,
     ) {
         match dir {
-            Direction::Outbound => self.outbound_tls_failure(
-                line,
-                id,
-                host,
-                FailLine::HandshakeError,
-                Wait::Transaction,
-                None,
-                out,
-            ),
+            Direction::Outbound => {
+                let note = FailNote::handshake(Wait::Transaction);
+                self.outbound_tls_failure(line, id, host, note, out);
+            }
             _ => out.push(anomaly(line, dir, host.peer(), AnomalyKind::StartTlsFailed)),
         }
     }
@@ -1281,24 +1312,35 @@ fn unencrypted_fallback(rest: &str) -> Option<HostField<'_>> {
 ///   a host in `hosts_require_tls` set up no TLS session without a handshake error (a failed
 ///   handshake left only `tls_error()`'s `TLS error on connection …` line,
 ///   [`tls_error_line`]). An outcome line.
-fn unretried_tls_failure(rest: &str) -> Option<(HostField<'_>, FailLine)> {
+///
+/// The third value is the handshake error the line names: a DANE line's ERROR, a rejection's
+/// after `TLS session: ` ([`Wait::Dane`]).
+fn unretried_tls_failure(rest: &str) -> Option<(HostField<'_>, FailLine, Option<&str>)> {
     let named = |h: HostField<'_>| h.ip.is_some() || h.name.is_some();
     if let Some(h) = rest.strip_prefix("DANE attempt failed; TLS connection to ") {
         let (host, used) = parse_host(h);
-        return (named(host) && h.get(used..)?.starts_with(':'))
-            .then_some((host, FailLine::HandshakeError));
+        let after = h.get(used..)?;
+        let error = after.strip_prefix(": ");
+        return (named(host) && after.starts_with(':')).then_some((
+            host,
+            FailLine::HandshakeError,
+            error,
+        ));
     }
     if let Some(h) = rest.strip_prefix("a TLS session is required for ") {
         let (host, used) = parse_host(h);
-        return (named(host) && h.get(used..)?.starts_with(", but "))
-            .then_some((host, FailLine::Outcome));
+        return (named(host) && h.get(used..)?.starts_with(", but ")).then_some((
+            host,
+            FailLine::Outcome,
+            None,
+        ));
     }
     if let Some(h) = rest.strip_prefix("H=") {
         let (host, used) = parse_host(h);
         if h.get(used..)?
             .starts_with(": a TLS session is required for this host, but ")
         {
-            return named(host).then_some((host, FailLine::Outcome));
+            return named(host).then_some((host, FailLine::Outcome, None));
         }
     }
     const CALLOUT: &str = " verify callout: ";
@@ -1312,17 +1354,23 @@ fn unretried_tls_failure(rest: &str) -> Option<(HostField<'_>, FailLine)> {
     let h = rest.get(at + CALLOUT.len()..)?;
     let (host, used) = parse_host(h);
     let error = h.get(used..)?.strip_prefix(" : ")?;
-    (host.ip.is_some()
-        && (error.starts_with("TLS session: ") || error.starts_with("a TLS session is required")))
-    .then_some((host, FailLine::Outcome))
+    let handshake = error.strip_prefix("TLS session: ");
+    (host.ip.is_some() && (handshake.is_some() || error.starts_with("a TLS session is required")))
+        .then_some((host, FailLine::Outcome, handshake))
 }
 
-/// The error a `DANE attempt failed; TLS connection to mx [ip]: ERROR` line names (hashed),
-/// as its run's `==`/`**` lines repeat it after `TLS session: ` ([`Wait::DaneOutcome`]).
-fn dane_error(rest: &str) -> Option<u64> {
-    let h = rest.strip_prefix("DANE attempt failed; TLS connection to ")?;
-    let (_, used) = parse_host(h);
-    Some(hash_str(h.get(used..)?.strip_prefix(": ")?))
+/// What an [`unretried_tls_failure`] line tells [`EximParser::outbound_tls_failure`]: a DANE
+/// line waits `dane_secs` for an outcome line naming its error ([`Wait::Dane`]), a rejection
+/// names its handshake error.
+fn unretried_note(kind: FailLine, error: Option<&str>, dane_secs: u64) -> FailNote {
+    match (kind, error) {
+        (FailLine::HandshakeError, Some(error)) => FailNote::handshake(Wait::Dane {
+            error: hash_str(error),
+            secs: dane_secs,
+        }),
+        (FailLine::HandshakeError, None) => FailNote::handshake(Wait::Transaction),
+        (FailLine::Outcome, _) => FailNote::outcome(error, None),
+    }
 }
 
 /// The error text of a `==`/`**` line with `H=`: what follows the host and the fields after it.
@@ -1419,7 +1467,6 @@ fn recipient_line(rest: &str, pid: Option<u32>) -> RecipientLine {
     RecipientLine {
         signature: h.finish(),
         recipient: hash_str(address),
-        error: None,
     }
 }
 
@@ -1481,16 +1528,13 @@ impl MtaParser for EximParser {
                     self.tls_error(line, id, dir, &host, out);
                 }
             } else if let Some(host) = unencrypted_fallback(rest) {
-                let wait = Wait::Transaction;
-                self.outbound_tls_failure(line, id, &host, FailLine::Outcome, wait, None, out);
-            } else if let Some((host, kind)) = unretried_tls_failure(rest) {
+                let note = FailNote::outcome(None, None);
+                self.outbound_tls_failure(line, id, &host, note, out);
+            } else if let Some((host, kind, error)) = unretried_tls_failure(rest) {
                 // A delivery's `DANE attempt failed; …` (its `==` line follows, written by
                 // the delivery process once the transport process has ended).
-                let wait = match (kind, dane_error(rest)) {
-                    (FailLine::HandshakeError, Some(error)) => Wait::DaneOutcome(error),
-                    _ => Wait::Transaction,
-                };
-                self.outbound_tls_failure(line, id, &host, kind, wait, None, out);
+                let note = unretried_note(kind, error, DANE_OUTCOME_SECS);
+                self.outbound_tls_failure(line, id, &host, note, out);
             }
             return;
         }
@@ -1527,8 +1571,8 @@ impl MtaParser for EximParser {
             && let Some(host) = unencrypted_fallback(m)
         {
             // A callout's STARTTLS failed and was retried in clear.
-            let wait = Wait::Transaction;
-            self.outbound_tls_failure(line, "", &host, FailLine::Outcome, wait, None, out);
+            let note = FailNote::outcome(None, None);
+            self.outbound_tls_failure(line, "", &host, note, out);
         } else if m.starts_with("SMTP ")
             && let Some(i) = m.find(" on connection from ")
         {
@@ -1562,12 +1606,12 @@ impl MtaParser for EximParser {
             if let Some(key) = host.key() {
                 self.close_session(key, line.pid, line.time, &host, Some(transport), out);
             }
-        } else if let Some((host, kind)) = unretried_tls_failure(m) {
+        } else if let Some((host, kind, error)) = unretried_tls_failure(m) {
             // A callout's STARTTLS failed and was not retried in clear (a DANE line and the
             // rejection come from the one process serving the SMTP session, one after the
             // other).
-            let wait = Wait::Transaction;
-            self.outbound_tls_failure(line, "", &host, kind, wait, None, out);
+            let note = unretried_note(kind, error, SAME_TRANSACTION_SECS);
+            self.outbound_tls_failure(line, "", &host, note, out);
         }
     }
 
@@ -2036,7 +2080,7 @@ mod tests {
             ("", None),
         ];
         for (rest, want) in cases {
-            let got = unretried_tls_failure(rest).map(|(h, k)| (h.name, h.ip, k));
+            let got = unretried_tls_failure(rest).map(|(h, k, _)| (h.name, h.ip, k));
             assert_eq!(got, *want, "{rest}");
         }
     }
@@ -2500,8 +2544,8 @@ mod tests {
         let newer_fallback = "1abcde-000000-AB TLS session: (SSL_connect): error:x: delivering unencrypted to H=mx.example.net [192.0.2.1] (not in hosts_require_tls)";
         assert_eq!(count(&[(10, None, dane), (12, None, newer_fallback)]), 2);
         assert_eq!(count(&[(10, None, dane), (15, None, fallback)]), 2);
-        // A DANE run's `==` lines name the DANE line's error (`TLS session: ERROR`): past a
-        // second, one with another error is another attempt, one that logged no DANE line (a
+        // A DANE run's `==` lines name the DANE line's error (`TLS session: ERROR`): one with
+        // another error is another attempt, one that logged no DANE line (a
         // recipient domain not under DANE, STARTTLS not offered) while the DANE run went on
         // to another host. With `+outgoing_port` (`H=… [ip]:25: …`) the error still matches.
         let other = |rcpt: &str, error: &str| {
@@ -2516,8 +2560,25 @@ mod tests {
         assert_eq!(count(&[(10, None, dane), (13, None, &not_offered)]), 2);
         let with_port = defer("zed@z.example").replace("[192.0.2.1]:", "[192.0.2.1]:25:");
         assert_eq!(count(&[(10, None, dane), (14, None, &with_port)]), 1);
-        // Within a second a line of the other kind pairs whatever its error, as before.
-        assert_eq!(count(&[(10, None, dane), (11, None, &other_error)]), 1);
+        // Nor within a second: a DANE line pairs only with a line naming its error, at any
+        // distance within its window; one with another error, `a TLS session is required`
+        // (STARTTLS not offered: no DANE line is logged then) or a fallback to clear (DANE never
+        // makes one) is another attempt, in the same second too, before or after the DANE line.
+        assert_eq!(count(&[(10, None, dane), (10, None, &a1)]), 1);
+        assert_eq!(count(&[(10, None, dane), (11, None, &other_error)]), 2);
+        assert_eq!(count(&[(10, None, dane), (10, None, &other_error)]), 2);
+        assert_eq!(count(&[(10, None, dane), (10, None, &not_offered)]), 2);
+        assert_eq!(count(&[(10, None, dane), (10, None, newer_fallback)]), 2);
+        assert_eq!(count(&[(10, None, dane), (11, None, newer_fallback)]), 2);
+        assert_eq!(count(&[(10, None, dane), (10, None, fallback)]), 2);
+        assert_eq!(count(&[(10, None, newer_fallback), (10, None, dane)]), 2);
+        // A DANE line's own `==` lines come after it: one naming its error just before it is
+        // another run's, and the DANE line still waits for its own.
+        assert_eq!(count(&[(10, None, &a1), (10, None, dane)]), 2);
+        assert_eq!(
+            count(&[(10, None, &a1), (10, None, dane), (11, None, &b1)]),
+            2
+        );
         // Another attempt's line between a DANE line and its run's `==` lines (a run of the
         // message not under DANE ends first): two attempts, the DANE line still waiting.
         assert_eq!(
@@ -2545,6 +2606,23 @@ mod tests {
         let rejected = "H=c [198.51.100.7] F=<a@example.org> temporarily rejected RCPT <b@example.net>: Could not complete recipient verify callout: mx [192.0.2.1] : TLS session: (SSL_connect): x";
         assert_eq!(
             count(&[(10, Some(1), callout_dane), (12, Some(1), rejected)]),
+            2
+        );
+        // Within a second it pairs only with a rejection naming its error: not with another
+        // error's, nor with a callout's fallback to clear (a callout to a DANE host is not
+        // retried in clear either: verify.c sets its connection up with smtp_setup_conn()).
+        assert_eq!(
+            count(&[(10, Some(1), callout_dane), (10, Some(1), rejected)]),
+            1
+        );
+        let rejected_other = rejected.replace("(SSL_connect): x", "(SSL_connect): y");
+        assert_eq!(
+            count(&[(10, Some(1), callout_dane), (10, Some(1), &rejected_other)]),
+            2
+        );
+        let callout_fallback = "TLS session: (SSL_connect): x: callout unencrypted to mx [192.0.2.1] (not in hosts_require_tls)";
+        assert_eq!(
+            count(&[(10, Some(1), callout_dane), (10, Some(1), callout_fallback)]),
             2
         );
     }
