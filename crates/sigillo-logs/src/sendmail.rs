@@ -60,7 +60,10 @@
 //!   a new one, in clear unless a new `STARTTLS=client` line says otherwise (but see below for
 //!   a TLS connection a larger cache would still hold). A deferral that reached no session
 //!   (`Connection refused`, `timed out`, no `[ip]`, …) counts none. `messages` are the queue
-//!   ids delivered over it.
+//!   ids delivered over it. A transaction logs its recipients refused at `RCPT` first, each on
+//!   a line of its own, then those sent: a new connection in clear opened by such a line is
+//!   of unknown transport until a delivery over it is sent, which makes it plain (and a
+//!   stripping trace to a relay that used STARTTLS before).
 //! - **Cache size and downgrades.** Below LogLevel 12 a reuse of a cached TLS connection and a
 //!   new connection in clear (a middlebox that hid STARTTLS) both leave no line, so the size
 //!   is never learnt from a TLS connection seemingly used again behind more relays, and such
@@ -969,12 +972,32 @@ impl SendmailParser {
                 }
             } else {
                 record.transport = c.tls.clone().map_or_else(|| untold(sent), Transport::Tls);
+                // A connection in clear opened by a line that was not sent (a recipient
+                // refused at RCPT is logged before those sent in the same transaction): the
+                // first sent delivery over it shows it plain, and to a relay that used
+                // STARTTLS before, a trace, as if it had come first.
+                let first_sent = sent
+                    && c.tls.is_none()
+                    && c.record
+                        .as_ref()
+                        .is_some_and(|r| matches!(r.transport, Transport::Unknown { .. }));
                 match &mut c.record {
-                    Some(conn) if c.last_qid != record.id => {
-                        conn.messages = conn.messages.saturating_add(1);
+                    Some(conn) => {
+                        if c.last_qid != record.id {
+                            conn.messages = conn.messages.saturating_add(1);
+                        }
+                        if first_sent {
+                            conn.transport = Transport::Plain;
+                        }
                     }
-                    Some(_) => {}
                     None => c.record = Some(connection_of(&record)),
+                }
+                if first_sent && !key.1.is_empty() && self.tls_relays.get(&key.1).is_some() {
+                    let p = PendingTrace {
+                        time: line.time,
+                        evidence: line.raw.to_string(),
+                    };
+                    out.push(trace(p, Direction::Outbound, record.peer.clone(), None));
                 }
             }
             c.last_qid = Text::clone(&record.id);

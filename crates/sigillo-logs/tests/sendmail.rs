@@ -438,3 +438,66 @@ fn a_delivery_behind_the_cache_is_a_downgrade_only_where_the_log_shows_one() {
         "{advice:?}"
     );
 }
+
+/// One SMTP transaction of several recipients to one relay logs a line per recipient refused
+/// at RCPT (deliver.c `deliver()`: `giveresponse()` for each failed `smtprcpt()`) before the
+/// line of those sent. A new connection in clear whose first line is such a refusal is still
+/// a plaintext connection once a recipient is sent over it, and a stripping trace to a relay
+/// that used STARTTLS before, as when its first line is the sent one.
+#[test]
+fn a_refused_recipient_first_does_not_hide_a_new_plaintext_connection() {
+    use exim_support::{log_lines, run};
+    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+
+    let to = |time: &str, pid: u32, rcpt: &str, tail: &str| {
+        format!(
+            "Mar  4 {time} mx sm-mta[{pid}]: 4250C0Aa00{pid}: to=<{rcpt}@t.example>, \
+             delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=120000, \
+             relay=mx.t.example. [192.0.2.10], {tail}"
+        )
+    };
+    let starttls = "Mar  4 08:00:00 mx sm-mta[9100]: STARTTLS=client, relay=mx.t.example., \
+                    version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256";
+    // (the first line of process 9200's transaction, what is asked of it)
+    let cases = [
+        ("dsn=5.1.1, stat=User unknown", "a refused recipient"),
+        (
+            "dsn=4.2.1, stat=Deferred: 450 4.2.1 Mailbox busy",
+            "a deferred recipient",
+        ),
+        (
+            "dsn=2.0.0, stat=Sent (ok)",
+            "a sent recipient (as before)",
+        ),
+    ];
+    for (first, label) in cases {
+        let lines = [
+            starttls.to_owned(),
+            to("08:00:01", 9100, "a", "dsn=2.0.0, stat=Sent (ok)"),
+            to("08:01:00", 9200, "bad", first),
+            to("08:01:00", 9200, "good", "dsn=2.0.0, stat=Sent (ok)"),
+        ];
+        let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
+        let traces = records
+            .iter()
+            .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
+            .count();
+        assert_eq!(traces, 1, "{label}: stripping traces in {records:#?}");
+        let mut conns: Vec<(&str, u32)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Connection(c) if c.direction == Direction::Outbound => Some((
+                    match c.transport {
+                        Transport::Tls(_) => "tls",
+                        Transport::Plain => "plain",
+                        Transport::Unknown { .. } => "unknown",
+                    },
+                    c.messages,
+                )),
+                _ => None,
+            })
+            .collect();
+        conns.sort();
+        assert_eq!(conns, [("plain", 1), ("tls", 1)], "{label}: connections");
+    }
+}
