@@ -82,10 +82,15 @@
 //!   `n + 1` (at most 32). A reuse of a connection the log did not show opening is of unknown
 //!   transport.
 //! - **Processes.** A process is its host and pid. A pid is a new process, with an empty
-//!   cache, after its host's `starting daemon` line, when it starts an inbound SMTP session
-//!   (a daemon child is forked per connection), under another program name (`sm-mta`,
-//!   `sendmail`, `sm-msp-queue`), or after being idle longer than `ConnectionCacheTimeout`
-//!   (all its connections have expired then anyway).
+//!   cache, when it starts an inbound SMTP session (a daemon child is forked per
+//!   connection), under another program name (`sm-mta`, `sendmail`, `sm-msp-queue`), or
+//!   after being idle longer than `ConnectionCacheTimeout` (all its connections have expired
+//!   then anyway). A `starting daemon` line of its host and program name ends no process
+//!   (daemon.c `restart_daemon()` execs the daemon anew and `shutdown_daemon()` exits;
+//!   neither signals a child): a pid of before it may be the same queue runner with its
+//!   cache, or a new process. Below LogLevel 12 its delivery to a relay whose TLS connection
+//!   it had before the start is of unknown transport, as behind a larger cache; its
+//!   connections in clear are taken as the model holds them; connect lines decide.
 
 use crate::envelope::Line;
 use crate::fields::{normalize_tls_version, parse_ip, parse_u64};
@@ -147,7 +152,8 @@ const HINT_NOT_SENT: &str =
     "Sendmail logs STARTTLS=client only for sessions that got that far; this delivery was not sent";
 const HINT_CACHE_AMBIGUOUS: &str = "Sendmail below LogLevel 12 does not show whether this \
      delivery reused the process's cached TLS connection to the relay (a ConnectionCacheSize \
-     larger than modelled) or opened a new one in clear";
+     larger than modelled, or a process that outlived a daemon restart) or opened a new one in \
+     clear";
 /// The setting that tells a reused connection from a new one, for [`SendmailParser::advice`].
 const HINT_LOG_LEVEL: &str = "set LogLevel 12 or higher (`O LogLevel=12` in sendmail.cf, or \
      define(`confLOG_LEVEL', `12') in the .mc file): Sendmail then logs `SMTP outgoing connect \
@@ -372,16 +378,17 @@ struct HostState {
     /// raised only by a reuse that a process logging its new connections shows
     /// ([`ClientProcess::logs_connects`]).
     cache_size: usize,
-    /// The epoch of its last `starting daemon` line (0: none seen): a process of this host
-    /// with an older epoch is from before it, and its pid is another process now.
-    started: u64,
+    /// Per [`program_tag`], the epoch of its last `starting daemon` line (0: none seen): a
+    /// process of this host and program entered before it may have outlived it
+    /// ([`ClientProcess::restarted_from`]).
+    started: [u64; 4],
 }
 
 impl Default for HostState {
     fn default() -> Self {
         Self {
             cache_size: DEFAULT_CACHE_SIZE,
-            started: 0,
+            started: [0; 4],
         }
     }
 }
@@ -407,10 +414,19 @@ struct ClientProcess {
     /// A connect line since its last delivery or `STARTTLS=client` line: the next delivery
     /// went over a new connection.
     connect_pending: bool,
+    /// The [`HostState::started`] of its host and program when it was last entered.
+    started: u64,
+    /// Its epoch before the first `starting daemon` line of its host and program since it
+    /// began: a daemon (re)start ends no process of the daemon's (daemon.c
+    /// `restart_daemon()` execs itself and `shutdown_daemon()` exits, neither signals its
+    /// children), so a queue runner or delivery process may go on with its cache after it,
+    /// or its pid may be a new process (after a reboot). Its connections from this epoch on,
+    /// but from before its current one, may still be cached, or not.
+    restarted_from: Option<u64>,
 }
 
 impl ClientProcess {
-    fn new(epoch: u64, program: u8, time: UnixTime) -> Self {
+    fn new(epoch: u64, program: u8, time: UnixTime, started: u64) -> Self {
         Self {
             order: VecDeque::new(),
             epoch,
@@ -418,6 +434,8 @@ impl ClientProcess {
             program,
             logs_connects: false,
             connect_pending: false,
+            started,
+            restarted_from: None,
         }
     }
 }
@@ -520,9 +538,12 @@ impl SendmailParser {
             self.evicted += 1;
             out.push(old.record());
         }
-        if let Some(p) = self.processes.get_mut(&proc_of(line)) {
+        let proc = proc_of(line);
+        let program = program_tag(line.program);
+        let started = self.started(proc, program);
+        if let Some(p) = self.processes.get_mut(&proc) {
             self.epochs += 1;
-            *p = ClientProcess::new(self.epochs, program_tag(line.program), line.time);
+            *p = ClientProcess::new(self.epochs, program, line.time, started);
         }
     }
 
@@ -925,33 +946,44 @@ impl SendmailParser {
         };
         // What the process's connect lines tell: a new connection (one since its last
         // delivery), or a cached one (none, in a process that logs them).
-        let (connected, logs_connects, epoch) = match self.processes.get_mut(&key.0) {
-            Some(p) => (
-                std::mem::take(&mut p.connect_pending),
-                p.logs_connects,
-                p.epoch,
-            ),
-            None => (false, false, 0),
-        };
+        let (connected, logs_connects, epoch, restarted_from) =
+            match self.processes.get_mut(&key.0) {
+                Some(p) => (
+                    std::mem::take(&mut p.connect_pending),
+                    p.logs_connects,
+                    p.epoch,
+                    p.restarted_from,
+                ),
+                None => (false, false, 0, None),
+            };
+        // Connections of this epoch on may be the process's own: from before a daemon start
+        // it may have outlived.
+        let own_from = restarted_from.unwrap_or(epoch);
         let reused = session && logs_connects && !connected;
         let cached = match self.client.get(&key) {
-            // An earlier process's connection, or a connect line says this one is new.
-            Some(c) if c.epoch < epoch || connected => false,
-            Some(_) if reused => {
+            // A connect line says this one is new.
+            Some(_) if connected => false,
+            // The connect lines show a reuse: the process outlived any daemon start since.
+            Some(c) if reused && c.epoch >= own_from => {
                 self.learn_cache_size(key.0, &key.1);
                 true
             }
+            // An earlier process's connection; or a TLS one from before a daemon start, of
+            // this process or of a new one of its pid: a reuse and a new connection in clear
+            // look the same (below). One in clear is plain either way: as the cache holds it.
+            Some(c) if c.epoch < own_from || (c.epoch < epoch && c.tls.is_some()) => false,
             Some(c) if start.saturating_sub(c.time) <= idle_limit => {
                 self.still_cached(key.0, &key.1)
             }
             _ => false,
         };
         // Below LogLevel 12, a TLS connection the model has closed but a bigger cache would
-        // still hold: a reuse and a new connection in clear look the same.
+        // still hold, or one from before a daemon start: a reuse and a new connection in
+        // clear look the same.
         let ambiguous = !cached
             && session
             && !logs_connects
-            && self.ambiguous_reuse(&key, epoch, (start, idle_limit));
+            && self.ambiguous_reuse(&key, own_from, (start, idle_limit));
         if !cached
             && !ambiguous
             && let Some(closed) = self.client.remove(&key)
@@ -1043,32 +1075,51 @@ impl SendmailParser {
     }
 
     /// The process that wrote `line`, with its outbound state: the pid's earlier process
-    /// (with an empty cache) when that one is over: it is from before its host's last
-    /// `starting daemon` line, logged under another program name, or idle longer than
-    /// `idle_limit` before `start` (every connection it cached has expired).
+    /// (with an empty cache) when that one is over: logged under another program name, or
+    /// idle longer than `idle_limit` before `start` (every connection it cached has expired).
+    /// After a `starting daemon` line of its host and program it may be the same process or
+    /// a new one: it takes a new epoch, and [`ClientProcess::restarted_from`] keeps its
+    /// connections from before as perhaps cached.
     fn enter_process(&mut self, line: &Line<'_>, start: UnixTime, idle_limit: UnixTime) -> Proc {
         let proc = proc_of(line);
-        let started = self.hosts.get(&proc.0).map_or(0, |h| h.started);
         let program = program_tag(line.program);
+        let started = self.started(proc, program);
         let (p, _) = self
             .processes
-            .get_or_insert_with(proc, || ClientProcess::new(started, program, start));
-        if p.epoch < started || p.program != program || start.saturating_sub(p.last) > idle_limit {
+            .get_or_insert_with(proc, || ClientProcess::new(started, program, start, started));
+        if p.program != program || start.saturating_sub(p.last) > idle_limit {
             self.epochs += 1;
-            *p = ClientProcess::new(self.epochs, program, start);
+            *p = ClientProcess::new(self.epochs, program, start, started);
+        } else if p.started < started {
+            self.epochs += 1;
+            p.restarted_from.get_or_insert(p.epoch);
+            p.epoch = self.epochs;
+            p.started = started;
         }
         p.last = p.last.max(line.time);
         proc
     }
 
-    /// `starting daemon (…): …`: Sendmail (re)started on this host; its processes from before
-    /// are over, so a pid of them seen again is a new process with an empty cache.
+    /// The epoch of the last `starting daemon` line of `proc`'s host under `program`.
+    fn started(&self, proc: Proc, program: u8) -> u64 {
+        self.hosts
+            .get(&proc.0)
+            .and_then(|h| h.started.get(usize::from(program)).copied())
+            .unwrap_or(0)
+    }
+
+    /// `starting daemon (…): …`: Sendmail (re)started on this host under this program name
+    /// (`sm-msp-queue`'s start is not `sm-mta`'s). Its processes from before may outlive it
+    /// (a restart signals none of them), or their pids be new processes: see
+    /// [`ClientProcess::restarted_from`].
     fn on_daemon_start(&mut self, line: &Line<'_>) {
         self.epochs += 1;
         let epoch = self.epochs;
         let host = crate::fields::hash_str(line.host);
         let (h, _) = self.hosts.get_or_insert_with(host, HostState::default);
-        h.started = epoch;
+        if let Some(started) = h.started.get_mut(usize::from(program_tag(line.program))) {
+            *started = epoch;
+        }
     }
 
     /// `QID: SMTP outgoing connect on …` (LogLevel 12 and up, daemon.c `makeconnection()`,
@@ -1151,12 +1202,12 @@ impl SendmailParser {
     /// Returns the process's epoch, for a connection it opens.
     fn touch_cache(&mut self, proc: Proc, relay: &str, line: &Line<'_>) -> u64 {
         let relay = crate::fields::hash_str(relay);
-        let started = self.hosts.get(&proc.0).map_or(0, |h| h.started);
         let program = program_tag(line.program);
+        let started = self.started(proc, program);
         // An order pushed out by the cap is lost: that process keeps its connections.
-        let (p, _) = self
-            .processes
-            .get_or_insert_with(proc, || ClientProcess::new(started, program, line.time));
+        let (p, _) = self.processes.get_or_insert_with(proc, || {
+            ClientProcess::new(started, program, line.time, started)
+        });
         let order = &mut p.order;
         if let Some(i) = order.iter().rposition(|&r| r == relay) {
             if let Some(r) = order.remove(i) {
@@ -1370,8 +1421,8 @@ impl MtaParser for SendmailParser {
         };
         vec![format!(
             "Sendmail: {n} outbound {deliveries} went to a relay whose TLS connection the \
-             process may still have cached (with a ConnectionCacheSize larger than modelled) or \
-             replaced with a new connection in clear; below LogLevel 12 the log does not say \
+             process may still have cached (with a ConnectionCacheSize larger than modelled, or \
+             across a daemon restart) or replaced with a new connection in clear; below LogLevel 12 the log does not say \
              which, so {their} transport is unknown (neither TLS nor a downgrade): \
              {HINT_LOG_LEVEL}"
         )]

@@ -383,11 +383,12 @@ fn a_tls_connection_a_larger_cache_could_hold_is_unknown() {
 
 /// connection-cache-downgrade.log in `report`'s figures: a relay that used TLS and was
 /// delivered to again with no STARTTLS=client line is a downgrade only where the log shows a
-/// new connection in clear: by a new process of the same pid (C to F), after a connect line
+/// new connection in clear: by a new process of the same pid (C, E, F), after a connect line
 /// (G), or past ConnectionCacheTimeout (I, and J's last delivery). Behind the modelled cache
-/// of 2 but within what a larger cache would hold (A, B, J), below LogLevel 12, the delivery
-/// is of unknown transport and no downgrade; mx.a2, whose reuse behind two relays its host's
-/// connect lines show, is TLS. `advice` counts the four ambiguous deliveries.
+/// of 2 but within what a larger cache would hold (A, B, J), or after a daemon start the
+/// process may have outlived (D), below LogLevel 12, the delivery is of unknown transport and
+/// no downgrade; mx.a2, whose reuse behind two relays its host's connect lines show, is TLS.
+/// `advice` counts the five ambiguous deliveries.
 #[test]
 fn a_delivery_behind_the_cache_is_a_downgrade_only_where_the_log_shows_one() {
     use exim_support::{log_lines, run, testdata};
@@ -413,7 +414,6 @@ fn a_delivery_behind_the_cache_is_a_downgrade_only_where_the_log_shows_one() {
     let want: Vec<(String, String)> = [
         ("192.0.2.100", "4269A0Ah009104"), // J: past the timeout, after two unknown
         ("192.0.2.40", "4262A0Ab009300"),  // C: the same pid on another host
-        ("192.0.2.50", "4263A0Ab009400"),  // D: after a daemon start
         ("192.0.2.60", "4264A0Ab009500"),  // E: after an inbound session began
         ("192.0.2.70", "4265A0Ab009600"),  // F: under another program name
         ("192.0.2.80", "4266A0Ab009202"),  // G: a connect line, no STARTTLS line
@@ -429,12 +429,12 @@ fn a_delivery_behind_the_cache_is_a_downgrade_only_where_the_log_shows_one() {
             f.outbound.plain_messages,
             f.outbound.unknown_messages
         ),
-        (11, 20, 5)
+        (11, 19, 6)
     );
     let advice = parser.advice();
     assert_eq!(advice.len(), 1, "{advice:?}");
     assert!(
-        advice[0].starts_with("Sendmail: 4 outbound deliveries"),
+        advice[0].starts_with("Sendmail: 5 outbound deliveries"),
         "{advice:?}"
     );
 }
@@ -499,5 +499,84 @@ fn a_refused_recipient_first_does_not_hide_a_new_plaintext_connection() {
             .collect();
         conns.sort();
         assert_eq!(conns, [("plain", 1), ("tls", 1)], "{label}: connections");
+    }
+}
+
+/// A `starting daemon` line ends no process of the daemon's: daemon.c `restart_daemon()`
+/// (SIGHUP) execs the daemon anew and `shutdown_daemon()` exits, neither signals a child, so
+/// a queue runner may go on using its cached connections after it; or its pid may be a new
+/// process (after a reboot). Process 9400 delivers to mx.v over TLS, a daemon starts, and
+/// 9400 delivers to mx.v again with no STARTTLS=client line: below LogLevel 12 that is a
+/// reuse or a new connection in clear, unknown; with connect lines (LogLevel 12) their
+/// absence shows the reuse. `sm-msp-queue`'s start is not `sm-mta`'s: the connection is
+/// still cached, TLS.
+#[test]
+fn a_daemon_start_leaves_a_tls_connection_of_a_process_before_it_unknown() {
+    use exim_support::{log_lines, run};
+    use sigillo_logs::model::{AnomalyKind, Record, Transport};
+
+    let to = |time: &str, qid: &str| {
+        format!(
+            "Mar  4 {time} mx sm-mta[9400]: {qid}: to=<u@v.example>, delay=00:00:01, \
+             xdelay=00:00:01, mailer=esmtp, pri=120000, relay=mx.v.example. [192.0.2.50], \
+             dsn=2.0.0, stat=Sent (ok)"
+        )
+    };
+    let connect = "Mar  4 11:00:00 mx sm-mta[9400]: 4263A0Aa009400: SMTP outgoing connect on \
+                   [192.0.2.25]";
+    let starttls = "Mar  4 11:00:00 mx sm-mta[9400]: STARTTLS=client, relay=mx.v.example., \
+                    version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256";
+    // (the daemon's start line, the process logs connect lines, the second delivery's
+    // transport, stripping traces, ambiguous deliveries in advice)
+    let cases = [
+        (
+            "sm-mta[1000]: starting daemon (8.17.1): SMTP+queueing@00:30:00",
+            false,
+            "unknown",
+            0,
+            true,
+        ),
+        (
+            "sm-mta[1000]: starting daemon (8.17.1): SMTP+queueing@00:30:00",
+            true,
+            "tls",
+            0,
+            false,
+        ),
+        (
+            "sm-msp-queue[1001]: starting daemon (8.17.1): queueing@00:20:00",
+            false,
+            "tls",
+            0,
+            false,
+        ),
+    ];
+    for (start, connects, want, traces, advice) in cases {
+        let mut lines = Vec::new();
+        if connects {
+            lines.push(connect.to_owned());
+        }
+        lines.push(starttls.to_owned());
+        lines.push(to("11:00:01", "4263A0Aa009400"));
+        lines.push(format!("Mar  4 11:01:00 mx {start}"));
+        lines.push(to("11:02:00", "4263A0Ab009400"));
+        let mut parser = SendmailParser::new();
+        let records = run(&mut parser, &log_lines(&lines.join("\n")));
+        let label = format!("{start}, connect lines {connects}");
+        let got = records.iter().find_map(|r| match r {
+            Record::Message(m) if &*m.id == "4263A0Ab009400" => Some(match m.transport {
+                Transport::Tls(_) => "tls",
+                Transport::Plain => "plain",
+                Transport::Unknown { .. } => "unknown",
+            }),
+            _ => None,
+        });
+        assert_eq!(got, Some(want), "{label}");
+        let got_traces = records
+            .iter()
+            .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
+            .count();
+        assert_eq!(got_traces, traces, "{label}: stripping traces");
+        assert_eq!(!parser.advice().is_empty(), advice, "{label}: advice");
     }
 }
