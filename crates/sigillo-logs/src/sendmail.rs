@@ -1,10 +1,11 @@
 //! Sendmail (`sm-mta`, `sendmail`, `sm-msp-queue`) → records: `STARTTLS=server|client` lines
-//! joined by pid to the `from=` (inbound) and `to=` (outbound) lines of the same process.
+//! joined to the `from=` (inbound) and `to=` (outbound) lines of the same process (host, pid).
 //!
 //! Decisions:
 //! - **Join.** Older builds log `STARTTLS=server, relay=…` without a queue id, newer ones
-//!   (8.16+) put the session's queue id first; both are joined by pid, which is one process per
-//!   SMTP session, to every later `QID: from=…` of that pid whose `relay=` has the same IP
+//!   (8.16+) put the session's queue id first; both are joined by process (the syslog host
+//!   and pid: merged logs of several hosts keep theirs apart), one per SMTP session, to every
+//!   later `QID: from=…` of that process whose `relay=` has the same IP
 //!   (a reused pid from another peer does not inherit TLS), within an hour. Outbound,
 //!   `STARTTLS=client, relay=NAME` is joined to `QID: to=…, relay=NAME [ip]` lines of the same
 //!   pid with the same relay name (trailing dot and case ignored) while that connection can
@@ -463,18 +464,19 @@ const NO_SESSION: [&str; 6] = [
 pub struct SendmailParser {
     // Pids are the MTA's own: the fast hash. Addresses and relay names come from the other
     // side: SipHash.
-    server: Bounded<u32, ServerSession, FxBuild>,
+    /// Inbound sessions per process (host and pid: merged logs of several hosts keep theirs).
+    server: Bounded<Proc, ServerSession, FxBuild>,
     client: Bounded<(Proc, String), ClientConn>,
     tls_peers: Bounded<IpAddr, ()>,
     tls_relays: Bounded<String, ()>,
-    pending_traces: Bounded<u32, PendingTrace, FxBuild>,
+    pending_traces: Bounded<Proc, PendingTrace, FxBuild>,
     /// Processes whose server-side STARTTLS handshake failed, with when: the client did ask
     /// for TLS, so the `did not issue MAIL` line that follows is no stripping trace.
-    tls_failed: Bounded<u32, UnixTime, FxBuild>,
+    tls_failed: Bounded<Proc, UnixTime, FxBuild>,
     /// The last STARTTLS failure listed per (process, server side): one failed handshake
     /// logs both `STARTTLS=…, error: …` and, in the same second, the `tls_server` (or
     /// `tls_client`) ruleset's reject; it is listed once.
-    failure_listed: Bounded<(u32, bool), UnixTime, FxBuild>,
+    failure_listed: Bounded<(Proc, bool), UnixTime, FxBuild>,
     unparsed: u64,
     evicted: u64,
     /// A delivery whose `to=` list ended in `[more]` (Sendmail splits a long list over
@@ -522,8 +524,8 @@ impl SendmailParser {
         }
     }
 
-    /// Ends the inbound session of `pid`, if any: its connection record.
-    fn close_server(&mut self, pid: u32, out: &mut Vec<Record>) {
+    /// Ends the inbound session of process `pid`, if any: its connection record.
+    fn close_server(&mut self, pid: Proc, out: &mut Vec<Record>) {
         if let Some(s) = self.server.remove(&pid) {
             out.push(s.record());
         }
@@ -533,7 +535,7 @@ impl SendmailParser {
     /// [`Self::close_server`]). A daemon child is forked for each SMTP connection: the pid's
     /// earlier process, with any outbound connections it cached, is over.
     fn open_server(&mut self, line: &Line<'_>, s: ServerSession, out: &mut Vec<Record>) {
-        let pid = line.pid.unwrap_or(0);
+        let pid = proc_of(line);
         if let Some((_, old)) = self.server.insert(pid, s) {
             self.evicted += 1;
             out.push(old.record());
@@ -555,7 +557,7 @@ impl SendmailParser {
         relay: Relay<'_>,
         out: &mut Vec<Record>,
     ) -> Option<&mut ServerSession> {
-        let (pid, time) = (line.pid.unwrap_or(0), line.time);
+        let (pid, time) = (proc_of(line), line.time);
         let same = self
             .server
             .get(&pid)
@@ -586,7 +588,7 @@ impl SendmailParser {
     }
 
     fn on_starttls(&mut self, server: bool, rest: &str, line: &Line<'_>, out: &mut Vec<Record>) {
-        let pid = line.pid.unwrap_or(0);
+        let pid = proc_of(line);
         if rest.starts_with("error:") || rest.contains(", error:") || rest.starts_with("error") {
             let raw = fields(rest).find(|(k, _)| *k == "relay").map(|(_, v)| v);
             let relay = raw.map(parse_relay).unwrap_or_default();
@@ -695,7 +697,7 @@ impl SendmailParser {
             time: line.time,
             evidence: line.raw.to_string(),
         };
-        let pid = line.pid.unwrap_or(0);
+        let pid = proc_of(line);
         if let Some(old) = self.pending_traces.remove(&pid) {
             out.push(trace(old, Direction::Inbound, peer(Relay::default()), None));
         }
@@ -706,7 +708,7 @@ impl SendmailParser {
 
     /// The pending `XXXXXXXA` trace of this process, if it is recent enough to be the same
     /// session.
-    fn take_pending_trace(&mut self, pid: u32, now: UnixTime) -> Option<PendingTrace> {
+    fn take_pending_trace(&mut self, pid: Proc, now: UnixTime) -> Option<PendingTrace> {
         let p = self.pending_traces.remove(&pid)?;
         (now.saturating_sub(p.time) <= MAX_AGE).then_some(p)
     }
@@ -717,7 +719,7 @@ impl SendmailParser {
     /// insists on TLS and gives up when its STARTTLS is refused).
     fn on_null_session(&mut self, client: &str, line: &Line<'_>, out: &mut Vec<Record>) {
         let relay = parse_relay(client);
-        let pid = line.pid.unwrap_or(0);
+        let pid = proc_of(line);
         // The session ends here; with a STARTTLS line before it, it was a TLS session.
         let session_tls = self
             .server_for(line, relay, out)
@@ -758,7 +760,7 @@ impl SendmailParser {
         let relay = relay.map(parse_relay).unwrap_or_default();
         // `relay=user@localhost`: a local submission, no SMTP session.
         let internal = relay.ip.is_none();
-        let pid = line.pid.unwrap_or(0);
+        let pid = proc_of(line);
         let proto_tls = proto.is_some_and(|p| p.starts_with("ESMTPS"));
         let session = if internal {
             self.server
@@ -1224,7 +1226,7 @@ impl SendmailParser {
 
     /// Whether a STARTTLS failure of this process and side was listed within the last
     /// second (the other line of the same failed handshake); else notes this one.
-    fn listed_already(&mut self, pid: u32, server: bool, now: UnixTime) -> bool {
+    fn listed_already(&mut self, pid: Proc, server: bool, now: UnixTime) -> bool {
         let listed = (self.failure_listed.get(&(pid, server)))
             .is_some_and(|&at| now.saturating_sub(at) <= 1);
         if listed {
@@ -1257,7 +1259,7 @@ impl SendmailParser {
         } else {
             Direction::Inbound
         };
-        if self.listed_already(line.pid.unwrap_or(0), dir == Direction::Inbound, line.time) {
+        if self.listed_already(proc_of(line), dir == Direction::Inbound, line.time) {
             return;
         }
         out.push(anomaly(

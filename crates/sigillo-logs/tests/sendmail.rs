@@ -580,3 +580,58 @@ fn a_daemon_start_leaves_a_tls_connection_of_a_process_before_it_unknown() {
         assert_eq!(!parser.advice().is_empty(), advice, "{label}: advice");
     }
 }
+
+/// Merged logs of two hosts: the inbound session of one host's daemon child is not ended by
+/// a line of the other host's process of the same pid. Host mx's child 9500 receives two
+/// messages in one session and delivers each itself (DeliveryMode=interactive, the second
+/// over its cached TLS connection to mx.t); host mx2's child 9500 receives one in between.
+/// mx's session is one session of 2 messages, and its second delivery is TLS, no trace.
+#[test]
+fn merged_hosts_keep_their_inbound_sessions_apart() {
+    use exim_support::{log_lines, run};
+    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+
+    let lines = [
+        "Mar  4 12:00:00 mx sm-mta[9500]: 4264A0Aa009500: from=<a@example.org>, size=900, \
+         class=0, nrcpts=1, msgid=<1@example.org>, proto=ESMTP, daemon=MTA, relay=[198.51.100.9]",
+        "Mar  4 12:00:01 mx sm-mta[9500]: STARTTLS=client, relay=mx.t.example., \
+         version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+        "Mar  4 12:00:02 mx sm-mta[9500]: 4264A0Aa009500: to=<u@t.example>, delay=00:00:02, \
+         xdelay=00:00:01, mailer=esmtp, pri=120000, relay=mx.t.example. [192.0.2.10], \
+         dsn=2.0.0, stat=Sent (ok)",
+        "Mar  4 12:00:05 mx2 sm-mta[9500]: 4264B0Aa009500: from=<b@example.net>, size=800, \
+         class=0, nrcpts=1, msgid=<2@example.net>, proto=ESMTP, daemon=MTA, relay=[203.0.113.7]",
+        "Mar  4 12:00:10 mx sm-mta[9500]: 4264A0Ab009500: from=<a@example.org>, size=900, \
+         class=0, nrcpts=1, msgid=<3@example.org>, proto=ESMTP, daemon=MTA, relay=[198.51.100.9]",
+        "Mar  4 12:00:11 mx sm-mta[9500]: 4264A0Ab009500: to=<v@t.example>, delay=00:00:01, \
+         xdelay=00:00:01, mailer=esmtp, pri=120000, relay=mx.t.example. [192.0.2.10], \
+         dsn=2.0.0, stat=Sent (ok)",
+    ];
+    let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
+    let second = records.iter().find_map(|r| match r {
+        Record::Message(m) if &*m.id == "4264A0Ab009500" && m.direction == Direction::Outbound => {
+            Some(matches!(m.transport, Transport::Tls(_)))
+        }
+        _ => None,
+    });
+    assert_eq!(second, Some(true), "{records:#?}");
+    let traces = records
+        .iter()
+        .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
+        .count();
+    assert_eq!(traces, 0);
+    let mut sessions: Vec<(String, u32)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Connection(c) if c.direction == Direction::Inbound => {
+                Some((c.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(), c.messages))
+            }
+            _ => None,
+        })
+        .collect();
+    sessions.sort();
+    assert_eq!(
+        sessions,
+        [("198.51.100.9".to_owned(), 2), ("203.0.113.7".to_owned(), 1)]
+    );
+}
