@@ -60,7 +60,8 @@
 //!   by the process since is gone. A delivery over a connection the cache has closed went over
 //!   a new one, in clear unless a new `STARTTLS=client` line says otherwise (but see below for
 //!   a TLS connection a larger cache would still hold). A deferral that reached no session
-//!   (`Connection refused`, `timed out`, no `[ip]`, …) counts none. `messages` are the queue
+//!   (`Connection refused`, `timed out`, no `[ip]`, …) counts none, and closes the one the
+//!   model held to that relay (`mci_get()` reuses a cached connection only while it answers). `messages` are the queue
 //!   ids delivered over it. A transaction logs its recipients refused at `RCPT` first, each on
 //!   a line of its own, then those sent: a new connection in clear opened by such a line is
 //!   of unknown transport until a delivery over it is sent, which makes it plain (and a
@@ -963,8 +964,10 @@ impl SendmailParser {
         let own_from = restarted_from.unwrap_or(epoch);
         let reused = session && logs_connects && !connected;
         let cached = match self.client.get(&key) {
-            // A connect line says this one is new.
-            Some(_) if connected => false,
+            // A connect line says this one is new; a deferral that reached no session had no
+            // live connection (`mci_get()` reuses a cached one that still answers): the
+            // connection the model held is closed.
+            Some(_) if connected || !session => false,
             // The connect lines show a reuse: the process outlived any daemon start since.
             Some(c) if reused && c.epoch >= own_from => {
                 self.learn_cache_size(key.0, &key.1);

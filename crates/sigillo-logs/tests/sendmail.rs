@@ -635,3 +635,63 @@ fn merged_hosts_keep_their_inbound_sessions_apart() {
         [("198.51.100.9".to_owned(), 2), ("203.0.113.7".to_owned(), 1)]
     );
 }
+
+/// A deferral that reached no SMTP session (`Connection refused`, …) says the process had no
+/// live connection to the relay (mci.c `mci_get()` reuses a cached one that still answers;
+/// a connection was tried, or the host's status says it is down): it is of unknown
+/// transport, not TLS over a cached connection, and counts for no connection. The next
+/// delivery to that relay opens a new one (in clear without a STARTTLS=client line).
+#[test]
+fn a_deferral_without_a_session_goes_over_no_cached_connection() {
+    use exim_support::{log_lines, run};
+    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+
+    let to = |time: &str, qid: &str, tail: &str| {
+        format!(
+            "Mar  4 {time} mx sm-mta[9100]: {qid}: to=<u@t.example>, delay=00:00:01, \
+             xdelay=00:00:01, mailer=esmtp, pri=120000, relay=mx.t.example. [192.0.2.10], \
+             {tail}"
+        )
+    };
+    let lines = [
+        "Mar  4 08:00:00 mx sm-mta[9100]: STARTTLS=client, relay=mx.t.example., \
+         version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256"
+            .to_owned(),
+        to("08:00:01", "4250D0Aa009100", "dsn=2.0.0, stat=Sent (ok)"),
+        to(
+            "08:01:00",
+            "4250D0Ab009100",
+            "dsn=4.0.0, stat=Deferred: Connection refused by mx.t.example.",
+        ),
+        to("08:02:00", "4250D0Ac009100", "dsn=2.0.0, stat=Sent (ok)"),
+    ];
+    let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
+    let transport = |id: &str| {
+        records.iter().find_map(|r| match r {
+            Record::Message(m) if &*m.id == id => Some(match m.transport {
+                Transport::Tls(_) => "tls",
+                Transport::Plain => "plain",
+                Transport::Unknown { .. } => "unknown",
+            }),
+            _ => None,
+        })
+    };
+    assert_eq!(transport("4250D0Ab009100"), Some("unknown"));
+    assert_eq!(transport("4250D0Ac009100"), Some("plain"));
+    let mut conns: Vec<(bool, u32)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Connection(c) if c.direction == Direction::Outbound => {
+                Some((matches!(c.transport, Transport::Tls(_)), c.messages))
+            }
+            _ => None,
+        })
+        .collect();
+    conns.sort();
+    assert_eq!(conns, [(false, 1), (true, 1)]);
+    let traces = records
+        .iter()
+        .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
+        .count();
+    assert_eq!(traces, 1);
+}
