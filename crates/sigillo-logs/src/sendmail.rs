@@ -949,16 +949,16 @@ impl SendmailParser {
         };
         // What the process's connect lines tell: a new connection (one since its last
         // delivery), or a cached one (none, in a process that logs them).
-        let (connected, logs_connects, epoch, restarted_from) =
-            match self.processes.get_mut(&key.0) {
-                Some(p) => (
-                    std::mem::take(&mut p.connect_pending),
-                    p.logs_connects,
-                    p.epoch,
-                    p.restarted_from,
-                ),
-                None => (false, false, 0, None),
-            };
+        let (connected, logs_connects, epoch, restarted_from) = match self.processes.get_mut(&key.0)
+        {
+            Some(p) => (
+                std::mem::take(&mut p.connect_pending),
+                p.logs_connects,
+                p.epoch,
+                p.restarted_from,
+            ),
+            None => (false, false, 0, None),
+        };
         // Connections of this epoch on may be the process's own: from before a daemon start
         // it may have outlived.
         let own_from = restarted_from.unwrap_or(epoch);
@@ -1089,9 +1089,9 @@ impl SendmailParser {
         let proc = proc_of(line);
         let program = program_tag(line.program);
         let started = self.started(proc, program);
-        let (p, _) = self
-            .processes
-            .get_or_insert_with(proc, || ClientProcess::new(started, program, start, started));
+        let (p, _) = self.processes.get_or_insert_with(proc, || {
+            ClientProcess::new(started, program, start, started)
+        });
         if p.program != program || start.saturating_sub(p.last) > idle_limit {
             self.epochs += 1;
             *p = ClientProcess::new(self.epochs, program, start, started);

@@ -465,10 +465,7 @@ fn a_refused_recipient_first_does_not_hide_a_new_plaintext_connection() {
             "dsn=4.2.1, stat=Deferred: 450 4.2.1 Mailbox busy",
             "a deferred recipient",
         ),
-        (
-            "dsn=2.0.0, stat=Sent (ok)",
-            "a sent recipient (as before)",
-        ),
+        ("dsn=2.0.0, stat=Sent (ok)", "a sent recipient (as before)"),
     ];
     for (first, label) in cases {
         let lines = [
@@ -623,16 +620,20 @@ fn merged_hosts_keep_their_inbound_sessions_apart() {
     let mut sessions: Vec<(String, u32)> = records
         .iter()
         .filter_map(|r| match r {
-            Record::Connection(c) if c.direction == Direction::Inbound => {
-                Some((c.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(), c.messages))
-            }
+            Record::Connection(c) if c.direction == Direction::Inbound => Some((
+                c.peer.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                c.messages,
+            )),
             _ => None,
         })
         .collect();
     sessions.sort();
     assert_eq!(
         sessions,
-        [("198.51.100.9".to_owned(), 2), ("203.0.113.7".to_owned(), 1)]
+        [
+            ("198.51.100.9".to_owned(), 2),
+            ("203.0.113.7".to_owned(), 1)
+        ]
     );
 }
 
