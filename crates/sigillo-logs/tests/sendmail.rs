@@ -4,11 +4,36 @@
 mod exim_support;
 
 use exim_support::{check_fixtures, truncations_never_panic};
-use sigillo_logs::model::MtaParser;
+use sigillo_logs::model::{AnomalyKind, MtaParser, Record, Transport};
 use sigillo_logs::sendmail::SendmailParser;
 
 fn make() -> Box<dyn MtaParser> {
     Box::new(SendmailParser::new())
+}
+
+/// A transport in one word, for the tables below.
+fn transport_name(t: &Transport) -> &'static str {
+    match t {
+        Transport::Tls(_) => "tls",
+        Transport::Plain => "plain",
+        Transport::Unknown { .. } => "unknown",
+    }
+}
+
+/// The transport of the message record with queue id `id`, in one word.
+fn message_transport(records: &[Record], id: &str) -> Option<&'static str> {
+    records.iter().find_map(|r| match r {
+        Record::Message(m) if &*m.id == id => Some(transport_name(&m.transport)),
+        _ => None,
+    })
+}
+
+/// How many stripping traces `records` hold.
+fn stripping_traces(records: &[Record]) -> usize {
+    records
+        .iter()
+        .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
+        .count()
 }
 
 #[test]
@@ -28,7 +53,7 @@ fn every_truncation_of_every_line_is_safe() {
 #[test]
 fn stripping_traces_carry_their_peer_and_evidence_lines() {
     use exim_support::{log_lines, run, testdata};
-    use sigillo_logs::model::{AnomalyKind, Direction, Record};
+    use sigillo_logs::model::Direction;
     use std::net::IpAddr;
 
     let path = testdata("sendmail").join("stripping-and-connections.log");
@@ -99,7 +124,7 @@ fn stripping_traces_carry_their_peer_and_evidence_lines() {
 #[test]
 fn inbound_sessions_follow_the_daemon_child() {
     use sigillo_logs::envelope::{Envelope, YearGuess};
-    use sigillo_logs::model::{Direction, Record, Transport};
+    use sigillo_logs::model::Direction;
 
     let from = |time: &str, pid: u32, qid: &str, ip: &str| {
         format!(
@@ -166,7 +191,7 @@ fn inbound_sessions_follow_the_daemon_child() {
 #[test]
 fn connection_cache_is_per_process_and_bounded() {
     use exim_support::{log_lines, run, testdata};
-    use sigillo_logs::model::{Direction, Record, Transport};
+    use sigillo_logs::model::Direction;
 
     let path = testdata("sendmail").join("connection-cache-processes.log");
     let text = std::fs::read_to_string(&path).expect("fixture");
@@ -218,7 +243,7 @@ fn connection_cache_is_per_process_and_bounded() {
 #[test]
 fn a_connection_taken_as_closed_teaches_no_cache_size() {
     use exim_support::{log_lines, run};
-    use sigillo_logs::model::{Direction, Record};
+    use sigillo_logs::model::Direction;
 
     let to = |time: &str, pid: u32, qid: &str, host: &str, ip: &str| {
         format!(
@@ -307,7 +332,7 @@ fn a_connection_taken_as_closed_teaches_no_cache_size() {
 #[test]
 fn a_tls_connection_a_larger_cache_could_hold_is_unknown() {
     use exim_support::{log_lines, run};
-    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+    use sigillo_logs::model::Direction;
 
     let to = |time: &str, qid: &str, host: &str, ip: &str| {
         format!(
@@ -343,19 +368,9 @@ fn a_tls_connection_a_larger_cache_could_hold_is_unknown() {
         let mut parser = SendmailParser::new();
         let records = run(&mut parser, &log_lines(&text));
         let label = format!("{between} relays, last at {last}");
-        let got = records.iter().find_map(|r| match r {
-            Record::Message(m) if &*m.id == "4250B2Aa009100" => Some(match m.transport {
-                Transport::Tls(_) => "tls",
-                Transport::Plain => "plain",
-                Transport::Unknown { .. } => "unknown",
-            }),
-            _ => None,
-        });
+        let got = message_transport(&records, "4250B2Aa009100");
         assert_eq!(got, Some(want), "{label}");
-        let got_traces = records
-            .iter()
-            .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
-            .count();
+        let got_traces = stripping_traces(&records);
         assert_eq!(got_traces, traces, "{label}: stripping traces");
         let got_connections = records
             .iter()
@@ -447,7 +462,7 @@ fn a_delivery_behind_the_cache_is_a_downgrade_only_where_the_log_shows_one() {
 #[test]
 fn a_refused_recipient_first_does_not_hide_a_new_plaintext_connection() {
     use exim_support::{log_lines, run};
-    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+    use sigillo_logs::model::Direction;
 
     let to = |time: &str, pid: u32, rcpt: &str, tail: &str| {
         format!(
@@ -475,22 +490,14 @@ fn a_refused_recipient_first_does_not_hide_a_new_plaintext_connection() {
             to("08:01:00", 9200, "good", "dsn=2.0.0, stat=Sent (ok)"),
         ];
         let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
-        let traces = records
-            .iter()
-            .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
-            .count();
+        let traces = stripping_traces(&records);
         assert_eq!(traces, 1, "{label}: stripping traces in {records:#?}");
         let mut conns: Vec<(&str, u32)> = records
             .iter()
             .filter_map(|r| match r {
-                Record::Connection(c) if c.direction == Direction::Outbound => Some((
-                    match c.transport {
-                        Transport::Tls(_) => "tls",
-                        Transport::Plain => "plain",
-                        Transport::Unknown { .. } => "unknown",
-                    },
-                    c.messages,
-                )),
+                Record::Connection(c) if c.direction == Direction::Outbound => {
+                    Some((transport_name(&c.transport), c.messages))
+                }
                 _ => None,
             })
             .collect();
@@ -510,7 +517,6 @@ fn a_refused_recipient_first_does_not_hide_a_new_plaintext_connection() {
 #[test]
 fn a_daemon_start_leaves_a_tls_connection_of_a_process_before_it_unknown() {
     use exim_support::{log_lines, run};
-    use sigillo_logs::model::{AnomalyKind, Record, Transport};
 
     let to = |time: &str, qid: &str| {
         format!(
@@ -560,19 +566,9 @@ fn a_daemon_start_leaves_a_tls_connection_of_a_process_before_it_unknown() {
         let mut parser = SendmailParser::new();
         let records = run(&mut parser, &log_lines(&lines.join("\n")));
         let label = format!("{start}, connect lines {connects}");
-        let got = records.iter().find_map(|r| match r {
-            Record::Message(m) if &*m.id == "4263A0Ab009400" => Some(match m.transport {
-                Transport::Tls(_) => "tls",
-                Transport::Plain => "plain",
-                Transport::Unknown { .. } => "unknown",
-            }),
-            _ => None,
-        });
+        let got = message_transport(&records, "4263A0Ab009400");
         assert_eq!(got, Some(want), "{label}");
-        let got_traces = records
-            .iter()
-            .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
-            .count();
+        let got_traces = stripping_traces(&records);
         assert_eq!(got_traces, traces, "{label}: stripping traces");
         assert_eq!(!parser.advice().is_empty(), advice, "{label}: advice");
     }
@@ -586,7 +582,7 @@ fn a_daemon_start_leaves_a_tls_connection_of_a_process_before_it_unknown() {
 #[test]
 fn merged_hosts_keep_their_inbound_sessions_apart() {
     use exim_support::{log_lines, run};
-    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+    use sigillo_logs::model::Direction;
 
     let lines = [
         "Mar  4 12:00:00 mx sm-mta[9500]: 4264A0Aa009500: from=<a@example.org>, size=900, \
@@ -612,10 +608,7 @@ fn merged_hosts_keep_their_inbound_sessions_apart() {
         _ => None,
     });
     assert_eq!(second, Some(true), "{records:#?}");
-    let traces = records
-        .iter()
-        .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
-        .count();
+    let traces = stripping_traces(&records);
     assert_eq!(traces, 0);
     let mut sessions: Vec<(String, u32)> = records
         .iter()
@@ -645,7 +638,7 @@ fn merged_hosts_keep_their_inbound_sessions_apart() {
 #[test]
 fn a_deferral_without_a_session_goes_over_no_cached_connection() {
     use exim_support::{log_lines, run};
-    use sigillo_logs::model::{AnomalyKind, Direction, Record, Transport};
+    use sigillo_logs::model::Direction;
 
     let to = |time: &str, qid: &str, tail: &str| {
         format!(
@@ -667,16 +660,7 @@ fn a_deferral_without_a_session_goes_over_no_cached_connection() {
         to("08:02:00", "4250D0Ac009100", "dsn=2.0.0, stat=Sent (ok)"),
     ];
     let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
-    let transport = |id: &str| {
-        records.iter().find_map(|r| match r {
-            Record::Message(m) if &*m.id == id => Some(match m.transport {
-                Transport::Tls(_) => "tls",
-                Transport::Plain => "plain",
-                Transport::Unknown { .. } => "unknown",
-            }),
-            _ => None,
-        })
-    };
+    let transport = |id: &str| message_transport(&records, id);
     assert_eq!(transport("4250D0Ab009100"), Some("unknown"));
     assert_eq!(transport("4250D0Ac009100"), Some("plain"));
     let mut conns: Vec<(bool, u32)> = records
@@ -690,9 +674,6 @@ fn a_deferral_without_a_session_goes_over_no_cached_connection() {
         .collect();
     conns.sort();
     assert_eq!(conns, [(false, 1), (true, 1)]);
-    let traces = records
-        .iter()
-        .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StrippingTrace))
-        .count();
+    let traces = stripping_traces(&records);
     assert_eq!(traces, 1);
 }
