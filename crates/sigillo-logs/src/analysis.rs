@@ -10,7 +10,7 @@ use crate::input::{
 use crate::model::{MtaParser, Record, UnixTime};
 use crate::opensmtpd::OpensmtpdParser;
 use crate::postfix::{
-    LineRoute, PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route,
+    HalfLines, PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route,
     merge_roles,
 };
 use crate::sendmail::SendmailParser;
@@ -280,10 +280,9 @@ type OtherMtaLines = [u64; Format::ALL.len()];
 struct LineBatch {
     format: Format,
     block: LineBlock,
-    /// For Postfix, each line's half and daemon ([`line_route`]), found once on the reader
-    /// thread so that each half passes over the other's lines without a look at them; else
-    /// empty.
-    routes: Vec<Option<LineRoute>>,
+    /// For Postfix, the lines of each half with their daemon ([`line_route`]), found once on
+    /// the reader thread so that each half walks only its own lines; else empty.
+    halves: HalfLines,
     /// The lines tagged by another MTA than `format` (by their index, in order), for that
     /// MTA's parser: a mail log written on the day one MTA replaced another holds both.
     /// Usually empty.
@@ -328,29 +327,34 @@ fn read_all(
                         }
                     }
                 };
-                let routes = match format {
-                    // Only a line that is no Postfix daemon's may be another MTA's.
-                    Format::Postfix => (block.views().enumerate())
-                        .map(|(i, line)| {
-                            let route = line_route(&line);
-                            if route.is_none() {
-                                other(i, &line);
+                let halves = match format {
+                    Format::Postfix => {
+                        let mut halves = HalfLines::with_capacity(block.len());
+                        for (i, line) in block.views().enumerate() {
+                            match line_route(&line) {
+                                Some(route) => halves.push(
+                                    u32::try_from(i).unwrap_or(u32::MAX),
+                                    route,
+                                    line.time(),
+                                ),
+                                // Only a line that is no Postfix daemon's may be another MTA's.
+                                None => other(i, &line),
                             }
-                            route
-                        })
-                        .collect(),
+                        }
+                        halves
+                    }
                     _ => {
                         block
                             .views()
                             .enumerate()
                             .for_each(|(i, line)| other(i, &line));
-                        Vec::new()
+                        HalfLines::default()
                     }
                 };
                 let batch = LineBatch {
                     format,
                     block,
-                    routes,
+                    halves,
                     other_mta,
                 };
                 match tx.send(ReaderMsg::Lines(batch)) {
@@ -409,14 +413,10 @@ fn deliver_all(
     parser
 }
 
-/// Feeds a Postfix block's lines to one half of the parser, each routed by its half: the
-/// other half's lines are not looked at (but for the delivery half's sweep at their time).
+/// Feeds a Postfix block's lines to one half of the parser: only its own lines, routed by the
+/// reader (the other half's are looked at only for the delivery half's sweep at their time).
 fn feed_half(tagged: &mut TaggedRecords, parser: &mut PostfixParser, batch: &LineBatch) {
-    for (i, (line, &route)) in batch.block.views().zip(&batch.routes).enumerate() {
-        if route.is_some() {
-            tagged.feed_routed(parser, &line, route, u32::try_from(i).unwrap_or(u32::MAX));
-        }
-    }
+    tagged.feed_half(parser, &batch.halves, |i| batch.block.view(i));
 }
 
 /// The parser stage's end of the delivery thread.

@@ -1319,6 +1319,13 @@ impl LineBlock {
         self.lines.iter().map(move |spans| LineView { text, spans })
     }
 
+    /// Good line `i`, sliced out of the text only as far as it is looked at.
+    #[inline]
+    pub fn view(&self, i: usize) -> Option<LineView<'_>> {
+        let text = self.text.as_str();
+        self.lines.get(i).map(|spans| LineView { text, spans })
+    }
+
     /// How many good lines.
     pub fn len(&self) -> usize {
         self.lines.len()

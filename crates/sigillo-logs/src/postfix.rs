@@ -449,6 +449,144 @@ impl TaggedRecords {
     }
 }
 
+/// A block's Postfix lines split between the two halves, as `report`'s reader splits them
+/// once ([`line_route`]): each half then walks only its own lines. The delivery half also
+/// sweeps idle processes at the time of the inbound half's lines; each of its lines keeps the
+/// latest time of the inbound lines since the one before it, so that it looks at them only
+/// when a sweep falls due among them (once in ten minutes of log time).
+#[derive(Debug, Clone)]
+pub struct HalfLines {
+    /// The inbound half's lines: index in the block, and route.
+    inbound: Vec<(u32, LineRoute)>,
+    /// The delivery half's lines.
+    delivery: Vec<DeliveryLine>,
+    /// The latest time of the inbound lines after the last delivery line ([`NO_LINE`]: none).
+    tail_latest: UnixTime,
+}
+
+/// The latest time of no line at all: earlier than any sweep.
+const NO_LINE: UnixTime = UnixTime::MIN;
+
+/// A line of the delivery half in [`HalfLines`].
+#[derive(Debug, Clone, Copy)]
+struct DeliveryLine {
+    index: u32,
+    route: LineRoute,
+    /// The latest time of the inbound lines between the delivery line before it and it
+    /// ([`NO_LINE`]: none).
+    inbound_latest: UnixTime,
+}
+
+impl Default for HalfLines {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl HalfLines {
+    /// Room for a block of `lines` lines.
+    pub fn with_capacity(lines: usize) -> Self {
+        Self {
+            // Most lines of a mail server's log are the inbound half's.
+            inbound: Vec::with_capacity(lines),
+            delivery: Vec::with_capacity(lines / 2),
+            tail_latest: NO_LINE,
+        }
+    }
+
+    /// Line `index` (after those pushed before it), of time `time`, routed by `route`.
+    #[inline(always)]
+    pub fn push(&mut self, index: u32, route: LineRoute, time: UnixTime) {
+        if route.role == PostfixRole::Delivery {
+            self.delivery.push(DeliveryLine {
+                index,
+                route,
+                inbound_latest: std::mem::replace(&mut self.tail_latest, NO_LINE),
+            });
+        } else {
+            self.inbound.push((index, route));
+            self.tail_latest = self.tail_latest.max(time);
+        }
+    }
+}
+
+impl TaggedRecords {
+    /// Feeds `parser` the lines of its half in `lines`, as [`TaggedRecords::feed_routed`]
+    /// would feed it every line of the block: `line(i)` is the block's line `i`. A parser of
+    /// [`PostfixRole::All`] gets nothing (it reads whole blocks).
+    pub fn feed_half<'a, L: LazyLine<'a>>(
+        &mut self,
+        parser: &mut PostfixParser,
+        lines: &HalfLines,
+        line: impl Fn(usize) -> Option<L>,
+    ) {
+        match parser.options.role {
+            PostfixRole::All => {}
+            PostfixRole::Inbound => {
+                for &(index, route) in &lines.inbound {
+                    if let Some(l) = line(index as usize) {
+                        self.feed_own(parser, &l, route, index);
+                    }
+                }
+            }
+            PostfixRole::Delivery => {
+                let mut next = 0;
+                for d in &lines.delivery {
+                    self.sweep_at_inbound(parser, d.inbound_latest, next..d.index, &line);
+                    if let Some(l) = line(d.index as usize) {
+                        self.feed_own(parser, &l, d.route, d.index);
+                    }
+                    next = d.index.saturating_add(1);
+                }
+                let end = lines
+                    .inbound
+                    .last()
+                    .map_or(0, |&(i, _)| i.saturating_add(1));
+                self.sweep_at_inbound(parser, lines.tail_latest, next..end, &line);
+            }
+        }
+    }
+
+    /// Feeds `parser` line `index`, one of its own half's lines (routed by `route`), tagging
+    /// what it emits: [`TaggedRecords::feed_routed`] for a line known to be the parser's own,
+    /// inlined into the loops over a block's lines.
+    #[inline(always)]
+    fn feed_own<'a>(
+        &mut self,
+        parser: &mut PostfixParser,
+        line: &impl LazyLine<'a>,
+        route: LineRoute,
+        index: u32,
+    ) {
+        let before = self.records.len();
+        parser.feed_lazy_known(line, Some(route.daemon), &mut self.records);
+        self.tag_since(before, index);
+    }
+
+    /// The delivery half's pass over the inbound lines among `between`, whose latest time is
+    /// `latest`: nothing unless a sweep of idle processes falls due at one of them, and then
+    /// what [`TaggedRecords::feed_routed`] does at each.
+    #[inline]
+    fn sweep_at_inbound<'a, L: LazyLine<'a>>(
+        &mut self,
+        parser: &mut PostfixParser,
+        latest: UnixTime,
+        between: std::ops::Range<u32>,
+        line: &impl Fn(usize) -> Option<L>,
+    ) {
+        if latest < parser.next_sweep {
+            return;
+        }
+        for index in between {
+            if let Some(l) = line(index as usize)
+                && let Some(route) = line_route(&l)
+            {
+                self.feed_routed(parser, &l, Some(route), index);
+            }
+        }
+    }
+}
+
 /// Which half takes a line, and its daemon: what [`line_route`] finds once for both halves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineRoute {
@@ -459,7 +597,7 @@ pub struct LineRoute {
 
 /// The half that takes `line`, as [`PostfixParser::feed_lazy`] decides it, and its daemon;
 /// `None` for a line of no daemon the parser knows, which neither half looks at further.
-#[inline]
+#[inline(always)]
 pub fn line_route<'a>(line: &impl LazyLine<'a>) -> Option<LineRoute> {
     let daemon = daemon(line.program_bytes())?;
     let role = if is_inbound(daemon, || line.message()) {

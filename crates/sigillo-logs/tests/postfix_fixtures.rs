@@ -10,7 +10,8 @@ use sigillo_logs::envelope::Line;
 use sigillo_logs::input::{self, Format, InputOptions, SourcePath};
 use sigillo_logs::model::{AnomalyKind, MtaParser, Record};
 use sigillo_logs::postfix::{
-    PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route, merge_roles,
+    HalfLines, PostfixParser, PostfixParserOptions, PostfixRole, TaggedRecords, line_route,
+    merge_roles,
 };
 use std::path::{Path, PathBuf};
 
@@ -315,8 +316,9 @@ fn halves() -> (PostfixParser, PostfixParser) {
 
 /// Runs an inbound and a delivery parser over every line of `text`: merged by line, they must
 /// emit exactly the records one parser of every line emits, with the same counts and advice.
-/// So must a second pair fed each line routed by its [`line_route`], as `report` feeds them.
-/// Returns how many records were compared.
+/// So must a second pair fed each line routed by its [`line_route`], and a third fed only
+/// its own lines ([`HalfLines`]), as `report` feeds them. Returns how many records were
+/// compared.
 fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
     let (whole, whole_parser) = support::run(text);
     let (mut inbound, mut delivery) = halves();
@@ -324,17 +326,34 @@ fn assert_halves_equal_one_parser(text: &str, label: &str) -> usize {
     let (mut tagged_in, mut tagged_out) = (TaggedRecords::default(), TaggedRecords::default());
     let (mut routed_in_records, mut routed_out_records) =
         (TaggedRecords::default(), TaggedRecords::default());
-    for (i, raw) in text.lines().enumerate() {
-        let Some(line) = support::split(raw) else {
+    let lines: Vec<Option<Line<'_>>> = text.lines().map(support::split).collect();
+    let mut split = HalfLines::default();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(line) = line else {
             continue;
         };
         let i = u32::try_from(i).expect("few lines");
-        tagged_in.feed(&mut inbound, &line, i);
-        tagged_out.feed(&mut delivery, &line, i);
-        let route = line_route(&line);
-        routed_in_records.feed_routed(&mut routed_in, &line, route, i);
-        routed_out_records.feed_routed(&mut routed_out, &line, route, i);
+        tagged_in.feed(&mut inbound, line, i);
+        tagged_out.feed(&mut delivery, line, i);
+        let route = line_route(line);
+        routed_in_records.feed_routed(&mut routed_in, line, route, i);
+        routed_out_records.feed_routed(&mut routed_out, line, route, i);
+        if let Some(route) = route {
+            split.push(i, route, line.time);
+        }
     }
+    let (mut split_in, mut split_out) = halves();
+    let (mut split_in_records, mut split_out_records) =
+        (TaggedRecords::default(), TaggedRecords::default());
+    let line_at = |i: usize| lines.get(i).copied().flatten();
+    split_in_records.feed_half(&mut split_in, &split, line_at);
+    split_out_records.feed_half(&mut split_out, &split, line_at);
+    let mut by_half: Vec<Record> = merge_roles(&split_in_records, &split_out_records)
+        .cloned()
+        .collect();
+    split_in.finish(&mut by_half);
+    split_out.finish(&mut by_half);
+    assert_eq!(by_half, whole, "{label}: each half fed its own lines");
     let mut merged: Vec<Record> = merge_roles(&tagged_in, &tagged_out).cloned().collect();
     inbound.finish(&mut merged);
     delivery.finish(&mut merged);
@@ -393,7 +412,9 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
         let (mut whole_parser, mut whole) = (PostfixParser::default(), Vec::new());
         let (mut inbound, mut delivery) = halves();
         let (mut routed_in, mut routed_out) = halves();
+        let (mut split_in, mut split_out) = halves();
         let (mut merged, mut routed): (Vec<Record>, Vec<Record>) = (Vec::new(), Vec::new());
+        let mut by_half: Vec<Record> = Vec::new();
         input::open(&SourcePath::File(log.clone()), &options).for_each_block(|block| {
             for line in block.lines() {
                 whole_parser.feed(&line, &mut whole);
@@ -416,6 +437,18 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
                 tagged_out.feed_routed(&mut routed_out, &view, route, i);
             }
             routed.extend(merge_roles(&tagged_in, &tagged_out).cloned());
+            // As `report` feeds them: the block's lines split once, each half walking its own.
+            let mut split = HalfLines::with_capacity(block.len());
+            for (i, view) in block.views().enumerate() {
+                if let Some(route) = line_route(&view) {
+                    split.push(u32::try_from(i).expect("few lines"), route, view.time());
+                }
+            }
+            let (mut tagged_in, mut tagged_out) =
+                (TaggedRecords::default(), TaggedRecords::default());
+            tagged_in.feed_half(&mut split_in, &split, |i| block.view(i));
+            tagged_out.feed_half(&mut split_out, &split, |i| block.view(i));
+            by_half.extend(merge_roles(&tagged_in, &tagged_out).cloned());
             Some(block)
         });
         whole_parser.finish(&mut whole);
@@ -425,6 +458,15 @@ fn halves_fed_line_views_equal_one_parser_of_lines() {
         routed_in.finish(&mut routed);
         routed_out.finish(&mut routed);
         assert_eq!(routed, whole, "{}: routed by line_route", log.display());
+        split_in.finish(&mut by_half);
+        split_out.finish(&mut by_half);
+        assert_eq!(by_half, whole, "{}: each half its own lines", log.display());
+        assert_eq!(
+            split_in.unparsed() + split_out.unparsed(),
+            whole_parser.unparsed(),
+            "{}: each half its own lines",
+            log.display()
+        );
         assert_eq!(
             inbound.unparsed() + delivery.unparsed(),
             whole_parser.unparsed(),
@@ -453,5 +495,30 @@ Nov 22 12:30:00 mx postfix/smtpd[100]: disconnect from a.example[192.0.2.1] ehlo
     assert_eq!(
         n, 7,
         "4 messages, 2 outbound connections, 1 inbound connection"
+    );
+}
+
+/// The delivery half, fed only its own lines ([`HalfLines`]), still sweeps idle processes at
+/// the inbound lines where a sweep falls due: twice among the inbound lines between two of
+/// its lines (at 10:30, when nothing is idle for an hour yet, and at 11:05, which flushes the
+/// deliveries of 10:00 before that line's records), and after its last line (12:30).
+#[test]
+fn idle_process_sweeps_at_inbound_lines_between_delivery_lines() {
+    let log = "\
+Nov 22 10:00:00 mx postfix/smtpd[100]: connect from a.example[192.0.2.1]
+Nov 22 10:00:01 mx postfix/virtual[201]: 1A1B2C3D4E: to=<u@lab.test>, relay=virtual, delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (delivered to maildir)
+Nov 22 10:00:02 mx postfix/smtp[203]: 3A1B2C3D4E: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:30:00 mx postfix/smtpd[101]: connect from b.example[192.0.2.2]
+Nov 22 10:30:01 mx postfix/anvil[300]: statistics: max connection rate 1/60s for (smtp:192.0.2.2) at Nov 22 10:30:00
+Nov 22 11:05:00 mx postfix/smtpd[102]: connect from c.example[192.0.2.3]
+Nov 22 11:05:01 mx postfix/smtpd[102]: disconnect from c.example[192.0.2.3] ehlo=1 quit=1 commands=2
+Nov 22 11:20:00 mx postfix/lmtp[204]: 4A1B2C3D4E: to=<v@lab.test>, relay=mail.lab.test[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 22 12:30:00 mx postfix/smtpd[101]: disconnect from b.example[192.0.2.2] ehlo=1 quit=1 commands=2
+Nov 22 12:30:01 mx postfix/smtpd[100]: disconnect from a.example[192.0.2.1] ehlo=1 quit=1 commands=2
+";
+    let n = assert_halves_equal_one_parser(log, "sweeps between delivery lines");
+    assert_eq!(
+        n, 7,
+        "3 messages, 1 outbound connection, 3 inbound connections"
     );
 }
