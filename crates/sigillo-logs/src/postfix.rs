@@ -224,6 +224,8 @@ struct Conn {
 /// A run of `to=` lines being grouped into one record.
 #[derive(Debug)]
 struct Delivery {
+    /// The `relay=` text, for the next `to=` line to compare; handed on to the next delivery
+    /// of the process when that goes to the same relay (so empty in a delivery emitted).
     relay: Box<str>,
     conn_use: u32,
     /// Same queue id, relay and `conn_use` as the record before it in this process (other
@@ -1298,8 +1300,13 @@ impl PostfixParser {
         let same_connection = pr.open.as_ref().is_some_and(|open| {
             &*open.record.id == id && *open.relay == *t.relay && open.conn_use == t.conn_use
         });
+        // A process delivers to one relay many times in a row: its text is kept once.
+        let relay = match &mut pr.open {
+            Some(open) if *open.relay == *t.relay => std::mem::take(&mut open.relay),
+            _ => t.relay.into(),
+        };
         let next = Delivery {
-            relay: t.relay.into(),
+            relay,
             conn_use: t.conn_use,
             same_connection,
             record: MessageRecord {
