@@ -138,6 +138,11 @@ pub(crate) fn is_tls_line(msg: &str) -> bool {
 }
 
 fn split_trust(msg: &str) -> Option<(Option<Trust>, &str)> {
+    // A TLS line starts with `TLS connection` or a trust word: any other first byte (most
+    // lines start with a queue id or a word like `connect`) tells at once it is none.
+    if !matches!(msg.as_bytes().first(), Some(b'T' | b'A' | b'U' | b'V')) {
+        return None;
+    }
     if let Some(rest) = strip_connection(msg) {
         return Some((None, rest));
     }
@@ -400,24 +405,25 @@ pub(crate) fn counters(s: &str) -> Counters {
         let end = find_byte(rest, b' ');
         let tok = end.and_then(|i| rest.get(..i)).unwrap_or(rest);
         // A valid `starttls=` or `unknown=` token is a counter too; other tokens are parsed
-        // only until one shows there are counters (`name=N` or `name=N/M`).
-        let starttls = tok.strip_prefix(b"starttls=").and_then(counter_value);
-        let unknown = || tok.strip_prefix(b"unknown=").and_then(counter_value);
-        let greeting = || {
-            tok.strip_prefix(b"ehlo=")
+        // only until one shows there are counters (`name=N` or `name=N/M`). The first byte
+        // tells which of the three names a token can be.
+        let named = match tok.first() {
+            Some(b's') => tok
+                .strip_prefix(b"starttls=")
+                .and_then(counter_value)
+                .map(|(ok, _)| c.starttls_ok = Some(ok)),
+            Some(b'u') => tok
+                .strip_prefix(b"unknown=")
+                .and_then(counter_value)
+                .map(|(_, total)| c.unknown = c.unknown.saturating_add(total)),
+            Some(b'e' | b'h') => tok
+                .strip_prefix(b"ehlo=")
                 .or_else(|| tok.strip_prefix(b"helo="))
                 .and_then(counter_value)
+                .map(|(ok, _)| c.greeted |= ok > 0),
+            _ => None,
         };
-        if let Some((ok, _)) = starttls {
-            c.starttls_ok = Some(ok);
-            c.any = true;
-        } else if let Some((_, total)) = unknown() {
-            c.unknown = c.unknown.saturating_add(total);
-            c.any = true;
-        } else if let Some((ok, _)) = greeting() {
-            c.greeted |= ok > 0;
-            c.any = true;
-        } else if !c.any && counter(tok).is_some() {
+        if named.is_some() || (!c.any && counter(tok).is_some()) {
             c.any = true;
         }
         match end.and_then(|i| rest.get(i + 1..)) {
@@ -725,9 +731,23 @@ mod tests {
             "Bogus TLS connection established from a[1.2.3.4]: TLSv1.3 with cipher X",
             "Anonymous TLS connection established from a[1.2.3.4]",
             "Anonymous TLS connection established via a[1.2.3.4]: TLSv1.3 with cipher X",
-            "connect from a[1.2.3.4]",
         ] {
             assert!(tls_line(bad, &mut cache).is_none(), "{bad}");
+        }
+        // Not even the start of a TLS line (the first byte tells most of them at once).
+        for other in [
+            "connect from a[1.2.3.4]",
+            "anonymous TLS connection established from a[1.2.3.4]: TLSv1.3 with cipher X",
+            " TLS connection established from a[1.2.3.4]: TLSv1.3 with cipher X",
+            "Unverified TLS connection established from a[1.2.3.4]: TLSv1.3 with cipher X",
+            "1A2B3C4D5E: client=a[1.2.3.4]",
+            "",
+        ] {
+            assert!(!is_tls_line(other), "{other}");
+            assert!(tls_line(other, &mut cache).is_none(), "{other}");
+        }
+        for (msg, ..) in table {
+            assert!(is_tls_line(msg), "{msg}");
         }
     }
 
@@ -766,6 +786,12 @@ mod tests {
                 5,
             ),
             (" xstarttls=1 xunknown=2", true, None, 0),
+            // A token whose first byte is a counter's name's, with no valid value, or another
+            // name: a counter only if it is `name=N`.
+            (" starttls=x", false, None, 0),
+            (" sasl=1 unknown=x", true, None, 0),
+            (" ehlo=x helo=y", false, None, 0),
+            (" help=2", true, None, 0),
             (" ehlo=1 starttls=1", true, Some(1), 0),
             (
                 " unknown=0/9999999999999999999 unknown=9999999999999999999",
@@ -781,6 +807,19 @@ mod tests {
                 (*any, *ok, *unknown),
                 "{text}"
             );
+        }
+        // (text, greeted)
+        let greetings: &[(&str, bool)] = &[
+            (" ehlo=1 quit=1", true),
+            (" helo=1 quit=1", true),
+            (" helo=0/1 quit=1", false),
+            (" ehlo=0/1 helo=1", true),
+            (" quit=1 commands=1", false),
+            (" hello=1 ehlo=x", false),
+            ("", false),
+        ];
+        for (text, greeted) in greetings {
+            assert_eq!(counters(text).greeted, *greeted, "{text}");
         }
     }
 
