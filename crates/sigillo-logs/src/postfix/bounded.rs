@@ -208,14 +208,14 @@ impl<K: Clone + Eq + Hash, V, S: BuildHasher + Default> Bounded<K, V, S> {
         self.map.values_mut().map(|(_, v)| v)
     }
 
-    /// Every entry, oldest first.
+    /// Every entry, oldest first: the live entries sorted by when they were inserted, not
+    /// popped off the order queue, which holds up to twice the cap of stale keys to look up.
     pub fn drain_ordered(&mut self) -> Vec<(K, V)> {
-        let mut out = Vec::with_capacity(self.map.len());
-        while let Some(e) = self.pop_oldest() {
-            out.push(e);
-        }
+        let mut live: Vec<(u64, K, V)> =
+            self.map.drain().map(|(k, (seq, v))| (seq, k, v)).collect();
+        live.sort_unstable_by_key(|&(seq, ..)| seq);
         self.order.clear();
-        out
+        live.into_iter().map(|(_, k, v)| (k, v)).collect()
     }
 }
 
@@ -269,6 +269,31 @@ mod tests {
             .collect();
         assert_eq!(taken, vec![12, 7, 3]);
         assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn drain_ordered_gives_the_live_entries_oldest_first() {
+        // Stale keys in the order queue (removed, re-inserted, evicted) between live ones.
+        let build = || {
+            let mut m: Bounded<u32, u32, super::FxBuild> = Bounded::new(100);
+            for i in 0..300u32 {
+                m.insert(i % 150, i);
+                if i % 7 == 0 {
+                    m.remove(&(i % 150));
+                }
+            }
+            m
+        };
+        let mut popped = build();
+        let mut expected = Vec::new();
+        while let Some(e) = popped.pop_oldest() {
+            expected.push(e);
+        }
+        assert_eq!(expected.len(), 100);
+        let mut m = build();
+        assert_eq!(m.drain_ordered(), expected);
+        assert_eq!(m.len(), 0);
+        assert!(m.drain_ordered().is_empty());
     }
 
     #[test]
