@@ -16,7 +16,10 @@
 //!   that message adds a recipient. With `H=`: Internet, TLS iff `X=`; without: internal.
 //!   The record's recipient domain is that of the address delivered to (the first after the
 //!   flag, not the `<original>`), none once a `->` of another domain joins it (the domains
-//!   it then spans are listed in `spanned_domains`).
+//!   it then spans are listed in `spanned_domains`). With `+dnssec`, a host found by a
+//!   DNSSEC-secured lookup is written `H=mx DS [ip]` (deliver.c `d_hostlog()`, on `=>`, `==`
+//!   and `**` lines; `:port` and `*` follow `[ip]` as without it): its name, address and port
+//!   are read as without ` DS`, which is not kept (the records have no field for it).
 //!   `==` (deferred) and `**` (bounced) with `H=` are one record per line. A `**` line
 //!   carries `X=` when the session used TLS (4.96 writes it, followed by `CV=no:` and the
 //!   error); `==` lines never do: without `X=` their transport is unknown, since older
@@ -120,7 +123,8 @@ const AFTER_HANDSHAKE: [&str; 6] = [
     "gnutls_record_send",
 ];
 /// `H=` (and `SMTP connection from`) host: `name [ip]`, `(helo) [ip]`, `name (helo) [ip]`,
-/// `[ip]`, each optionally followed by `:port`.
+/// `[ip]`, each optionally followed by `:port`; on delivery lines with `+dnssec`, `name DS [ip]`
+/// (the ` DS` read past: see [`parse_host`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct HostField<'a> {
     pub(crate) name: Option<&'a str>,
@@ -145,6 +149,13 @@ impl HostField<'_> {
 }
 
 /// Parses a host field at the start of `s`; returns it and the bytes consumed.
+///
+/// With `log_selector = +dnssec`, Exim marks a host whose address came from a DNSSEC-secured
+/// lookup with ` DS` between its name and its address on `=>`, `==` and `**` lines:
+/// deliver.c `d_hostlog()` writes ` H=name`, ` DS` (when `host->dnssec == DS_YES`), ` [ip]`,
+/// `:port` (`+outgoing_port`), `*` (a continued connection). A ` DS` followed by ` [` is read
+/// past; the record model has no place for the DNSSEC status, so it is not kept. (On the
+/// lines of an inbound session Exim writes ` DS` before `H=`, a field of its own.)
 fn parse_host(s: &str) -> (HostField<'_>, usize) {
     let b = s.as_bytes();
     let mut h = HostField::default();
@@ -155,6 +166,9 @@ fn parse_host(s: &str) -> (HostField<'_>, usize) {
             h.name = s.get(..end);
         }
         i = end;
+        if b.get(i..i + 5) == Some(b" DS [") {
+            i += 3;
+        }
         if !matches!(b.get(i + 1), Some(b'[' | b'(')) {
             return (h, i);
         }
@@ -1376,9 +1390,9 @@ fn unretried_note(kind: FailLine, error: Option<&str>, dane_secs: u64) -> FailNo
 /// The error text of a `==`/`**` line with `H=`: what follows the host and the fields after it.
 /// deliver.c writes `== ADDRESS … defer (errno)[: strerror] H=name [ip][:port][*]: ERROR`
 /// (deferral_log()) and `** ADDRESS … H=name [ip][:port][*][ I=…][ TFO][ X=… CV=… DN="…"]:
-/// ERROR` (failure_log(), d_hostlog(), d_tlslog(); `+dnssec` puts ` DS` before `[ip]`): the
-/// error starts after the first field that ends in `:` (a quoted value kept whole). `None`
-/// when the line has no `H=` or nothing after a colon there.
+/// ERROR` (failure_log(), d_hostlog(), d_tlslog(); `+dnssec` puts ` DS` before `[ip]`, which
+/// [`parse_host`] reads past): the error starts after the first field that ends in `:` (a
+/// quoted value kept whole). `None` when the line has no `H=` or nothing after a colon there.
 fn delivery_error(rest: &str) -> Option<&str> {
     let at = if rest.starts_with("H=") {
         0
@@ -1392,7 +1406,8 @@ fn delivery_error(rest: &str) -> Option<&str> {
         if let Some(error) = s.strip_prefix(": ") {
             return Some(error);
         }
-        // The next field: ` DS`, ` [ip]`, ` TFO*`, ` X=…`, ` DN="…"`.
+        // The next field: ` TFO*`, ` I=[ip]`, ` X=…`, ` DN="…"`; a ` [ip]` after a name
+        // parse_host() did not take.
         let t = s.strip_prefix(' ')?;
         let tb = t.as_bytes();
         let space = memchr::memchr(b' ', tb).unwrap_or(tb.len());
@@ -1750,6 +1765,34 @@ mod tests {
                 None,
                 " X=a",
             ),
+            // `+dnssec`: deliver.c d_hostlog() writes ` DS` between the name and `[ip]`.
+            (
+                "mx.example.com DS [192.0.2.1] X=a",
+                Some("mx.example.com"),
+                None,
+                ip("192.0.2.1"),
+                None,
+                " X=a",
+            ),
+            (
+                "mx.example.com DS [2001:db8::1]:25* TFO",
+                Some("mx.example.com"),
+                None,
+                ip("2001:db8::1"),
+                Some(25),
+                " TFO",
+            ),
+            // ` DS` not followed by an address, or another word: the name alone.
+            ("mx DS", Some("mx"), None, None, None, " DS"),
+            ("mx DS: error", Some("mx"), None, None, None, " DS: error"),
+            (
+                "mx DSX [192.0.2.1]",
+                Some("mx"),
+                None,
+                None,
+                None,
+                " DSX [192.0.2.1]",
+            ),
             ("[bogus]", None, None, None, None, ""),
             ("(unclosed", None, None, None, None, ""),
             ("", None, None, None, None, ""),
@@ -1762,6 +1805,163 @@ mod tests {
                 "{input}"
             );
             assert_eq!(&input[used..], *rest, "{input}");
+        }
+    }
+
+    /// `+dnssec`: deliver.c d_hostlog(), which writes the host of `=>`, `==` and `**` lines
+    /// (delivery_log(), deferral_log(), failure_log()), puts ` DS` between the name and `[ip]`
+    /// of a host whose DNS lookup was DNSSEC-secured: `H=mx DS [ip]`, then `:port` with
+    /// `+outgoing_port` and `*` on a continued connection. Each line (after the message id),
+    /// and what its record keeps: the status, `mx.b.example [192.0.2.7]` and the port; then the
+    /// messages of each outbound connection counted, and the address of each failed STARTTLS.
+    #[test]
+    fn dnssec_marked_hosts_keep_address_and_port() {
+        type DsCase = (
+            &'static [&'static str],
+            &'static [(DeliveryStatus, Option<u16>)],
+            &'static [u32],
+            usize,
+        );
+        let cases: &[DsCase] = &[
+            (
+                &[
+                    "=> bob@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane C=\"250 OK\"",
+                ],
+                &[(DeliveryStatus::Sent, None)],
+                &[1],
+                0,
+            ),
+            (
+                &[
+                    "=> bob@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane C=\"250 OK\"",
+                ],
+                &[(DeliveryStatus::Sent, Some(25))],
+                &[1],
+                0,
+            ),
+            (
+                &[
+                    "== bob@b.example R=dnslookup T=remote_smtp defer (-44) H=mx.b.example DS [192.0.2.7]: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 450 4.2.0 try later",
+                ],
+                &[(DeliveryStatus::Deferred, None)],
+                &[1],
+                0,
+            ),
+            (
+                &[
+                    "== bob@b.example R=dnslookup T=remote_smtp defer (-44) H=mx.b.example DS [192.0.2.7]:587: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 450 4.2.0 try later",
+                ],
+                &[(DeliveryStatus::Deferred, Some(587))],
+                &[1],
+                0,
+            ),
+            (
+                &[
+                    "** bob@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 550 5.1.1 no such user",
+                ],
+                &[(DeliveryStatus::Bounced, None)],
+                &[1],
+                0,
+            ),
+            (
+                &[
+                    "** bob@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 550 5.1.1 no such user",
+                ],
+                &[(DeliveryStatus::Bounced, Some(25))],
+                &[1],
+                0,
+            ),
+            // A second message down the same connection (`*` after the address, or after the
+            // port): one connection, two messages.
+            (
+                &[
+                    "=> bob@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane C=\"250 OK\"",
+                    "=> cat@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7]* X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane C=\"250 OK\"",
+                ],
+                &[(DeliveryStatus::Sent, None), (DeliveryStatus::Sent, None)],
+                &[2],
+                0,
+            ),
+            (
+                &[
+                    "=> bob@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane C=\"250 OK\"",
+                    "** cat@b.example R=dnslookup T=remote_smtp H=mx.b.example DS [192.0.2.7]:25* X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane: SMTP error from remote mail server after RCPT TO:<cat@b.example>: 550 5.1.1 no such user",
+                ],
+                // (A `=>` record waits for its message's `->` lines: emitted last.)
+                &[
+                    (DeliveryStatus::Bounced, Some(25)),
+                    (DeliveryStatus::Sent, Some(25)),
+                ],
+                &[2],
+                0,
+            ),
+            // Our own STARTTLS failing with a DNSSEC-secured host: listed with its address.
+            (
+                &[
+                    "== bob@b.example R=dnslookup T=remote_smtp defer (-37) H=mx.b.example DS [192.0.2.7]: TLS session: (SSL_connect): error:x",
+                ],
+                &[(DeliveryStatus::Deferred, None)],
+                &[1],
+                1,
+            ),
+            (
+                &[
+                    "== bob@b.example R=dnslookup T=remote_smtp defer (-38) H=mx.b.example DS [192.0.2.7]:25: a TLS session is required, but an attempt to start TLS failed",
+                ],
+                &[(DeliveryStatus::Deferred, Some(25))],
+                &[1],
+                1,
+            ),
+        ];
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for (lines, messages, connections, failures) in cases {
+            let mut p = EximParser::new();
+            let mut out = Vec::new();
+            // Each line its own message.
+            let lines: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("1abcd{i}-000000-AB {l}"))
+                .collect();
+            for m in &lines {
+                let line = Line {
+                    time: 10,
+                    host: "",
+                    program: "exim",
+                    pid: None,
+                    message: m,
+                    raw: m,
+                };
+                p.feed(&line, &mut out);
+            }
+            p.finish(&mut out);
+            let mut got_messages = Vec::new();
+            let mut got_connections = Vec::new();
+            let mut got_failures = 0;
+            for r in &out {
+                match r {
+                    Record::Message(m) => {
+                        assert_eq!(
+                            m.peer.hostname.as_deref(),
+                            Some("mx.b.example"),
+                            "{lines:?}"
+                        );
+                        assert_eq!(m.peer.ip, Some(ip), "{lines:?}");
+                        got_messages.push((m.status.unwrap(), m.port));
+                    }
+                    Record::Connection(c) => {
+                        assert_eq!(c.peer.ip, Some(ip), "{lines:?}");
+                        got_connections.push(c.messages);
+                    }
+                    Record::Anomaly(a) => {
+                        assert_eq!(a.peer.ip, Some(ip), "{lines:?}");
+                        got_failures += 1;
+                    }
+                }
+            }
+            assert_eq!(&got_messages, messages, "{lines:?}");
+            assert_eq!(&got_connections, connections, "{lines:?}");
+            assert_eq!(got_failures, *failures, "{lines:?}");
         }
     }
 
