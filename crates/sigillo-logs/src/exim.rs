@@ -34,7 +34,11 @@
 //!   smtp transport sets when its own TLS set-up failed, `TLS session: …` or `a TLS session is
 //!   required, but …` (older: `failure while setting up TLS session`, `a TLS session is
 //!   required for mx [ip], but …`), not a remote's reply that mentions TLS (`SMTP error from
-//!   remote mail server after …: 450 4.7.1 TLS session required`); an outbound handshake
+//!   remote mail server after …: 450 4.7.1 TLS session required`); `ID H=mx [ip]: a TLS
+//!   session is required, but …` (`H=mx [ip]:port: …` with `+outgoing_port`), which the smtp
+//!   transport writes for each host that must use TLS (`hosts_require_tls`, DANE, SMTPS) and
+//!   refused STARTTLS or did not offer it, before it tries the domain's next host (only the
+//!   last host's failure reaches the `==`/`**` lines); an outbound handshake
 //!   failure that Exim retries in clear, `ID TLS session: …: delivering unencrypted to H=mx
 //!   [ip] (not in hosts_require_tls)` (older: `ID TLS session failure: delivering unencrypted
 //!   to mx [ip] …`; the plaintext `=>` that follows counts as such); and a recipient-
@@ -58,7 +62,11 @@
 //!   `==`/`**` line within 5 seconds, written by another process once the transport process
 //!   has ended): smtp.c forces `tls_tempfail_tryclear` false for a DANE host, so a fallback to
 //!   clear, like a line with another error or `a TLS session is required, but …`, is another
-//!   attempt, and leaves the DANE line waiting for its own. Two lines of one kind are two
+//!   attempt, and leaves the DANE line waiting for its own. A host's `H=mx [ip]: a TLS session
+//!   is required, but REASON` line likewise pairs only with a later `==`/`**` line naming that
+//!   error (`: retry timeout exceeded` may follow it), within 5 seconds: those of its run when
+//!   the host was the last tried. No DANE line comes with it (smtp.c logs one only for a
+//!   failed handshake, for which it writes no host line). Two lines of one kind are two
 //!   attempts (newer versions write one line an attempt), except the `==` lines of one
 //!   transport run's recipients: one attempt, even when they straddle a second boundary.
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
@@ -384,7 +392,10 @@ type FailKey = (u64, u32, Option<IpAddr>, u64);
 /// (`… delivering unencrypted to …`, a `==`/`**` line naming the TLS session, a callout's
 /// `… unencrypted to …`). Newer versions write only the second kind: one line an attempt, or,
 /// when the delivery is not retried in clear, one `==`/`**` line per recipient of the transport
-/// run ([`RecipientLine`]).
+/// run ([`RecipientLine`]); except for the lines the transport process writes for one host as
+/// its set-up with that host fails, before the run's outcome, which count as the first kind: a
+/// DANE host's `DANE attempt failed; …`, and `H=mx [ip]: a TLS session is required, but …`
+/// ([`host_tls_required`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FailLine {
     HandshakeError,
@@ -429,6 +440,15 @@ enum Wait {
     /// with another error, `a TLS session is required, but …` (STARTTLS refused or not
     /// offered, which logs no DANE line) or a fallback is another attempt's.
     Dane { error: u64, secs: u64 },
+    /// An `ID H=mx [ip]: a TLS session is required, but REASON` line ([`host_tls_required`]),
+    /// `a TLS session is required, but REASON` hashed ([`required_reason`]): only an outcome
+    /// line after it that names the same error (a `==`/`**` line of its run), for
+    /// [`DANE_OUTCOME_SECS`]. transports/smtp.c `smtp_transport_entry()` writes this line from
+    /// the transport process for every host that defers (write_logs()), so for the last host
+    /// tried the run's `==` lines follow, written by the delivery process once the transport
+    /// process has ended, with that host's error; for the others, none does. No DANE line comes
+    /// with it: that is logged only for a failed handshake, which write_logs() does not log.
+    HostLine { error: u64 },
 }
 
 impl Wait {
@@ -437,6 +457,7 @@ impl Wait {
         match self {
             Wait::Transaction => SAME_TRANSACTION_SECS,
             Wait::Dane { secs, .. } => secs,
+            Wait::HostLine { .. } => DANE_OUTCOME_SECS,
         }
     }
 }
@@ -446,8 +467,9 @@ impl Wait {
 struct FailNote {
     kind: FailLine,
     wait: Wait,
-    /// The handshake error an outcome line names after `TLS session: ` (hashed), to match a
-    /// DANE line's ([`Wait::Dane`]).
+    /// The error an outcome line names (hashed), to match the line that waits for it: the
+    /// handshake's after `TLS session: `, as a DANE line names it ([`Wait::Dane`]), or
+    /// `a TLS session is required, but REASON`, as a host's line names it ([`Wait::HostLine`]).
     names: Option<u64>,
     /// A `==`/`**` line's place in its transport run.
     recipient: Option<RecipientLine>,
@@ -481,10 +503,10 @@ impl Waiting {
         let apart = time.abs_diff(self.time);
         match self.wait {
             Wait::Dane { error, secs } => note.names == Some(error) && apart <= secs,
-            // A DANE line pairs with no line before it: its own outcome follows it.
-            Wait::Transaction => {
-                !matches!(note.wait, Wait::Dane { .. }) && apart <= SAME_TRANSACTION_SECS
-            }
+            Wait::HostLine { error } => note.names == Some(error) && apart <= DANE_OUTCOME_SECS,
+            // A DANE line or a host's line pairs with no line before it: its own outcome
+            // follows it.
+            Wait::Transaction => note.wait == Wait::Transaction && apart <= SAME_TRANSACTION_SECS,
         }
     }
 }
@@ -540,8 +562,9 @@ const MAX_RUN_RECIPIENTS: usize = 256;
 /// Lines of one attempt key waiting to pair ([`FailSeen`]); past this the oldest is dropped.
 /// Parallel transport runs of one message to one host are few (`remote_max_parallel`).
 const MAX_WAITING: usize = 16;
-/// How long (seconds) a delivery's `DANE attempt failed; …` line waits for the `==`/`**`
-/// outcome line of its transport run ([`Wait::Dane`]). The transport process logs the
+/// How long (seconds) a delivery's `DANE attempt failed; …` line, or a host's `H=mx [ip]: a TLS
+/// session is required, but …` line, waits for the `==`/`**` outcome line of its transport run
+/// ([`Wait::Dane`], [`Wait::HostLine`]). The transport process logs the
 /// DANE line when the handshake fails; the delivery process writes the outcome once that
 /// process has ended and it has written the outcomes of the runs that ended before, so in
 /// parallel runs the outcome can come more than a second later (two runs' DANE lines in one
@@ -815,7 +838,7 @@ impl EximParser {
             && let Some(failure) = delivery_error(rest).and_then(own_tls_failure)
         {
             let recipient = recipient_line(rest, line.pid);
-            let note = FailNote::outcome(failure.handshake_error, Some(recipient));
+            let note = FailNote::outcome(failure.names, Some(recipient));
             self.outbound_tls_failure(line, id, &host, note, out);
         }
         let size = self.received.get(id).and_then(|o| o.record.size);
@@ -925,7 +948,11 @@ impl EximParser {
     /// line an attempt, and one message can meet one host twice in a second, over two
     /// connections of two transport runs), each of which a later line of the other kind can
     /// pair with (two runs in parallel each log their `DANE attempt failed` before either's
-    /// outcome lines). A line that pairs with none is listed and waits in turn, leaving the
+    /// outcome lines). The host line a transport writes for each host whose STARTTLS was
+    /// refused or not offered (`ID H=mx [ip]: a TLS session is required, but …`,
+    /// [`host_tls_required`]) is of the first kind too: the last host's is followed by the
+    /// run's `==` lines naming the same error, the others by none. A line that pairs with none
+    /// is listed and waits in turn, leaving the
     /// lines that wait before it waiting (a run of the message not under DANE can end between
     /// a DANE line and its run's `==` lines).
     ///
@@ -1428,8 +1455,10 @@ fn delivery_error(rest: &str) -> Option<&str> {
 /// own TLS set-up with the host failed ([`own_tls_failure`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct OwnTlsFailure<'a> {
-    /// The handshake's error after `TLS session: `, as a DANE line names it.
-    handshake_error: Option<&'a str>,
+    /// The error as an earlier line of the attempt names it ([`FailNote`]`::names`): the
+    /// handshake's after `TLS session: `, as a DANE line does; `a TLS session is required, but
+    /// REASON` ([`required_reason`]), as the host's own line does ([`host_tls_required`]).
+    names: Option<&'a str>,
 }
 
 /// Whether a `==`/`**` line's error ([`delivery_error`]) is one that Exim's smtp transport
@@ -1451,15 +1480,43 @@ struct OwnTlsFailure<'a> {
 fn own_tls_failure(error: &str) -> Option<OwnTlsFailure<'_>> {
     if let Some(handshake) = error.strip_prefix("TLS session: ") {
         return Some(OwnTlsFailure {
-            handshake_error: Some(handshake),
+            names: Some(handshake),
+        });
+    }
+    if error.starts_with("a TLS session is required, but ") {
+        return Some(OwnTlsFailure {
+            names: Some(required_reason(error)),
         });
     }
     (error.starts_with("failure while setting up TLS session")
-        || error.starts_with("a TLS session is required, but ")
         || error.starts_with("a TLS session is required for "))
-    .then_some(OwnTlsFailure {
-        handshake_error: None,
-    })
+    .then_some(OwnTlsFailure { names: None })
+}
+
+/// `a TLS session is required, but REASON` without what may follow it: REASON is one of
+/// smtp.c's two fixed texts (`an attempt to start TLS failed`, `the server did not offer TLS
+/// support`), and a `**` line written once the retry time is up adds `: retry timeout
+/// exceeded`. The text up to the first `:` (the reasons have none).
+fn required_reason(error: &str) -> &str {
+    error.split_once(':').map_or(error, |(reason, _)| reason)
+}
+
+/// The host and error of `ID H=mx [ip]: a TLS session is required, but REASON` (with
+/// `+outgoing_port`, `H=mx [ip]:25: …`): the line transports/smtp.c `smtp_transport_entry()`
+/// writes through `write_logs()` (`H=%s [%s][:%d]: MESSAGE`, then `: strerror` for a positive
+/// errno, which ERRNO_TLSREQUIRED is not) for each host of the run whose `smtp_deliver()`
+/// deferred, except for a failed handshake (ERRNO_TLSFAILURE) or AUTH, before it goes on to the
+/// domain's next host. `smtp_setup_conn()` sets this error (ERRNO_TLSREQUIRED) when a host
+/// that must use TLS (`hosts_require_tls`, DANE, SMTPS) refused STARTTLS or did not offer it.
+/// Checked in Exim/exim src/src/transports/smtp.c as stored at 001bf8f5 (4.94-era) and in a
+/// 4.86-era version (write_logs() then wrote no port). The last host's failure also ends in
+/// the run's `==`/`**` lines, naming the same error ([`Wait::HostLine`]).
+fn host_tls_required(rest: &str) -> Option<(HostField<'_>, &str)> {
+    let h = rest.strip_prefix("H=")?;
+    let (host, used) = parse_host(h);
+    let error = h.get(used..)?.strip_prefix(": ")?;
+    (host.ip.is_some() && error.starts_with("a TLS session is required, but "))
+        .then(|| (host, required_reason(error)))
 }
 
 /// A `==`/`**` line's place in its transport run ([`EximParser::outbound_tls_failure`]): the
@@ -1549,6 +1606,13 @@ impl MtaParser for EximParser {
                 // A delivery's `DANE attempt failed; …` (its `==` line follows, written by
                 // the delivery process once the transport process has ended).
                 let note = unretried_note(kind, error, DANE_OUTCOME_SECS);
+                self.outbound_tls_failure(line, id, &host, note, out);
+            } else if let Some((host, error)) = host_tls_required(rest) {
+                // A host that must use TLS refused STARTTLS or did not offer it; Exim goes on
+                // to the next host, or, for the last, writes the run's `==` lines.
+                let note = FailNote::handshake(Wait::HostLine {
+                    error: hash_str(error),
+                });
                 self.outbound_tls_failure(line, id, &host, note, out);
             }
             return;
@@ -2460,6 +2524,48 @@ mod tests {
                 ],
                 &[(0, "192.0.2.1")],
             ),
+            // hosts_require_tls (or DANE, or SMTPS), STARTTLS refused or not offered by each
+            // host: transports/smtp.c smtp_transport_entry() logs `H=mx [ip]: ERROR` through
+            // write_logs() for each host that defers (not for a failed handshake,
+            // ERRNO_TLSFAILURE, nor a failed AUTH), and goes on to the next. The last host's
+            // failure also ends in the run's `==` lines: one attempt with its `H=` line.
+            (
+                &[
+                    "1abcde-000000-AB H=mx1.example.net [192.0.2.1]: a TLS session is required, but an attempt to start TLS failed",
+                    "1abcde-000000-AB H=mx2.example.net [192.0.2.2]: a TLS session is required, but the server did not offer TLS support",
+                    "1abcde-000000-AB == bob@example.net R=r T=t defer (-38) H=mx2.example.net [192.0.2.2]: a TLS session is required, but the server did not offer TLS support",
+                    "1abcde-000000-AB == carol@example.net R=r T=t defer (-38) H=mx2.example.net [192.0.2.2]: a TLS session is required, but the server did not offer TLS support",
+                ],
+                &[(0, "192.0.2.1"), (0, "192.0.2.2")],
+            ),
+            // The first host refused STARTTLS, the second took the message over TLS.
+            (
+                &[
+                    "1abcde-000000-AB H=mx1.example.net [192.0.2.1]: a TLS session is required, but an attempt to start TLS failed",
+                    "1abcde-000000-AB => bob@example.net R=r T=t H=mx2.example.net [192.0.2.2] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 OK\"",
+                ],
+                &[(0, "192.0.2.1")],
+            ),
+            // `+outgoing_port` (write_logs() of 4.9x adds `:port`); the last host bounced once
+            // the retry time is up (`**`, the error followed by `: retry timeout exceeded`).
+            (
+                &[
+                    "1abcde-000000-AB H=mx1.example.net [192.0.2.1]:25: a TLS session is required, but an attempt to start TLS failed",
+                    "1abcde-000000-AB H=mx2.example.net [192.0.2.2]:25: a TLS session is required, but an attempt to start TLS failed",
+                    "1abcde-000000-AB ** bob@example.net R=r T=t H=mx2.example.net [192.0.2.2]:25: a TLS session is required, but an attempt to start TLS failed: retry timeout exceeded",
+                ],
+                &[(0, "192.0.2.1"), (0, "192.0.2.2")],
+            ),
+            // Another error for a host (a refused connection, the remote's reply to STARTTLS
+            // when not retried in clear): no failed STARTTLS of ours.
+            (
+                &[
+                    "1abcde-000000-AB H=mx1.example.net [192.0.2.1] Connection refused",
+                    "1abcde-000000-AB H=mx2.example.net [192.0.2.2]: SMTP error from remote mail server after STARTTLS: 454 4.7.0 TLS not available due to local problem",
+                    "1abcde-000000-AB H=mx3.example.net [192.0.2.3]: a TLS session is required, but an attempt to start TLS failed",
+                ],
+                &[(0, "192.0.2.3")],
+            ),
             // Later 4.8x, two recipients: the error and the `==` lines are one attempt.
             (
                 &[
@@ -2823,6 +2929,91 @@ mod tests {
         let callout_fallback = "TLS session: (SSL_connect): x: callout unencrypted to mx [192.0.2.1] (not in hosts_require_tls)";
         assert_eq!(
             count(&[(10, Some(1), callout_dane), (10, Some(1), callout_fallback)]),
+            2
+        );
+    }
+
+    /// A host's `H=mx [ip]: a TLS session is required, but …` line (smtp.c write_logs(), written
+    /// by the transport process for every host whose STARTTLS was refused or not offered)
+    /// waits for the outcome lines of its run, which the delivery process writes once the
+    /// transport process has ended: a `==`/`**` line naming the same error pairs with it up
+    /// to [`DANE_OUTCOME_SECS`] later, as a DANE line's does. Nothing else pairs with it.
+    #[test]
+    fn host_lines_wait_for_their_runs() {
+        let count = starttls_failures;
+        let host_line = |ip: &str, why: &str| {
+            format!(
+                "1abcde-000000-AB H=mx.example.net [{ip}]: a TLS session is required, but {why}"
+            )
+        };
+        let failed = "an attempt to start TLS failed";
+        let not_offered = "the server did not offer TLS support";
+        let defer = |rcpt: &str, why: &str| {
+            format!(
+                "1abcde-000000-AB == {rcpt} R=dnslookup T=t defer (-38) H=mx.example.net [192.0.2.1]: a TLS session is required, but {why}"
+            )
+        };
+        let h1 = host_line("192.0.2.1", failed);
+        let (a1, a2) = (
+            defer("ann@a.example", failed),
+            defer("bob@a.example", failed),
+        );
+        let at = |t: i64, m: &str| (t, None, m.to_string());
+        let run = |lines: &[(i64, Option<u32>, String)]| {
+            let lines: Vec<_> = lines.iter().map(|(t, p, m)| (*t, *p, m.as_str())).collect();
+            count(&lines)
+        };
+        // The run's `==` lines in the same second or up to 5 s later: one attempt; later, two.
+        assert_eq!(run(&[at(10, &h1), at(10, &a1), at(10, &a2)]), 1);
+        assert_eq!(run(&[at(10, &h1), at(15, &a1), at(15, &a2)]), 1);
+        assert_eq!(run(&[at(10, &h1), at(16, &a1), at(16, &a2)]), 2);
+        // A host line alone: the run went on to the next host.
+        assert_eq!(run(&[at(10, &h1)]), 1);
+        // Two host lines with one host (two runs of the message, `multi_domain = false`), then
+        // each run's `==` lines: two attempts.
+        let b1 = defer("dan@b.example", failed);
+        assert_eq!(
+            run(&[
+                at(10, &h1),
+                at(10, &h1),
+                at(11, &a1),
+                at(11, &a2),
+                at(12, &b1)
+            ]),
+            2
+        );
+        // A `==` line naming the other reason, or a handshake error, is another attempt's.
+        let a1_not_offered = defer("ann@a.example", not_offered);
+        assert_eq!(run(&[at(10, &h1), at(10, &a1_not_offered)]), 2);
+        let a1_handshake = a1.replace(
+            "a TLS session is required, but an attempt to start TLS failed",
+            "TLS session: (SSL_connect): error:x",
+        );
+        assert_eq!(run(&[at(10, &h1), at(10, &a1_handshake)]), 2);
+        // A `==` line before the host line is another run's: the host line waits for its own.
+        assert_eq!(run(&[at(10, &a1), at(10, &h1), at(12, &b1)]), 2);
+        // Another host's `==` line does not pair with it.
+        let other_host = a1.replace("[192.0.2.1]", "[192.0.2.9]");
+        assert_eq!(run(&[at(10, &h1), at(10, &other_host)]), 2);
+        // Nor a fallback to clear, or older versions' handshake error, in the same second.
+        let fallback = "1abcde-000000-AB TLS session: (SSL_connect): error:x: delivering unencrypted to H=mx.example.net [192.0.2.1] (not in hosts_require_tls)";
+        assert_eq!(run(&[at(10, &h1), at(10, fallback)]), 2);
+        assert_eq!(run(&[at(10, fallback), at(10, &h1)]), 2);
+        let err = "1abcde-000000-AB TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): x";
+        assert_eq!(run(&[at(10, err), at(10, &h1)]), 2);
+        // A DANE host: smtp_setup_conn() logs `DANE attempt failed; …` only for a failed
+        // handshake (TLS_CONN_FAILED, ERRNO_TLSFAILURE), which write_logs() does not log; a
+        // STARTTLS refused or not offered logs no DANE line. So a DANE line and a host line
+        // are two attempts, and the DANE line still pairs with its own `==` line.
+        let dane = "1abcde-000000-AB DANE attempt failed; TLS connection to mx.example.net [192.0.2.1]: (SSL_connect): error:x";
+        assert_eq!(run(&[at(10, dane), at(10, &h1)]), 2);
+        assert_eq!(
+            run(&[
+                at(10, dane),
+                at(10, &h1),
+                at(11, &a1_handshake),
+                at(11, &a1)
+            ]),
             2
         );
     }
