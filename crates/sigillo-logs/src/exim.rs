@@ -259,12 +259,15 @@ fn parse_fields(s: &str) -> Fields<'_> {
             continue;
         }
         let rest = s.get(pos..).unwrap_or("");
-        if let Some(h) = rest.strip_prefix("H=") {
+        // Only the first `H=` is the line's host. A later one is read as any other token:
+        // parse_host() looks as far as the end of the line for a HELO name's `) [`, so
+        // parsing every `H=` as a host made a long line of them quadratic.
+        if f.host.is_none()
+            && let Some(h) = rest.strip_prefix("H=")
+        {
             let (host, used) = parse_host(h);
             f.host_bad = host.ip.is_none() && host.name.is_none();
-            if f.host.is_none() {
-                f.host = Some(host);
-            }
+            f.host = Some(host);
             pos += 2 + used.max(1);
             continue;
         }
@@ -3174,5 +3177,45 @@ mod tests {
         );
         assert_eq!(held + p.evicted(), fed, "every session dropped is counted");
         assert_eq!(p.unclaimed_sessions(), 0);
+    }
+
+    /// A long line of `H=` tokens (garbage, or text quoted from elsewhere) is read in time
+    /// linear in its length: only its first `H=` is parsed as a host. parse_host() looks as
+    /// far as the end of the line for the `) [` after a HELO name, so parsing every `H=(a)`
+    /// token as a host scanned the rest of the line each time: a 64 KiB line (the longest
+    /// read) took over ten seconds in a debug build. The bound is a hundred times what the
+    /// linear scan takes there.
+    #[test]
+    fn many_host_fields_are_read_in_linear_time() {
+        let mut fields = String::from("H=mx.example.net [192.0.2.1] P=esmtp S=10");
+        while fields.len() < 64 * 1024 - 32 {
+            fields.push_str(" H=(a)");
+        }
+        let f = parse_fields(&fields);
+        let host = f.host.unwrap_or_default();
+        assert_eq!(host.ip, "192.0.2.1".parse().ok());
+        assert_eq!(host.name, Some("mx.example.net"));
+        assert!(!f.host_bad);
+        assert_eq!(f.size, Some(10));
+        let received = format!("1abcde-000000-AB <= a@b.example {fields}");
+        let started = std::time::Instant::now();
+        let mut p = EximParser::new();
+        let mut out = Vec::new();
+        let line = Line {
+            time: 0,
+            host: "",
+            program: "exim",
+            pid: None,
+            message: &received,
+            raw: &received,
+        };
+        p.feed(&line, &mut out);
+        p.finish(&mut out);
+        let took = started.elapsed();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "a 64 KiB line took {took:?}"
+        );
     }
 }
