@@ -22,7 +22,8 @@
 //!   are read as without ` DS`, which is not kept (the records have no field for it).
 //!   `==` (deferred) and `**` (bounced) with `H=` are one record per line. A `**` line
 //!   carries `X=` when the session used TLS (4.96 writes it, followed by `CV=no:` and the
-//!   error); `==` lines never do: without `X=` their transport is unknown, since older
+//!   error; the fields end where the error starts, so a remote's reply quoted there is read
+//!   as no field); `==` lines never do: without `X=` their transport is unknown, since older
 //!   versions wrote no `X=` on `**` lines either. Without `H=` no relay was contacted
 //!   (unrouteable, retry time not reached, local defer): no record, but the recipient still
 //!   counts for the received message.
@@ -814,7 +815,14 @@ impl EximParser {
         if matches!(kind, b"=>" | b">>") {
             self.flush_delivery(id, out);
         }
-        let f = parse_fields(rest);
+        // A `==`/`**` line's error (a remote's reply, quoted as it came) is no field: a
+        // reply's `X=…` or `T=…` must not be read as the line's TLS or transport.
+        let error = match kind {
+            b"==" | b"**" => delivery_error(rest),
+            _ => None,
+        };
+        let fields_end = rest.len() - error.map_or(0, str::len);
+        let f = parse_fields(rest.get(..fields_end).unwrap_or(rest));
         if f.host_bad {
             self.unparsed += 1;
         }
@@ -838,7 +846,7 @@ impl EximParser {
         };
         if remote
             && status != DeliveryStatus::Sent
-            && let Some(failure) = delivery_error(rest).and_then(own_tls_failure)
+            && let Some(failure) = error.and_then(own_tls_failure)
         {
             let recipient = recipient_line(rest, line.pid);
             let note = FailNote::outcome(failure.names, Some(recipient));
@@ -1423,6 +1431,7 @@ fn unretried_note(kind: FailLine, error: Option<&str>, dane_secs: u64) -> FailNo
 /// ERROR` (failure_log(), d_hostlog(), d_tlslog(); `+dnssec` puts ` DS` before `[ip]`, which
 /// [`parse_host`] reads past): the error starts after the first field that ends in `:` (a
 /// quoted value kept whole). `None` when the line has no `H=` or nothing after a colon there.
+/// It is a suffix of `rest`: the line's fields end where it starts.
 fn delivery_error(rest: &str) -> Option<&str> {
     let at = if rest.starts_with("H=") {
         0
@@ -3217,5 +3226,64 @@ mod tests {
             took < std::time::Duration::from_secs(1),
             "a 64 KiB line took {took:?}"
         );
+    }
+
+    /// A `==`/`**` line's fields end where its error starts: a remote's reply quoted there
+    /// (`SMTP error from remote mail server after …: REPLY`, whatever the reply says) names
+    /// neither the session's TLS (`X=`, `CV=`) nor the transport (`T=`, which keys the
+    /// outbound connection). Before, every token of the reply was read as a field: a bounce
+    /// whose reply held `X=1` was recorded as TLS (its connection too) and counted unparsed.
+    /// Rows: the line after the message id, and the transport of its record and of its
+    /// connection (`tls`, `unknown`).
+    #[test]
+    fn delivery_line_fields_end_at_the_error() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "** bob@b.example R=dnslookup T=remote_smtp H=mx.b.example [192.0.2.7]: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 550 5.7.1 <bob@b.example>: X=1 policy",
+                "unknown",
+            ),
+            (
+                "== bob@b.example R=dnslookup T=remote_smtp defer (-44) H=mx.b.example [192.0.2.7]: SMTP error from remote mail server after RCPT TO:<bob@b.example>: 451 4.7.1 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes",
+                "unknown",
+            ),
+            // The session's own X= and CV= (before the error) still count, the reply's not.
+            (
+                "** bob@b.example R=dnslookup T=remote_smtp H=mx.b.example [192.0.2.7] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes DN=\"CN=mx: b\": SMTP error from remote mail server after end of data: 550 5.7.1 CV=no X=bad",
+                "tls",
+            ),
+        ];
+        for (rest, want) in cases {
+            let m = format!("1abcde-000000-AB {rest}");
+            let mut p = EximParser::new();
+            let mut out = Vec::new();
+            let line = Line {
+                time: 0,
+                host: "",
+                program: "exim",
+                pid: None,
+                message: &m,
+                raw: &m,
+            };
+            p.feed(&line, &mut out);
+            p.finish(&mut out);
+            let kind = |t: &Transport| match t {
+                Transport::Tls(info) => {
+                    assert_eq!(info.trust, Some(Trust::Verified), "{rest}");
+                    "tls"
+                }
+                Transport::Unknown { .. } => "unknown",
+                _ => "plain",
+            };
+            let got: Vec<&str> = out
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Message(m) => Some(kind(&m.transport)),
+                    Record::Connection(c) => Some(kind(&c.transport)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, [*want, *want], "{rest}");
+            assert_eq!(p.unparsed(), 0, "{rest}");
+        }
     }
 }
