@@ -548,7 +548,8 @@ const MAX_RCPT_HASHES: usize = 1_000;
 const MAX_OUTBOUND: usize = 4_096;
 /// Outbound STARTTLS failures remembered to count each attempt once: only lines at most a
 /// few seconds apart are compared ([`DANE_OUTCOME_SECS`]), so this needs to hold no more
-/// than that many seconds' worth.
+/// than that many seconds' worth. Past it the key seen least recently is dropped, with its
+/// waiting lines and run: a later line of that key is listed again (documented).
 const MAX_TLS_FAILURES: usize = 1_024;
 /// Lines of one message to one host this close together (seconds) are one SMTP transaction
 /// (`**` and `=>` of the same delivery), not a new connection.
@@ -563,8 +564,10 @@ const RUN_LINE_GAP_SECS: u64 = 1;
 /// names an address again); Exim's smtp transport takes 100 at once by default
 /// (`max_rcpt`). Past this a run's further addresses are not remembered; its first always is.
 const MAX_RUN_RECIPIENTS: usize = 256;
-/// Lines of one attempt key waiting to pair ([`FailSeen`]); past this the oldest is dropped.
-/// Parallel transport runs of one message to one host are few (`remote_max_parallel`).
+/// Lines of one attempt key waiting to pair ([`FailSeen`]); past this the oldest is dropped,
+/// and the line that would have paired with it is listed as an attempt of its own (an
+/// over-count, documented). Parallel transport runs of one message to one host are few
+/// (`remote_max_parallel`).
 const MAX_WAITING: usize = 16;
 /// How long (seconds) a delivery's `DANE attempt failed; …` line, or a host's `H=mx [ip]: a TLS
 /// session is required, but …` line, waits for the `==`/`**` outcome line of its transport run
@@ -2917,6 +2920,31 @@ mod tests {
             ]),
             2
         );
+        // Parallel runs each log their DANE line before any run's `==` lines: up to
+        // MAX_WAITING lines wait, so 16 runs count 16; a 17th drops the oldest, whose run's
+        // `==` lines are then listed on their own (the documented limit: 18, not 17).
+        let runs = |n: usize| {
+            let lines: Vec<String> = (0..n).map(|i| defer(&format!("u@d{i}.example"))).collect();
+            let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane); n];
+            v.extend(lines.iter().map(|l| (11, None, l.as_str())));
+            count(&v)
+        };
+        assert_eq!(runs(MAX_WAITING), MAX_WAITING);
+        assert_eq!(runs(MAX_WAITING + 1), MAX_WAITING + 2);
+        // At most MAX_TLS_FAILURES attempt keys are kept, the least recently seen dropped
+        // first: a DANE line whose key went (that many other messages' failures since) leaves
+        // its `==` line to be listed on its own (documented).
+        let others = |n: usize| {
+            let lines: Vec<String> = (0..n)
+                .map(|i| dane.replace("1abcde-000000-AB", &format!("2{i:05}-000000-AB")))
+                .collect();
+            let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane)];
+            v.extend(lines.iter().map(|l| (10, None, l.as_str())));
+            v.push((11, None, &a1));
+            count(&v)
+        };
+        assert_eq!(others(MAX_TLS_FAILURES - 1), MAX_TLS_FAILURES);
+        assert_eq!(others(MAX_TLS_FAILURES), MAX_TLS_FAILURES + 2);
         // A callout's DANE line and its rejection come from the process serving the session,
         // one right after the other: two seconds apart they are two attempts too.
         let callout_dane =
