@@ -65,7 +65,7 @@
 //!   clear, like a line with another error or `a TLS session is required, but …`, is another
 //!   attempt, and leaves the DANE line waiting for its own. A host's `H=mx [ip]: a TLS session
 //!   is required, but REASON` line likewise pairs only with a later `==`/`**` line naming that
-//!   error (`: retry timeout exceeded` may follow it), within 5 seconds: those of its run when
+//!   error, within 5 seconds: those of its run when
 //!   the host was the last tried. No DANE line comes with it (smtp.c logs one only for a
 //!   failed handshake, for which it writes no host line). Two lines of one kind are two
 //!   attempts (newer versions write one line an attempt), except the `==` lines of one
@@ -1478,8 +1478,11 @@ struct OwnTlsFailure<'a> {
 
 /// Whether a `==`/`**` line's error ([`delivery_error`]) is one that Exim's smtp transport
 /// sets when its own TLS set-up with the host failed, read in Exim's source (Exim/exim:
-/// src/src/transports/smtp.c `smtp_setup_conn()`, 4.6x to 4.9x; the error starts the text, a
-/// retry timeout may add to its end):
+/// src/src/transports/smtp.c `smtp_setup_conn()`, 4.6x to 4.9x; the error starts the text).
+/// smtp.c defers on these (`TLS_FAILED`), so a `**` line names one only when Exim runs as an
+/// MUA wrapper (`mua_wrapper`, where `smtp_transport_entry()` turns every defer into a
+/// failure); once the retry time is up, retry.c `retry_update()` writes `** ADDRESS: retry
+/// timeout exceeded` after the `==` line, with no `H=` (Exim's test/log/2012):
 /// - `TLS session: ERROR`: the handshake failed (`TLS_CONN_FAILED`, ERRNO_TLSFAILURE; ERROR is
 ///   `tls_client_start()`'s, e.g. `(SSL_connect): …`, `(certificate verification failed): …`,
 ///   GnuTLS's `error on first read`, and that of a DANE host's `DANE attempt failed` line);
@@ -1510,8 +1513,7 @@ fn own_tls_failure(error: &str) -> Option<OwnTlsFailure<'_>> {
 
 /// `a TLS session is required, but REASON` without what may follow it: REASON is one of
 /// smtp.c's two fixed texts (`an attempt to start TLS failed`, `the server did not offer TLS
-/// support`), and a `**` line written once the retry time is up adds `: retry timeout
-/// exceeded`. The text up to the first `:` (the reasons have none).
+/// support`). The text up to the first `:` (the reasons have none), should anything follow.
 fn required_reason(error: &str) -> &str {
     error.split_once(':').map_or(error, |(reason, _)| reason)
 }
@@ -2561,13 +2563,15 @@ mod tests {
                 ],
                 &[(0, "192.0.2.1")],
             ),
-            // `+outgoing_port` (write_logs() of 4.9x adds `:port`); the last host bounced once
-            // the retry time is up (`**`, the error followed by `: retry timeout exceeded`).
+            // `+outgoing_port` (write_logs() of 4.9x adds `:port`); the retry time is up: the
+            // run's `==` line, then retry.c retry_update()'s `**` line, which names no host
+            // (as in Exim's test/log/2012).
             (
                 &[
                     "1abcde-000000-AB H=mx1.example.net [192.0.2.1]:25: a TLS session is required, but an attempt to start TLS failed",
                     "1abcde-000000-AB H=mx2.example.net [192.0.2.2]:25: a TLS session is required, but an attempt to start TLS failed",
-                    "1abcde-000000-AB ** bob@example.net R=r T=t H=mx2.example.net [192.0.2.2]:25: a TLS session is required, but an attempt to start TLS failed: retry timeout exceeded",
+                    "1abcde-000000-AB == bob@example.net R=r T=t defer (-38) H=mx2.example.net [192.0.2.2]:25: a TLS session is required, but an attempt to start TLS failed",
+                    "1abcde-000000-AB ** bob@example.net: retry timeout exceeded",
                 ],
                 &[(0, "192.0.2.1"), (0, "192.0.2.2")],
             ),
