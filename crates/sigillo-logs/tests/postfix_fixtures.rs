@@ -522,3 +522,102 @@ Nov 22 12:30:01 mx postfix/smtpd[100]: disconnect from a.example[192.0.2.1] ehlo
         "3 messages, 1 outbound connection, 3 inbound connections"
     );
 }
+
+/// Feeds the good lines of `text` to an inbound and a delivery half as `report` does, cut
+/// into blocks of `per_block` lines: each block's lines split once ([`HalfLines`]), each half
+/// walking its own list, the records merged per block. Returns the merged records (with both
+/// halves' `finish`) and the two halves.
+fn fed_in_blocks(text: &str, per_block: usize) -> (Vec<Record>, PostfixParser, PostfixParser) {
+    let lines: Vec<Line<'_>> = text.lines().filter_map(support::split).collect();
+    let (mut inbound, mut delivery) = halves();
+    let mut merged = Vec::new();
+    for block in lines.chunks(per_block) {
+        let mut split = HalfLines::with_capacity(block.len());
+        for (i, line) in block.iter().enumerate() {
+            if let Some(route) = line_route(line) {
+                split.push(u32::try_from(i).expect("few lines"), route, line.time);
+            }
+        }
+        let (mut tagged_in, mut tagged_out) = (TaggedRecords::default(), TaggedRecords::default());
+        tagged_in.feed_half(&mut inbound, &split, |i| block.get(i).copied());
+        tagged_out.feed_half(&mut delivery, &split, |i| block.get(i).copied());
+        merged.extend(merge_roles(&tagged_in, &tagged_out).cloned());
+    }
+    inbound.finish(&mut merged);
+    delivery.finish(&mut merged);
+    (merged, inbound, delivery)
+}
+
+/// A log for the delivery half's sweeps at inbound lines it does not walk (outbound TLS
+/// logging on, so that each delivery goes out when its process is flushed): time going
+/// backwards before and after a sweep (a run of inbound lines whose last line is before the
+/// next sweep while one before it is past it), lines of other programs (later than the next
+/// sweep, which they must not trigger) between the halves' lines, a sweep due at exactly the
+/// time of the next sweep, and a log that ends with inbound lines only.
+const SWEEP_EDGES: &str = "\
+Nov 22 10:00:00 mx postfix/smtpd[100]: connect from a.example[192.0.2.1]
+Nov 22 10:00:01 mx postfix/smtp[203]: Verified TLS connection established to gmail-smtp-in.l.google.com[142.250.1.26]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)
+Nov 22 10:00:02 mx postfix/smtp[203]: 3A1B2C3D4E: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com[142.250.1.26]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:00:03 mx postfix/virtual[201]: 1A1B2C3D4E: to=<u@lab.test>, relay=virtual, delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (delivered to maildir)
+Nov 22 10:05:00 mx postfix/smtpd[101]: connect from b.example[192.0.2.2]
+Nov 22 09:00:00 mx postfix/smtpd[102]: connect from c.example[192.0.2.3]
+Nov 22 13:00:00 mx dovecot: imap-login: Login: user=<u@lab.test>, method=PLAIN, rip=192.0.2.9
+Nov 22 13:00:01 mx exim[400]: 2026-11-22 13:00:01 1vAbCd-000001-AB <= a@b.example H=b.example [192.0.2.2] P=esmtps S=1000
+Nov 22 10:09:59 mx postfix/smtpd[102]: disconnect from c.example[192.0.2.3] ehlo=1 quit=1 commands=2
+Nov 22 11:05:00 mx postfix/smtpd[101]: disconnect from b.example[192.0.2.2] ehlo=1 quit=1 commands=2
+Nov 22 10:09:30 mx postfix/smtpd[103]: connect from d.example[192.0.2.4]
+Nov 22 10:30:01 mx postfix/smtp[204]: 4A1B2C3D4E: to=<b@b.example>, relay=mx.b.example[198.51.100.2]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:30:02 mx postfix/smtp[204]: 5A1B2C3D4E: to=<c@b.example>, relay=mx.b.example[198.51.100.2]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)
+Nov 22 10:54:59 mx postfix/smtp[205]: 6A1B2C3D4E: to=<d@d.example>, relay=mx.d.example[198.51.100.4]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)
+Nov 22 11:45:00 mx postfix/smtpd[103]: disconnect from d.example[192.0.2.4] ehlo=1 quit=1 commands=2
+Nov 22 11:40:00 mx postfix/smtpd[104]: connect from e.example[192.0.2.5]
+Nov 22 11:55:00 mx postfix/smtpd[104]: disconnect from e.example[192.0.2.5] ehlo=1 quit=1 commands=2
+Nov 22 11:55:01 mx postfix/smtp[206]: 7A1B2C3D4E: to=<f@f.example>, relay=mx.f.example[198.51.100.6]:25, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)
+Nov 22 12:50:00 mx postfix/smtpd[105]: connect from f.example[192.0.2.6]
+Nov 22 12:51:00 mx postfix/smtpd[100]: disconnect from a.example[192.0.2.1] ehlo=1 quit=1 commands=2
+";
+
+/// What `report` does with block boundaries anywhere: every fixture, and [`SWEEP_EDGES`], cut
+/// into blocks of 1 to 7 lines (so blocks of inbound lines only, of delivery lines only, a
+/// sweep due in the first line of a block or in the last block), fed through [`HalfLines`]:
+/// the same records, unparsed and evicted counts as one parser.
+#[test]
+fn halves_fed_their_own_lines_by_block_equal_one_parser() {
+    let mut logs: Vec<(String, String)> = fixture_logs()
+        .into_iter()
+        .map(|log| {
+            let text = std::fs::read_to_string(&log).expect("read");
+            (log.display().to_string(), text)
+        })
+        .collect();
+    logs.push(("SWEEP_EDGES".to_owned(), SWEEP_EDGES.to_owned()));
+    let mut compared = 0;
+    for (label, text) in &logs {
+        let (whole, whole_parser) = support::run(text);
+        for per_block in [1, 2, 3, 4, 7] {
+            let (by_block, inbound, delivery) = fed_in_blocks(text, per_block);
+            assert_eq!(by_block, whole, "{label}: blocks of {per_block}");
+            assert_eq!(
+                inbound.unparsed() + delivery.unparsed(),
+                whole_parser.unparsed(),
+                "{label}: blocks of {per_block}"
+            );
+            assert_eq!(
+                inbound.evicted() + delivery.evicted(),
+                whole_parser.evicted(),
+                "{label}: blocks of {per_block}"
+            );
+            compared += whole.len();
+        }
+    }
+    assert!(compared > 500, "only {compared} records compared");
+    // The edge log itself: the three sweeps that flush fall at inbound lines (11:05 flushes
+    // the deliveries of 10:00, 11:45 those of 10:30, 11:55:00, due at exactly that second,
+    // the one of 10:54:59), and each of its messages is counted.
+    let (whole, _) = support::run(SWEEP_EDGES);
+    let messages = whole
+        .iter()
+        .filter(|r| matches!(r, Record::Message(_)))
+        .count();
+    assert_eq!(messages, 6, "{whole:#?}");
+}
