@@ -28,7 +28,9 @@
 //! # How the transport is decided
 //!
 //! Inbound, per session, at `disconnect`:
-//! 1. a `TLS connection established from` line → [`Transport::Tls`] with its details;
+//! 1. a `TLS connection established from` line → [`Transport::Tls`] with its details (the
+//!    client may be followed by the SNI name it sent, when smtpd accepted one: `from
+//!    HOST[IP] to NAME: …`);
 //! 2. else a STARTTLS failure logged in the session → [`Transport::Plain`], or, on an
 //!    implicit-TLS service (port 465), [`Transport::Unknown`]: the handshake failed before
 //!    any SMTP, so nothing went over the connection, in clear or not;

@@ -185,7 +185,15 @@ pub(crate) fn tls_line<'a>(msg: &'a str, cache: &mut TlsDetailsCache) -> Option<
         return None;
     };
     let (peer, rest) = peer(rest)?;
-    let rest = rest.strip_prefix(": ")?;
+    let rest = match rest.strip_prefix(": ") {
+        Some(rest) => rest,
+        // smtpd names the SNI name the client sent, when it accepted one, after the client:
+        // `from HOST[IP] to NAME: …` (tls_misc.c tls_log_summary). A DNS name has no `: `.
+        None => {
+            let sni = rest.strip_prefix(" to ").filter(|_| inbound)?;
+            sni.get(find_from(sni, b':', ": ")? + 2..)?
+        }
+    };
     let mut info = cache.details(rest)?;
     info.trust = trust;
     Some(TlsLine {
@@ -700,6 +708,26 @@ mod tests {
                 None,
                 None,
             ),
+            // smtpd names the SNI name the client sent and it accepted after the client
+            // (tls_misc.c tls_log_summary: `from HOST[IP] to SNI: …`).
+            (
+                "Anonymous TLS connection established from c.example[192.0.2.8] to mail.example.com: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256",
+                true,
+                Some(Trust::Anonymous),
+                "TLSv1.3",
+                "TLS_AES_256_GCM_SHA384",
+                Some(256),
+                Some("X25519"),
+            ),
+            (
+                "Verified TLS connection reused from c.example[192.0.2.8]:2525 to mx: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)",
+                true,
+                Some(Trust::Verified),
+                "TLSv1.2",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                Some(256),
+                None,
+            ),
         ];
         // Twice through one cache (the second pass is answered from it, more rows than it
         // holds, so entries are replaced), and once with a fresh cache per line.
@@ -712,6 +740,11 @@ mod tests {
             }
             let t = tls_line(msg, &mut cache).unwrap_or_else(|| panic!("no parse: {msg}"));
             assert_eq!(t.inbound, *inbound, "{msg}");
+            assert!(
+                t.peer.whole.ends_with(']') || t.peer.whole.contains("]:"),
+                "{msg}"
+            );
+            assert!(!t.peer.whole.contains(' '), "{msg}");
             assert_eq!(t.info.trust, *trust, "{msg}");
             assert_eq!(&*t.info.version, *version, "{msg}");
             assert_eq!(&*t.info.cipher, *cipher, "{msg}");
@@ -731,6 +764,10 @@ mod tests {
             "Bogus TLS connection established from a[1.2.3.4]: TLSv1.3 with cipher X",
             "Anonymous TLS connection established from a[1.2.3.4]",
             "Anonymous TLS connection established via a[1.2.3.4]: TLSv1.3 with cipher X",
+            // An SNI name only after a client (smtpd), and followed by `: `.
+            "Verified TLS connection established to a[1.2.3.4]:25 to b.example: TLSv1.3 with cipher X",
+            "Anonymous TLS connection established from a[1.2.3.4] to b.example TLSv1.3 with cipher X",
+            "Anonymous TLS connection established from a[1.2.3.4] for b.example: TLSv1.3 with cipher X",
         ] {
             assert!(tls_line(bad, &mut cache).is_none(), "{bad}");
         }
