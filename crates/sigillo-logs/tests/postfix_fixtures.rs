@@ -621,3 +621,59 @@ fn halves_fed_their_own_lines_by_block_equal_one_parser() {
         .count();
     assert_eq!(messages, 6, "{whole:#?}");
 }
+
+/// A delivery's `relay=` text is handed on to the next delivery of its process only when the
+/// next goes to the same text (6189a88): recipients of one message in a row are one record
+/// while the relay text stays the same, and a relay that differs only in case, port or IP
+/// starts a record of its own, with its own peer and port.
+#[test]
+fn a_relay_differing_in_case_port_or_ip_is_another_relay() {
+    let to = |n: u32, relay: &str| {
+        format!(
+            "Nov 22 10:00:{n:02} mx postfix/smtp[300]: 1A1B2C3D4E: to=<r{n}@x.example>, relay={relay}, delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n"
+        )
+    };
+    let mut log = String::from(
+        "Nov 22 10:00:00 mx postfix/smtp[300]: Verified TLS connection established to mx.x.example[192.0.2.10]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n",
+    );
+    for (n, relay) in [
+        "mx.x.example[192.0.2.10]:25",
+        "mx.x.example[192.0.2.10]:25",
+        "MX.X.EXAMPLE[192.0.2.10]:25",
+        "mx.x.example[192.0.2.10]:25",
+        "mx.x.example[192.0.2.10]:587",
+        "mx.x.example[192.0.2.11]:587",
+        "mx.x.example[192.0.2.11]:587",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        log.push_str(&to(u32::try_from(n).expect("few") + 1, relay));
+    }
+    let (records, _) = support::run(&log);
+    // (recipients, host, IP, port)
+    let got: Vec<(u32, String, String, Option<u16>)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message(m) => Some((
+                m.recipients,
+                m.peer.hostname.as_deref().unwrap_or("none").to_owned(),
+                m.peer
+                    .ip
+                    .map_or_else(|| "none".to_owned(), |ip| ip.to_string()),
+                m.port,
+            )),
+            _ => None,
+        })
+        .collect();
+    let want = [
+        (2, "mx.x.example", "192.0.2.10", Some(25)),
+        (1, "MX.X.EXAMPLE", "192.0.2.10", Some(25)),
+        (1, "mx.x.example", "192.0.2.10", Some(25)),
+        (1, "mx.x.example", "192.0.2.10", Some(587)),
+        (2, "mx.x.example", "192.0.2.11", Some(587)),
+    ]
+    .map(|(n, h, ip, p)| (n, h.to_owned(), ip.to_owned(), p));
+    assert_eq!(got, want);
+    assert_halves_equal_one_parser(&log, "relay texts");
+}
