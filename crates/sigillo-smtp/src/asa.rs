@@ -108,8 +108,10 @@ impl Direction {
     }
 }
 
-/// What a rewriter changed so far on its connection.
+/// What a rewriter changed so far on its connection. More counters may come: outside this
+/// crate, start from `AsaStats::default()` and set fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AsaStats {
     /// Greeting lines whose text was replaced by asterisks.
     pub banner_lines_masked: u32,

@@ -268,10 +268,14 @@ mod tests {
             tls_started: false,
             end,
         };
-        let banner = AsaStats {
-            banner_lines_masked: 1,
-            ..AsaStats::default()
+        let stats = |banner: u32, commands: u32, replies: u32| {
+            let mut s = AsaStats::default();
+            s.banner_lines_masked = banner;
+            s.overlong_command_lines = commands;
+            s.overlong_reply_lines = replies;
+            s
         };
+        let banner = stats(1, 0, 0);
         let cases = [
             (
                 report(
@@ -289,24 +293,14 @@ mod tests {
                     ConnectionEnd::Closed {
                         first: sigillo_check::strip_proxy::Side::Client,
                     },
-                    AsaStats {
-                        overlong_command_lines: 1,
-                        overlong_reply_lines: 2,
-                        ..banner
-                    },
+                    stats(1, 1, 2),
                 ),
                 "#7 127.0.0.1:40312 -> 127.0.0.1:25: closed by client after 5.41 s; 93 B from \
                  client, 412 B from server; rewrote: banner (1 line); not inspected (over \
                  --max-line): 1 command line, 2 reply lines",
             ),
             (
-                report(
-                    ConnectionEnd::IdleTimeout,
-                    AsaStats {
-                        overlong_reply_lines: 1,
-                        ..AsaStats::default()
-                    },
-                ),
+                report(ConnectionEnd::IdleTimeout, stats(0, 0, 1)),
                 "#7 127.0.0.1:40312 -> 127.0.0.1:25: closed: idle timeout after 5.41 s; 93 B from \
                  client, 412 B from server; nothing rewritten; not inspected (over --max-line): 0 \
                  command lines, 1 reply line",
