@@ -32,7 +32,9 @@ pub struct Timeouts {
     /// The whole probe of one address, from the start of the TCP connect to the reply to
     /// QUIT (connect, greeting, EHLO or HELO, STARTTLS, handshake, EHLO in TLS, QUIT). The
     /// per-phase limits still apply inside it; whichever ends first stops the probe. Time
-    /// spent waiting for a concurrency slot and DNS lookups are not part of it.
+    /// spent waiting for a concurrency slot and DNS lookups are not part of it, and neither is
+    /// the wait (at most 1 s) for the connection's shutdown once the dialogue is over: a
+    /// deadline that passes then is no failure.
     ///
     /// The default, 60 s, cuts the worst case of the per-phase limits (10 + 30 + 4 × 30 + 20
     /// = 180 s with the defaults above: connect, greeting, four command replies, handshake,
@@ -222,7 +224,8 @@ pub enum ProbeStep {
     Handshake,
     /// Waiting for the reply to EHLO inside TLS.
     TlsEhlo,
-    /// Waiting for the reply to QUIT, or closing the connection after it.
+    /// Waiting for the reply to QUIT (once it came, a deadline is no failure: see
+    /// [`Timeouts::session`]).
     Quit,
 }
 
@@ -400,15 +403,36 @@ pub async fn probe(address: SocketAddr, sni: Option<&str>, config: &ProbeConfig)
         Ok(done) => done.err(),
         // What the dropped `run` learned stays: the transcript so far, the connect and
         // greeting times, the TLS session. Where it stood tells the step.
-        Err(_) => Some(ProbeFailure::SessionTimeout {
-            phase: step_at_deadline(&result, &dialogue, config.implicit_tls),
-            limit_ms: u64::try_from(session.as_millis()).unwrap_or(u64::MAX),
-            partial_reply: partial_reply(&buf),
-        }),
+        Err(_) => deadline_failure(&result, &dialogue, config.implicit_tls, session, &buf),
     };
     result.transcript = dialogue.into_transcript();
     result.total_ms = ms(start);
     result
+}
+
+/// What a session deadline that dropped `run` means. Once the dialogue is over
+/// ([`Phase::Done`]: the reply to QUIT came, or a `421` ended the session), `run` only waits
+/// (at most 1 s) for the connection's shutdown, whose own timeout and errors `converse`
+/// ignores: the session limit runs to the reply to QUIT, so a deadline during that wait is no
+/// failure either, and bytes in `buf` then came after the last reply, awaited by no one (no
+/// `partial_reply` of a QUIT reply already complete). Before that, a
+/// [`ProbeFailure::SessionTimeout`] in the step `run` stood in, with what had come of the
+/// reply awaited.
+fn deadline_failure(
+    result: &ProbeResult,
+    dialogue: &ClientDialogue,
+    implicit: bool,
+    session: Duration,
+    buf: &[u8],
+) -> Option<ProbeFailure> {
+    if dialogue.phase() == Phase::Done {
+        return None;
+    }
+    Some(ProbeFailure::SessionTimeout {
+        phase: step_at_deadline(result, dialogue, implicit),
+        limit_ms: u64::try_from(session.as_millis()).unwrap_or(u64::MAX),
+        partial_reply: partial_reply(buf),
+    })
 }
 
 /// The step a probe stopped by the session deadline was in. `run` sets `connect_ms` right
@@ -787,6 +811,54 @@ mod tests {
         for (name, result, implicit, replies, step) in cases {
             let d = dialogue(implicit, &replies);
             assert_eq!(step_at_deadline(&result, &d, implicit), step, "{name}");
+        }
+    }
+
+    /// A session deadline while awaiting the reply to QUIT is a failure with what had come of
+    /// that reply; once the reply came (or a `421` ended the dialogue), `run` only waits for
+    /// the shutdown: a deadline then is no failure, and bytes the server sent after its last
+    /// reply are no partial reply.
+    #[test]
+    fn a_deadline_after_the_dialogue_ended_is_no_failure() {
+        const BANNER: &str = "220 mx ESMTP\r\n";
+        let session = Duration::from_millis(1500);
+        let cases = [
+            (
+                "awaiting the reply to QUIT",
+                vec![BANNER, "250 mx\r\n"],
+                &b"221 by"[..],
+                Some(ProbeFailure::SessionTimeout {
+                    phase: ProbeStep::Quit,
+                    limit_ms: 1500,
+                    partial_reply: Some("221 by".into()),
+                }),
+            ),
+            (
+                "closing after the reply to QUIT, bytes after it",
+                vec![BANNER, "250 mx\r\n", "221 bye\r\n"],
+                &b"250 late"[..],
+                None,
+            ),
+            (
+                "closing after QUIT, nothing after it",
+                vec![BANNER, "250 mx\r\n", "221 bye\r\n"],
+                &b""[..],
+                None,
+            ),
+            (
+                "closing after a 421 to EHLO",
+                vec![BANNER, "421 busy\r\n"],
+                &b"x"[..],
+                None,
+            ),
+        ];
+        for (name, replies, buf, want) in cases {
+            let d = dialogue(false, &replies);
+            assert_eq!(
+                deadline_failure(&result(true, false), &d, false, session, buf),
+                want,
+                "{name}"
+            );
         }
     }
 

@@ -293,3 +293,27 @@ async fn a_close_keeps_the_partial_reply() {
         );
     }
 }
+
+/// Bytes a server sends after its `221` to QUIT are awaited by no one: the session is
+/// complete, with no failure and no partial reply, however the close goes. (A session deadline
+/// during the close that follows is no failure either: `probe`'s unit test
+/// `a_deadline_after_the_dialogue_ended_is_no_failure`; a scripted server cannot hold that
+/// wait, a shutdown of our write side, open.)
+#[tokio::test]
+async fn bytes_after_the_221_to_quit_are_no_partial_reply() {
+    let server = ScriptedServer::start(
+        Script::new(format!("{BANNER}\r\n"))
+            .reply("EHLO", "250 mx.sigillo.test\r\n")
+            .reply_then_hold("QUIT", "221 bye\r\n250 late"),
+    )
+    .unwrap();
+    let report = check(server.addr()).await;
+    let host = &report.hosts[0];
+    assert_eq!(host.failure, None, "{host:#?}");
+    assert_eq!(host.error, None, "{host:#?}");
+    assert_eq!(
+        host.transcript.last().map(String::as_str),
+        Some("S: 221 bye")
+    );
+    assert_eq!(server.received(), ["EHLO probe.sigillo.test", "QUIT"]);
+}
