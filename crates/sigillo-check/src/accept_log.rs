@@ -6,8 +6,9 @@
 //! (with the last error), and one when `accept` works again: at the next accepted
 //! connection, or, on a server no client is connecting to, once `accept` has not failed for
 //! [`ACCEPT_QUIET`] (the caller's timer calls [`AcceptLog::tick`] at
-//! [`AcceptLog::next_tick`]). It does no I/O and reads no clock: the caller passes the time
-//! of each call.
+//! [`AcceptLog::next_tick`]; a failure that comes [`ACCEPT_QUIET`] or more after the last one
+//! closes the old run itself, should the timer's tick not have been handled first). It does
+//! no I/O and reads no clock: the caller passes the time of each call.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -113,8 +114,23 @@ impl AcceptLog {
         }
     }
 
-    /// `accept` failed at `now` with `message`: what to report, if anything.
-    pub fn failed(&mut self, now: Instant, message: String) -> Option<AcceptReport> {
+    /// `accept` failed at `now` with `message`: what to report, in order, if anything. When
+    /// the last failure was [`ACCEPT_QUIET`] or more before `now`, its run is over (as
+    /// [`AcceptLog::tick`] would have said, had the caller's timer been handled first): its
+    /// [`AcceptReport::Recovered`] comes first, then this failure's
+    /// [`AcceptReport::Failed`], the first of a new run.
+    pub fn failed(
+        &mut self,
+        now: Instant,
+        message: String,
+    ) -> impl Iterator<Item = AcceptReport> + use<> {
+        let recovered = self.tick(now);
+        let report = self.failed_in_run(now, message);
+        [recovered, report].into_iter().flatten()
+    }
+
+    /// A failure at `now` in the current run (or the first of one): what to report, if anything.
+    fn failed_in_run(&mut self, now: Instant, message: String) -> Option<AcceptReport> {
         let Some(e) = &mut self.failing else {
             self.failing = Some(Episode {
                 first: now,
@@ -221,7 +237,7 @@ mod tests {
         let mut reports = Vec::new();
         // A failure every 100 ms for 130 s (1300 failures), then accept works again.
         for k in 0..1300 {
-            if let Some(r) = log.failed(at(1000 + k * 100), EMFILE.to_owned()) {
+            for r in log.failed(at(1000 + k * 100), EMFILE.to_owned()) {
                 reports.push((k, r));
             }
         }
@@ -275,42 +291,47 @@ mod tests {
         assert_eq!(log.accepted(at(200_000)), None, "said once");
     }
 
+    /// What one failure says, in order.
+    fn said(reports: impl Iterator<Item = AcceptReport>) -> Vec<AcceptReport> {
+        reports.collect()
+    }
+
     #[test]
     fn each_run_of_failures_starts_with_its_first_error() {
         let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut log = AcceptLog::new(Duration::from_secs(10));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut log = AcceptLog::new(Duration::from_millis(500));
         assert!(matches!(
-            log.failed(at(0), "one".into()),
-            Some(AcceptReport::Failed { .. })
+            said(log.failed(at(0), "one".into()))[..],
+            [AcceptReport::Failed { .. }]
         ));
-        assert_eq!(log.failed(at(1), "two".into()), None);
+        assert_eq!(said(log.failed(at(100), "two".into())), []);
         assert_eq!(
-            log.accepted(at(2)),
+            log.accepted(at(200)),
             Some(AcceptReport::Recovered {
                 failures: 2,
                 unreported: 1,
-                lasted: Duration::from_secs(2),
+                lasted: Duration::from_millis(200),
             })
         );
         // A new run, close behind: its first failure is reported at once.
         assert_eq!(
-            log.failed(at(3), "three".into()),
-            Some(AcceptReport::Failed {
+            said(log.failed(at(300), "three".into())),
+            [AcceptReport::Failed {
                 message: "three".into()
-            })
+            }]
         );
         // The line after the interval names the last error.
-        assert_eq!(log.failed(at(5), "four".into()), None);
+        assert_eq!(said(log.failed(at(400), "four".into())), []);
         assert_eq!(
-            log.failed(at(13), "five".into()),
-            Some(AcceptReport::StillFailing {
+            said(log.failed(at(900), "five".into())),
+            [AcceptReport::StillFailing {
                 failures: 2,
                 message: "five".into()
-            })
+            }]
         );
         // Stopping while failing reports what no line counted yet, once.
-        assert_eq!(log.failed(at(14), "six".into()), None);
+        assert_eq!(said(log.failed(at(1_000), "six".into())), []);
         assert_eq!(
             log.finish(),
             Some(AcceptReport::StillFailing {
@@ -320,8 +341,60 @@ mod tests {
         );
         assert_eq!(log.finish(), None);
         // Nothing left unreported: nothing to say on stopping.
-        log.failed(at(20), "seven".into());
+        assert_eq!(said(log.failed(at(2_000), "seven".into())).len(), 1);
         assert_eq!(log.finish(), None);
+    }
+
+    /// A failure [`ACCEPT_QUIET`] or more after the last one starts a new run even when the
+    /// timer's tick, due at the same time, was not handled first: the old run's end is said,
+    /// then the new run's first failure, not one run merged from both.
+    #[test]
+    fn a_failure_after_a_quiet_second_closes_the_run_before_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut log = AcceptLog::new(Duration::from_secs(60));
+        // (when, message, what is said)
+        let cases = [
+            (
+                0,
+                "one",
+                vec![AcceptReport::Failed {
+                    message: "one".into(),
+                }],
+            ),
+            (100, "two", vec![]),
+            // 999 ms after the last failure: the same run.
+            (1_099, "three", vec![]),
+            // 1 s after it, with the tick (due at 2_099) not handled: a new run.
+            (
+                2_099,
+                "four",
+                vec![
+                    AcceptReport::Recovered {
+                        failures: 3,
+                        unreported: 2,
+                        lasted: Duration::from_millis(1_099),
+                    },
+                    AcceptReport::Failed {
+                        message: "four".into(),
+                    },
+                ],
+            ),
+            (2_199, "five", vec![]),
+        ];
+        for (ms, message, want) in cases {
+            assert_eq!(said(log.failed(at(ms), message.into())), want, "{message}");
+        }
+        // The new run is the one the tick and the next accept speak of.
+        assert_eq!(log.next_tick(), Some(at(2_199) + ACCEPT_QUIET));
+        assert_eq!(
+            log.accepted(at(2_300)),
+            Some(AcceptReport::Recovered {
+                failures: 2,
+                unreported: 1,
+                lasted: Duration::from_millis(201),
+            })
+        );
     }
 
     /// On a server no client connects to, the end of a run of failures is reported by the
@@ -396,8 +469,8 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut log = AcceptLog::new(Duration::from_secs(60));
-        log.failed(at(0), EMFILE.to_owned());
-        log.failed(at(100), EMFILE.to_owned());
+        assert_eq!(said(log.failed(at(0), EMFILE.to_owned())).len(), 1);
+        assert_eq!(said(log.failed(at(100), EMFILE.to_owned())), []);
         assert_eq!(
             log.accepted(at(150)),
             Some(AcceptReport::Recovered {

@@ -247,7 +247,7 @@ pub async fn serve_until(
                     });
                 }
                 Err(e) => {
-                    if let Some(report) = accept_log.failed(Instant::now(), e.to_string()) {
+                    for report in accept_log.failed(Instant::now(), e.to_string()) {
                         on_event(ProxyEvent::Accept(report));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -452,7 +452,7 @@ async fn serve_here<S: PolicySources>(
                             make_room(&control_tx);
                         }
                         let failed = accept_log.failed(std::time::Instant::now(), e.to_string());
-                        if let Some(report) = failed {
+                        for report in failed {
                             record(ServeEvent::Accept(report), &mut summary);
                         }
                         tokio::time::sleep(Duration::from_millis(100)).await;
