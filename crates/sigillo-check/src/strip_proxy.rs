@@ -3,7 +3,8 @@
 //! STARTTLS is stripped. The rewriting is [`sigillo_smtp::asa`]; this is only the sockets.
 //!
 //! Every connection is bounded: the upstream connect has a timeout, a connection with no
-//! byte in either direction for [`ProxyOptions::idle_timeout`] is closed, and at most
+//! byte in either direction for [`ProxyOptions::idle_timeout`] is closed (a byte counts when
+//! it is read from a side and when a side's socket takes it), and at most
 //! [`ProxyOptions::max_connections`] are relayed at once (more are accepted and closed at
 //! once). [`serve_until`] stops on a shutdown signal and reports every connection as it ends.
 //!
@@ -23,6 +24,11 @@
 //! that stays open and silent is then closed with the server
 //! ([`ConnectionEnd::ServerGone`]). Nothing more can come from a server that closed, so
 //! nothing is waited for.
+//!
+//! Either grace counts only while no bytes wait to be written: a side whose bytes the other
+//! has not taken yet (a client's message stuck behind a half-closed server that reads
+//! slowly or not at all, a reply stuck behind a client that does not read) is not silent, so
+//! the connection then has the idle timeout, counted from the last byte read or written.
 
 use crate::accept_log::{AcceptLog, AcceptReport};
 use sigillo_smtp::asa::AsaRewriter;
@@ -44,18 +50,20 @@ pub struct ProxyOptions {
     pub asa: AsaConfig,
     /// How long a connection to the upstream may take.
     pub connect_timeout: Duration,
-    /// A connection with no byte in either direction for this long is closed.
+    /// A connection with no byte in either direction for this long is closed (a byte read
+    /// from a side, or taken by a side's socket).
     pub idle_timeout: Duration,
     /// Most connections relayed at once; more are accepted and closed at once.
     pub max_connections: usize,
     /// Once the client has closed its side and the server has answered everything it sent,
     /// a server that sends nothing for this long (e.g. after its reply to `QUIT`) and does
     /// not close is closed with the client ([`ConnectionEnd::ClientGone`]). At most
-    /// `idle_timeout`.
+    /// `idle_timeout`. It does not count while bytes wait to be written either way.
     pub client_gone_grace: Duration,
     /// Once the server has closed its side and all it sent reached the client, a client that
     /// sends nothing for this long and does not close is closed with the server
-    /// ([`ConnectionEnd::ServerGone`]). At most `idle_timeout`.
+    /// ([`ConnectionEnd::ServerGone`]). At most `idle_timeout`. It does not count while bytes
+    /// wait to be written either way (the client's, stuck behind a server that does not read).
     pub server_gone_grace: Duration,
 }
 
@@ -369,13 +377,18 @@ struct Traffic {
     client_done: AtomicBool,
     /// The server closed its side and everything it sent was forwarded.
     server_done: AtomicBool,
-    /// Wakes [`idle`] when `client_done` or `server_done` is set, and when the server sends
-    /// something after the client's close (it may have answered the last command).
+    /// Wakes [`idle`] when `client_done` or `server_done` is set, when the server sends
+    /// something after the client's close (it may have answered the last command), and when
+    /// a write ends after either closed (a grace may count again).
     side_gone: Notify,
     from_client: AtomicU64,
     from_server: AtomicU64,
-    /// Milliseconds from the connection's start to the last byte read in either direction.
+    /// Milliseconds from the connection's start to the last byte read or written in either
+    /// direction.
     last_activity_ms: AtomicU64,
+    /// Directions with bytes read but not yet all taken by the other side's socket (0, 1 or
+    /// 2): while any are, no grace counts, only the idle timeout ([`idle`]).
+    writing: AtomicU8,
     /// 0 while both sides are open, then 1 (client) or 2 (server): which closed first.
     first_closed: AtomicU8,
 }
@@ -389,6 +402,31 @@ impl Traffic {
         counter.fetch_add(bytes as u64, Ordering::Relaxed);
         self.last_activity_ms
             .store(millis_since(started), Ordering::Relaxed);
+    }
+
+    /// Bytes were taken by a side's socket: the connection is moving.
+    fn wrote(&self, started: Instant) {
+        self.last_activity_ms
+            .store(millis_since(started), Ordering::Relaxed);
+    }
+
+    /// A direction starts writing what it read.
+    fn write_started(&self) {
+        self.writing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A direction wrote all it read (or failed): a grace may count again, so [`idle`] looks.
+    fn write_ended(&self, started: Instant) {
+        self.wrote(started);
+        self.writing.fetch_sub(1, Ordering::Relaxed);
+        if self.client_done.load(Ordering::Relaxed) || self.server_done.load(Ordering::Relaxed) {
+            self.side_gone.notify_one();
+        }
+    }
+
+    /// Whether bytes read from one side wait to be taken by the other.
+    fn is_writing(&self) -> bool {
+        self.writing.load(Ordering::Relaxed) > 0
     }
 
     fn closed(&self, side: Side) {
@@ -431,7 +469,9 @@ fn millis_since(started: Instant) -> u64 {
 /// or, after the client closed its side and the server answered all it sent, for the
 /// client-gone grace ([`ConnectionEnd::ClientGone`]); or, after the server closed its side
 /// and all it sent was forwarded, for the server-gone grace ([`ConnectionEnd::ServerGone`]).
-/// (Once both have closed, the relay ends as [`ConnectionEnd::Closed`] before this.)
+/// A grace counts only while no bytes wait to be written ([`Traffic::is_writing`]): until
+/// then the idle timeout does. (Once both have closed, the relay ends as
+/// [`ConnectionEnd::Closed`] before this.)
 async fn idle(
     traffic: &Traffic,
     rewriter: &Mutex<AsaRewriter>,
@@ -439,7 +479,10 @@ async fn idle(
     options: &ProxyOptions,
 ) -> ConnectionEnd {
     loop {
-        let end = if traffic.server_done.load(Ordering::Relaxed) {
+        let end = if traffic.is_writing() {
+            // Bytes on their way: neither side is silent, whatever has closed.
+            ConnectionEnd::IdleTimeout
+        } else if traffic.server_done.load(Ordering::Relaxed) {
             ConnectionEnd::ServerGone {
                 grace: options.server_gone_grace.min(options.idle_timeout),
             }
@@ -461,7 +504,8 @@ async fn idle(
         if Instant::now() >= deadline {
             return end;
         }
-        // A server gone stays gone: nothing is left to wait for but the deadline.
+        // A server gone stays gone: nothing is left to wait for but the deadline (no write
+        // can start, and none is under way, as the end says).
         let waiting = !matches!(end, ConnectionEnd::ServerGone { .. });
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
@@ -496,9 +540,9 @@ async fn pump(
                     Side::Server => rw.take_pending_server(),
                 }
             };
-            if !rest.is_empty() {
-                to.write_all(&rest).await.map_err(|e| (other, e))?;
-            }
+            write_counted(&mut to, &rest, traffic, started)
+                .await
+                .map_err(|e| (other, e))?;
             // The other side may already be gone: a failed half-close is not an error.
             let _ = to.shutdown().await;
             return Ok(());
@@ -512,14 +556,43 @@ async fn pump(
                 Side::Server => rw.server_to_client(chunk),
             }
         };
-        if !out.is_empty() {
-            to.write_all(&out).await.map_err(|e| (other, e))?;
-        }
+        write_counted(&mut to, &out, traffic, started)
+            .await
+            .map_err(|e| (other, e))?;
         if side == Side::Server && traffic.client_done.load(Ordering::Relaxed) {
             // The client has gone: this may have been the last reply it was owed.
             traffic.side_gone.notify_one();
         }
     }
+}
+
+/// Writes all of `bytes` to `to`, each part the socket takes counted as activity, and marked
+/// as writing ([`Traffic::is_writing`]) until done, so that no grace cuts a connection whose
+/// bytes are still on their way.
+async fn write_counted(
+    to: &mut (impl AsyncWrite + Unpin),
+    mut bytes: &[u8],
+    traffic: &Traffic,
+    started: Instant,
+) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    traffic.write_started();
+    let written = async {
+        while !bytes.is_empty() {
+            let n = to.write(bytes).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            traffic.wrote(started);
+            bytes = bytes.get(n..).unwrap_or_default();
+        }
+        Ok(())
+    }
+    .await;
+    traffic.write_ended(started);
+    written
 }
 
 fn lock(rewriter: &Mutex<AsaRewriter>) -> std::sync::MutexGuard<'_, AsaRewriter> {
@@ -844,6 +917,85 @@ mod tests {
             (6, 29)
         );
         drop(client);
+    }
+
+    /// The server answers `DATA` with 354 and half-closes, then reads nothing for three times
+    /// the grace before it reads all. The client's message (far more than the sockets'
+    /// buffers hold) is stuck behind it meanwhile: the client is not silent, its bytes are on
+    /// their way, so the proxy does not close the connection after the grace, and every byte
+    /// reaches the server.
+    #[tokio::test]
+    async fn a_message_stuck_behind_a_half_closed_server_is_not_cut() {
+        const BODY_LINES: usize = 256 * 1024;
+        let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc\r\n";
+        let mut body = Vec::with_capacity(BODY_LINES * line.len() + 3);
+        for _ in 0..BODY_LINES {
+            body.extend_from_slice(line);
+        }
+        body.extend_from_slice(b".\r\n");
+
+        // Small buffers where the test makes the sockets, so the message cannot all sit in
+        // them: only the proxy's socket to the server keeps the system's (at most 4 MiB here).
+        let upstream = tokio::net::TcpSocket::new_v4().unwrap();
+        upstream.set_recv_buffer_size(64 * 1024).unwrap();
+        upstream.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let upstream = upstream.listen(1).unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            stream.write_all(b"220 upstream ESMTP\r\n").await.unwrap();
+            read_until(&mut stream, b"DATA\r\n").await;
+            stream.write_all(b"354 go ahead\r\n").await.unwrap();
+            stream.shutdown().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let mut got = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut got)).await;
+            got.len() as u64
+        });
+        let listener = tokio::net::TcpSocket::new_v4().unwrap();
+        listener.set_recv_buffer_size(64 * 1024).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listener.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ProxyOptions {
+            client_gone_grace: Duration::from_secs(1),
+            server_gone_grace: Duration::from_secs(1),
+            ..ProxyOptions::default()
+        };
+        let proxy = tokio::spawn(async move {
+            let (client, client_addr) = listener.accept().await.unwrap();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
+        });
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_send_buffer_size(64 * 1024).unwrap();
+        let mut client = client.connect(addr).await.unwrap();
+        read_until(&mut client, b"\r\n").await;
+        client.write_all(b"DATA\r\n").await.unwrap();
+        let mut replies = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut replies));
+        assert!(
+            matches!(read.await, Ok(Ok(_))),
+            "the server's close was not passed on"
+        );
+        assert_eq!(replies, b"354 go ahead\r\n");
+        let written = tokio::time::timeout(Duration::from_secs(60), async {
+            client.write_all(&body).await?;
+            client.shutdown().await
+        })
+        .await;
+        let report = proxy.await.unwrap();
+        assert_eq!(
+            report.end,
+            ConnectionEnd::Closed {
+                first: Side::Server
+            }
+        );
+        assert!(matches!(written, Ok(Ok(()))), "{written:?}");
+        // The server read `DATA\r\n` before it half-closed, then the whole message.
+        assert_eq!(server.await.unwrap(), body.len() as u64);
+        assert_eq!(report.bytes_from_client, 6 + body.len() as u64);
     }
 
     #[tokio::test]

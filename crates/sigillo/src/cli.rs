@@ -311,13 +311,15 @@ pub struct StripProxyArgs {
     /// Seconds allowed to connect to the upstream.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub connect_timeout: f64,
-    /// Close a connection after this many seconds with no byte either way.
+    /// Close a connection after this many seconds with no byte either way (read from a side,
+    /// or taken by its socket).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     pub idle_timeout: f64,
     /// Once one side has closed (the client, and the server has answered all it sent; or
     /// the server, and all it sent reached the client), close both if the other side stays
-    /// open and silent this many seconds. More than 0; at most --idle-timeout (a longer value
-    /// acts as --idle-timeout).
+    /// open and silent this many seconds. Not while bytes wait for a side to take them (a
+    /// message stuck behind a server that does not read): the idle timeout counts then. More
+    /// than 0; at most --idle-timeout (a longer value acts as --idle-timeout).
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub close_grace: f64,
     /// Most connections relayed at once; more are accepted and closed at once.
