@@ -1,12 +1,15 @@
 //! The terminal report: a table per target, a short policy section for domains, findings
 //! with their evidence, and a summary for several targets. Colour only when asked for (on
 //! a terminal, by default).
+//!
+//! A host's error is cut to [`STATUS_ERROR_CHARS`] in the table's `status` column, so the
+//! table stays readable; each error cut there is given in full below the table.
 
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use sigillo_check::policy::sigillo_policy::dane::CertUsage;
 use sigillo_check::policy_report::{LOOKUP_FAILED, PolicyReport, PolicyStatus, TlsaStatus};
 use sigillo_check::summary::Summary;
-use sigillo_check::{Severity, TargetReport, Verdict};
+use sigillo_check::{HostReport, Severity, TargetReport, Verdict};
 use std::fmt::Write;
 
 fn paint(text: &str, code: &str, color: bool) -> String {
@@ -45,6 +48,9 @@ fn severity_name(s: Severity) -> &'static str {
     }
 }
 
+/// Most characters of a host's error in the table's `status` column.
+const STATUS_ERROR_CHARS: usize = 60;
+
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
@@ -79,6 +85,8 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
         let _ = writeln!(out, "  error: {e}");
     }
     if !r.hosts.is_empty() {
+        // The errors cut in the table, in full: `address (MX): status: error`.
+        let mut cut = Vec::new();
         let mut table = Table::new();
         table
             .load_preset(UTF8_FULL_CONDENSED)
@@ -98,11 +106,7 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
                 Some(p) => format!("{p} {}", h.mx),
                 None => h.mx.clone(),
             };
-            let address = if h.address.contains(':') {
-                format!("[{}]:{}", h.address, h.port)
-            } else {
-                format!("{}:{}", h.address, h.port)
-            };
+            let address = host_address(h);
             let starttls = match (&h.tls, h.starttls.offered) {
                 (Some(_), false) => "implicit TLS".to_owned(),
                 (_, true) => match &h.starttls.reply {
@@ -137,7 +141,16 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
             };
             let status = match &h.error {
                 Some(e) if h.status != Verdict::Encrypted => {
-                    format!("{}: {}", h.status.as_str(), truncate(e, 60))
+                    let short = truncate(e, STATUS_ERROR_CHARS);
+                    if short != *e {
+                        let who = if h.mx == h.address {
+                            address.clone()
+                        } else {
+                            format!("{address} ({})", h.mx)
+                        };
+                        cut.push(format!("{who}: {}: {e}", h.status.as_str()));
+                    }
+                    format!("{}: {short}", h.status.as_str())
                 }
                 _ => h.status.as_str().to_owned(),
             };
@@ -153,6 +166,9 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
             ]);
         }
         let _ = writeln!(out, "{table}");
+        for line in &cut {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     if let Some(p) = &r.policy {
         out.push_str(&policy(p, color));
@@ -185,6 +201,15 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
     }
     out.push('\n');
     out
+}
+
+/// `192.0.2.1:25`, `[2001:db8::1]:25`.
+fn host_address(h: &HostReport) -> String {
+    if h.address.contains(':') {
+        format!("[{}]:{}", h.address, h.port)
+    } else {
+        format!("{}:{}", h.address, h.port)
+    }
 }
 
 fn policy_status_code(s: PolicyStatus) -> &'static str {
@@ -342,4 +367,128 @@ pub fn summary(s: &Summary, color: bool) -> String {
         let _ = writeln!(out, "  hosts on {version}: {}", pct(*n, s.hosts));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigillo_check::report::StartTlsReport;
+
+    fn host(mx: &str, address: &str, status: Verdict, error: Option<&str>) -> HostReport {
+        HostReport {
+            mx: mx.into(),
+            preference: None,
+            address: address.into(),
+            port: 25,
+            status,
+            connect_ms: None,
+            greeting_ms: None,
+            total_ms: 0.0,
+            banner: None,
+            banner_lines: Vec::new(),
+            extensions: Vec::new(),
+            helo_fallback: false,
+            starttls: StartTlsReport {
+                offered: false,
+                attempted: false,
+                reply: None,
+            },
+            tls: None,
+            error: error.map(str::to_owned),
+            failure: None,
+            transcript: Vec::new(),
+        }
+    }
+
+    fn report(hosts: Vec<HostReport>) -> TargetReport {
+        TargetReport {
+            target: "example.net".into(),
+            kind: "domain",
+            port: 25,
+            verdict: Verdict::Inconclusive,
+            mx: Vec::new(),
+            implicit_mx: false,
+            null_mx: false,
+            hosts,
+            findings: Vec::new(),
+            policy: None,
+            error: None,
+            started: "2026-01-01T00:00:00Z".into(),
+            duration_ms: 0.0,
+        }
+    }
+
+    /// An error longer than the table's column is cut there and given in full below the
+    /// table, once; a short one is only in the table; an encrypted host's is in neither.
+    #[test]
+    fn cut_errors_are_given_in_full_below_the_table() {
+        let partial = "timed out waiting for the greeting reply; partial reply received: \
+                       \"220 ********************************\"";
+        let closed = "connection closed while waiting for the EHLO reply; partial reply \
+                      received: \"250-mx.example.net\\r\\n250-PIPELINING\\r\\n\"";
+        let short = "connection refused";
+        let quit = "timed out waiting for the QUIT reply, long after all that matters was seen";
+        // (host, the line below the table for it, if any)
+        let cases = [
+            (
+                host(
+                    "192.0.2.1",
+                    "192.0.2.1",
+                    Verdict::Inconclusive,
+                    Some(partial),
+                ),
+                Some(format!("  192.0.2.1:25: inconclusive: {partial}\n")),
+            ),
+            (
+                host(
+                    "mx.example.net",
+                    "2001:db8::1",
+                    Verdict::Stripped,
+                    Some(closed),
+                ),
+                Some(format!(
+                    "  [2001:db8::1]:25 (mx.example.net): stripped: {closed}\n"
+                )),
+            ),
+            (
+                host("mx.example.net", "192.0.2.2", Verdict::Error, Some(short)),
+                None,
+            ),
+            (
+                host(
+                    "mx.example.net",
+                    "192.0.2.3",
+                    Verdict::Encrypted,
+                    Some(quit),
+                ),
+                None,
+            ),
+        ];
+        for (h, below) in &cases {
+            let out = target(&report(vec![h.clone()]), false, false);
+            let error = h.error.as_deref().unwrap_or_default();
+            let after_table = out.rsplit_once("┘\n").map_or("", |(_, rest)| rest);
+            match below {
+                Some(line) => {
+                    assert!(after_table.starts_with(line.as_str()), "{out}");
+                    assert_eq!(out.matches(error).count(), 1, "only below: {out}");
+                    let cut = truncate(error, STATUS_ERROR_CHARS);
+                    assert!(cut.ends_with('…') && out.contains(&cut), "{out}");
+                }
+                None if h.status == Verdict::Encrypted => {
+                    assert!(!out.contains(error), "{out}");
+                    assert_eq!(after_table, "\n", "{out}");
+                }
+                None => {
+                    assert_eq!(out.matches(error).count(), 1, "only in the table: {out}");
+                    assert_eq!(after_table, "\n", "{out}");
+                }
+            }
+        }
+        // All at once: the lines below in the table's order.
+        let hosts = cases.iter().map(|(h, _)| h.clone()).collect();
+        let out = target(&report(hosts), false, false);
+        let below: String = cases.iter().filter_map(|(_, b)| b.clone()).collect();
+        assert!(out.ends_with(&format!("┘\n{below}\n")), "{out}");
+    }
 }

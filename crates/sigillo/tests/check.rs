@@ -780,6 +780,34 @@ fn terminal_report_has_a_table_and_the_evidence() {
     assert!(!out.contains("\x1b["), "no colour when not a terminal");
 }
 
+/// A middlebox that sends a masked banner without its line end and goes silent: the table
+/// cuts the error, and the whole of it, with what the box sent, follows the table.
+#[test]
+fn terminal_report_gives_a_cut_error_in_full() {
+    let banner = "220 ****************************************";
+    let server = ScriptedServer::greeting_then_hold(banner).unwrap();
+    let mut args = vec!["check", "--greeting-timeout", "1"];
+    for pair in FAST.chunks(2).filter(|p| p[0] != "--greeting-timeout") {
+        args.extend_from_slice(pair);
+    }
+    let target = bracket(server.addr());
+    args.push(&target);
+    let (code, out, err) = sigillo(&args, None);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = format!(
+        "\n  {}: inconclusive: timed out waiting for the greeting reply; partial reply \
+         received: \"{banner}\"\n",
+        server.addr()
+    );
+    let (table, after) = out.split_once("┘\n").unwrap_or_default();
+    assert!(format!("\n{after}").starts_with(&line), "{out}");
+    assert!(
+        table
+            .contains("inconclusive: timed out waiting for the greeting reply; partial reply rec…"),
+        "{out}"
+    );
+}
+
 #[test]
 fn demo_runs_offline_and_gets_the_expected_verdicts() {
     let (code, out, err) = sigillo(&["demo", "--json"], None);
