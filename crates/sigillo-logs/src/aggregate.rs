@@ -26,10 +26,11 @@ pub const NEXT_HOP_SAMPLE: usize = 5;
 /// Most relays (a host on a port) counted in [`Figures::relays`] (the messages to any beyond
 /// are counted together).
 pub const MAX_RELAYS: usize = 100_000;
-/// Most relays remembered per next-hop domain for [`RelayHostFigures::domains`]: a relay
-/// reached after this many others by a domain does not count that domain. Memory stays at
-/// most this many 4-byte positions per domain (and [`MAX_NEXT_HOPS`] domains), however many
-/// domains reach one relay.
+/// Most relays remembered per next-hop domain for [`RelayHostFigures::domains`] (a relay as
+/// reported: spellings of one host on one port are one): a relay reached after this many
+/// others by a domain does not count that domain, and [`Figures::next_hops_over_relay_cap`]
+/// counts the domains this befell. Memory stays at most this many 4-byte ids per domain (and
+/// [`MAX_NEXT_HOPS`] domains), however many domains reach one relay.
 pub const MAX_RELAYS_PER_NEXT_HOP: usize = 32;
 
 /// An address range (`--internal 10.0.0.0/8`).
@@ -470,8 +471,9 @@ pub struct RelayHostFigures {
     /// `tls_messages / messages`, rounded to 4 places.
     pub tls_share: f64,
     /// Next-hop domains in [`Figures::next_hops`] whose delivered mail went to this relay
-    /// (each domain's first [`MAX_RELAYS_PER_NEXT_HOP`] relays count it), whether or not it is
-    /// among the hosts [`NextHopFigures::relays`] names.
+    /// (each domain's first [`MAX_RELAYS_PER_NEXT_HOP`] relays count it: see
+    /// [`Figures::next_hops_over_relay_cap`]), whether or not it is among the hosts
+    /// [`NextHopFigures::relays`] names.
     #[serde(default)]
     pub domains: u64,
     pub first_seen: String,
@@ -552,6 +554,10 @@ pub struct Figures {
     /// first.
     pub relays: Vec<RelayHostFigures>,
     pub relays_omitted: RelaysOmitted,
+    /// Next-hop domains in [`Self::next_hops`] whose delivered mail went to more than
+    /// [`MAX_RELAYS_PER_NEXT_HOP`] relays: the relays past their first that many do not count
+    /// them in [`RelayHostFigures::domains`], which undercounts by up to this many.
+    pub next_hops_over_relay_cap: u64,
 }
 
 /// How many entries each capped list left out.
@@ -693,20 +699,22 @@ impl<K: Clone + Eq + Hash, V> Table<K, V> {
 /// Counts a delivered outbound Internet message for the relay host and port it went to: once,
 /// however many recipient domains the transaction carried. `slot` is the peer's: the relay
 /// is looked up by name only when the peer's last delivery went elsewhere (another port).
-/// Returns the relay's position in `relays` (`None`: no host, or after the cap).
+/// A spelling seen for the first time gets the id of its relay from `ids` (see
+/// [`RelayState::id`]). Returns the relay's id (`None`: no host, or after the cap).
 fn add_relay(
-    relays: &mut Table<(RelayName, Option<u16>), MailTally>,
+    relays: &mut Table<(RelayName, Option<u16>), RelayState>,
+    ids: &mut HashMap<(String, Option<u16>), u32>,
     omitted: &mut RelaysOmitted,
     slot: &mut RelaySlot,
     m: &MessageRecord,
 ) -> Option<u32> {
     if slot.port == m.port
-        && let Some((_, tally)) = usize::try_from(slot.position)
+        && let Some((_, relay)) = usize::try_from(slot.position)
             .ok()
             .and_then(|position| relays.entries.get_mut(position))
     {
-        tally.add(m);
-        return Some(slot.position);
+        relay.mail.add(m);
+        return relay.id();
     }
     let port = m.port.map_or(u32::MAX, u32::from);
     let hash = match (&m.peer.hostname, m.peer.ip) {
@@ -723,26 +731,30 @@ fn add_relay(
             return None;
         }
     };
+    // The peer has a name or an address (checked above): the fallback is not used.
+    let name = || {
+        RelayName::of(&m.peer).unwrap_or(RelayName::Ip(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
+    };
     let relay = relays.get_or_add(
         hash,
         |(name, p)| *p == m.port && name.is_exactly(&m.peer),
-        || {
-            // The peer has a name or an address (checked above): the fallback is not used.
-            let name = RelayName::of(&m.peer)
-                .unwrap_or(RelayName::Ip(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
-            (name, m.port)
+        || (name(), m.port),
+        |count| {
+            (count < MAX_RELAYS).then(|| RelayState {
+                mail: MailTally::new(m.time),
+                id: relay_id(ids, name().text(), m.port),
+            })
         },
-        |count| (count < MAX_RELAYS).then(|| MailTally::new(m.time)),
     );
     match relay {
-        Some((position, tally)) => {
-            tally.add(m);
+        Some((position, relay)) => {
+            relay.mail.add(m);
             let position = u32::try_from(position).ok()?;
             *slot = RelaySlot {
                 port: m.port,
                 position,
             };
-            Some(position)
+            relay.id()
         }
         None => {
             omitted.over_cap_messages += 1;
@@ -751,10 +763,20 @@ fn add_relay(
     }
 }
 
+/// The id of the relay named `host` (as reported: [`RelayName::text`]) on `port`, a new one
+/// when it has none yet; [`RelayState::NO_HOST`] when the name is empty (a lone `.`).
+fn relay_id(ids: &mut HashMap<(String, Option<u16>), u32>, host: String, port: Option<u16>) -> u32 {
+    if host.is_empty() {
+        return RelayState::NO_HOST;
+    }
+    let next = u32::try_from(ids.len()).unwrap_or(RelayState::NO_HOST);
+    *ids.entry((host, port)).or_insert(next)
+}
+
 /// Counts a delivered outbound Internet message for its recipient domain, or, when its
 /// recipients span several domains (a relay host took them in one transaction), for each of
-/// them: each domain's mail went to that relay (`relay`, its position in
-/// [`Aggregator::relays`], when it has one).
+/// them: each domain's mail went to that relay (`relay`, its id, [`RelayState::id`], when it
+/// has one).
 fn add_next_hop(
     hops: &mut Table<Text, NextHopState>,
     omitted: &mut NextHopsOmitted,
@@ -791,6 +813,7 @@ fn add_next_hop_domain(
                 mail: MailTally::new(m.time),
                 relays: RelayTally::default(),
                 via: Vec::new(),
+                over_relay_cap: false,
             })
         },
     );
@@ -865,25 +888,49 @@ struct DowngradeState {
 struct NextHopState {
     mail: MailTally,
     relays: RelayTally,
-    /// The relays (positions in [`Aggregator::relays`], exact spellings) its mail went to,
-    /// distinct, at most [`MAX_RELAYS_PER_NEXT_HOP`]: for [`RelayHostFigures::domains`].
+    /// The relays (ids, [`RelayState::id`]: spellings merged) its mail went to, distinct, at
+    /// most [`MAX_RELAYS_PER_NEXT_HOP`]: for [`RelayHostFigures::domains`].
     via: Vec<u32>,
+    /// Its mail went to a relay not in `via`, `via` being full: for
+    /// [`Figures::next_hops_over_relay_cap`].
+    over_relay_cap: bool,
 }
 
 impl NextHopState {
-    /// Notes that a message went to the relay at `position`. Searched linearly, most recent
-    /// first: a domain's mail goes to a few relays, and mostly to the one it went to last.
+    /// Notes that a message went to the relay `id`. Searched linearly, most recent first: a
+    /// domain's mail goes to a few relays, and mostly to the one it went to last.
     #[inline]
-    fn went_via(&mut self, position: u32) {
-        if self.via.last() == Some(&position) || self.via.contains(&position) {
+    fn went_via(&mut self, id: u32) {
+        if self.via.last() == Some(&id) || self.via.contains(&id) {
             return;
         }
         if self.via.len() < MAX_RELAYS_PER_NEXT_HOP {
             if self.via.is_empty() {
                 self.via.reserve_exact(1);
             }
-            self.via.push(position);
+            self.via.push(id);
+        } else {
+            self.over_relay_cap = true;
         }
+    }
+}
+
+/// One spelling of a relay (a host name as logged, exactly, on a port) while records come in.
+#[derive(Debug, Clone)]
+struct RelayState {
+    mail: MailTally,
+    /// The relay it spells: spellings that [`RelayName::text`] reports alike (`MX.example`,
+    /// `mx.example.`) on one port share an id, given in first-seen order, so that a next hop
+    /// remembers a relay once however it was spelled ([`NextHopState::via`]).
+    /// [`Self::NO_HOST`] when the name reports as empty.
+    id: u32,
+}
+
+impl RelayState {
+    const NO_HOST: u32 = u32::MAX;
+
+    fn id(&self) -> Option<u32> {
+        (self.id != Self::NO_HOST).then_some(self.id)
     }
 }
 
@@ -1142,7 +1189,10 @@ pub struct Aggregator {
     next_hops: Table<Text, NextHopState>,
     next_hops_omitted: NextHopsOmitted,
     /// Per relay host (as named, exactly) and port; spellings are merged at the end.
-    relays: Table<(RelayName, Option<u16>), MailTally>,
+    relays: Table<(RelayName, Option<u16>), RelayState>,
+    /// The relays as reported (host as [`RelayName::text`] gives it, and port), by id: the
+    /// [`RelayState::id`] of each spelling.
+    relay_ids: HashMap<(String, Option<u16>), u32>,
     relays_omitted: RelaysOmitted,
     /// Peer steps waiting to be applied in time order (downgrade windows).
     in_order: ReorderBuffer,
@@ -1174,6 +1224,7 @@ impl Aggregator {
             next_hops: Table::default(),
             next_hops_omitted: NextHopsOmitted::default(),
             relays: Table::default(),
+            relay_ids: HashMap::new(),
             relays_omitted: RelaysOmitted::default(),
             in_order: ReorderBuffer::default(),
             due_scratch: Vec::new(),
@@ -1302,6 +1353,7 @@ impl Aggregator {
         if m.direction == Direction::Outbound {
             let relay = add_relay(
                 &mut self.relays,
+                &mut self.relay_ids,
                 &mut self.relays_omitted,
                 &mut peer.relay,
                 m,
@@ -1442,56 +1494,40 @@ impl Aggregator {
     /// as one, most messages first, each with the next-hop domains whose mail went to it.
     fn relay_figures(&self) -> (Vec<RelayHostFigures>, RelaysOmitted) {
         let mut omitted = self.relays_omitted;
-        let mut merged: Vec<((String, Option<u16>), MailTally)> =
-            Vec::with_capacity(self.relays.entries.len());
-        let mut at: HashMap<(String, Option<u16>), usize> =
-            HashMap::with_capacity(self.relays.entries.len());
-        // Per entry of `self.relays`, its place in `merged` (`usize::MAX`: no host).
-        let mut merged_at: Vec<usize> = Vec::with_capacity(self.relays.entries.len());
-        for ((name, port), tally) in &self.relays.entries {
-            let host = name.text();
-            if host.is_empty() {
-                omitted.no_host_messages += tally.messages;
-                merged_at.push(usize::MAX);
-                continue;
-            }
-            match at.entry((host, *port)) {
-                Entry::Occupied(e) => {
-                    if let Some((_, ours)) = merged.get_mut(*e.get()) {
-                        ours.merge(tally);
-                    }
-                    merged_at.push(*e.get());
-                }
-                Entry::Vacant(e) => {
-                    merged.push((e.key().clone(), tally.clone()));
-                    e.insert(merged.len() - 1);
-                    merged_at.push(merged.len() - 1);
-                }
+        // By id: the relay's host and port, and the mail of all its spellings.
+        let mut keys: Vec<(String, Option<u16>)> =
+            vec![(String::new(), None); self.relay_ids.len()];
+        for (key, &id) in &self.relay_ids {
+            if let Some(k) = usize::try_from(id).ok().and_then(|id| keys.get_mut(id)) {
+                k.clone_from(key);
             }
         }
-        // Each domain once per relay, however many spellings of it the domain's mail named.
-        let mut domains = vec![0u64; merged.len()];
-        let mut theirs: Vec<usize> = Vec::with_capacity(MAX_RELAYS_PER_NEXT_HOP);
+        let mut tallies: Vec<Option<MailTally>> = vec![None; keys.len()];
+        for (_, relay) in &self.relays.entries {
+            let ours = usize::try_from(relay.id)
+                .ok()
+                .and_then(|id| tallies.get_mut(id));
+            match ours {
+                Some(Some(ours)) => ours.merge(&relay.mail),
+                Some(ours) => *ours = Some(relay.mail.clone()),
+                None => omitted.no_host_messages += relay.mail.messages,
+            }
+        }
+        // `via` holds each relay once, however many spellings of it the domain's mail named.
+        let mut domains = vec![0u64; keys.len()];
         for (_, hop) in &self.next_hops.entries {
-            theirs.clear();
-            theirs.extend(hop.via.iter().filter_map(|&position| {
-                let position = usize::try_from(position).ok()?;
-                merged_at
-                    .get(position)
-                    .copied()
-                    .filter(|&m| m != usize::MAX)
-            }));
-            theirs.sort_unstable();
-            theirs.dedup();
-            for &m in &theirs {
-                if let Some(n) = domains.get_mut(m) {
+            for &id in &hop.via {
+                if let Some(n) = usize::try_from(id).ok().and_then(|id| domains.get_mut(id)) {
                     *n += 1;
                 }
             }
         }
-        let mut relays: Vec<RelayHostFigures> = merged
+        // Every id is some spelling's: each has its tally.
+        let mut relays: Vec<RelayHostFigures> = keys
             .into_iter()
+            .zip(tallies)
             .zip(domains)
+            .filter_map(|((key, tally), domains)| Some(((key, tally?), domains)))
             .map(|(((host, port), h), domains)| RelayHostFigures {
                 domains,
                 host,
@@ -1624,6 +1660,12 @@ impl Aggregator {
             };
         let next_hops = self.next_hop_figures();
         let (relays, relays_omitted) = self.relay_figures();
+        let next_hops_over_relay_cap = self
+            .next_hops
+            .entries
+            .iter()
+            .filter(|(_, hop)| hop.over_relay_cap)
+            .count() as u64;
         Figures {
             first: self.first.map(time_text),
             last: self.last.map(time_text),
@@ -1644,6 +1686,7 @@ impl Aggregator {
             next_hops_omitted: self.next_hops_omitted,
             relays,
             relays_omitted,
+            next_hops_over_relay_cap,
         }
     }
 
@@ -2856,6 +2899,144 @@ mod tests {
         assert_eq!(domains("w00.wide.example"), Some((1, 1)));
         let last = format!("w{MAX_RELAYS_PER_NEXT_HOP:02}.wide.example");
         assert_eq!(domains(&last), Some((1, 0)));
+    }
+
+    /// Each next-hop domain remembers its first [`MAX_RELAYS_PER_NEXT_HOP`] relays for
+    /// `relays[].domains`, by relay, not by spelling (`MX.example`, `mx.example.` take one
+    /// place; an address logged in two IPv6 forms is one address); a domain whose mail went to
+    /// a relay past them is counted in `next_hops_over_relay_cap`, once.
+    #[test]
+    fn relay_domains_stop_at_the_per_domain_cap_and_say_so() {
+        use crate::model::DeliveryStatus::Sent;
+        const CAP: usize = MAX_RELAYS_PER_NEXT_HOP;
+        /// A delivery: domain, host name (`None`: the address alone), address, port.
+        type To = (&'static str, Option<String>, &'static str, Option<u16>);
+        let named = |domain, host: String, port| (domain, Some(host), "192.0.2.1", port);
+        // `domain`'s mail to `r{i}.example` for each `i`, on port 25.
+        let spread = |domain, range: std::ops::Range<usize>| -> Vec<To> {
+            range
+                .map(|i| named(domain, format!("r{i:02}.example"), Some(25)))
+                .collect()
+        };
+        /// A relay expected: host, port, messages, domains.
+        type Want = (&'static str, Option<u16>, u64, u64);
+        let rows: Vec<(&str, Vec<To>, Vec<Want>, u64)> = vec![
+            (
+                "as many relays as remembered: all count the domain",
+                spread("a.example", 0..CAP),
+                vec![
+                    ("r00.example", Some(25), 1, 1),
+                    ("r31.example", Some(25), 1, 1),
+                ],
+                0,
+            ),
+            (
+                "one more: it does not, and the domain is over the cap",
+                spread("a.example", 0..CAP + 1),
+                vec![
+                    ("r31.example", Some(25), 1, 1),
+                    ("r32.example", Some(25), 1, 0),
+                ],
+                1,
+            ),
+            (
+                "two spellings of one relay take one place",
+                [
+                    vec![named("a.example", "R00.Example".into(), Some(25))],
+                    vec![named("a.example", "r00.example.".into(), Some(25))],
+                    spread("a.example", 0..CAP),
+                ]
+                .concat(),
+                vec![
+                    ("r00.example", Some(25), 3, 1),
+                    ("r31.example", Some(25), 1, 1),
+                ],
+                0,
+            ),
+            (
+                "an address in two IPv6 forms is one relay",
+                [
+                    vec![("a.example", None, "2001:db8::25", Some(25))],
+                    vec![("a.example", None, "2001:DB8:0:0::25", Some(25))],
+                    spread("a.example", 1..CAP),
+                ]
+                .concat(),
+                vec![
+                    ("2001:db8::25", Some(25), 2, 1),
+                    ("r31.example", Some(25), 1, 1),
+                ],
+                0,
+            ),
+            (
+                "one host on two ports is two relays",
+                [
+                    vec![named("a.example", "r00.example".into(), Some(587))],
+                    spread("a.example", 0..CAP),
+                ]
+                .concat(),
+                vec![
+                    ("r00.example", Some(587), 1, 1),
+                    ("r00.example", Some(25), 1, 1),
+                    ("r30.example", Some(25), 1, 1),
+                    ("r31.example", Some(25), 1, 0),
+                ],
+                1,
+            ),
+            (
+                "past the cap: remembered relays still count once, the domain is counted once",
+                [
+                    spread("a.example", 0..CAP + 3),
+                    spread("a.example", 0..CAP + 3),
+                ]
+                .concat(),
+                vec![
+                    ("r00.example", Some(25), 2, 1),
+                    ("r31.example", Some(25), 2, 1),
+                    ("r34.example", Some(25), 2, 0),
+                ],
+                1,
+            ),
+            (
+                "each domain has its own cap; one under it still counts",
+                [
+                    spread("a.example", 0..CAP + 1),
+                    spread("b.example", 0..CAP + 2),
+                    spread("c.example", 10..CAP + 2),
+                ]
+                .concat(),
+                vec![
+                    ("r00.example", Some(25), 2, 2),
+                    ("r10.example", Some(25), 3, 3),
+                    ("r32.example", Some(25), 3, 1),
+                    ("r33.example", Some(25), 2, 1),
+                ],
+                2,
+            ),
+        ];
+        for (name, deliveries, want, over_cap) in rows {
+            let mut agg = Aggregator::new(AggregateOptions::default());
+            for (domain, host, ip, port) in &deliveries {
+                let Record::Message(mut m) = delivery(100, Some(domain), "trusted", Sent, ip, "Q")
+                else {
+                    unreachable!("delivery makes message records")
+                };
+                m.peer.hostname = host.as_deref().map(Text::from);
+                m.port = *port;
+                agg.add(&Record::Message(m));
+            }
+            let f = agg.finish();
+            for (host, port, messages, domains) in want {
+                let got = f
+                    .relays
+                    .iter()
+                    .find(|r| r.host == host && r.port == port)
+                    .map(|r| (r.messages, r.domains));
+                assert_eq!(got, Some((messages, domains)), "{name}: {host} {port:?}");
+            }
+            assert_eq!(f.next_hops_over_relay_cap, over_cap, "{name}");
+            let json = serde_json::to_value(&f).expect("figures as JSON");
+            assert_eq!(json["next_hops_over_relay_cap"], over_cap, "{name}");
+        }
     }
 
     /// At most [`MAX_RELAYS`] relays are counted; a relay already counted still counts, the

@@ -659,3 +659,56 @@ fn a_domain_with_five_relays_counts_for_each_of_them() {
         (&Value::from(2), &Value::from(2))
     );
 }
+
+/// A generated Postfix log: wide.example's mail goes to 33 MX hosts, `mx00` to `mx32`, the
+/// first under two spellings (`MX00.wide.example`, then `mx00.wide.example`), and
+/// narrow.example's to `mx32` alone. Each domain remembers its first 32 relays for
+/// `relays[].domains`, spellings of one relay taking one place: every host but `mx32` counts
+/// wide.example, `mx32` only narrow.example, and `next_hops_over_relay_cap` says one domain
+/// passed the cap.
+#[test]
+fn a_domain_past_the_relay_cap_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("wide.log");
+    let mut text = String::new();
+    let mut deliver = |n: usize, domain: &str, host: &str| {
+        text.push_str(&format!(
+            "2026-12-03T09:{m:02}:{s:02}+00:00 mx postfix/smtp[{pid}]: 7F{n:08X}: \
+             to=<u{n}@{domain}>, relay={host}[192.0.2.{ip}]:25, delay=0.5, \
+             delays=0.1/0/0.2/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued)\n",
+            m = n / 60,
+            s = n % 60,
+            pid = 7000 + n,
+            ip = 10 + n,
+        ));
+    };
+    deliver(0, "wide.example", "MX00.wide.example");
+    for i in 0..=32 {
+        deliver(i + 1, "wide.example", &format!("mx{i:02}.wide.example"));
+    }
+    deliver(34, "narrow.example", "mx32.wide.example");
+    std::fs::write(&log, text).unwrap();
+    let (code, doc, stderr) = report(&["--json", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let relay = |host: &str| {
+        doc["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == host)
+            .map(|r| {
+                (
+                    r["messages"].as_u64().unwrap(),
+                    r["domains"].as_u64().unwrap(),
+                )
+            })
+    };
+    for (host, want) in [
+        ("mx00.wide.example", (2, 1)),
+        ("mx31.wide.example", (1, 1)),
+        ("mx32.wide.example", (2, 1)),
+    ] {
+        assert_eq!(relay(host), Some(want), "{host}");
+    }
+    assert_eq!(doc["next_hops_over_relay_cap"], 1);
+}
