@@ -417,13 +417,12 @@ pub struct PlaintextPeer {
     pub tls_share_if_fixed: f64,
 }
 
-/// Outbound Internet mail to one recipient domain: the next hop Postfix's
-/// `smtp_tls_policy_maps` is keyed by when mail is routed by MX. Delivered messages only
-/// (delivery transactions with status sent), as in [`DirectionFigures::messages`].
+/// Delivered outbound Internet mail to a next hop ([`NextHopFigures`]) or a relay
+/// ([`RelayHostFigures`]): the counts, the TLS share, when, and samples. In JSON its fields are
+/// those of the entry that holds it (`#[serde(flatten)]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NextHopFigures {
-    /// Lowercase, as logged (an address literal keeps its brackets).
-    pub domain: String,
+pub struct MailFigures {
+    /// Delivered messages: for a relay, delivery transactions.
     pub messages: u64,
     pub tls_messages: u64,
     /// Over TLS with a certificate the MTA checked: Postfix's `Verified` or `Trusted`
@@ -443,6 +442,17 @@ pub struct NextHopFigures {
     /// The messages over TLS without a checked certificate, when there are any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub untrusted_tls: Option<MessageSample>,
+}
+
+/// Outbound Internet mail to one recipient domain: the next hop Postfix's
+/// `smtp_tls_policy_maps` is keyed by when mail is routed by MX. Delivered messages only
+/// (delivery transactions with status sent), as in [`DirectionFigures::messages`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextHopFigures {
+    /// Lowercase, as logged (an address literal keeps its brackets).
+    pub domain: String,
+    #[serde(flatten)]
+    pub mail: MailFigures,
     /// The relay hosts the messages went to; `None` in a report written before they were
     /// recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -462,28 +472,14 @@ pub struct RelayHostFigures {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Delivery transactions.
-    pub messages: u64,
-    pub tls_messages: u64,
-    /// As in [`NextHopFigures::trusted_tls_messages`].
-    pub trusted_tls_messages: u64,
-    pub plain_messages: u64,
-    pub unknown_messages: u64,
-    /// `tls_messages / messages`, rounded to 4 places.
-    pub tls_share: f64,
+    #[serde(flatten)]
+    pub mail: MailFigures,
     /// Next-hop domains in [`Figures::next_hops`] whose delivered mail went to this relay
     /// (each domain's first [`MAX_RELAYS_PER_NEXT_HOP`] relays count it: see
     /// [`Figures::next_hops_over_relay_cap`]), whether or not it is among the hosts
     /// [`NextHopFigures::relays`] names.
     #[serde(default)]
     pub domains: u64,
-    pub first_seen: String,
-    pub last_seen: String,
-    /// The transactions sent in clear, when there are any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plain: Option<MessageSample>,
-    /// The transactions over TLS without a checked certificate, when there are any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub untrusted_tls: Option<MessageSample>,
 }
 
 /// Outbound Internet messages that are not in [`Figures::relays`].
@@ -987,6 +983,22 @@ impl MailTally {
         }
     }
 
+    /// The figures of the messages counted.
+    fn figures(&self) -> MailFigures {
+        MailFigures {
+            messages: self.messages,
+            tls_messages: self.tls,
+            trusted_tls_messages: self.trusted,
+            plain_messages: self.plain,
+            unknown_messages: self.unknown,
+            tls_share: share(self.tls, self.messages),
+            first_seen: time_text(self.first),
+            last_seen: time_text(self.last),
+            plain: self.plain_sample.figures(),
+            untrusted_tls: self.untrusted_sample.figures(),
+        }
+    }
+
     /// Adds another tally's messages (another spelling of the same relay).
     fn merge(&mut self, other: &MailTally) {
         self.messages += other.messages;
@@ -1463,28 +1475,17 @@ impl Aggregator {
             .next_hops
             .entries
             .iter()
-            .map(|(domain, state)| {
-                let h = &state.mail;
-                NextHopFigures {
-                    domain: String::from(&**domain),
-                    messages: h.messages,
-                    tls_messages: h.tls,
-                    trusted_tls_messages: h.trusted,
-                    plain_messages: h.plain,
-                    unknown_messages: h.unknown,
-                    tls_share: share(h.tls, h.messages),
-                    first_seen: time_text(h.first),
-                    last_seen: time_text(h.last),
-                    plain: h.plain_sample.figures(),
-                    untrusted_tls: h.untrusted_sample.figures(),
-                    relays: Some(state.relays.figures()),
-                }
+            .map(|(domain, state)| NextHopFigures {
+                domain: String::from(&**domain),
+                mail: state.mail.figures(),
+                relays: Some(state.relays.figures()),
             })
             .collect();
         // Domains are distinct: an unstable sort gives the same order, with fewer steps.
         hops.sort_unstable_by(|a, b| {
-            b.messages
-                .cmp(&a.messages)
+            b.mail
+                .messages
+                .cmp(&a.mail.messages)
                 .then_with(|| a.domain.cmp(&b.domain))
         });
         hops
@@ -1528,26 +1529,18 @@ impl Aggregator {
             .zip(tallies)
             .zip(domains)
             .filter_map(|((key, tally), domains)| Some(((key, tally?), domains)))
-            .map(|(((host, port), h), domains)| RelayHostFigures {
-                domains,
+            .map(|(((host, port), mail), domains)| RelayHostFigures {
                 host,
                 port,
-                messages: h.messages,
-                tls_messages: h.tls,
-                trusted_tls_messages: h.trusted,
-                plain_messages: h.plain,
-                unknown_messages: h.unknown,
-                tls_share: share(h.tls, h.messages),
-                first_seen: time_text(h.first),
-                last_seen: time_text(h.last),
-                plain: h.plain_sample.figures(),
-                untrusted_tls: h.untrusted_sample.figures(),
+                mail: mail.figures(),
+                domains,
             })
             .collect();
         // Host and port are distinct after merging: an unstable sort gives the same order.
         relays.sort_unstable_by(|a, b| {
-            b.messages
-                .cmp(&a.messages)
+            b.mail
+                .messages
+                .cmp(&a.mail.messages)
                 .then_with(|| a.host.cmp(&b.host))
                 .then_with(|| a.port.cmp(&b.port))
         });
@@ -2372,11 +2365,11 @@ mod tests {
             .map(|h| {
                 (
                     h.domain.as_str(),
-                    h.messages,
-                    h.tls_messages,
-                    h.trusted_tls_messages,
-                    h.plain_messages,
-                    h.unknown_messages,
+                    h.mail.messages,
+                    h.mail.tls_messages,
+                    h.mail.trusted_tls_messages,
+                    h.mail.plain_messages,
+                    h.mail.unknown_messages,
                 )
             })
             .collect();
@@ -2389,22 +2382,22 @@ mod tests {
             ]
         );
         let a = &f.next_hops[0];
-        assert_eq!(a.tls_share, 0.5);
+        assert_eq!(a.mail.tls_share, 0.5);
         assert_eq!(
-            (a.first_seen.as_str(), a.last_seen.as_str()),
+            (a.mail.first_seen.as_str(), a.mail.last_seen.as_str()),
             (time_text(1005).as_str(), time_text(1050).as_str())
         );
-        let plain = a.plain.as_ref().expect("a.example had plaintext mail");
+        let plain = a.mail.plain.as_ref().expect("a.example had plaintext mail");
         let ids = |s: &MessageSample| s.sample.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
         assert_eq!(
             (plain.first.id.as_str(), plain.last.id.as_str()),
             ("A2", "A6")
         );
         assert_eq!(ids(plain), ["A2", "A6"]);
-        let untrusted = a.untrusted_tls.as_ref().expect("A3 was anonymous");
+        let untrusted = a.mail.untrusted_tls.as_ref().expect("A3 was anonymous");
         assert_eq!(ids(untrusted), ["A3"]);
-        assert_eq!(f.next_hops[2].plain, None);
-        assert_eq!(f.next_hops[2].untrusted_tls, None);
+        assert_eq!(f.next_hops[2].mail.plain, None);
+        assert_eq!(f.next_hops[2].mail.untrusted_tls, None);
         assert_eq!(
             f.next_hops_omitted,
             NextHopsOmitted {
@@ -2413,7 +2406,7 @@ mod tests {
             }
         );
         // The per-domain messages and the omitted ones add up to the outbound figures.
-        let listed: u64 = f.next_hops.iter().map(|h| h.messages).sum();
+        let listed: u64 = f.next_hops.iter().map(|h| h.mail.messages).sum();
         assert_eq!(listed + 1, f.outbound.messages);
     }
 
@@ -2467,9 +2460,9 @@ mod tests {
             .map(|h| {
                 (
                     h.domain.as_str(),
-                    h.messages,
-                    h.tls_messages,
-                    h.plain_messages,
+                    h.mail.messages,
+                    h.mail.tls_messages,
+                    h.mail.plain_messages,
                     relays(h),
                 )
             })
@@ -2491,10 +2484,10 @@ mod tests {
         );
         for h in &f.next_hops {
             let r = h.relays.as_ref().expect("relays recorded");
-            assert_eq!(r.messages(), Some(h.messages), "{}", h.domain);
+            assert_eq!(r.messages(), Some(h.mail.messages), "{}", h.domain);
         }
         let c = &f.next_hops[2];
-        let plain = c.plain.as_ref().expect("S2 was plaintext");
+        let plain = c.mail.plain.as_ref().expect("S2 was plaintext");
         assert_eq!(plain.first.id, "S2");
         assert_eq!(f.next_hops_omitted.no_domain_messages, 1);
         assert_eq!(f.outbound.messages, 4);
@@ -2547,10 +2540,10 @@ mod tests {
         assert_eq!(f.next_hops_omitted.over_cap_messages, 1);
         let many = &f.next_hops[0];
         assert_eq!(
-            (many.domain.as_str(), many.plain_messages),
+            (many.domain.as_str(), many.mail.plain_messages),
             ("many.example", NEXT_HOP_SAMPLE as u64 + 4)
         );
-        let plain = many.plain.as_ref().expect("plaintext sample");
+        let plain = many.mail.plain.as_ref().expect("plaintext sample");
         assert_eq!(plain.sample.len(), NEXT_HOP_SAMPLE);
         // First and last by time, not by log order.
         let last_early = format!("P{}", NEXT_HOP_SAMPLE + 2);
@@ -2681,7 +2674,7 @@ mod tests {
 
         let f = agg.finish();
         assert_eq!(f.outbound.messages, 8);
-        let per_domain: u64 = f.next_hops.iter().map(|h| h.messages).sum();
+        let per_domain: u64 = f.next_hops.iter().map(|h| h.mail.messages).sum();
         assert_eq!(
             per_domain, 14,
             "a transaction counts for each of its domains there"
@@ -2693,11 +2686,11 @@ mod tests {
                 (
                     r.host.as_str(),
                     r.port,
-                    r.messages,
-                    r.tls_messages,
-                    r.trusted_tls_messages,
-                    r.plain_messages,
-                    r.unknown_messages,
+                    r.mail.messages,
+                    r.mail.tls_messages,
+                    r.mail.trusted_tls_messages,
+                    r.mail.plain_messages,
+                    r.mail.unknown_messages,
                     r.domains,
                 )
             })
@@ -2718,7 +2711,7 @@ mod tests {
                 over_cap_messages: 0
             }
         );
-        let listed: u64 = f.relays.iter().map(|r| r.messages).sum();
+        let listed: u64 = f.relays.iter().map(|r| r.mail.messages).sum();
         assert_eq!(
             listed + f.relays_omitted.no_host_messages,
             f.outbound.messages
@@ -2726,9 +2719,9 @@ mod tests {
         let isp = &f.relays[0];
         assert_eq!(
             (
-                isp.first_seen.as_str(),
-                isp.last_seen.as_str(),
-                isp.tls_share
+                isp.mail.first_seen.as_str(),
+                isp.mail.last_seen.as_str(),
+                isp.mail.tls_share
             ),
             ("1970-01-01T00:16:40Z", "1970-01-01T00:17:10Z", 0.5)
         );
@@ -2737,9 +2730,9 @@ mod tests {
                 .map(|s| s.sample.iter().map(|m| m.id.clone()).collect::<Vec<_>>())
                 .unwrap_or_default()
         };
-        assert_eq!(ids(&isp.plain), ["P1"]);
-        assert_eq!(ids(&isp.untrusted_tls), ["T2"]);
-        assert_eq!(ids(&f.relays[2].plain), Vec::<String>::new());
+        assert_eq!(ids(&isp.mail.plain), ["P1"]);
+        assert_eq!(ids(&isp.mail.untrusted_tls), ["T2"]);
+        assert_eq!(ids(&f.relays[2].mail.plain), Vec::<String>::new());
         assert_eq!(
             serde_json::to_value(&f.relays[3]).unwrap(),
             serde_json::json!({
@@ -2778,7 +2771,7 @@ mod tests {
         let got: Vec<_> = f
             .relays
             .iter()
-            .map(|r| (r.host.as_str(), r.port, r.messages))
+            .map(|r| (r.host.as_str(), r.port, r.mail.messages))
             .collect();
         assert_eq!(
             got,
@@ -2816,7 +2809,7 @@ mod tests {
         }
         let f = agg.finish();
         assert_eq!(f.relays.len(), 1);
-        let plain = f.relays[0].plain.as_ref().expect("plaintext sample");
+        let plain = f.relays[0].mail.plain.as_ref().expect("plaintext sample");
         let ids: Vec<&str> = plain.sample.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -2832,7 +2825,7 @@ mod tests {
             (plain.first.id.as_str(), plain.last.id.as_str()),
             ("RELAY.example0", "relay.example4")
         );
-        assert_eq!(f.relays[0].messages, 2 * NEXT_HOP_SAMPLE as u64);
+        assert_eq!(f.relays[0].mail.messages, 2 * NEXT_HOP_SAMPLE as u64);
     }
 
     /// `relays[].domains` counts every next-hop domain whose mail went to the relay, not only
@@ -2880,7 +2873,7 @@ mod tests {
             f.relays
                 .iter()
                 .find(|r| r.host == host)
-                .map(|r| (r.messages, r.domains))
+                .map(|r| (r.mail.messages, r.domains))
         };
         let got: Vec<_> = (1..=6)
             .map(|i| domains(&format!("mx{i}.big.example")))
@@ -3030,13 +3023,162 @@ mod tests {
                     .relays
                     .iter()
                     .find(|r| r.host == host && r.port == port)
-                    .map(|r| (r.messages, r.domains));
+                    .map(|r| (r.mail.messages, r.domains));
                 assert_eq!(got, Some((messages, domains)), "{name}: {host} {port:?}");
             }
             assert_eq!(f.next_hops_over_relay_cap, over_cap, "{name}");
             let json = serde_json::to_value(&f).expect("figures as JSON");
             assert_eq!(json["next_hops_over_relay_cap"], over_cap, "{name}");
         }
+    }
+
+    /// [`MailFigures`] is flattened into next-hop and relay entries: their JSON keys are those
+    /// of earlier reports, which read back (whatever the key order; `domains`, `plain`,
+    /// `untrusted_tls` and `relays` may be absent), and what `report` writes reads back equal.
+    #[test]
+    fn mail_figures_keep_their_keys_and_read_back() {
+        let mail = r#""messages": 3, "tls_messages": 2, "trusted_tls_messages": 1,
+            "plain_messages": 1, "unknown_messages": 0, "tls_share": 0.6667,
+            "first_seen": "2026-12-03T09:01:00Z", "last_seen": "2026-12-03T09:03:00Z""#;
+        let sample = r#"{"first": {"time": "2026-12-03T09:02:00Z", "id": "P1"},
+            "last": {"time": "2026-12-03T09:02:00Z", "id": "P1"},
+            "sample": [{"time": "2026-12-03T09:02:00Z", "id": "P1"}]}"#;
+        let want_mail = MailFigures {
+            messages: 3,
+            tls_messages: 2,
+            trusted_tls_messages: 1,
+            plain_messages: 1,
+            unknown_messages: 0,
+            tls_share: 0.6667,
+            first_seen: "2026-12-03T09:01:00Z".into(),
+            last_seen: "2026-12-03T09:03:00Z".into(),
+            plain: None,
+            untrusted_tls: None,
+        };
+        let with_plain = MailFigures {
+            plain: serde_json::from_str(sample).ok(),
+            ..want_mail.clone()
+        };
+        let relay = |domains| RelayHostFigures {
+            host: "smtp.isp.example".into(),
+            port: Some(587),
+            mail: want_mail.clone(),
+            domains,
+        };
+        let relays = [
+            (
+                "the old key order: domains after tls_share",
+                r#"{"host": "smtp.isp.example", "port": 587, "messages": 3, "tls_messages": 2,
+                "trusted_tls_messages": 1, "plain_messages": 1, "unknown_messages": 0,
+                "tls_share": 0.6667, "domains": 4, "first_seen": "2026-12-03T09:01:00Z",
+                "last_seen": "2026-12-03T09:03:00Z"}"#
+                    .to_owned(),
+                relay(4),
+            ),
+            (
+                "no domains: a report from before they were counted",
+                format!(r#"{{"host": "smtp.isp.example", "port": 587, {mail}}}"#),
+                relay(0),
+            ),
+            (
+                "with a sample",
+                format!(
+                    r#"{{"host": "smtp.isp.example", "port": 587, {mail}, "plain": {sample},
+                    "domains": 2}}"#
+                ),
+                RelayHostFigures {
+                    mail: with_plain.clone(),
+                    ..relay(2)
+                },
+            ),
+        ];
+        for (name, json, want) in relays {
+            let got: RelayHostFigures = serde_json::from_str(&json).expect(name);
+            assert_eq!(got, want, "{name}");
+        }
+        let hop: NextHopFigures =
+            serde_json::from_str(&format!(r#"{{"domain": "a.example", {mail}}}"#))
+                .expect("a next hop without relays");
+        assert_eq!(
+            hop,
+            NextHopFigures {
+                domain: "a.example".into(),
+                mail: want_mail.clone(),
+                relays: None,
+            }
+        );
+
+        // What `report` writes: the same keys, flat, and it reads back equal.
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        agg.add(&delivery(
+            100,
+            Some("a.example"),
+            "trusted",
+            Sent,
+            "192.0.2.1",
+            "T1",
+        ));
+        agg.add(&delivery(
+            200,
+            Some("a.example"),
+            "plain",
+            Sent,
+            "192.0.2.1",
+            "P1",
+        ));
+        agg.add(&delivery(
+            300,
+            Some("a.example"),
+            "untrusted",
+            Sent,
+            "192.0.2.1",
+            "U1",
+        ));
+        let f = agg.finish();
+        let mail_keys = [
+            "messages",
+            "tls_messages",
+            "trusted_tls_messages",
+            "plain_messages",
+            "unknown_messages",
+            "tls_share",
+            "first_seen",
+            "last_seen",
+            "plain",
+            "untrusted_tls",
+        ];
+        let keys = |v: serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = v
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            keys.sort();
+            keys
+        };
+        let hop_json = serde_json::to_value(&f.next_hops[0]).unwrap();
+        let relay_json = serde_json::to_value(&f.relays[0]).unwrap();
+        let mut want_hop: Vec<String> = ["domain"]
+            .iter()
+            .chain(&mail_keys)
+            .chain(&["relays"])
+            .map(|k| k.to_string())
+            .collect();
+        let mut want_relay: Vec<String> = ["host"]
+            .iter()
+            .chain(&mail_keys)
+            .chain(&["domains"])
+            .map(|k| k.to_string())
+            .collect();
+        want_hop.sort();
+        want_relay.sort();
+        assert_eq!(keys(hop_json.clone()), want_hop);
+        assert_eq!(keys(relay_json.clone()), want_relay);
+        let hop_back: NextHopFigures = serde_json::from_value(hop_json).unwrap();
+        let relay_back: RelayHostFigures = serde_json::from_value(relay_json).unwrap();
+        assert_eq!(hop_back, f.next_hops[0]);
+        assert_eq!(relay_back, f.relays[0]);
+        assert_eq!(relay_back.mail, hop_back.mail, "one message each way");
     }
 
     /// At most [`MAX_RELAYS`] relays are counted; a relay already counted still counts, the
@@ -3061,7 +3203,7 @@ mod tests {
         let f = agg.finish();
         assert_eq!(f.relays.len(), MAX_RELAYS);
         assert_eq!(
-            (f.relays[0].host.as_str(), f.relays[0].messages),
+            (f.relays[0].host.as_str(), f.relays[0].mail.messages),
             ("mx0.example", 2)
         );
         assert_eq!(f.relays_omitted.over_cap_messages, 1);

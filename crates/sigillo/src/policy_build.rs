@@ -16,7 +16,8 @@ use sigillo_check::policy::sigillo_policy::postfix::{
     read_policy_map_file,
 };
 use sigillo_logs::aggregate::{
-    MessageRef, MessageSample, NEXT_HOP_SAMPLE, NextHopFigures, NextHopsOmitted, RelayHostFigures,
+    MailFigures, MessageRef, MessageSample, NEXT_HOP_SAMPLE, NextHopFigures, NextHopsOmitted,
+    RelayHostFigures,
 };
 use sigillo_logs::next_hop_relays::{RelayCount, RelayFigures};
 use std::collections::HashMap;
@@ -294,7 +295,7 @@ impl Routes {
             .fold(0u64, |a, r| a.saturating_add(r.messages));
         match via {
             0 => Route::Direct,
-            v if v >= hop.messages => Route::Smarthost,
+            v if v >= hop.mail.messages => Route::Smarthost,
             _ => Route::Partly,
         }
     }
@@ -335,22 +336,13 @@ fn relay_mail(
         }
         let part = NextHopFigures {
             domain: key.to_owned(),
-            messages: r.messages,
-            tls_messages: r.tls_messages,
-            trusted_tls_messages: r.trusted_tls_messages,
-            plain_messages: r.plain_messages,
-            unknown_messages: r.unknown_messages,
-            tls_share: r.tls_share,
-            first_seen: r.first_seen.clone(),
-            last_seen: r.last_seen.clone(),
-            plain: r.plain.clone(),
-            untrusted_tls: r.untrusted_tls.clone(),
+            mail: r.mail.clone(),
             relays: None,
         };
         // A host logged without a port and on port 25 is one relay: two entries.
         match &mut out {
             None => out = Some(part),
-            Some(sum) => add_figures(sum, &part),
+            Some(sum) => add_figures(&mut sum.mail, &part.mail),
         }
     }
     match out {
@@ -383,21 +375,24 @@ fn relay_figures_by_domain(
         if n == 0 {
             continue;
         }
-        let part = if n >= hop.messages {
+        let part = if n >= hop.mail.messages {
             let mut whole = hop.clone();
             whole.relays = None;
             whole
         } else {
-            let all_tls = hop.tls_messages == hop.messages;
-            let trusted = all_tls && hop.trusted_tls_messages == hop.tls_messages;
+            let all_tls = hop.mail.tls_messages == hop.mail.messages;
+            let trusted = all_tls && hop.mail.trusted_tls_messages == hop.mail.tls_messages;
             NextHopFigures {
-                messages: n,
-                tls_messages: if all_tls { n } else { 0 },
-                trusted_tls_messages: if trusted { n } else { 0 },
-                plain_messages: 0,
-                unknown_messages: if all_tls { 0 } else { n },
-                plain: None,
-                untrusted_tls: None,
+                mail: MailFigures {
+                    messages: n,
+                    tls_messages: if all_tls { n } else { 0 },
+                    trusted_tls_messages: if trusted { n } else { 0 },
+                    plain_messages: 0,
+                    unknown_messages: if all_tls { 0 } else { n },
+                    plain: None,
+                    untrusted_tls: None,
+                    ..hop.mail.clone()
+                },
                 relays: None,
                 ..hop.clone()
             }
@@ -409,27 +404,27 @@ fn relay_figures_by_domain(
                     ..part
                 })
             }
-            Some(sum) => add_figures(sum, &part),
+            Some(sum) => add_figures(&mut sum.mail, &part.mail),
         }
     }
     out
 }
 
-/// Adds `hop`'s figures to `m`'s (counts, times, samples; not relays).
-fn add_figures(m: &mut NextHopFigures, hop: &NextHopFigures) {
-    m.messages = m.messages.saturating_add(hop.messages);
-    m.tls_messages = m.tls_messages.saturating_add(hop.tls_messages);
+/// Adds `theirs` to `m` (counts, times, samples).
+fn add_figures(m: &mut MailFigures, theirs: &MailFigures) {
+    m.messages = m.messages.saturating_add(theirs.messages);
+    m.tls_messages = m.tls_messages.saturating_add(theirs.tls_messages);
     m.trusted_tls_messages = m
         .trusted_tls_messages
-        .saturating_add(hop.trusted_tls_messages);
-    m.plain_messages = m.plain_messages.saturating_add(hop.plain_messages);
-    m.unknown_messages = m.unknown_messages.saturating_add(hop.unknown_messages);
+        .saturating_add(theirs.trusted_tls_messages);
+    m.plain_messages = m.plain_messages.saturating_add(theirs.plain_messages);
+    m.unknown_messages = m.unknown_messages.saturating_add(theirs.unknown_messages);
     m.tls_share = sigillo_logs::aggregate::share(m.tls_messages, m.messages);
-    m.first_seen = m.first_seen.clone().min(hop.first_seen.clone());
-    m.last_seen = m.last_seen.clone().max(hop.last_seen.clone());
+    m.first_seen = m.first_seen.clone().min(theirs.first_seen.clone());
+    m.last_seen = m.last_seen.clone().max(theirs.last_seen.clone());
     for (mine, theirs) in [
-        (&mut m.plain, &hop.plain),
-        (&mut m.untrusted_tls, &hop.untrusted_tls),
+        (&mut m.plain, &theirs.plain),
+        (&mut m.untrusted_tls, &theirs.untrusted_tls),
     ] {
         if let Some(theirs) = theirs {
             *mine = Some(match mine.take() {
@@ -463,14 +458,20 @@ enum Short {
 /// which at least `min_tls_share` went over TLS; `verify` when `rule.verify` and that share
 /// also had a trusted certificate, else `encrypt`.
 fn judge(hop: &NextHopFigures, rule: &PinRule) -> Result<PinLevel, Short> {
-    if hop.messages < rule.min_messages {
+    if hop.mail.messages < rule.min_messages {
         return Err(Short::FewMessages);
     }
-    if !reaches(hop.tls_messages, hop.messages, rule.min_tls_share) {
+    if !reaches(hop.mail.tls_messages, hop.mail.messages, rule.min_tls_share) {
         return Err(Short::BelowTlsShare);
     }
     Ok(
-        if rule.verify && reaches(hop.trusted_tls_messages, hop.messages, rule.min_tls_share) {
+        if rule.verify
+            && reaches(
+                hop.mail.trusted_tls_messages,
+                hop.mail.messages,
+                rule.min_tls_share,
+            )
+        {
             PinLevel::Verify
         } else {
             PinLevel::Encrypt
@@ -553,9 +554,9 @@ pub fn select_pins(
             port_logged,
             key: figures.domain.clone(),
             domains,
-            messages: figures.messages,
-            tls_messages: figures.tls_messages,
-            trusted_tls_messages: figures.trusted_tls_messages,
+            messages: figures.mail.messages,
+            tls_messages: figures.mail.tls_messages,
+            trusted_tls_messages: figures.mail.trusted_tls_messages,
             summed_over_domains,
         });
     }
@@ -572,9 +573,9 @@ pub fn select_pins(
 
 fn evidence(hop: &NextHopFigures) -> Evidence {
     Evidence {
-        messages: hop.messages,
-        tls: hop.tls_messages,
-        verified: hop.trusted_tls_messages,
+        messages: hop.mail.messages,
+        tls: hop.mail.tls_messages,
+        verified: hop.mail.trusted_tls_messages,
     }
 }
 
@@ -674,30 +675,40 @@ pub fn dry_run(
             continue;
         }
         run.pinned_domains_seen += 1;
-        run.messages_to_pinned = run.messages_to_pinned.saturating_add(hop.messages);
+        run.messages_to_pinned = run.messages_to_pinned.saturating_add(hop.mail.messages);
         let untrusted = match pin.level {
-            PinLevel::Verify => hop.tls_messages.saturating_sub(hop.trusted_tls_messages),
+            PinLevel::Verify => hop
+                .mail
+                .tls_messages
+                .saturating_sub(hop.mail.trusted_tls_messages),
             PinLevel::Encrypt => 0,
         };
-        let deferred = hop.plain_messages.saturating_add(untrusted);
+        let deferred = hop.mail.plain_messages.saturating_add(untrusted);
         run.deferred_messages = run.deferred_messages.saturating_add(deferred);
-        run.unknown_messages = run.unknown_messages.saturating_add(hop.unknown_messages);
-        if deferred == 0 && hop.unknown_messages == 0 {
+        run.unknown_messages = run
+            .unknown_messages
+            .saturating_add(hop.mail.unknown_messages);
+        if deferred == 0 && hop.mail.unknown_messages == 0 {
             continue;
         }
         let samples: Vec<&MessageSample> = match pin.level {
-            PinLevel::Encrypt => hop.plain.iter().collect(),
-            PinLevel::Verify => hop.plain.iter().chain(&hop.untrusted_tls).collect(),
+            PinLevel::Encrypt => hop.mail.plain.iter().collect(),
+            PinLevel::Verify => hop
+                .mail
+                .plain
+                .iter()
+                .chain(&hop.mail.untrusted_tls)
+                .collect(),
         };
         let (first, last, sample) = merge_samples(&samples);
         run.domains.push(DeferredDomain {
             domain: pin.domain.clone(),
             level: pin.level,
-            messages: hop.messages,
+            messages: hop.mail.messages,
             deferred,
-            plain: hop.plain_messages,
+            plain: hop.mail.plain_messages,
             untrusted_tls: untrusted,
-            unknown: hop.unknown_messages,
+            unknown: hop.mail.unknown_messages,
             first,
             last,
             sample,
@@ -725,7 +736,7 @@ fn merge_spellings(hops: &[NextHopFigures]) -> Vec<NextHopFigures> {
             merged.push(hop.clone());
             continue;
         };
-        add_figures(m, hop);
+        add_figures(&mut m.mail, &hop.mail);
         // Relays are known for the merged domain only when known for every spelling.
         m.relays = match (m.relays.take(), &hop.relays) {
             (Some(mut ours), Some(theirs)) => {
@@ -1114,26 +1125,16 @@ fn read_report(path: &Path) -> anyhow::Result<ReportFigures> {
 /// from figures no log gave.
 fn check_next_hops(hops: &[NextHopFigures]) -> anyhow::Result<()> {
     for h in hops {
-        let parts = [h.tls_messages, h.plain_messages, h.unknown_messages];
-        let sum = parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
-        if sum != Some(h.messages) || h.trusted_tls_messages > h.tls_messages {
-            bail!(
-                "next_hops {:?}: the counts do not add up (messages {}, TLS {}, plaintext {}, unknown {}, trusted TLS {})",
-                h.domain,
-                h.messages,
-                h.tls_messages,
-                h.plain_messages,
-                h.unknown_messages,
-                h.trusted_tls_messages
-            );
+        if let Some(counts) = counts_not_adding_up(&h.mail) {
+            bail!("next_hops {:?}: {counts}", h.domain);
         }
         if let Some(relays) = &h.relays
-            && relays.messages() != Some(h.messages)
+            && relays.messages() != Some(h.mail.messages)
         {
             bail!(
                 "next_hops {:?}: the messages per relay host do not add up to its {} messages",
                 h.domain,
-                h.messages
+                h.mail.messages
             );
         }
     }
@@ -1144,23 +1145,29 @@ fn check_next_hops(hops: &[NextHopFigures]) -> anyhow::Result<()> {
 /// domains'.
 fn check_relays(relays: &[RelayHostFigures]) -> anyhow::Result<()> {
     for r in relays {
-        let parts = [r.tls_messages, r.plain_messages, r.unknown_messages];
-        let sum = parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
-        if sum != Some(r.messages) || r.trusted_tls_messages > r.tls_messages {
+        if let Some(counts) = counts_not_adding_up(&r.mail) {
             bail!(
-                "relays {:?} (port {}): the counts do not add up (messages {}, TLS {}, plaintext {}, unknown {}, trusted TLS {})",
+                "relays {:?} (port {}): {counts}",
                 r.host,
                 r.port
                     .map_or_else(|| "not logged".to_owned(), |p| p.to_string()),
-                r.messages,
-                r.tls_messages,
-                r.plain_messages,
-                r.unknown_messages,
-                r.trusted_tls_messages
             );
         }
     }
     Ok(())
+}
+
+/// What is wrong with `m`'s counts when TLS, plaintext and unknown do not add up to the
+/// messages, or more went over trusted TLS than over TLS; `None` when they are sound.
+fn counts_not_adding_up(m: &MailFigures) -> Option<String> {
+    let parts = [m.tls_messages, m.plain_messages, m.unknown_messages];
+    let sum = parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+    (sum != Some(m.messages) || m.trusted_tls_messages > m.tls_messages).then(|| {
+        format!(
+            "the counts do not add up (messages {}, TLS {}, plaintext {}, unknown {}, trusted TLS {})",
+            m.messages, m.tls_messages, m.plain_messages, m.unknown_messages, m.trusted_tls_messages
+        )
+    })
 }
 
 /// Writes `text` to `path` (`-`: standard output) whole or not at all: into a new file beside
@@ -1314,7 +1321,9 @@ fn exim_notes(out: &mut String, path: &Path, pins: &[PinnedPeer]) {
 
 fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
     let mut out = String::new();
-    let messages: u64 = hops.iter().fold(0u64, |a, h| a.saturating_add(h.messages));
+    let messages: u64 = hops
+        .iter()
+        .fold(0u64, |a, h| a.saturating_add(h.mail.messages));
     let _ = writeln!(
         out,
         "Next-hop domains with delivered mail: {} ({messages} messages), from {} to {}",
@@ -1563,16 +1572,18 @@ mod tests {
         let unknown = messages - tls - plain;
         NextHopFigures {
             domain: domain.to_owned(),
-            messages,
-            tls_messages: tls,
-            trusted_tls_messages: trusted,
-            plain_messages: plain,
-            unknown_messages: unknown,
-            tls_share: 0.0,
-            first_seen: "2026-11-01T00:00:00Z".into(),
-            last_seen: "2026-11-08T00:00:00Z".into(),
-            plain: sample(&(1..=plain.min(5) as u32).collect::<Vec<_>>()),
-            untrusted_tls: sample(&(5..5 + (tls - trusted).min(4) as u32).collect::<Vec<_>>()),
+            mail: MailFigures {
+                messages,
+                tls_messages: tls,
+                trusted_tls_messages: trusted,
+                plain_messages: plain,
+                unknown_messages: unknown,
+                tls_share: 0.0,
+                first_seen: "2026-11-01T00:00:00Z".into(),
+                last_seen: "2026-11-08T00:00:00Z".into(),
+                plain: sample(&(1..=plain.min(5) as u32).collect::<Vec<_>>()),
+                untrusted_tls: sample(&(5..5 + (tls - trusted).min(4) as u32).collect::<Vec<_>>()),
+            },
             relays: None,
         }
     }
@@ -1619,9 +1630,9 @@ mod tests {
             .map(|h| {
                 (
                     h.domain.as_str(),
-                    h.messages,
-                    h.tls_messages,
-                    h.plain_messages,
+                    h.mail.messages,
+                    h.mail.tls_messages,
+                    h.mail.plain_messages,
                 )
             })
             .collect();
@@ -1629,7 +1640,7 @@ mod tests {
             figures,
             [("Example.com", 15, 10, 5), ("other.example", 1, 1, 0)]
         );
-        assert!(merged[0].plain.is_some());
+        assert!(merged[0].mail.plain.is_some());
         let rule = PinRule {
             min_messages: 1,
             min_tls_share: 1.0,
@@ -1638,14 +1649,18 @@ mod tests {
         let pins = select_pins(&merged, None, &rule).pins;
         assert_eq!(pins.len(), 1, "example.com had plaintext mail: not pinned");
         let mut more_tls = hop("big.example", 10, 10, 10, 0);
-        more_tls.tls_messages = 25;
+        more_tls.mail.tls_messages = 25;
         let err = check_next_hops(&[more_tls]).unwrap_err();
         assert!(format!("{err:#}").contains("do not add up"), "{err:#}");
         let mut trusted = hop("t.example", 10, 10, 10, 0);
-        trusted.trusted_tls_messages = 11;
+        trusted.mail.trusted_tls_messages = 11;
         assert!(check_next_hops(&[trusted]).is_err());
         let mut huge = hop("h.example", 0, 0, 0, 0);
-        (huge.messages, huge.tls_messages, huge.plain_messages) = (u64::MAX, u64::MAX, 1);
+        (
+            huge.mail.messages,
+            huge.mail.tls_messages,
+            huge.mail.plain_messages,
+        ) = (u64::MAX, u64::MAX, 1);
         assert!(
             check_next_hops(&[huge]).is_err(),
             "an overflowing sum does not add up"
@@ -1979,25 +1994,27 @@ mod tests {
         RelayHostFigures {
             host: host.to_owned(),
             port,
-            messages,
-            tls_messages: tls,
-            trusted_tls_messages: trusted,
-            plain_messages: plain,
-            unknown_messages: messages - tls - plain,
-            tls_share: 0.0,
+            mail: MailFigures {
+                messages,
+                tls_messages: tls,
+                trusted_tls_messages: trusted,
+                plain_messages: plain,
+                unknown_messages: messages - tls - plain,
+                tls_share: 0.0,
+                first_seen: "2026-11-01T00:00:00Z".into(),
+                last_seen: "2026-11-08T00:00:00Z".into(),
+                plain: sample(
+                    &(1..=plain.min(3) as u32)
+                        .map(|i| i + 10)
+                        .collect::<Vec<_>>(),
+                ),
+                untrusted_tls: sample(
+                    &(1..=(tls - trusted).min(3) as u32)
+                        .map(|i| i + 20)
+                        .collect::<Vec<_>>(),
+                ),
+            },
             domains: 0,
-            first_seen: "2026-11-01T00:00:00Z".into(),
-            last_seen: "2026-11-08T00:00:00Z".into(),
-            plain: sample(
-                &(1..=plain.min(3) as u32)
-                    .map(|i| i + 10)
-                    .collect::<Vec<_>>(),
-            ),
-            untrusted_tls: sample(
-                &(1..=(tls - trusted).min(3) as u32)
-                    .map(|i| i + 20)
-                    .collect::<Vec<_>>(),
-            ),
         }
     }
 
@@ -2128,7 +2145,7 @@ mod tests {
     fn relay_figures_no_log_gave_are_refused() {
         assert!(check_relays(&[relay_mail_of("r.example", Some(25), 5, 4, 3, 1)]).is_ok());
         let mut more_tls = relay_mail_of("r.example", Some(25), 5, 4, 3, 1);
-        more_tls.tls_messages = 5;
+        more_tls.mail.tls_messages = 5;
         let err = check_relays(&[more_tls]).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
@@ -2136,7 +2153,7 @@ mod tests {
              plaintext 1, unknown 0, trusted TLS 3)"
         );
         let mut trusted = relay_mail_of("r.example", None, 5, 4, 3, 1);
-        trusted.trusted_tls_messages = 5;
+        trusted.mail.trusted_tls_messages = 5;
         assert!(check_relays(&[trusted]).is_err());
     }
 

@@ -93,14 +93,14 @@ pub fn next_hops(figures: &Figures) -> String {
 fn next_hop_fields(h: &NextHopFigures) -> [String; 9] {
     [
         h.domain.clone(),
-        h.messages.to_string(),
-        h.tls_messages.to_string(),
-        h.trusted_tls_messages.to_string(),
-        h.plain_messages.to_string(),
-        h.unknown_messages.to_string(),
-        fraction(h.tls_share),
-        h.first_seen.clone(),
-        h.last_seen.clone(),
+        h.mail.messages.to_string(),
+        h.mail.tls_messages.to_string(),
+        h.mail.trusted_tls_messages.to_string(),
+        h.mail.plain_messages.to_string(),
+        h.mail.unknown_messages.to_string(),
+        fraction(h.mail.tls_share),
+        h.mail.first_seen.clone(),
+        h.mail.last_seen.clone(),
     ]
 }
 
@@ -365,9 +365,9 @@ mod tests {
         assert_eq!(rows.len(), figures.next_hops.len() + 1);
         for (row, h) in rows[1..].iter().zip(&figures.next_hops) {
             assert_eq!(row[0], h.domain);
-            assert_eq!(row[1], h.messages.to_string());
-            assert_eq!(row[4], h.plain_messages.to_string());
-            assert_eq!(row[6], format!("{:.4}", h.tls_share));
+            assert_eq!(row[1], h.mail.messages.to_string());
+            assert_eq!(row[4], h.mail.plain_messages.to_string());
+            assert_eq!(row[6], format!("{:.4}", h.mail.tls_share));
         }
     }
 

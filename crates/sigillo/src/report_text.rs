@@ -112,12 +112,13 @@ pub fn render(a: &Analysis) -> String {
     let mut clear: Vec<_> = f
         .next_hops
         .iter()
-        .filter(|h| h.plain_messages > 0)
+        .filter(|h| h.mail.plain_messages > 0)
         .collect();
     if !clear.is_empty() {
         clear.sort_by(|a, b| {
-            b.plain_messages
-                .cmp(&a.plain_messages)
+            b.mail
+                .plain_messages
+                .cmp(&a.mail.plain_messages)
                 .then_with(|| a.domain.cmp(&b.domain))
         });
         let _ = writeln!(
@@ -129,9 +130,9 @@ pub fn render(a: &Analysis) -> String {
                 out,
                 "  {:<40} {:>7} of {:>7} in clear  TLS {}",
                 h.domain,
-                h.plain_messages,
-                h.messages,
-                pct(h.tls_share)
+                h.mail.plain_messages,
+                h.mail.messages,
+                pct(h.mail.tls_share)
             );
         }
         if clear.len() > 10 {
@@ -140,7 +141,7 @@ pub fn render(a: &Analysis) -> String {
         let pinnable = f
             .next_hops
             .iter()
-            .filter(|h| h.messages > 0 && h.tls_messages == h.messages)
+            .filter(|h| h.mail.messages > 0 && h.mail.tls_messages == h.mail.messages)
             .count();
         let _ = writeln!(
             out,
