@@ -46,10 +46,14 @@
 //!   with a `STARTTLS=server` line (or `proto=ESMTPS`), plain otherwise; `messages` counts its
 //!   `from=` lines with `nrcpts` above 0. Sessions rejected before `MAIL` that log nothing
 //!   of their own (at LogLevel ≤ 5 even those without mail) are not seen.
-//! - **Outbound connections**, per process (pid) and relay host: a `STARTTLS=client` line is
-//!   one new TLS connection (exact: one per handshake). Plaintext connections leave no line:
-//!   the first delivery of a process to a relay without a `STARTTLS=client` line counts one,
-//!   and later deliveries of that process to that relay reuse it while that process's
+//! - **Outbound connections**, per process (pid), relay host and mailer (`mailer=`: mci.c
+//!   `mci_get(host, m)` caches one connection per host and mailer, so one host reached
+//!   through `esmtp` and `relay` is two connections, two cache slots): a `STARTTLS=client`
+//!   line is one new TLS connection (exact: one per handshake), of the mailer of the
+//!   process's next delivery to that relay (the line names none). Plaintext connections
+//!   leave no line: the first delivery of a process to a relay (by a mailer) without a
+//!   `STARTTLS=client` line counts one, and later deliveries of that process to that relay
+//!   (by that mailer) reuse it while that process's
 //!   connection cache still holds it (Sendmail's cache is per process, mci.c's `MciCache`;
 //!   another process to the same relay has its own connection): not idle longer than
 //!   `ConnectionCacheTimeout` (5 minutes by default) from the previous use's line to the start
@@ -60,8 +64,15 @@
 //!   by the process since is gone. A delivery over a connection the cache has closed went over
 //!   a new one, in clear unless a new `STARTTLS=client` line says otherwise (but see below for
 //!   a TLS connection a larger cache would still hold). A deferral that reached no session
-//!   (`Connection refused`, `timed out`, no `[ip]`, …) counts none, and closes the one the
-//!   model held to that relay (`mci_get()` reuses a cached connection only while it answers). `messages` are the queue
+//!   (`Connection refused`, `timed out`, `Host is down`, no `[ip]`, …) counts none, takes no
+//!   cache slot (deliver.c `deliver()` calls `mci_cache()` only when `makeconnection()`
+//!   returned `EX_OK`; a failed attempt keeps host status in the symbol table alone), and
+//!   closes the one the model held to that relay (`mci_get()` reuses a cached connection
+//!   only while it answers); in a process that logs its connects, so does a deferral quoting
+//!   no server reply with no connect line before it and no connection the model holds. The
+//!   closed connection keeps its place in the order: its mci stays in its slot, closed, and
+//!   `mci_scan()` gives a new connection that slot or the least recently used open one
+//!   after it by slot position, which the log does not show. `messages` are the queue
 //!   ids delivered over it. A transaction logs its recipients refused at `RCPT` first, each on
 //!   a line of its own, then those sent: a new connection in clear opened by such a line is
 //!   of unknown transport until a delivery over it is sent, which makes it plain (and a
@@ -355,6 +366,50 @@ struct ClientConn {
     ambiguous: bool,
 }
 
+impl ClientConn {
+    /// A connection a `STARTTLS=client` line shows opening (`tls` its handshake; `None` for a
+    /// failed one), carrying no delivery yet.
+    fn fresh(time: UnixTime, tls: Option<TlsInfo>, epoch: u64) -> Self {
+        Self {
+            time,
+            tls,
+            record: None,
+            last_qid: "".into(),
+            epoch,
+            ambiguous: false,
+        }
+    }
+}
+
+/// An outbound connection's key: the process, the relay's name ([`relay_key`]) and the
+/// mailer ([`smtp_mailer`]). Sendmail's connection cache holds one connection per host and
+/// mailer: mci.c `mci_get(host, m)` looks it up as `stab(host, ST_MCI + m->m_mno, …)`, and
+/// `mci_match()` the same, so one host reached through two mailers (`esmtp` and `relay`,
+/// say) is two connections, each in a cache slot of its own.
+type ConnKey = (Proc, String, u8);
+
+/// The mailer of a connection a `STARTTLS=client` line shows opening: that line names none;
+/// the process's next delivery to the relay, the one it was opened for, binds it to its own.
+const UNBOUND: u8 = u8::MAX;
+
+/// The SMTP mailers, each tagged for [`ConnKey`]; `None` for any other mailer (internal).
+fn smtp_mailer(mailer: &str) -> Option<u8> {
+    match mailer {
+        "esmtp" => Some(0),
+        "smtp" => Some(1),
+        "smtp8" => Some(2),
+        "dsmtp" => Some(3),
+        "relay" => Some(4),
+        _ => None,
+    }
+}
+
+/// A connection's place in its process's cache order ([`ClientProcess::order`]): the hash of
+/// its relay name and mailer.
+fn slot_of(relay: &str, mailer: u8) -> u64 {
+    crate::fields::hash_str(relay) ^ (u64::from(mailer) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// A Sendmail process as the log names it: the hash of its host (the syslog host field, so
 /// that merged logs of several hosts keep their processes apart) and its pid.
 type Proc = (u64, u32);
@@ -450,13 +505,44 @@ struct PendingTrace {
     evidence: String,
 }
 
+/// What a delivery line says of its attempt, for [`SendmailParser::outbound_delivery`].
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// Its `stat=` names no failure to connect ([`NO_SESSION`]).
+    session: bool,
+    /// Its `stat=` quotes an SMTP reply ([`stat_has_reply`]): a session was had.
+    replied: bool,
+    /// When its transaction began (the line's time less `xdelay=`, or the line's time).
+    start: UnixTime,
+    /// How long a connection may have been idle before `start` and still be cached.
+    idle_limit: UnixTime,
+}
+
+/// Whether a `stat=` text quotes the server's reply: `Deferred: 451 4.3.0 …` (deliver.c
+/// `giveresponse()` appends `SmtpError`, the reply, when no errno says more).
+fn stat_has_reply(stat: &str) -> bool {
+    let text = stat.strip_prefix("Deferred: ").unwrap_or(stat);
+    let code = text.as_bytes().get(..3);
+    code.is_some_and(|c| c.iter().all(u8::is_ascii_digit))
+        && text
+            .as_bytes()
+            .get(3)
+            .is_none_or(|b| *b == b' ' || *b == b'-')
+}
+
 /// Why a deferred delivery reached no SMTP session: no connection to count.
-const NO_SESSION: [&str; 6] = [
+/// deliver.c `giveresponse()` names the host before the errno's text for a connect that
+/// failed with `ENETDOWN`, `ENETUNREACH`, `EHOSTDOWN`, `EHOSTUNREACH`, … (`Deferred:
+/// HOST: Host is down`); `ECONNREFUSED` and `ETIMEDOUT` read `Connection refused by HOST`,
+/// `Connection timed out with HOST`.
+const NO_SESSION: [&str; 8] = [
     "Connection refused",
     "Connection timed out",
     "Operation timed out",
     "No route to host",
     "Network is unreachable",
+    "Network is down",
+    "Host is down",
     "Name server",
 ];
 
@@ -467,7 +553,10 @@ pub struct SendmailParser {
     // side: SipHash.
     /// Inbound sessions per process (host and pid: merged logs of several hosts keep theirs).
     server: Bounded<Proc, ServerSession, FxBuild>,
-    client: Bounded<(Proc, String), ClientConn>,
+    /// Outbound connections per process, relay and mailer (Sendmail caches one per host and
+    /// mailer); a `STARTTLS=client` line's under [`UNBOUND`] until its delivery names the
+    /// mailer.
+    client: Bounded<ConnKey, ClientConn>,
     tls_peers: Bounded<IpAddr, ()>,
     tls_relays: Bounded<String, ()>,
     pending_traces: Bounded<Proc, PendingTrace, FxBuild>,
@@ -593,11 +682,18 @@ impl SendmailParser {
         if rest.starts_with("error:") || rest.contains(", error:") || rest.starts_with("error") {
             let raw = fields(rest).find(|(k, _)| *k == "relay").map(|(_, v)| v);
             let relay = raw.map(parse_relay).unwrap_or_default();
-            if !server
-                && let Some(raw) = raw
-                && let Some(old) = self.client.remove(&(proc_of(line), relay_key(raw)))
-            {
-                close_client(relay_key(raw), old, out);
+            if !server && let Some(raw) = raw {
+                // A new connection whose handshake failed: the process's next delivery to
+                // the relay goes over it (in clear, or none), whichever its mailer.
+                let key = (proc_of(line), relay_key(raw), UNBOUND);
+                if let Some(old) = self.client.remove(&key) {
+                    close_client(key.1.clone(), old, out);
+                }
+                let marker = ClientConn::fresh(line.time, None, 0);
+                if let Some(((_, name, _), old)) = self.client.insert(key, marker) {
+                    self.evicted += 1;
+                    close_client(name, old, out);
+                }
             }
             if server {
                 // A marker, not a session: one pushed out by the cap loses nothing counted.
@@ -656,25 +752,20 @@ impl SendmailParser {
             // A new TLS connection of this process to this relay: the one a connect line
             // before it announced.
             let proc = self.enter_process(line, line.time, MCI_CACHE_TIMEOUT + NO_XDELAY_GRACE);
-            let key = (proc, relay_key(relay));
+            // The line names no mailer: the connection is bound to its cache slot (relay and
+            // mailer) by the process's next delivery to the relay, the one it was opened for.
+            let key = (proc, relay_key(relay), UNBOUND);
             self.tls_relays.insert(key.1.clone(), ());
-            let epoch = self.touch_cache(proc, &key.1, line);
+            let epoch = self.processes.get(&proc).map_or(0, |p| p.epoch);
             if let Some(p) = self.processes.get_mut(&proc) {
                 p.connect_pending = false;
             }
             if let Some(old) = self.client.remove(&key) {
                 close_client(key.1.clone(), old, out);
             }
-            let conn = ClientConn {
-                time: line.time,
-                tls: Some(tls),
-                record: None,
-                last_qid: "".into(),
-                epoch,
-                ambiguous: false,
-            };
+            let conn = ClientConn::fresh(line.time, Some(tls), epoch);
             match self.client.insert(key, conn) {
-                Some(((_, name), old)) => {
+                Some(((_, name, _), old)) => {
                     close_client(name, old, out);
                     true
                 }
@@ -848,7 +939,8 @@ impl SendmailParser {
             _ if stat.starts_with("Deferred") => DeliveryStatus::Deferred,
             _ => DeliveryStatus::Bounced,
         };
-        let smtp = matches!(mailer, Some("esmtp" | "smtp" | "smtp8" | "dsmtp" | "relay"));
+        let smtp_tag = mailer.and_then(smtp_mailer);
+        let smtp = smtp_tag.is_some();
         let parsed = relay.map(parse_relay).unwrap_or_default();
         if smtp && parsed.ip.is_none() && status != DeliveryStatus::Sent {
             return; // no relay was contacted (DNS failure, retry not due)
@@ -881,8 +973,19 @@ impl SendmailParser {
                 None => (line.time, MCI_CACHE_TIMEOUT + NO_XDELAY_GRACE),
             };
             let proc = self.enter_process(line, start, idle_limit);
-            let key = (proc, relay.map(relay_key).unwrap_or_default());
-            self.outbound_delivery(key, record, session, (start, idle_limit), line, out)
+            let key = (
+                proc,
+                relay.map(relay_key).unwrap_or_default(),
+                smtp_tag.unwrap_or_default(),
+            );
+            let replied = stat_has_reply(stat);
+            let how = Attempt {
+                session,
+                replied,
+                start,
+                idle_limit,
+            };
+            self.outbound_delivery(key, record, how, line, out)
         } else {
             record
         };
@@ -930,14 +1033,36 @@ impl SendmailParser {
     /// same connection, of unknown transport: no new connection, no trace.
     fn outbound_delivery(
         &mut self,
-        key: (Proc, String),
+        key: ConnKey,
         mut record: MessageRecord,
-        session: bool,
-        (start, idle_limit): (UnixTime, UnixTime),
+        how: Attempt,
         line: &Line<'_>,
         out: &mut Vec<Record>,
     ) -> MessageRecord {
+        let Attempt {
+            mut session,
+            replied,
+            start,
+            idle_limit,
+        } = how;
+        let slot = slot_of(&key.1, key.2);
         let sent = record.status == Some(DeliveryStatus::Sent);
+        // A `STARTTLS=client` line of the process to this relay since its last delivery to
+        // it: the new connection this delivery went over, in this delivery's mailer's slot.
+        if let Some(fresh) = self.client.remove(&(key.0, key.1.clone(), UNBOUND)) {
+            if let Some(old) = self.client.remove(&key) {
+                close_client(key.1.clone(), old, out);
+            }
+            // A failed handshake leaves no connection to bind: the delivery opened a new one
+            // (in clear) or went nowhere, as below.
+            if fresh.tls.is_some() {
+                self.touch_cache(key.0, slot, line);
+                if let Some(((_, name, _), old)) = self.client.insert(key.clone(), fresh) {
+                    self.evicted += 1;
+                    close_client(name, old, out);
+                }
+            }
+        }
         let untold = |sent: bool| {
             if sent {
                 Transport::Plain
@@ -962,6 +1087,21 @@ impl SendmailParser {
         // Connections of this epoch on may be the process's own: from before a daemon start
         // it may have outlived.
         let own_from = restarted_from.unwrap_or(epoch);
+        // A deferral quoting no reply, with no connect line before it in a process that logs
+        // them, over no connection the model holds: no connection was made. daemon.c
+        // `makeconnection()` logs the line only once connected, and deliver.c `deliver()`
+        // enters the mci in the cache (`mci_cache()`) only when `makeconnection()` returned
+        // `EX_OK`; a failed attempt, or a host its status says is down (`mci_exitstat`, no
+        // attempt), keeps only host status, in no cache slot, and closes no other connection.
+        if session
+            && !replied
+            && record.status == Some(DeliveryStatus::Deferred)
+            && logs_connects
+            && !connected
+            && self.client.get(&key).is_none()
+        {
+            session = false;
+        }
         let reused = session && logs_connects && !connected;
         let cached = match self.client.get(&key) {
             // A connect line says this one is new; a deferral that reached no session had no
@@ -970,16 +1110,14 @@ impl SendmailParser {
             Some(_) if connected || !session => false,
             // The connect lines show a reuse: the process outlived any daemon start since.
             Some(c) if reused && c.epoch >= own_from => {
-                self.learn_cache_size(key.0, &key.1);
+                self.learn_cache_size(key.0, slot);
                 true
             }
             // An earlier process's connection; or a TLS one from before a daemon start, of
             // this process or of a new one of its pid: a reuse and a new connection in clear
             // look the same (below). One in clear is plain either way: as the cache holds it.
             Some(c) if c.epoch < own_from || (c.epoch < epoch && c.tls.is_some()) => false,
-            Some(c) if start.saturating_sub(c.time) <= idle_limit => {
-                self.still_cached(key.0, &key.1)
-            }
+            Some(c) if start.saturating_sub(c.time) <= idle_limit => self.still_cached(key.0, slot),
             _ => false,
         };
         // Below LogLevel 12, a TLS connection the model has closed but a bigger cache would
@@ -1038,7 +1176,7 @@ impl SendmailParser {
                 }
             }
             c.last_qid = Text::clone(&record.id);
-            self.touch_cache(key.0, &key.1, line);
+            self.touch_cache(key.0, slot, line);
             return record;
         }
         if reused {
@@ -1047,7 +1185,7 @@ impl SendmailParser {
             record.transport = Transport::Unknown {
                 hint: HINT_CACHED_UNSEEN,
             };
-            self.touch_cache(key.0, &key.1, line);
+            self.touch_cache(key.0, slot, line);
             return record;
         }
         record.transport = untold(sent);
@@ -1063,7 +1201,7 @@ impl SendmailParser {
             };
             out.push(trace(p, Direction::Outbound, record.peer.clone(), None));
         }
-        let epoch = self.touch_cache(key.0, &key.1, line);
+        let epoch = self.touch_cache(key.0, slot, line);
         let conn = ClientConn {
             time: line.time,
             tls: None,
@@ -1072,7 +1210,7 @@ impl SendmailParser {
             epoch,
             ambiguous: false,
         };
-        if let Some(((_, name), old)) = self.client.insert(key, conn) {
+        if let Some(((_, name, _), old)) = self.client.insert(key, conn) {
             self.evicted += 1;
             close_client(name, old, out);
         }
@@ -1149,22 +1287,22 @@ impl SendmailParser {
     /// of the process to the relay, the log is plain: a new plaintext connection.
     fn ambiguous_reuse(
         &self,
-        key: &(Proc, String),
+        key: &ConnKey,
         epoch: u64,
         (start, idle_limit): (UnixTime, UnixTime),
     ) -> bool {
         self.client.get(key).is_some_and(|c| {
             c.tls.is_some() && c.epoch >= epoch && start.saturating_sub(c.time) <= idle_limit
-        }) && self.relays_since(key.0, &key.1) < MAX_CACHE_TRACKED
+        }) && self.relays_since(key.0, slot_of(&key.1, key.2)) < MAX_CACHE_TRACKED
     }
 
     /// How many other relays process `proc` used since its last use of `relay` (as many as
     /// are tracked when it fell off the tracked order, or the process's order is not known).
-    fn relays_since(&self, proc: Proc, relay: &str) -> usize {
+    fn relays_since(&self, proc: Proc, slot: u64) -> usize {
         let Some(p) = self.processes.get(&proc) else {
             return MAX_CACHE_TRACKED;
         };
-        let relay = crate::fields::hash_str(relay);
+        let relay = slot;
         p.order
             .iter()
             .rposition(|&r| r == relay)
@@ -1178,7 +1316,7 @@ impl SendmailParser {
     /// [`Self::learn_cache_size`] raised it: a TLS connection used again without a new
     /// `STARTTLS=client` line behind that many relays is not taken for a bigger cache, since
     /// a new connection in clear (a downgrade) looks the same ([`Self::ambiguous_reuse`]).
-    fn still_cached(&self, proc: Proc, relay: &str) -> bool {
+    fn still_cached(&self, proc: Proc, slot: u64) -> bool {
         if self.processes.get(&proc).is_none() {
             // Its order pushed out by the cap: it keeps its connection.
             return true;
@@ -1187,15 +1325,15 @@ impl SendmailParser {
             .hosts
             .get(&proc.0)
             .map_or(DEFAULT_CACHE_SIZE, |h| h.cache_size);
-        self.relays_since(proc, relay) < size
+        self.relays_since(proc, slot) < size
     }
 
     /// A delivery of process `proc` to `relay` that the log shows went over a cached
     /// connection (no connect line before it, in a process that logs them): the host's cache
     /// holds at least one more than the relays used since, up to [`MAX_CACHE_TRACKED`] (a
     /// connection behind more relays than are tracked shows no size).
-    fn learn_cache_size(&mut self, proc: Proc, relay: &str) {
-        let since = self.relays_since(proc, relay);
+    fn learn_cache_size(&mut self, proc: Proc, slot: u64) {
+        let since = self.relays_since(proc, slot);
         if since >= MAX_CACHE_TRACKED {
             return;
         }
@@ -1205,8 +1343,8 @@ impl SendmailParser {
 
     /// Notes a use of a connection of process `proc` to `relay`: its most recently used.
     /// Returns the process's epoch, for a connection it opens.
-    fn touch_cache(&mut self, proc: Proc, relay: &str, line: &Line<'_>) -> u64 {
-        let relay = crate::fields::hash_str(relay);
+    fn touch_cache(&mut self, proc: Proc, slot: u64, line: &Line<'_>) -> u64 {
+        let relay = slot;
         let program = program_tag(line.program);
         let started = self.started(proc, program);
         // An order pushed out by the cap is lost: that process keeps its connections.
@@ -1391,7 +1529,7 @@ impl MtaParser for SendmailParser {
         if let Some(held) = self.more.take() {
             out.push(Record::Message(held));
         }
-        for ((_, name), c) in self.client.drain_ordered() {
+        for ((_, name, _), c) in self.client.drain_ordered() {
             close_client(name, c, out);
         }
         for (_, p) in self.pending_traces.drain_ordered() {

@@ -677,3 +677,315 @@ fn a_deferral_without_a_session_goes_over_no_cached_connection() {
     let traces = stripping_traces(&records);
     assert_eq!(traces, 1);
 }
+
+/// Sendmail caches one connection per host and mailer (mci.c `mci_get(host, m)` and
+/// `mci_match()` look it up as `stab(host, ST_MCI + m->m_mno, …)`): one relay reached through
+/// `esmtp` and through `relay` is two connections, each in a cache slot of its own. A TLS
+/// connection of one mailer does not carry a delivery of the other: that one went over a new
+/// connection, in clear without a `STARTTLS=client` line before it (a stripping trace to a
+/// relay that used STARTTLS), and the first mailer's connection is still cached after it. A
+/// `STARTTLS=client` line names no mailer: it belongs to the next delivery to its relay.
+#[test]
+fn one_relay_through_two_mailers_is_two_connections() {
+    use exim_support::{log_lines, run};
+    use sigillo_logs::model::Direction;
+
+    let starttls = |time: &str| {
+        format!(
+            "Mar  4 {time} mx sm-mta[9100]: STARTTLS=client, relay=mx.h.example., \
+             version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256"
+        )
+    };
+    let to = |time: &str, qid: &str, mailer: &str| {
+        format!(
+            "Mar  4 {time} mx sm-mta[9100]: {qid}: to=<u@h.example>, delay=00:00:01, \
+             xdelay=00:00:01, mailer={mailer}, pri=120000, relay=mx.h.example. [192.0.2.10], \
+             dsn=2.0.0, stat=Sent (ok)"
+        )
+    };
+    // (the second delivery's mailer, a STARTTLS=client line before it, the transports of
+    // the three deliveries, stripping traces, outbound connections as (transport, messages))
+    type Row = (
+        &'static str,
+        bool,
+        [&'static str; 3],
+        usize,
+        &'static [(&'static str, u32)],
+    );
+    let rows: [Row; 4] = [
+        // The same mailer: one TLS connection, reused twice.
+        ("esmtp", false, ["tls", "tls", "tls"], 0, &[("tls", 3)]),
+        // Another mailer, no STARTTLS line: a new connection in clear; esmtp's TLS
+        // connection is still cached (one other slot used since, of 2).
+        (
+            "relay",
+            false,
+            ["tls", "plain", "tls"],
+            1,
+            &[("plain", 1), ("tls", 2)],
+        ),
+        (
+            "smtp8",
+            false,
+            ["tls", "plain", "tls"],
+            1,
+            &[("plain", 1), ("tls", 2)],
+        ),
+        // Another mailer with its own STARTTLS line: two TLS connections.
+        (
+            "relay",
+            true,
+            ["tls", "tls", "tls"],
+            0,
+            &[("tls", 1), ("tls", 2)],
+        ),
+    ];
+    for (mailer, own_tls, want, traces, conns) in rows {
+        let mut lines = vec![
+            starttls("08:00:00"),
+            to("08:00:01", "4250E0Aa009100", "esmtp"),
+        ];
+        if own_tls {
+            lines.push(starttls("08:00:09"));
+        }
+        lines.push(to("08:00:10", "4250E0Ab009100", mailer));
+        lines.push(to("08:00:20", "4250E0Ac009100", "esmtp"));
+        let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
+        let label = format!("second over {mailer}, own STARTTLS line {own_tls}");
+        let got: Vec<_> = ["4250E0Aa009100", "4250E0Ab009100", "4250E0Ac009100"]
+            .iter()
+            .map(|id| message_transport(&records, id).unwrap_or("none"))
+            .collect();
+        assert_eq!(got, want, "{label}");
+        assert_eq!(
+            stripping_traces(&records),
+            traces,
+            "{label}: stripping traces"
+        );
+        let mut got_conns: Vec<(&str, u32)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Connection(c) if c.direction == Direction::Outbound => {
+                    Some((transport_name(&c.transport), c.messages))
+                }
+                _ => None,
+            })
+            .collect();
+        got_conns.sort();
+        assert_eq!(got_conns, conns, "{label}: connections");
+    }
+}
+
+/// A connection that could not be made takes no cache slot and closes no other connection:
+/// deliver.c `deliver()` enters the mci in the cache (`mci_cache()`) only when
+/// `makeconnection()` returned `EX_OK`, and daemon.c `makeconnection()` logs `SMTP outgoing
+/// connect on …` (LogLevel 12 and up) only then. Process 9300 logs its connects: mx.t over
+/// TLS, a deferral to mx.x with no connect line, mx.b over a new connection, mx.t again with
+/// no connect line (a reuse). Where mx.x's deferral made no connection (an errno's text, not
+/// a server's reply) mx.t's reuse is behind one other connection, and the host's cache is
+/// not learnt bigger than 2: process 9301 of the same host (no connect lines) using mx.s
+/// behind two relays is of unknown transport. Where mx.x's deferral quotes a reply, it went
+/// over a cached connection the log did not show opening, in a slot of its own: mx.t's reuse
+/// shows a cache of 3, which holds 9301's connection to mx.s (TLS). Below LogLevel 12
+/// (process 9400) a deferral that names a failed connect leaves mx.t's TLS connection cached
+/// behind mx.b; one with a reply had a session, over a new connection in a slot of its own.
+#[test]
+fn a_failed_connection_takes_no_cache_slot() {
+    use exim_support::{log_lines, run};
+
+    let line = |time: &str, pid: u32, rest: &str| format!("Mar  4 {time} mx sm-mta[{pid}]: {rest}");
+    let starttls = |time: &str, pid: u32, host: &str| {
+        line(
+            time,
+            pid,
+            &format!(
+                "STARTTLS=client, relay={host}., version=TLSv1.3, verify=OK, \
+                 cipher=TLS_AES_256_GCM_SHA384, bits=256/256"
+            ),
+        )
+    };
+    let to = |time: &str, pid: u32, qid: &str, host: &str, ip: &str, tail: &str| {
+        line(
+            time,
+            pid,
+            &format!(
+                "{qid}: to=<u@{host}>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, \
+                 pri=120000, relay={host}. [{ip}], {tail}"
+            ),
+        )
+    };
+    let connect = |time: &str, pid: u32, qid: &str| {
+        line(
+            time,
+            pid,
+            &format!("{qid}: SMTP outgoing connect on [192.0.2.25]"),
+        )
+    };
+    let sent = "dsn=2.0.0, stat=Sent (ok)";
+    // (mx.x's stat=, a phrase of the hint of its unknown transport, 9301's second mx.s
+    // delivery's transport, 9400's second mx.t delivery's transport)
+    let rows = [
+        (
+            "dsn=4.0.0, stat=Deferred: Connection refused by mx.x.example.",
+            "was not sent",
+            "unknown",
+            "tls",
+        ),
+        (
+            "dsn=4.0.0, stat=Deferred: mx.x.example.: Host is down",
+            "was not sent",
+            "unknown",
+            "tls",
+        ),
+        (
+            "dsn=4.0.0, stat=Deferred: Connection reset by mx.x.example.",
+            "was not sent",
+            "unknown",
+            "unknown",
+        ),
+        (
+            "dsn=4.3.2, stat=Deferred: 421 4.3.2 Service not available",
+            "opened before the log shows",
+            "tls",
+            "unknown",
+        ),
+    ];
+    for (x_stat, hint, want_9301, want_9400) in rows {
+        let lines = [
+            connect("08:00:00", 9300, "4250F0Aa009300"),
+            starttls("08:00:00", 9300, "mx.t.example"),
+            to(
+                "08:00:01",
+                9300,
+                "4250F0Aa009300",
+                "mx.t.example",
+                "192.0.2.10",
+                sent,
+            ),
+            to(
+                "08:00:10",
+                9300,
+                "4250F0Ab009300",
+                "mx.x.example",
+                "198.51.100.9",
+                x_stat,
+            ),
+            connect("08:00:20", 9300, "4250F0Ac009300"),
+            to(
+                "08:00:21",
+                9300,
+                "4250F0Ac009300",
+                "mx.b.example",
+                "198.51.100.1",
+                sent,
+            ),
+            to(
+                "08:00:30",
+                9300,
+                "4250F0Ad009300",
+                "mx.t.example",
+                "192.0.2.10",
+                sent,
+            ),
+            starttls("08:01:00", 9301, "mx.s.example"),
+            to(
+                "08:01:01",
+                9301,
+                "4250G0Aa009301",
+                "mx.s.example",
+                "192.0.2.30",
+                sent,
+            ),
+            to(
+                "08:01:10",
+                9301,
+                "4250G0Ab009301",
+                "mx.r1.example",
+                "198.51.100.3",
+                sent,
+            ),
+            to(
+                "08:01:20",
+                9301,
+                "4250G0Ac009301",
+                "mx.r2.example",
+                "198.51.100.4",
+                sent,
+            ),
+            to(
+                "08:01:30",
+                9301,
+                "4250G0Ad009301",
+                "mx.s.example",
+                "192.0.2.30",
+                sent,
+            ),
+            // Below LogLevel 12, on another host's log: the same story without connect lines.
+            starttls("09:00:00", 9400, "mx.t.example").replace(" mx ", " mx3 "),
+            to(
+                "09:00:01",
+                9400,
+                "4250H0Aa009400",
+                "mx.t.example",
+                "192.0.2.10",
+                sent,
+            )
+            .replace(" mx ", " mx3 "),
+            to(
+                "09:00:10",
+                9400,
+                "4250H0Ab009400",
+                "mx.x.example",
+                "198.51.100.9",
+                x_stat,
+            )
+            .replace(" mx ", " mx3 "),
+            to(
+                "09:00:21",
+                9400,
+                "4250H0Ac009400",
+                "mx.b.example",
+                "198.51.100.1",
+                sent,
+            )
+            .replace(" mx ", " mx3 "),
+            to(
+                "09:00:30",
+                9400,
+                "4250H0Ad009400",
+                "mx.t.example",
+                "192.0.2.10",
+                sent,
+            )
+            .replace(" mx ", " mx3 "),
+        ];
+        let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
+        let x_hint = records.iter().find_map(|r| match r {
+            Record::Message(m) if &*m.id == "4250F0Ab009300" => match &m.transport {
+                Transport::Unknown { hint } => Some(*hint),
+                _ => None,
+            },
+            _ => None,
+        });
+        assert!(
+            x_hint.is_some_and(|h| h.contains(hint)),
+            "{x_stat}: mx.x's hint {x_hint:?}"
+        );
+        let transport = |id: &str| message_transport(&records, id);
+        assert_eq!(
+            transport("4250F0Ad009300"),
+            Some("tls"),
+            "{x_stat}: 9300's reuse"
+        );
+        assert_eq!(
+            transport("4250G0Ad009301"),
+            Some(want_9301),
+            "{x_stat}: 9301"
+        );
+        assert_eq!(
+            transport("4250H0Ad009400"),
+            Some(want_9400),
+            "{x_stat}: 9400"
+        );
+    }
+}
