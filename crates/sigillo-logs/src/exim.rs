@@ -73,9 +73,10 @@
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
-//!   on that line) close. A session without mail gets its transport from the `no MAIL in
-//!   SMTP connection from … X=…` line (`+smtp_no_mail`), which Exim writes *after* the close
-//!   line; a `no MAIL` line alone also counts as a connection. Each message takes its
+//!   on that line; `+dnssec` glues ` DS` to its start, ` DSH=…`) close. A session without
+//!   mail gets its transport from the `no MAIL in SMTP connection from … X=…` line
+//!   (`+smtp_no_mail`), which Exim writes *after* the close line; a `no MAIL` line alone also
+//!   counts as a connection. Each message takes its
 //!   transport from its own `<=` line, never from the session. One peer often holds several
 //!   connections at once; they are told apart by:
 //!   - the remote port, with `+incoming_port` (`[ip]:port` on every line of the session);
@@ -1313,6 +1314,21 @@ fn tls_error_line(rest: &str) -> Option<(Direction, HostField<'_>, bool)> {
     Some((dir, host, handshake))
 }
 
+/// The text after `H=` of a line smtp_in.c `smtp_handle_acl_fail()` writes (`H=host [ip]
+/// [X=…] [temporarily ]rejected …`). With `log_selector = +dnssec` and the client's reverse
+/// lookup DNSSEC-secured (`sender_host_dnssec`), that function writes ` DS` right before
+/// `host_and_ident()`'s `H=`, with no space between: `log_write(…, "%s%s%#Y…", " DS",
+/// "H=host [ip]", …)` (Exim/exim src/src/smtp_in.c, the current gstring version and the
+/// 4.9x `s_tlslog()` one; 4.8x wrote no mark), so the message starts ` DSH=host [ip] …` (after
+/// a mainlog's time and `[pid] `), or `DSH=…` where a syslog daemon took the space as the
+/// separator after the tag. Delivery lines put ` DS` between the name and `[ip]`
+/// ([`parse_host`]) and `<=` lines before ` H=` (a field of its own): neither reaches here.
+fn acl_host_text(m: &str) -> Option<&str> {
+    let t = m.trim_start_matches(' ');
+    let t = t.strip_prefix("DS").filter(|r| r.starts_with("H=")).unwrap_or(t);
+    t.strip_prefix("H=")
+}
+
 /// The host of a failed outbound STARTTLS that Exim's smtp transport retries in clear
 /// (`tls_tempfail_tryclear`, the default, and the host not in `hosts_require_tls`):
 /// `ID TLS session: (SSL_connect): …: delivering unencrypted to H=mx [ip] (not in
@@ -1688,11 +1704,12 @@ impl MtaParser for EximParser {
             if let Some(key) = host.key() {
                 self.close_session(key, line.pid, line.time, &host, None, out);
             }
-        } else if let Some(rest) = m.strip_prefix("H=")
+        } else if let Some(rest) = acl_host_text(m)
             && let Some(at) = rest.find(" rejected connection in \"connect\" ACL")
         {
-            // `H=… [X=…] [temporarily ]rejected connection in "connect" ACL…`: the session ends
-            // before its greeting, without a close line, in TLS only on a TLS-on-connect port.
+            // `[ DS]H=… [X=…] [temporarily ]rejected connection in "connect" ACL…`: the session
+            // ends before its greeting, without a close line, in TLS only on a TLS-on-connect
+            // port.
             let (host, used) = parse_host(rest);
             let f = parse_fields(rest.get(used..at).unwrap_or(""));
             let transport = match self.tls_from(f.x, f.cv) {
@@ -3218,6 +3235,96 @@ mod tests {
         );
         assert_eq!(held + p.evicted(), fed, "every session dropped is counted");
         assert_eq!(p.unclaimed_sessions(), 0);
+    }
+
+    /// A connect-ACL rejection ends its session, whether or not `+dnssec` marks the client's
+    /// DNSSEC-secured reverse lookup. smtp_in.c `smtp_handle_acl_fail()` glues ` DS` to
+    /// `host_and_ident()`'s `H=` (` DSH=mx [ip] …`; `DSH=…` once a syslog daemon took the space
+    /// as its separator); the session then keeps the host's name and the rejection's transport
+    /// (plain, or TLS with `X=` on a TLS-on-connect port). Any other word glued to `H=` is no
+    /// rejection line: its session is left open (emitted at the end, transport unknown).
+    #[test]
+    fn dnssec_marked_acl_rejections_close_their_session() {
+        /// rejection line, the open line's address part, name and transport of the session
+        type AclCase = (&'static str, &'static str, Option<&'static str>, &'static str);
+        let cases: &[AclCase] = &[
+            (
+                "H=mx.d.example [192.0.2.5] rejected connection in \"connect\" ACL: listed",
+                "[192.0.2.5]",
+                Some("mx.d.example"),
+                "plain",
+            ),
+            (
+                " DSH=mx.d.example [192.0.2.5] rejected connection in \"connect\" ACL: listed",
+                "[192.0.2.5]",
+                Some("mx.d.example"),
+                "plain",
+            ),
+            (
+                "DSH=mx.d.example [192.0.2.5] temporarily rejected connection in \"connect\" ACL",
+                "[192.0.2.5]",
+                Some("mx.d.example"),
+                "plain",
+            ),
+            (
+                " DSH=mx.d.example (helo) [2001:db8::5]:4567 rejected connection in \"connect\" ACL",
+                "[2001:db8::5]:4567",
+                Some("mx.d.example"),
+                "plain",
+            ),
+            (
+                " DSH=mx.d.example [192.0.2.5] X=TLS1.2:ECDHE-RSA-AES256-GCM-SHA384:256 CV=no rejected connection in \"connect\" ACL",
+                "[192.0.2.5]",
+                Some("mx.d.example"),
+                "tls",
+            ),
+            // Not the mark: the session stays open.
+            (
+                " DSXH=mx.d.example [192.0.2.5] rejected connection in \"connect\" ACL",
+                "[192.0.2.5]",
+                None,
+                "unknown",
+            ),
+            (
+                "DS H=mx.d.example [192.0.2.5] rejected connection in \"connect\" ACL",
+                "[192.0.2.5]",
+                None,
+                "unknown",
+            ),
+        ];
+        for (rejection, addr, name, transport) in cases {
+            let mut p = EximParser::new();
+            let mut out = Vec::new();
+            let open = format!("SMTP connection from {addr} (TCP/IP connection count = 1)");
+            for (time, m) in [(10, open.as_str()), (11, *rejection)] {
+                let line = Line {
+                    time,
+                    host: "",
+                    program: "exim",
+                    pid: None,
+                    message: m,
+                    raw: m,
+                };
+                p.feed(&line, &mut out);
+            }
+            p.finish(&mut out);
+            let got: Vec<_> = out
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Connection(c) => Some((
+                        c.peer.hostname.as_deref(),
+                        match c.transport {
+                            Transport::Tls(_) => "tls",
+                            Transport::Plain => "plain",
+                            Transport::Unknown { .. } => "unknown",
+                        },
+                        c.time,
+                    )),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, [(*name, *transport, 10)], "{rejection}");
+        }
     }
 
     /// A long line of `H=` tokens (garbage, or text quoted from elsewhere) is read in time
