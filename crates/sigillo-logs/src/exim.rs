@@ -517,22 +517,50 @@ impl Waiting {
 }
 
 /// A `==`/`**` line naming a failed TLS session, one of the lines Exim writes per recipient
-/// for one transport run: the signature the lines of one run share, and which recipient it
-/// names ([`recipient_line`]).
+/// for one transport run: what the lines of one run share (`route`, and `domain` unless the
+/// transport sets `multi_domain`), and which recipient it names ([`recipient_line`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RecipientLine {
-    signature: u64,
+    /// The process that wrote the line and all it says after the router, hashed.
+    route: u64,
+    /// The recipient's domain, lowercase, hashed.
+    domain: u64,
     recipient: u64,
 }
 
 /// The transport run of the last per-recipient line of an attempt key: the second of its last
-/// line, its signature ([`RecipientLine`]), and the recipients its lines named, first one
-/// first (at most [`MAX_RUN_RECIPIENTS`]).
+/// line, the `route` and `domain` of its first line ([`RecipientLine`]), whether that line
+/// paired with a line the run's transport process wrote itself (`anchored`: a DANE line, a
+/// host's `a TLS session is required` line, an older version's `TLS error on connection`
+/// line), and the recipients its lines named, first one first (at most
+/// [`MAX_RUN_RECIPIENTS`]).
 #[derive(Debug, Clone)]
 struct RunSeen {
     last_time: UnixTime,
-    signature: u64,
+    route: u64,
+    domain: u64,
+    anchored: bool,
     recipients: Vec<u64>,
+}
+
+impl RunSeen {
+    /// Whether `r`'s line, at `time`, names another recipient of this run: the same route,
+    /// at most [`RUN_LINE_GAP_SECS`] after the run's previous line, an address the run has
+    /// not named, and the run's domain, or any domain when the run is anchored. Exim's
+    /// deliver.c `do_remote_deliveries()` batches the addresses of several domains with the
+    /// same host list into one run when the transport sets `multi_domain` (the default), and
+    /// runs once per domain otherwise; the `==` lines of either read the same but for their
+    /// domains (one process writes every run's, in blocks). An anchored run's own transport
+    /// process logged a line that was counted as the attempt, and so would a second run's:
+    /// taking that run's lines for the first's loses nothing (its own line is listed and left
+    /// waiting). An unanchored run's next domain is a run of its own (see
+    /// [`EximParser::outbound_tls_failure`]).
+    fn takes(&self, r: &RecipientLine, time: UnixTime) -> bool {
+        self.route == r.route
+            && (self.domain == r.domain || self.anchored)
+            && time.abs_diff(self.last_time) <= RUN_LINE_GAP_SECS
+            && !self.recipients.contains(&r.recipient)
+    }
 }
 
 const MAX_OPEN_MESSAGES: usize = 65_536;
@@ -987,10 +1015,19 @@ impl EximParser {
     /// after `R=` (transport, errno, host, error; `R=` itself is per address, and runs are not
     /// batched by router) as the last run of its key, at most [`RUN_LINE_GAP_SECS`] after that
     /// run's previous line (the run's lines can straddle a second boundary), naming an address
-    /// the run has not named yet, is another recipient of that run: not listed, not paired. A
-    /// new domain is a new run (a transport with `multi_domain = false` runs once per domain),
-    /// as is an address of the run named again (a run names each address once, so a second
-    /// attempt starts anew): these count as attempts as above.
+    /// the run has not named yet, is another recipient of that run: not listed, not paired
+    /// ([`RunSeen::takes`]). An address of the run named again is a new run (a run names each
+    /// address once, so a second attempt starts anew), as is, in general, a new domain: the
+    /// run's lines do not say whether the transport sets `multi_domain` (one run for all the
+    /// domains with the same host list, the default) or not (one run a domain, which
+    /// `do_remote_deliveries()` starts one after the other or in parallel), and the lines of
+    /// two one-domain runs read as those of one two-domain run (one process writes both, in
+    /// blocks, with the same text after `R=`, within a second when the host fails fast), so
+    /// such a run over n domains counts n. Not when the run is anchored: its first line
+    /// paired with a line that its transport process wrote itself for that connection (a
+    /// DANE line, the host's `a TLS session is required` line, an older version's `TLS error
+    /// on connection to` line), and each run to that host writes its own, which is the one
+    /// counted: a new domain's lines then continue the run, one run or two.
     fn outbound_tls_failure(
         &mut self,
         line: &Line<'_>,
@@ -1014,9 +1051,7 @@ impl EximParser {
                 .tls_failures
                 .get_mut(&key)
                 .and_then(|seen| seen.run.as_mut())
-            && run.signature == r.signature
-            && line.time.abs_diff(run.last_time) <= RUN_LINE_GAP_SECS
-            && !run.recipients.contains(&r.recipient)
+            && run.takes(&r, line.time)
         {
             // Another recipient of the run already counted, in the same second as the run's
             // line before it or the next.
@@ -1030,7 +1065,9 @@ impl EximParser {
         if let Some(r) = note.recipient {
             seen.run = Some(RunSeen {
                 last_time: line.time,
-                signature: r.signature,
+                route: r.route,
+                domain: r.domain,
+                anchored: false,
                 recipients: vec![r.recipient],
             });
         }
@@ -1040,6 +1077,12 @@ impl EximParser {
         let listed = match seen.waiting.iter().position(|w| w.pairs_with(&note, time)) {
             Some(i) => {
                 seen.waiting.remove(i);
+                // A run's first line paired with its transport process's own line.
+                if note.recipient.is_some()
+                    && let Some(run) = seen.run.as_mut()
+                {
+                    run.anchored = true;
+                }
                 false
             }
             None => {
@@ -1554,23 +1597,25 @@ fn host_tls_required(rest: &str) -> Option<(HostField<'_>, &str)> {
 
 /// A `==`/`**` line's place in its transport run ([`EximParser::outbound_tls_failure`]): the
 /// address it names (the first word: the address delivered to, not its `<parent>`, which two
-/// addresses of one run can share), and the run's signature: the process that wrote the line
-/// (`+pid`), that address's domain (lowercase), and all the line says after the router
+/// addresses of one run can share), that address's domain (lowercase), and the run's route:
+/// the process that wrote the line (`+pid`) and all the line says after the router
 /// (`T=transport defer (errno) H=host [ip]: message`, and for `**` the host's other fields),
 /// which Exim writes from values shared by the whole run.
 fn recipient_line(rest: &str, pid: Option<u32>) -> RecipientLine {
     let address = rest.split(' ').next().unwrap_or("").trim_end_matches(':');
     let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
     let after_router = rest.find(" T=").and_then(|i| rest.get(i..)).unwrap_or("");
-    let mut h = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
+    let new_hasher = || BuildHasherDefault::<DefaultHasher>::default().build_hasher();
+    let mut h = new_hasher();
     pid.hash(&mut h);
-    for b in domain.bytes() {
-        h.write_u8(b.to_ascii_lowercase());
-    }
-    h.write_u8(0xff);
     after_router.hash(&mut h);
+    let mut d = new_hasher();
+    for b in domain.bytes() {
+        d.write_u8(b.to_ascii_lowercase());
+    }
     RecipientLine {
-        signature: h.finish(),
+        route: h.finish(),
+        domain: d.finish(),
         recipient: hash_str(address),
     }
 }
@@ -2821,6 +2866,56 @@ mod tests {
             run(&[one(dane), one(&a1), one(dane), one(&a2), one(&b1), one(&b2)]),
             2
         );
+        // One run over two domains with one host list (`multi_domain = true`, the default),
+        // its addresses in the order given, domains interleaved: anchored by the line its
+        // transport process wrote (a DANE line; an older version's `TLS error on connection
+        // to` line before its `failure while setting up TLS session` lines; the host's `a TLS
+        // session is required` line), one attempt. Two one-domain runs (`multi_domain =
+        // false`) log one such line each: two, whether their `==` lines follow each its own
+        // line or both lines (parallel runs; above). Without such a line, the lines of one
+        // run over two domains read as two runs': two (the documented limit).
+        assert_eq!(run(&[one(dane), one(&a1), one(&b1), one(&a2)]), 1);
+        assert_eq!(
+            run(&[one(dane), one(&a1), one(&b1), one(&a2), at(11, &b2)]),
+            1
+        );
+        let err = "1abcde-000000-AB TLS error on connection to mx.example.net [192.0.2.1] (SSL_connect): x";
+        let (old_a1, old_b1) = (
+            defer("ann@a.example", "t", "failure while setting up TLS session"),
+            defer("dan@b.example", "t", "failure while setting up TLS session"),
+        );
+        assert_eq!(run(&[one(err), one(&old_a1), one(&old_b1)]), 1);
+        assert_eq!(
+            run(&[one(err), one(&old_a1), one(err), one(&old_b1)]),
+            2
+        );
+        let required = "a TLS session is required, but the server did not offer TLS support";
+        let host_line = format!("1abcde-000000-AB H=mx.example.net [192.0.2.1]: {required}");
+        let (req_a1, req_b1) = (
+            defer("ann@a.example", "t", required),
+            defer("dan@b.example", "t", required),
+        );
+        assert_eq!(run(&[one(&host_line), one(&req_a1), one(&req_b1)]), 1);
+        assert_eq!(
+            run(&[
+                one(&host_line),
+                one(&req_a1),
+                one(&host_line),
+                one(&req_b1)
+            ]),
+            2
+        );
+        assert_eq!(run(&[one(&a1), one(&b1), one(&a2)]), 3);
+        // An anchored run still ends at another route, process or second, or an address named
+        // again.
+        assert_eq!(run(&[one(dane), one(&a1), at(12, &b1)]), 2);
+        assert_eq!(run(&[one(dane), one(&a1), one(&a1)]), 2);
+        let b1_other_error = defer("dan@b.example", "t", "TLS session: (SSL_connect): error:y");
+        assert_eq!(run(&[one(dane), one(&a1), one(&b1_other_error)]), 2);
+        assert_eq!(
+            run(&[pid(7, dane), pid(7, &a1), pid(8, &b1)]),
+            2
+        );
     }
 
     /// Two transport runs in parallel log their DANE lines in one second; the delivery process
@@ -2942,16 +3037,24 @@ mod tests {
             2
         );
         // Parallel runs each log their DANE line before any run's `==` lines: up to
-        // MAX_WAITING lines wait, so 16 runs count 16; a 17th drops the oldest, whose run's
-        // `==` lines are then listed on their own (the documented limit: 18, not 17).
-        let runs = |n: usize| {
-            let lines: Vec<String> = (0..n).map(|i| defer(&format!("u@d{i}.example"))).collect();
+        // MAX_WAITING lines wait, so 16 runs count 16; a 17th drops the oldest. Runs of one
+        // domain each (`multi_domain = false`) within a second read as one run over all the
+        // domains, anchored by the first DANE line left: 17, every DANE line listed. Runs
+        // that name one address each (a second attempt each, as an address named again
+        // starts a new run) pair one by one, and the last one's `==` line, whose DANE line
+        // was dropped, is listed on its own (the documented limit: 18, not 17).
+        let runs = |n: usize, rcpt: &dyn Fn(usize) -> String| {
+            let lines: Vec<String> = (0..n).map(|i| defer(&rcpt(i))).collect();
             let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane); n];
             v.extend(lines.iter().map(|l| (11, None, l.as_str())));
             count(&v)
         };
-        assert_eq!(runs(MAX_WAITING), MAX_WAITING);
-        assert_eq!(runs(MAX_WAITING + 1), MAX_WAITING + 2);
+        let domains = |i: usize| format!("u@d{i}.example");
+        let same = |_: usize| "ann@a.example".to_string();
+        assert_eq!(runs(MAX_WAITING, &domains), MAX_WAITING);
+        assert_eq!(runs(MAX_WAITING, &same), MAX_WAITING);
+        assert_eq!(runs(MAX_WAITING + 1, &domains), MAX_WAITING + 1);
+        assert_eq!(runs(MAX_WAITING + 1, &same), MAX_WAITING + 2);
         // At most MAX_TLS_FAILURES attempt keys are kept, the least recently seen dropped
         // first: a DANE line whose key went (that many other messages' failures since) leaves
         // its `==` line to be listed on its own (documented).
