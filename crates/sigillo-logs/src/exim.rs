@@ -418,6 +418,24 @@ struct FailSeen {
     run: Option<RunSeen>,
 }
 
+impl FailSeen {
+    /// How many lines at `time` could still pair with this key's state: its waiting lines
+    /// within their windows, and its run while a further recipient line could continue it.
+    /// Dropping the key at the table's cap can list each such line once more than it should.
+    fn still_pairing(&self, time: UnixTime) -> u64 {
+        let waiting = self
+            .waiting
+            .iter()
+            .filter(|w| time.abs_diff(w.time) <= w.wait.secs())
+            .count();
+        let run = self
+            .run
+            .as_ref()
+            .is_some_and(|r| time.abs_diff(r.last_time) <= RUN_LINE_GAP_SECS);
+        waiting as u64 + u64::from(run)
+    }
+}
+
 /// A listed line of a failed outbound STARTTLS waiting for the line of the other kind that
 /// makes one attempt with it ([`Waiting::pairs_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -578,7 +596,8 @@ const MAX_OUTBOUND: usize = 4_096;
 /// Outbound STARTTLS failures remembered to count each attempt once: only lines at most a
 /// few seconds apart are compared ([`DANE_OUTCOME_SECS`]), so this needs to hold no more
 /// than that many seconds' worth. Past it the key seen least recently is dropped, with its
-/// waiting lines and run: a later line of that key is listed again (documented).
+/// waiting lines and run: a later line of that key can be listed again, once for each of
+/// them still in its window, which is how many [`MtaParser::evicted`] counts (documented).
 const MAX_TLS_FAILURES: usize = 1_024;
 /// Lines of one message to one host this close together (seconds) are one SMTP transaction
 /// (`**` and `=>` of the same delivery), not a new connection.
@@ -595,8 +614,8 @@ const RUN_LINE_GAP_SECS: u64 = 1;
 const MAX_RUN_RECIPIENTS: usize = 256;
 /// Lines of one attempt key waiting to pair ([`FailSeen`]); past this the oldest is dropped,
 /// and the line that would have paired with it is listed as an attempt of its own (an
-/// over-count, documented). Parallel transport runs of one message to one host are few
-/// (`remote_max_parallel`).
+/// over-count by at most one a drop, each counted in [`MtaParser::evicted`]; documented).
+/// Parallel transport runs of one message to one host are few (`remote_max_parallel`).
 const MAX_WAITING: usize = 16;
 /// How long (seconds) a delivery's `DANE attempt failed; …` line, or a host's `H=mx [ip]: a TLS
 /// session is required, but …` line, waits for the `==`/`**` outcome line of its transport run
@@ -1087,7 +1106,10 @@ impl EximParser {
             }
             None => {
                 if seen.waiting.len() >= MAX_WAITING {
+                    // Still in its window (retain() above): its other line, should it come,
+                    // is listed on its own.
                     seen.waiting.remove(0);
+                    self.evicted += 1;
                 }
                 seen.waiting.push(Waiting {
                     time,
@@ -1097,8 +1119,10 @@ impl EximParser {
                 true
             }
         };
-        // A full table drops its oldest entry, long out of the window.
-        let _ = self.tls_failures.insert(key, seen);
+        // A full table drops the key seen least recently, usually long out of its window.
+        if let Some((_, old)) = self.tls_failures.insert(key, seen) {
+            self.evicted += old.still_pairing(time);
+        }
         if listed {
             out.push(anomaly(
                 line,
@@ -1368,7 +1392,10 @@ fn tls_error_line(rest: &str) -> Option<(Direction, HostField<'_>, bool)> {
 /// ([`parse_host`]) and `<=` lines before ` H=` (a field of its own): neither reaches here.
 fn acl_host_text(m: &str) -> Option<&str> {
     let t = m.trim_start_matches(' ');
-    let t = t.strip_prefix("DS").filter(|r| r.starts_with("H=")).unwrap_or(t);
+    let t = t
+        .strip_prefix("DS")
+        .filter(|r| r.starts_with("H="))
+        .unwrap_or(t);
     t.strip_prefix("H=")
 }
 
@@ -2691,6 +2718,11 @@ mod tests {
 
     /// How many failed STARTTLS attempts the parser lists for `lines` (time, pid, message).
     fn starttls_failures(lines: &[(i64, Option<u32>, &str)]) -> usize {
+        failures_and_evicted(lines).0
+    }
+
+    /// [`starttls_failures`], and what the parser counts as [`MtaParser::evicted`].
+    fn failures_and_evicted(lines: &[(i64, Option<u32>, &str)]) -> (usize, u64) {
         let mut p = EximParser::new();
         let mut out = Vec::new();
         for (time, pid, m) in lines {
@@ -2704,9 +2736,11 @@ mod tests {
             };
             p.feed(&line, &mut out);
         }
-        out.iter()
+        let listed = out
+            .iter()
             .filter(|r| matches!(r, Record::Anomaly(a) if a.kind == AnomalyKind::StartTlsFailed))
-            .count()
+            .count();
+        (listed, p.evicted())
     }
 
     /// The same attempt's lines a second apart are one failure; further apart, or with
@@ -2885,10 +2919,7 @@ mod tests {
             defer("dan@b.example", "t", "failure while setting up TLS session"),
         );
         assert_eq!(run(&[one(err), one(&old_a1), one(&old_b1)]), 1);
-        assert_eq!(
-            run(&[one(err), one(&old_a1), one(err), one(&old_b1)]),
-            2
-        );
+        assert_eq!(run(&[one(err), one(&old_a1), one(err), one(&old_b1)]), 2);
         let required = "a TLS session is required, but the server did not offer TLS support";
         let host_line = format!("1abcde-000000-AB H=mx.example.net [192.0.2.1]: {required}");
         let (req_a1, req_b1) = (
@@ -2897,12 +2928,7 @@ mod tests {
         );
         assert_eq!(run(&[one(&host_line), one(&req_a1), one(&req_b1)]), 1);
         assert_eq!(
-            run(&[
-                one(&host_line),
-                one(&req_a1),
-                one(&host_line),
-                one(&req_b1)
-            ]),
+            run(&[one(&host_line), one(&req_a1), one(&host_line), one(&req_b1)]),
             2
         );
         assert_eq!(run(&[one(&a1), one(&b1), one(&a2)]), 3);
@@ -2912,10 +2938,7 @@ mod tests {
         assert_eq!(run(&[one(dane), one(&a1), one(&a1)]), 2);
         let b1_other_error = defer("dan@b.example", "t", "TLS session: (SSL_connect): error:y");
         assert_eq!(run(&[one(dane), one(&a1), one(&b1_other_error)]), 2);
-        assert_eq!(
-            run(&[pid(7, dane), pid(7, &a1), pid(8, &b1)]),
-            2
-        );
+        assert_eq!(run(&[pid(7, dane), pid(7, &a1), pid(8, &b1)]), 2);
     }
 
     /// Two transport runs in parallel log their DANE lines in one second; the delivery process
@@ -3037,38 +3060,78 @@ mod tests {
             2
         );
         // Parallel runs each log their DANE line before any run's `==` lines: up to
-        // MAX_WAITING lines wait, so 16 runs count 16; a 17th drops the oldest. Runs of one
-        // domain each (`multi_domain = false`) within a second read as one run over all the
-        // domains, anchored by the first DANE line left: 17, every DANE line listed. Runs
-        // that name one address each (a second attempt each, as an address named again
-        // starts a new run) pair one by one, and the last one's `==` line, whose DANE line
-        // was dropped, is listed on its own (the documented limit: 18, not 17).
+        // MAX_WAITING lines wait, so 16 runs count 16; a 17th drops the oldest, counted as
+        // evicted. Runs of one domain each (`multi_domain = false`) within a second read as
+        // one run over all the domains, anchored by the first DANE line left: 17, every DANE
+        // line listed. Runs that name one address each (a second attempt each, as an address
+        // named again starts a new run) pair one by one, and the last one's `==` line, whose
+        // DANE line was dropped, is listed on its own (the documented limit: 18, not 17, an
+        // over-count of at most the one line evicted).
         let runs = |n: usize, rcpt: &dyn Fn(usize) -> String| {
             let lines: Vec<String> = (0..n).map(|i| defer(&rcpt(i))).collect();
             let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane); n];
             v.extend(lines.iter().map(|l| (11, None, l.as_str())));
-            count(&v)
+            failures_and_evicted(&v)
         };
         let domains = |i: usize| format!("u@d{i}.example");
         let same = |_: usize| "ann@a.example".to_string();
-        assert_eq!(runs(MAX_WAITING, &domains), MAX_WAITING);
-        assert_eq!(runs(MAX_WAITING, &same), MAX_WAITING);
-        assert_eq!(runs(MAX_WAITING + 1, &domains), MAX_WAITING + 1);
-        assert_eq!(runs(MAX_WAITING + 1, &same), MAX_WAITING + 2);
+        assert_eq!(runs(MAX_WAITING, &domains), (MAX_WAITING, 0));
+        assert_eq!(runs(MAX_WAITING, &same), (MAX_WAITING, 0));
+        assert_eq!(runs(MAX_WAITING + 1, &domains), (MAX_WAITING + 1, 1));
+        assert_eq!(runs(MAX_WAITING + 1, &same), (MAX_WAITING + 2, 1));
+        // Lines already out of their window are dropped before the cap is looked at: 16
+        // DANE lines, 6 s later 16 more and their runs, count 32, nothing evicted.
+        let late: Vec<String> = (0..MAX_WAITING)
+            .map(|i| {
+                defer(&format!("u{i}@a.example")).replace("a.example", &format!("d{i}.example"))
+            })
+            .collect();
+        let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane); MAX_WAITING];
+        v.extend(vec![(16, None, dane); MAX_WAITING]);
+        v.extend(late.iter().map(|l| (16, None, l.as_str())));
+        assert_eq!(failures_and_evicted(&v), (2 * MAX_WAITING, 0));
         // At most MAX_TLS_FAILURES attempt keys are kept, the least recently seen dropped
         // first: a DANE line whose key went (that many other messages' failures since) leaves
-        // its `==` line to be listed on its own (documented).
-        let others = |n: usize| {
+        // its `==` line to be listed on its own (documented). Each dropped key's lines still in
+        // their window count as evicted: the DANE line, and when the `==` line comes back for
+        // its key, the oldest other message's DANE line. So the over-count (1) is at most
+        // what is evicted (2).
+        let others = |n: usize, then: &str| {
             let lines: Vec<String> = (0..n)
                 .map(|i| dane.replace("1abcde-000000-AB", &format!("2{i:05}-000000-AB")))
                 .collect();
             let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane)];
             v.extend(lines.iter().map(|l| (10, None, l.as_str())));
-            v.push((11, None, &a1));
-            count(&v)
+            v.push((11, None, then));
+            failures_and_evicted(&v)
         };
-        assert_eq!(others(MAX_TLS_FAILURES - 1), MAX_TLS_FAILURES);
-        assert_eq!(others(MAX_TLS_FAILURES), MAX_TLS_FAILURES + 2);
+        assert_eq!(others(MAX_TLS_FAILURES - 1, &a1), (MAX_TLS_FAILURES, 0));
+        assert_eq!(others(MAX_TLS_FAILURES, &a1), (MAX_TLS_FAILURES + 2, 2));
+        // Long after their windows, dropping keys is no loss: nothing is evicted.
+        let others_later = |n: usize| {
+            let lines: Vec<String> = (0..n)
+                .map(|i| dane.replace("1abcde-000000-AB", &format!("2{i:05}-000000-AB")))
+                .collect();
+            let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane)];
+            v.extend(lines.iter().map(|l| (20, None, l.as_str())));
+            failures_and_evicted(&v)
+        };
+        assert_eq!(others_later(MAX_TLS_FAILURES), (MAX_TLS_FAILURES + 1, 0));
+        // A run dropped with its key while its lines still come: its next recipient's line is
+        // listed as a run of its own. Evicted: the run and its first line (which waits a
+        // second for an older version's error line), and the oldest other DANE line, dropped
+        // when the key came back.
+        let run_then_others = |n: usize| {
+            let lines: Vec<String> = (0..n)
+                .map(|i| dane.replace("1abcde-000000-AB", &format!("2{i:05}-000000-AB")))
+                .collect();
+            let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, &a1)];
+            v.extend(lines.iter().map(|l| (10, None, l.as_str())));
+            v.push((10, None, &a2));
+            failures_and_evicted(&v)
+        };
+        assert_eq!(run_then_others(MAX_TLS_FAILURES - 1), (MAX_TLS_FAILURES, 0));
+        assert_eq!(run_then_others(MAX_TLS_FAILURES), (MAX_TLS_FAILURES + 2, 3));
         // A callout's DANE line and its rejection come from the process serving the session,
         // one right after the other: two seconds apart they are two attempts too.
         let callout_dane =
@@ -3349,7 +3412,12 @@ mod tests {
     #[test]
     fn dnssec_marked_acl_rejections_close_their_session() {
         /// rejection line, the open line's address part, name and transport of the session
-        type AclCase = (&'static str, &'static str, Option<&'static str>, &'static str);
+        type AclCase = (
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            &'static str,
+        );
         let cases: &[AclCase] = &[
             (
                 "H=mx.d.example [192.0.2.5] rejected connection in \"connect\" ACL: listed",
