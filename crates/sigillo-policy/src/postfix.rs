@@ -529,9 +529,15 @@ pub struct RelayKey {
 
 impl RelayKey {
     /// The key of a relay `host` as logged (a name, an IPv4 or IPv6 address) on `port`:
-    /// `[host]`, or `[host]:port` for a port other than 25.
+    /// `[host]`, or `[host]:port` for a port other than 25. An IPv6 address is written in its
+    /// canonical form (RFC 5952, `[2001:db8::25]` for `2001:0DB8:0:0::25`, without `ipv6:`),
+    /// so that the spellings of one relay in a log (two transports that write it differently)
+    /// make one key: a pin file may hold only one ([`PinFileError::DuplicateRelay`]).
     pub fn new(host: &str, port: Option<u16>) -> Result<Self, PinKeyError> {
-        let (host, ipv6) = relay_host(host)?;
+        let (host, ipv6) = match relay_host(host)? {
+            (_, Some(ip)) => (ip.to_string(), Some(ip)),
+            named => named,
+        };
         let port = match port {
             Some(0) => return Err(PinKeyError::BadPort { got: ":0".into() }),
             Some(p) if p != SMTP_PORT => Some((p.to_string(), p)),
@@ -677,7 +683,8 @@ impl PinnedPeer {
 
     /// A pin for the relay `host` (a host name, an IPv4 or IPv6 address, as logged) on
     /// `port`, keyed as Postfix looks up a bracketed next hop ([`RelayKey::new`]): `[host]`
-    /// for `relayhost = [host]`, `[host]:587` for `relayhost = [host]:587`.
+    /// for `relayhost = [host]`, `[host]:587` for `relayhost = [host]:587`; an IPv6 address
+    /// in RFC 5952 form.
     pub fn relay(
         host: &str,
         port: Option<u16>,
@@ -770,6 +777,15 @@ pub enum PinFileError {
         /// The key as pinned first, in canonical form.
         first: String,
     },
+    /// Pins to be written hold one relay under two spellings of its key, which the file
+    /// read back would refuse ([`PinFileError::DuplicateRelay`]).
+    #[error("relay {key} is pinned more than once (also as {first})")]
+    RelaySpellings {
+        /// One spelling, in canonical form.
+        key: String,
+        /// The other, in canonical form.
+        first: String,
+    },
     /// A line of a pin file that is not `domain  encrypt|verify`.
     #[error("pin file line {line}: expected {expected}, got {got:?}")]
     BadLine {
@@ -813,7 +829,9 @@ impl PinFileError {
     }
 }
 
-/// The pins checked and sorted by domain.
+/// The pins checked and sorted by domain. What [`read_policy_map_file`] would refuse is
+/// refused here too: a domain twice, and one relay under two spellings of its key
+/// ([`PinFileError::RelaySpellings`]), so that every file written reads back.
 fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFileError> {
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
@@ -824,6 +842,18 @@ fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFi
     if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(PinFileError::Duplicate {
             domain: w[0].0.clone(),
+        });
+    }
+    let mut relays: Vec<(String, &str)> = out
+        .iter()
+        .filter(|(d, _)| d.starts_with('['))
+        .map(|(d, _)| (next_hop_match_key(d), d.as_str()))
+        .collect();
+    relays.sort();
+    if let Some(w) = relays.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(PinFileError::RelaySpellings {
+            key: w[1].1.to_owned(),
+            first: w[0].1.to_owned(),
         });
     }
     Ok(out)
@@ -1296,8 +1326,16 @@ mod tests {
             key("203.0.113.25", Some(2525)).unwrap(),
             "[203.0.113.25]:2525"
         );
-        // An IPv6 relay as Postfix logs its name: the address as written in main.cf.
-        assert_eq!(key("2001:DB8:0::25", Some(25)).unwrap(), "[2001:db8:0::25]");
+        // An IPv6 relay: Postfix logs the address as written in main.cf, the key has it in
+        // RFC 5952 form, one for every spelling.
+        for host in [
+            "2001:DB8:0::25",
+            "2001:0db8:0:0::25",
+            "2001:db8::25",
+            "ipv6:2001:db8::25",
+        ] {
+            assert_eq!(key(host, Some(25)).unwrap(), "[2001:db8::25]", "{host}");
+        }
         assert_eq!(key("::1", Some(2525)).unwrap(), "[::1]:2525");
         for (host, port) in [
             ("2001:db8::x", None),
@@ -1534,6 +1572,43 @@ mod tests {
                 domain: "a.example".into()
             })
         );
+        // One relay under two spellings: the file would not read back, so it is not written.
+        let key = |k: &str| PinnedPeer::from_key(k, PinLevel::Encrypt, Evidence::default());
+        let cases = [
+            ("[2001:db8::25]", "[2001:0db8:0:0::25]"),
+            ("[2001:db8::25]:587", "[IPv6:2001:DB8::25]:587"),
+            ("[relay.example]", "[Relay.Example.]:25"),
+        ];
+        for (a, b) in cases {
+            let pins = [key(a).unwrap(), key(b).unwrap()];
+            let written = policy_map_file(&pins);
+            let (a, b) = (&pins[0].domain, &pins[1].domain);
+            let (first, key) = if a < b { (a, b) } else { (b, a) };
+            assert_eq!(
+                written,
+                Err(PinFileError::RelaySpellings {
+                    key: key.clone(),
+                    first: first.clone()
+                }),
+                "{pins:?}"
+            );
+            // … which the reader refuses.
+            let text = format!("{a} encrypt\n{b} encrypt\n");
+            assert!(
+                matches!(
+                    read_policy_map_file(&text),
+                    Err(PinFileError::DuplicateRelay { line: 2, .. })
+                ),
+                "{text}"
+            );
+        }
+        // The same address on two ports is two relays.
+        let pins = [
+            key("[2001:db8::25]").unwrap(),
+            key("[2001:db8::25]:587").unwrap(),
+        ];
+        let written = policy_map_file(&pins).unwrap();
+        assert_eq!(read_policy_map_file(&written).unwrap(), pins);
         let injected = PinnedPeer {
             domain: "a.example\nevil.example".into(),
             level: PinLevel::Encrypt,

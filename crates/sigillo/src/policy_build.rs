@@ -141,8 +141,8 @@ pub const SMARTHOST_MIN_SHARE: f64 = 0.9;
 /// A relay host judged a smarthost, and the mail that went to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Smarthost {
-    /// As logged (lowercase; an IPv6 relayhost given as an address: the address as written
-    /// in main.cf).
+    /// As logged (lowercase); an IPv6 address in RFC 5952 form, however the log spells it
+    /// (Postfix logs a relayhost given as an address as written in main.cf).
     pub host: String,
     /// The port, when it is not 25 (`None`: 25, or the log does not say).
     pub port: Option<u16>,
@@ -166,8 +166,10 @@ pub struct Smarthost {
     pub summed_over_domains: bool,
 }
 
-/// A relay as the figures name it: the host as logged and the port, `None` for 25 (or not
-/// logged), so that a relay is one whether or not its log gives the port.
+/// A relay as the figures name it: the host as logged (an IPv6 address in its canonical
+/// form, RFC 5952) and the port, `None` for 25 (or not logged), so that a relay is one
+/// whether or not its log gives the port, and however its address is spelled (two
+/// transports may write one IPv6 relay differently, and Postfix logs it as written).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Relay {
     pub host: String,
@@ -177,7 +179,7 @@ pub struct Relay {
 impl Relay {
     fn of(r: &RelayCount) -> Relay {
         Relay {
-            host: r.host.clone(),
+            host: relay_host(&r.host),
             port: r.port.filter(|p| *p != SMTP_PORT),
         }
     }
@@ -188,7 +190,16 @@ impl Relay {
 
     /// Whether this is the relay `host` on `port` (as the figures name them).
     fn is_at(&self, host: &str, port: Option<u16>) -> bool {
-        self.host == host && self.port == port.filter(|p| *p != SMTP_PORT)
+        self.port == port.filter(|p| *p != SMTP_PORT) && self.host == relay_host(host)
+    }
+}
+
+/// A relay host as [`Relay`] keeps it: an IPv6 address in RFC 5952 form
+/// (`2001:0db8:0:0::25` is `2001:db8::25`), anything else as logged.
+fn relay_host(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_owned(),
     }
 }
 
@@ -1359,7 +1370,8 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
              TLS): Postfix looks their TLS policy up as {} (relayhost = {}), not by domain, so \
              the relay is judged instead of them.\n  (Postfix looks the relayhost up as written \
              in main.cf: if it is written otherwise, e.g. with :25 or a service name for the \
-             port, an IPv6 address as [ipv6:…], or without brackets, edit the key to match.)",
+             port, an IPv6 address as [ipv6:…] or other than in RFC 5952 form, or without \
+             brackets, edit the key to match.)",
             h.host, h.domains, h.messages, h.tls_messages, h.key, h.key
         );
         if !h.port_logged {
@@ -2291,7 +2303,8 @@ mod tests {
             })
             .collect();
         let s = select_pins(&hops, None, &RULE);
-        assert_eq!(keys(&s.pins), ["[2001:db8:0::25] encrypt"]);
+        // Keyed in RFC 5952 form ([`RelayKey::new`]), not as logged.
+        assert_eq!(keys(&s.pins), ["[2001:db8::25] encrypt"]);
         assert_eq!(s.smarthosts[0].port, None);
         for key in [
             "[2001:db8:0::25]",
@@ -2313,7 +2326,7 @@ mod tests {
         assert!(
             out.contains(
                 "  hosts_require_tls = <; ${if match_domain{$domain}{+tls_pinned}{*}\
-                 {2001:db8:0::25}}\n"
+                 {2001:db8::25}}\n"
             ),
             "{out}"
         );
@@ -2334,6 +2347,65 @@ mod tests {
             (s.not_pinned.not_a_domain, s.not_pinned.relays_below_rule),
             (1, 0)
         );
+    }
+
+    /// Two transports spell one IPv6 relay differently (`smtp:[2001:db8::25]`,
+    /// `smtp:[2001:0db8:0:0::25]`, logged as written), each taking part of every domain's
+    /// mail: one relay, judged on all of it and pinned once, keyed in RFC 5952 form, so that
+    /// the map written reads back (`--pins`), which takes two spellings of one relay for an
+    /// error. On another port the address is another relay.
+    #[test]
+    fn ipv6_spellings_of_one_relay_are_one_pin() {
+        let spellings = ["2001:db8::25", "2001:0db8:0:0::25", "2001:DB8:0::0:25"];
+        let hops: Vec<NextHopFigures> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|d| {
+                let relays: Vec<(&str, Option<u16>, u64)> =
+                    spellings.iter().map(|&s| (s, Some(25), 4)).collect();
+                via_port(hop(&format!("{d}.example"), 12, 12, 12, 0), &relays)
+            })
+            .collect();
+        let relays: Vec<RelayHostFigures> = spellings
+            .iter()
+            .map(|&s| relay_mail_of(s, Some(25), 16, 16, 16, 0))
+            .collect();
+        for relays in [None, Some(relays.as_slice())] {
+            let s = select_pins(&hops, relays, &RULE);
+            // The map written reads back (a pin per spelling did not: DuplicateRelay).
+            let map = policy_map_file(&s.pins).unwrap();
+            assert_eq!(read_policy_map_file(&map), Ok(s.pins.clone()), "{map}");
+            assert_eq!(keys(&s.pins), ["[2001:db8::25] encrypt"], "{relays:?}");
+            assert_eq!(s.pins[0].evidence.messages, 48, "{relays:?}");
+            assert_eq!(s.not_pinned.via_relay, 4);
+            assert_eq!(
+                s.smarthosts
+                    .iter()
+                    .map(|h| (h.host.as_str(), h.key.as_str(), h.domains))
+                    .collect::<Vec<_>>(),
+                [("2001:db8::25", "[2001:db8::25]", 4)]
+            );
+        }
+
+        // The same address on port 587 through one of the transports: a relay of its own.
+        let hops: Vec<NextHopFigures> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|d| {
+                via_port(
+                    hop(&format!("{d}.example"), 12, 12, 12, 0),
+                    &[
+                        ("2001:db8::25", Some(25), 6),
+                        ("2001:0db8::25", Some(587), 6),
+                    ],
+                )
+            })
+            .collect();
+        let s = select_pins(&hops, None, &RULE);
+        assert_eq!(
+            keys(&s.pins),
+            ["[2001:db8::25] encrypt", "[2001:db8::25]:587 encrypt"]
+        );
+        let map = policy_map_file(&s.pins).unwrap();
+        assert_eq!(read_policy_map_file(&map).unwrap(), s.pins);
     }
 
     /// The path pasted into an MTA's configuration is absolute: canonical when the file
