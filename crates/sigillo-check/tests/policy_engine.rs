@@ -13,7 +13,7 @@ use sigillo_check::policy::fetch::FetchError;
 use sigillo_policy::decide::{DaneState, Source};
 use sigillo_policy::mta_sts::{Policy, StsRecord};
 use sigillo_policy::overrides::StaticOverrides;
-use sigillo_policy::postfix::{Evidence, PinLevel, PinnedPeer};
+use sigillo_policy::postfix::{Evidence, PinLevel, PinnedPeer, read_policy_map_file};
 use sigillo_policy::socketmap::Reply;
 
 const T0: i64 = 1_700_000_000;
@@ -561,6 +561,32 @@ async fn overrides_and_pins() {
     assert!(!engine.answer_cached("Pinned.Example.", &mut out));
     assert!(engine.answer_cached("pinned.example", &mut out));
     assert_eq!(out, b"9:OK verify,");
+}
+
+/// A pin file may hold one relay under several spellings at one level (what `policy build`
+/// writes when two transports spell one IPv6 relay differently): every spelling Postfix may
+/// ask for finds the pin, and the relay on another port does not.
+#[tokio::test]
+async fn a_relay_pinned_under_several_spellings_answers_each() {
+    let pins = read_policy_map_file(
+        "# 48 messages, 48 over TLS, 0 verified\n[2001:0db8:0:0::25]  encrypt\n\
+         # 48 messages, 48 over TLS, 0 verified\n[2001:db8::25]  encrypt\n",
+    )
+    .unwrap();
+    assert_eq!(pins.len(), 2);
+    let src = Scripted::new(false);
+    let engine =
+        Arc::new(PolicyEngine::new(Src(src.clone()), EngineConfig::default()).with_pins(pins));
+    for (key, want) in [
+        ("[2001:0db8:0:0::25]", "OK encrypt"),
+        ("[2001:db8::25]", "OK encrypt"),
+        ("[2001:DB8:0::25]:25", "OK encrypt"),
+        ("[ipv6:2001:db8::25]", "OK encrypt"),
+        ("[2001:db8::25]:587", "NOTFOUND "),
+    ] {
+        assert_eq!(ask(&engine, key).await, want, "{key}");
+    }
+    assert_eq!(src.counts(), (0, 0, 0));
 }
 
 #[tokio::test]

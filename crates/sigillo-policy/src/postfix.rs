@@ -529,15 +529,12 @@ pub struct RelayKey {
 
 impl RelayKey {
     /// The key of a relay `host` as logged (a name, an IPv4 or IPv6 address) on `port`:
-    /// `[host]`, or `[host]:port` for a port other than 25. An IPv6 address is written in its
-    /// canonical form (RFC 5952, `[2001:db8::25]` for `2001:0DB8:0:0::25`, without `ipv6:`),
-    /// so that the spellings of one relay in a log (two transports that write it differently)
-    /// make one key: a pin file may hold only one ([`PinFileError::DuplicateRelay`]).
+    /// `[host]`, or `[host]:port` for a port other than 25. An IPv6 address is kept as
+    /// spelled (lowercase, `[2001:db8:0::25]`): Postfix logs a relay given as an address as
+    /// main.cf or the transport writes it, and looks that same text up in a `hash:` map, so
+    /// the logged spelling is the key that map needs.
     pub fn new(host: &str, port: Option<u16>) -> Result<Self, PinKeyError> {
-        let (host, ipv6) = match relay_host(host)? {
-            (_, Some(ip)) => (ip.to_string(), Some(ip)),
-            named => named,
-        };
+        let (host, ipv6) = relay_host(host)?;
         let port = match port {
             Some(0) => return Err(PinKeyError::BadPort { got: ":0".into() }),
             Some(p) if p != SMTP_PORT => Some((p.to_string(), p)),
@@ -600,8 +597,8 @@ impl RelayKey {
     }
 
     /// The same server, whatever the spelling: `[host]` with an IPv6 address in its
-    /// canonical form (RFC 5952, as Postfix logs it) and no `ipv6:` prefix, and `:port` only
-    /// for a port other than 25.
+    /// canonical form (RFC 5952; Postfix logs it as written) and no `ipv6:` prefix, and
+    /// `:port` only for a port other than 25.
     pub fn match_key(&self) -> String {
         let host = match self.ipv6 {
             Some(ip) => ip.to_string(),
@@ -684,7 +681,7 @@ impl PinnedPeer {
     /// A pin for the relay `host` (a host name, an IPv4 or IPv6 address, as logged) on
     /// `port`, keyed as Postfix looks up a bracketed next hop ([`RelayKey::new`]): `[host]`
     /// for `relayhost = [host]`, `[host]:587` for `relayhost = [host]:587`; an IPv6 address
-    /// in RFC 5952 form.
+    /// as spelled.
     pub fn relay(
         host: &str,
         port: Option<u16>,
@@ -765,26 +762,29 @@ pub enum PinFileError {
     /// The same domain is pinned twice.
     #[error("domain {domain} is pinned more than once")]
     Duplicate { domain: String },
-    /// A pin file pins one relay under two spellings of its key (`[host]` and `[host]:25`,
-    /// `[2001:db8::25]` and `[ipv6:2001:db8::25]`): one relay for `policy serve`
-    /// ([`RelayKey::match_key`]), which could answer only one of the two pins.
-    #[error("pin file line {line}: relay {key} is pinned more than once (also as {first})")]
-    DuplicateRelay {
-        /// The 1-based line of the second spelling.
-        line: usize,
-        /// The key on that line, in canonical form.
+    /// One relay is pinned under two spellings of its key (`[host]` and `[host]:25`,
+    /// `[2001:db8::25]` and `[2001:0db8::25]` or `[ipv6:2001:db8::25]`: one relay for
+    /// `policy serve`, [`RelayKey::match_key`]) at two levels. Spellings with one level are
+    /// taken: each is a key Postfix may look up (two transports may write one relay
+    /// differently), and every lookup gets the same answer; at two levels, which one a
+    /// lookup gets would depend on the spelling.
+    #[error(
+        "{}",
+        conflicting_relay_message((.line, .key, .level), (.first_line, .first, .first_level))
+    )]
+    ConflictingRelay {
+        /// The 1-based line of the second spelling, when the pins were read from a file.
+        line: Option<usize>,
+        /// The second spelling, in canonical form.
         key: String,
-        /// The key as pinned first, in canonical form.
+        /// Its level.
+        level: PinLevel,
+        /// The 1-based line of the first spelling, when the pins were read from a file.
+        first_line: Option<usize>,
+        /// The first spelling, in canonical form (pins being written: the first in order).
         first: String,
-    },
-    /// Pins to be written hold one relay under two spellings of its key, which the file
-    /// read back would refuse ([`PinFileError::DuplicateRelay`]).
-    #[error("relay {key} is pinned more than once (also as {first})")]
-    RelaySpellings {
-        /// One spelling, in canonical form.
-        key: String,
-        /// The other, in canonical form.
-        first: String,
+        /// Its level.
+        first_level: PinLevel,
     },
     /// A line of a pin file that is not `domain  encrypt|verify`.
     #[error("pin file line {line}: expected {expected}, got {got:?}")]
@@ -800,6 +800,22 @@ fn bad_domain_context(line: &Option<usize>) -> String {
     match line {
         Some(line) => format!("pin file line {line}: not a valid domain name"),
         None => "pinned domain is not a valid domain name".to_owned(),
+    }
+}
+
+/// The message of [`PinFileError::ConflictingRelay`]: the second spelling, then the first.
+fn conflicting_relay_message(
+    (line, key, level): (&Option<usize>, &str, &PinLevel),
+    (first_line, first, first_level): (&Option<usize>, &str, &PinLevel),
+) -> String {
+    let (level, first_level) = (level.policy(), first_level.policy());
+    let what = "spellings of one relay need one level";
+    match (line, first_line) {
+        (Some(line), Some(first_line)) => format!(
+            "pin file line {line}: relay {key} is pinned {level}, but line {first_line} pins it \
+             {first_level} as {first}: {what}"
+        ),
+        _ => format!("relay {key} is pinned {level}, but also {first_level} as {first}: {what}"),
     }
 }
 
@@ -830,8 +846,9 @@ impl PinFileError {
 }
 
 /// The pins checked and sorted by domain. What [`read_policy_map_file`] would refuse is
-/// refused here too: a domain twice, and one relay under two spellings of its key
-/// ([`PinFileError::RelaySpellings`]), so that every file written reads back.
+/// refused here too: a domain twice, and one relay under two spellings of its key at two
+/// levels ([`PinFileError::ConflictingRelay`]), so that every file written reads back. One
+/// relay under several spellings at one level is written as a line for each.
 fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFileError> {
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
@@ -844,16 +861,23 @@ fn sorted_pins(peers: &[PinnedPeer]) -> Result<Vec<(String, &PinnedPeer)>, PinFi
             domain: w[0].0.clone(),
         });
     }
-    let mut relays: Vec<(String, &str)> = out
+    let mut relays: Vec<(String, &str, PinLevel)> = out
         .iter()
         .filter(|(d, _)| d.starts_with('['))
-        .map(|(d, _)| (next_hop_match_key(d), d.as_str()))
+        .map(|(d, p)| (next_hop_match_key(d), d.as_str(), p.level))
         .collect();
     relays.sort();
-    if let Some(w) = relays.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(PinFileError::RelaySpellings {
+    if let Some(w) = relays
+        .windows(2)
+        .find(|w| w[0].0 == w[1].0 && w[0].2 != w[1].2)
+    {
+        return Err(PinFileError::ConflictingRelay {
+            line: None,
             key: w[1].1.to_owned(),
+            level: w[1].2,
+            first_line: None,
             first: w[0].1.to_owned(),
+            first_level: w[0].2,
         });
     }
     Ok(out)
@@ -890,10 +914,14 @@ pub fn policy_map_file(peers: &[PinnedPeer]) -> Result<String, PinFileError> {
 /// blank lines. A comment
 /// of the form `# N messages, N over TLS, N verified` right before a pin is its evidence;
 /// without one the evidence is zero. Domains are put in canonical form; a domain given twice
-/// is an error, and so is a relay given twice in two spellings of its key
-/// ([`PinFileError::DuplicateRelay`]).
+/// is an error. A relay may be given under several spellings of its key (`[2001:db8::25]`
+/// and `[2001:db8:0::25]`, `[host]` and `[host]:25`: each is what Postfix looks up for a
+/// next hop written so), each with the same level; at two levels it is an error
+/// ([`PinFileError::ConflictingRelay`]). The pins are in the order of the file.
 pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError> {
     let mut pins: Vec<PinnedPeer> = Vec::new();
+    // The line of each pin.
+    let mut lines: Vec<usize> = Vec::new();
     let mut evidence: Option<Evidence> = None;
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -927,19 +955,28 @@ pub fn read_policy_map_file(text: &str) -> Result<Vec<PinnedPeer>, PinFileError>
                 domain: peer.domain,
             });
         }
-        // Another spelling of a relay already pinned: `policy serve` finds a relay's pin by
-        // its match key, so only one of the two could answer, whichever came last.
+        // Another spelling of a relay already pinned, at another level: `policy serve` finds
+        // a relay's pin by its match key, so only one of the two could answer, and a
+        // `hash:` map would answer each spelling differently.
         if peer.is_relay() {
             let key = peer.match_key();
-            if let Some(first) = pins.iter().find(|p| p.is_relay() && p.match_key() == key) {
-                return Err(PinFileError::DuplicateRelay {
-                    line,
+            if let Some((first, &first_line)) = pins
+                .iter()
+                .zip(&lines)
+                .find(|(p, _)| p.is_relay() && p.match_key() == key && p.level != peer.level)
+            {
+                return Err(PinFileError::ConflictingRelay {
+                    line: Some(line),
                     key: peer.domain,
+                    level: peer.level,
+                    first_line: Some(first_line),
                     first: first.domain.clone(),
+                    first_level: first.level,
                 });
             }
         }
         pins.push(peer);
+        lines.push(line);
     }
     Ok(pins)
 }
@@ -1326,15 +1363,17 @@ mod tests {
             key("203.0.113.25", Some(2525)).unwrap(),
             "[203.0.113.25]:2525"
         );
-        // An IPv6 relay: Postfix logs the address as written in main.cf, the key has it in
-        // RFC 5952 form, one for every spelling.
-        for host in [
-            "2001:DB8:0::25",
-            "2001:0db8:0:0::25",
-            "2001:db8::25",
-            "ipv6:2001:db8::25",
+        // An IPv6 relay as Postfix logs its name: the address as written in main.cf, which
+        // is what a `hash:` map is asked for; each spelling its own key, lowercase.
+        for (host, want) in [
+            ("2001:DB8:0::25", "[2001:db8:0::25]"),
+            ("2001:0db8:0:0::25", "[2001:0db8:0:0::25]"),
+            ("2001:db8::25", "[2001:db8::25]"),
+            ("ipv6:2001:db8::25", "[ipv6:2001:db8::25]"),
         ] {
-            assert_eq!(key(host, Some(25)).unwrap(), "[2001:db8::25]", "{host}");
+            assert_eq!(key(host, Some(25)).unwrap(), want, "{host}");
+            // … one relay for `policy serve`.
+            assert_eq!(next_hop_match_key(want), "[2001:db8::25]", "{host}");
         }
         assert_eq!(key("::1", Some(2525)).unwrap(), "[::1]:2525");
         for (host, port) in [
@@ -1460,27 +1499,41 @@ mod tests {
                     domain: "a.example".into(),
                 },
             ),
-            // One relay under two spellings: `policy serve` would answer only one of them.
+            // One relay under two spellings at two levels: `policy serve` would answer only
+            // one of them.
             (
                 "[relay.example]  verify\n# 3 messages\n[Relay.Example]:25  encrypt\n",
-                PinFileError::DuplicateRelay {
-                    line: 3,
+                PinFileError::ConflictingRelay {
+                    line: Some(3),
                     key: "[relay.example]:25".into(),
+                    level: PinLevel::Encrypt,
+                    first_line: Some(1),
                     first: "[relay.example]".into(),
+                    first_level: PinLevel::Verify,
                 },
             ),
+            // The first spelling at another level is named, not the last.
             (
-                "[2001:db8::25] encrypt\n[IPv6:2001:DB8:0::25] verify\n",
-                PinFileError::DuplicateRelay {
-                    line: 2,
+                "[2001:db8::25] encrypt\n[2001:0db8::25] encrypt\n\n[IPv6:2001:DB8:0::25] verify\n",
+                PinFileError::ConflictingRelay {
+                    line: Some(4),
                     key: "[ipv6:2001:db8:0::25]".into(),
+                    level: PinLevel::Verify,
+                    first_line: Some(1),
                     first: "[2001:db8::25]".into(),
+                    first_level: PinLevel::Encrypt,
                 },
             ),
         ];
         for (text, want) in cases {
             assert_eq!(read_policy_map_file(text), Err(want), "{text:?}");
         }
+        let err = read_policy_map_file("[relay.example] verify\n[relay.example]:25 encrypt\n");
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "pin file line 2: relay [relay.example]:25 is pinned encrypt, but line 1 pins it \
+             verify as [relay.example]: spellings of one relay need one level"
+        );
         // An empty or a bad relay name: not a key a pin can hold.
         for text in [
             "[] encrypt\n",
@@ -1572,40 +1625,80 @@ mod tests {
                 domain: "a.example".into()
             })
         );
-        // One relay under two spellings: the file would not read back, so it is not written.
-        let key = |k: &str| PinnedPeer::from_key(k, PinLevel::Encrypt, Evidence::default());
+        // One relay under several spellings at one level: a line for each (each is what
+        // Postfix looks up for a next hop written so), which reads back as written.
+        let key = |k: &str, level| PinnedPeer::from_key(k, level, Evidence::default());
         let cases = [
             ("[2001:db8::25]", "[2001:0db8:0:0::25]"),
             ("[2001:db8::25]:587", "[IPv6:2001:DB8::25]:587"),
             ("[relay.example]", "[Relay.Example.]:25"),
         ];
         for (a, b) in cases {
-            let pins = [key(a).unwrap(), key(b).unwrap()];
-            let written = policy_map_file(&pins);
-            let (a, b) = (&pins[0].domain, &pins[1].domain);
-            let (first, key) = if a < b { (a, b) } else { (b, a) };
+            let pins = [
+                key(a, PinLevel::Verify).unwrap(),
+                key(b, PinLevel::Verify).unwrap(),
+            ];
+            let written = policy_map_file(&pins).unwrap();
+            let mut sorted = pins.to_vec();
+            sorted.sort_by(|a, b| a.domain.cmp(&b.domain));
+            assert_eq!(read_policy_map_file(&written), Ok(sorted), "{written}");
+            for p in &pins {
+                assert!(
+                    written.contains(&format!("\n{}  ", p.domain)),
+                    "{} in {written}",
+                    p.domain
+                );
+            }
+            // At two levels, the file would not read back, so it is not written: the error
+            // names both spellings, the first in the order of the file.
+            let pins = [
+                key(a, PinLevel::Verify).unwrap(),
+                key(b, PinLevel::Encrypt).unwrap(),
+            ];
+            let (first, second) = if pins[0].domain < pins[1].domain {
+                (&pins[0], &pins[1])
+            } else {
+                (&pins[1], &pins[0])
+            };
             assert_eq!(
-                written,
-                Err(PinFileError::RelaySpellings {
-                    key: key.clone(),
-                    first: first.clone()
+                policy_map_file(&pins),
+                Err(PinFileError::ConflictingRelay {
+                    line: None,
+                    key: second.domain.clone(),
+                    level: second.level,
+                    first_line: None,
+                    first: first.domain.clone(),
+                    first_level: first.level,
                 }),
                 "{pins:?}"
             );
             // … which the reader refuses.
-            let text = format!("{a} encrypt\n{b} encrypt\n");
+            let text = format!("{a} verify\n{b} encrypt\n");
             assert!(
                 matches!(
                     read_policy_map_file(&text),
-                    Err(PinFileError::DuplicateRelay { line: 2, .. })
+                    Err(PinFileError::ConflictingRelay {
+                        line: Some(2),
+                        first_line: Some(1),
+                        ..
+                    })
                 ),
                 "{text}"
             );
         }
-        // The same address on two ports is two relays.
         let pins = [
-            key("[2001:db8::25]").unwrap(),
-            key("[2001:db8::25]:587").unwrap(),
+            key("[2001:db8::25]", PinLevel::Encrypt).unwrap(),
+            key("[2001:0db8::25]", PinLevel::Verify).unwrap(),
+        ];
+        assert_eq!(
+            policy_map_file(&pins).unwrap_err().to_string(),
+            "relay [2001:db8::25] is pinned encrypt, but also verify as [2001:0db8::25]: \
+             spellings of one relay need one level"
+        );
+        // The same address on two ports is two relays, at any levels.
+        let pins = [
+            key("[2001:db8::25]", PinLevel::Encrypt).unwrap(),
+            key("[2001:db8::25]:587", PinLevel::Verify).unwrap(),
         ];
         let written = policy_map_file(&pins).unwrap();
         assert_eq!(read_policy_map_file(&written).unwrap(), pins);

@@ -50,7 +50,9 @@ fn lab() -> Lab {
     std::fs::write(
         dir.path().join("pins.cf"),
         "# 12 messages, 12 over TLS, 12 verified\npinned.lab.test  verify\n\
-         [smtp.lab.test]:587  encrypt\n[2001:db8::25]  encrypt\n",
+         [smtp.lab.test]:587  encrypt\n[2001:db8::25]  encrypt\n\
+         # the same relay as another transport spells it (policy build writes both)\n\
+         [2001:0db8:0:0::25]  encrypt\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("main.cf"), "").unwrap();
@@ -210,6 +212,7 @@ fn check_prints_the_answer_and_why() {
         ("[smtp.lab.test]", "NOTFOUND ", "none"),
         ("[2001:db8::25]", "OK encrypt", "pinned"),
         ("[IPv6:2001:DB8:0::25]:25", "OK encrypt", "pinned"),
+        ("[2001:0db8:0:0::25]", "OK encrypt", "pinned"),
         ("[2001:db8::25]:587", "NOTFOUND ", "none"),
     ];
     for (key, reply, source) in cases {
