@@ -12,15 +12,15 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use sigillo_check::policy::sigillo_policy::domain;
 use sigillo_check::policy::sigillo_policy::postfix::{
-    Evidence, PinLevel, PinnedPeer, RelayKey, SMTP_PORT, exim_domain_list, policy_map_file,
-    read_policy_map_file,
+    Evidence, PinKeyError, PinLevel, PinnedPeer, RelayKey, SMTP_PORT, exim_domain_list,
+    policy_map_file, read_policy_map_file,
 };
 use sigillo_logs::aggregate::{
     MailFigures, MessageRef, MessageSample, NEXT_HOP_SAMPLE, NextHopFigures, NextHopsOmitted,
     RelayHostFigures,
 };
 use sigillo_logs::next_hop_relays::{RelayCount, RelayFigures};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -141,8 +141,8 @@ pub const SMARTHOST_MIN_SHARE: f64 = 0.9;
 /// A relay host judged a smarthost, and the mail that went to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Smarthost {
-    /// As logged (lowercase); an IPv6 address in RFC 5952 form, however the log spells it
-    /// (Postfix logs a relayhost given as an address as written in main.cf).
+    /// As logged (lowercase; an IPv6 relayhost given as an address: the address as written
+    /// in main.cf). A relay the log spells several ways: the spelling of `key`.
     pub host: String,
     /// The port, when it is not 25 (`None`: 25, or the log does not say).
     pub port: Option<u16>,
@@ -151,8 +151,14 @@ pub struct Smarthost {
     /// an older sigillo. When they do not, `key` assumes port 25.
     pub port_logged: bool,
     /// The `smtp_tls_policy_maps` key of `relayhost = [host]` or `[host]:port`
-    /// ([`RelayKey::new`]): `[host]`, `[host]:587`, `[2001:db8::25]`.
+    /// ([`RelayKey::new`]): `[host]`, `[host]:587`, `[2001:db8::25]`. A relay the log spells
+    /// several ways (an IPv6 address written differently by two transports): the first key
+    /// in sorted order.
     pub key: String,
+    /// The keys of the relay's other spellings, sorted: each is what Postfix looks up for a
+    /// next hop written so, and each gets a pin with the same level and evidence. Empty for a
+    /// relay the log spells one way.
+    pub other_keys: Vec<String>,
     /// Next-hop domains with mail to it.
     pub domains: u64,
     /// Delivery transactions to it, each once however many domains it carried (from the
@@ -169,7 +175,8 @@ pub struct Smarthost {
 /// A relay as the figures name it: the host as logged (an IPv6 address in its canonical
 /// form, RFC 5952) and the port, `None` for 25 (or not logged), so that a relay is one
 /// whether or not its log gives the port, and however its address is spelled (two
-/// transports may write one IPv6 relay differently, and Postfix logs it as written).
+/// transports may write one IPv6 relay differently, and Postfix logs it as written): its
+/// mail is judged together. Its keys are the spellings as logged ([`relay_keys`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Relay {
     pub host: String,
@@ -201,6 +208,45 @@ fn relay_host(host: &str) -> String {
         Ok(ip) => ip.to_string(),
         Err(_) => host.to_owned(),
     }
+}
+
+/// The keys of `relay` as Postfix looks it up ([`RelayKey::new`]), paired with the host as
+/// logged, sorted by key: one for each spelling the figures give it (the domains' relays and
+/// the report's per-relay figures), since Postfix looks a next hop up as written, and logs a
+/// relay given as an address as written. One for a relay named by a host name.
+fn relay_keys(
+    hops: &[NextHopFigures],
+    relays: Option<&[RelayHostFigures]>,
+    relay: &Relay,
+) -> Result<Vec<(String, String)>, PinKeyError> {
+    let mut spellings: Vec<String> = Vec::new();
+    let logged = hops
+        .iter()
+        .filter_map(|h| h.relays.as_ref())
+        .flat_map(|r| r.hosts.iter().map(|r| (r.host.as_str(), r.port)))
+        .chain(
+            relays
+                .unwrap_or_default()
+                .iter()
+                .map(|r| (r.host.as_str(), r.port)),
+        );
+    for (host, port) in logged {
+        if relay.is_at(host, port) && !spellings.iter().any(|s| s == host) {
+            spellings.push(host.to_owned());
+        }
+    }
+    if spellings.is_empty() {
+        spellings.push(relay.host.clone());
+    }
+    let mut keys = spellings
+        .into_iter()
+        .map(|host| Ok((RelayKey::new(&host, relay.port)?.to_string(), host)))
+        .collect::<Result<Vec<_>, PinKeyError>>()?;
+    keys.sort();
+    // Hashed and `texthash:` maps fold keys to lowercase: spellings that differ in case only
+    // are one key.
+    keys.dedup_by(|b, a| a.0 == b.0);
+    Ok(keys)
 }
 
 /// Whether the relay `host` on `port` of the figures is the one `key` names: the same host
@@ -494,7 +540,9 @@ fn judge(hop: &NextHopFigures, rule: &PinRule) -> Result<PinLevel, Short> {
 /// ([`Routes`], found from the domains' relays), for which the smarthost is judged, on the
 /// delivery transactions that went to it ([`relay_mail`]: from `relays`, the report's
 /// per-relay figures, when it has them), and pinned as `[host]`, or `[host]:port` on a port
-/// other than 25 ([`RelayKey::new`]).
+/// other than 25 ([`RelayKey::new`]). A smarthost the log spells several ways (one IPv6
+/// address written differently by two transports) is judged once, on all its mail, and
+/// pinned under each spelling's key with that one level and evidence ([`relay_keys`]).
 pub fn select_pins(
     hops: &[NextHopFigures],
     relays: Option<&[RelayHostFigures]>,
@@ -526,11 +574,11 @@ pub fn select_pins(
     }
     let mut smarthosts = Vec::with_capacity(routes.smarthosts.len());
     for relay in &routes.smarthosts {
-        let key = RelayKey::new(&relay.host, relay.port);
-        let name = match (&key, relay.port) {
-            (Ok(key), _) => key.to_string(),
-            (Err(_), None) => format!("[{}]", relay.host),
-            (Err(_), Some(port)) => format!("[{}]:{port}", relay.host),
+        let keys = relay_keys(hops, relays, relay);
+        let name = match (keys.as_deref().map(<[_]>::first), relay.port) {
+            (Ok(Some((key, _))), _) => key.clone(),
+            (_, None) => format!("[{}]", relay.host),
+            (_, Some(port)) => format!("[{}]:{port}", relay.host),
         };
         let Some((figures, summed_over_domains)) =
             relay_mail(hops, relays, &name, |host, port| relay.is_at(host, port))
@@ -550,20 +598,29 @@ pub fn select_pins(
                 .as_ref()
                 .is_some_and(|r| r.hosts.iter().any(|r| r.port.is_some() && relay.is(r)))
         });
-        match (judge(&figures, rule), &key) {
+        match (judge(&figures, rule), &keys) {
             (Err(_), _) => not_pinned.relays_below_rule += 1,
-            (Ok(level), Ok(key)) => pins.push(PinnedPeer {
-                domain: key.to_string(),
+            (Ok(level), Ok(keys)) => pins.extend(keys.iter().map(|(key, _)| PinnedPeer {
+                domain: key.clone(),
                 level,
                 evidence: evidence(&figures),
-            }),
+            })),
             (Ok(_), Err(_)) => not_pinned.not_a_domain += 1,
         }
+        let (host, other_keys) = match &keys {
+            Ok(keys) => (
+                keys.first()
+                    .map_or_else(|| relay.host.clone(), |(_, host)| host.clone()),
+                keys.iter().skip(1).map(|(key, _)| key.clone()).collect(),
+            ),
+            Err(_) => (relay.host.clone(), Vec::new()),
+        };
         smarthosts.push(Smarthost {
-            host: relay.host.clone(),
+            host,
             port: relay.port,
             port_logged,
             key: figures.domain.clone(),
+            other_keys,
             domains,
             messages: figures.mail.messages,
             tls_messages: figures.mail.tls_messages,
@@ -595,6 +652,8 @@ fn evidence(hop: &NextHopFigures) -> Evidence {
 pub struct DryRun {
     /// `rule`, or the pin file given with `--pins`.
     pub pins_from: String,
+    /// Pinned domains and relays: a relay pinned under several spellings of its key (a line
+    /// each) counts once, and so does its mail, under its first spelling.
     pub pinned_domains: usize,
     /// Pinned domains with delivered mail in the window (a relay pin: with mail to it).
     pub pinned_domains_seen: usize,
@@ -638,7 +697,8 @@ pub struct DeferredDomain {
 /// counts `Trusted` TLS as passing: the log does not say whether the certificate also
 /// matched the MX host name, which `verify` checks. A relay pin (`[host]`, `[host]:port`) is
 /// checked against the delivery transactions that went to that host on that port
-/// ([`relay_mail`]); a domain pin whose domain's mail all went to a smarthost would not have
+/// ([`relay_mail`]), once for all the spellings of its key that `pins` holds (the first
+/// names it); a domain pin whose domain's mail all went to a smarthost would not have
 /// applied.
 pub fn dry_run(
     hops: &[NextHopFigures],
@@ -664,7 +724,12 @@ pub fn dry_run(
         relay_pins_summed_over_domains: 0,
         domains: Vec::new(),
     };
+    // The pins counted, by match key: spellings of one relay are one.
+    let mut counted: HashSet<String> = HashSet::with_capacity(pins.len());
     for pin in pins {
+        if !counted.insert(pin.match_key()) {
+            continue;
+        }
         let relayed;
         let hop = match pin.relay_key() {
             Some(key) => {
@@ -725,6 +790,7 @@ pub fn dry_run(
             sample,
         });
     }
+    run.pinned_domains = counted.len();
     run.domains.sort_by(|a, b| {
         b.deferred
             .cmp(&a.deferred)
@@ -1303,10 +1369,16 @@ fn exim_notes(out: &mut String, path: &Path, pins: &[PinnedPeer]) {
     // leaves it at the start of the list).
     let domains = pins.iter().filter(|p| !p.is_relay()).count();
     let mut relays: Vec<String> = Vec::new();
+    // One relay pinned under several spellings (an IPv6 address written two ways) is
+    // named once, by its first: Exim matches a host list's addresses by value.
+    let mut named: Vec<String> = Vec::new();
     for key in pins.iter().filter_map(PinnedPeer::relay_key) {
-        let host = key.name().to_owned();
-        if !relays.contains(&host) {
-            relays.push(host);
+        let id = key
+            .ipv6()
+            .map_or_else(|| key.name().to_owned(), |ip| ip.to_string());
+        if !named.contains(&id) {
+            named.push(id);
+            relays.push(key.name().to_owned());
         }
     }
     let ipv6 = relays.iter().any(|h| h.contains(':'));
@@ -1370,10 +1442,20 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
              TLS): Postfix looks their TLS policy up as {} (relayhost = {}), not by domain, so \
              the relay is judged instead of them.\n  (Postfix looks the relayhost up as written \
              in main.cf: if it is written otherwise, e.g. with :25 or a service name for the \
-             port, an IPv6 address as [ipv6:…] or other than in RFC 5952 form, or without \
-             brackets, edit the key to match.)",
+             port, an IPv6 address as [ipv6:…], or without brackets, edit the key to match.)",
             h.host, h.domains, h.messages, h.tls_messages, h.key, h.key
         );
+        if !h.other_keys.is_empty() {
+            let _ = writeln!(
+                out,
+                "  (The log spells this relay {} ways: {}, {}, as the relayhost or transports \
+                 that name it write it. Postfix looks each spelling up as written, so the map \
+                 has a line for each, with the one level judged on all the relay's mail.)",
+                h.other_keys.len() + 1,
+                h.key,
+                h.other_keys.join(", ")
+            );
+        }
         if !h.port_logged {
             let _ = writeln!(
                 out,
@@ -1421,26 +1503,32 @@ fn summary(o: &BuildOutput<'_>, hops: &[NextHopFigures]) -> String {
                 String::new()
             }
         );
-        let verify = o
+        // A smarthost pinned under several spellings (a line each) counts once, and so do
+        // its messages.
+        let mut seen = HashSet::with_capacity(o.pins.len());
+        let pinned: Vec<&PinnedPeer> = o
             .pins
+            .iter()
+            .filter(|p| seen.insert(p.match_key()))
+            .collect();
+        let verify = pinned
             .iter()
             .filter(|p| p.level == PinLevel::Verify)
             .count();
-        let pinned_messages: u64 = o
-            .pins
+        let pinned_messages: u64 = pinned
             .iter()
             .fold(0u64, |a, p| a.saturating_add(p.evidence.messages));
-        let relays = o.pins.iter().filter(|p| p.is_relay()).count();
+        let relays = pinned.iter().filter(|p| p.is_relay()).count();
         let _ = writeln!(
             out,
             "Pinned: {} domain(s){} ({} encrypt, {verify} verify), {pinned_messages} messages",
-            o.pins.len() - relays,
+            pinned.len() - relays,
             if relays > 0 {
                 format!(" and {relays} smarthost(s)")
             } else {
                 String::new()
             },
-            o.pins.len() - verify,
+            pinned.len() - verify,
         );
         let mut why = format!(
             "Not pinned: {} with fewer messages, {} below the TLS share, {} not a domain name",
@@ -1945,6 +2033,7 @@ mod tests {
                 port: None,
                 port_logged: false,
                 key: "[smtp.isp.example]".into(),
+                other_keys: Vec::new(),
                 domains: 9,
                 messages: 38,
                 tls_messages: 38,
@@ -2303,9 +2392,16 @@ mod tests {
             })
             .collect();
         let s = select_pins(&hops, None, &RULE);
-        // Keyed in RFC 5952 form ([`RelayKey::new`]), not as logged.
-        assert_eq!(keys(&s.pins), ["[2001:db8::25] encrypt"]);
-        assert_eq!(s.smarthosts[0].port, None);
+        // Keyed as logged, which is what a `hash:` map is asked for.
+        assert_eq!(keys(&s.pins), ["[2001:db8:0::25] encrypt"]);
+        assert_eq!(
+            (
+                s.smarthosts[0].port,
+                s.smarthosts[0].host.as_str(),
+                s.smarthosts[0].other_keys.len()
+            ),
+            (None, v6, 0)
+        );
         for key in [
             "[2001:db8:0::25]",
             "[2001:db8::25]",
@@ -2326,7 +2422,7 @@ mod tests {
         assert!(
             out.contains(
                 "  hosts_require_tls = <; ${if match_domain{$domain}{+tls_pinned}{*}\
-                 {2001:db8::25}}\n"
+                 {2001:db8:0::25}}\n"
             ),
             "{out}"
         );
@@ -2351,11 +2447,13 @@ mod tests {
 
     /// Two transports spell one IPv6 relay differently (`smtp:[2001:db8::25]`,
     /// `smtp:[2001:0db8:0:0::25]`, logged as written), each taking part of every domain's
-    /// mail: one relay, judged on all of it and pinned once, keyed in RFC 5952 form, so that
-    /// the map written reads back (`--pins`), which takes two spellings of one relay for an
-    /// error. On another port the address is another relay.
+    /// mail: one relay, judged once on all of it, and pinned under each spelling's key (what
+    /// Postfix looks up for each transport), sorted, with that one level and evidence; the map
+    /// reads back (`--pins` takes spellings of one relay at one level), the dry run counts
+    /// the relay's mail once, and the Exim list names it once. On another port the address
+    /// is another relay.
     #[test]
-    fn ipv6_spellings_of_one_relay_are_one_pin() {
+    fn ipv6_spellings_of_one_relay_are_judged_once_and_keyed_each() {
         let spellings = ["2001:db8::25", "2001:0db8:0:0::25", "2001:DB8:0::0:25"];
         let hops: Vec<NextHopFigures> = ["a", "b", "c", "d"]
             .iter()
@@ -2369,21 +2467,47 @@ mod tests {
             .iter()
             .map(|&s| relay_mail_of(s, Some(25), 16, 16, 16, 0))
             .collect();
+        let want = [
+            "[2001:0db8:0:0::25] encrypt",
+            "[2001:db8:0::0:25] encrypt",
+            "[2001:db8::25] encrypt",
+        ];
         for relays in [None, Some(relays.as_slice())] {
             let s = select_pins(&hops, relays, &RULE);
-            // The map written reads back (a pin per spelling did not: DuplicateRelay).
-            let map = policy_map_file(&s.pins).unwrap();
-            assert_eq!(read_policy_map_file(&map), Ok(s.pins.clone()), "{map}");
-            assert_eq!(keys(&s.pins), ["[2001:db8::25] encrypt"], "{relays:?}");
-            assert_eq!(s.pins[0].evidence.messages, 48, "{relays:?}");
+            assert_eq!(keys(&s.pins), want, "{relays:?}");
+            for pin in &s.pins {
+                assert_eq!(pin.evidence.messages, 48, "{relays:?}");
+            }
             assert_eq!(s.not_pinned.via_relay, 4);
             assert_eq!(
                 s.smarthosts
                     .iter()
-                    .map(|h| (h.host.as_str(), h.key.as_str(), h.domains))
+                    .map(|h| (h.host.as_str(), h.key.as_str(), &h.other_keys, h.domains))
                     .collect::<Vec<_>>(),
-                [("2001:db8::25", "[2001:db8::25]", 4)]
+                [(
+                    "2001:0db8:0:0::25",
+                    "[2001:0db8:0:0::25]",
+                    &vec!["[2001:db8:0::0:25]".to_owned(), "[2001:db8::25]".to_owned()],
+                    4
+                )]
             );
+            // The map has a line for each and reads back.
+            let map = policy_map_file(&s.pins).unwrap();
+            assert_eq!(read_policy_map_file(&map), Ok(s.pins.clone()), "{map}");
+            // The dry run counts the relay and its mail once.
+            let d = dry_run(&hops, relays, &s.pins, "rule");
+            assert_eq!(
+                (
+                    d.pinned_domains,
+                    d.pinned_domains_seen,
+                    d.messages_to_pinned
+                ),
+                (1, 1, 48),
+                "{relays:?}"
+            );
+            let mut out = String::new();
+            exim_notes(&mut out, Path::new("-"), &s.pins);
+            assert!(out.contains("{2001:0db8:0:0::25}}\n"), "{out}");
         }
 
         // The same address on port 587 through one of the transports: a relay of its own.
@@ -2402,8 +2526,9 @@ mod tests {
         let s = select_pins(&hops, None, &RULE);
         assert_eq!(
             keys(&s.pins),
-            ["[2001:db8::25] encrypt", "[2001:db8::25]:587 encrypt"]
+            ["[2001:0db8::25]:587 encrypt", "[2001:db8::25] encrypt"]
         );
+        assert!(s.smarthosts.iter().all(|h| h.other_keys.is_empty()));
         let map = policy_map_file(&s.pins).unwrap();
         assert_eq!(read_policy_map_file(&map).unwrap(), s.pins);
     }

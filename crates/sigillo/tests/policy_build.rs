@@ -391,7 +391,7 @@ fn a_smarthost_is_pinned_instead_of_the_domains_behind_it() {
     let doc = build_relayhost(&["--json"]).json();
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "domains": 9,
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "other_keys": [], "domains": 9,
                 "messages": 31, "tls_messages": 31, "trusted_tls_messages": 31,
                 "summed_over_domains": false}])
     );
@@ -435,7 +435,7 @@ fn domains_sent_only_with_others_show_the_smarthost() {
     assert_eq!(doc["next_hops"], 5);
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "domains": 5,
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "other_keys": [], "domains": 5,
                 "messages": 5, "tls_messages": 4, "trusted_tls_messages": 4,
                 "summed_over_domains": false}])
     );
@@ -496,7 +496,7 @@ fn a_smarthost_is_judged_on_its_transactions_not_on_the_sums_of_its_domains() {
     let doc = build_log(log, &["--json"]).json();
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]",
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "other_keys": [],
                 "domains": 3, "messages": 4, "tls_messages": 4, "trusted_tls_messages": 4,
                 "summed_over_domains": false}])
     );
@@ -651,7 +651,7 @@ fn an_older_report_without_relay_figures_sums_the_domains_and_says_so() {
     assert_eq!(doc["relays_known"], true);
     assert_eq!(
         doc["smarthosts"],
-        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]",
+        json!([{"host": "smtp.isp.example", "port": null, "port_logged": true, "key": "[smtp.isp.example]", "other_keys": [],
                 "domains": 3, "messages": 12, "tls_messages": 12, "trusted_tls_messages": 12,
                 "summed_over_domains": true}])
     );
@@ -755,7 +755,7 @@ fn a_smarthost_on_another_port_or_at_an_ipv6_address_is_pinned_by_its_key() {
         let doc = sigillo(&["policy", "build", log, "--json"], None).json();
         assert_eq!(
             doc["smarthosts"],
-            json!([{"host": host, "port": (port != 25).then_some(port), "port_logged": true, "key": key,
+            json!([{"host": host, "port": (port != 25).then_some(port), "port_logged": true, "key": key, "other_keys": [],
                     "domains": 9, "messages": 31, "tls_messages": 31,
                     "trusted_tls_messages": 31, "summed_over_domains": false}]),
             "{name}"
@@ -818,6 +818,96 @@ fn a_smarthost_on_another_port_or_at_an_ipv6_address_is_pinned_by_its_key() {
             "{pin}"
         );
     }
+}
+
+/// `relayhost-ipv6-spellings.log`: `relayhost-ipv6.log` with b.example sent by a transport
+/// that writes the relay `smtp:[2001:db8:0::25]`, logged so, while the relayhost writes it
+/// `[2001:db8::25]`. One relay, judged once on its 31 messages; Postfix looks each spelling up
+/// as written, so the map has a line for each, at the one level, which `--pins` reads back
+/// and whose dry run counts the relay's mail once. A pin file with the two spellings at two
+/// levels is refused, naming both lines.
+#[test]
+fn an_ipv6_relay_spelled_two_ways_is_judged_once_and_keyed_as_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = testdata().join("relayhost-ipv6-spellings.log");
+    let log = log.to_str().unwrap();
+    let postfix = dir.path().join("spellings.pins");
+    let run = sigillo(
+        &[
+            "policy",
+            "build",
+            log,
+            "--postfix",
+            postfix.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        read(&postfix),
+        read(&testdata().join("expected/relayhost-ipv6-spellings.postfix"))
+    );
+    for want in [
+        "Smarthost 2001:db8:0::25 took the mail of 9 next-hop domain(s) (31 messages, 31 over \
+         TLS): Postfix looks their TLS policy up as [2001:db8:0::25]",
+        "(The log spells this relay 2 ways: [2001:db8:0::25], [2001:db8::25], ",
+        "Pinned: 1 domain(s) and 1 smarthost(s) (2 encrypt, 0 verify), 41 messages",
+    ] {
+        assert!(run.stdout.contains(want), "{want}\n{}", run.stdout);
+    }
+    let doc = sigillo(&["policy", "build", log, "--json"], None).json();
+    assert_eq!(
+        doc["smarthosts"],
+        json!([{"host": "2001:db8:0::25", "port": null, "port_logged": true,
+                "key": "[2001:db8:0::25]", "other_keys": ["[2001:db8::25]"], "domains": 9,
+                "messages": 31, "tls_messages": 31, "trusted_tls_messages": 31,
+                "summed_over_domains": false}])
+    );
+
+    // The map reads back; its dry run counts the relay once.
+    let dry_run = |pins: &Path| {
+        sigillo(
+            &[
+                "policy",
+                "build",
+                log,
+                "--dry-run",
+                "--pins",
+                pins.to_str().unwrap(),
+                "--json",
+            ],
+            None,
+        )
+    };
+    let run = dry_run(&postfix);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let d = &run.json()["dry_run"];
+    assert_eq!(
+        (
+            &d["pinned_domains"],
+            &d["pinned_domains_seen"],
+            &d["messages_to_pinned"]
+        ),
+        (&json!(2), &json!(2), &json!(41))
+    );
+
+    // At two levels, the spellings are refused.
+    let conflicting = dir.path().join("conflicting.pins");
+    std::fs::write(
+        &conflicting,
+        "[2001:db8:0::25]  verify\npartner.example  encrypt\n[2001:db8::25]  encrypt\n",
+    )
+    .unwrap();
+    let run = dry_run(&conflicting);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "pin file line 3: relay [2001:db8::25] is pinned encrypt, but line 1 pins it \
+             verify as [2001:db8:0::25]"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 /// `shared-mx.log`: three of six domains go to a provider's shared MX
@@ -1245,6 +1335,19 @@ fn postmap_reads_the_built_map() {
         ("relayhost-port.log", "[smtp.isp.example]", 1, ""),
         ("relayhost-ipv6.log", "[2001:db8::25]", 0, "encrypt"),
         ("relayhost-ipv6.log", "[ipv6:2001:db8::25]", 1, ""),
+        // A relay the log spells two ways: each spelling is found.
+        (
+            "relayhost-ipv6-spellings.log",
+            "[2001:db8:0::25]",
+            0,
+            "encrypt",
+        ),
+        (
+            "relayhost-ipv6-spellings.log",
+            "[2001:db8::25]",
+            0,
+            "encrypt",
+        ),
     ] {
         let map = dir.path().join(format!("{log}.pins"));
         let run = sigillo(
