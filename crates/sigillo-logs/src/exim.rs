@@ -9,8 +9,9 @@
 //!   at the end of input (or when the cap of open messages is reached, counted in
 //!   [`MtaParser::evicted`]) still-deferred recipients are added; never less than 1.
 //! - **Transport.** `X=` present ⇒ TLS (version, cipher, bits; GnuTLS names carry the key
-//!   exchange, `ECDHE_X25519__…` ⇒ `X25519`). `P=esmtps`/`esmtpsa`/`smtps` without `X=` ⇒
-//!   TLS of unknown version (advice: `+tls_cipher`). `P=smtp`/`esmtp`/`esmtpa` ⇒ plain.
+//!   exchange, `ECDHE_X25519__…` ⇒ `X25519`). `P=esmtps`/`esmtpsa`/`smtps`, or TLS on
+//!   connect's `ssmtp`/`essmtp`/`essmtpa`, without `X=` ⇒ TLS of unknown version (advice:
+//!   `+tls_cipher`). `P=smtp`/`esmtp`/`esmtpa` ⇒ plain.
 //!   `P=local…` or no `H=` ⇒ internal. `CV=yes`/`dane` ⇒ `Verified`, `CV=no` ⇒ `Untrusted`.
 //! - **Deliveries.** `=>` (or cutthrough `>>`) starts one record, each following `->` of
 //!   that message adds a recipient. With `H=`: Internet, TLS iff `X=`; without: internal.
@@ -361,7 +362,8 @@ fn classify_proto(p: &str) -> Proto {
     }
     let p = p.strip_prefix("utf8").unwrap_or(p);
     match p {
-        "esmtps" | "esmtpsa" | "smtps" | "ssmtp" => Proto::Tls,
+        // `ssmtp`, `essmtp`, `essmtpa`: TLS on connect (smtp_in.c protocols[], `ponconn`).
+        "esmtps" | "esmtpsa" | "smtps" | "ssmtp" | "essmtp" | "essmtpa" => Proto::Tls,
         "smtp" | "esmtp" | "esmtpa" | "asmtp" => Proto::Plain,
         _ => Proto::Other,
     }
@@ -3339,6 +3341,11 @@ mod tests {
             ("esmtps", Proto::Tls),
             ("esmtpsa", Proto::Tls),
             ("utf8esmtps", Proto::Tls),
+            // TLS on connect (smtp_in.c protocols[], `ponconn`): HELO, EHLO, EHLO and AUTH.
+            ("ssmtp", Proto::Tls),
+            ("essmtp", Proto::Tls),
+            ("essmtpa", Proto::Tls),
+            ("utf8essmtpa", Proto::Tls),
             ("esmtp", Proto::Plain),
             ("esmtpa", Proto::Plain),
             ("smtp", Proto::Plain),
