@@ -74,7 +74,11 @@
 //! - **Inbound connections** need `+smtp_connection`: `SMTP connection from … (TCP/IP
 //!   connection count…)` opens; `… closed by QUIT`/`lost`, the timeouts, `SMTP call from …
 //!   dropped: too many …` and `H=… rejected connection in "connect" ACL` (TLS only with `X=`
-//!   on that line; `+dnssec` glues ` DS` to its start, ` DSH=…`) close. A session without
+//!   on that line; `+dnssec` glues ` DS` to its start, ` DSH=…`) close, as does, on a
+//!   TLS-on-connect port, current Exim's `[ DS]H=… dropped by 'connect' ACL[: …]`
+//!   (smtp_in.c `log_connect_tls_drop()`: the connect ACL runs before the TLS handshake
+//!   there, so the session had neither TLS nor clear SMTP: unknown; versions that started TLS
+//!   before that ACL wrote the `rejected connection` line with `X=`). A session without
 //!   mail gets its transport from the `no MAIL in SMTP connection from … X=…` line
 //!   (`+smtp_no_mail`), which Exim writes *after* the close line; a `no MAIL` line alone also
 //!   counts as a connection. Each message takes its
@@ -636,6 +640,9 @@ const HINT_DEFER: &str =
     "Exim writes no X= on deferred (==) lines, and not on ** lines of older versions";
 const HINT_NO_MAIL: &str = "Exim log_selector +smtp_no_mail shows TLS for sessions without mail";
 const HINT_PROTO: &str = "Exim's P= protocol does not say whether TLS was used";
+/// A session dropped in the connect ACL on a TLS-on-connect port (`dropped by 'connect'
+/// ACL`): that ACL runs before the handshake, so neither TLS nor clear SMTP went over it.
+const HINT_TLS_ON_CONNECT_DROP: &str = "dropped in Exim's connect ACL on a TLS-on-connect port, before the TLS handshake: nothing was sent";
 
 #[derive(Debug)]
 struct OpenMessage {
@@ -1789,6 +1796,23 @@ impl MtaParser for EximParser {
             let transport = match self.tls_from(f.x, f.cv) {
                 Some(tls) => Transport::Tls(tls),
                 None => Transport::Plain,
+            };
+            if let Some(key) = host.key() {
+                self.close_session(key, line.pid, line.time, &host, Some(transport), out);
+            }
+        } else if let Some(rest) = acl_host_text(m)
+            && let Some(at) = rest.find(" dropped by 'connect' ACL")
+        {
+            // `[ DS]H=… dropped by 'connect' ACL[: …]`: on a TLS-on-connect port the connect ACL
+            // runs before the handshake (log_connect_tls_drop()); the session ends there with
+            // neither TLS nor clear SMTP. No `X=` can be on it (no TLS yet); one would be read.
+            let (host, used) = parse_host(rest);
+            let f = parse_fields(rest.get(used..at).unwrap_or(""));
+            let transport = match self.tls_from(f.x, f.cv) {
+                Some(tls) => Transport::Tls(tls),
+                None => Transport::Unknown {
+                    hint: HINT_TLS_ON_CONNECT_DROP,
+                },
             };
             if let Some(key) = host.key() {
                 self.close_session(key, line.pid, line.time, &host, Some(transport), out);
@@ -3502,6 +3526,98 @@ mod tests {
                 })
                 .collect();
             assert_eq!(got, [(*name, *transport, 10)], "{rejection}");
+        }
+    }
+
+    /// On a TLS-on-connect port current Exim runs the connect ACL before the TLS handshake and,
+    /// when it denies, smtp_in.c `log_connect_tls_drop()` writes `[ DS]H=host [ip] dropped by
+    /// 'connect' ACL[: MESSAGE]` (`NULL` glued on when the ACL set no log message: `%s` of a
+    /// null pointer) instead of the `rejected connection` line; no handshake took place, so
+    /// the session ends there, neither TLS nor in clear: unknown. An `X=`, which that line
+    /// cannot carry (no TLS yet), would still be read as TLS. Not the drop: another `what`.
+    #[test]
+    fn tls_on_connect_drops_close_their_session() {
+        /// drop line, the open line's address part, name and transport of the session
+        type DropCase = (
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            &'static str,
+        );
+        let cases: &[DropCase] = &[
+            (
+                "H=[192.0.2.6] dropped by 'connect' ACL: we dislike you",
+                "[192.0.2.6]",
+                None,
+                "unknown",
+            ),
+            (
+                "H=mx.e.example [192.0.2.6] dropped by 'connect' ACLNULL",
+                "[192.0.2.6]",
+                Some("mx.e.example"),
+                "unknown",
+            ),
+            (
+                " DSH=mx.e.example (helo) [2001:db8::6]:4567 dropped by 'connect' ACL: listed",
+                "[2001:db8::6]:4567",
+                Some("mx.e.example"),
+                "unknown",
+            ),
+            (
+                "DSH=mx.e.example [192.0.2.6] dropped by 'connect' ACL",
+                "[192.0.2.6]",
+                Some("mx.e.example"),
+                "unknown",
+            ),
+            (
+                "H=mx.e.example [192.0.2.6] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no dropped by 'connect' ACL",
+                "[192.0.2.6]",
+                Some("mx.e.example"),
+                "tls",
+            ),
+            // Not the drop: the session stays open (emitted at the end, no name).
+            (
+                "H=mx.e.example [192.0.2.6] dropped by 'mail' ACL",
+                "[192.0.2.6]",
+                None,
+                "unknown-open",
+            ),
+        ];
+        for (drop, addr, name, transport) in cases {
+            let mut p = EximParser::new();
+            let mut out = Vec::new();
+            let open = format!("SMTP connection from {addr} (TCP/IP connection count = 1)");
+            for (time, m) in [(10, open.as_str()), (11, *drop)] {
+                let line = Line {
+                    time,
+                    host: "",
+                    program: "exim",
+                    pid: None,
+                    message: m,
+                    raw: m,
+                };
+                p.feed(&line, &mut out);
+            }
+            p.finish(&mut out);
+            let got: Vec<_> = out
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Connection(c) => Some((
+                        c.peer.hostname.as_deref(),
+                        match c.transport {
+                            Transport::Tls(_) => "tls",
+                            Transport::Plain => "plain",
+                            Transport::Unknown { hint } if hint == HINT_TLS_ON_CONNECT_DROP => {
+                                "unknown"
+                            }
+                            Transport::Unknown { .. } => "unknown-open",
+                        },
+                        c.time,
+                    )),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, [(*name, *transport, 10)], "{drop}");
         }
     }
 

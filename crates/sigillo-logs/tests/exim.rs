@@ -73,10 +73,13 @@ fn concurrent_sessions_from_one_address_stay_apart() {
                 ("10:50:01", "192.0.2.3", "tls", 1),
                 // +dnssec: the rejection ` DSH=mx.d.example [192.0.2.5] …` ends its session.
                 ("11:00:01", "192.0.2.5", "tls", 1),
+                // TLS on connect: `H=… dropped by 'connect' ACL` ends its session.
+                ("11:10:01", "192.0.2.6", "tls", 1),
                 ("10:30:00", "192.0.2.3", "plain", 0),
                 ("10:40:00", "192.0.2.3", "plain", 0),
                 ("10:50:00", "192.0.2.3", "unknown", 0),
                 ("11:00:00", "192.0.2.5", "plain", 0),
+                ("11:10:00", "192.0.2.6", "unknown", 0),
             ],
             false,
         ),
