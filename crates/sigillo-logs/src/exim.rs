@@ -427,7 +427,9 @@ struct FailSeen {
 impl FailSeen {
     /// How many lines at `time` could still pair with this key's state: its waiting lines
     /// within their windows, and its run while a further recipient line could continue it.
-    /// Dropping the key at the table's cap can list each such line once more than it should.
+    /// Dropping the key at the table's cap can list each such line once more than it should;
+    /// an anchored run's further lines, once more at each change of domain (not counted here:
+    /// how many are still to come is not known).
     fn still_pairing(&self, time: UnixTime) -> u64 {
         let waiting = self
             .waiting
@@ -603,7 +605,10 @@ const MAX_OUTBOUND: usize = 4_096;
 /// few seconds apart are compared ([`DANE_OUTCOME_SECS`]), so this needs to hold no more
 /// than that many seconds' worth. Past it the key seen least recently is dropped, with its
 /// waiting lines and run: a later line of that key can be listed again, once for each of
-/// them still in its window, which is how many [`MtaParser::evicted`] counts (documented).
+/// them still in its window, which is how many [`MtaParser::evicted`] counts; and a dropped
+/// run that had paired ([`RunSeen::anchored`]) is continued by an unanchored one, listed again
+/// at each change of domain among its further lines, which `evicted` does not count
+/// (documented).
 const MAX_TLS_FAILURES: usize = 1_024;
 /// Lines of one message to one host this close together (seconds) are one SMTP transaction
 /// (`**` and `=>` of the same delivery), not a new connection.
@@ -3158,6 +3163,29 @@ mod tests {
         };
         assert_eq!(run_then_others(MAX_TLS_FAILURES - 1), (MAX_TLS_FAILURES, 0));
         assert_eq!(run_then_others(MAX_TLS_FAILURES), (MAX_TLS_FAILURES + 2, 3));
+        // An anchored run (over two domains, its first line paired with its DANE line) dropped
+        // with its key while its lines still come: its next line starts a run of its own,
+        // unanchored, so each further change of domain is listed again, as for a run whose own
+        // line the log lacks. 1 + 1,024 attempts, listed 1 + 1,024 + 3, evicted 2 (the run,
+        // and the oldest other DANE line when the key came back): the over-count passes what
+        // is evicted by the changes of domain after the drop (documented).
+        let anchored_then_others = |n: usize| {
+            let lines: Vec<String> = (0..n)
+                .map(|i| dane.replace("1abcde-000000-AB", &format!("2{i:05}-000000-AB")))
+                .collect();
+            let mut v: Vec<(i64, Option<u32>, &str)> = vec![(10, None, dane), (10, None, &a1)];
+            v.extend(lines.iter().map(|l| (10, None, l.as_str())));
+            v.extend([(10, None, b1.as_str()), (10, None, &a2), (10, None, &b2)]);
+            failures_and_evicted(&v)
+        };
+        assert_eq!(
+            anchored_then_others(MAX_TLS_FAILURES - 1),
+            (MAX_TLS_FAILURES, 0)
+        );
+        assert_eq!(
+            anchored_then_others(MAX_TLS_FAILURES),
+            (MAX_TLS_FAILURES + 4, 2)
+        );
         // A callout's DANE line and its rejection come from the process serving the session,
         // one right after the other: two seconds apart they are two attempts too.
         let callout_dane =
