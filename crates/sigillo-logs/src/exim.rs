@@ -1060,7 +1060,12 @@ impl EximParser {
     /// paired with a line that its transport process wrote itself for that connection (a
     /// DANE line, the host's `a TLS session is required` line, an older version's `TLS error
     /// on connection to` line), and each run to that host writes its own, which is the one
-    /// counted: a new domain's lines then continue the run, one run or two.
+    /// counted: a new domain's lines then continue the run, one run or two. Except a run of
+    /// another domain to that host that writes no such line (not under DANE: its domain's MX
+    /// lookup was not DNSSEC-secured, deliver.c `same_hosts()` compares names only; with
+    /// `hosts_require_tls` a failed handshake logs nothing of its own) with the same error:
+    /// its lines are taken for the anchored run's, one attempt too few (documented; `+dnssec`
+    /// writes `H=mx DS [ip]` on the DANE run's lines only, so their routes differ).
     fn outbound_tls_failure(
         &mut self,
         line: &Line<'_>,
@@ -2963,6 +2968,15 @@ mod tests {
             2
         );
         assert_eq!(run(&[one(&a1), one(&b1), one(&a2)]), 3);
+        // The documented limit the other way: a DANE run for a (a DNSSEC-signed MX), then a
+        // run for b (`multi_domain = false`, its MX unsigned: no DANE, `hosts_require_tls`)
+        // failing the handshake with the same error, which writes no line of its own: two
+        // attempts read as one anchored run, 1. With `+dnssec` the DANE run's host reads
+        // `H=mx DS [ip]`: routes differ, 2.
+        assert_eq!(run(&[one(dane), one(&a1), one(&b1)]), 1);
+        let ds_a1 = a1.replace("H=mx.example.net [", "H=mx.example.net DS [");
+        assert_ne!(ds_a1, a1);
+        assert_eq!(run(&[one(dane), one(&ds_a1), one(&b1)]), 2);
         // An anchored run still ends at another route, process or second, or an address named
         // again.
         assert_eq!(run(&[one(dane), one(&a1), at(12, &b1)]), 2);
