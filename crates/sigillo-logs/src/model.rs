@@ -207,7 +207,8 @@ pub trait MtaParser {
     fn finish(&mut self, out: &mut Vec<Record>);
     /// Lines that looked like this MTA's but could not be understood.
     fn unparsed(&self) -> u64;
-    /// Sessions or queue entries dropped because a state cap was reached.
+    /// Entries dropped because a state cap was reached: sessions, queue entries, and for Exim
+    /// the STARTTLS failure lines that could still have paired.
     fn evicted(&self) -> u64;
     /// Set when the log lacks what a precise answer needs (e.g. Postfix TLS logging off):
     /// advice to print, naming the setting to change.

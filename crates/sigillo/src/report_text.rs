@@ -210,7 +210,7 @@ pub fn render(a: &Analysis) -> String {
     if a.unparsed_lines > 0 || a.evicted > 0 {
         let _ = writeln!(
             out,
-            "Note: {} MTA lines not understood, {} open sessions dropped at the state cap",
+            "Note: {} MTA lines not understood, {} entries dropped at a state cap (open sessions, queue entries, Exim STARTTLS failure lines)",
             a.unparsed_lines, a.evicted
         );
     }
