@@ -24,7 +24,8 @@ pub const MAX_NEXT_HOPS: usize = 100_000;
 /// each.
 pub const NEXT_HOP_SAMPLE: usize = 5;
 /// Most relays (a host on a port) counted in [`Figures::relays`] (the messages to any beyond
-/// are counted together).
+/// are counted together). Each spelling of a host takes a place until the table is full; a
+/// spelling first seen after that still counts for its relay when the table holds it.
 pub const MAX_RELAYS: usize = 100_000;
 /// Most relays remembered per next-hop domain for [`RelayHostFigures::domains`] (a relay as
 /// reported: spellings of one host on one port are one): a relay reached after this many
@@ -487,7 +488,7 @@ pub struct RelayHostFigures {
 pub struct RelaysOmitted {
     /// The delivery named no relay host (neither a name nor an address).
     pub no_host_messages: u64,
-    /// Their relay came after [`MAX_RELAYS`] others.
+    /// Their relay came after [`MAX_RELAYS`] others (see there).
     pub over_cap_messages: u64,
 }
 
@@ -696,10 +697,12 @@ impl<K: Clone + Eq + Hash, V> Table<K, V> {
 /// however many recipient domains the transaction carried. `slot` is the peer's: the relay
 /// is looked up by name only when the peer's last delivery went elsewhere (another port).
 /// A spelling seen for the first time gets the id of its relay from `ids` (see
-/// [`RelayState::id`]). Returns the relay's id (`None`: no host, or after the cap).
+/// [`RelayState::id`]); once the table is full, a new spelling of a relay it holds counts in
+/// the entry of that relay's first spelling. Returns the relay's id (`None`: no host, or a
+/// relay after the cap).
 fn add_relay(
     relays: &mut Table<(RelayName, Option<u16>), RelayState>,
-    ids: &mut HashMap<(String, Option<u16>), u32>,
+    ids: &mut HashMap<(String, Option<u16>), RelayPlace>,
     omitted: &mut RelaysOmitted,
     slot: &mut RelaySlot,
     m: &MessageRecord,
@@ -738,35 +741,68 @@ fn add_relay(
         |count| {
             (count < MAX_RELAYS).then(|| RelayState {
                 mail: MailTally::new(m.time),
-                id: relay_id(ids, name().text(), m.port),
+                id: relay_id(ids, name().text(), m.port, count),
             })
         },
     );
-    match relay {
-        Some((position, relay)) => {
-            relay.mail.add(m);
-            let position = u32::try_from(position).ok()?;
-            *slot = RelaySlot {
-                port: m.port,
-                position,
-            };
-            relay.id()
-        }
+    let (position, relay) = match relay {
+        Some(found) => found,
         None => {
-            omitted.over_cap_messages += 1;
-            None
+            // The table is full, and this spelling has no entry: it may spell a relay that
+            // has one (`MX.example.` for `mx.example`), whose first spelling's entry counts it.
+            // Looked up by name only here, past the cap.
+            let host = name().text();
+            if host.is_empty() {
+                omitted.no_host_messages += 1;
+                return None;
+            }
+            let place = ids.get(&(host, m.port)).copied();
+            let found = place.and_then(|place| {
+                let position = usize::try_from(place.first).ok()?;
+                Some((position, &mut relays.entries.get_mut(position)?.1))
+            });
+            let Some(found) = found else {
+                omitted.over_cap_messages += 1;
+                return None;
+            };
+            found
         }
-    }
+    };
+    relay.mail.add(m);
+    let position = u32::try_from(position).ok()?;
+    *slot = RelaySlot {
+        port: m.port,
+        position,
+    };
+    relay.id()
 }
 
 /// The id of the relay named `host` (as reported: [`RelayName::text`]) on `port`, a new one
-/// when it has none yet; [`RelayState::NO_HOST`] when the name is empty (a lone `.`).
-fn relay_id(ids: &mut HashMap<(String, Option<u16>), u32>, host: String, port: Option<u16>) -> u32 {
+/// when it has none yet (its first spelling being at `position` in the relays table);
+/// [`RelayState::NO_HOST`] when the name is empty (a lone `.`).
+fn relay_id(
+    ids: &mut HashMap<(String, Option<u16>), RelayPlace>,
+    host: String,
+    port: Option<u16>,
+    position: usize,
+) -> u32 {
     if host.is_empty() {
         return RelayState::NO_HOST;
     }
-    let next = u32::try_from(ids.len()).unwrap_or(RelayState::NO_HOST);
-    *ids.entry((host, port)).or_insert(next)
+    let next = RelayPlace {
+        id: u32::try_from(ids.len()).unwrap_or(RelayState::NO_HOST),
+        first: u32::try_from(position).unwrap_or(u32::MAX),
+    };
+    ids.entry((host, port)).or_insert(next).id
+}
+
+/// A relay as reported, in [`Aggregator::relay_ids`]: its id ([`RelayState::id`]) and the
+/// position of its first spelling in [`Aggregator::relays`] (which counts the spellings that
+/// came after the table was full).
+#[derive(Debug, Clone, Copy)]
+struct RelayPlace {
+    id: u32,
+    first: u32,
 }
 
 /// Counts a delivered outbound Internet message for its recipient domain, or, when its
@@ -1203,8 +1239,8 @@ pub struct Aggregator {
     /// Per relay host (as named, exactly) and port; spellings are merged at the end.
     relays: Table<(RelayName, Option<u16>), RelayState>,
     /// The relays as reported (host as [`RelayName::text`] gives it, and port), by id: the
-    /// [`RelayState::id`] of each spelling.
-    relay_ids: HashMap<(String, Option<u16>), u32>,
+    /// [`RelayState::id`] of each spelling. At most [`MAX_RELAYS`].
+    relay_ids: HashMap<(String, Option<u16>), RelayPlace>,
     relays_omitted: RelaysOmitted,
     /// Peer steps waiting to be applied in time order (downgrade windows).
     in_order: ReorderBuffer,
@@ -1498,8 +1534,11 @@ impl Aggregator {
         // By id: the relay's host and port, and the mail of all its spellings.
         let mut keys: Vec<(String, Option<u16>)> =
             vec![(String::new(), None); self.relay_ids.len()];
-        for (key, &id) in &self.relay_ids {
-            if let Some(k) = usize::try_from(id).ok().and_then(|id| keys.get_mut(id)) {
+        for (key, place) in &self.relay_ids {
+            if let Some(k) = usize::try_from(place.id)
+                .ok()
+                .and_then(|id| keys.get_mut(id))
+            {
                 k.clone_from(key);
             }
         }
@@ -3209,6 +3248,55 @@ mod tests {
         assert_eq!(f.relays_omitted.over_cap_messages, 1);
         // Without a recipient domain, the transactions name no next hop.
         assert_eq!(f.relays[0].domains, 0);
+    }
+
+    /// The cap is on spellings: once [`MAX_RELAYS`] are held, a new spelling of a relay
+    /// already counted (`MX0.Example.` for `mx0.example`) still counts for that relay, its
+    /// messages and its domains; only a relay with no place is over the cap, and a spelling
+    /// that names no host (`.`) has none either way.
+    #[test]
+    fn a_new_spelling_past_the_relay_cap_counts_for_its_relay() {
+        use crate::model::DeliveryStatus::Sent;
+        let mut agg = Aggregator::new(AggregateOptions::default());
+        let to = |agg: &mut Aggregator, domain: Option<&str>, host: &str, port: Option<u16>| {
+            let Record::Message(mut m) = delivery(100, domain, "trusted", Sent, "192.0.2.1", "R")
+            else {
+                unreachable!("delivery makes message records")
+            };
+            m.peer.hostname = Some(host.into());
+            m.port = port;
+            agg.add(&Record::Message(m));
+        };
+        for i in 0..MAX_RELAYS {
+            to(&mut agg, None, &format!("mx{i}.example"), Some(25));
+        }
+        // Past the cap, for d.example: a second spelling of mx0 (twice: the second time the
+        // peer's slot finds it), mx1 on another port (a relay of its own), a new relay, and
+        // a lone dot.
+        to(&mut agg, Some("d.example"), "MX0.Example.", Some(25));
+        to(&mut agg, Some("d.example"), "MX0.Example.", Some(25));
+        to(&mut agg, Some("d.example"), "mx1.example", Some(587));
+        to(&mut agg, Some("d.example"), "new.example", Some(25));
+        to(&mut agg, Some("d.example"), ".", Some(25));
+        let f = agg.finish();
+        assert_eq!(f.relays.len(), MAX_RELAYS);
+        let mx0 = f
+            .relays
+            .iter()
+            .find(|r| r.host == "mx0.example" && r.port == Some(25))
+            .map(|r| (r.mail.messages, r.domains));
+        assert_eq!(mx0, Some((3, 1)), "MX0.Example. is mx0.example");
+        assert_eq!(
+            f.relays_omitted.over_cap_messages, 2,
+            "mx1:587 and new.example"
+        );
+        assert_eq!(f.relays_omitted.no_host_messages, 1, "the dot");
+        let listed: u64 = f.relays.iter().map(|r| r.mail.messages).sum();
+        assert_eq!(
+            listed + f.relays_omitted.over_cap_messages + f.relays_omitted.no_host_messages,
+            f.outbound.messages
+        );
+        assert_eq!(f.next_hops_over_relay_cap, 0);
     }
 
     #[test]
