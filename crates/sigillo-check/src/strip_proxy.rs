@@ -504,8 +504,10 @@ async fn idle(
         if Instant::now() >= deadline {
             return end;
         }
-        // A server gone stays gone: nothing is left to wait for but the deadline (no write
-        // can start, and none is under way, as the end says).
+        // A server gone stays gone: nothing is left to wait for but the deadline. The client
+        // may still send, and a write may start meanwhile, but it only moves the deadline
+        // later (its bytes are activity, and a write under way has the idle timeout, at least
+        // the grace): the next turn, at this deadline, counts from them.
         let waiting = !matches!(end, ConnectionEnd::ServerGone { .. });
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
@@ -996,6 +998,70 @@ mod tests {
         // The server read `DATA\r\n` before it half-closed, then the whole message.
         assert_eq!(server.await.unwrap(), body.len() as u64);
         assert_eq!(report.bytes_from_client, 6 + body.len() as u64);
+    }
+
+    /// As above, but the half-closed server never reads: the client's bytes wait for good,
+    /// and the idle timeout (not a grace, and not never) ends the connection, counted from the
+    /// last byte the server's socket took.
+    #[tokio::test]
+    async fn a_message_stuck_behind_a_server_that_never_reads_ends_at_the_idle_timeout() {
+        let body = vec![b'x'; 16 * 1024 * 1024];
+        let upstream = tokio::net::TcpSocket::new_v4().unwrap();
+        upstream.set_recv_buffer_size(64 * 1024).unwrap();
+        upstream.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let upstream = upstream.listen(1).unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            stream.write_all(b"220 upstream ESMTP\r\n").await.unwrap();
+            read_until(&mut stream, b"DATA\r\n").await;
+            stream.write_all(b"354 go ahead\r\n").await.unwrap();
+            stream.shutdown().await.unwrap();
+            // Holds the connection open, reading nothing, until the test is done.
+            let _ = tokio::time::timeout(Duration::from_secs(60), release_rx).await;
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ProxyOptions {
+            idle_timeout: Duration::from_secs(3),
+            client_gone_grace: Duration::from_secs(1),
+            server_gone_grace: Duration::from_secs(1),
+            ..ProxyOptions::default()
+        };
+        let proxy = tokio::spawn(async move {
+            let (client, client_addr) = listener.accept().await.unwrap();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        read_until(&mut client, b"\r\n").await;
+        client.write_all(b"DATA\r\n").await.unwrap();
+        let mut replies = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut replies));
+        assert!(
+            matches!(read.await, Ok(Ok(_))),
+            "the server's close was not passed on"
+        );
+        let sent = Instant::now();
+        let (mut _client_read, mut client_write) = client.into_split();
+        let writer = tokio::spawn(async move {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(30), client_write.write_all(&body)).await;
+        });
+        let report = tokio::time::timeout(Duration::from_secs(20), proxy)
+            .await
+            .expect("the connection did not end")
+            .unwrap();
+        assert_eq!(report.end, ConnectionEnd::IdleTimeout);
+        assert!(
+            sent.elapsed() >= Duration::from_secs(3),
+            "cut before the idle timeout: {:?}",
+            sent.elapsed()
+        );
+        let _ = release_tx.send(());
+        server.await.unwrap();
+        writer.abort();
     }
 
     #[tokio::test]
