@@ -51,6 +51,24 @@ fn severity_name(s: Severity) -> &'static str {
 /// Most characters of a host's error in the table's `status` column.
 const STATUS_ERROR_CHARS: usize = 60;
 
+/// `text` with its control characters escaped as Rust does (`\u{1b}`, `\r`): what a server
+/// sent (its banner, its replies, in cells, errors, evidence and the transcript) reaches the
+/// terminal as text, never as a terminal command (an escape sequence, a carriage return).
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
@@ -67,7 +85,7 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
     let _ = writeln!(
         out,
         "{}  {}  ({} host{}, {:.0} ms)",
-        paint(&r.target, "1", color),
+        paint(&shown(&r.target), "1", color),
         paint(r.verdict.as_str(), verdict_code(r.verdict), color),
         r.hosts.len(),
         if r.hosts.len() == 1 { "" } else { "s" },
@@ -82,7 +100,7 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
         );
     }
     if let Some(e) = &r.error {
-        let _ = writeln!(out, "  error: {e}");
+        let _ = writeln!(out, "  error: {}", shown(e));
     }
     if !r.hosts.is_empty() {
         // The errors cut in the table, in full: `address (MX): status: error`.
@@ -103,15 +121,15 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
             ]);
         for h in &r.hosts {
             let mx = match h.preference {
-                Some(p) => format!("{p} {}", h.mx),
-                None => h.mx.clone(),
+                Some(p) => format!("{p} {}", shown(&h.mx)),
+                None => shown(&h.mx).into_owned(),
             };
             let address = host_address(h);
             let starttls = match (&h.tls, h.starttls.offered) {
                 (Some(_), false) => "implicit TLS".to_owned(),
                 (_, true) => match &h.starttls.reply {
                     Some(reply) if !reply.starts_with("220") => {
-                        format!("offered, refused: {}", truncate(reply, 30))
+                        format!("offered, refused: {}", truncate(&shown(reply), 30))
                     }
                     _ => "offered".to_owned(),
                 },
@@ -133,20 +151,21 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
                     } else {
                         t.certificate
                             .error
-                            .clone()
-                            .unwrap_or_else(|| "not verified".to_owned())
+                            .as_deref()
+                            .map_or_else(|| "not verified".to_owned(), |e| shown(e).into_owned())
                     },
                 ),
                 None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
             };
             let status = match &h.error {
                 Some(e) if h.status != Verdict::Encrypted => {
-                    let short = truncate(e, STATUS_ERROR_CHARS);
+                    let e = shown(e);
+                    let short = truncate(&e, STATUS_ERROR_CHARS);
                     if short != *e {
                         let who = if h.mx == h.address {
                             address.clone()
                         } else {
-                            format!("{address} ({})", h.mx)
+                            format!("{address} ({})", shown(&h.mx))
                         };
                         cut.push(format!("{who}: {}: {e}", h.status.as_str()));
                     }
@@ -157,7 +176,7 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
             table.add_row([
                 Cell::new(mx),
                 Cell::new(address),
-                Cell::new(truncate(h.banner.as_deref().unwrap_or("-"), 40)),
+                Cell::new(truncate(&shown(h.banner.as_deref().unwrap_or("-")), 40)),
                 Cell::new(starttls),
                 Cell::new(version),
                 Cell::new(cipher),
@@ -175,8 +194,8 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
     }
     for f in &r.findings {
         let place = match (&f.mx, &f.address) {
-            (Some(mx), Some(addr)) if mx != addr => format!(" [{mx} {addr}]"),
-            (Some(mx), _) => format!(" [{mx}]"),
+            (Some(mx), Some(addr)) if mx != addr => format!(" [{} {}]", shown(mx), shown(addr)),
+            (Some(mx), _) => format!(" [{}]", shown(mx)),
             _ => String::new(),
         };
         let _ = writeln!(
@@ -185,17 +204,23 @@ pub fn target(r: &TargetReport, color: bool, transcript: bool) -> String {
             paint(severity_name(f.severity), severity_code(f.severity), color),
             f.id,
             place,
-            f.message
+            shown(&f.message)
         );
         for line in &f.evidence {
-            let _ = writeln!(out, "      | {line}");
+            let _ = writeln!(out, "      | {}", shown(line));
         }
     }
     if transcript {
         for h in &r.hosts {
-            let _ = writeln!(out, "  session with {} ({}:{}):", h.mx, h.address, h.port);
+            let _ = writeln!(
+                out,
+                "  session with {} ({}:{}):",
+                shown(&h.mx),
+                h.address,
+                h.port
+            );
             for line in &h.transcript {
-                let _ = writeln!(out, "      {line}");
+                let _ = writeln!(out, "      {}", shown(line));
             }
         }
     }
@@ -372,6 +397,7 @@ pub fn summary(s: &Summary, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sigillo_check::Finding;
     use sigillo_check::report::StartTlsReport;
 
     fn host(mx: &str, address: &str, status: Verdict, error: Option<&str>) -> HostReport {
@@ -490,5 +516,86 @@ mod tests {
         let out = target(&report(hosts), false, false);
         let below: String = cases.iter().filter_map(|(_, b)| b.clone()).collect();
         assert!(out.ends_with(&format!("┘\n{below}\n")), "{out}");
+    }
+
+    /// What a hostile server (or its middlebox) sends reaches the report as it came: a
+    /// terminal title change, a screen clear, a bell, a carriage return over the line.
+    const HOSTILE: &str = "\x1b]0;pwned\x07 \x1b[2J\r\x08\x7f\u{9b}";
+
+    fn hostile_host() -> HostReport {
+        HostReport {
+            mx: "mx.example.net".into(),
+            preference: Some(10),
+            address: "192.0.2.1".into(),
+            port: 25,
+            status: Verdict::Stripped,
+            connect_ms: None,
+            greeting_ms: None,
+            total_ms: 0.0,
+            banner: Some(format!("220 {HOSTILE}")),
+            banner_lines: vec![format!("220 {HOSTILE}")],
+            extensions: Vec::new(),
+            helo_fallback: false,
+            starttls: StartTlsReport {
+                offered: true,
+                attempted: true,
+                reply: Some(format!("502 {HOSTILE}")),
+            },
+            tls: None,
+            error: Some(format!(
+                "an error from somewhere that kept the server's words: {HOSTILE} and more"
+            )),
+            failure: None,
+            transcript: vec![format!("S: 220 {HOSTILE}")],
+        }
+    }
+
+    /// Server-supplied text in the terminal report (table cells, the errors in full below
+    /// it, findings' evidence, the transcript) has its control characters escaped, with and
+    /// without colour: only the report's own colour codes and line ends reach the terminal.
+    #[test]
+    fn server_text_reaches_the_terminal_escaped() {
+        let report = TargetReport {
+            target: "example.net".into(),
+            kind: "domain",
+            port: 25,
+            verdict: Verdict::Stripped,
+            mx: Vec::new(),
+            implicit_mx: false,
+            null_mx: false,
+            hosts: vec![hostile_host()],
+            findings: vec![Finding {
+                id: "starttls-stripped",
+                kind: "starttls-rejected",
+                severity: Severity::Critical,
+                mx: Some("mx.example.net".into()),
+                address: Some("192.0.2.1".into()),
+                port: Some(25),
+                message: format!("answered {HOSTILE}"),
+                evidence: vec![format!("S: 502 {HOSTILE}")],
+            }],
+            policy: None,
+            error: Some(format!("target error {HOSTILE}")),
+            started: "2026-01-01T00:00:00Z".into(),
+            duration_ms: 0.0,
+        };
+        for color in [false, true] {
+            let out = target(&report, color, true);
+            // Colour codes are `ESC [ digits ; m`: remove ours, then nothing may be left.
+            let mut rest = out.clone();
+            for code in ["1", "1;31", "0"] {
+                rest = rest.replace(&format!("\x1b[{code}m"), "");
+            }
+            let bad: Vec<char> = rest
+                .chars()
+                .filter(|&c| c.is_control() && c != '\n')
+                .collect();
+            assert!(bad.is_empty(), "colour {color}: {bad:?} in\n{out}");
+            // What was escaped is still there to read.
+            assert!(
+                out.contains("\\u{1b}]0;pwned\\u{7}"),
+                "colour {color}:\n{out}"
+            );
+        }
     }
 }
