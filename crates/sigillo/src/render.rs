@@ -247,11 +247,13 @@ fn policy_status_code(s: PolicyStatus) -> &'static str {
 }
 
 /// A TXT record's line: the record, why there is no valid one, or why it is not known.
+/// A TXT record holds any bytes its publisher chose: control characters are escaped
+/// ([`shown`]).
 fn record_line(record: Option<&String>, error: Option<&String>) -> String {
     match (record, error) {
-        (Some(record), _) => record.clone(),
-        (None, Some(error)) if error.starts_with(LOOKUP_FAILED) => error.clone(),
-        (None, Some(error)) => format!("no valid record: {error}"),
+        (Some(record), _) => shown(record).into_owned(),
+        (None, Some(error)) if error.starts_with(LOOKUP_FAILED) => shown(error).into_owned(),
+        (None, Some(error)) => format!("no valid record: {}", shown(error)),
         (None, None) => "none".to_owned(),
     }
 }
@@ -283,15 +285,16 @@ fn policy(p: &PolicyReport, color: bool) -> String {
             if policy.mx.is_empty() {
                 "-".to_owned()
             } else {
-                policy.mx.join(" ")
+                shown(&policy.mx.join(" ")).into_owned()
             }
         );
     }
     if let Some(error) = &sts.fetch_error {
         let _ = writeln!(
             out,
-            "             {}: {error}",
-            sts.fetch_result_type.unwrap_or("fetch failed")
+            "             {}: {}",
+            sts.fetch_result_type.unwrap_or("fetch failed"),
+            shown(error)
         );
     }
     for mx in &sts.mx {
@@ -303,7 +306,7 @@ fn policy(p: &PolicyReport, color: bool) -> String {
         let _ = writeln!(
             out,
             "             {}: {}, TLS {}, certificate {}",
-            mx.host,
+            shown(&mx.host),
             if mx.matches_policy {
                 "matches"
             } else {
@@ -319,7 +322,7 @@ fn policy(p: &PolicyReport, color: bool) -> String {
         out,
         "    DNSSEC   MX RRset {} ({})",
         p.dnssec.mx.as_str(),
-        p.dnssec.detail
+        shown(&p.dnssec.detail)
     );
     let quiet = !p.dane.applies && p.dane.hosts.iter().all(|h| h.status == TlsaStatus::None);
     if quiet {
@@ -333,13 +336,13 @@ fn policy(p: &PolicyReport, color: bool) -> String {
         let records = if host.tlsa.is_empty() {
             String::new()
         } else {
-            let shown: Vec<String> = host.tlsa.iter().map(|t| truncate(t, 24)).collect();
-            format!(" {}", shown.join(", "))
+            let records: Vec<String> = host.tlsa.iter().map(|t| truncate(&shown(t), 24)).collect();
+            format!(" {}", records.join(", "))
         };
         let _ = writeln!(
             out,
             "    {label} {}: TLSA {}{records}",
-            host.mx,
+            shown(&host.mx),
             host.status.as_str()
         );
         for a in &host.addresses {
@@ -594,6 +597,56 @@ mod tests {
             // What was escaped is still there to read.
             assert!(
                 out.contains("\\u{1b}]0;pwned\\u{7}"),
+                "colour {color}:\n{out}"
+            );
+        }
+    }
+    /// TXT records, a fetch error and names in the policy section come from DNS and the
+    /// policy host: their control characters are escaped too.
+    #[test]
+    fn policy_text_reaches_the_terminal_escaped() {
+        use sigillo_check::policy_report::{
+            DnssecReport, MtaStsReport, MxDnssec, StsMxReport, TlsRptReport,
+        };
+        let policy = PolicyReport {
+            status: PolicyStatus::Failing,
+            enforced_by: Vec::new(),
+            mta_sts: MtaStsReport {
+                record: Some(format!("v=STSv1; id={HOSTILE}")),
+                fetch_error: Some(format!("fetch {HOSTILE}")),
+                fetch_result_type: Some("sts-policy-fetch-error"),
+                mx: vec![StsMxReport {
+                    host: format!("mx{HOSTILE}"),
+                    matches_policy: false,
+                    tls: None,
+                    certificate_valid: None,
+                }],
+                ..MtaStsReport::default()
+            },
+            tlsrpt: TlsRptReport {
+                error: Some(format!("bad {HOSTILE}")),
+                ..TlsRptReport::default()
+            },
+            dnssec: DnssecReport {
+                mx: MxDnssec::Bogus,
+                detail: format!("detail {HOSTILE}"),
+            },
+            dane: sigillo_check::policy_report::DaneReport::default(),
+        };
+        for color in [false, true] {
+            let out = super::policy(&policy, color);
+            let mut rest = out.clone();
+            for code in ["1;31", "0"] {
+                rest = rest.replace(&format!("\x1b[{code}m"), "");
+            }
+            let bad: Vec<char> = rest
+                .chars()
+                .filter(|&c| c.is_control() && c != '\n')
+                .collect();
+            assert!(bad.is_empty(), "colour {color}: {bad:?} in\n{out}");
+            assert_eq!(
+                out.matches("\\u{1b}]0;pwned\\u{7}").count(),
+                5,
                 "colour {color}:\n{out}"
             );
         }
