@@ -64,7 +64,8 @@
 //!   by the process since is gone. A delivery over a connection the cache has closed went over
 //!   a new one, in clear unless a new `STARTTLS=client` line says otherwise (but see below for
 //!   a TLS connection a larger cache would still hold). A deferral that reached no session
-//!   (`Connection refused`, `timed out`, `Host is down`, no `[ip]`, …) counts none, takes no
+//!   (`Connection refused`, `timed out`, `Host is down`, no `[ip]`, …; never one quoting
+//!   the server's reply, `Deferred: 4xx …`, whatever the reply names) counts none, takes no
 //!   cache slot (deliver.c `deliver()` calls `mci_cache()` only when `makeconnection()`
 //!   returned `EX_OK`; a failed attempt keeps host status in the symbol table alone), and
 //!   closes the one the model held to that relay (`mci_get()` reuses a cached connection
@@ -508,7 +509,7 @@ struct PendingTrace {
 /// What a delivery line says of its attempt, for [`SendmailParser::outbound_delivery`].
 #[derive(Debug, Clone, Copy)]
 struct Attempt {
-    /// Its `stat=` names no failure to connect ([`NO_SESSION`]).
+    /// Its `stat=` quotes a reply, or names no failure to connect ([`NO_SESSION`]).
     session: bool,
     /// Its `stat=` quotes an SMTP reply ([`stat_has_reply`]): a session was had.
     replied: bool,
@@ -530,7 +531,9 @@ fn stat_has_reply(stat: &str) -> bool {
             .is_none_or(|b| *b == b' ' || *b == b'-')
 }
 
-/// Why a deferred delivery reached no SMTP session: no connection to count.
+/// Why a deferred delivery reached no SMTP session: no connection to count. Looked for only
+/// in a `stat=` that quotes no server reply ([`stat_has_reply`]): a reply may name any of
+/// them (a relay's callout quoting its own failure to connect) over a session of its own.
 /// deliver.c `giveresponse()` names the host before the errno's text for a connect that
 /// failed with `ENETDOWN`, `ENETUNREACH`, `EHOSTDOWN`, `EHOSTUNREACH`, … (`Deferred:
 /// HOST: Host is down`); `ECONNREFUSED` and `ETIMEDOUT` read `Connection refused by HOST`,
@@ -965,7 +968,10 @@ impl SendmailParser {
             port: None,
         };
         let record = if smtp {
-            let session = !NO_SESSION.iter().any(|w| stat.contains(w));
+            // A quoted reply is the server's: a session was had, whatever it names (a relay
+            // verifying recipients quotes its own `Connection timed out`).
+            let replied = stat_has_reply(stat);
+            let session = replied || !NO_SESSION.iter().any(|w| stat.contains(w));
             // The transaction began `xdelay` before its line was written; without it, the
             // line's time and a minute of grace.
             let (start, idle_limit) = match xdelay {
@@ -978,7 +984,6 @@ impl SendmailParser {
                 relay.map(relay_key).unwrap_or_default(),
                 smtp_tag.unwrap_or_default(),
             );
-            let replied = stat_has_reply(stat);
             let how = Attempt {
                 session,
                 replied,

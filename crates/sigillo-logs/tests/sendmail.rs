@@ -989,3 +989,96 @@ fn a_failed_connection_takes_no_cache_slot() {
         );
     }
 }
+
+/// The outbound connections of `records` as (transport, messages), sorted.
+fn outbound_connections(records: &[Record]) -> Vec<(&'static str, u32)> {
+    use sigillo_logs::model::Direction;
+    let mut got: Vec<(&str, u32)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Connection(c) if c.direction == Direction::Outbound => {
+                Some((transport_name(&c.transport), c.messages))
+            }
+            _ => None,
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+/// A deferral that quotes the server's reply had a session, whatever the reply says:
+/// deliver.c `giveresponse()` writes `Deferred: ` and the errno's text when there is one,
+/// else `SmtpError`, the server's 4xx reply (usersmtp.c `reply()`, its first line:
+/// `450-…` for a multi-line one). A relay verifying recipients by callout quotes its own
+/// failure to connect (`450 4.1.1 <a@v.example>... Recipient address rejected: unverified
+/// address: connect to …: Connection timed out`): that is a reply over the TLS connection
+/// the recipient after it is sent over, not a connection that failed. Read as one, the TLS
+/// connection was closed and the sent recipient taken for a new connection in clear (a
+/// stripping trace to a relay that used STARTTLS).
+#[test]
+fn a_deferral_quoting_a_reply_had_a_session_whatever_the_reply_names() {
+    use exim_support::{log_lines, run};
+
+    let line = |time: &str, rest: &str| format!("Mar  4 {time} mx sm-mta[9500]: {rest}");
+    let to = |time: &str, rcpt: &str, tail: &str| {
+        line(
+            time,
+            &format!(
+                "4250J0Aa009500: to=<{rcpt}@v.example>, delay=00:00:02, xdelay=00:00:02, \
+                 mailer=esmtp, pri=120000, relay=mx.v.example. [192.0.2.40], {tail}"
+            ),
+        )
+    };
+    // (the first recipient's deferral, stripping traces, outbound connections)
+    type Row = (&'static str, usize, &'static [(&'static str, u32)]);
+    let rows: [Row; 4] = [
+        (
+            "dsn=4.2.0, stat=Deferred: 450 4.2.0 <a@v.example>... Greylisted",
+            0,
+            &[("tls", 1)],
+        ),
+        (
+            "dsn=4.1.1, stat=Deferred: 450 4.1.1 <a@v.example>... Recipient address rejected: \
+             unverified address: connect to mx2.v.example[198.51.100.20]:25: Connection timed out",
+            0,
+            &[("tls", 1)],
+        ),
+        (
+            "dsn=4.1.1, stat=Deferred: 450-4.1.1 <a@v.example>... unverified address: \
+             Connection refused",
+            0,
+            &[("tls", 1)],
+        ),
+        (
+            "dsn=4.4.3, stat=Deferred: 451 4.4.3 Name server: v.example: host name lookup failure",
+            0,
+            &[("tls", 1)],
+        ),
+    ];
+    for (deferral, traces, conns) in rows {
+        let lines = [
+            line(
+                "08:00:00",
+                "STARTTLS=client, relay=mx.v.example., version=TLSv1.3, verify=OK, \
+                 cipher=TLS_AES_256_GCM_SHA384, bits=256/256",
+            ),
+            to("08:00:02", "a", deferral),
+            to("08:00:02", "b", "dsn=2.0.0, stat=Sent (ok)"),
+        ];
+        let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
+        let transports: Vec<_> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Message(m) => Some(transport_name(&m.transport)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(transports, ["tls", "tls"], "{deferral}: transports");
+        assert_eq!(stripping_traces(&records), traces, "{deferral}: traces");
+        assert_eq!(
+            outbound_connections(&records),
+            conns,
+            "{deferral}: connections"
+        );
+    }
+}
