@@ -509,7 +509,7 @@ struct PendingTrace {
 /// What a delivery line says of its attempt, for [`SendmailParser::outbound_delivery`].
 #[derive(Debug, Clone, Copy)]
 struct Attempt {
-    /// Its `stat=` quotes a reply, or names no failure to connect ([`NO_SESSION`]).
+    /// Its `stat=` quotes a reply, or names no failure to connect ([`names_no_session`]).
     session: bool,
     /// Its `stat=` quotes an SMTP reply ([`stat_has_reply`]): a session was had.
     replied: bool,
@@ -536,18 +536,27 @@ fn stat_has_reply(stat: &str) -> bool {
 /// them (a relay's callout quoting its own failure to connect) over a session of its own.
 /// deliver.c `giveresponse()` names the host before the errno's text for a connect that
 /// failed with `ENETDOWN`, `ENETUNREACH`, `EHOSTDOWN`, `EHOSTUNREACH`, … (`Deferred:
-/// HOST: Host is down`); `ECONNREFUSED` and `ETIMEDOUT` read `Connection refused by HOST`,
-/// `Connection timed out with HOST`.
-const NO_SESSION: [&str; 8] = [
+/// HOST: Network is down`); `ECONNREFUSED` and `ETIMEDOUT` read `Connection refused by
+/// HOST`, `Connection timed out with HOST` (err.c `sm_errstring()`). `EHOSTDOWN` names the
+/// host again, `Deferred: HOST: Host HOST is down` ([`names_no_session`]).
+const NO_SESSION: [&str; 7] = [
     "Connection refused",
     "Connection timed out",
     "Operation timed out",
     "No route to host",
     "Network is unreachable",
     "Network is down",
-    "Host is down",
     "Name server",
 ];
+
+/// Whether a `stat=` that quotes no reply names a failure to connect: a [`NO_SESSION`]
+/// text, or `EHOSTDOWN`'s, which err.c `sm_errstring()` writes as `Host %s is down` with
+/// the host (`CurHostName`), strerror()'s `Host is down` without one, after
+/// `giveresponse()`'s `HOST: `.
+fn names_no_session(stat: &str) -> bool {
+    NO_SESSION.iter().any(|w| stat.contains(w))
+        || (stat.contains(": Host ") && stat.trim_end().ends_with(" is down"))
+}
 
 /// Sendmail's [`MtaParser`]. Programs `sm-mta`, `sendmail`, `sm-msp-queue`.
 #[derive(Debug)]
@@ -971,7 +980,7 @@ impl SendmailParser {
             // A quoted reply is the server's: a session was had, whatever it names (a relay
             // verifying recipients quotes its own `Connection timed out`).
             let replied = stat_has_reply(stat);
-            let session = replied || !NO_SESSION.iter().any(|w| stat.contains(w));
+            let session = replied || !names_no_session(stat);
             // The transaction began `xdelay` before its line was written; without it, the
             // line's time and a minute of grace.
             let (start, idle_limit) = match xdelay {
@@ -1699,6 +1708,58 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(parse_interval(v), want, "{v}");
+        }
+    }
+
+    /// `stat=` texts of deferrals as deliver.c `giveresponse()` writes them: (text, quotes a
+    /// reply, names a failure to connect).
+    #[test]
+    fn deferral_texts() {
+        let cases = [
+            ("Deferred: 421 4.3.2 Service not available", true, false),
+            ("Deferred: 450-4.7.1 first line of several", true, false),
+            ("Deferred: 451", true, false),
+            (
+                "Deferred: 450 4.1.1 <a@v.example>... unverified address: Connection timed out",
+                true,
+                true,
+            ),
+            ("Deferred: Connection refused by mx.x.example.", false, true),
+            (
+                "Deferred: Connection timed out with mx.x.example.",
+                false,
+                true,
+            ),
+            (
+                "Deferred: mx.x.example.: Host mx.x.example. is down",
+                false,
+                true,
+            ),
+            (
+                "Deferred: [192.0.2.9]: Host [192.0.2.9] is down",
+                false,
+                true,
+            ),
+            ("Deferred: mx.x.example.: Host is down", false, true),
+            ("Deferred: mx.x.example.: Network is down", false, true),
+            ("Deferred: mx.x.example.: No route to host", false, true),
+            (
+                "Deferred: Name server: mx.x.example.: host name lookup failure",
+                false,
+                true,
+            ),
+            ("Deferred: Connection reset by mx.x.example.", false, false),
+            (
+                "Deferred: 123.example: Host 123.example is down",
+                false,
+                true,
+            ),
+            ("Deferred", false, false),
+            ("Sent (ok)", false, false),
+        ];
+        for (stat, reply, no_session) in cases {
+            assert_eq!(stat_has_reply(stat), reply, "{stat}: reply");
+            assert_eq!(names_no_session(stat), no_session, "{stat}: no session");
         }
     }
 

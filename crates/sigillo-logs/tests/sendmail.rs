@@ -831,6 +831,14 @@ fn a_failed_connection_takes_no_cache_slot() {
             "unknown",
             "tls",
         ),
+        // EHOSTDOWN: giveresponse() names the host, then sm_errstring()'s text, which names
+        // it again (`Host %s is down`, CurHostName) or, without one, is strerror()'s.
+        (
+            "dsn=4.0.0, stat=Deferred: mx.x.example.: Host mx.x.example. is down",
+            "was not sent",
+            "unknown",
+            "tls",
+        ),
         (
             "dsn=4.0.0, stat=Deferred: mx.x.example.: Host is down",
             "was not sent",
