@@ -70,7 +70,8 @@
 //!   returned `EX_OK`; a failed attempt keeps host status in the symbol table alone), and
 //!   closes the one the model held to that relay (`mci_get()` reuses a cached connection
 //!   only while it answers); in a process that logs its connects, so does a deferral quoting
-//!   no server reply with no connect line before it and no connection the model holds. The
+//!   no server reply with no connect line before it and no connection the model holds, unless
+//!   it names an error only a session has (`Connection reset by …`: a cached connection). The
 //!   closed connection keeps its place in the order: its mci stays in its slot, closed, and
 //!   `mci_scan()` gives a new connection that slot or the least recently used open one
 //!   after it by slot position, which the log does not show. `messages` are the queue
@@ -511,7 +512,8 @@ struct PendingTrace {
 struct Attempt {
     /// Its `stat=` quotes a reply, or names no failure to connect ([`names_no_session`]).
     session: bool,
-    /// Its `stat=` quotes an SMTP reply ([`stat_has_reply`]): a session was had.
+    /// Its `stat=` quotes an SMTP reply ([`stat_has_reply`]) or names an error only a
+    /// session has ([`SESSION_ERRORS`]): a session was had.
     replied: bool,
     /// When its transaction began (the line's time less `xdelay=`, or the line's time).
     start: UnixTime,
@@ -548,6 +550,13 @@ const NO_SESSION: [&str; 7] = [
     "Network is down",
     "Name server",
 ];
+
+/// Errno texts of a session that failed, never of a connection that could not be made: err.c
+/// `sm_errstring()` writes `ECONNRESET` as `Connection reset by HOST`, and usersmtp.c
+/// `reply()` sets it for a server that closed the connection without a reply; daemon.c
+/// `makeconnection()` has logged its connect line (LogLevel 12 and up) by then, so without
+/// one the session went over a cached connection.
+const SESSION_ERRORS: [&str; 1] = ["Connection reset by"];
 
 /// Whether a `stat=` that quotes no reply names a failure to connect: a [`NO_SESSION`]
 /// text, or `EHOSTDOWN`'s, which err.c `sm_errstring()` writes as `Host %s is down` with
@@ -995,7 +1004,7 @@ impl SendmailParser {
             );
             let how = Attempt {
                 session,
-                replied,
+                replied: replied || SESSION_ERRORS.iter().any(|w| stat.contains(w)),
                 start,
                 idle_limit,
             };
@@ -1101,8 +1110,9 @@ impl SendmailParser {
         // Connections of this epoch on may be the process's own: from before a daemon start
         // it may have outlived.
         let own_from = restarted_from.unwrap_or(epoch);
-        // A deferral quoting no reply, with no connect line before it in a process that logs
-        // them, over no connection the model holds: no connection was made. daemon.c
+        // A deferral quoting no reply (nor naming an error only a session has), with no
+        // connect line before it in a process that logs them, over no connection the model
+        // holds: no connection was made. daemon.c
         // `makeconnection()` logs the line only once connected, and deliver.c `deliver()`
         // enters the mci in the cache (`mci_cache()`) only when `makeconnection()` returned
         // `EX_OK`; a failed attempt, or a host its status says is down (`mci_exitstat`, no
