@@ -50,7 +50,10 @@
 //!   `mci_get(host, m)` caches one connection per host and mailer, so one host reached
 //!   through `esmtp` and `relay` is two connections, two cache slots): a `STARTTLS=client`
 //!   line is one new TLS connection (exact: one per handshake), of the mailer of the
-//!   process's next delivery to that relay (the line names none). Plaintext connections
+//!   process's next delivery to that relay (the line names none), in the place of the cache
+//!   order it took at its own line (so is a failed handshake's: its connection was made):
+//!   when its session failed and Sendmail went on to the next MX host, the relays the process
+//!   used before that delivery are behind it. Plaintext connections
 //!   leave no line: the first delivery of a process to a relay (by a mailer) without a
 //!   `STARTTLS=client` line counts one, and later deliveries of that process to that relay
 //!   (by that mailer) reuse it while that process's
@@ -710,6 +713,8 @@ impl SendmailParser {
                 if let Some(old) = self.client.remove(&key) {
                     close_client(key.1.clone(), old, out);
                 }
+                // It took a slot of the cache when it was made, before the handshake.
+                self.touch_cache(key.0, slot_of(&key.1, UNBOUND), line);
                 let marker = ClientConn::fresh(line.time, None, 0);
                 if let Some(((_, name, _), old)) = self.client.insert(key, marker) {
                     self.evicted += 1;
@@ -777,7 +782,9 @@ impl SendmailParser {
             // mailer) by the process's next delivery to the relay, the one it was opened for.
             let key = (proc, relay_key(relay), UNBOUND);
             self.tls_relays.insert(key.1.clone(), ());
-            let epoch = self.processes.get(&proc).map_or(0, |p| p.epoch);
+            // Its slot is taken now, its place in the order kept for that delivery to bind
+            // ([`Self::bind_slot`]): deliveries to other relays before it are behind it.
+            let epoch = self.touch_cache(proc, slot_of(&key.1, UNBOUND), line);
             if let Some(p) = self.processes.get_mut(&proc) {
                 p.connect_pending = false;
             }
@@ -1076,10 +1083,10 @@ impl SendmailParser {
             if let Some(old) = self.client.remove(&key) {
                 close_client(key.1.clone(), old, out);
             }
+            self.bind_slot(key.0, slot_of(&key.1, UNBOUND), slot);
             // A failed handshake leaves no connection to bind: the delivery opened a new one
             // (in clear) or went nowhere, as below.
             if fresh.tls.is_some() {
-                self.touch_cache(key.0, slot, line);
                 if let Some(((_, name, _), old)) = self.client.insert(key.clone(), fresh) {
                     self.evicted += 1;
                     close_client(name, old, out);
@@ -1363,6 +1370,25 @@ impl SendmailParser {
         }
         let (h, _) = self.hosts.get_or_insert_with(proc.0, HostState::default);
         h.cache_size = h.cache_size.max(since + 1);
+    }
+
+    /// The connection of a `STARTTLS=client` line (its place in `proc`'s order under
+    /// `unbound`, the slot of its relay and [`UNBOUND`]) is bound to `slot`, its relay and
+    /// the mailer of the delivery that names it, keeping the place it took at its line: the
+    /// relays used since are behind it. An earlier place of `slot` (a connection of that
+    /// relay and mailer that is gone) is given up. Without that place (pushed out of the
+    /// tracked order), nothing changes: it is behind as many relays as are tracked.
+    fn bind_slot(&mut self, proc: Proc, unbound: u64, slot: u64) {
+        let Some(p) = self.processes.get_mut(&proc) else {
+            return;
+        };
+        if !p.order.contains(&unbound) {
+            return;
+        }
+        p.order.retain(|&r| r != slot);
+        for r in p.order.iter_mut().filter(|r| **r == unbound) {
+            *r = slot;
+        }
     }
 
     /// Notes a use of a connection of process `proc` to `relay`: its most recently used.

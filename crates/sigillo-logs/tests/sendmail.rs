@@ -1093,3 +1093,85 @@ fn a_deferral_quoting_a_reply_had_a_session_whatever_the_reply_names() {
         );
     }
 }
+
+/// A `STARTTLS=client` line is a connection the process opened then, in a slot of its cache,
+/// though the line names no mailer: it takes its place in the cache order at that line, and
+/// the delivery that names its mailer later binds it there. When the session failed after
+/// the handshake and Sendmail went on to the next MX host (deliver.c `goto tryhost`; the
+/// `to=` line names the last host), the next delivery line of the process names another
+/// relay: the connection of the STARTTLS line stays behind it, and behind two other relays a
+/// cache of 2 has closed it (and it pushed out a connection of its own). Below LogLevel 12, a
+/// delivery to its relay after that is of unknown transport (a larger cache might hold it),
+/// not TLS; and a connection used before it is behind two.
+#[test]
+fn a_starttls_line_takes_its_cache_slot_at_its_line() {
+    use exim_support::{log_lines, run};
+
+    let to = |time: &str, qid: &str, host: &str, ip: &str| {
+        format!(
+            "Mar  4 {time} mx sm-mta[9600]: {qid}: to=<u@{host}>, delay=00:00:01, \
+             xdelay=00:00:01, mailer=esmtp, pri=120000, relay={host}. [{ip}], dsn=2.0.0, \
+             stat=Sent (ok)"
+        )
+    };
+    let starttls = "Mar  4 08:00:00 mx sm-mta[9600]: STARTTLS=client, relay=mx1.example., \
+                    version=TLSv1.3, verify=OK, cipher=TLS_AES_256_GCM_SHA384, bits=256/256";
+    let host = |name: &str| match name {
+        "mx1" => ("mx1.example", "192.0.2.51"),
+        "mx2" => ("mx2.example", "192.0.2.52"),
+        "r1" => ("r1.example", "198.51.100.61"),
+        _ => ("a.example", "198.51.100.71"),
+    };
+    // (relays delivered to before the STARTTLS=client line of mx1, after it, the transport
+    // of the last delivery, outbound connections as (transport, messages))
+    type Row = (
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        &'static [(&'static str, u32)],
+    );
+    let rows: [Row; 5] = [
+        (&[], &["mx1"], "tls", &[("tls", 1)]),
+        (&[], &["mx2", "mx1"], "tls", &[("plain", 1), ("tls", 1)]),
+        (
+            &[],
+            &["mx2", "r1", "mx1"],
+            "unknown",
+            &[("plain", 1), ("plain", 1), ("tls", 0)],
+        ),
+        // a.example's connection behind mx1's and mx2's: closed, a new one in clear.
+        (
+            &["a"],
+            &["mx2", "a"],
+            "plain",
+            &[("plain", 1), ("plain", 1), ("plain", 1), ("tls", 0)],
+        ),
+        // Behind mx1's alone: still cached.
+        (&["a"], &["mx1", "a"], "plain", &[("plain", 2), ("tls", 1)]),
+    ];
+    for (before, after, want, conns) in rows {
+        let mut lines = Vec::new();
+        let mut n = 0;
+        let mut deliver = |lines: &mut Vec<String>, name: &str, time: &str| {
+            let (h, ip) = host(name);
+            n += 1;
+            lines.push(to(time, &format!("4250K0{n:02}009600"), h, ip));
+        };
+        for (i, name) in before.iter().enumerate() {
+            deliver(&mut lines, name, &format!("07:59:{:02}", 30 + i * 10));
+        }
+        lines.push(starttls.to_owned());
+        for (i, name) in after.iter().enumerate() {
+            deliver(&mut lines, name, &format!("08:00:{:02}", 5 + i * 10));
+        }
+        let records = run(&mut SendmailParser::new(), &log_lines(&lines.join("\n")));
+        let label = format!("{before:?} STARTTLS {after:?}");
+        let last = format!("4250K0{:02}009600", before.len() + after.len());
+        assert_eq!(message_transport(&records, &last), Some(want), "{label}");
+        assert_eq!(
+            outbound_connections(&records),
+            conns,
+            "{label}: connections"
+        );
+    }
+}
