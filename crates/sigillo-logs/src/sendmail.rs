@@ -1086,11 +1086,11 @@ impl SendmailParser {
             self.bind_slot(key.0, slot_of(&key.1, UNBOUND), slot);
             // A failed handshake leaves no connection to bind: the delivery opened a new one
             // (in clear) or went nowhere, as below.
-            if fresh.tls.is_some() {
-                if let Some(((_, name, _), old)) = self.client.insert(key.clone(), fresh) {
-                    self.evicted += 1;
-                    close_client(name, old, out);
-                }
+            if fresh.tls.is_some()
+                && let Some(((_, name, _), old)) = self.client.insert(key.clone(), fresh)
+            {
+                self.evicted += 1;
+                close_client(name, old, out);
             }
         }
         let untold = |sent: bool| {
@@ -1119,11 +1119,11 @@ impl SendmailParser {
         let own_from = restarted_from.unwrap_or(epoch);
         // A deferral quoting no reply (nor naming an error only a session has), with no
         // connect line before it in a process that logs them, over no connection the model
-        // holds: no connection was made. daemon.c
-        // `makeconnection()` logs the line only once connected, and deliver.c `deliver()`
-        // enters the mci in the cache (`mci_cache()`) only when `makeconnection()` returned
-        // `EX_OK`; a failed attempt, or a host its status says is down (`mci_exitstat`, no
-        // attempt), keeps only host status, in no cache slot, and closes no other connection.
+        // holds: no connection was made. daemon.c `makeconnection()` logs the line only once
+        // connected, and deliver.c `deliver()` enters the mci in the cache (`mci_cache()`)
+        // only when `makeconnection()` returned `EX_OK`; a failed attempt, or a host its
+        // status says is down (`mci_exitstat`, no attempt), keeps only host status, in no
+        // cache slot, and closes no other connection.
         if session
             && !replied
             && record.status == Some(DeliveryStatus::Deferred)
