@@ -78,7 +78,9 @@
 //!   TLS-on-connect port, current Exim's `[ DS]H=… dropped by 'connect' ACL[: …]`
 //!   (smtp_in.c `log_connect_tls_drop()`: the connect ACL runs before the TLS handshake
 //!   there, so the session had neither TLS nor clear SMTP: unknown; versions that started TLS
-//!   before that ACL wrote the `rejected connection` line with `X=`). A session without
+//!   before that ACL wrote the `rejected connection` line with `X=`); either only with those
+//!   words right after the host and its fields (`I=`, `U=`, `X=`, `CV=`, `DN=`, `SNI=`), not
+//!   quoted later in a sender or HELO name a client gave. A session without
 //!   mail gets its transport from the `no MAIL in SMTP connection from … X=…` line
 //!   (`+smtp_no_mail`), which Exim writes *after* the close line; a `no MAIL` line alone also
 //!   counts as a connection. Each message takes its
@@ -1418,6 +1420,59 @@ fn acl_host_text(m: &str) -> Option<&str> {
     t.strip_prefix("H=")
 }
 
+/// The host of a connect-ACL line (the text after `H=`, [`acl_host_text`]) and the fields
+/// between it and the first of `outcomes` (the words saying what happened, `rejected
+/// connection in "connect" ACL`, `dropped by 'connect' ACL`), when that text holds only what
+/// Exim writes there: host_and_ident()'s ` I=[ip]:port` (`+incoming_interface`) and ` U=ident`,
+/// the TLS fields of add_tls_info_for_log() / the 4.9x s_tlslog(): ` X=`, ` CV=`,
+/// ` DN="…"`, ` SNI=` (the SPF and DMARC fields a rejection may add follow a sender: none
+/// in the connect ACL) (Exim/exim src/src/smtp_in.c, current version, `smtp_handle_acl_fail()`,
+/// `log_connect_tls_drop()`, host.c `host_and_ident()`). Those words found anywhere else
+/// are no outcome of the connect ACL: a later line of the session quoting what the client
+/// gave (`H=(helo) [ip] F=<"x X=… dropped by 'connect' ACL"@e> rejected RCPT …`: a quoted
+/// local part may hold spaces), or a junk HELO name, would end the session, and any `X=`
+/// there make it TLS.
+fn acl_outcome<'a>(rest: &'a str, outcomes: &[&str]) -> Option<(HostField<'a>, &'a str)> {
+    let (host, used) = parse_host(rest);
+    let after = rest.get(used..)?;
+    let at = outcomes.iter().filter_map(|o| after.find(o)).min()?;
+    let between = after.get(..at)?;
+    only_host_fields(between).then_some((host, between))
+}
+
+/// Whether `s` is a run of ` KEY=value` fields that may stand between the host of a
+/// connect-ACL line and its outcome ([`acl_outcome`]); a `DN="…"` value may hold spaces.
+fn only_host_fields(s: &str) -> bool {
+    let mut rest = s;
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            return true;
+        }
+        if let Some(dn) = rest.strip_prefix("DN=\"") {
+            // Up to the quote that ends the field: before a space, or at the end.
+            let Some(end) = dn
+                .find("\" ")
+                .map(|i| i + 1)
+                .or_else(|| dn.ends_with('"').then_some(dn.len()))
+            else {
+                return false;
+            };
+            rest = dn.get(end..).unwrap_or("");
+            continue;
+        }
+        let end = rest.find(' ').unwrap_or(rest.len());
+        let key = rest
+            .get(..end)
+            .and_then(|t| t.split_once('='))
+            .map(|(k, _)| k);
+        if !matches!(key, Some("I" | "U" | "X" | "CV" | "SNI")) {
+            return false;
+        }
+        rest = rest.get(end..).unwrap_or("");
+    }
+}
+
 /// The host of a failed outbound STARTTLS that Exim's smtp transport retries in clear
 /// (`tls_tempfail_tryclear`, the default, and the host not in `hosts_require_tls`):
 /// `ID TLS session: (SSL_connect): …: delivering unencrypted to H=mx [ip] (not in
@@ -1796,13 +1851,18 @@ impl MtaParser for EximParser {
                 self.close_session(key, line.pid, line.time, &host, None, out);
             }
         } else if let Some(rest) = acl_host_text(m)
-            && let Some(at) = rest.find(" rejected connection in \"connect\" ACL")
+            && let Some((host, between)) = acl_outcome(
+                rest,
+                &[
+                    " rejected connection in \"connect\" ACL",
+                    " temporarily rejected connection in \"connect\" ACL",
+                ],
+            )
         {
             // `[ DS]H=… [X=…] [temporarily ]rejected connection in "connect" ACL…`: the session
             // ends before its greeting, without a close line, in TLS only on a TLS-on-connect
             // port.
-            let (host, used) = parse_host(rest);
-            let f = parse_fields(rest.get(used..at).unwrap_or(""));
+            let f = parse_fields(between);
             let transport = match self.tls_from(f.x, f.cv) {
                 Some(tls) => Transport::Tls(tls),
                 None => Transport::Plain,
@@ -1811,13 +1871,12 @@ impl MtaParser for EximParser {
                 self.close_session(key, line.pid, line.time, &host, Some(transport), out);
             }
         } else if let Some(rest) = acl_host_text(m)
-            && let Some(at) = rest.find(" dropped by 'connect' ACL")
+            && let Some((host, between)) = acl_outcome(rest, &[" dropped by 'connect' ACL"])
         {
             // `[ DS]H=… dropped by 'connect' ACL[: …]`: on a TLS-on-connect port the connect ACL
             // runs before the handshake (log_connect_tls_drop()); the session ends there with
             // neither TLS nor clear SMTP. No `X=` can be on it (no TLS yet); one would be read.
-            let (host, used) = parse_host(rest);
-            let f = parse_fields(rest.get(used..at).unwrap_or(""));
+            let f = parse_fields(between);
             let transport = match self.tls_from(f.x, f.cv) {
                 Some(tls) => Transport::Tls(tls),
                 None => Transport::Unknown {
@@ -3616,6 +3675,34 @@ mod tests {
                 "[192.0.2.6]",
                 Some("mx.e.example"),
                 "tls",
+            ),
+            // `+incoming_interface`: host_and_ident() writes ` I=[ip]:port` after the host.
+            (
+                "H=[192.0.2.6]:4567 I=[192.0.2.1]:465 dropped by 'connect' ACL: listed",
+                "[192.0.2.6]:4567",
+                None,
+                "unknown",
+            ),
+            // Not the drop: the words quoted by a later line of the session, in the sender
+            // a client gave (a quoted local part may hold spaces) or a junk HELO name
+            // (helo_accept_junk_hosts), are no drop or rejection: the session stays open.
+            (
+                "H=(helo) [192.0.2.6] F=<\"x X=TLS1.3:TLS_AES_256_GCM_SHA384:256 dropped by 'connect' ACL\"@e.example> rejected RCPT <u@x.example>: relay not permitted",
+                "[192.0.2.6]",
+                None,
+                "unknown-open",
+            ),
+            (
+                "H=(x rejected connection in \"connect\" ACL) [192.0.2.6] F=<a@e.example> rejected RCPT <u@x.example>: relay not permitted",
+                "[192.0.2.6]",
+                None,
+                "unknown-open",
+            ),
+            (
+                "H=(x dropped by 'connect' ACL) [192.0.2.6] F=<a@e.example> rejected RCPT <u@x.example>: relay not permitted",
+                "[192.0.2.6]",
+                None,
+                "unknown-open",
             ),
             // Not the drop: the session stays open (emitted at the end, no name).
             (
