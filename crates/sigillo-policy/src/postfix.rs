@@ -1608,13 +1608,10 @@ mod tests {
                 }
             }
         }
-        let start = std::time::Instant::now();
+        // Under a second in a debug build; with a scan of the pins before each line, this
+        // read took minutes (no clock is asserted: tests here never time themselves).
         let pins = read_policy_map_file(&text);
-        let took = start.elapsed();
-        assert_eq!(pins.map(|p| p.len()), Ok(2 * N + spellings), "{took:?}");
-        // Linear: well under a second in a debug build; a scan of the pins before each line
-        // took minutes.
-        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+        assert_eq!(pins.map(|p| p.len()), Ok(2 * N + spellings));
         // And a conflicting spelling at the end is still found, naming the first line.
         text.push_str("[2001:db8::25]  verify\n");
         assert!(matches!(
