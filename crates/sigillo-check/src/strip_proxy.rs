@@ -738,13 +738,21 @@ mod tests {
     async fn relay_one_after_greeting(
         upstream_addr: SocketAddr,
     ) -> (TcpStream, tokio::task::JoinHandle<ConnectionReport>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let options = ProxyOptions {
             client_gone_grace: Duration::from_secs(1),
             server_gone_grace: Duration::from_secs(1),
             ..ProxyOptions::default()
         };
+        relay_one_after_greeting_with(upstream_addr, options).await
+    }
+
+    /// [`relay_one_after_greeting`] with the proxy's `options`.
+    async fn relay_one_after_greeting_with(
+        upstream_addr: SocketAddr,
+        options: ProxyOptions,
+    ) -> (TcpStream, tokio::task::JoinHandle<ConnectionReport>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let proxy = tokio::spawn(async move {
             let (client, client_addr) = listener.accept().await.unwrap();
             let (_stop_tx, stop_rx) = watch::channel(false);
@@ -1021,21 +1029,13 @@ mod tests {
             // Holds the connection open, reading nothing, until the test is done.
             let _ = tokio::time::timeout(Duration::from_secs(60), release_rx).await;
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let options = ProxyOptions {
             idle_timeout: Duration::from_secs(3),
             client_gone_grace: Duration::from_secs(1),
             server_gone_grace: Duration::from_secs(1),
             ..ProxyOptions::default()
         };
-        let proxy = tokio::spawn(async move {
-            let (client, client_addr) = listener.accept().await.unwrap();
-            let (_stop_tx, stop_rx) = watch::channel(false);
-            relay(client, client_addr, upstream_addr, options, 1, stop_rx).await
-        });
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        read_until(&mut client, b"\r\n").await;
+        let (mut client, proxy) = relay_one_after_greeting_with(upstream_addr, options).await;
         client.write_all(b"DATA\r\n").await.unwrap();
         let mut replies = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut replies));
