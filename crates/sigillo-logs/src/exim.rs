@@ -79,9 +79,9 @@
 //!   (smtp_in.c `log_connect_tls_drop()`: the connect ACL runs before the TLS handshake
 //!   there, so the session had neither TLS nor clear SMTP: unknown; versions that started TLS
 //!   before that ACL wrote the `rejected connection` line with `X=`); either only with those
-//!   words right after the host and its fields (`I=`, `U=`, `X=`, `CV=`, `DN=`, `SNI=`), not
-//!   quoted later in a sender or HELO name a client gave. A session without
-//!   mail gets its transport from the `no MAIL in SMTP connection from … X=…` line
+//!   words right after the host and its fields (`I=`, `U=`, whose ident may hold spaces,
+//!   `X=`, `CV=`, `DN=`, `SNI=`), not quoted later in a sender or HELO name a client gave. A
+//!   session without mail gets its transport from the `no MAIL in SMTP connection from … X=…` line
 //!   (`+smtp_no_mail`), which Exim writes *after* the close line; a `no MAIL` line alone also
 //!   counts as a connection. Each message takes its
 //!   transport from its own `<=` line, never from the session. One peer often holds several
@@ -1441,7 +1441,14 @@ fn acl_outcome<'a>(rest: &'a str, outcomes: &[&str]) -> Option<(HostField<'a>, &
 }
 
 /// Whether `s` is a run of ` KEY=value` fields that may stand between the host of a
-/// connect-ACL line and its outcome ([`acl_outcome`]); a `DN="…"` value may hold spaces.
+/// connect-ACL line and its outcome ([`acl_outcome`]); a `DN="…"` value may hold spaces, and
+/// so may the ident after `U=`: verify.c `verify_get_ident()` keeps the rest of the RFC 1413
+/// reply's line (through string_printing(), which keeps spaces), so `U=john q smith`. The
+/// ident's further words are those that are no field (no `=`) and none of the words Exim
+/// writes after the host on a session's other lines (`rejected`, a `<` or `"` quoting what
+/// the client gave): `H=[ip] U=john rejected EHLO or HELO x dropped by 'connect' ACL` stays
+/// no drop. (An ident is the client's own text, so one holding the words of an outcome
+/// itself cannot be told from one.)
 fn only_host_fields(s: &str) -> bool {
     let mut rest = s;
     loop {
@@ -1470,6 +1477,18 @@ fn only_host_fields(s: &str) -> bool {
             return false;
         }
         rest = rest.get(end..).unwrap_or("");
+        if key == Some("U") {
+            // The ident's further words.
+            loop {
+                let word = rest.trim_start_matches(' ');
+                let end = word.find(' ').unwrap_or(word.len());
+                let w = word.get(..end).unwrap_or("");
+                if w.is_empty() || w.contains(['=', '<', '"']) || w == "rejected" {
+                    break;
+                }
+                rest = word.get(end..).unwrap_or("");
+            }
+        }
     }
 }
 
@@ -3704,6 +3723,14 @@ mod tests {
                 None,
                 "unknown-open",
             ),
+            // Nor the words in a HELO name a rejection quotes after an ident (`U=`, whose
+            // value may hold spaces): `rejected` is no ident word.
+            (
+                "H=[192.0.2.6] U=john rejected EHLO or HELO x dropped by 'connect' ACL: bad helo",
+                "[192.0.2.6]",
+                None,
+                "unknown-open",
+            ),
             // Not the drop: the session stays open (emitted at the end, no name).
             (
                 "H=mx.e.example [192.0.2.6] dropped by 'mail' ACL",
@@ -3748,6 +3775,102 @@ mod tests {
                 .collect();
             assert_eq!(got, [(*name, *transport, 10)], "{drop}");
         }
+    }
+
+    /// Every field Exim may write between the host and the outcome of a connect-ACL line:
+    /// host.c host_and_ident() ` I=[ip]:port` (`+incoming_interface`) and ` U=ident` (the
+    /// RFC 1413 answer, verify.c `verify_get_ident()`: the rest of the ident reply's line
+    /// through string_printing(), so spaces stay), then smtp_in.c add_tls_info_for_log()
+    /// ` X=cipher[*]` (`*`: `+tls_resumption`), ` CV=`, ` DN="…"` and ` SNI=` (the 4.9x
+    /// s_tlslog() quoted it: ` SNI="…"`, through string_printing(), spaces kept), with and
+    /// without ` DS` and a port (Exim/exim src/src/smtp_in.c smtp_handle_acl_fail(),
+    /// log_connect_tls_drop(), current and 4.9x). Each combination closes its session,
+    /// named, as TLS when an `X=` is there, else plaintext (a rejection) or unknown (a drop).
+    #[test]
+    fn connect_acl_lines_with_every_host_field_close_their_session() {
+        let interfaces = ["", " I=[192.0.2.1]:465"];
+        let idents = ["", " U=postmaster", " U=john q smith"];
+        let tls_fields = [
+            "",
+            " X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes",
+            " X=TLS1.3:TLS_AES_256_GCM_SHA384:256* CV=no DN=\"/CN=client.example/O=Example Org\" SNI=mx.e.example",
+            " X=TLS1.2:ECDHE-RSA-AES256-GCM-SHA384:256 CV=no DN=\"CN=client.example,O=Example Org\" SNI=\"mx.e.example\"",
+        ];
+        let outcomes = [
+            (" rejected connection in \"connect\" ACL: listed", "plain"),
+            (
+                " temporarily rejected connection in \"connect\" ACL",
+                "plain",
+            ),
+            (" dropped by 'connect' ACL: we dislike you", "unknown"),
+            (" dropped by 'connect' ACLNULL", "unknown"),
+        ];
+        let hosts = [
+            ("", "mx.e.example [192.0.2.6]", "[192.0.2.6]"),
+            (
+                " DS",
+                "mx.e.example [2001:db8::6]:4567",
+                "[2001:db8::6]:4567",
+            ),
+        ];
+        let mut failed = Vec::new();
+        for (ds, host, addr) in hosts {
+            for i in interfaces {
+                for u in idents {
+                    for x in tls_fields {
+                        for (outcome, clear) in outcomes {
+                            let m = format!("{ds}H={host}{i}{u}{x}{outcome}");
+                            let want = if x.is_empty() { clear } else { "tls" };
+                            let open = format!(
+                                "SMTP connection from {addr} (TCP/IP connection count = 1)"
+                            );
+                            let mut p = EximParser::new();
+                            let mut out = Vec::new();
+                            for (time, m) in [(10, open.as_str()), (11, m.as_str())] {
+                                let line = Line {
+                                    time,
+                                    host: "",
+                                    program: "exim",
+                                    pid: None,
+                                    message: m,
+                                    raw: m,
+                                };
+                                p.feed(&line, &mut out);
+                            }
+                            p.finish(&mut out);
+                            let got: Vec<_> = out
+                                .iter()
+                                .filter_map(|r| match r {
+                                    Record::Connection(c) => Some((
+                                        c.peer.hostname.as_deref(),
+                                        match c.transport {
+                                            Transport::Tls(_) => "tls",
+                                            Transport::Plain => "plain",
+                                            Transport::Unknown { hint }
+                                                if hint == HINT_TLS_ON_CONNECT_DROP =>
+                                            {
+                                                "unknown"
+                                            }
+                                            Transport::Unknown { .. } => "unknown-open",
+                                        },
+                                    )),
+                                    _ => None,
+                                })
+                                .collect();
+                            if got != [(Some("mx.e.example"), want)] {
+                                failed.push(format!("{m}\n    -> {got:?}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{}:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
 
     /// A long line of `H=` tokens (garbage, or text quoted from elsewhere) is read in time
