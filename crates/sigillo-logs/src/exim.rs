@@ -1441,8 +1441,8 @@ fn acl_outcome<'a>(rest: &'a str, outcomes: &[&str]) -> Option<(HostField<'a>, &
 }
 
 /// Whether `s` is a run of ` KEY=value` fields that may stand between the host of a
-/// connect-ACL line and its outcome ([`acl_outcome`]); a `DN="…"` value may hold spaces, and
-/// so may the ident after `U=`: verify.c `verify_get_ident()` keeps the rest of the RFC 1413
+/// connect-ACL line and its outcome ([`acl_outcome`]); a `DN="…"` or `SNI="…"` value may
+/// hold spaces, and so may the ident after `U=`: verify.c keeps the rest of the RFC 1413
 /// reply's line (through string_printing(), which keeps spaces), so `U=john q smith`. The
 /// ident's further words are those that are no field (no `=`) and none of the words Exim
 /// writes after the host on a session's other lines (`rejected`, a `<` or `"` quoting what
@@ -1456,7 +1456,12 @@ fn only_host_fields(s: &str) -> bool {
         if rest.is_empty() {
             return true;
         }
-        if let Some(dn) = rest.strip_prefix("DN=\"") {
+        // A quoted value: the DN, and the SNI as the 4.9x s_tlslog() wrote it, ` SNI="…"`
+        // through string_printing() (spaces kept; the current version escapes them).
+        if let Some(dn) = rest
+            .strip_prefix("DN=\"")
+            .or_else(|| rest.strip_prefix("SNI=\""))
+        {
             // Up to the quote that ends the field: before a space, or at the end.
             let Some(end) = dn
                 .find("\" ")
@@ -3795,6 +3800,7 @@ mod tests {
             " X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes",
             " X=TLS1.3:TLS_AES_256_GCM_SHA384:256* CV=no DN=\"/CN=client.example/O=Example Org\" SNI=mx.e.example",
             " X=TLS1.2:ECDHE-RSA-AES256-GCM-SHA384:256 CV=no DN=\"CN=client.example,O=Example Org\" SNI=\"mx.e.example\"",
+            " X=TLS1.2:ECDHE-RSA-AES256-GCM-SHA384:256 CV=no SNI=\"a client name\"",
         ];
         let outcomes = [
             (" rejected connection in \"connect\" ACL: listed", "plain"),
