@@ -55,18 +55,30 @@ const STATUS_ERROR_CHARS: usize = 60;
 /// sent (its banner, its replies, in cells, errors, evidence and the transcript) reaches the
 /// terminal as text, never as a terminal command (an escape sequence, a carriage return).
 fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(hidden) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if c.is_control() {
+        if hidden(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A character a terminal acts on or that changes how the text around it reads: controls
+/// (C0, DEL, C1), and the Unicode marks that reorder or break lines (bidi embeddings,
+/// overrides and isolates, the Arabic letter mark, LRM/RLM, the line and paragraph
+/// separators), with which a server's banner could show text in another order than sent.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -523,7 +535,7 @@ mod tests {
 
     /// What a hostile server (or its middlebox) sends reaches the report as it came: a
     /// terminal title change, a screen clear, a bell, a carriage return over the line.
-    const HOSTILE: &str = "\x1b]0;pwned\x07 \x1b[2J\r\x08\x7f\u{9b}";
+    const HOSTILE: &str = "\x1b]0;pwned\x07 \x1b[2J\r\x08\x7f\u{9b}\u{202e}\u{2066}\u{2028}";
 
     fn hostile_host() -> HostReport {
         HostReport {
@@ -584,15 +596,7 @@ mod tests {
         };
         for color in [false, true] {
             let out = target(&report, color, true);
-            // Colour codes are `ESC [ digits ; m`: remove ours, then nothing may be left.
-            let mut rest = out.clone();
-            for code in ["1", "1;31", "0"] {
-                rest = rest.replace(&format!("\x1b[{code}m"), "");
-            }
-            let bad: Vec<char> = rest
-                .chars()
-                .filter(|&c| c.is_control() && c != '\n')
-                .collect();
+            let bad = raw_hidden(&out);
             assert!(bad.is_empty(), "colour {color}: {bad:?} in\n{out}");
             // What was escaped is still there to read.
             assert!(
@@ -601,6 +605,16 @@ mod tests {
             );
         }
     }
+    /// The characters [`hidden`] flags that `out` holds raw, once our own colour codes
+    /// (`ESC [ digits ; m`) and line ends are taken out.
+    fn raw_hidden(out: &str) -> Vec<char> {
+        let mut rest = out.to_owned();
+        for code in ["1", "1;31", "1;32", "1;33", "1;35", "0"] {
+            rest = rest.replace(&format!("\x1b[{code}m"), "");
+        }
+        rest.chars().filter(|&c| hidden(c) && c != '\n').collect()
+    }
+
     /// TXT records, a fetch error and names in the policy section come from DNS and the
     /// policy host: their control characters are escaped too.
     #[test]
@@ -635,14 +649,7 @@ mod tests {
         };
         for color in [false, true] {
             let out = super::policy(&policy, color);
-            let mut rest = out.clone();
-            for code in ["1;31", "0"] {
-                rest = rest.replace(&format!("\x1b[{code}m"), "");
-            }
-            let bad: Vec<char> = rest
-                .chars()
-                .filter(|&c| c.is_control() && c != '\n')
-                .collect();
+            let bad = raw_hidden(&out);
             assert!(bad.is_empty(), "colour {color}: {bad:?} in\n{out}");
             assert_eq!(
                 out.matches("\\u{1b}]0;pwned\\u{7}").count(),
