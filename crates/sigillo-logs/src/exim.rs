@@ -3620,37 +3620,59 @@ mod tests {
             ),
         ];
         for (rejection, addr, name, transport) in cases {
-            let mut p = EximParser::new();
-            let mut out = Vec::new();
-            let open = format!("SMTP connection from {addr} (TCP/IP connection count = 1)");
-            for (time, m) in [(10, open.as_str()), (11, *rejection)] {
-                let line = Line {
-                    time,
-                    host: "",
-                    program: "exim",
-                    pid: None,
-                    message: m,
-                    raw: m,
-                };
-                p.feed(&line, &mut out);
-            }
-            p.finish(&mut out);
-            let got: Vec<_> = out
-                .iter()
-                .filter_map(|r| match r {
-                    Record::Connection(c) => Some((
-                        c.peer.hostname.as_deref(),
-                        match c.transport {
-                            Transport::Tls(_) => "tls",
-                            Transport::Plain => "plain",
-                            Transport::Unknown { .. } => "unknown",
-                        },
-                        c.time,
-                    )),
-                    _ => None,
-                })
+            let got: Vec<_> = session_after(addr, rejection)
+                .into_iter()
+                .map(|(host, t, time)| (host, transport_word(&t, false), time))
                 .collect();
-            assert_eq!(got, [(*name, *transport, 10)], "{rejection}");
+            assert_eq!(
+                got,
+                [(name.map(str::to_owned), *transport, 10)],
+                "{rejection}"
+            );
+        }
+    }
+
+    /// The connection records of a session opened from `addr` at time 10 that gets `line`
+    /// at time 11, then the end of input: (host name, transport, time) each.
+    fn session_after(addr: &str, line: &str) -> Vec<(Option<String>, Transport, UnixTime)> {
+        let mut p = EximParser::new();
+        let mut out = Vec::new();
+        let open = format!("SMTP connection from {addr} (TCP/IP connection count = 1)");
+        for (time, m) in [(10, open.as_str()), (11, line)] {
+            let line = Line {
+                time,
+                host: "",
+                program: "exim",
+                pid: None,
+                message: m,
+                raw: m,
+            };
+            p.feed(&line, &mut out);
+        }
+        p.finish(&mut out);
+        out.into_iter()
+            .filter_map(|r| match r {
+                Record::Connection(c) => Some((
+                    c.peer.hostname.as_deref().map(str::to_owned),
+                    c.transport,
+                    c.time,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `tls`, `plain` or `unknown`; with `drop_apart`, `unknown` only for a session a
+    /// TLS-on-connect drop ended ([`HINT_TLS_ON_CONNECT_DROP`]) and `unknown-open` for any
+    /// other unknown one (still open at the end of input).
+    fn transport_word(t: &Transport, drop_apart: bool) -> &'static str {
+        match t {
+            Transport::Tls(_) => "tls",
+            Transport::Plain => "plain",
+            Transport::Unknown { hint } if drop_apart && *hint != HINT_TLS_ON_CONNECT_DROP => {
+                "unknown-open"
+            }
+            Transport::Unknown { .. } => "unknown",
         }
     }
 
@@ -3745,40 +3767,11 @@ mod tests {
             ),
         ];
         for (drop, addr, name, transport) in cases {
-            let mut p = EximParser::new();
-            let mut out = Vec::new();
-            let open = format!("SMTP connection from {addr} (TCP/IP connection count = 1)");
-            for (time, m) in [(10, open.as_str()), (11, *drop)] {
-                let line = Line {
-                    time,
-                    host: "",
-                    program: "exim",
-                    pid: None,
-                    message: m,
-                    raw: m,
-                };
-                p.feed(&line, &mut out);
-            }
-            p.finish(&mut out);
-            let got: Vec<_> = out
-                .iter()
-                .filter_map(|r| match r {
-                    Record::Connection(c) => Some((
-                        c.peer.hostname.as_deref(),
-                        match c.transport {
-                            Transport::Tls(_) => "tls",
-                            Transport::Plain => "plain",
-                            Transport::Unknown { hint } if hint == HINT_TLS_ON_CONNECT_DROP => {
-                                "unknown"
-                            }
-                            Transport::Unknown { .. } => "unknown-open",
-                        },
-                        c.time,
-                    )),
-                    _ => None,
-                })
+            let got: Vec<_> = session_after(addr, drop)
+                .into_iter()
+                .map(|(host, t, time)| (host, transport_word(&t, true), time))
                 .collect();
-            assert_eq!(got, [(*name, *transport, 10)], "{drop}");
+            assert_eq!(got, [(name.map(str::to_owned), *transport, 10)], "{drop}");
         }
     }
 
@@ -3827,43 +3820,11 @@ mod tests {
                         for (outcome, clear) in outcomes {
                             let m = format!("{ds}H={host}{i}{u}{x}{outcome}");
                             let want = if x.is_empty() { clear } else { "tls" };
-                            let open = format!(
-                                "SMTP connection from {addr} (TCP/IP connection count = 1)"
-                            );
-                            let mut p = EximParser::new();
-                            let mut out = Vec::new();
-                            for (time, m) in [(10, open.as_str()), (11, m.as_str())] {
-                                let line = Line {
-                                    time,
-                                    host: "",
-                                    program: "exim",
-                                    pid: None,
-                                    message: m,
-                                    raw: m,
-                                };
-                                p.feed(&line, &mut out);
-                            }
-                            p.finish(&mut out);
-                            let got: Vec<_> = out
-                                .iter()
-                                .filter_map(|r| match r {
-                                    Record::Connection(c) => Some((
-                                        c.peer.hostname.as_deref(),
-                                        match c.transport {
-                                            Transport::Tls(_) => "tls",
-                                            Transport::Plain => "plain",
-                                            Transport::Unknown { hint }
-                                                if hint == HINT_TLS_ON_CONNECT_DROP =>
-                                            {
-                                                "unknown"
-                                            }
-                                            Transport::Unknown { .. } => "unknown-open",
-                                        },
-                                    )),
-                                    _ => None,
-                                })
+                            let got: Vec<_> = session_after(addr, &m)
+                                .into_iter()
+                                .map(|(host, t, _)| (host, transport_word(&t, true)))
                                 .collect();
-                            if got != [(Some("mx.e.example"), want)] {
+                            if got != [(Some("mx.e.example".to_owned()), want)] {
                                 failed.push(format!("{m}\n    -> {got:?}"));
                             }
                         }
