@@ -306,38 +306,22 @@ pub async fn relay(
                 let _ = server.set_nodelay(true);
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                let down = async {
-                    let pumped = pump(
-                        server_read,
-                        client_write,
-                        Side::Server,
-                        &rewriter,
-                        &traffic,
-                        started,
-                    )
-                    .await;
-                    if pumped.is_ok() {
-                        // All the server sent reached the client, which was half-closed.
-                        traffic.finished(Side::Server, started);
-                    }
-                    pumped
-                };
-                let up = async {
-                    let pumped = pump(
-                        client_read,
-                        server_write,
-                        Side::Client,
-                        &rewriter,
-                        &traffic,
-                        started,
-                    )
-                    .await;
-                    if pumped.is_ok() {
-                        // All the client sent reached the server, which was half-closed.
-                        traffic.finished(Side::Client, started);
-                    }
-                    pumped
-                };
+                let down = pump(
+                    server_read,
+                    client_write,
+                    Side::Server,
+                    &rewriter,
+                    &traffic,
+                    started,
+                );
+                let up = pump(
+                    client_read,
+                    server_write,
+                    Side::Client,
+                    &rewriter,
+                    &traffic,
+                    started,
+                );
                 tokio::select! {
                     both = async { tokio::try_join!(down, up) } => match both {
                         Ok(_) => ConnectionEnd::Closed {
@@ -517,7 +501,8 @@ async fn idle(
 }
 
 /// Copies `from` → `to` through the rewriter until `from` closes, then forwards any
-/// unfinished line unchanged and half-closes `to`.
+/// unfinished line unchanged, half-closes `to` and marks `side` finished
+/// ([`Traffic::finished`]).
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
@@ -547,6 +532,8 @@ async fn pump(
                 .map_err(|e| (other, e))?;
             // The other side may already be gone: a failed half-close is not an error.
             let _ = to.shutdown().await;
+            // All `side` sent reached the other side, which was half-closed.
+            traffic.finished(side, started);
             return Ok(());
         }
         traffic.record(side, n, started);
